@@ -1,0 +1,123 @@
+//! `kiln build`: staging directory, logs, the stage pipeline, and what is left afterwards.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use crate::exit;
+use crate::pipeline::context::BuildContext;
+use crate::pipeline::{self, Outcome};
+use crate::plan::Plan;
+use crate::process::Cancel;
+
+pub struct Options {
+    pub out_root: PathBuf,
+    pub cache_dir: PathBuf,
+    pub keep_on_error: bool,
+}
+
+/// `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("KILN_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Ok(d) = std::env::var("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("kiln");
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/kiln")
+}
+
+pub struct Finished {
+    pub code: i32,
+    pub ctx: BuildContext,
+    pub error: Option<anyhow::Error>,
+}
+
+/// Run a whole build. Never leaves a half-written output directory.
+pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finished> {
+    std::fs::create_dir_all(&opts.out_root)
+        .with_context(|| format!("creating output directory {}", opts.out_root.display()))?;
+    let out_root = std::fs::canonicalize(&opts.out_root)?;
+    let mut ctx = BuildContext::new(plan, &out_root, opts.cache_dir.clone(), cancel.clone());
+    ctx.keep_on_error = opts.keep_on_error;
+    std::fs::create_dir_all(&ctx.out)
+        .with_context(|| format!("creating staging directory {}", ctx.staging.display()))?;
+    std::fs::create_dir_all(&ctx.work)?;
+    crate::logging::open_build_log(&ctx.out.join("build.log"))?;
+    ctx.tools.kiln = env!("CARGO_PKG_VERSION").to_string();
+    ctx.tools.qemu_img = crate::process::tool_version("qemu-img");
+    tracing::info!(
+        "building {} from {} (staging in {})",
+        ctx.plan.slug(),
+        ctx.plan.recipe_path.display(),
+        ctx.staging.display()
+    );
+
+    let mut stages = crate::stages::all();
+    let report = pipeline::run(&mut stages, &mut ctx, cancel);
+    drop(stages);
+
+    let code = match report.outcome {
+        Outcome::Success => exit::OK,
+        Outcome::Failed => exit::BUILD_FAILED,
+        Outcome::Cancelled => exit::INTERRUPTED,
+    };
+    match report.outcome {
+        Outcome::Failed if ctx.keep_on_error => {
+            tracing::warn!(
+                "kept the staging directory {} (build disk, seed, console.log, build.log)",
+                ctx.staging.display()
+            );
+        }
+        Outcome::Failed => {
+            // Keep the evidence, not the disks.
+            let logs = out_root.join(format!("{}.failed", ctx.plan.slug()));
+            save_logs(&ctx.out, &ctx.work, &logs);
+            tracing::warn!("logs of the failed build are in {}", logs.display());
+            crate::logging::close_build_log();
+            remove_dir(&ctx.staging);
+        }
+        _ => {
+            crate::logging::close_build_log();
+            remove_dir(&ctx.staging);
+        }
+    }
+    for r in ctx.held() {
+        if report.outcome != Outcome::Failed || !ctx.keep_on_error {
+            tracing::warn!("still held after cleanup: {r}");
+        }
+    }
+    let mut error = report.error;
+    if error.is_none() && report.outcome == Outcome::Success {
+        if let Some(e) = report.cleanup_errors.into_iter().next() {
+            error = Some(e);
+        }
+    }
+    Ok(Finished { code, ctx, error })
+}
+
+fn save_logs(out: &Path, work: &Path, dest: &Path) {
+    if std::fs::create_dir_all(dest).is_err() {
+        return;
+    }
+    for (dir, name) in [(out, "build.log"), (out, "console.log"), (work, "console.log")] {
+        let src = dir.join(name);
+        if src.is_file() && !dest.join(name).exists() {
+            if name == "build.log" {
+                // The logger keeps writing to the moved file.
+                let _ = std::fs::rename(&src, dest.join(name));
+            } else {
+                let _ = std::fs::copy(&src, dest.join(name));
+            }
+        }
+    }
+}
+
+fn remove_dir(p: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(p) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("could not remove {}: {e}", p.display());
+        }
+    }
+}

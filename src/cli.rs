@@ -1,0 +1,525 @@
+//! Command line: parsing, dispatch and exit codes. `validate`, `plan`, `schema` and `elements`
+//! never touch libvirt, disks or the network.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::exit;
+use crate::plan::{Plan, SourcePlan};
+use crate::process::{self, Cancel};
+use crate::recipe::{self, Diagnostic};
+use crate::seed::TemplateContext;
+use crate::templates::{self, Kind};
+
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about = "Bake golden VM images from YAML recipes")]
+pub struct Cli {
+    /// Log at debug level (the exact external commands).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OnError {
+    /// Remove the domain, disks and staging directory (logs are kept in NAME-VERSION.failed/).
+    Cleanup,
+    /// Keep the domain, disks and logs for inspection and say how to look at them.
+    Keep,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check recipes (and their elements and templates); report every problem with its position.
+    Validate {
+        #[arg(required = true)]
+        recipes: Vec<PathBuf>,
+        /// Override a variable: NAME=VALUE.
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+    },
+    /// Show what a build would do: elements, stages with inputs, exact commands; render the
+    /// templates into a directory.
+    Plan {
+        recipe: PathBuf,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Where rendered templates go (default: ./NAME-VERSION.plan).
+        #[arg(long)]
+        render_dir: Option<PathBuf>,
+    },
+    /// Build the image.
+    Build {
+        recipe: PathBuf,
+        /// Catalog directory; the image lands in DIR/NAME-VERSION (default: the recipe's
+        /// publish.local.dir, else ./kiln-output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
+        on_error: OnError,
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Cache for base disks and downloads (default: $KILN_CACHE_DIR or ~/.cache/kiln).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of recipes (for editors).
+    Schema,
+    /// Built-in and local elements.
+    Elements {
+        #[command(subcommand)]
+        command: ElementsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ElementsCommand {
+    /// List elements on the search path.
+    List,
+    /// Show one element's file and where it was found.
+    Show { name: String },
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, found `{s}`"))?;
+    if k.is_empty() {
+        return Err("empty variable name".into());
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit::INVALID_INPUT } else { exit::OK };
+        }
+    };
+    crate::logging::init(cli.log_format == LogFormat::Json, cli.verbose);
+    match cli.command {
+        Command::Validate { recipes, vars } => validate(&recipes, &vars),
+        Command::Plan {
+            recipe,
+            format,
+            vars,
+            render_dir,
+        } => plan(&recipe, format, &vars, render_dir),
+        Command::Build {
+            recipe,
+            output,
+            on_error,
+            vars,
+            cache_dir,
+        } => build(&recipe, output, on_error, &vars, cache_dir),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&recipe::recipe_schema()).expect("schema")
+            );
+            exit::OK
+        }
+        Command::Elements { command } => elements(command),
+    }
+}
+
+fn print_diagnostics(diags: &[Diagnostic]) {
+    for d in diags {
+        eprintln!("error: {d}");
+    }
+    eprintln!(
+        "{} error{} found",
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" }
+    );
+}
+
+/// Load a recipe and render every template with a sample context (strict mode catches
+/// undefined variables in overrides before any build starts).
+pub fn load_checked(path: &Path, vars: &[(String, String)]) -> Result<Plan, Vec<Diagnostic>> {
+    let plan = recipe::load_plan(path, vars)?;
+    let ctx = TemplateContext::new(&plan, "kiln-validate", "qemu", Path::new("/nonexistent"));
+    let mut errs = Vec::new();
+    for kind in Kind::ALL {
+        if let Err(e) = templates::render(&plan, kind, &ctx) {
+            errs.push(template_diag(e));
+        }
+    }
+    if errs.is_empty() {
+        Ok(plan)
+    } else {
+        Err(errs)
+    }
+}
+
+fn template_diag(e: templates::TemplateError) -> Diagnostic {
+    match e {
+        templates::TemplateError::Render {
+            origin,
+            line,
+            column,
+            message,
+        } => Diagnostic {
+            file: PathBuf::from(origin),
+            line,
+            column,
+            message,
+        },
+        templates::TemplateError::Read { path, source } => Diagnostic {
+            file: path,
+            line: 1,
+            column: 1,
+            message: format!("cannot read template: {source}"),
+        },
+    }
+}
+
+fn validate(recipes: &[PathBuf], vars: &[(String, String)]) -> i32 {
+    let mut all = Vec::new();
+    for r in recipes {
+        match load_checked(r, vars) {
+            Ok(p) => println!(
+                "ok: {} ({}, {} element{}, {} provisioning step{})",
+                r.display(),
+                p.slug(),
+                p.elements.len(),
+                if p.elements.len() == 1 { "" } else { "s" },
+                p.provision.len(),
+                if p.provision.len() == 1 { "" } else { "s" }
+            ),
+            Err(mut d) => all.append(&mut d),
+        }
+    }
+    if all.is_empty() {
+        exit::OK
+    } else {
+        print_diagnostics(&all);
+        exit::INVALID_INPUT
+    }
+}
+
+/// One stage of the plan: its inputs and the external commands it will run.
+#[derive(serde::Serialize)]
+struct PlannedStage {
+    name: &'static str,
+    inputs: serde_json::Value,
+    commands: Vec<String>,
+}
+
+fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
+    let disk = work.join("disk.qcow2");
+    let mut stages = Vec::new();
+    let (source_cmds, base) = match &plan.source {
+        SourcePlan::Bootstrap(b) => {
+            let key = b.cache_key();
+            let scratch = cache.join(format!("bootstrap/.build-{key}-PID"));
+            let raw = scratch.join("disk.raw");
+            let uuid = crate::stages::bootstrap::fs_uuid(&key);
+            let base = cache.join(format!("bootstrap/{}-{}-{key}.qcow2", b.distro, b.suite));
+            (
+                vec![
+                    process::display(&crate::stages::bootstrap::mmdebstrap_argv(
+                        b,
+                        &scratch.join("rootfs"),
+                        &scratch.join("customize.sh"),
+                    )),
+                    format!("sfdisk --quiet {} <<< '{}'", raw.display(), crate::stages::bootstrap::sfdisk_script().replace('\n', "\\n")),
+                    process::display(&crate::stages::bootstrap::mkfs_argv(&raw, &scratch.join("rootfs"), &uuid, b.size_bytes)),
+                    format!("libguestfs on {}: grub-install --target=i386-pc /dev/sda; update-grub", raw.display()),
+                    format!("qemu-img convert -f raw -O qcow2 {} {}", raw.display(), base.display()),
+                ],
+                base,
+            )
+        }
+        SourcePlan::Image {
+            url,
+            path,
+            checksum,
+            checksum_url,
+            ..
+        } => match (url, path) {
+            (Some(u), _) => {
+                let (base, verify) = match (checksum, checksum_url) {
+                    (Some(c), _) => (cache.join(format!("images/{}-{}", c.algorithm, c.hex)), c.to_string()),
+                    (None, s) => (
+                        cache.join("images/<checksum from the sums file>"),
+                        format!("checksum looked up in {}", s.as_deref().unwrap_or("?")),
+                    ),
+                };
+                (vec![format!("download {u} -> {} ({verify})", base.display())], base)
+            }
+            (None, Some(p)) => (vec![format!("verify {}", p.display())], p.clone()),
+            _ => (vec![], PathBuf::new()),
+        },
+    };
+    stages.push(PlannedStage {
+        name: "source",
+        inputs: serde_json::to_value(&plan.source).unwrap_or_default(),
+        commands: source_cmds,
+    });
+    let size = plan.vm.disk_bytes;
+    stages.push(PlannedStage {
+        name: "provision",
+        inputs: serde_json::json!({
+            "vm": plan.vm, "steps": plan.provision,
+        }),
+        commands: vec![
+            process::display(&crate::qemu_img::create_overlay_argv(&base, "qcow2", &disk, size)),
+            process::display(&crate::seed::xorriso_argv(
+                &work.join("seed.iso"),
+                &[work.join("user-data"), work.join("meta-data")],
+            )),
+            format!("libvirt {}: define domain.xml, start, wait for power-off (timeout {} s)", plan.vm.uri, plan.vm.timeout_secs),
+        ],
+    });
+    stages.push(PlannedStage {
+        name: "cloud-init",
+        inputs: serde_json::to_value(&plan.cloud_init).unwrap_or_default(),
+        commands: vec![format!(
+            "libguestfs on {}: check /var/lib/kiln/status, /usr/bin/cloud-init; write {}; remove /var/lib/cloud state",
+            disk.display(),
+            crate::stages::cloud_init::CONFIG_PATH
+        )],
+    });
+    stages.push(PlannedStage {
+        name: "sysprep",
+        inputs: serde_json::json!({ "operations": plan.sysprep }),
+        commands: vec![format!(
+            "libguestfs (same launch): {}; fstrim",
+            plan.sysprep.join(", ")
+        )],
+    });
+    stages.push(PlannedStage {
+        name: "undefine",
+        inputs: serde_json::json!({ "uri": plan.vm.uri }),
+        commands: vec!["libvirt: destroy (if running) and undefine the build domain".into()],
+    });
+    let out = work.with_file_name(plan.slug());
+    stages.push(PlannedStage {
+        name: "convert",
+        inputs: serde_json::to_value(&plan.outputs).unwrap_or_default(),
+        commands: plan
+            .outputs
+            .iter()
+            .map(|o| {
+                process::display(&crate::qemu_img::convert_argv(
+                    &disk,
+                    "qcow2",
+                    &out.join(o.file_name(&plan.slug())),
+                    o,
+                ))
+            })
+            .collect(),
+    });
+    stages.push(PlannedStage {
+        name: "publish",
+        inputs: serde_json::to_value(&plan.publish).unwrap_or_default(),
+        commands: vec![format!(
+            "write manifest.json; rename {} into the catalog directory",
+            out.display()
+        )],
+    });
+    stages
+}
+
+fn plan(recipe: &Path, format: PlanFormat, vars: &[(String, String)], render_dir: Option<PathBuf>) -> i32 {
+    let plan = match load_checked(recipe, vars) {
+        Ok(p) => p,
+        Err(d) => {
+            print_diagnostics(&d);
+            return exit::INVALID_INPUT;
+        }
+    };
+    let work = PathBuf::from("<output>/.kiln-staging/work");
+    let cache = crate::build::default_cache_dir();
+    let stages = planned_stages(&plan, &work, &cache);
+    let render_dir = render_dir.unwrap_or_else(|| PathBuf::from(format!("{}.plan", plan.slug())));
+    let tctx = TemplateContext::new(&plan, &format!("kiln-{}-XXXXXXXX", plan.name), "qemu", &work);
+    let mut rendered = Vec::new();
+    for kind in Kind::ALL {
+        match templates::render(&plan, kind, &tctx) {
+            Ok(t) => rendered.push((kind, t)),
+            Err(e) => {
+                print_diagnostics(&[template_diag(e)]);
+                return exit::INVALID_INPUT;
+            }
+        }
+    }
+    let script = crate::seed::provision_script(&plan.provision);
+    let write = templates::write_all(&render_dir, &rendered)
+        .and_then(|_| std::fs::write(render_dir.join("provision.sh"), &script));
+    if let Err(e) = write {
+        eprintln!("error: writing rendered templates to {}: {e}", render_dir.display());
+        return exit::BUILD_FAILED;
+    }
+    match format {
+        PlanFormat::Json => {
+            let v = serde_json::json!({
+                "plan": plan,
+                "stages": stages,
+                "rendered": render_dir,
+            });
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        }
+        PlanFormat::Text => {
+            println!("{} (recipe {})", plan.slug(), plan.recipe_path.display());
+            if let Some(d) = &plan.description {
+                println!("  {d}");
+            }
+            println!("elements (in order):");
+            for e in &plan.elements {
+                println!("  {:<18} {}  [{}]", e.name, e.description, e.dir.display());
+            }
+            println!("vm: {} MiB, {} vCPU, accel {:?}, timeout {} s, {}", plan.vm.memory_mib, plan.vm.vcpus, plan.vm.accel, plan.vm.timeout_secs, plan.vm.uri);
+            println!("provisioning steps:");
+            for (i, s) in plan.provision.iter().enumerate() {
+                let d = match s {
+                    crate::plan::ProvisionStep::Packages(p) => format!("packages: {}", p.join(" ")),
+                    crate::plan::ProvisionStep::Files(f) => format!(
+                        "files: {}",
+                        f.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(" ")
+                    ),
+                    crate::plan::ProvisionStep::Run(c) => format!("run: {} command(s)", c.len()),
+                    crate::plan::ProvisionStep::Users(u) => format!(
+                        "users: {}",
+                        u.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(" ")
+                    ),
+                };
+                println!("  {}. {d}", i + 1);
+            }
+            println!("stages:");
+            for s in &stages {
+                println!("  {}", s.name);
+                for c in &s.commands {
+                    println!("      $ {c}");
+                }
+            }
+            println!("rendered templates: {}", render_dir.display());
+        }
+    }
+    exit::OK
+}
+
+fn build(
+    recipe_path: &Path,
+    output: Option<PathBuf>,
+    on_error: OnError,
+    vars: &[(String, String)],
+    cache_dir: Option<PathBuf>,
+) -> i32 {
+    let plan = match load_checked(recipe_path, vars) {
+        Ok(p) => p,
+        Err(d) => {
+            print_diagnostics(&d);
+            return exit::INVALID_INPUT;
+        }
+    };
+    let cancel = Cancel::new();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, cancel.flag()) {
+            eprintln!("error: cannot install signal handler: {e}");
+            return exit::BUILD_FAILED;
+        }
+    }
+    let out_root = output
+        .or_else(|| plan.publish.local_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("kiln-output"));
+    let opts = crate::build::Options {
+        out_root,
+        cache_dir: cache_dir.unwrap_or_else(crate::build::default_cache_dir),
+        keep_on_error: on_error == OnError::Keep,
+    };
+    match crate::build::run(plan, &opts, &cancel) {
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::BUILD_FAILED
+        }
+        Ok(f) => {
+            match f.code {
+                exit::OK => {
+                    let dir = f.ctx.published.clone().unwrap_or_default();
+                    println!("built {}", dir.display());
+                    for o in &f.ctx.outputs {
+                        println!(
+                            "  {:<32} {:>6} {:>10} (virtual {})",
+                            o.path,
+                            o.format,
+                            crate::progress::human_bytes(o.size),
+                            crate::progress::human_bytes(o.virtual_size)
+                        );
+                    }
+                    println!("  stages:");
+                    for r in &f.ctx.records {
+                        println!("    {:<11} {:>7.1} s", r.name, r.seconds);
+                    }
+                }
+                exit::INTERRUPTED => eprintln!("interrupted: the build was cleaned up"),
+                _ => {}
+            }
+            if let Some(e) = f.error {
+                eprintln!("error: {e:#}");
+                if f.code == exit::OK {
+                    return exit::BUILD_FAILED;
+                }
+            }
+            f.code
+        }
+    }
+}
+
+fn elements(cmd: ElementsCommand) -> i32 {
+    let cwd = std::env::current_dir().ok();
+    let search = recipe::elements::search_path(cwd.as_deref());
+    match cmd {
+        ElementsCommand::List => {
+            for (name, dir) in recipe::elements::all(&search) {
+                match recipe::elements::load(&name, &dir) {
+                    Ok(l) => println!("{name:<18} {}  [{}]", l.file.description, dir.display()),
+                    Err(d) => println!("{name:<18} (invalid: {})  [{}]", d[0], dir.display()),
+                }
+            }
+            exit::OK
+        }
+        ElementsCommand::Show { name } => match recipe::elements::find(&name, &search) {
+            None => {
+                eprintln!("error: element `{name}` not found on the search path");
+                exit::INVALID_INPUT
+            }
+            Some(dir) => {
+                let file = dir.join("element.yaml");
+                println!("# {}", file.display());
+                match std::fs::read_to_string(&file) {
+                    Ok(t) => {
+                        print!("{t}");
+                        exit::OK
+                    }
+                    Err(e) => {
+                        eprintln!("error: reading {}: {e}", file.display());
+                        exit::INVALID_INPUT
+                    }
+                }
+            }
+        },
+    }
+}

@@ -1,0 +1,30 @@
+//! kiln: bake golden VM images from declarative YAML recipes.
+//!
+//! Layout: `recipe` (load, validate, resolve into a `plan`), `pipeline` (the stage runner and
+//! the typed build context), `stages` (one module per stage), and one module per external
+//! component: `libvirt`, `guest` (libguestfs), `qemu_img`, `seed` (cloud-init NoCloud).
+
+pub mod build;
+pub mod cli;
+pub mod guest;
+pub mod libvirt;
+pub mod logging;
+pub mod manifest;
+pub mod pipeline;
+pub mod plan;
+pub mod process;
+pub mod progress;
+pub mod qemu_img;
+pub mod recipe;
+pub mod seed;
+pub mod stages;
+pub mod sysprep;
+pub mod templates;
+
+/// Exit codes, as documented in the README.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const BUILD_FAILED: i32 = 1;
+    pub const INVALID_INPUT: i32 = 2;
+    pub const INTERRUPTED: i32 = 130;
+}

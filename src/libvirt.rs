@@ -1,0 +1,223 @@
+//! libvirt through its own bindings (`virt`): define/start/poll/destroy/undefine domains and
+//! probe whether KVM guests really run.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainState};
+use virt::enumutil::Enum;
+
+use crate::process::Cancel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LibvirtError {
+    #[error("cannot connect to libvirt at {uri}: {message} (is libvirtd running? `.ci/run` and scripts/start-services.sh start it)")]
+    Connect { uri: String, message: String },
+    #[error("libvirt: {op} domain {domain}: {message}")]
+    Domain {
+        op: &'static str,
+        domain: String,
+        message: String,
+    },
+}
+
+/// What kiln needs to know about a domain's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Running,
+    Paused,
+    Shutoff,
+    Crashed,
+    Other,
+    /// The domain does not exist (transient and gone, or undefined).
+    Missing,
+}
+
+pub struct Libvirt {
+    conn: Connect,
+    pub uri: String,
+}
+
+impl Libvirt {
+    pub fn connect(uri: &str) -> Result<Self, LibvirtError> {
+        let conn = Connect::open(Some(uri)).map_err(|e| LibvirtError::Connect {
+            uri: uri.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Libvirt {
+            conn,
+            uri: uri.to_string(),
+        })
+    }
+
+    /// "11.3.0".
+    pub fn version(&self) -> String {
+        self.conn
+            .lib_version()
+            .map(|v| format!("{}.{}.{}", v / 1_000_000, (v / 1000) % 1000, v % 1000))
+            .unwrap_or_else(|_| "unknown".into())
+    }
+
+    pub fn capabilities(&self) -> String {
+        self.conn.capabilities().unwrap_or_default()
+    }
+
+    fn err(op: &'static str, domain: &str, e: virt::error::Error) -> LibvirtError {
+        LibvirtError::Domain {
+            op,
+            domain: domain.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn lookup(&self, name: &str) -> Option<Domain> {
+        self.conn.lookup_domain_by_name(name).ok()
+    }
+
+    /// Define a persistent domain from XML (not started).
+    pub fn define(&self, name: &str, xml: &str) -> Result<(), LibvirtError> {
+        self.conn.define_domain_xml(xml)
+            .map(drop)
+            .map_err(|e| Self::err("defining", name, e))
+    }
+
+    pub fn start(&self, name: &str) -> Result<(), LibvirtError> {
+        let d = self.lookup(name).ok_or_else(|| LibvirtError::Domain {
+            op: "starting",
+            domain: name.into(),
+            message: "no such domain".into(),
+        })?;
+        d.create().map(drop).map_err(|e| Self::err("starting", name, e))
+    }
+
+    /// Start a transient domain.
+    pub fn create_transient(&self, name: &str, xml: &str) -> Result<(), LibvirtError> {
+        self.conn.create_domain_xml(xml, 0)
+            .map(drop)
+            .map_err(|e| Self::err("creating", name, e))
+    }
+
+    pub fn state(&self, name: &str) -> State {
+        let Some(d) = self.lookup(name) else {
+            return State::Missing;
+        };
+        match d.state() {
+            Ok((Enum::Known(s), _)) => match s {
+                DomainState::Running | DomainState::Blocked => State::Running,
+                DomainState::Paused | DomainState::PMSuspended => State::Paused,
+                DomainState::Shutoff => State::Shutoff,
+                DomainState::Crashed => State::Crashed,
+                _ => State::Other,
+            },
+            _ => State::Other,
+        }
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.lookup(name).is_some()
+    }
+
+    /// Stop the domain if it runs. Missing domains are fine.
+    pub fn destroy(&self, name: &str) -> Result<(), LibvirtError> {
+        let Some(d) = self.lookup(name) else {
+            return Ok(());
+        };
+        if d.is_active().unwrap_or(false) {
+            if let Err(e) = d.destroy() {
+                // It may have stopped between the check and the call.
+                if d.is_active().unwrap_or(false) {
+                    return Err(Self::err("destroying", name, e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop and remove the domain definition. Missing domains are fine.
+    pub fn destroy_and_undefine(&self, name: &str) -> Result<(), LibvirtError> {
+        self.destroy(name)?;
+        let Some(d) = self.lookup(name) else {
+            return Ok(());
+        };
+        if d.is_persistent().unwrap_or(false) {
+            d.undefine().map_err(|e| Self::err("undefining", name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Does a KVM guest really run here? `/dev/kvm` and libvirt's capabilities are not enough
+    /// (some hosts expose a KVM device whose guests hang or die). Boot the host's own kernel
+    /// with no root filesystem under KVM: a working KVM reaches the "no root" panic and reboots
+    /// (which destroys the domain) within seconds.
+    pub fn probe_kvm(&self, cancel: &Cancel) -> Result<KvmProbe, LibvirtError> {
+        if !self.capabilities().contains("domain type='kvm'") {
+            return Ok(KvmProbe::Unusable("libvirt offers no kvm domain type".into()));
+        }
+        let Some(kernel) = host_kernel() else {
+            return Ok(KvmProbe::Unknown(
+                "no readable kernel in /boot to probe with".into(),
+            ));
+        };
+        let name = format!("kiln-kvm-probe-{}", std::process::id());
+        let xml = probe_xml(&name, &kernel);
+        self.create_transient(&name, &xml)?;
+        let start = Instant::now();
+        let result = loop {
+            match self.state(&name) {
+                State::Missing | State::Shutoff => break KvmProbe::Usable,
+                State::Crashed | State::Paused => {
+                    break KvmProbe::Unusable("the probe guest crashed under KVM".into())
+                }
+                _ => {}
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                break KvmProbe::Unusable(
+                    "a KVM guest did not boot its kernel within 15 s".into(),
+                );
+            }
+            if cancel.sleep(Duration::from_millis(200)) {
+                break KvmProbe::Unknown("interrupted".into());
+            }
+        };
+        let _ = self.destroy(&name);
+        Ok(result)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvmProbe {
+    Usable,
+    Unusable(String),
+    Unknown(String),
+}
+
+fn host_kernel() -> Option<std::path::PathBuf> {
+    let mut kernels: Vec<_> = std::fs::read_dir("/boot")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz"))
+                && std::fs::File::open(p).is_ok()
+        })
+        .collect();
+    kernels.sort();
+    kernels.pop()
+}
+
+fn probe_xml(name: &str, kernel: &Path) -> String {
+    format!(
+        "<domain type='kvm'><name>{name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>\
+<os><type arch='x86_64' machine='pc'>hvm</type><kernel>{}</kernel>\
+<cmdline>console=ttyS0 panic=-1 quiet</cmdline></os>\
+<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>\
+<seclabel type='static' model='dac' relabel='no'><label>+{uid}:+{gid}</label></seclabel>\
+<devices><controller type='usb' model='none'/><memballoon model='none'/></devices></domain>",
+        kernel.display(),
+        uid = unsafe { libc::geteuid() },
+        gid = unsafe { libc::getegid() },
+    )
+}

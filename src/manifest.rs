@@ -1,0 +1,70 @@
+//! manifest.json: what was built, from what, with which tools, how long each stage took, and
+//! the outputs with their checksums. Never a secret.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::pipeline::context::{BuildContext, OutputRecord, Tools};
+use crate::pipeline::StageRecord;
+
+#[derive(Debug, Serialize)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub recipe: String,
+    pub recipe_sha256: String,
+    pub built_at: u64,
+    pub elements: Vec<String>,
+    pub source: serde_json::Value,
+    pub accelerator: String,
+    pub tools: Tools,
+    pub stages: Vec<StageRecord>,
+    pub sysprep: BTreeMap<String, usize>,
+    pub properties: BTreeMap<String, String>,
+    pub outputs: Vec<OutputRecord>,
+    pub published: serde_json::Value,
+}
+
+impl Manifest {
+    pub fn from_context(ctx: &BuildContext) -> Self {
+        let plan = &ctx.plan;
+        let source = match &plan.source {
+            crate::plan::SourcePlan::Bootstrap(b) => serde_json::json!({
+                "bootstrap": {
+                    "distro": b.distro, "suite": b.suite, "mirror": b.mirror,
+                    "packages": b.packages, "cache_key": b.cache_key(),
+                }
+            }),
+            crate::plan::SourcePlan::Image { url, path, checksum, .. } => serde_json::json!({
+                "image": {
+                    "url": url, "path": path,
+                    "checksum": checksum.as_ref().map(|c| c.to_string()),
+                }
+            }),
+        };
+        Manifest {
+            name: plan.name.clone(),
+            version: plan.version.clone(),
+            recipe: plan.recipe_path.display().to_string(),
+            recipe_sha256: plan.recipe_sha256.clone(),
+            built_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            elements: plan.elements.iter().map(|e| e.name.clone()).collect(),
+            source,
+            accelerator: match ctx.tcg {
+                Some(true) => "tcg".into(),
+                Some(false) => "kvm".into(),
+                None => "none".into(),
+            },
+            tools: ctx.tools.clone(),
+            stages: ctx.records.clone(),
+            sysprep: ctx.sysprep_removed.iter().cloned().collect(),
+            properties: plan.properties.clone(),
+            outputs: ctx.outputs.clone(),
+            published: serde_json::json!({ "local": ctx.final_dir.display().to_string() }),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The typed build context that stages share (instead of a string-keyed state bag), and the
+//! register of external resources: each is recorded the moment it exists, by the stage that
+//! made it, and released by that stage's cleanup.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{Outcome, Records, StageRecord};
+use crate::guest::Guest;
+use crate::libvirt::Libvirt;
+use crate::plan::Plan;
+use crate::process::Cancel;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    /// A libvirt domain (defined or transient).
+    Domain { uri: String, name: String },
+    File(PathBuf),
+    Dir(PathBuf),
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resource::Domain { uri, name } => write!(f, "libvirt domain {name} ({uri})"),
+            Resource::File(p) => write!(f, "file {}", p.display()),
+            Resource::Dir(p) => write!(f, "directory {}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    stage: &'static str,
+    resource: Resource,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseDisk {
+    pub path: PathBuf,
+    pub format: String,
+    pub virtual_size: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputRecord {
+    /// Relative to the manifest.
+    pub path: String,
+    pub format: String,
+    pub size: u64,
+    pub virtual_size: u64,
+    pub sha256: String,
+    pub sha512: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Tools {
+    pub kiln: String,
+    #[serde(rename = "qemu-img")]
+    pub qemu_img: String,
+    pub libvirt: String,
+    pub libguestfs: String,
+}
+
+pub struct BuildContext {
+    pub plan: Plan,
+    pub cancel: Cancel,
+    /// `--on-error keep`: on failure keep domain, disks and logs for inspection.
+    pub keep_on_error: bool,
+    /// Everything of this build lives here until it is published.
+    pub staging: PathBuf,
+    /// Intermediate files (build disk, seed, rendered templates, console log).
+    pub work: PathBuf,
+    /// The future output directory, renamed into place by publish.
+    pub out: PathBuf,
+    /// Where the output directory lands.
+    pub final_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub tools: Tools,
+    pub records: Vec<StageRecord>,
+    held: Vec<Held>,
+    current_stage: &'static str,
+
+    // Typed results, filled in by the stages in order.
+    pub base: Option<BaseDisk>,
+    /// The build disk (qcow2 overlay over the base).
+    pub disk: Option<PathBuf>,
+    /// Whether guests (and the libguestfs appliance) must use TCG.
+    pub tcg: Option<bool>,
+    pub libvirt: Option<Libvirt>,
+    pub domain: Option<String>,
+    pub guest: Option<Guest>,
+    pub outputs: Vec<OutputRecord>,
+    pub sysprep_removed: Vec<(String, usize)>,
+    pub published: Option<PathBuf>,
+}
+
+impl Records for BuildContext {
+    fn records(&mut self) -> &mut Vec<StageRecord> {
+        &mut self.records
+    }
+}
+
+impl BuildContext {
+    pub fn new(plan: Plan, out_root: &Path, cache_dir: PathBuf, cancel: Cancel) -> Self {
+        let slug = plan.slug();
+        let staging = out_root.join(format!(".kiln-staging-{slug}-{}", std::process::id()));
+        BuildContext {
+            work: staging.join("work"),
+            out: staging.join(&slug),
+            final_dir: out_root.join(&slug),
+            staging,
+            plan,
+            cancel,
+            keep_on_error: false,
+            cache_dir,
+            tools: Tools::default(),
+            records: Vec::new(),
+            held: Vec::new(),
+            current_stage: "build",
+            base: None,
+            disk: None,
+            tcg: None,
+            libvirt: None,
+            domain: None,
+            guest: None,
+            outputs: Vec::new(),
+            sysprep_removed: Vec::new(),
+            published: None,
+        }
+    }
+
+    /// Set by the stage wrapper so `record` knows the owner.
+    pub fn enter(&mut self, stage: &'static str) {
+        self.current_stage = stage;
+    }
+
+    /// Record an external resource the moment it exists.
+    pub fn record(&mut self, resource: Resource) {
+        tracing::debug!("created {resource}");
+        self.held.push(Held {
+            stage: self.current_stage,
+            resource,
+        });
+    }
+
+    /// Forget a resource that was released on the normal path (e.g. the undefined domain).
+    pub fn forget(&mut self, resource: &Resource) {
+        self.held.retain(|h| &h.resource != resource);
+    }
+
+    pub fn held(&self) -> Vec<Resource> {
+        self.held.iter().map(|h| h.resource.clone()).collect()
+    }
+
+    /// Release what `stage` recorded, newest first. On failure with `--on-error keep`, keep
+    /// everything and say how to inspect it.
+    pub fn release(&mut self, stage: &'static str, outcome: Outcome) -> anyhow::Result<()> {
+        let mine: Vec<Resource> = self
+            .held
+            .iter()
+            .filter(|h| h.stage == stage)
+            .map(|h| h.resource.clone())
+            .collect();
+        let mut first_err = None;
+        for r in mine.into_iter().rev() {
+            if outcome == Outcome::Failed && self.keep_on_error {
+                tracing::warn!("kept for debugging: {r}{}", inspect_hint(&r));
+                continue;
+            }
+            let res = match &r {
+                Resource::Domain { uri, name } => {
+                    let lv = match self.libvirt.take() {
+                        Some(l) => Ok(l),
+                        None => Libvirt::connect(uri),
+                    };
+                    let out = lv.map_err(anyhow::Error::from).and_then(|l| {
+                        let res = l.destroy_and_undefine(name).map_err(anyhow::Error::from);
+                        self.libvirt = Some(l);
+                        res
+                    });
+                    out
+                }
+                Resource::File(p) => match std::fs::remove_file(p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(anyhow::anyhow!("removing {}: {e}", p.display()))
+                    }
+                    _ => Ok(()),
+                },
+                Resource::Dir(p) => match std::fs::remove_dir_all(p) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(anyhow::anyhow!("removing {}: {e}", p.display()))
+                    }
+                    _ => Ok(()),
+                },
+            };
+            match res {
+                Ok(()) => {
+                    tracing::debug!("released {r}");
+                    self.forget(&r);
+                }
+                Err(e) => {
+                    tracing::warn!("could not release {r}: {e:#}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+fn inspect_hint(r: &Resource) -> String {
+    match r {
+        Resource::Domain { uri, name } => format!(
+            " — inspect with `virsh -c {uri} dumpxml {name}`; remove with `virsh -c {uri} destroy {name}; virsh -c {uri} undefine {name}`"
+        ),
+        Resource::File(p) if p.extension().is_some_and(|e| e == "qcow2") => format!(
+            " — inspect with `guestfish --ro -a {} -i`",
+            p.display()
+        ),
+        _ => String::new(),
+    }
+}

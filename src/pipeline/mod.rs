@@ -1,0 +1,120 @@
+//! The stage runner, after Packer's multistep but typed: each stage has `run` and `cleanup`;
+//! stages run in order until one fails or the build is cancelled, then every stage that
+//! started is cleaned up in reverse order, the failed one included.
+
+pub mod context;
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::process::Cancel;
+
+/// How the build ended, as seen by `cleanup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageStatus {
+    Ok,
+    Failed,
+    Cancelled,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRecord {
+    pub name: String,
+    pub status: StageStatus,
+    pub seconds: f64,
+}
+
+/// Something the context can report stage timings into (the publish stage writes them into
+/// the manifest before the runner has finished).
+pub trait Records {
+    fn records(&mut self) -> &mut Vec<StageRecord>;
+}
+
+pub trait Stage<C> {
+    fn name(&self) -> &'static str;
+    fn run(&mut self, ctx: &mut C) -> anyhow::Result<()>;
+    /// Undo or release what `run` created. Called for every stage that started, in reverse
+    /// order, whatever the outcome; must tolerate a partial `run`.
+    fn cleanup(&mut self, ctx: &mut C, outcome: Outcome) -> anyhow::Result<()>;
+}
+
+pub struct Report {
+    pub outcome: Outcome,
+    pub error: Option<anyhow::Error>,
+    /// Cleanup problems (logged; they do not hide the build's own error).
+    pub cleanup_errors: Vec<anyhow::Error>,
+}
+
+/// Run `stages` over `ctx`.
+pub fn run<C: Records>(stages: &mut [Box<dyn Stage<C> + '_>], ctx: &mut C, cancel: &Cancel) -> Report {
+    ctx.records().clear();
+    ctx.records().extend(stages.iter().map(|s| StageRecord {
+        name: s.name().to_string(),
+        status: StageStatus::Skipped,
+        seconds: 0.0,
+    }));
+    let mut started = 0;
+    let mut error = None;
+    let mut outcome = Outcome::Success;
+    for (i, stage) in stages.iter_mut().enumerate() {
+        if cancel.is_cancelled() {
+            outcome = Outcome::Cancelled;
+            break;
+        }
+        tracing::info!("stage {}: starting", stage.name());
+        started = i + 1;
+        let t = Instant::now();
+        let result = stage.run(ctx);
+        let secs = t.elapsed().as_secs_f64();
+        let rec = &mut ctx.records()[i];
+        rec.seconds = (secs * 10.0).round() / 10.0;
+        match result {
+            Ok(()) => {
+                rec.status = StageStatus::Ok;
+                tracing::info!("stage {}: done in {:.1} s", stage.name(), secs);
+            }
+            Err(e) => {
+                if cancel.is_cancelled() {
+                    rec.status = StageStatus::Cancelled;
+                    outcome = Outcome::Cancelled;
+                    tracing::warn!("stage {}: interrupted after {:.1} s", stage.name(), secs);
+                } else {
+                    rec.status = StageStatus::Failed;
+                    outcome = Outcome::Failed;
+                    tracing::error!("stage {}: failed after {:.1} s", stage.name(), secs);
+                    error = Some(e.context(format!("stage {} failed", stage.name())));
+                }
+                break;
+            }
+        }
+    }
+    if outcome == Outcome::Success && cancel.is_cancelled() {
+        // Cancelled between the last stage and here: the build did finish.
+        tracing::info!("interrupt arrived after the last stage; the build is complete");
+    }
+    let mut cleanup_errors = Vec::new();
+    for stage in stages[..started].iter_mut().rev() {
+        if let Err(e) = stage.cleanup(ctx, outcome) {
+            tracing::warn!("cleanup of stage {}: {e:#}", stage.name());
+            cleanup_errors.push(e.context(format!("cleaning up stage {}", stage.name())));
+        }
+    }
+    Report {
+        outcome,
+        error,
+        cleanup_errors,
+    }
+}
+
+#[cfg(test)]
+mod tests;

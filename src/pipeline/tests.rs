@@ -1,0 +1,117 @@
+//! Runner semantics pinned with fake stages that record what happened (as Packer's
+//! basic_runner_test does): run order, reverse cleanup including the failed stage, cancel.
+
+use super::*;
+
+#[derive(Default)]
+struct Log {
+    events: Vec<String>,
+    records: Vec<StageRecord>,
+}
+
+impl Records for Log {
+    fn records(&mut self) -> &mut Vec<StageRecord> {
+        &mut self.records
+    }
+}
+
+struct Fake {
+    name: &'static str,
+    fail: bool,
+    cancel_during: Option<Cancel>,
+}
+
+impl Stage<Log> for Fake {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn run(&mut self, ctx: &mut Log) -> anyhow::Result<()> {
+        ctx.events.push(format!("run {}", self.name));
+        if let Some(c) = &self.cancel_during {
+            c.cancel();
+            anyhow::bail!("interrupted");
+        }
+        if self.fail {
+            anyhow::bail!("boom");
+        }
+        Ok(())
+    }
+    fn cleanup(&mut self, ctx: &mut Log, outcome: Outcome) -> anyhow::Result<()> {
+        ctx.events.push(format!("cleanup {} {:?}", self.name, outcome));
+        Ok(())
+    }
+}
+
+fn stages(fail: Option<&'static str>, cancel: Option<(&'static str, Cancel)>) -> Vec<Box<dyn Stage<Log>>> {
+    ["a", "b", "c"]
+        .into_iter()
+        .map(|n| {
+            Box::new(Fake {
+                name: n,
+                fail: fail == Some(n),
+                cancel_during: cancel.as_ref().filter(|(c, _)| *c == n).map(|(_, c)| c.clone()),
+            }) as Box<dyn Stage<Log>>
+        })
+        .collect()
+}
+
+fn statuses(log: &Log) -> Vec<StageStatus> {
+    log.records.iter().map(|r| r.status).collect()
+}
+
+#[test]
+fn success_runs_all_then_cleans_up_in_reverse() {
+    let mut log = Log::default();
+    let r = run(&mut stages(None, None), &mut log, &Cancel::new());
+    assert_eq!(r.outcome, Outcome::Success);
+    assert!(r.error.is_none());
+    assert_eq!(
+        log.events,
+        ["run a", "run b", "run c", "cleanup c Success", "cleanup b Success", "cleanup a Success"]
+    );
+    assert_eq!(statuses(&log), [StageStatus::Ok; 3]);
+}
+
+#[test]
+fn failure_stops_and_cleans_up_the_failed_stage_too() {
+    let mut log = Log::default();
+    let r = run(&mut stages(Some("b"), None), &mut log, &Cancel::new());
+    assert_eq!(r.outcome, Outcome::Failed);
+    let msg = format!("{:#}", r.error.unwrap());
+    assert!(msg.contains("stage b failed") && msg.contains("boom"), "{msg}");
+    assert_eq!(
+        log.events,
+        ["run a", "run b", "cleanup b Failed", "cleanup a Failed"]
+    );
+    assert_eq!(
+        statuses(&log),
+        [StageStatus::Ok, StageStatus::Failed, StageStatus::Skipped]
+    );
+}
+
+#[test]
+fn cancel_during_a_stage_cleans_up_and_reports_cancelled() {
+    let mut log = Log::default();
+    let cancel = Cancel::new();
+    let r = run(&mut stages(None, Some(("b", cancel.clone()))), &mut log, &cancel);
+    assert_eq!(r.outcome, Outcome::Cancelled);
+    assert!(r.error.is_none(), "an interrupt is not a build error");
+    assert_eq!(
+        log.events,
+        ["run a", "run b", "cleanup b Cancelled", "cleanup a Cancelled"]
+    );
+    assert_eq!(
+        statuses(&log),
+        [StageStatus::Ok, StageStatus::Cancelled, StageStatus::Skipped]
+    );
+}
+
+#[test]
+fn cancel_before_start_runs_nothing() {
+    let mut log = Log::default();
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let r = run(&mut stages(None, None), &mut log, &cancel);
+    assert_eq!(r.outcome, Outcome::Cancelled);
+    assert!(log.events.is_empty());
+}

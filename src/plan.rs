@@ -1,0 +1,174 @@
+//! The validated build plan: a recipe with its elements merged, every size parsed, every file
+//! read and every name checked. Stages consume only this; nothing here touches libvirt.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::recipe::model::{Accel, DefaultUser, Format};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub recipe_path: PathBuf,
+    pub recipe_sha256: String,
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub vars: BTreeMap<String, String>,
+    pub elements: Vec<ResolvedElement>,
+    pub source: SourcePlan,
+    pub vm: VmPlan,
+    pub provision: Vec<ProvisionStep>,
+    pub cloud_init: CloudInitPlan,
+    pub sysprep: Vec<&'static str>,
+    pub outputs: Vec<OutputPlan>,
+    pub publish: PublishPlan,
+    pub templates: TemplateSources,
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Plan {
+    /// `<name>-<version>`: the output directory's name.
+    pub fn slug(&self) -> String {
+        format!("{}-{}", self.name, self.version)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedElement {
+    pub name: String,
+    pub dir: PathBuf,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Checksum {
+    pub algorithm: String,
+    pub hex: String,
+}
+
+impl std::fmt::Display for Checksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.algorithm, self.hex)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourcePlan {
+    Image {
+        url: Option<String>,
+        path: Option<PathBuf>,
+        checksum: Option<Checksum>,
+        /// `checksum: file:URL`: the checksum is looked up in a SHA256SUMS/SHA512SUMS file.
+        checksum_url: Option<String>,
+        format: Option<String>,
+    },
+    Bootstrap(BootstrapPlan),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootstrapPlan {
+    pub distro: String,
+    pub suite: String,
+    pub mirror: String,
+    pub security_mirror: Option<String>,
+    pub packages: Vec<String>,
+    pub size_bytes: u64,
+}
+
+impl BootstrapPlan {
+    /// Content address of the base disk: same inputs, same cached disk.
+    pub fn cache_key(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(crate::stages::bootstrap::RECIPE_REVISION.as_bytes());
+        for part in [&self.distro, &self.suite, &self.mirror] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(self.security_mirror.as_deref().unwrap_or("").as_bytes());
+        h.update([0]);
+        for p in &self.packages {
+            h.update(p.as_bytes());
+            h.update([0]);
+        }
+        h.update(self.size_bytes.to_le_bytes());
+        hex::encode(h.finalize())[..16].to_string()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VmPlan {
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub disk_bytes: Option<u64>,
+    pub accel: Accel,
+    pub timeout_secs: u64,
+    pub uri: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProvisionStep {
+    Packages(Vec<String>),
+    Files(Vec<ProvisionFile>),
+    Run(Vec<String>),
+    Users(Vec<ProvisionUser>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProvisionFile {
+    pub path: String,
+    /// Where the content came from ("inline" or a host path).
+    pub origin: String,
+    #[serde(skip)]
+    pub content: Vec<u8>,
+    pub size: usize,
+    pub mode: u32,
+    pub owner: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProvisionUser {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub shell: String,
+    pub sudo: bool,
+    pub ssh_authorized_keys: Vec<String>,
+    /// Never serialized: plans and manifests must not carry secrets.
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CloudInitPlan {
+    pub datasources: Vec<String>,
+    pub default_user: Option<DefaultUser>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputPlan {
+    pub format: Format,
+    pub compress: bool,
+}
+
+impl OutputPlan {
+    pub fn file_name(&self, slug: &str) -> String {
+        format!("{slug}.{}", self.format.extension())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishPlan {
+    pub local_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateSources {
+    pub domain: Option<PathBuf>,
+    pub user_data: Option<PathBuf>,
+    pub meta_data: Option<PathBuf>,
+    pub network_config: Option<PathBuf>,
+}

@@ -1,0 +1,284 @@
+//! Running external commands: logged copy-pasteable at debug level, cancellable (the child runs
+//! in its own process group, so a terminal Ctrl-C reaches kiln only and kiln stops the child),
+//! with the tail of stderr in the error.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use std::os::unix::process::CommandExt;
+
+/// Cooperative cancellation, set by SIGINT/SIGTERM.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst)
+    }
+    /// Sleep up to `d`, waking early on cancellation. Returns true when cancelled.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if self.is_cancelled() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50).min(end - Instant::now()));
+        }
+        self.is_cancelled()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}){}", tail_text(.stderr_tail))]
+    Failed {
+        command: String,
+        status: ExitStatus,
+        stderr_tail: String,
+    },
+    #[error("`{command}` was interrupted")]
+    Cancelled { command: String },
+}
+
+fn tail_text(t: &str) -> String {
+    if t.trim().is_empty() {
+        String::new()
+    } else {
+        format!(":\n{}", t.trim_end())
+    }
+}
+
+/// A command line as a user would paste it into a shell.
+pub fn display(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c))
+            {
+                a.clone()
+            } else {
+                crate::seed::sh_quote(a)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Opts {
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    /// Log each stderr/stdout line at info level with this prefix (long-running tools).
+    pub stream_prefix: Option<String>,
+    /// Bytes fed to the command's stdin (otherwise stdin is /dev/null).
+    pub stdin: Option<Vec<u8>>,
+}
+
+pub struct Output {
+    pub stdout: String,
+}
+
+const TAIL: usize = 4000;
+
+/// Run `argv` to completion. stdout is captured (or streamed), stderr is streamed at debug level
+/// and its tail kept for the error.
+pub fn run(argv: &[String], opts: &Opts, cancel: &Cancel) -> Result<Output, CommandError> {
+    let command = display(argv);
+    tracing::debug!(target: "kiln::command", "running: {command}");
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(if opts.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(d) = &opts.cwd {
+        cmd.current_dir(d);
+    }
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    let pid = child.id() as i32;
+    if let (Some(data), Some(mut stdin)) = (opts.stdin.clone(), child.stdin.take()) {
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&data);
+        });
+    }
+
+    let prefix = opts.stream_prefix.clone();
+    let stderr = child.stderr.take().expect("piped");
+    let err_thread = std::thread::spawn(move || {
+        let mut tail = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            match &prefix {
+                Some(p) => tracing::info!("{p}{line}"),
+                None => tracing::debug!(target: "kiln::command", "stderr: {line}"),
+            }
+            tail.push_str(&line);
+            tail.push('\n');
+            if tail.len() > 2 * TAIL {
+                let cut = tail.len() - TAIL;
+                let cut = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(cut);
+                tail.drain(..cut);
+            }
+        }
+        tail
+    });
+    let prefix = opts.stream_prefix.clone();
+    let mut stdout = child.stdout.take().expect("piped");
+    let out_thread = std::thread::spawn(move || {
+        if let Some(p) = prefix {
+            let mut all = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                tracing::info!("{p}{line}");
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        } else {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        }
+    });
+
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(|source| CommandError::Spawn {
+            command: command.clone(),
+            source,
+        })? {
+            break st;
+        }
+        if cancel.is_cancelled() {
+            terminate_group(pid);
+            let _ = child.wait();
+            let _ = err_thread.join();
+            let _ = out_thread.join();
+            return Err(CommandError::Cancelled { command });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr_tail = err_thread.join().unwrap_or_default();
+    let stdout = out_thread.join().unwrap_or_default();
+    if !status.success() {
+        return Err(CommandError::Failed {
+            command,
+            status,
+            stderr_tail: last_lines(&stderr_tail, 20),
+        });
+    }
+    Ok(Output { stdout })
+}
+
+/// SIGTERM the whole process group, then SIGKILL after a grace period.
+fn terminate_group(pgid: i32) {
+    unsafe {
+        libc::kill(-pgid, libc::SIGTERM);
+    }
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(50));
+        if unsafe { libc::kill(-pgid, 0) } != 0 {
+            return;
+        }
+    }
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+pub fn last_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Version line of a tool (`tool --version`, first line), or "unknown".
+pub fn tool_version(tool: &str) -> String {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn argv<I, S>(parts: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    parts.into_iter().map(Into::into).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_carries_command_and_stderr_tail() {
+        let err = run(
+            &argv(["sh", "-c", "echo one >&2; echo two >&2; exit 3"]),
+            &Opts::default(),
+            &Cancel::new(),
+        )
+        .err()
+        .unwrap();
+        let msg = err.to_string();
+        assert!(msg.contains("`sh -c 'echo one >&2; echo two >&2; exit 3'` failed"), "{msg}");
+        assert!(msg.contains("one\ntwo"), "{msg}");
+    }
+
+    #[test]
+    fn stdout_is_captured() {
+        let out = run(&argv(["echo", "hello"]), &Opts::default(), &Cancel::new()).unwrap();
+        assert_eq!(out.stdout, "hello\n");
+    }
+
+    #[test]
+    fn cancellation_stops_the_child_group() {
+        let cancel = Cancel::new();
+        let c2 = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            c2.cancel();
+        });
+        let start = Instant::now();
+        let err = run(&argv(["sh", "-c", "sleep 30; sleep 30"]), &Opts::default(), &cancel)
+            .err()
+            .unwrap();
+        assert!(matches!(err, CommandError::Cancelled { .. }));
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn display_quotes_only_when_needed() {
+        assert_eq!(
+            display(&argv(["qemu-img", "convert", "-O", "qcow2", "a b.img"])),
+            "qemu-img convert -O qcow2 'a b.img'"
+        );
+    }
+}

@@ -1,0 +1,698 @@
+//! Recipes: load (YAML with positions), check against the schema, merge elements, and resolve
+//! into a [`Plan`]. Every problem is collected and reported at once, each with its position.
+
+pub mod elements;
+pub mod model;
+pub mod schema_check;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+pub use schema_check::suggest;
+pub use yaml::Diagnostic;
+
+use crate::plan::*;
+use model::*;
+use yaml::Document;
+
+/// The JSON Schema of recipes, as printed by `kiln schema`.
+pub fn recipe_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Recipe)).expect("schema serializes")
+}
+
+/// Default cloud-init datasources of a golden image.
+pub const DEFAULT_DATASOURCES: &[&str] = &["ConfigDrive", "OpenStack", "NoCloud", "None"];
+
+/// Load and fully resolve a recipe. `overrides` are `--var` pairs.
+pub fn load_plan(path: &Path, overrides: &[(String, String)]) -> Result<Plan, Vec<Diagnostic>> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read recipe: {e}"),
+        }]
+    })?;
+    let text = String::from_utf8(bytes.clone()).map_err(|_| {
+        vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: "the recipe is not valid UTF-8".into(),
+        }]
+    })?;
+    let doc = yaml::load_str(path, &text)?;
+    let errs = schema_check::check(&doc, &recipe_schema());
+    if !errs.is_empty() {
+        return Err(errs);
+    }
+    let recipe: Recipe = serde_json::from_value(doc.value.clone())
+        .map_err(|e| vec![doc.diag("", format!("invalid recipe: {e}"))])?;
+    let dir = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    Resolver {
+        doc: &doc,
+        dir,
+        errors: Vec::new(),
+    }
+    .resolve(recipe, hex::encode(Sha256::digest(&bytes)), overrides)
+}
+
+struct Resolver<'a> {
+    doc: &'a Document,
+    dir: PathBuf,
+    errors: Vec<Diagnostic>,
+}
+
+impl Resolver<'_> {
+    fn err(&mut self, pointer: &str, msg: impl Into<String>) {
+        self.errors.push(self.doc.diag(pointer, msg));
+    }
+
+    fn resolve(
+        mut self,
+        r: Recipe,
+        recipe_sha256: String,
+        overrides: &[(String, String)],
+    ) -> Result<Plan, Vec<Diagnostic>> {
+        if r.name.is_empty()
+            || !r
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            self.err(
+                "/name",
+                "expected a name of letters, digits, `-`, `_` and `.`",
+            );
+        }
+        if r.version.is_empty() || r.version.contains('/') || r.version.contains(char::is_whitespace)
+        {
+            self.err("/version", "expected a version without spaces or `/`");
+        }
+
+        // Elements, dependencies first.
+        let search = elements::search_path(Some(&self.dir));
+        let requested: Vec<(String, Diagnostic)> = r
+            .elements
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), self.doc.diag(&format!("/elements/{i}"), "")))
+            .collect();
+        let loaded = match elements::resolve(&requested, &search) {
+            Ok(l) => l,
+            Err(mut e) => {
+                self.errors.append(&mut e);
+                Vec::new()
+            }
+        };
+
+        // Variables: element defaults < recipe < --var.
+        let mut vars = BTreeMap::new();
+        for el in &loaded {
+            vars.extend(el.file.vars.clone());
+        }
+        vars.extend(r.vars.clone());
+        for (k, v) in overrides {
+            if !vars.contains_key(k) {
+                let known: Vec<&str> = vars.keys().map(String::as_str).collect();
+                let hint = suggest(k, known.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                self.errors.push(Diagnostic {
+                    file: PathBuf::from("--var"),
+                    line: 1,
+                    column: 1,
+                    message: format!(
+                        "unknown variable `{k}`{hint}: declare it under `vars:` in the recipe"
+                    ),
+                });
+            }
+            vars.insert(k.clone(), v.clone());
+        }
+
+        let source = self.source(&r, &loaded);
+        let vm = self.vm(&r.vm);
+
+        // Provisioning: element packages (image sources only), element steps, recipe steps.
+        let mut provision = Vec::new();
+        if matches!(source, Some(SourcePlan::Image { .. })) {
+            let pkgs = dedup(loaded.iter().flat_map(|e| e.file.packages.iter().cloned()));
+            if !pkgs.is_empty() {
+                provision.push(ProvisionStep::Packages(pkgs));
+            }
+        }
+        for el in &loaded {
+            for (i, s) in el.file.provision.iter().enumerate() {
+                if let Some(step) = step(s, &el.dir, &el.doc, &format!("/provision/{i}"), &mut self.errors)
+                {
+                    provision.push(step);
+                }
+            }
+        }
+        for (i, s) in r.provision.iter().enumerate() {
+            let dir = self.dir.clone();
+            if let Some(step) = step(s, &dir, self.doc, &format!("/provision/{i}"), &mut self.errors) {
+                provision.push(step);
+            }
+        }
+
+        // cloud-init: later settings override earlier ones.
+        let mut ci = CloudInit::default();
+        for c in loaded.iter().map(|e| &e.file.cloud_init).chain([&r.cloud_init]) {
+            if c.datasources.is_some() {
+                ci.datasources = c.datasources.clone();
+            }
+            if c.default_user.is_some() {
+                ci.default_user = c.default_user.clone();
+            }
+        }
+        let datasources = ci
+            .datasources
+            .unwrap_or_else(|| DEFAULT_DATASOURCES.iter().map(|s| s.to_string()).collect());
+        if datasources.is_empty() {
+            self.err("/cloud_init/datasources", "expected at least one datasource");
+        }
+
+        // Sysprep: element words, then the recipe's; `defaults` when nobody said anything.
+        let mut words: Vec<(String, String)> = Vec::new(); // (word, pointer-ish origin)
+        for el in &loaded {
+            words.extend(el.file.sysprep.iter().map(|w| (w.clone(), el.name.clone())));
+        }
+        if let Some(s) = &r.sysprep {
+            words.extend(
+                s.operations
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (w.clone(), format!("/sysprep/operations/{i}"))),
+            );
+        }
+        if words.is_empty() {
+            words.push(("defaults".into(), "/sysprep".into()));
+        }
+        let plain: Vec<String> = words.iter().map(|(w, _)| w.clone()).collect();
+        let sysprep = match crate::sysprep::resolve(&plain) {
+            Ok(ops) => ops,
+            Err(errs) => {
+                for (i, msg) in errs {
+                    let origin = &words[i].1;
+                    if origin.starts_with('/') {
+                        self.err(origin, msg);
+                    } else if let Some(el) = loaded.iter().find(|e| &e.name == origin) {
+                        let at = el
+                            .file
+                            .sysprep
+                            .iter()
+                            .position(|w| w == &words[i].0)
+                            .unwrap_or(0);
+                        self.errors.push(el.doc.diag(&format!("/sysprep/{at}"), msg));
+                    }
+                }
+                Vec::new()
+            }
+        };
+
+        let outputs = self.outputs(&r.outputs);
+        let publish = self.publish(&r.publish);
+        let templates = self.templates(&r.templates);
+
+        let mut properties = BTreeMap::new();
+        for el in &loaded {
+            properties.extend(el.file.properties.clone());
+        }
+        properties.extend(r.properties.clone());
+
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        let Some(source) = source else {
+            return Err(vec![self.doc.diag("/source", "invalid source")]);
+        };
+        Ok(Plan {
+            recipe_path: self.doc.file.clone(),
+            recipe_sha256,
+            name: r.name,
+            version: r.version,
+            description: r.description,
+            vars,
+            elements: loaded
+                .iter()
+                .map(|l| ResolvedElement {
+                    name: l.name.clone(),
+                    dir: l.dir.clone(),
+                    description: l.file.description.clone(),
+                })
+                .collect(),
+            source,
+            vm,
+            provision,
+            cloud_init: CloudInitPlan {
+                datasources,
+                default_user: ci.default_user,
+            },
+            sysprep,
+            outputs,
+            publish,
+            templates,
+            properties,
+        })
+    }
+
+    fn source(&mut self, r: &Recipe, loaded: &[elements::Loaded]) -> Option<SourcePlan> {
+        match (&r.source.image, &r.source.bootstrap) {
+            (Some(_), Some(_)) | (None, None) => {
+                self.err(
+                    "/source",
+                    "expected exactly one of `image` or `bootstrap` under `source`",
+                );
+                None
+            }
+            (Some(img), None) => {
+                let checksum_url = img
+                    .checksum
+                    .as_ref()
+                    .and_then(|c| c.strip_prefix("file:"))
+                    .map(str::to_string);
+                if let Some(u) = &checksum_url {
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        self.err(
+                            "/source/image/checksum",
+                            "expected `file:` followed by an http(s) URL of a SHA256SUMS or SHA512SUMS file",
+                        );
+                    }
+                }
+                let checksum = img.checksum.as_ref().filter(|_| checksum_url.is_none()).and_then(|c| match parse_checksum(c) {
+                    Ok(c) => Some(c),
+                    Err(m) => {
+                        self.err("/source/image/checksum", m);
+                        None
+                    }
+                });
+                match (&img.url, &img.path) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        self.err("/source/image", "expected exactly one of `url` or `path`");
+                        return None;
+                    }
+                    (Some(url), None) => {
+                        if !(url.starts_with("http://") || url.starts_with("https://")) {
+                            self.err("/source/image/url", "expected an http:// or https:// URL");
+                        }
+                        if img.checksum.is_none() {
+                            self.err(
+                                "/source/image",
+                                "missing `checksum` (\"sha256:HEX\", \"sha512:HEX\" or \"file:URL-of-SHA256SUMS\"): downloads are always verified",
+                            );
+                        }
+                    }
+                    (None, Some(p)) => {
+                        let full = self.dir.join(p);
+                        if !full.is_file() {
+                            self.err(
+                                "/source/image/path",
+                                format!("image file {} does not exist", full.display()),
+                            );
+                        }
+                    }
+                }
+                Some(SourcePlan::Image {
+                    url: img.url.clone(),
+                    path: img.path.as_ref().map(|p| self.dir.join(p)),
+                    checksum,
+                    checksum_url,
+                    format: img.format.clone(),
+                })
+            }
+            (None, Some(b)) => {
+                let size_bytes = match &b.size {
+                    None => 2 << 30,
+                    Some(s) => match parse_size(s, 1) {
+                        Ok(v) if v >= 512 << 20 => v,
+                        Ok(_) => {
+                            self.err("/source/bootstrap/size", "expected at least 512M");
+                            2 << 30
+                        }
+                        Err(m) => {
+                            self.err("/source/bootstrap/size", m);
+                            2 << 30
+                        }
+                    },
+                };
+                let mut packages: Vec<String> = crate::stages::bootstrap::BASE_PACKAGES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                packages.extend(loaded.iter().flat_map(|e| e.file.packages.iter().cloned()));
+                packages.extend(b.packages.iter().cloned());
+                for (i, p) in b.packages.iter().enumerate() {
+                    if !valid_package_name(p) {
+                        self.err(
+                            &format!("/source/bootstrap/packages/{i}"),
+                            format!("`{p}` is not a valid package name"),
+                        );
+                    }
+                }
+                let security_mirror = match b.security_mirror.as_deref() {
+                    Some("none") => None,
+                    Some(m) => Some(m.to_string()),
+                    None => Some("http://deb.debian.org/debian-security".into()),
+                };
+                Some(SourcePlan::Bootstrap(BootstrapPlan {
+                    distro: "debian".into(),
+                    suite: b.suite.clone(),
+                    mirror: b
+                        .mirror
+                        .clone()
+                        .unwrap_or_else(|| "http://deb.debian.org/debian".into()),
+                    security_mirror,
+                    packages: dedup(packages.into_iter()),
+                    size_bytes,
+                }))
+            }
+        }
+    }
+
+    fn vm(&mut self, vm: &Vm) -> VmPlan {
+        let memory_mib = match &vm.memory {
+            None => 2048,
+            Some(s) => match parse_size(s, 1 << 20) {
+                Ok(b) if b >= 256 << 20 => b >> 20,
+                Ok(_) => {
+                    self.err("/vm/memory", "expected at least 256M");
+                    2048
+                }
+                Err(m) => {
+                    self.err("/vm/memory", m);
+                    2048
+                }
+            },
+        };
+        let vcpus = vm.vcpus.unwrap_or(2);
+        if vcpus == 0 {
+            self.err("/vm/vcpus", "expected at least 1 vCPU");
+        }
+        let disk_bytes = vm.disk.as_ref().and_then(|s| match parse_size(s, 1) {
+            Ok(b) => Some(b),
+            Err(m) => {
+                self.err("/vm/disk", m);
+                None
+            }
+        });
+        let timeout_secs = match &vm.timeout {
+            None => 1800,
+            Some(d) => parse_duration(d).unwrap_or_else(|m| {
+                self.err("/vm/timeout", m);
+                1800
+            }),
+        };
+        VmPlan {
+            memory_mib,
+            vcpus,
+            disk_bytes,
+            accel: vm.accel,
+            timeout_secs,
+            uri: vm.uri.clone().unwrap_or_else(|| "qemu:///system".into()),
+        }
+    }
+
+    fn outputs(&mut self, outs: &[Output]) -> Vec<OutputPlan> {
+        let mut plans: Vec<OutputPlan> = Vec::new();
+        for (i, o) in outs.iter().enumerate() {
+            let p = match o {
+                Output::Format(f) => OutputPlan {
+                    format: *f,
+                    compress: false,
+                },
+                Output::Spec(s) => OutputPlan {
+                    format: s.format,
+                    compress: s.compress,
+                },
+            };
+            if p.compress && p.format != Format::Qcow2 {
+                self.err(&format!("/outputs/{i}"), "`compress` is only supported for qcow2");
+            }
+            if plans.iter().any(|q| q.format == p.format) {
+                self.err(
+                    &format!("/outputs/{i}"),
+                    format!("format {} is listed twice", p.format.as_str()),
+                );
+            }
+            plans.push(p);
+        }
+        if plans.is_empty() {
+            plans.push(OutputPlan {
+                format: Format::Qcow2,
+                compress: false,
+            });
+        }
+        plans
+    }
+
+    fn publish(&mut self, p: &Option<Publish>) -> PublishPlan {
+        let p = p.clone().unwrap_or_default();
+        if p.glance.is_some() {
+            self.err(
+                "/publish/glance",
+                "publishing to Glance is not supported by this kiln version yet; use `local`",
+            );
+        }
+        PublishPlan {
+            local_dir: p.local.and_then(|l| l.dir).map(PathBuf::from),
+        }
+    }
+
+    fn templates(&mut self, t: &Templates) -> TemplateSources {
+        let mut check = |ptr: &str, p: &Option<String>| -> Option<PathBuf> {
+            let full = self.dir.join(p.as_ref()?);
+            if !full.is_file() {
+                self.errors.push(
+                    self.doc
+                        .diag(ptr, format!("template file {} does not exist", full.display())),
+                );
+            }
+            Some(full)
+        };
+        TemplateSources {
+            domain: check("/templates/domain", &t.domain),
+            user_data: check("/templates/user_data", &t.user_data),
+            meta_data: check("/templates/meta_data", &t.meta_data),
+            network_config: check("/templates/network_config", &t.network_config),
+        }
+    }
+}
+
+fn dedup(it: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in it {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn valid_package_name(p: &str) -> bool {
+    !p.is_empty()
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.:_=~".contains(c))
+}
+
+/// Resolve one provisioning step: read file sources, check modes, paths and names.
+fn step(
+    s: &Step,
+    dir: &Path,
+    doc: &Document,
+    ptr: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<ProvisionStep> {
+    match s {
+        Step::Packages(p) => {
+            for (i, name) in p.iter().enumerate() {
+                if !valid_package_name(name) {
+                    errors.push(doc.diag(
+                        &format!("{ptr}/packages/{i}"),
+                        format!("`{name}` is not a valid package name"),
+                    ));
+                }
+            }
+            Some(ProvisionStep::Packages(p.clone()))
+        }
+        Step::Run(cmds) => Some(ProvisionStep::Run(cmds.clone())),
+        Step::Files(files) => {
+            let mut out = Vec::new();
+            for (i, f) in files.iter().enumerate() {
+                let fp = format!("{ptr}/files/{i}");
+                if !f.path.starts_with('/') {
+                    errors.push(doc.diag(&format!("{fp}/path"), "expected an absolute path"));
+                }
+                let mode = match f.mode.as_deref() {
+                    None => 0o644,
+                    Some(m) => match u32::from_str_radix(m, 8) {
+                        Ok(v) if v <= 0o7777 => v,
+                        _ => {
+                            errors.push(doc.diag(
+                                &format!("{fp}/mode"),
+                                format!("expected an octal mode like \"0644\", found `{m}`"),
+                            ));
+                            0o644
+                        }
+                    },
+                };
+                let (origin, content) = match (&f.content, &f.source) {
+                    (Some(c), None) => ("inline".to_string(), c.as_bytes().to_vec()),
+                    (None, Some(src)) => {
+                        let full = dir.join(src);
+                        match std::fs::read(&full) {
+                            Ok(b) => (full.display().to_string(), b),
+                            Err(e) => {
+                                errors.push(doc.diag(
+                                    &format!("{fp}/source"),
+                                    format!("cannot read {}: {e}", full.display()),
+                                ));
+                                continue;
+                            }
+                        }
+                    }
+                    _ => {
+                        errors.push(doc.diag(&fp, "expected exactly one of `content` or `source`"));
+                        continue;
+                    }
+                };
+                out.push(ProvisionFile {
+                    path: f.path.clone(),
+                    origin,
+                    size: content.len(),
+                    content,
+                    mode,
+                    owner: f.owner.clone().unwrap_or_else(|| "root:root".into()),
+                });
+            }
+            Some(ProvisionStep::Files(out))
+        }
+        Step::Users(users) => {
+            let mut out = Vec::new();
+            for (i, u) in users.iter().enumerate() {
+                let valid = !u.name.is_empty()
+                    && u.name.len() <= 32
+                    && u
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(c))
+                    && !u.name.starts_with('-');
+                if !valid {
+                    errors.push(doc.diag(
+                        &format!("{ptr}/users/{i}/name"),
+                        "expected a user name of lowercase letters, digits, `-` and `_`",
+                    ));
+                }
+                if let Some(h) = &u.password_hash {
+                    if !h.starts_with('$') {
+                        errors.push(doc.diag(
+                            &format!("{ptr}/users/{i}/password_hash"),
+                            "expected a crypt(3) hash such as `$6$...` (never a clear-text password)",
+                        ));
+                    }
+                }
+                out.push(ProvisionUser {
+                    name: u.name.clone(),
+                    groups: u.groups.clone(),
+                    shell: u.shell.clone().unwrap_or_else(|| "/bin/bash".into()),
+                    sudo: u.sudo,
+                    ssh_authorized_keys: u.ssh_authorized_keys.clone(),
+                    password_hash: u.password_hash.clone(),
+                });
+            }
+            Some(ProvisionStep::Users(out))
+        }
+    }
+}
+
+/// "sha256:HEX" / "sha512:HEX".
+pub fn parse_checksum(s: &str) -> Result<Checksum, String> {
+    let (algo, hex) = s.split_once(':').ok_or_else(|| {
+        format!("expected \"sha256:HEX\", \"sha512:HEX\" or \"file:URL\", found `{s}`")
+    })?;
+    let len = match algo {
+        "sha256" => 64,
+        "sha512" => 128,
+        _ => return Err(format!("unsupported checksum algorithm `{algo}`; expected sha256 or sha512")),
+    };
+    if hex.len() != len || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("expected {len} hex digits after `{algo}:`"));
+    }
+    Ok(Checksum {
+        algorithm: algo.into(),
+        hex: hex.to_ascii_lowercase(),
+    })
+}
+
+/// Parse a size; a bare integer is multiplied by `unit` (1 for bytes, 1 MiB for memory).
+/// Suffixes: K, M, G, T (powers of 1024), optionally followed by `i`, `B` or `iB`.
+pub fn parse_size(s: &SizeSpec, unit: u64) -> Result<u64, String> {
+    let text = match s {
+        SizeSpec::Number(n) => return n.checked_mul(unit).ok_or_else(|| "size too large".into()),
+        SizeSpec::Text(t) => t.trim(),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (num, suffix) = text.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("expected a size like \"2G\" or \"512M\", found `{text}`"))?;
+    let mult: u64 = match suffix.trim().trim_end_matches("iB").trim_end_matches('B').trim_end_matches('i') {
+        "" => unit,
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        "T" | "t" => 1 << 40,
+        _ => return Err(format!("expected a size like \"2G\" or \"512M\", found `{text}`")),
+    };
+    n.checked_mul(mult).ok_or_else(|| "size too large".into())
+}
+
+/// Parse a duration: integer seconds or "90s", "20m", "1h", "1h30m".
+pub fn parse_duration(d: &DurationSpec) -> Result<u64, String> {
+    let text = match d {
+        DurationSpec::Seconds(s) => return Ok(*s),
+        DurationSpec::Text(t) => t.trim(),
+    };
+    let bad = || format!("expected a duration like \"90s\", \"20m\" or \"1h\", found `{text}`");
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(bad()),
+        };
+    }
+    if !num.is_empty() {
+        total += num.parse::<u64>().map_err(|_| bad())?;
+    }
+    if total == 0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,378 @@
+//! The recipe and element file formats. These types are the single source of truth: the JSON
+//! Schema (`kiln schema`), the positional validation and deserialization all derive from them.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A kiln recipe: how to bake one golden image.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Image name: letters, digits, `-`, `_` and `.`; names the output directory.
+    pub name: String,
+    /// Image version (a string: quote numbers, e.g. "1.0").
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// Free text shown by `kiln plan`.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Variables with their defaults, usable in templates as `{{vars.NAME}}`; override with
+    /// `--var NAME=VALUE`.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Elements to apply, in order; their dependencies are added before them.
+    #[serde(default)]
+    pub elements: Vec<String>,
+    /// Where the base disk comes from: exactly one of `image` or `bootstrap`.
+    pub source: Source,
+    /// The build VM.
+    #[serde(default)]
+    pub vm: Vm,
+    /// Ordered steps run inside the booted guest (through cloud-init).
+    #[serde(default)]
+    pub provision: Vec<Step>,
+    /// What the golden image keeps for cloud-init.
+    #[serde(default)]
+    pub cloud_init: CloudInit,
+    /// Sysprep operations, in virt-sysprep syntax.
+    #[serde(default)]
+    pub sysprep: Option<Sysprep>,
+    /// Output disk formats (default: qcow2).
+    #[serde(default)]
+    pub outputs: Vec<Output>,
+    /// Where finished images go (default: the local catalog directory).
+    #[serde(default)]
+    pub publish: Option<Publish>,
+    /// Replace a built-in template with a file (paths relative to the recipe).
+    #[serde(default)]
+    pub templates: Templates,
+    /// Image properties recorded in the manifest (and sent to Glance when publishing there).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_version() -> String {
+    "0".into()
+}
+
+/// Exactly one of `image` or `bootstrap`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// A base disk image (a cloud image), by URL or local path.
+    #[serde(default)]
+    pub image: Option<ImageSource>,
+    /// A bootable base disk made from distribution packages with mmdebstrap.
+    #[serde(default)]
+    pub bootstrap: Option<Bootstrap>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSource {
+    /// http(s) URL of the image; downloaded once into the cache (keyed by checksum).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Local path of the image (relative to the recipe).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// "sha256:HEX" or "sha512:HEX"; required with `url`.
+    #[serde(default)]
+    pub checksum: Option<String>,
+    /// Disk format of the image (default: probed with qemu-img).
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Bootstrap {
+    /// Distribution family (only `debian` today).
+    pub distro: Distro,
+    /// Suite / release codename, e.g. bookworm.
+    pub suite: String,
+    /// Package mirror (default http://deb.debian.org/debian).
+    #[serde(default)]
+    pub mirror: Option<String>,
+    /// Security mirror ("none" to leave it out; default http://deb.debian.org/debian-security).
+    #[serde(default)]
+    pub security_mirror: Option<String>,
+    /// Extra packages baked into the base disk (elements add theirs).
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Size of the base disk (default 2G).
+    #[serde(default)]
+    pub size: Option<SizeSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Distro {
+    Debian,
+}
+
+/// A size: bytes as an integer for disks, MiB for memory, or a string with a unit
+/// ("512M", "2G", "20GiB").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SizeSpec {
+    Number(u64),
+    Text(String),
+}
+
+/// A duration: seconds as an integer, or a string like "90s", "20m", "1h".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DurationSpec {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Vm {
+    /// Memory: MiB as an integer, or "2G" (default 2G).
+    #[serde(default)]
+    pub memory: Option<SizeSpec>,
+    /// Virtual CPUs (default 2).
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Size of the build disk; the image grows to it (default: the base disk's size).
+    #[serde(default)]
+    pub disk: Option<SizeSpec>,
+    /// Accelerator: `auto` probes whether KVM guests really run, else TCG.
+    #[serde(default)]
+    pub accel: Accel,
+    /// How long provisioning may take before the build fails (default 30m).
+    #[serde(default)]
+    pub timeout: Option<DurationSpec>,
+    /// libvirt connection URI (default qemu:///system).
+    #[serde(default)]
+    pub uri: Option<String>,
+}
+
+impl Default for Vm {
+    fn default() -> Self {
+        Vm {
+            memory: None,
+            vcpus: None,
+            disk: None,
+            accel: Accel::Auto,
+            timeout: None,
+            uri: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// One provisioning step: a mapping with exactly one key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// Install packages with the guest's package manager.
+    Packages(Vec<String>),
+    /// Write files into the guest.
+    Files(Vec<FileSpec>),
+    /// Run shell commands (each with `sh -c`, as root); a failing command fails the build.
+    Run(Vec<String>),
+    /// Create users.
+    Users(Vec<UserSpec>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Absolute path in the guest.
+    pub path: String,
+    /// Inline content (exactly one of `content` or `source`).
+    #[serde(default)]
+    pub content: Option<String>,
+    /// File to copy, relative to the recipe (or element) directory.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Octal mode, e.g. "0644" (default 0644).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// owner:group (default root:root).
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Login shell (default /bin/bash).
+    #[serde(default)]
+    pub shell: Option<String>,
+    /// Passwordless sudo.
+    #[serde(default)]
+    pub sudo: bool,
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    /// A crypt(3) hash (never a clear-text password); kept out of logs and manifests.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloudInit {
+    /// Datasource list written into the image
+    /// (default ConfigDrive, OpenStack, NoCloud, None).
+    #[serde(default)]
+    pub datasources: Option<Vec<String>>,
+    /// cloud-init's default user in the golden image.
+    #[serde(default)]
+    pub default_user: Option<DefaultUser>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultUser {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub shell: Option<String>,
+    /// Passwordless sudo (default true).
+    #[serde(default)]
+    pub sudo: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sysprep {
+    /// virt-sysprep syntax: `defaults`, `op`, `+op`, `-op`, applied left to right.
+    #[serde(default)]
+    pub operations: Vec<String>,
+}
+
+/// An output: a format name, or a mapping with options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Output {
+    Format(Format),
+    Spec(OutputSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    pub format: Format,
+    /// Compress (qcow2 only).
+    #[serde(default)]
+    pub compress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Qcow2,
+    Raw,
+    Vmdk,
+    Vdi,
+    Vhdx,
+    Vpc,
+    Qed,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Qcow2 => "qcow2",
+            Format::Raw => "raw",
+            Format::Vmdk => "vmdk",
+            Format::Vdi => "vdi",
+            Format::Vhdx => "vhdx",
+            Format::Vpc => "vpc",
+            Format::Qed => "qed",
+        }
+    }
+    /// File extension of the output.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Vpc => "vhd",
+            f => f.as_str(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// The local catalog directory (the default publisher).
+    #[serde(default)]
+    pub local: Option<LocalPublish>,
+    /// OpenStack Glance (reserved: not supported yet).
+    #[serde(default)]
+    pub glance: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalPublish {
+    /// Catalog directory (relative to the working directory; `-o` overrides; default
+    /// ./kiln-output).
+    #[serde(default)]
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Templates {
+    /// libvirt domain XML.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// cloud-init user-data of the build VM.
+    #[serde(default)]
+    pub user_data: Option<String>,
+    /// cloud-init meta-data of the build VM.
+    #[serde(default)]
+    pub meta_data: Option<String>,
+    /// cloud-init network-config of the build VM.
+    #[serde(default)]
+    pub network_config: Option<String>,
+}
+
+/// `elements/<name>/element.yaml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ElementFile {
+    /// One line shown by `kiln elements list`.
+    pub description: String,
+    /// Elements applied before this one.
+    #[serde(default)]
+    pub depends: Vec<String>,
+    /// Variable defaults (the recipe and --var override them).
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Packages the image needs: baked into a bootstrapped base disk on the host (fast), or
+    /// installed by a provisioning step for image sources.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Provisioning steps (run before the recipe's own).
+    #[serde(default)]
+    pub provision: Vec<Step>,
+    /// Sysprep operations (virt-sysprep syntax), applied before the recipe's.
+    #[serde(default)]
+    pub sysprep: Vec<String>,
+    /// cloud-init settings (the recipe's override them).
+    #[serde(default)]
+    pub cloud_init: CloudInit,
+    /// Image properties (the recipe's override them).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}

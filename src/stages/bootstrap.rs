@@ -1,0 +1,268 @@
+//! A bootable base disk from distribution packages, needing nothing but the package mirror:
+//! mmdebstrap into a directory, a partitioned raw disk filled by `mkfs.ext4 -d` (no loop
+//! devices, no mounts), GRUB installed by the image's own grub-install in one libguestfs
+//! launch, converted to qcow2 and cached by the hash of its inputs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use sha2::{Digest, Sha256};
+
+use crate::pipeline::context::{BuildContext, Resource};
+use crate::plan::BootstrapPlan;
+use crate::process::{self, argv, Opts};
+
+/// Bump when the way base disks are made changes: it is part of the cache key.
+pub const RECIPE_REVISION: &str = "kiln-bootstrap-1";
+
+/// What any bootable base needs; elements add the rest (cloud-init, ssh, ...).
+pub const BASE_PACKAGES: &[&str] = &[
+    "linux-image-cloud-amd64",
+    "grub-pc",
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "ifupdown",
+    "isc-dhcp-client",
+    "netbase",
+    "iproute2",
+    "e2fsprogs",
+    "ca-certificates",
+];
+
+/// The filesystem UUID is derived from the cache key so that fstab and grub.cfg are stable
+/// (and the base disk reproducible).
+pub fn fs_uuid(key: &str) -> String {
+    let h = hex::encode(Sha256::digest(key.as_bytes()));
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+pub fn mmdebstrap_argv(b: &BootstrapPlan, rootfs: &Path, customize: &Path) -> Vec<String> {
+    let mut v = argv([
+        "mmdebstrap",
+        "--mode=root",
+        "--variant=minbase",
+        "--format=directory",
+        "--aptopt=Acquire::Retries \"3\"",
+    ]);
+    v.push(format!("--include={}", b.packages.join(",")));
+    // Before the kernel is installed: the initramfs must carry fsck.ext4.
+    v.push(
+        "--essential-hook=mkdir -p \"$1/etc/initramfs-tools/conf.d\" && echo FSTYPE=ext4 > \"$1/etc/initramfs-tools/conf.d/kiln-fstype\"".into(),
+    );
+    v.push(format!("--customize-hook=sh {} \"$1\"", customize.display()));
+    v.push(b.suite.clone());
+    v.push(rootfs.display().to_string());
+    v.push(format!("deb {} {} main", b.mirror, b.suite));
+    v.push(format!("deb {} {}-updates main", b.mirror, b.suite));
+    if let Some(sec) = &b.security_mirror {
+        v.push(format!("deb {sec} {}-security main", b.suite));
+    }
+    v
+}
+
+/// Runs inside mmdebstrap's customize hook with the root directory as $1.
+pub fn customize_script(uuid: &str) -> String {
+    format!(
+        r#"set -eu
+root="$1"
+# mmdebstrap copies the host's hostname and resolv.conf: cloud-init and dhclient set them.
+echo localhost > "$root/etc/hostname"
+: > "$root/etc/resolv.conf"
+printf 'UUID={uuid} / ext4 errors=remount-ro 0 1\n' > "$root/etc/fstab"
+printf 'auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n' > "$root/etc/network/interfaces"
+echo 'LANG=C.UTF-8' > "$root/etc/default/locale"
+# Serial console for the build VM's log, short menu.
+sed -i \
+  -e 's/^GRUB_TIMEOUT=.*/GRUB_TIMEOUT=1/' \
+  -e 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/GRUB_CMDLINE_LINUX_DEFAULT="console=tty0 console=ttyS0,115200n8"/' \
+  "$root/etc/default/grub"
+echo 'GRUB_TERMINAL="console serial"' >> "$root/etc/default/grub"
+# sysprep removes the ssh host keys; regenerate missing ones before sshd's config test.
+if [ -x "$root/usr/sbin/sshd" ]; then
+  mkdir -p "$root/etc/systemd/system/ssh.service.d"
+  printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' \
+    > "$root/etc/systemd/system/ssh.service.d/kiln-hostkeys.conf"
+fi
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+"#
+    )
+}
+
+pub fn sfdisk_script() -> &'static str {
+    "label: dos\nstart=2048, type=83, bootable\n"
+}
+
+pub fn mkfs_argv(disk: &Path, rootfs: &Path, uuid: &str, size_bytes: u64) -> Vec<String> {
+    let fs_kib = (size_bytes - (1 << 20)) / 1024;
+    argv([
+        "mkfs.ext4".to_string(),
+        "-q".into(),
+        "-F".into(),
+        "-L".into(),
+        "root".into(),
+        "-U".into(),
+        uuid.into(),
+        "-d".into(),
+        rootfs.display().to_string(),
+        "-E".into(),
+        "offset=1048576".into(),
+        disk.display().to_string(),
+        format!("{fs_kib}k"),
+    ])
+}
+
+/// The cached base disk for `b`, building it when missing.
+pub fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBuf> {
+    let key = b.cache_key();
+    let dir = ctx.cache_dir.join("bootstrap");
+    let dest = dir.join(format!("{}-{}-{key}.qcow2", b.distro, b.suite));
+    if dest.is_file() {
+        tracing::info!("using cached base disk {}", dest.display());
+        return Ok(dest);
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bootstrapping a base disk needs root (mmdebstrap --mode=root and mkfs.ext4 -d keep file ownership)");
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let scratch = dir.join(format!(".build-{key}-{}", std::process::id()));
+    ctx.record(Resource::Dir(scratch.clone()));
+    std::fs::create_dir_all(&scratch)?;
+    let rootfs = scratch.join("rootfs");
+    let customize = scratch.join("customize.sh");
+    let uuid = fs_uuid(&key);
+    std::fs::write(&customize, customize_script(&uuid))?;
+
+    tracing::info!(
+        "bootstrapping {} {} with mmdebstrap ({} packages; about 2 minutes)",
+        b.distro,
+        b.suite,
+        b.packages.len()
+    );
+    let opts = Opts {
+        env: vec![("SOURCE_DATE_EPOCH".into(), "1700000000".into())],
+        stream_prefix: Some("mmdebstrap| ".into()),
+        ..Default::default()
+    };
+    process::run(&mmdebstrap_argv(b, &rootfs, &customize), &opts, &ctx.cancel)
+        .context("bootstrapping the root filesystem")?;
+
+    let raw = scratch.join("disk.raw");
+    std::fs::File::create(&raw)?.set_len(b.size_bytes)?;
+    process::run(
+        &argv(["sfdisk".to_string(), "--quiet".into(), raw.display().to_string()]),
+        &Opts {
+            stdin: Some(sfdisk_script().as_bytes().to_vec()),
+            ..Default::default()
+        },
+        &ctx.cancel,
+    )
+    .context("partitioning the base disk")?;
+    tracing::info!("creating the ext4 filesystem from the root directory");
+    process::run(&mkfs_argv(&raw, &rootfs, &uuid, b.size_bytes), &Opts::default(), &ctx.cancel)
+        .context("creating the root filesystem")?;
+    std::fs::remove_dir_all(&rootfs).ok();
+
+    tracing::info!("installing GRUB with the image's own grub-install (libguestfs)");
+    let tcg = super::provision::need_tcg(ctx)?;
+    let g = crate::guest::Guest::open_device(&raw, "raw", tcg, "/dev/sda1")?;
+    g.command(&["grub-install", "--target=i386-pc", "/dev/sda"])?;
+    g.command(&["update-grub"])?;
+    g.close()?;
+    if ctx.cancel.is_cancelled() {
+        bail!("interrupted");
+    }
+
+    let tmp = scratch.join("base.qcow2");
+    process::run(
+        &argv([
+            "qemu-img".to_string(),
+            "convert".into(),
+            "-f".into(),
+            "raw".into(),
+            "-O".into(),
+            "qcow2".into(),
+            raw.display().to_string(),
+            tmp.display().to_string(),
+        ]),
+        &Opts::default(),
+        &ctx.cancel,
+    )
+    .context("converting the base disk to qcow2")?;
+    std::fs::rename(&tmp, &dest)
+        .with_context(|| format!("moving the base disk to {}", dest.display()))?;
+    std::fs::remove_dir_all(&scratch).ok();
+    ctx.forget(&Resource::Dir(scratch));
+    tracing::info!("cached base disk {}", dest.display());
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> BootstrapPlan {
+        BootstrapPlan {
+            distro: "debian".into(),
+            suite: "bookworm".into(),
+            mirror: "http://deb.debian.org/debian".into(),
+            security_mirror: Some("http://deb.debian.org/debian-security".into()),
+            packages: vec!["grub-pc".into(), "cloud-init".into()],
+            size_bytes: 2 << 30,
+        }
+    }
+
+    #[test]
+    fn mmdebstrap_argv_has_sources_hooks_and_packages() {
+        let v = mmdebstrap_argv(&plan(), Path::new("/s/rootfs"), Path::new("/s/c.sh"));
+        assert_eq!(v[0], "mmdebstrap");
+        assert!(v.contains(&"--include=grub-pc,cloud-init".to_string()));
+        assert!(v.iter().any(|a| a.starts_with("--essential-hook=") && a.contains("FSTYPE=ext4")));
+        assert!(v.contains(&"--customize-hook=sh /s/c.sh \"$1\"".to_string()));
+        let tail: Vec<&str> = v[v.len() - 5..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "bookworm",
+                "/s/rootfs",
+                "deb http://deb.debian.org/debian bookworm main",
+                "deb http://deb.debian.org/debian bookworm-updates main",
+                "deb http://deb.debian.org/debian-security bookworm-security main"
+            ]
+        );
+    }
+
+    #[test]
+    fn mkfs_argv_offsets_the_partition() {
+        let v = mkfs_argv(Path::new("/d.raw"), Path::new("/r"), "U", 2 << 30);
+        assert_eq!(
+            v.join(" "),
+            "mkfs.ext4 -q -F -L root -U U -d /r -E offset=1048576 /d.raw 2096128k"
+        );
+    }
+
+    #[test]
+    fn cache_key_follows_inputs() {
+        let a = plan();
+        let mut b = plan();
+        assert_eq!(a.cache_key(), b.cache_key());
+        b.packages.push("tree".into());
+        assert_ne!(a.cache_key(), b.cache_key());
+    }
+
+    #[test]
+    fn uuid_is_stable_and_well_formed() {
+        let u = fs_uuid("abc");
+        assert_eq!(u, fs_uuid("abc"));
+        assert_eq!(u.len(), 36);
+        assert_eq!(u.matches('-').count(), 4);
+        assert_eq!(&u[14..15], "4");
+    }
+}

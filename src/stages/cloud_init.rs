@@ -1,0 +1,131 @@
+//! cloud-init stage: open the build disk with libguestfs (the launch the sysprep stage reuses),
+//! confirm that provisioning completed, and make the image cloud-ready: cloud-init present,
+//! datasource list and default user written, per-instance state removed.
+
+use anyhow::{bail, Context as _};
+
+use crate::guest::Guest;
+use crate::pipeline::context::BuildContext;
+use crate::pipeline::{Outcome, Stage};
+use crate::plan::CloudInitPlan;
+
+pub struct CloudInitStage;
+
+pub const CONFIG_PATH: &str = "/etc/cloud/cloud.cfg.d/90_kiln.cfg";
+
+/// The cloud.cfg.d drop-in kiln writes.
+pub fn config_text(ci: &CloudInitPlan) -> String {
+    let mut s = String::from("# Written by kiln: what this golden image expects from the cloud.\n");
+    s.push_str(&format!("datasource_list: [ {} ]\n", ci.datasources.join(", ")));
+    if let Some(u) = &ci.default_user {
+        let q = |v: &str| serde_json::to_string(v).unwrap_or_default();
+        s.push_str("system_info:\n  default_user:\n");
+        s.push_str(&format!("    name: {}\n", q(&u.name)));
+        s.push_str("    lock_passwd: true\n");
+        if !u.groups.is_empty() {
+            let g: Vec<String> = u.groups.iter().map(|g| q(g)).collect();
+            s.push_str(&format!("    groups: [{}]\n", g.join(", ")));
+        }
+        if let Some(shell) = &u.shell {
+            s.push_str(&format!("    shell: {}\n", q(shell)));
+        }
+        if u.sudo.unwrap_or(true) {
+            s.push_str("    sudo: [\"ALL=(ALL) NOPASSWD:ALL\"]\n");
+        }
+    }
+    s
+}
+
+/// Remove cloud-init's per-instance state (what `cloud-init clean --logs` removes). The
+/// directory is removed and recreated: a glob would follow the `instance` symlink.
+pub fn remove_cloud_init_state(g: &Guest) -> anyhow::Result<usize> {
+    let mut n = 0;
+    if g.exists("/var/lib/cloud")? {
+        for p in g.glob("/var/lib/cloud/*")? {
+            // Keep seeds a user placed on purpose; kiln's own seed was an ISO.
+            if p == "/var/lib/cloud/seed" {
+                continue;
+            }
+            g.rm_rf(&p)?;
+            n += 1;
+        }
+    }
+    for log in g.glob("/var/log/cloud-init*.log")? {
+        g.rm_rf(&log)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+impl Stage<BuildContext> for CloudInitStage {
+    fn name(&self) -> &'static str {
+        "cloud-init"
+    }
+
+    fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
+        ctx.enter(self.name());
+        let disk = ctx.disk.clone().context("no build disk")?;
+        let tcg = super::provision::need_tcg(ctx)?;
+        tracing::info!("opening the build disk with libguestfs");
+        let g = Guest::open(&disk, "qcow2", tcg)?;
+        ctx.tools.libguestfs = crate::guest::version();
+
+        // The provisioning script's own verdict, written inside the guest.
+        let status = if g.is_file(crate::seed::STATUS_FILE)? {
+            String::from_utf8_lossy(&g.read(crate::seed::STATUS_FILE)?).trim().to_string()
+        } else {
+            "missing (cloud-init never ran the provisioning script: is cloud-init installed and \
+             the NoCloud datasource enabled in the base image?)"
+                .to_string()
+        };
+        if status != "ok" {
+            ctx.guest = Some(g);
+            bail!("provisioning did not complete: {status}; see console.log");
+        }
+        if !g.exists("/usr/bin/cloud-init")? {
+            ctx.guest = Some(g);
+            bail!("cloud-init is not installed in the image (add the `cloud-init` element or install it in a provisioning step)");
+        }
+        g.write(CONFIG_PATH, config_text(&ctx.plan.cloud_init).as_bytes())?;
+        let removed = remove_cloud_init_state(&g)?;
+        // kiln's provisioning leftovers.
+        g.rm_rf("/var/lib/kiln")?;
+        tracing::info!(
+            "cloud-init: datasources [{}] written to {CONFIG_PATH}; {removed} state entries removed",
+            ctx.plan.cloud_init.datasources.join(", ")
+        );
+        ctx.guest = Some(g);
+        Ok(())
+    }
+
+    fn cleanup(&mut self, ctx: &mut BuildContext, _outcome: Outcome) -> anyhow::Result<()> {
+        // Normally sysprep closes the appliance; after a failure, drop it (closing kills it).
+        if let Some(g) = ctx.guest.take() {
+            drop(g);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::model::DefaultUser;
+
+    #[test]
+    fn config_lists_datasources_and_default_user() {
+        let text = config_text(&CloudInitPlan {
+            datasources: vec!["ConfigDrive".into(), "OpenStack".into(), "None".into()],
+            default_user: Some(DefaultUser {
+                name: "debian".into(),
+                groups: vec!["sudo".into()],
+                shell: Some("/bin/bash".into()),
+                sudo: None,
+            }),
+        });
+        assert!(text.contains("datasource_list: [ ConfigDrive, OpenStack, None ]\n"));
+        assert!(text.contains("    name: \"debian\"\n"));
+        assert!(text.contains("    groups: [\"sudo\"]\n"));
+        assert!(text.contains("NOPASSWD"));
+    }
+}

@@ -1,0 +1,55 @@
+//! The build stages, in order. Each drives the real component.
+//!
+//! | stage       | does                                                               |
+//! |-------------|--------------------------------------------------------------------|
+//! | source      | base disk: cached download (verified) or mmdebstrap bootstrap      |
+//! | provision   | qcow2 overlay, NoCloud seed, libvirt domain, wait for power-off    |
+//! | cloud-init  | libguestfs: check provisioning, cloud-init present, datasources    |
+//! | sysprep     | libguestfs (same launch): sysprep operations, fstrim               |
+//! | undefine    | remove the build domain from libvirt                               |
+//! | convert     | qemu-img to each output format, sizes and checksums                |
+//! | publish     | manifest.json, rename the staged output directory into place       |
+
+pub mod bootstrap;
+pub mod cloud_init;
+pub mod convert;
+pub mod provision;
+pub mod publish;
+pub mod source;
+pub mod sysprep;
+pub mod undefine;
+
+use crate::pipeline::context::BuildContext;
+use crate::pipeline::Stage;
+
+/// The stage names, in order (for `kiln plan` and the README).
+pub const NAMES: &[&str] = &[
+    "source",
+    "provision",
+    "cloud-init",
+    "sysprep",
+    "undefine",
+    "convert",
+    "publish",
+];
+
+pub fn all() -> Vec<Box<dyn Stage<BuildContext>>> {
+    vec![
+        Box::new(source::SourceStage),
+        Box::new(provision::ProvisionStage),
+        Box::new(cloud_init::CloudInitStage),
+        Box::new(sysprep::SysprepStage),
+        Box::new(undefine::UndefineStage),
+        Box::new(convert::ConvertStage),
+        Box::new(publish::PublishStage),
+    ]
+}
+
+/// Stages up to and including `last` (used by tests and `--until` later).
+pub fn until(last: &str) -> Vec<Box<dyn Stage<BuildContext>>> {
+    let mut v = all();
+    if let Some(i) = NAMES.iter().position(|n| *n == last) {
+        v.truncate(i + 1);
+    }
+    v
+}

@@ -1,0 +1,280 @@
+//! Source stage: a base disk from a (cached, verified) image or from a package bootstrap.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use sha2::{Digest, Sha256, Sha512};
+
+use crate::pipeline::context::{BaseDisk, BuildContext, Resource};
+use crate::pipeline::{Outcome, Stage};
+use crate::plan::{Checksum, SourcePlan};
+use crate::progress::Progress;
+
+pub struct SourceStage;
+
+impl Stage<BuildContext> for SourceStage {
+    fn name(&self) -> &'static str {
+        "source"
+    }
+
+    fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
+        ctx.enter(self.name());
+        let path = match ctx.plan.source.clone() {
+            SourcePlan::Bootstrap(b) => super::bootstrap::base_disk(ctx, &b)?,
+            SourcePlan::Image {
+                url,
+                path,
+                checksum,
+                checksum_url,
+                ..
+            } => match (url, path) {
+                (Some(url), _) => {
+                    let sum = match (checksum, checksum_url) {
+                        (Some(c), _) => c,
+                        (None, Some(sums)) => checksum_from_file(&sums, &url)?,
+                        (None, None) => bail!("a URL source needs a checksum"),
+                    };
+                    download_cached(ctx, &url, &sum)?
+                }
+                (None, Some(p)) => {
+                    if let Some(sum) = &checksum {
+                        tracing::info!("verifying {}", p.display());
+                        verify_file(&p, sum)?;
+                    }
+                    p
+                }
+                (None, None) => bail!("source has neither url nor path"),
+            },
+        };
+        let path = std::fs::canonicalize(&path)
+            .with_context(|| format!("resolving {}", path.display()))?;
+        let info = crate::qemu_img::info(&path, &ctx.cancel)
+            .with_context(|| format!("inspecting base disk {}", path.display()))?;
+        if let SourcePlan::Image {
+            format: Some(f), ..
+        } = &ctx.plan.source
+        {
+            if f != &info.format {
+                bail!(
+                    "the recipe says the image is {f}, but qemu-img says {} ({})",
+                    info.format,
+                    path.display()
+                );
+            }
+        }
+        tracing::info!(
+            "base disk {} ({}, {} virtual)",
+            path.display(),
+            info.format,
+            crate::progress::human_bytes(info.virtual_size)
+        );
+        ctx.base = Some(BaseDisk {
+            path,
+            format: info.format,
+            virtual_size: info.virtual_size,
+        });
+        Ok(())
+    }
+
+    fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
+        // Only partial downloads / bootstrap scratch are recorded; the cache stays.
+        let keep = ctx.keep_on_error;
+        ctx.keep_on_error = false;
+        let r = ctx.release(self.name(), outcome);
+        ctx.keep_on_error = keep;
+        r
+    }
+}
+
+fn http() -> anyhow::Result<reqwest::blocking::Client> {
+    Ok(reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// Look the image's file name up in a SHA256SUMS / SHA512SUMS file.
+fn checksum_from_file(sums_url: &str, image_url: &str) -> anyhow::Result<Checksum> {
+    tracing::info!("fetching checksums from {sums_url}");
+    let resp = http()?
+        .get(sums_url)
+        .send()
+        .with_context(|| format!("fetching {sums_url}"))?;
+    if !resp.status().is_success() {
+        bail!("fetching {sums_url}: HTTP {}", resp.status());
+    }
+    let text = resp.text().with_context(|| format!("reading {sums_url}"))?;
+    lookup_checksum(&text, image_url)
+        .with_context(|| format!("looking up the image in {sums_url}"))
+}
+
+/// Find `image_url`'s file name in `sha256sum`-style text ("HEX  name" or "HEX *name").
+pub fn lookup_checksum(text: &str, image_url: &str) -> anyhow::Result<Checksum> {
+    let name = image_url.rsplit('/').next().unwrap_or(image_url);
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(hex), Some(file)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if file.trim_start_matches('*') == name {
+            let algorithm = match hex.len() {
+                64 => "sha256",
+                128 => "sha512",
+                _ => bail!("unrecognized checksum length for {name}"),
+            };
+            return Ok(Checksum {
+                algorithm: algorithm.into(),
+                hex: hex.to_ascii_lowercase(),
+            });
+        }
+    }
+    bail!("no checksum for {name}")
+}
+
+/// Hash a file and compare with `sum`.
+pub fn verify_file(path: &Path, sum: &Checksum) -> anyhow::Result<()> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Hasher::new(&sum.algorithm);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let got = h.hex();
+    if got != sum.hex {
+        bail!(
+            "checksum mismatch for {}: expected {}:{}, got {}:{got}",
+            path.display(),
+            sum.algorithm,
+            sum.hex,
+            sum.algorithm
+        );
+    }
+    Ok(())
+}
+
+enum Hasher {
+    S256(Sha256),
+    S512(Sha512),
+}
+
+impl Hasher {
+    fn new(algo: &str) -> Self {
+        if algo == "sha512" {
+            Hasher::S512(Sha512::new())
+        } else {
+            Hasher::S256(Sha256::new())
+        }
+    }
+    fn update(&mut self, b: &[u8]) {
+        match self {
+            Hasher::S256(h) => h.update(b),
+            Hasher::S512(h) => h.update(b),
+        }
+    }
+    fn hex(self) -> String {
+        match self {
+            Hasher::S256(h) => hex::encode(h.finalize()),
+            Hasher::S512(h) => hex::encode(h.finalize()),
+        }
+    }
+}
+
+/// Download `url` into the cache (keyed by checksum) unless it is there already; verify while
+/// streaming; the partial file is recorded so an interrupt removes it.
+fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow::Result<PathBuf> {
+    let dir = ctx.cache_dir.join("images");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dest = dir.join(format!("{}-{}", sum.algorithm, sum.hex));
+    if dest.is_file() {
+        tracing::info!("using cached image {}", dest.display());
+        return Ok(dest);
+    }
+    let part = dir.join(format!(".{}-{}.part-{}", sum.algorithm, sum.hex, std::process::id()));
+    ctx.record(Resource::File(part.clone()));
+    tracing::info!("downloading {url}");
+    let mut resp = http()?
+        .get(url)
+        .send()
+        .with_context(|| format!("downloading {url}"))?;
+    if !resp.status().is_success() {
+        bail!("downloading {url}: HTTP {}", resp.status());
+    }
+    let total = resp.content_length();
+    let mut out = File::create(&part).with_context(|| format!("creating {}", part.display()))?;
+    let mut h = Hasher::new(&sum.algorithm);
+    let progress = Progress::bytes("download", total);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    let start = Instant::now();
+    loop {
+        if ctx.cancel.is_cancelled() {
+            bail!("download interrupted");
+        }
+        let n = resp.read(&mut buf).with_context(|| format!("reading {url}"))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        done += n as u64;
+        progress.set(done);
+    }
+    progress.finish();
+    out.sync_all()?;
+    let got = h.hex();
+    if got != sum.hex {
+        bail!(
+            "checksum mismatch for {url}: expected {}:{}, got {}:{got}",
+            sum.algorithm,
+            sum.hex,
+            sum.algorithm
+        );
+    }
+    std::fs::rename(&part, &dest)?;
+    ctx.forget(&Resource::File(part));
+    tracing::info!(
+        "downloaded {} in {:.0} s",
+        crate::progress::human_bytes(done),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_lookup_in_sums_file() {
+        let text = format!(
+            "{}  other.img\n{} *bionic-server-cloudimg-amd64.img\n",
+            "a".repeat(64),
+            "B".repeat(64)
+        );
+        let c = lookup_checksum(&text, "https://h/r/bionic-server-cloudimg-amd64.img").unwrap();
+        assert_eq!(c.algorithm, "sha256");
+        assert_eq!(c.hex, "b".repeat(64));
+        assert!(lookup_checksum(&text, "https://h/missing.img").is_err());
+    }
+
+    #[test]
+    fn verify_detects_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("img");
+        std::fs::write(&p, b"abc").unwrap();
+        let good = Checksum {
+            algorithm: "sha256".into(),
+            hex: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
+        };
+        verify_file(&p, &good).unwrap();
+        let bad = Checksum { hex: "0".repeat(64), ..good };
+        let msg = verify_file(&p, &bad).unwrap_err().to_string();
+        assert!(msg.contains("checksum mismatch"), "{msg}");
+    }
+}

@@ -1,0 +1,35 @@
+//! Undefine stage: nothing of the build remains in libvirt.
+
+use anyhow::{bail, Context as _};
+
+use crate::pipeline::context::{BuildContext, Resource};
+use crate::pipeline::{Outcome, Stage};
+
+pub struct UndefineStage;
+
+impl Stage<BuildContext> for UndefineStage {
+    fn name(&self) -> &'static str {
+        "undefine"
+    }
+
+    fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
+        ctx.enter(self.name());
+        let name = ctx.domain.clone().context("no build domain")?;
+        let uri = ctx.plan.vm.uri.clone();
+        let lv = super::provision::libvirt(ctx)?;
+        lv.destroy_and_undefine(&name)?;
+        if lv.exists(&name) {
+            bail!("domain {name} still exists after undefine");
+        }
+        ctx.forget(&Resource::Domain {
+            uri,
+            name: name.clone(),
+        });
+        tracing::info!("domain {name} undefined");
+        Ok(())
+    }
+
+    fn cleanup(&mut self, _ctx: &mut BuildContext, _outcome: Outcome) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
