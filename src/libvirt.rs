@@ -41,6 +41,9 @@ pub struct Libvirt {
 
 impl Libvirt {
     pub fn connect(uri: &str) -> Result<Self, LibvirtError> {
+        // libvirt prints every error to stderr by default, even ones kiln expects and handles
+        // (looking up a domain that is gone); kiln reports errors itself.
+        virt::error::clear_error_callback();
         let conn = Connect::open(Some(uri)).map_err(|e| LibvirtError::Connect {
             uri: uri.to_string(),
             message: e.to_string(),

@@ -75,6 +75,7 @@ pub fn init(json: bool, verbose: bool) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_target(false)
                     .without_time()
                     .with_filter(stderr_filter),

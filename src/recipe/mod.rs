@@ -235,6 +235,11 @@ impl Resolver<'_> {
         properties.extend(r.properties.clone());
 
         if !self.errors.is_empty() {
+            // Source order reads best; element files after the recipe.
+            self.errors.sort_by(|a, b| {
+                (a.file != self.doc.file, &a.file, a.line, a.column)
+                    .cmp(&(b.file != self.doc.file, &b.file, b.line, b.column))
+            });
             return Err(self.errors);
         }
         let Some(source) = source else {

@@ -1,0 +1,245 @@
+//! Recipe loading: positions in errors, all errors at once, element merge and override order.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new() -> Self {
+        Dir(tempfile::tempdir().unwrap())
+    }
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.0.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+    fn element(&self, name: &str, text: &str) {
+        self.write(&format!("elements/{name}/element.yaml"), text);
+    }
+}
+
+const MINIMAL: &str = "name: t\nversion: \"1\"\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\n";
+
+fn errors(dir: &Dir, recipe: &str) -> Vec<Diagnostic> {
+    let p = dir.write("r.yaml", recipe);
+    load_plan(&p, &[]).expect_err("expected errors")
+}
+
+fn at(d: &[Diagnostic], line: usize, col: usize, needle: &str) {
+    assert!(
+        d.iter()
+            .any(|e| e.line == line && e.column == col && e.message.contains(needle)),
+        "no error at {line}:{col} containing {needle:?} in:\n{}",
+        d.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn minimal_recipe_resolves_with_defaults() {
+    let dir = Dir::new();
+    let p = dir.write("r.yaml", MINIMAL);
+    let plan = load_plan(&p, &[]).unwrap();
+    assert_eq!(plan.slug(), "t-1");
+    assert_eq!(plan.vm.memory_mib, 2048);
+    assert_eq!(plan.vm.timeout_secs, 1800);
+    assert_eq!(plan.outputs.len(), 1);
+    assert_eq!(plan.cloud_init.datasources, DEFAULT_DATASOURCES);
+    assert!(plan.sysprep.contains(&"machine-id"), "defaults apply when nothing is said");
+    assert_eq!(plan.recipe_sha256.len(), 64);
+}
+
+#[test]
+fn every_error_is_reported_with_file_line_and_column() {
+    let dir = Dir::new();
+    let d = errors(
+        &dir,
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\nvm:\n  memroy: 2G\n  vcpus: two\n  accel: fast\noutputs: [qcow3]\nprovision:\n  - packges: [tree]\n",
+    );
+    at(&d, 5, 3, "unknown key `memroy` (did you mean `memory`?)");
+    at(&d, 6, 10, "expected an integer");
+    at(&d, 7, 10, "expected one of auto, kvm, tcg, found `fast`");
+    at(&d, 8, 11, "qcow3");
+    at(&d, 10, 5, "unknown key `packges` (did you mean `packages`?)");
+    assert_eq!(d.len(), 5, "{d:#?}");
+    assert!(d[0].to_string().contains("r.yaml:"), "{}", d[0]);
+}
+
+#[test]
+fn semantic_errors_are_collected_too() {
+    let dir = Dir::new();
+    let d = errors(
+        &dir,
+        "name: 'bad name'\nsource:\n  image: {url: ftp://x/y.img}\nvm:\n  memory: 12Q\n  timeout: soon\nelements: [debain]\nsysprep:\n  operations: [defaults, -logfile]\nprovision:\n  - files:\n      - {path: relative, content: x, mode: '999'}\n",
+    );
+    at(&d, 1, 7, "expected a name");
+    at(&d, 3, 16, "http");
+    at(&d, 3, 10, "missing `checksum`");
+    at(&d, 5, 11, "expected a size");
+    at(&d, 6, 12, "expected a duration");
+    at(&d, 7, 12, "element `debain` not found (did you mean `debian`?)");
+    at(&d, 9, 26, "did you mean `logfiles`");
+    at(&d, 12, 16, "expected an absolute path");
+    at(&d, 12, 44, "octal mode");
+}
+
+#[test]
+fn yaml_syntax_errors_have_positions() {
+    let dir = Dir::new();
+    let d = errors(&dir, "name: t\nsource: {bootstrap: [\n");
+    assert_eq!(d.len(), 1);
+    assert!(d[0].message.starts_with("invalid YAML"), "{}", d[0]);
+    assert!(d[0].line >= 2, "{}", d[0]);
+}
+
+#[test]
+fn source_needs_exactly_one_kind() {
+    let dir = Dir::new();
+    let d = errors(&dir, "name: t\nsource: {}\n");
+    at(&d, 2, 9, "exactly one of `image` or `bootstrap`");
+}
+
+#[test]
+fn elements_merge_in_dependency_order_and_the_recipe_wins() {
+    let dir = Dir::new();
+    dir.element(
+        "base",
+        "description: b\nvars: {who: base, only_base: x}\npackages: [p1]\nprovision:\n  - run: [base]\nproperties: {a: base, b: base}\ncloud_init: {datasources: [NoCloud]}\nsysprep: [defaults, -logfiles]\n",
+    );
+    dir.element(
+        "top",
+        "description: t\ndepends: [base]\nvars: {who: top}\npackages: [p2, p1]\nprovision:\n  - run: [top]\nproperties: {b: top}\n",
+    );
+    let p = dir.write(
+        "r.yaml",
+        &format!("{MINIMAL}elements: [top]\nvars: {{who: recipe}}\nprovision:\n  - run: [recipe]\nproperties: {{a: recipe}}\nsysprep:\n  operations: [+logfiles]\n"),
+    );
+    let plan = load_plan(&p, &[("who".into(), "cli".into())]).unwrap();
+    let names: Vec<&str> = plan.elements.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["base", "top"], "dependencies first");
+    assert_eq!(plan.vars["who"], "cli", "--var beats recipe beats elements");
+    assert_eq!(plan.vars["only_base"], "x");
+    let runs: Vec<String> = plan
+        .provision
+        .iter()
+        .filter_map(|s| match s {
+            crate::plan::ProvisionStep::Run(c) => Some(c[0].clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(runs, ["base", "top", "recipe"]);
+    assert_eq!(plan.properties["a"], "recipe");
+    assert_eq!(plan.properties["b"], "top");
+    assert_eq!(plan.cloud_init.datasources, ["NoCloud"]);
+    assert!(plan.sysprep.contains(&"logfiles"), "the recipe's +logfiles comes last");
+    let crate::plan::SourcePlan::Bootstrap(b) = &plan.source else {
+        panic!()
+    };
+    let tail: Vec<&str> = b.packages.iter().rev().take(2).map(String::as_str).collect();
+    assert_eq!(tail, ["p2", "p1"], "element packages are baked into the bootstrap, once each");
+}
+
+#[test]
+fn element_packages_become_a_first_step_for_image_sources() {
+    let dir = Dir::new();
+    dir.element("e", "description: e\npackages: [cloud-init]\n");
+    dir.write("base.img", "x");
+    let p = dir.write(
+        "r.yaml",
+        "name: t\nelements: [e]\nsource:\n  image: {path: base.img}\nprovision:\n  - run: [x]\n",
+    );
+    let plan = load_plan(&p, &[]).unwrap();
+    assert_eq!(
+        plan.provision[0],
+        crate::plan::ProvisionStep::Packages(vec!["cloud-init".into()])
+    );
+}
+
+#[test]
+fn recipe_elements_shadow_search_path_and_builtins() {
+    let dir = Dir::new();
+    dir.element("debian", "description: local override\n");
+    let p = dir.write("r.yaml", &format!("{MINIMAL}elements: [debian]\n"));
+    let plan = load_plan(&p, &[]).unwrap();
+    assert_eq!(plan.elements[0].description, "local override");
+    assert!(plan.elements[0].dir.starts_with(dir.0.path()));
+}
+
+#[test]
+fn cycles_and_bad_element_files_are_errors() {
+    let dir = Dir::new();
+    dir.element("a", "description: a\ndepends: [b]\n");
+    dir.element("b", "description: b\ndepends: [a]\n");
+    dir.element("broken", "description: x\npackagez: []\n");
+    let d = errors(&dir, &format!("{MINIMAL}elements: [a, broken]\n"));
+    assert!(
+        d.iter().any(|e| e.message.contains("cycle: a -> b -> a")),
+        "{d:#?}"
+    );
+    assert!(
+        d.iter().any(|e| e.file.ends_with("broken/element.yaml")
+            && e.line == 2
+            && e.message.contains("did you mean `packages`")),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn unknown_var_override_is_an_error() {
+    let dir = Dir::new();
+    let p = dir.write("r.yaml", &format!("{MINIMAL}vars: {{hostname: a}}\n"));
+    let d = load_plan(&p, &[("hostnme".into(), "b".into())]).unwrap_err();
+    assert!(d[0].message.contains("did you mean `hostname`"), "{d:#?}");
+}
+
+#[test]
+fn missing_file_sources_are_reported() {
+    let dir = Dir::new();
+    let d = errors(
+        &dir,
+        &format!("{MINIMAL}provision:\n  - files:\n      - {{path: /x, source: nope.txt}}\n"),
+    );
+    assert!(d[0].message.contains("nope.txt"), "{d:#?}");
+    assert_eq!(d[0].line, 7);
+}
+
+#[test]
+fn sizes_and_durations() {
+    use model::{DurationSpec as D, SizeSpec as S};
+    assert_eq!(parse_size(&S::Text("2G".into()), 1).unwrap(), 2 << 30);
+    assert_eq!(parse_size(&S::Text("512MiB".into()), 1).unwrap(), 512 << 20);
+    assert_eq!(parse_size(&S::Number(1024), 1 << 20).unwrap(), 1 << 30);
+    assert!(parse_size(&S::Text("2X".into()), 1).is_err());
+    assert_eq!(parse_duration(&D::Text("1h30m".into())).unwrap(), 5400);
+    assert_eq!(parse_duration(&D::Text("90s".into())).unwrap(), 90);
+    assert_eq!(parse_duration(&D::Seconds(5)).unwrap(), 5);
+    assert!(parse_duration(&D::Text("0s".into())).is_err());
+}
+
+#[test]
+fn checksums() {
+    assert!(parse_checksum(&format!("sha256:{}", "a".repeat(64))).is_ok());
+    assert!(parse_checksum(&format!("sha512:{}", "A".repeat(128))).is_ok());
+    assert!(parse_checksum("md5:abc").is_err());
+    assert!(parse_checksum("sha256:abc").is_err());
+}
+
+#[test]
+fn the_examples_validate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for ex in ["examples/debian-12.yaml", "examples/ubuntu-18.04.yaml"] {
+        let plan = load_plan(&root.join(ex), &[]).unwrap_or_else(|d| panic!("{ex}: {d:#?}"));
+        assert!(!plan.elements.is_empty());
+    }
+}
+
+#[test]
+fn schema_is_generated_from_the_types() {
+    let s = recipe_schema();
+    let props = s["properties"].as_object().unwrap();
+    for k in ["name", "version", "vars", "elements", "source", "vm", "provision", "cloud_init", "sysprep", "outputs", "publish"] {
+        assert!(props.contains_key(k), "{k} missing from the schema");
+    }
+}

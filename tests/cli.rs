@@ -1,0 +1,171 @@
+//! The commands that never touch libvirt: exit codes, messages, outputs a user sees.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("KILN_ELEMENTS_PATH")
+        .output()
+        .expect("run kiln")
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    let out = kiln(
+        &["validate", "examples/debian-12.yaml", "examples/ubuntu-18.04.yaml"],
+        root(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok: examples/debian-12.yaml (debian-12-1.0"));
+}
+
+#[test]
+fn invalid_recipes_exit_2_with_every_error_positioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\nvm:\n  vcpu: 2\noutputs: [vmdk, qcow]\n",
+    )
+    .unwrap();
+    for cmd in ["validate", "plan", "build"] {
+        let out = kiln(&[cmd, bad.to_str().unwrap()], dir.path());
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("bad.yaml:5:3: unknown key `vcpu` (did you mean `vcpus`?)"),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("bad.yaml:6:17: expected one of"), "{cmd}: {err}");
+        assert!(err.contains("2 errors found"), "{cmd}: {err}");
+    }
+    assert!(
+        !dir.path().join("kiln-output").exists(),
+        "an invalid build writes nothing"
+    );
+}
+
+#[test]
+fn undefined_template_variables_are_validation_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ud.hbs"), "#cloud-config\nhostname: {{vars.nope}}\n").unwrap();
+    let r = dir.path().join("r.yaml");
+    std::fs::write(
+        &r,
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\ntemplates:\n  user_data: ud.hbs\n",
+    )
+    .unwrap();
+    let out = kiln(&["validate", r.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("ud.hbs:2:"), "{err}");
+    assert!(err.contains("nope"), "{err}");
+}
+
+#[test]
+fn plan_renders_templates_and_shows_commands_without_libvirt() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = root().join("examples/debian-12.yaml");
+    // A libvirt URI that cannot work: plan must not try it.
+    let out = kiln(
+        &[
+            "plan",
+            recipe.to_str().unwrap(),
+            "--format",
+            "json",
+            "--render-dir",
+            "rendered",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stages: Vec<&str> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["source", "provision", "cloud-init", "sysprep", "undefine", "convert", "publish"]
+    );
+    assert!(v["stages"][0]["commands"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("mmdebstrap "));
+    let elements: Vec<&str> = v["plan"]["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        elements,
+        ["debian", "cloud-init", "growroot", "qemu-guest-agent", "sysprep-default"]
+    );
+    let xml = std::fs::read_to_string(dir.path().join("rendered/domain.xml")).unwrap();
+    assert!(xml.contains("<domain type='qemu'>"));
+    let ud = std::fs::read_to_string(dir.path().join("rendered/user-data")).unwrap();
+    assert!(ud.starts_with("#cloud-config"));
+    let script = std::fs::read_to_string(dir.path().join("rendered/provision.sh")).unwrap();
+    assert!(script.contains("pkg_install 'tree'"));
+    let md = std::fs::read_to_string(dir.path().join("rendered/meta-data")).unwrap();
+    assert!(md.contains("local-hostname: \"golden\""), "{md}");
+}
+
+#[test]
+fn var_overrides_reach_the_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = root().join("examples/debian-12.yaml");
+    let out = kiln(
+        &["plan", recipe.to_str().unwrap(), "--var", "hostname=override", "--render-dir", "r"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let md = std::fs::read_to_string(dir.path().join("r/meta-data")).unwrap();
+    assert!(md.contains("\"override\""), "{md}");
+}
+
+#[test]
+fn schema_is_json_schema() {
+    let out = kiln(&["schema"], root());
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["$schema"].as_str().unwrap().contains("json-schema.org"));
+    assert_eq!(v["additionalProperties"], false);
+}
+
+#[test]
+fn elements_list_and_show() {
+    let out = kiln(&["elements", "list"], root());
+    assert_eq!(out.status.code(), Some(0));
+    let list = text(&out.stdout);
+    for e in ["debian", "ubuntu", "cloud-init", "sysprep-default", "qemu-guest-agent", "growroot"] {
+        assert!(list.lines().any(|l| l.starts_with(e)), "{e} missing from:\n{list}");
+    }
+    let out = kiln(&["elements", "show", "growroot"], root());
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("depends: [cloud-init]"));
+    let out = kiln(&["elements", "show", "nope"], root());
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    let out = kiln(&["build", "x.yaml", "--on-error", "explode"], root());
+    assert_eq!(out.status.code(), Some(2));
+    let out = kiln(&["build", "x.yaml", "--var", "novalue"], root());
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,359 @@
+//! Real end-to-end builds: libvirt + qemu (TCG where KVM is unusable), cloud-init inside the
+//! guest, libguestfs, qemu-img. Each takes minutes, so they are `#[ignore]`d in a plain
+//! `cargo test`; scripts/test.sh (the README's test command, run by CI) runs them with
+//! `--ignored`. The built image is inspected with the real guestfish, independently of kiln.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn kiln() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.current_dir(root()).env_remove("KILN_ELEMENTS_PATH");
+    c
+}
+
+/// Domains in libvirt whose name starts with `prefix`.
+fn domains(prefix: &str) -> Vec<String> {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system", "list", "--all", "--name"])
+        .output()
+        .expect("virsh");
+    assert!(out.status.success(), "virsh failed: {:?}", out);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Run guestfish read-only on `image` with `script`; return its stdout.
+fn guestfish(image: &Path, script: &str) -> String {
+    let mut child = Command::new("guestfish")
+        .args(["--ro", "-a", image.to_str().unwrap(), "-i"])
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("guestfish");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "guestfish failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Split guestfish output on `echo ==NAME==` markers.
+fn sections(out: &str) -> std::collections::HashMap<String, String> {
+    let mut map = std::collections::HashMap::new();
+    let mut cur: Option<String> = None;
+    for line in out.lines() {
+        if let Some(name) = line.strip_prefix("==").and_then(|l| l.strip_suffix("==")) {
+            cur = Some(name.to_string());
+            map.insert(name.to_string(), String::new());
+        } else if let Some(c) = &cur {
+            let s = map.get_mut(c).unwrap();
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    map
+}
+
+fn sha256_of(p: &Path) -> String {
+    let out = Command::new("sha256sum").arg(p).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+#[ignore = "slow: real VM build (minutes); run by scripts/test.sh"]
+fn debian_example_builds_a_cloud_ready_sysprepped_image() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let before = domains("kiln-");
+    let status = kiln()
+        .args(["build", "examples/debian-12.yaml", "-o"])
+        .arg(out_dir.path())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "kiln build failed");
+
+    // Only the published directory remains: no staging, no failed logs.
+    let entries: Vec<String> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, ["debian-12-1.0"]);
+    let dir = out_dir.path().join("debian-12-1.0");
+    for f in ["debian-12-1.0.qcow2", "manifest.json", "console.log", "build.log"] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+
+    // The manifest tells the truth about the outputs.
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(m["name"], "debian-12");
+    assert_eq!(m["version"], "1.0");
+    assert_eq!(m["recipe_sha256"].as_str().unwrap().len(), 64);
+    let stage_names: Vec<&str> = m["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["status"], "ok", "{s}");
+            s["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        stage_names,
+        ["source", "provision", "cloud-init", "sysprep", "undefine", "convert", "publish"]
+    );
+    for t in ["kiln", "qemu-img", "libvirt", "libguestfs"] {
+        let v = m["tools"][t].as_str().unwrap();
+        assert!(!v.is_empty() && v != "unknown", "tool {t}: {v}");
+    }
+    let output = &m["outputs"][0];
+    let image = dir.join(output["path"].as_str().unwrap());
+    assert_eq!(output["format"], "qcow2");
+    assert_eq!(output["sha256"].as_str().unwrap(), sha256_of(&image));
+    assert_eq!(output["size"].as_u64().unwrap(), std::fs::metadata(&image).unwrap().len());
+    assert_eq!(output["virtual_size"].as_u64().unwrap(), 3 << 30);
+    assert_eq!(output["sha512"].as_str().unwrap().len(), 128);
+
+    // A standalone qcow2: no backing file left over from the overlay.
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert!(info.get("backing-filename").is_none(), "{info}");
+
+    // Look inside with the real libguestfs tools.
+    let script = "\
+echo ==motd==\ncat /etc/motd\n\
+echo ==provisioned==\ncat /opt/kiln/provisioned\n\
+echo ==tree==\nis-file /usr/bin/tree\n\
+echo ==passwd==\ncat /etc/passwd\n\
+echo ==group==\ncat /etc/group\n\
+echo ==sudoers==\nis-file /etc/sudoers.d/90-kiln-alice\n\
+echo ==machine-id-size==\nfilesize /etc/machine-id\n\
+echo ==ssh==\nls /etc/ssh\n\
+echo ==root-history==\nexists /root/.bash_history\n\
+echo ==cloud-state==\nls /var/lib/cloud\n\
+echo ==cloud-log==\nexists /var/log/cloud-init.log\n\
+echo ==kiln-dir==\nexists /var/lib/kiln\n\
+echo ==datasources==\ncat /etc/cloud/cloud.cfg.d/90_kiln.cfg\n\
+echo ==cloud-init==\nis-file /usr/bin/cloud-init\n\
+echo ==tmp==\nls /tmp\n\
+echo ==apt-archives==\nglob-expand /var/cache/apt/archives/*.deb\n\
+echo ==end==\n";
+    let s = sections(&guestfish(&image, script));
+    assert_eq!(s["motd"], "This image was baked by kiln.\n");
+    assert_eq!(s["provisioned"], "hello from a kiln-built image\n");
+    assert_eq!(s["tree"].trim(), "true", "package from the provision step");
+    assert!(
+        s["passwd"].lines().any(|l| l.starts_with("alice:") && l.ends_with(":/bin/bash")),
+        "{}",
+        s["passwd"]
+    );
+    assert!(
+        s["group"]
+            .lines()
+            .any(|l| l.starts_with("sudo:") && l.contains("alice")),
+        "{}",
+        s["group"]
+    );
+    assert_eq!(s["sudoers"].trim(), "true");
+    assert_eq!(s["machine-id-size"].trim(), "0", "machine-id must be empty");
+    assert!(
+        !s["ssh"].lines().any(|l| l.contains("_host_")),
+        "ssh host keys left: {}",
+        s["ssh"]
+    );
+    assert_eq!(s["root-history"].trim(), "false");
+    assert!(
+        !s["cloud-state"]
+            .lines()
+            .any(|l| ["instance", "instances", "data", "sem"].contains(&l.trim())),
+        "cloud-init state left: {}",
+        s["cloud-state"]
+    );
+    assert_eq!(s["cloud-log"].trim(), "false");
+    assert_eq!(s["kiln-dir"].trim(), "false", "provisioning leftovers");
+    assert!(
+        s["datasources"].contains("datasource_list: [ ConfigDrive, OpenStack, NoCloud, None ]"),
+        "{}",
+        s["datasources"]
+    );
+    assert_eq!(s["cloud-init"].trim(), "true");
+    assert!(s["tmp"].trim().is_empty(), "tmp not cleaned: {}", s["tmp"]);
+    assert!(s["apt-archives"].trim().is_empty());
+
+    // Nothing of the build remains in libvirt.
+    let after = domains("kiln-");
+    assert_eq!(after, before, "leftover domains");
+
+    // No secret-looking material in manifest or logs.
+    for f in ["manifest.json", "build.log"] {
+        let t = std::fs::read_to_string(dir.join(f)).unwrap();
+        assert!(!t.contains("$6$"), "{f} contains a password hash");
+    }
+}
+
+#[test]
+#[ignore = "slow: real VM boot; run by scripts/test.sh"]
+fn sigint_during_install_cleans_up_and_exits_130() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut child = kiln()
+        .args(["build", "examples/debian-12.yaml", "-o"])
+        .arg(out_dir.path())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            eprintln!("kiln: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    // Wait until the guest has been booting for a while (bootstrap may run first).
+    let start = Instant::now();
+    let mut domain = None;
+    let mut console_seen = false;
+    while start.elapsed() < Duration::from_secs(900) {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        if let Some(rest) = line.split("started domain ").nth(1) {
+            domain = rest.split_whitespace().next().map(str::to_string);
+        }
+        if domain.is_some() && line.contains("console| ") {
+            console_seen = true;
+            break;
+        }
+    }
+    let domain = domain.expect("the build never started its domain");
+    assert!(console_seen, "the guest never wrote to its console");
+    assert_eq!(domains(&domain), [domain.clone()], "domain should exist while installing");
+    let staging: Vec<PathBuf> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        staging
+            .iter()
+            .any(|p| p.join("work/disk.qcow2").is_file() && p.join("work/seed.iso").is_file()),
+        "overlay and seed should exist while installing: {staging:?}"
+    );
+
+    unsafe {
+        libc_kill(child.id() as i32, 2);
+    }
+    let t = Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "exit code after SIGINT");
+    assert!(t.elapsed() < Duration::from_secs(60), "cleanup took too long");
+    assert!(domains(&domain).is_empty(), "domain {domain} left behind");
+    let left: Vec<String> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "files left after interrupt: {left:?}");
+}
+
+#[test]
+#[ignore = "slow: real VM boot; run by scripts/test.sh"]
+fn failed_provisioning_exits_1_and_leaves_only_logs() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let before = domains("kiln-failing-");
+    let out = kiln()
+        .args(["build", "tests/fixtures/failing.yaml", "-o"])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("a provisioning step failed") && stderr.contains("step 1 exit 3"),
+        "the error names the failing step: {stderr}"
+    );
+    assert!(
+        stderr.contains("this step is about to fail"),
+        "the console tail is in the error: {stderr}"
+    );
+    assert_eq!(domains("kiln-failing-"), before, "domain left behind");
+    let left: Vec<String> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["failing-1.failed"], "only the logs of the failed build remain");
+    let logs = out_dir.path().join("failing-1.failed");
+    let console = std::fs::read_to_string(logs.join("console.log")).unwrap();
+    assert!(console.contains("this step is about to fail"));
+    let build_log = std::fs::read_to_string(logs.join("build.log")).unwrap();
+    assert!(build_log.contains("stage provision: failed"), "{build_log}");
+}
+
+#[test]
+#[ignore = "slow: real VM boot; run by scripts/test.sh"]
+fn on_error_keep_leaves_domain_and_disks_for_inspection() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = kiln()
+        .args(["build", "tests/fixtures/failing.yaml", "--on-error", "keep", "-o"])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let kept = domains("kiln-failing-");
+    assert_eq!(kept.len(), 1, "the failed domain is kept: {stderr}");
+    assert!(stderr.contains("virsh -c qemu:///system dumpxml"), "{stderr}");
+    let staging: Vec<PathBuf> = std::fs::read_dir(out_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".kiln-staging-"))
+        .collect();
+    assert_eq!(staging.len(), 1, "the staging directory is kept");
+    assert!(staging[0].join("work/disk.qcow2").is_file());
+    // Clean up what was kept, as the printed hint says.
+    for d in kept {
+        let _ = Command::new("virsh")
+            .args(["-c", "qemu:///system", "destroy", &d])
+            .output();
+        let st = Command::new("virsh")
+            .args(["-c", "qemu:///system", "undefine", &d])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
