@@ -101,7 +101,11 @@ fn save_logs(out: &Path, work: &Path, dest: &Path) {
     if std::fs::create_dir_all(dest).is_err() {
         return;
     }
-    for (dir, name) in [(out, "build.log"), (out, "console.log"), (work, "console.log")] {
+    for (dir, name) in [
+        (out, "build.log"),
+        (out, "console.log"),
+        (work, "console.log"),
+    ] {
         let src = dir.join(name);
         if src.is_file() && !dest.join(name).exists() {
             if name == "build.log" {

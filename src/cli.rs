@@ -13,7 +13,11 @@ use crate::seed::TemplateContext;
 use crate::templates::{self, Kind};
 
 #[derive(Parser, Debug)]
-#[command(name = "kiln", version, about = "Bake golden VM images from YAML recipes")]
+#[command(
+    name = "kiln",
+    version,
+    about = "Bake golden VM images from YAML recipes"
+)]
 pub struct Cli {
     /// Log at debug level (the exact external commands).
     #[arg(short, long, global = true)]
@@ -114,7 +118,11 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::INVALID_INPUT } else { exit::OK };
+            return if e.use_stderr() {
+                exit::INVALID_INPUT
+            } else {
+                exit::OK
+            };
         }
     };
     crate::logging::init(cli.log_format == LogFormat::Json, cli.verbose);
@@ -244,10 +252,26 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
                         &scratch.join("rootfs"),
                         &scratch.join("customize.sh"),
                     )),
-                    format!("sfdisk --quiet {} <<< '{}'", raw.display(), crate::stages::bootstrap::sfdisk_script().replace('\n', "\\n")),
-                    process::display(&crate::stages::bootstrap::mkfs_argv(&raw, &scratch.join("rootfs"), &uuid, b.size_bytes)),
-                    format!("libguestfs on {}: grub-install --target=i386-pc /dev/sda; update-grub", raw.display()),
-                    format!("qemu-img convert -f raw -O qcow2 {} {}", raw.display(), base.display()),
+                    format!(
+                        "sfdisk --quiet {} <<< '{}'",
+                        raw.display(),
+                        crate::stages::bootstrap::sfdisk_script().replace('\n', "\\n")
+                    ),
+                    process::display(&crate::stages::bootstrap::mkfs_argv(
+                        &raw,
+                        &scratch.join("rootfs"),
+                        &uuid,
+                        b.size_bytes,
+                    )),
+                    format!(
+                        "libguestfs on {}: grub-install --target=i386-pc /dev/sda; update-grub",
+                        raw.display()
+                    ),
+                    format!(
+                        "qemu-img convert -f raw -O qcow2 {} {}",
+                        raw.display(),
+                        base.display()
+                    ),
                 ],
                 base,
             )
@@ -261,13 +285,19 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
         } => match (url, path) {
             (Some(u), _) => {
                 let (base, verify) = match (checksum, checksum_url) {
-                    (Some(c), _) => (cache.join(format!("images/{}-{}", c.algorithm, c.hex)), c.to_string()),
+                    (Some(c), _) => (
+                        cache.join(format!("images/{}-{}", c.algorithm, c.hex)),
+                        c.to_string(),
+                    ),
                     (None, s) => (
                         cache.join("images/<checksum from the sums file>"),
                         format!("checksum looked up in {}", s.as_deref().unwrap_or("?")),
                     ),
                 };
-                (vec![format!("download {u} -> {} ({verify})", base.display())], base)
+                (
+                    vec![format!("download {u} -> {} ({verify})", base.display())],
+                    base,
+                )
             }
             (None, Some(p)) => (vec![format!("verify {}", p.display())], p.clone()),
             _ => (vec![], PathBuf::new()),
@@ -285,12 +315,17 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
             "vm": plan.vm, "steps": plan.provision,
         }),
         commands: vec![
-            process::display(&crate::qemu_img::create_overlay_argv(&base, "qcow2", &disk, size)),
+            process::display(&crate::qemu_img::create_overlay_argv(
+                &base, "qcow2", &disk, size,
+            )),
             process::display(&crate::seed::xorriso_argv(
                 &work.join("seed.iso"),
                 &[work.join("user-data"), work.join("meta-data")],
             )),
-            format!("libvirt {}: define domain.xml, start, wait for power-off (timeout {} s)", plan.vm.uri, plan.vm.timeout_secs),
+            format!(
+                "libvirt {}: define domain.xml, start, wait for power-off (timeout {} s)",
+                plan.vm.uri, plan.vm.timeout_secs
+            ),
         ],
     });
     stages.push(PlannedStage {
@@ -343,7 +378,12 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
     stages
 }
 
-fn plan(recipe: &Path, format: PlanFormat, vars: &[(String, String)], render_dir: Option<PathBuf>) -> i32 {
+fn plan(
+    recipe: &Path,
+    format: PlanFormat,
+    vars: &[(String, String)],
+    render_dir: Option<PathBuf>,
+) -> i32 {
     let plan = match load_checked(recipe, vars) {
         Ok(p) => p,
         Err(d) => {
@@ -355,7 +395,12 @@ fn plan(recipe: &Path, format: PlanFormat, vars: &[(String, String)], render_dir
     let cache = crate::build::default_cache_dir();
     let stages = planned_stages(&plan, &work, &cache);
     let render_dir = render_dir.unwrap_or_else(|| PathBuf::from(format!("{}.plan", plan.slug())));
-    let tctx = TemplateContext::new(&plan, &format!("kiln-{}-XXXXXXXX", plan.name), "qemu", &work);
+    let tctx = TemplateContext::new(
+        &plan,
+        &format!("kiln-{}-XXXXXXXX", plan.name),
+        "qemu",
+        &work,
+    );
     let mut rendered = Vec::new();
     for kind in Kind::ALL {
         match templates::render(&plan, kind, &tctx) {
@@ -370,7 +415,10 @@ fn plan(recipe: &Path, format: PlanFormat, vars: &[(String, String)], render_dir
     let write = templates::write_all(&render_dir, &rendered)
         .and_then(|_| std::fs::write(render_dir.join("provision.sh"), &script));
     if let Err(e) = write {
-        eprintln!("error: writing rendered templates to {}: {e}", render_dir.display());
+        eprintln!(
+            "error: writing rendered templates to {}: {e}",
+            render_dir.display()
+        );
         return exit::BUILD_FAILED;
     }
     match format {
@@ -391,19 +439,28 @@ fn plan(recipe: &Path, format: PlanFormat, vars: &[(String, String)], render_dir
             for e in &plan.elements {
                 println!("  {:<18} {}  [{}]", e.name, e.description, e.dir.display());
             }
-            println!("vm: {} MiB, {} vCPU, accel {:?}, timeout {} s, {}", plan.vm.memory_mib, plan.vm.vcpus, plan.vm.accel, plan.vm.timeout_secs, plan.vm.uri);
+            println!(
+                "vm: {} MiB, {} vCPU, accel {:?}, timeout {} s, {}",
+                plan.vm.memory_mib, plan.vm.vcpus, plan.vm.accel, plan.vm.timeout_secs, plan.vm.uri
+            );
             println!("provisioning steps:");
             for (i, s) in plan.provision.iter().enumerate() {
                 let d = match s {
                     crate::plan::ProvisionStep::Packages(p) => format!("packages: {}", p.join(" ")),
                     crate::plan::ProvisionStep::Files(f) => format!(
                         "files: {}",
-                        f.iter().map(|f| f.path.as_str()).collect::<Vec<_>>().join(" ")
+                        f.iter()
+                            .map(|f| f.path.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ")
                     ),
                     crate::plan::ProvisionStep::Run(c) => format!("run: {} command(s)", c.len()),
                     crate::plan::ProvisionStep::Users(u) => format!(
                         "users: {}",
-                        u.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(" ")
+                        u.iter()
+                            .map(|u| u.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ")
                     ),
                 };
                 println!("  {}. {d}", i + 1);

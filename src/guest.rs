@@ -44,6 +44,17 @@ pub fn version() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Try twice: under load the TCG appliance occasionally dies while booting.
+fn retry(f: impl Fn() -> Result<Guest, GuestError>) -> Result<Guest, GuestError> {
+    match f() {
+        Ok(g) => Ok(g),
+        Err(e) => {
+            tracing::warn!("libguestfs launch failed, retrying once: {e}");
+            f()
+        }
+    }
+}
+
 impl Guest {
     fn e(&self, op: impl Into<String>) -> impl FnOnce(guestfs::Error) -> GuestError + '_ {
         let op = op.into();
@@ -58,22 +69,17 @@ impl Guest {
     /// `tcg` forces software emulation (needed where KVM is unusable). Launch is retried once:
     /// under load the TCG appliance occasionally dies during boot.
     pub fn open(disk: &Path, format: &str, tcg: bool) -> Result<Guest, GuestError> {
-        let mut last = None;
-        for attempt in 1..=2 {
-            match Self::try_open(disk, format, tcg) {
-                Ok(g) => return Ok(g),
-                Err(e) => {
-                    tracing::warn!("libguestfs launch attempt {attempt} failed: {e}");
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.expect("at least one attempt"))
+        retry(|| Self::try_open(disk, format, tcg))
     }
 
     /// Launch on `disk` and mount one `device` on / without inspection (for a disk that is not
     /// bootable yet, e.g. while installing its bootloader).
-    pub fn open_device(disk: &Path, format: &str, tcg: bool, device: &str) -> Result<Guest, GuestError> {
+    pub fn open_device(
+        disk: &Path,
+        format: &str,
+        tcg: bool,
+        device: &str,
+    ) -> Result<Guest, GuestError> {
         let mut last = None;
         for attempt in 1..=2 {
             match Self::launch(disk, format, tcg).and_then(|g| {
@@ -158,7 +164,9 @@ impl Guest {
                 })
             }
         };
-        let distro = g.inspect_get_distro(&root).unwrap_or_else(|_| "unknown".into());
+        let distro = g
+            .inspect_get_distro(&root)
+            .unwrap_or_else(|_| "unknown".into());
         let mut mps: Vec<(String, String)> = g
             .inspect_get_mountpoints(&root)
             .map_err(ge("inspect_get_mountpoints"))?
@@ -167,7 +175,8 @@ impl Guest {
         // Mount parents before children.
         mps.sort_by_key(|(mp, _)| mp.len());
         for (mp, dev) in mps {
-            g.mount(&dev, &mp).map_err(ge(&format!("mounting {dev} on {mp}")))?;
+            g.mount(&dev, &mp)
+                .map_err(ge(&format!("mounting {dev} on {mp}")))?;
         }
         Ok(Guest {
             g,
@@ -177,7 +186,9 @@ impl Guest {
     }
 
     pub fn exists(&self, path: &str) -> Result<bool, GuestError> {
-        self.g.exists(path).map_err(self.e(format!("exists {path}")))
+        self.g
+            .exists(path)
+            .map_err(self.e(format!("exists {path}")))
     }
 
     pub fn is_file(&self, path: &str) -> Result<bool, GuestError> {
@@ -191,19 +202,27 @@ impl Guest {
     }
 
     pub fn read(&self, path: &str) -> Result<Vec<u8>, GuestError> {
-        self.g.read_file(path).map_err(self.e(format!("reading {path}")))
+        self.g
+            .read_file(path)
+            .map_err(self.e(format!("reading {path}")))
     }
 
     pub fn write(&self, path: &str, content: &[u8]) -> Result<(), GuestError> {
         if let Some(parent) = Path::new(path).parent() {
             let p = parent.display().to_string();
-            self.g.mkdir_p(&p).map_err(self.e(format!("mkdir -p {p}")))?;
+            self.g
+                .mkdir_p(&p)
+                .map_err(self.e(format!("mkdir -p {p}")))?;
         }
-        self.g.write(path, content).map_err(self.e(format!("writing {path}")))
+        self.g
+            .write(path, content)
+            .map_err(self.e(format!("writing {path}")))
     }
 
     pub fn mkdir_p(&self, path: &str) -> Result<(), GuestError> {
-        self.g.mkdir_p(path).map_err(self.e(format!("mkdir -p {path}")))
+        self.g
+            .mkdir_p(path)
+            .map_err(self.e(format!("mkdir -p {path}")))
     }
 
     /// Paths matching a shell glob (no trailing slash on directories).

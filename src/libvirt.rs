@@ -80,7 +80,8 @@ impl Libvirt {
 
     /// Define a persistent domain from XML (not started).
     pub fn define(&self, name: &str, xml: &str) -> Result<(), LibvirtError> {
-        self.conn.define_domain_xml(xml)
+        self.conn
+            .define_domain_xml(xml)
             .map(drop)
             .map_err(|e| Self::err("defining", name, e))
     }
@@ -91,12 +92,15 @@ impl Libvirt {
             domain: name.into(),
             message: "no such domain".into(),
         })?;
-        d.create().map(drop).map_err(|e| Self::err("starting", name, e))
+        d.create()
+            .map(drop)
+            .map_err(|e| Self::err("starting", name, e))
     }
 
     /// Start a transient domain.
     pub fn create_transient(&self, name: &str, xml: &str) -> Result<(), LibvirtError> {
-        self.conn.create_domain_xml(xml, 0)
+        self.conn
+            .create_domain_xml(xml, 0)
             .map(drop)
             .map_err(|e| Self::err("creating", name, e))
     }
@@ -155,7 +159,9 @@ impl Libvirt {
     /// (which destroys the domain) within seconds.
     pub fn probe_kvm(&self, cancel: &Cancel) -> Result<KvmProbe, LibvirtError> {
         if !self.capabilities().contains("domain type='kvm'") {
-            return Ok(KvmProbe::Unusable("libvirt offers no kvm domain type".into()));
+            return Ok(KvmProbe::Unusable(
+                "libvirt offers no kvm domain type".into(),
+            ));
         }
         let Some(kernel) = host_kernel() else {
             return Ok(KvmProbe::Unknown(
@@ -175,9 +181,7 @@ impl Libvirt {
                 _ => {}
             }
             if start.elapsed() > Duration::from_secs(15) {
-                break KvmProbe::Unusable(
-                    "a KVM guest did not boot its kernel within 15 s".into(),
-                );
+                break KvmProbe::Unusable("a KVM guest did not boot its kernel within 15 s".into());
             }
             if cancel.sleep(Duration::from_millis(200)) {
                 break KvmProbe::Unknown("interrupted".into());

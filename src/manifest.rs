@@ -36,7 +36,12 @@ impl Manifest {
                     "packages": b.packages, "cache_key": b.cache_key(),
                 }
             }),
-            crate::plan::SourcePlan::Image { url, path, checksum, .. } => serde_json::json!({
+            crate::plan::SourcePlan::Image {
+                url,
+                path,
+                checksum,
+                ..
+            } => serde_json::json!({
                 "image": {
                     "url": url, "path": path,
                     "checksum": checksum.as_ref().map(|c| c.to_string()),

@@ -71,8 +71,7 @@ pub fn display(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             if !a.is_empty()
-                && a
-                    .chars()
+                && a.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c))
             {
                 a.clone()
@@ -107,7 +106,11 @@ pub fn run(argv: &[String], opts: &Opts, cancel: &Cancel) -> Result<Output, Comm
     tracing::debug!(target: "kiln::command", "running: {command}");
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
-        .stdin(if opts.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if opts.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -142,7 +145,9 @@ pub fn run(argv: &[String], opts: &Opts, cancel: &Cancel) -> Result<Output, Comm
             tail.push('\n');
             if tail.len() > 2 * TAIL {
                 let cut = tail.len() - TAIL;
-                let cut = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(cut);
+                let cut = (cut..tail.len())
+                    .find(|i| tail.is_char_boundary(*i))
+                    .unwrap_or(cut);
                 tail.drain(..cut);
             }
         }
@@ -248,7 +253,10 @@ mod tests {
         .err()
         .unwrap();
         let msg = err.to_string();
-        assert!(msg.contains("`sh -c 'echo one >&2; echo two >&2; exit 3'` failed"), "{msg}");
+        assert!(
+            msg.contains("`sh -c 'echo one >&2; echo two >&2; exit 3'` failed"),
+            "{msg}"
+        );
         assert!(msg.contains("one\ntwo"), "{msg}");
     }
 
@@ -267,9 +275,13 @@ mod tests {
             c2.cancel();
         });
         let start = Instant::now();
-        let err = run(&argv(["sh", "-c", "sleep 30; sleep 30"]), &Opts::default(), &cancel)
-            .err()
-            .unwrap();
+        let err = run(
+            &argv(["sh", "-c", "sleep 30; sleep 30"]),
+            &Opts::default(),
+            &cancel,
+        )
+        .err()
+        .unwrap();
         assert!(matches!(err, CommandError::Cancelled { .. }));
         assert!(start.elapsed() < Duration::from_secs(10));
     }

@@ -39,7 +39,14 @@ pub fn create_overlay_argv(
 
 /// Convert the (flattened) build disk to one output format.
 pub fn convert_argv(src: &Path, src_format: &str, dst: &Path, out: &OutputPlan) -> Vec<String> {
-    let mut v = process::argv(["qemu-img", "convert", "-f", src_format, "-O", out.format.as_str()]);
+    let mut v = process::argv([
+        "qemu-img",
+        "convert",
+        "-f",
+        src_format,
+        "-O",
+        out.format.as_str(),
+    ]);
     match out.format {
         Format::Qcow2 => {
             v.extend(process::argv(["-o", "compat=1.1"]));
@@ -132,7 +139,13 @@ mod tests {
     #[test]
     fn overlay_argv() {
         assert_eq!(
-            create_overlay_argv(Path::new("/c/base.qcow2"), "qcow2", Path::new("/w/disk.qcow2"), Some(4 << 30)).join(" "),
+            create_overlay_argv(
+                Path::new("/c/base.qcow2"),
+                "qcow2",
+                Path::new("/w/disk.qcow2"),
+                Some(4 << 30)
+            )
+            .join(" "),
             "qemu-img create -q -f qcow2 -F qcow2 -b /c/base.qcow2 /w/disk.qcow2 4294967296"
         );
         assert_eq!(
@@ -146,7 +159,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("t.qcow2");
         process::run(
-            &process::argv(["qemu-img", "create", "-q", "-f", "qcow2", &img.display().to_string(), "64M"]),
+            &process::argv([
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                &img.display().to_string(),
+                "64M",
+            ]),
             &Default::default(),
             &Cancel::new(),
         )

@@ -23,7 +23,11 @@ fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -96,7 +100,11 @@ pkg_install() {
                 for f in files {
                     let path = sh_quote(&f.path);
                     let _ = writeln!(s, "mkdir -p \"$(dirname {path})\"");
-                    let _ = writeln!(s, "echo {} | base64 -d > {path}", sh_quote(&b64(&f.content)));
+                    let _ = writeln!(
+                        s,
+                        "echo {} | base64 -d > {path}",
+                        sh_quote(&b64(&f.content))
+                    );
                     let _ = writeln!(s, "chmod {:o} {path}", f.mode);
                     let _ = writeln!(s, "chown {} {path}", sh_quote(&f.owner));
                 }
@@ -225,12 +233,10 @@ impl TemplateContext {
 
 /// argv of the seed ISO build (`cidata` volume, Joliet + Rock Ridge).
 pub fn xorriso_argv(output: &Path, files: &[PathBuf]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "xorriso", "-as", "genisoimage", "-quiet", "-output",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut v: Vec<String> = ["xorriso", "-as", "genisoimage", "-quiet", "-output"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     v.push(output.display().to_string());
     v.extend(["-volid", "cidata", "-joliet", "-rock"].map(String::from));
     v.extend(files.iter().map(|f| f.display().to_string()));
@@ -286,8 +292,13 @@ mod tests {
         assert!(s.contains("chmod 600 '/etc/motd'"));
         assert!(s.contains("usermod -p '$6$salt$hash' 'alice'"));
         // The hash is only an argument, never echoed.
-        assert!(!s.lines().any(|l| l.starts_with("echo") && l.contains("$6$")));
-        assert!(!s.contains(DONE_MARKER), "marker must be assembled at run time");
+        assert!(!s
+            .lines()
+            .any(|l| l.starts_with("echo") && l.contains("$6$")));
+        assert!(
+            !s.contains(DONE_MARKER),
+            "marker must be assembled at run time"
+        );
     }
 
     #[test]

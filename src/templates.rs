@@ -17,7 +17,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Domain, Kind::UserData, Kind::MetaData, Kind::NetworkConfig];
+    pub const ALL: [Kind; 4] = [
+        Kind::Domain,
+        Kind::UserData,
+        Kind::MetaData,
+        Kind::NetworkConfig,
+    ];
 
     /// The rendered file's name.
     pub fn file_name(self) -> &'static str {
@@ -147,8 +152,13 @@ mod tests {
 
     #[test]
     fn strict_mode_rejects_undefined_variables_with_position() {
-        let err = render_str("t.hbs", "a\nb {{vars.missing}}\n", false, &json!({"vars": {}}))
-            .unwrap_err();
+        let err = render_str(
+            "t.hbs",
+            "a\nb {{vars.missing}}\n",
+            false,
+            &json!({"vars": {}}),
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("t.hbs:2:"), "{msg}");
         assert!(msg.contains("missing"), "{msg}");
@@ -161,7 +171,10 @@ mod tests {
             render_str("x", "<n>{{v}}</n>", true, &ctx).unwrap(),
             "<n>a&lt;b &amp; &#x27;c&#x27;</n>"
         );
-        assert_eq!(render_str("y", "k: {{v}}", false, &ctx).unwrap(), "k: a<b & 'c'");
+        assert_eq!(
+            render_str("y", "k: {{v}}", false, &ctx).unwrap(),
+            "k: a<b & 'c'"
+        );
         assert_eq!(
             render_str("y", "k: {{json v}}", false, &ctx).unwrap(),
             "k: \"a<b & 'c'\""

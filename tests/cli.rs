@@ -23,7 +23,11 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn validate_accepts_the_examples() {
     let out = kiln(
-        &["validate", "examples/debian-12.yaml", "examples/ubuntu-18.04.yaml"],
+        &[
+            "validate",
+            "examples/debian-12.yaml",
+            "examples/ubuntu-18.04.yaml",
+        ],
         root(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -47,7 +51,10 @@ fn invalid_recipes_exit_2_with_every_error_positioned() {
             err.contains("bad.yaml:5:3: unknown key `vcpu` (did you mean `vcpus`?)"),
             "{cmd}: {err}"
         );
-        assert!(err.contains("bad.yaml:6:17: expected one of"), "{cmd}: {err}");
+        assert!(
+            err.contains("bad.yaml:6:17: expected one of"),
+            "{cmd}: {err}"
+        );
         assert!(err.contains("2 errors found"), "{cmd}: {err}");
     }
     assert!(
@@ -59,7 +66,11 @@ fn invalid_recipes_exit_2_with_every_error_positioned() {
 #[test]
 fn undefined_template_variables_are_validation_errors() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ud.hbs"), "#cloud-config\nhostname: {{vars.nope}}\n").unwrap();
+    std::fs::write(
+        dir.path().join("ud.hbs"),
+        "#cloud-config\nhostname: {{vars.nope}}\n",
+    )
+    .unwrap();
     let r = dir.path().join("r.yaml");
     std::fs::write(
         &r,
@@ -99,7 +110,15 @@ fn plan_renders_templates_and_shows_commands_without_libvirt() {
         .collect();
     assert_eq!(
         stages,
-        ["source", "provision", "cloud-init", "sysprep", "undefine", "convert", "publish"]
+        [
+            "source",
+            "provision",
+            "cloud-init",
+            "sysprep",
+            "undefine",
+            "convert",
+            "publish"
+        ]
     );
     assert!(v["stages"][0]["commands"][0]
         .as_str()
@@ -113,7 +132,13 @@ fn plan_renders_templates_and_shows_commands_without_libvirt() {
         .collect();
     assert_eq!(
         elements,
-        ["debian", "cloud-init", "growroot", "qemu-guest-agent", "sysprep-default"]
+        [
+            "debian",
+            "cloud-init",
+            "growroot",
+            "qemu-guest-agent",
+            "sysprep-default"
+        ]
     );
     let xml = std::fs::read_to_string(dir.path().join("rendered/domain.xml")).unwrap();
     assert!(xml.contains("<domain type='qemu'>"));
@@ -130,7 +155,14 @@ fn var_overrides_reach_the_templates() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = root().join("examples/debian-12.yaml");
     let out = kiln(
-        &["plan", recipe.to_str().unwrap(), "--var", "hostname=override", "--render-dir", "r"],
+        &[
+            "plan",
+            recipe.to_str().unwrap(),
+            "--var",
+            "hostname=override",
+            "--render-dir",
+            "r",
+        ],
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -152,8 +184,18 @@ fn elements_list_and_show() {
     let out = kiln(&["elements", "list"], root());
     assert_eq!(out.status.code(), Some(0));
     let list = text(&out.stdout);
-    for e in ["debian", "ubuntu", "cloud-init", "sysprep-default", "qemu-guest-agent", "growroot"] {
-        assert!(list.lines().any(|l| l.starts_with(e)), "{e} missing from:\n{list}");
+    for e in [
+        "debian",
+        "ubuntu",
+        "cloud-init",
+        "sysprep-default",
+        "qemu-guest-agent",
+        "growroot",
+    ] {
+        assert!(
+            list.lines().any(|l| l.starts_with(e)),
+            "{e} missing from:\n{list}"
+        );
     }
     let out = kiln(&["elements", "show", "growroot"], root());
     assert_eq!(out.status.code(), Some(0));

@@ -105,7 +105,12 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
         .collect();
     assert_eq!(entries, ["debian-12-1.0"]);
     let dir = out_dir.path().join("debian-12-1.0");
-    for f in ["debian-12-1.0.qcow2", "manifest.json", "console.log", "build.log"] {
+    for f in [
+        "debian-12-1.0.qcow2",
+        "manifest.json",
+        "console.log",
+        "build.log",
+    ] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
 
@@ -126,7 +131,15 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
         .collect();
     assert_eq!(
         stage_names,
-        ["source", "provision", "cloud-init", "sysprep", "undefine", "convert", "publish"]
+        [
+            "source",
+            "provision",
+            "cloud-init",
+            "sysprep",
+            "undefine",
+            "convert",
+            "publish"
+        ]
     );
     for t in ["kiln", "qemu-img", "libvirt", "libguestfs"] {
         let v = m["tools"][t].as_str().unwrap();
@@ -136,7 +149,10 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
     let image = dir.join(output["path"].as_str().unwrap());
     assert_eq!(output["format"], "qcow2");
     assert_eq!(output["sha256"].as_str().unwrap(), sha256_of(&image));
-    assert_eq!(output["size"].as_u64().unwrap(), std::fs::metadata(&image).unwrap().len());
+    assert_eq!(
+        output["size"].as_u64().unwrap(),
+        std::fs::metadata(&image).unwrap().len()
+    );
     assert_eq!(output["virtual_size"].as_u64().unwrap(), 3 << 30);
     assert_eq!(output["sha512"].as_str().unwrap().len(), 128);
 
@@ -174,7 +190,9 @@ echo ==end==\n";
     assert_eq!(s["provisioned"], "hello from a kiln-built image\n");
     assert_eq!(s["tree"].trim(), "true", "package from the provision step");
     assert!(
-        s["passwd"].lines().any(|l| l.starts_with("alice:") && l.ends_with(":/bin/bash")),
+        s["passwd"]
+            .lines()
+            .any(|l| l.starts_with("alice:") && l.ends_with(":/bin/bash")),
         "{}",
         s["passwd"]
     );
@@ -259,7 +277,11 @@ fn sigint_during_install_cleans_up_and_exits_130() {
     }
     let domain = domain.expect("the build never started its domain");
     assert!(console_seen, "the guest never wrote to its console");
-    assert_eq!(domains(&domain), [domain.clone()], "domain should exist while installing");
+    assert_eq!(
+        domains(&domain),
+        std::slice::from_ref(&domain),
+        "domain should exist while installing"
+    );
     let staging: Vec<PathBuf> = std::fs::read_dir(out_dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -277,7 +299,10 @@ fn sigint_during_install_cleans_up_and_exits_130() {
     let t = Instant::now();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "exit code after SIGINT");
-    assert!(t.elapsed() < Duration::from_secs(60), "cleanup took too long");
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "cleanup took too long"
+    );
     assert!(domains(&domain).is_empty(), "domain {domain} left behind");
     let left: Vec<String> = std::fs::read_dir(out_dir.path())
         .unwrap()
@@ -311,7 +336,11 @@ fn failed_provisioning_exits_1_and_leaves_only_logs() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left, ["failing-1.failed"], "only the logs of the failed build remain");
+    assert_eq!(
+        left,
+        ["failing-1.failed"],
+        "only the logs of the failed build remain"
+    );
     let logs = out_dir.path().join("failing-1.failed");
     let console = std::fs::read_to_string(logs.join("console.log")).unwrap();
     assert!(console.contains("this step is about to fail"));
@@ -324,7 +353,13 @@ fn failed_provisioning_exits_1_and_leaves_only_logs() {
 fn on_error_keep_leaves_domain_and_disks_for_inspection() {
     let out_dir = tempfile::tempdir().unwrap();
     let out = kiln()
-        .args(["build", "tests/fixtures/failing.yaml", "--on-error", "keep", "-o"])
+        .args([
+            "build",
+            "tests/fixtures/failing.yaml",
+            "--on-error",
+            "keep",
+            "-o",
+        ])
         .arg(out_dir.path())
         .output()
         .unwrap();
@@ -332,11 +367,19 @@ fn on_error_keep_leaves_domain_and_disks_for_inspection() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let kept = domains("kiln-failing-");
     assert_eq!(kept.len(), 1, "the failed domain is kept: {stderr}");
-    assert!(stderr.contains("virsh -c qemu:///system dumpxml"), "{stderr}");
+    assert!(
+        stderr.contains("virsh -c qemu:///system dumpxml"),
+        "{stderr}"
+    );
     let staging: Vec<PathBuf> = std::fs::read_dir(out_dir.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(".kiln-staging-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".kiln-staging-")
+        })
         .collect();
     assert_eq!(staging.len(), 1, "the staging directory is kept");
     assert!(staging[0].join("work/disk.qcow2").is_file());

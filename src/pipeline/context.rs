@@ -15,7 +15,10 @@ use crate::process::Cancel;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
     /// A libvirt domain (defined or transient).
-    Domain { uri: String, name: String },
+    Domain {
+        uri: String,
+        name: String,
+    },
     File(PathBuf),
     Dir(PathBuf),
 }
@@ -175,12 +178,11 @@ impl BuildContext {
                         Some(l) => Ok(l),
                         None => Libvirt::connect(uri),
                     };
-                    let out = lv.map_err(anyhow::Error::from).and_then(|l| {
+                    lv.map_err(anyhow::Error::from).and_then(|l| {
                         let res = l.destroy_and_undefine(name).map_err(anyhow::Error::from);
                         self.libvirt = Some(l);
                         res
-                    });
-                    out
+                    })
                 }
                 Resource::File(p) => match std::fs::remove_file(p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

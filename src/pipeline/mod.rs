@@ -56,7 +56,11 @@ pub struct Report {
 }
 
 /// Run `stages` over `ctx`.
-pub fn run<C: Records>(stages: &mut [Box<dyn Stage<C> + '_>], ctx: &mut C, cancel: &Cancel) -> Report {
+pub fn run<C: Records>(
+    stages: &mut [Box<dyn Stage<C> + '_>],
+    ctx: &mut C,
+    cancel: &Cancel,
+) -> Report {
     ctx.records().clear();
     ctx.records().extend(stages.iter().map(|s| StageRecord {
         name: s.name().to_string(),

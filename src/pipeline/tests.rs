@@ -37,19 +37,26 @@ impl Stage<Log> for Fake {
         Ok(())
     }
     fn cleanup(&mut self, ctx: &mut Log, outcome: Outcome) -> anyhow::Result<()> {
-        ctx.events.push(format!("cleanup {} {:?}", self.name, outcome));
+        ctx.events
+            .push(format!("cleanup {} {:?}", self.name, outcome));
         Ok(())
     }
 }
 
-fn stages(fail: Option<&'static str>, cancel: Option<(&'static str, Cancel)>) -> Vec<Box<dyn Stage<Log>>> {
+fn stages(
+    fail: Option<&'static str>,
+    cancel: Option<(&'static str, Cancel)>,
+) -> Vec<Box<dyn Stage<Log>>> {
     ["a", "b", "c"]
         .into_iter()
         .map(|n| {
             Box::new(Fake {
                 name: n,
                 fail: fail == Some(n),
-                cancel_during: cancel.as_ref().filter(|(c, _)| *c == n).map(|(_, c)| c.clone()),
+                cancel_during: cancel
+                    .as_ref()
+                    .filter(|(c, _)| *c == n)
+                    .map(|(_, c)| c.clone()),
             }) as Box<dyn Stage<Log>>
         })
         .collect()
@@ -67,7 +74,14 @@ fn success_runs_all_then_cleans_up_in_reverse() {
     assert!(r.error.is_none());
     assert_eq!(
         log.events,
-        ["run a", "run b", "run c", "cleanup c Success", "cleanup b Success", "cleanup a Success"]
+        [
+            "run a",
+            "run b",
+            "run c",
+            "cleanup c Success",
+            "cleanup b Success",
+            "cleanup a Success"
+        ]
     );
     assert_eq!(statuses(&log), [StageStatus::Ok; 3]);
 }
@@ -78,7 +92,10 @@ fn failure_stops_and_cleans_up_the_failed_stage_too() {
     let r = run(&mut stages(Some("b"), None), &mut log, &Cancel::new());
     assert_eq!(r.outcome, Outcome::Failed);
     let msg = format!("{:#}", r.error.unwrap());
-    assert!(msg.contains("stage b failed") && msg.contains("boom"), "{msg}");
+    assert!(
+        msg.contains("stage b failed") && msg.contains("boom"),
+        "{msg}"
+    );
     assert_eq!(
         log.events,
         ["run a", "run b", "cleanup b Failed", "cleanup a Failed"]
@@ -93,16 +110,29 @@ fn failure_stops_and_cleans_up_the_failed_stage_too() {
 fn cancel_during_a_stage_cleans_up_and_reports_cancelled() {
     let mut log = Log::default();
     let cancel = Cancel::new();
-    let r = run(&mut stages(None, Some(("b", cancel.clone()))), &mut log, &cancel);
+    let r = run(
+        &mut stages(None, Some(("b", cancel.clone()))),
+        &mut log,
+        &cancel,
+    );
     assert_eq!(r.outcome, Outcome::Cancelled);
     assert!(r.error.is_none(), "an interrupt is not a build error");
     assert_eq!(
         log.events,
-        ["run a", "run b", "cleanup b Cancelled", "cleanup a Cancelled"]
+        [
+            "run a",
+            "run b",
+            "cleanup b Cancelled",
+            "cleanup a Cancelled"
+        ]
     );
     assert_eq!(
         statuses(&log),
-        [StageStatus::Ok, StageStatus::Cancelled, StageStatus::Skipped]
+        [
+            StageStatus::Ok,
+            StageStatus::Cancelled,
+            StageStatus::Skipped
+        ]
     );
 }
 

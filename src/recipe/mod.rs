@@ -98,7 +98,9 @@ impl Resolver<'_> {
                 "expected a name of letters, digits, `-`, `_` and `.`",
             );
         }
-        if r.version.is_empty() || r.version.contains('/') || r.version.contains(char::is_whitespace)
+        if r.version.is_empty()
+            || r.version.contains('/')
+            || r.version.contains(char::is_whitespace)
         {
             self.err("/version", "expected a version without spaces or `/`");
         }
@@ -156,22 +158,37 @@ impl Resolver<'_> {
         }
         for el in &loaded {
             for (i, s) in el.file.provision.iter().enumerate() {
-                if let Some(step) = step(s, &el.dir, &el.doc, &format!("/provision/{i}"), &mut self.errors)
-                {
+                if let Some(step) = step(
+                    s,
+                    &el.dir,
+                    &el.doc,
+                    &format!("/provision/{i}"),
+                    &mut self.errors,
+                ) {
                     provision.push(step);
                 }
             }
         }
         for (i, s) in r.provision.iter().enumerate() {
             let dir = self.dir.clone();
-            if let Some(step) = step(s, &dir, self.doc, &format!("/provision/{i}"), &mut self.errors) {
+            if let Some(step) = step(
+                s,
+                &dir,
+                self.doc,
+                &format!("/provision/{i}"),
+                &mut self.errors,
+            ) {
                 provision.push(step);
             }
         }
 
         // cloud-init: later settings override earlier ones.
         let mut ci = CloudInit::default();
-        for c in loaded.iter().map(|e| &e.file.cloud_init).chain([&r.cloud_init]) {
+        for c in loaded
+            .iter()
+            .map(|e| &e.file.cloud_init)
+            .chain([&r.cloud_init])
+        {
             if c.datasources.is_some() {
                 ci.datasources = c.datasources.clone();
             }
@@ -183,7 +200,10 @@ impl Resolver<'_> {
             .datasources
             .unwrap_or_else(|| DEFAULT_DATASOURCES.iter().map(|s| s.to_string()).collect());
         if datasources.is_empty() {
-            self.err("/cloud_init/datasources", "expected at least one datasource");
+            self.err(
+                "/cloud_init/datasources",
+                "expected at least one datasource",
+            );
         }
 
         // Sysprep: element words, then the recipe's; `defaults` when nobody said anything.
@@ -217,7 +237,8 @@ impl Resolver<'_> {
                             .iter()
                             .position(|w| w == &words[i].0)
                             .unwrap_or(0);
-                        self.errors.push(el.doc.diag(&format!("/sysprep/{at}"), msg));
+                        self.errors
+                            .push(el.doc.diag(&format!("/sysprep/{at}"), msg));
                     }
                 }
                 Vec::new()
@@ -237,8 +258,12 @@ impl Resolver<'_> {
         if !self.errors.is_empty() {
             // Source order reads best; element files after the recipe.
             self.errors.sort_by(|a, b| {
-                (a.file != self.doc.file, &a.file, a.line, a.column)
-                    .cmp(&(b.file != self.doc.file, &b.file, b.line, b.column))
+                (a.file != self.doc.file, &a.file, a.line, a.column).cmp(&(
+                    b.file != self.doc.file,
+                    &b.file,
+                    b.line,
+                    b.column,
+                ))
             });
             return Err(self.errors);
         }
@@ -298,13 +323,17 @@ impl Resolver<'_> {
                         );
                     }
                 }
-                let checksum = img.checksum.as_ref().filter(|_| checksum_url.is_none()).and_then(|c| match parse_checksum(c) {
-                    Ok(c) => Some(c),
-                    Err(m) => {
-                        self.err("/source/image/checksum", m);
-                        None
-                    }
-                });
+                let checksum = img
+                    .checksum
+                    .as_ref()
+                    .filter(|_| checksum_url.is_none())
+                    .and_then(|c| match parse_checksum(c) {
+                        Ok(c) => Some(c),
+                        Err(m) => {
+                            self.err("/source/image/checksum", m);
+                            None
+                        }
+                    });
                 match (&img.url, &img.path) {
                     (Some(_), Some(_)) | (None, None) => {
                         self.err("/source/image", "expected exactly one of `url` or `path`");
@@ -445,7 +474,10 @@ impl Resolver<'_> {
                 },
             };
             if p.compress && p.format != Format::Qcow2 {
-                self.err(&format!("/outputs/{i}"), "`compress` is only supported for qcow2");
+                self.err(
+                    &format!("/outputs/{i}"),
+                    "`compress` is only supported for qcow2",
+                );
             }
             if plans.iter().any(|q| q.format == p.format) {
                 self.err(
@@ -481,10 +513,10 @@ impl Resolver<'_> {
         let mut check = |ptr: &str, p: &Option<String>| -> Option<PathBuf> {
             let full = self.dir.join(p.as_ref()?);
             if !full.is_file() {
-                self.errors.push(
-                    self.doc
-                        .diag(ptr, format!("template file {} does not exist", full.display())),
-                );
+                self.errors.push(self.doc.diag(
+                    ptr,
+                    format!("template file {} does not exist", full.display()),
+                ));
             }
             Some(full)
         };
@@ -590,8 +622,7 @@ fn step(
             for (i, u) in users.iter().enumerate() {
                 let valid = !u.name.is_empty()
                     && u.name.len() <= 32
-                    && u
-                        .name
+                    && u.name
                         .chars()
                         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(c))
                     && !u.name.starts_with('-');
@@ -631,7 +662,11 @@ pub fn parse_checksum(s: &str) -> Result<Checksum, String> {
     let len = match algo {
         "sha256" => 64,
         "sha512" => 128,
-        _ => return Err(format!("unsupported checksum algorithm `{algo}`; expected sha256 or sha512")),
+        _ => {
+            return Err(format!(
+                "unsupported checksum algorithm `{algo}`; expected sha256 or sha512"
+            ))
+        }
     };
     if hex.len() != len || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!("expected {len} hex digits after `{algo}:`"));
@@ -656,13 +691,22 @@ pub fn parse_size(s: &SizeSpec, unit: u64) -> Result<u64, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("expected a size like \"2G\" or \"512M\", found `{text}`"))?;
-    let mult: u64 = match suffix.trim().trim_end_matches("iB").trim_end_matches('B').trim_end_matches('i') {
+    let mult: u64 = match suffix
+        .trim()
+        .trim_end_matches("iB")
+        .trim_end_matches('B')
+        .trim_end_matches('i')
+    {
         "" => unit,
         "K" | "k" => 1 << 10,
         "M" | "m" => 1 << 20,
         "G" | "g" => 1 << 30,
         "T" | "t" => 1 << 40,
-        _ => return Err(format!("expected a size like \"2G\" or \"512M\", found `{text}`")),
+        _ => {
+            return Err(format!(
+                "expected a size like \"2G\" or \"512M\", found `{text}`"
+            ))
+        }
     };
     n.checked_mul(mult).ok_or_else(|| "size too large".into())
 }

@@ -224,7 +224,8 @@ fn walk(
             }
         }
         Value::Number(n) => {
-            if let (Some(min), Some(x)) = (schema.get("minimum").and_then(Value::as_f64), n.as_f64())
+            if let (Some(min), Some(x)) =
+                (schema.get("minimum").and_then(Value::as_f64), n.as_f64())
             {
                 if x < min {
                     out.push(doc.diag(ptr, format!("expected a number >= {min}, found {n}")));
@@ -283,7 +284,10 @@ fn union(
             let hint = did_you_mean(k, tags.iter().copied());
             out.push(doc.diag_key(
                 &child,
-                format!("unknown key `{k}`{hint}; expected one of: {}", tags.join(", ")),
+                format!(
+                    "unknown key `{k}`{hint}; expected one of: {}",
+                    tags.join(", ")
+                ),
             ));
         }
         return;

@@ -21,7 +21,8 @@ impl Dir {
     }
 }
 
-const MINIMAL: &str = "name: t\nversion: \"1\"\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\n";
+const MINIMAL: &str =
+    "name: t\nversion: \"1\"\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\n";
 
 fn errors(dir: &Dir, recipe: &str) -> Vec<Diagnostic> {
     let p = dir.write("r.yaml", recipe);
@@ -33,7 +34,10 @@ fn at(d: &[Diagnostic], line: usize, col: usize, needle: &str) {
         d.iter()
             .any(|e| e.line == line && e.column == col && e.message.contains(needle)),
         "no error at {line}:{col} containing {needle:?} in:\n{}",
-        d.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+        d.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -47,7 +51,10 @@ fn minimal_recipe_resolves_with_defaults() {
     assert_eq!(plan.vm.timeout_secs, 1800);
     assert_eq!(plan.outputs.len(), 1);
     assert_eq!(plan.cloud_init.datasources, DEFAULT_DATASOURCES);
-    assert!(plan.sysprep.contains(&"machine-id"), "defaults apply when nothing is said");
+    assert!(
+        plan.sysprep.contains(&"machine-id"),
+        "defaults apply when nothing is said"
+    );
     assert_eq!(plan.recipe_sha256.len(), 64);
 }
 
@@ -62,7 +69,12 @@ fn every_error_is_reported_with_file_line_and_column() {
     at(&d, 6, 10, "expected an integer");
     at(&d, 7, 10, "expected one of auto, kvm, tcg, found `fast`");
     at(&d, 8, 11, "qcow3");
-    at(&d, 10, 5, "unknown key `packges` (did you mean `packages`?)");
+    at(
+        &d,
+        10,
+        5,
+        "unknown key `packges` (did you mean `packages`?)",
+    );
     assert_eq!(d.len(), 5, "{d:#?}");
     assert!(d[0].to_string().contains("r.yaml:"), "{}", d[0]);
 }
@@ -79,7 +91,12 @@ fn semantic_errors_are_collected_too() {
     at(&d, 3, 10, "missing `checksum`");
     at(&d, 5, 11, "expected a size");
     at(&d, 6, 12, "expected a duration");
-    at(&d, 7, 12, "element `debain` not found (did you mean `debian`?)");
+    at(
+        &d,
+        7,
+        12,
+        "element `debain` not found (did you mean `debian`?)",
+    );
     at(&d, 9, 26, "did you mean `logfiles`");
     at(&d, 12, 16, "expected an absolute path");
     at(&d, 12, 44, "octal mode");
@@ -133,12 +150,25 @@ fn elements_merge_in_dependency_order_and_the_recipe_wins() {
     assert_eq!(plan.properties["a"], "recipe");
     assert_eq!(plan.properties["b"], "top");
     assert_eq!(plan.cloud_init.datasources, ["NoCloud"]);
-    assert!(plan.sysprep.contains(&"logfiles"), "the recipe's +logfiles comes last");
+    assert!(
+        plan.sysprep.contains(&"logfiles"),
+        "the recipe's +logfiles comes last"
+    );
     let crate::plan::SourcePlan::Bootstrap(b) = &plan.source else {
         panic!()
     };
-    let tail: Vec<&str> = b.packages.iter().rev().take(2).map(String::as_str).collect();
-    assert_eq!(tail, ["p2", "p1"], "element packages are baked into the bootstrap, once each");
+    let tail: Vec<&str> = b
+        .packages
+        .iter()
+        .rev()
+        .take(2)
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        ["p2", "p1"],
+        "element packages are baked into the bootstrap, once each"
+    );
 }
 
 #[test]
@@ -239,7 +269,19 @@ fn the_examples_validate() {
 fn schema_is_generated_from_the_types() {
     let s = recipe_schema();
     let props = s["properties"].as_object().unwrap();
-    for k in ["name", "version", "vars", "elements", "source", "vm", "provision", "cloud_init", "sysprep", "outputs", "publish"] {
+    for k in [
+        "name",
+        "version",
+        "vars",
+        "elements",
+        "source",
+        "vm",
+        "provision",
+        "cloud_init",
+        "sysprep",
+        "outputs",
+        "publish",
+    ] {
         assert!(props.contains_key(k), "{k} missing from the schema");
     }
 }

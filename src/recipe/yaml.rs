@@ -119,10 +119,20 @@ pub fn load_str(path: &Path, text: &str) -> Result<Document, Vec<Diagnostic>> {
     };
     let docs = MarkedYaml::load_from_str(text).map_err(|e| {
         let m = e.marker();
-        vec![diag(m.line(), m.col() + 1, format!("invalid YAML: {}", e.info()))]
+        vec![diag(
+            m.line(),
+            m.col() + 1,
+            format!("invalid YAML: {}", e.info()),
+        )]
     })?;
     let root = match docs.len() {
-        0 => return Err(vec![diag(1, 1, "the file is empty: expected a mapping".into())]),
+        0 => {
+            return Err(vec![diag(
+                1,
+                1,
+                "the file is empty: expected a mapping".into(),
+            )])
+        }
         1 => &docs[0],
         _ => {
             return Err(vec![diag(

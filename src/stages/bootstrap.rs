@@ -57,7 +57,10 @@ pub fn mmdebstrap_argv(b: &BootstrapPlan, rootfs: &Path, customize: &Path) -> Ve
     v.push(
         "--essential-hook=mkdir -p \"$1/etc/initramfs-tools/conf.d\" && echo FSTYPE=ext4 > \"$1/etc/initramfs-tools/conf.d/kiln-fstype\"".into(),
     );
-    v.push(format!("--customize-hook=sh {} \"$1\"", customize.display()));
+    v.push(format!(
+        "--customize-hook=sh {} \"$1\"",
+        customize.display()
+    ));
     v.push(b.suite.clone());
     v.push(rootfs.display().to_string());
     v.push(format!("deb {} {} main", b.mirror, b.suite));
@@ -157,7 +160,11 @@ pub fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<Pa
     let raw = scratch.join("disk.raw");
     std::fs::File::create(&raw)?.set_len(b.size_bytes)?;
     process::run(
-        &argv(["sfdisk".to_string(), "--quiet".into(), raw.display().to_string()]),
+        &argv([
+            "sfdisk".to_string(),
+            "--quiet".into(),
+            raw.display().to_string(),
+        ]),
         &Opts {
             stdin: Some(sfdisk_script().as_bytes().to_vec()),
             ..Default::default()
@@ -166,8 +173,12 @@ pub fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<Pa
     )
     .context("partitioning the base disk")?;
     tracing::info!("creating the ext4 filesystem from the root directory");
-    process::run(&mkfs_argv(&raw, &rootfs, &uuid, b.size_bytes), &Opts::default(), &ctx.cancel)
-        .context("creating the root filesystem")?;
+    process::run(
+        &mkfs_argv(&raw, &rootfs, &uuid, b.size_bytes),
+        &Opts::default(),
+        &ctx.cancel,
+    )
+    .context("creating the root filesystem")?;
     std::fs::remove_dir_all(&rootfs).ok();
 
     tracing::info!("installing GRUB with the image's own grub-install (libguestfs)");
@@ -224,7 +235,9 @@ mod tests {
         let v = mmdebstrap_argv(&plan(), Path::new("/s/rootfs"), Path::new("/s/c.sh"));
         assert_eq!(v[0], "mmdebstrap");
         assert!(v.contains(&"--include=grub-pc,cloud-init".to_string()));
-        assert!(v.iter().any(|a| a.starts_with("--essential-hook=") && a.contains("FSTYPE=ext4")));
+        assert!(v
+            .iter()
+            .any(|a| a.starts_with("--essential-hook=") && a.contains("FSTYPE=ext4")));
         assert!(v.contains(&"--customize-hook=sh /s/c.sh \"$1\"".to_string()));
         let tail: Vec<&str> = v[v.len() - 5..].iter().map(String::as_str).collect();
         assert_eq!(

@@ -16,7 +16,10 @@ pub const CONFIG_PATH: &str = "/etc/cloud/cloud.cfg.d/90_kiln.cfg";
 /// The cloud.cfg.d drop-in kiln writes.
 pub fn config_text(ci: &CloudInitPlan) -> String {
     let mut s = String::from("# Written by kiln: what this golden image expects from the cloud.\n");
-    s.push_str(&format!("datasource_list: [ {} ]\n", ci.datasources.join(", ")));
+    s.push_str(&format!(
+        "datasource_list: [ {} ]\n",
+        ci.datasources.join(", ")
+    ));
     if let Some(u) = &ci.default_user {
         let q = |v: &str| serde_json::to_string(v).unwrap_or_default();
         s.push_str("system_info:\n  default_user:\n");
@@ -72,7 +75,9 @@ impl Stage<BuildContext> for CloudInitStage {
 
         // The provisioning script's own verdict, written inside the guest.
         let status = if g.is_file(crate::seed::STATUS_FILE)? {
-            String::from_utf8_lossy(&g.read(crate::seed::STATUS_FILE)?).trim().to_string()
+            String::from_utf8_lossy(&g.read(crate::seed::STATUS_FILE)?)
+                .trim()
+                .to_string()
         } else {
             "missing (cloud-init never ran the provisioning script: is cloud-init installed and \
              the NoCloud datasource enabled in the base image?)"

@@ -38,14 +38,27 @@ pub fn need_tcg(ctx: &mut BuildContext) -> anyhow::Result<bool> {
         Accel::Tcg => true,
         Accel::Kvm => false,
         Accel::Auto => {
-            let cancel = ctx.cancel.clone();
-            match libvirt(ctx)?.probe_kvm(&cancel)? {
+            let cached = cached_probe(&ctx.cache_dir);
+            let probe = match cached {
+                Some(p) => p,
+                None => {
+                    let cancel = ctx.cancel.clone();
+                    let p = libvirt(ctx)?.probe_kvm(&cancel)?;
+                    if !matches!(p, KvmProbe::Unknown(_)) {
+                        store_probe(&ctx.cache_dir, &p);
+                    }
+                    p
+                }
+            };
+            match probe {
                 KvmProbe::Usable => {
-                    tracing::info!("accelerator: kvm (probe guest ran)");
+                    tracing::info!("accelerator: kvm (a probe guest ran)");
                     false
                 }
                 KvmProbe::Unusable(why) | KvmProbe::Unknown(why) => {
-                    tracing::warn!("KVM is not usable here ({why}); falling back to TCG, which is much slower");
+                    tracing::warn!(
+                        "KVM is not usable here ({why}); falling back to TCG, which is much slower"
+                    );
                     true
                 }
             }
@@ -53,6 +66,42 @@ pub fn need_tcg(ctx: &mut BuildContext) -> anyhow::Result<bool> {
     };
     ctx.tcg = Some(tcg);
     Ok(tcg)
+}
+
+/// The probe's verdict holds until the host reboots (keyed by the kernel's boot id), so only
+/// the first build after boot pays for it.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn cached_probe(cache: &Path) -> Option<KvmProbe> {
+    let text = std::fs::read_to_string(cache.join("kvm-probe")).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != boot_id()? {
+        return None;
+    }
+    match lines.next()? {
+        "usable" => Some(KvmProbe::Usable),
+        "unusable" => Some(KvmProbe::Unusable(format!(
+            "{} (probed earlier since boot)",
+            lines.next().unwrap_or("probe failed")
+        ))),
+        _ => None,
+    }
+}
+
+fn store_probe(cache: &Path, p: &KvmProbe) {
+    let (Some(id), Ok(())) = (boot_id(), std::fs::create_dir_all(cache)) else {
+        return;
+    };
+    let text = match p {
+        KvmProbe::Usable => format!("{id}\nusable\n"),
+        KvmProbe::Unusable(why) => format!("{id}\nunusable\n{why}\n"),
+        KvmProbe::Unknown(_) => return,
+    };
+    let _ = std::fs::write(cache.join("kvm-probe"), text);
 }
 
 impl Stage<BuildContext> for ProvisionStage {
@@ -68,11 +117,7 @@ impl Stage<BuildContext> for ProvisionStage {
 
         // The overlay: the cached base stays untouched.
         let disk = ctx.work.join("disk.qcow2");
-        let size = ctx
-            .plan
-            .vm
-            .disk_bytes
-            .filter(|s| *s > base.virtual_size);
+        let size = ctx.plan.vm.disk_bytes.filter(|s| *s > base.virtual_size);
         if let Some(s) = ctx.plan.vm.disk_bytes {
             if s < base.virtual_size {
                 tracing::warn!(
@@ -92,12 +137,13 @@ impl Stage<BuildContext> for ProvisionStage {
         ctx.disk = Some(disk.clone());
 
         // Seed and domain from the templates.
-        let domain = format!(
-            "kiln-{}-{}",
-            ctx.plan.name,
-            &hex::encode(rand_bytes())[..8]
+        let domain = format!("kiln-{}-{}", ctx.plan.name, &hex::encode(rand_bytes())[..8]);
+        let tctx = TemplateContext::new(
+            &ctx.plan,
+            &domain,
+            if tcg { "qemu" } else { "kvm" },
+            &ctx.work,
         );
-        let tctx = TemplateContext::new(&ctx.plan, &domain, if tcg { "qemu" } else { "kvm" }, &ctx.work);
         let mut seed_files = Vec::new();
         for kind in [Kind::UserData, Kind::MetaData, Kind::NetworkConfig] {
             let text = templates::render(&ctx.plan, kind, &tctx)?;
@@ -110,8 +156,12 @@ impl Stage<BuildContext> for ProvisionStage {
         }
         let seed_iso = tctx.domain.seed_path.clone();
         ctx.record(Resource::File(seed_iso.clone()));
-        process::run(&seed::xorriso_argv(&seed_iso, &seed_files), &Opts::default(), &ctx.cancel)
-            .context("building the NoCloud seed")?;
+        process::run(
+            &seed::xorriso_argv(&seed_iso, &seed_files),
+            &Opts::default(),
+            &ctx.cancel,
+        )
+        .context("building the NoCloud seed")?;
         // user-data carries the provisioning script (and any password hash): only the ISO
         // needs it now.
         for f in &seed_files {
@@ -139,7 +189,8 @@ impl Stage<BuildContext> for ProvisionStage {
             console.display()
         );
 
-        let result = wait_for_poweroff(lv, &domain, &console, ctx.plan.vm.timeout_secs, &ctx.cancel);
+        let result =
+            wait_for_poweroff(lv, &domain, &console, ctx.plan.vm.timeout_secs, &ctx.cancel);
         // Keep the console in the output whatever happened.
         std::fs::create_dir_all(&ctx.out)?;
         std::fs::copy(&console, ctx.out.join("console.log")).ok();
@@ -153,7 +204,9 @@ impl Stage<BuildContext> for ProvisionStage {
             );
         }
         if !text.contains(seed::DONE_MARKER) {
-            tracing::warn!("the console shows no provisioning result; the guest's status file decides");
+            tracing::warn!(
+                "the console shows no provisioning result; the guest's status file decides"
+            );
         }
         Ok(())
     }
@@ -306,7 +359,10 @@ mod tests {
 
     #[test]
     fn console_escapes_are_stripped() {
-        assert_eq!(strip_controls("\x1b[0;32m  OK  \x1b[0m] Started\r"), "  OK  ] Started");
+        assert_eq!(
+            strip_controls("\x1b[0;32m  OK  \x1b[0m] Started\r"),
+            "  OK  ] Started"
+        );
     }
 
     #[test]
@@ -318,7 +374,12 @@ mod tests {
         t.pump();
         assert_eq!(t.lines, ["one"]);
         use std::io::Write;
-        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"o\nthree\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"o\nthree\n")
+            .unwrap();
         assert_eq!(t.last(2), "two\nthree");
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::manifest::Manifest;
 use crate::pipeline::context::BuildContext;
-use crate::pipeline::{Outcome, StageStatus, Stage};
+use crate::pipeline::{Outcome, Stage, StageStatus};
 
 pub struct PublishStage;
 
@@ -43,7 +43,8 @@ impl Stage<BuildContext> for PublishStage {
             if replaced {
                 let _ = std::fs::rename(&old, &final_dir);
             }
-            return Err(e).with_context(|| format!("moving the output into {}", final_dir.display()));
+            return Err(e)
+                .with_context(|| format!("moving the output into {}", final_dir.display()));
         }
         if replaced {
             tracing::info!("replaced the previous {}", final_dir.display());

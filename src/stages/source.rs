@@ -106,8 +106,7 @@ fn checksum_from_file(sums_url: &str, image_url: &str) -> anyhow::Result<Checksu
         bail!("fetching {sums_url}: HTTP {}", resp.status());
     }
     let text = resp.text().with_context(|| format!("reading {sums_url}"))?;
-    lookup_checksum(&text, image_url)
-        .with_context(|| format!("looking up the image in {sums_url}"))
+    lookup_checksum(&text, image_url).with_context(|| format!("looking up the image in {sums_url}"))
 }
 
 /// Find `image_url`'s file name in `sha256sum`-style text ("HEX  name" or "HEX *name").
@@ -195,7 +194,12 @@ fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow:
         tracing::info!("using cached image {}", dest.display());
         return Ok(dest);
     }
-    let part = dir.join(format!(".{}-{}.part-{}", sum.algorithm, sum.hex, std::process::id()));
+    let part = dir.join(format!(
+        ".{}-{}.part-{}",
+        sum.algorithm,
+        sum.hex,
+        std::process::id()
+    ));
     ctx.record(Resource::File(part.clone()));
     tracing::info!("downloading {url}");
     let mut resp = http()?
@@ -216,7 +220,9 @@ fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow:
         if ctx.cancel.is_cancelled() {
             bail!("download interrupted");
         }
-        let n = resp.read(&mut buf).with_context(|| format!("reading {url}"))?;
+        let n = resp
+            .read(&mut buf)
+            .with_context(|| format!("reading {url}"))?;
         if n == 0 {
             break;
         }
@@ -273,7 +279,10 @@ mod tests {
             hex: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad".into(),
         };
         verify_file(&p, &good).unwrap();
-        let bad = Checksum { hex: "0".repeat(64), ..good };
+        let bad = Checksum {
+            hex: "0".repeat(64),
+            ..good
+        };
         let msg = verify_file(&p, &bad).unwrap_err().to_string();
         assert!(msg.contains("checksum mismatch"), "{msg}");
     }

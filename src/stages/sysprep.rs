@@ -13,7 +13,11 @@ pub struct SysprepStage;
 pub fn patterns(op: &str) -> &'static [&'static str] {
     match op {
         "bash-history" => &["/root/.bash_history", "/home/*/.bash_history"],
-        "crash-data" => &["/var/crash/*", "/var/log/dump/*", "/var/lib/systemd/coredump/*"],
+        "crash-data" => &[
+            "/var/crash/*",
+            "/var/log/dump/*",
+            "/var/lib/systemd/coredump/*",
+        ],
         "dhcp-client-state" => &[
             "/var/lib/dhclient/*",
             "/var/lib/dhcp/*",
@@ -121,7 +125,10 @@ impl Stage<BuildContext> for SysprepStage {
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
         ctx.enter(self.name());
-        let g = ctx.guest.take().context("no libguestfs session from the cloud-init stage")?;
+        let g = ctx
+            .guest
+            .take()
+            .context("no libguestfs session from the cloud-init stage")?;
         let ops = ctx.plan.sysprep.clone();
         for op in &ops {
             if ctx.cancel.is_cancelled() {
