@@ -264,8 +264,18 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
                         b.size_bytes,
                     )),
                     format!(
-                        "libguestfs on {}: grub-install --target=i386-pc /dev/sda; update-grub",
-                        raw.display()
+                        "libguestfs on {}: {}",
+                        raw.display(),
+                        crate::stages::bootstrap::grub_steps()
+                            .iter()
+                            .map(|s| match s {
+                                crate::stages::bootstrap::GrubStep::Run(a) => a.join(" "),
+                                crate::stages::bootstrap::GrubStep::Write(p, _) =>
+                                    format!("write {p}"),
+                                crate::stages::bootstrap::GrubStep::Remove(p) => format!("rm {p}"),
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ")
                     ),
                     format!(
                         "qemu-img convert -f raw -O qcow2 {} {}",

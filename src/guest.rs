@@ -44,6 +44,17 @@ pub fn version() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Error converter for calls on a handle of `disk`.
+fn ge(disk: &Path, op: &str) -> impl FnOnce(guestfs::Error) -> GuestError {
+    let disk = disk.to_path_buf();
+    let op = op.to_string();
+    move |err| GuestError {
+        disk,
+        op,
+        message: msg(err),
+    }
+}
+
 /// Try twice: under load the TCG appliance occasionally dies while booting.
 fn retry(f: impl Fn() -> Result<Guest, GuestError>) -> Result<Guest, GuestError> {
     match f() {
@@ -56,13 +67,8 @@ fn retry(f: impl Fn() -> Result<Guest, GuestError>) -> Result<Guest, GuestError>
 }
 
 impl Guest {
-    fn e(&self, op: impl Into<String>) -> impl FnOnce(guestfs::Error) -> GuestError + '_ {
-        let op = op.into();
-        move |err| GuestError {
-            disk: self.disk.clone(),
-            op,
-            message: msg(err),
-        }
+    fn e(&self, op: impl Into<String>) -> impl FnOnce(guestfs::Error) -> GuestError {
+        ge(&self.disk, &op.into())
     }
 
     /// Launch the appliance on `disk` (read-write), inspect it and mount its filesystems.
@@ -80,39 +86,20 @@ impl Guest {
         tcg: bool,
         device: &str,
     ) -> Result<Guest, GuestError> {
-        let mut last = None;
-        for attempt in 1..=2 {
-            match Self::launch(disk, format, tcg).and_then(|g| {
-                g.mount(device, "/").map_err(|e| GuestError {
-                    disk: disk.to_path_buf(),
-                    op: format!("mounting {device}"),
-                    message: msg(e),
-                })?;
-                Ok(Guest {
-                    g,
-                    disk: disk.to_path_buf(),
-                    distro: "unknown".into(),
-                })
-            }) {
-                Ok(g) => return Ok(g),
-                Err(e) => {
-                    tracing::warn!("libguestfs launch attempt {attempt} failed: {e}");
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.expect("at least one attempt"))
+        retry(|| {
+            let g = Self::launch(disk, format, tcg)?;
+            g.mount(device, "/")
+                .map_err(ge(disk, &format!("mounting {device}")))?;
+            Ok(Guest {
+                g,
+                disk: disk.to_path_buf(),
+                distro: "unknown".into(),
+            })
+        })
     }
 
     fn launch(disk: &Path, format: &str, tcg: bool) -> Result<Handle, GuestError> {
-        let ge = |op: &str| {
-            let op = op.to_string();
-            move |err| GuestError {
-                disk: disk.to_path_buf(),
-                op,
-                message: msg(err),
-            }
-        };
+        let ge = |op: &str| ge(disk, op);
         let g = Handle::create().map_err(ge("creating handle"))?;
         if tcg {
             g.set_backend("direct").map_err(ge("set_backend"))?;
@@ -137,14 +124,7 @@ impl Guest {
     }
 
     fn try_open(disk: &Path, format: &str, tcg: bool) -> Result<Guest, GuestError> {
-        let ge = |op: &str| {
-            let op = op.to_string();
-            move |err| GuestError {
-                disk: disk.to_path_buf(),
-                op,
-                message: msg(err),
-            }
-        };
+        let ge = |op: &str| ge(disk, op);
         let g = Self::launch(disk, format, tcg)?;
         let roots = g.inspect_os().map_err(ge("inspect_os"))?;
         let root = match roots.as_slice() {

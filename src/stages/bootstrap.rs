@@ -13,7 +13,7 @@ use crate::plan::BootstrapPlan;
 use crate::process::{self, argv, Opts};
 
 /// Bump when the way base disks are made changes: it is part of the cache key.
-pub const RECIPE_REVISION: &str = "kiln-bootstrap-1";
+pub const RECIPE_REVISION: &str = "kiln-bootstrap-2";
 
 /// What any bootable base needs; elements add the rest (cloud-init, ssh, ...).
 pub const BASE_PACKAGES: &[&str] = &[
@@ -122,6 +122,54 @@ pub fn mkfs_argv(disk: &Path, rootfs: &Path, uuid: &str, size_bytes: u64) -> Vec
     ])
 }
 
+pub enum GrubStep {
+    Write(&'static str, &'static str),
+    Run(&'static [&'static str]),
+    Remove(&'static str),
+}
+
+/// Installing GRUB (BIOS) from inside the libguestfs appliance. `grub-install` alone guesses
+/// the disk holding /boot/grub from the appliance's mounts and sometimes picks the appliance's
+/// own disk ("embedding is not possible, but this is required for cross-disk install"), so the
+/// core image gets an explicit prefix and the boot sector is written with an explicit device
+/// map. The image has one disk with root on its first partition: (hd0,msdos1) is right for it.
+pub fn grub_steps() -> Vec<GrubStep> {
+    use GrubStep::*;
+    vec![
+        // Copies the modules into /boot/grub/i386-pc; its core.img is replaced below.
+        Run(&[
+            "grub-install",
+            "--target=i386-pc",
+            "--no-bootsector",
+            "/dev/sda",
+        ]),
+        Run(&[
+            "grub-mkimage",
+            "-O",
+            "i386-pc",
+            "-o",
+            "/boot/grub/i386-pc/core.img",
+            "-p",
+            "(hd0,msdos1)/boot/grub",
+            "biosdisk",
+            "part_msdos",
+            "ext2",
+        ]),
+        Write("/tmp/kiln-device.map", "(hd0) /dev/sda\n"),
+        Run(&[
+            "grub-bios-setup",
+            "-d",
+            "/boot/grub/i386-pc",
+            "-m",
+            "/tmp/kiln-device.map",
+            "/dev/sda",
+        ]),
+        Remove("/tmp/kiln-device.map"),
+        // grub.cfg finds the root filesystem by UUID.
+        Run(&["update-grub"]),
+    ]
+}
+
 /// The cached base disk for `b`, building it when missing.
 pub fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBuf> {
     let key = b.cache_key();
@@ -181,11 +229,18 @@ pub fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<Pa
     .context("creating the root filesystem")?;
     std::fs::remove_dir_all(&rootfs).ok();
 
-    tracing::info!("installing GRUB with the image's own grub-install (libguestfs)");
+    tracing::info!("installing GRUB with the image's own GRUB tools (libguestfs)");
     let tcg = super::provision::need_tcg(ctx)?;
     let g = crate::guest::Guest::open_device(&raw, "raw", tcg, "/dev/sda1")?;
-    g.command(&["grub-install", "--target=i386-pc", "/dev/sda"])?;
-    g.command(&["update-grub"])?;
+    for step in grub_steps() {
+        match step {
+            GrubStep::Write(path, content) => g.write(path, content.as_bytes())?,
+            GrubStep::Run(argv) => {
+                g.command(argv)?;
+            }
+            GrubStep::Remove(path) => g.rm_rf(path)?,
+        }
+    }
     g.close()?;
     if ctx.cancel.is_cancelled() {
         bail!("interrupted");
