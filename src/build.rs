@@ -14,6 +14,8 @@ pub struct Options {
     pub out_root: PathBuf,
     pub cache_dir: PathBuf,
     pub keep_on_error: bool,
+    /// Concurrent conversions (`-j`).
+    pub jobs: usize,
 }
 
 /// `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
@@ -41,6 +43,7 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
     let out_root = std::fs::canonicalize(&opts.out_root)?;
     let mut ctx = BuildContext::new(plan, &out_root, opts.cache_dir.clone(), cancel.clone());
     ctx.keep_on_error = opts.keep_on_error;
+    ctx.jobs = opts.jobs.max(1);
     std::fs::create_dir_all(&ctx.out)
         .with_context(|| format!("creating staging directory {}", ctx.staging.display()))?;
     std::fs::create_dir_all(&ctx.work)?;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::exit;
 use crate::plan::{Plan, SourcePlan};
 use crate::process::{self, Cancel};
+use crate::recipe::model::Format;
 use crate::recipe::{self, Diagnostic};
 use crate::seed::TemplateContext;
 use crate::templates::{self, Kind};
@@ -85,6 +86,49 @@ pub enum Command {
         /// Cache for base disks and downloads (default: $KILN_CACHE_DIR or ~/.cache/kiln).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// Outputs converted at the same time (default: the core count).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+    },
+    /// Convert a disk image to one or more formats, in parallel, verified and atomic.
+    Convert {
+        /// Source image.
+        src: PathBuf,
+        /// Output format; repeat for several outputs (converted in parallel).
+        #[arg(short = 'O', long = "output-format", required = true, value_enum)]
+        formats: Vec<CliFormat>,
+        /// Output file (one format) or directory (several); default: next to SRC, named
+        /// after it with the format's extension.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// vmdk: monolithicSparse|streamOptimized; vpc: dynamic|fixed. Applies to the formats
+        /// it fits.
+        #[arg(long, value_enum)]
+        subformat: Option<CliSubformat>,
+        /// qcow2: compress with zlib or zstd.
+        #[arg(long, value_enum)]
+        compress: Option<CliCompression>,
+        /// qcow2: cluster size (e.g. 64K, 2M).
+        #[arg(long)]
+        cluster_size: Option<String>,
+        /// Source format (default: probed).
+        #[arg(short = 'f', long = "source-format")]
+        source_format: Option<String>,
+        /// Replace existing outputs.
+        #[arg(long)]
+        force: bool,
+        /// Concurrent conversions (default: the core count).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        /// Summary format.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Show an image's format, sizes, sha256 and backing file.
+    Info {
+        image: PathBuf,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
     },
     /// Print the JSON Schema of recipes (for editors).
     Schema,
@@ -93,6 +137,48 @@ pub enum Command {
         #[command(subcommand)]
         command: ElementsCommand,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum CliFormat {
+    Qcow2,
+    Raw,
+    Vmdk,
+    Vdi,
+    Vhdx,
+    /// VHD (Glance: vhd)
+    Vpc,
+    Qed,
+}
+
+impl CliFormat {
+    fn format(self) -> Format {
+        match self {
+            CliFormat::Qcow2 => Format::Qcow2,
+            CliFormat::Raw => Format::Raw,
+            CliFormat::Vmdk => Format::Vmdk,
+            CliFormat::Vdi => Format::Vdi,
+            CliFormat::Vhdx => Format::Vhdx,
+            CliFormat::Vpc => Format::Vpc,
+            CliFormat::Qed => Format::Qed,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum CliSubformat {
+    #[value(name = "monolithicSparse")]
+    MonolithicSparse,
+    #[value(name = "streamOptimized")]
+    StreamOptimized,
+    Dynamic,
+    Fixed,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum CliCompression {
+    Zlib,
+    Zstd,
 }
 
 #[derive(Subcommand, Debug)]
@@ -140,7 +226,32 @@ pub fn main() -> i32 {
             on_error,
             vars,
             cache_dir,
-        } => build(&recipe, output, on_error, &vars, cache_dir),
+            jobs,
+        } => build(&recipe, output, on_error, &vars, cache_dir, jobs),
+        Command::Convert {
+            src,
+            formats,
+            output,
+            subformat,
+            compress,
+            cluster_size,
+            source_format,
+            force,
+            jobs,
+            format,
+        } => convert_cmd(ConvertArgs {
+            src,
+            formats,
+            output,
+            subformat,
+            compress,
+            cluster_size,
+            source_format,
+            force,
+            jobs,
+            format,
+        }),
+        Command::Info { image, format } => info_cmd(&image, format),
         Command::Schema => {
             println!(
                 "{}",
@@ -494,6 +605,7 @@ fn build(
     on_error: OnError,
     vars: &[(String, String)],
     cache_dir: Option<PathBuf>,
+    jobs: Option<usize>,
 ) -> i32 {
     let plan = match load_checked(recipe_path, vars) {
         Ok(p) => p,
@@ -516,6 +628,7 @@ fn build(
         out_root,
         cache_dir: cache_dir.unwrap_or_else(crate::build::default_cache_dir),
         keep_on_error: on_error == OnError::Keep,
+        jobs: jobs.unwrap_or_else(crate::convert::default_jobs),
     };
     match crate::build::run(plan, &opts, &cancel) {
         Err(e) => {
@@ -527,13 +640,22 @@ fn build(
                 exit::OK => {
                     let dir = f.ctx.published.clone().unwrap_or_default();
                     println!("built {}", dir.display());
+                    if let Some(src) = &f.ctx.source_disk {
+                        print_size_row(
+                            "(build disk)",
+                            &src.format,
+                            src.size,
+                            src.allocated_size,
+                            src.virtual_size,
+                        );
+                    }
                     for o in &f.ctx.outputs {
-                        println!(
-                            "  {:<32} {:>6} {:>10} (virtual {})",
-                            o.path,
-                            o.format,
-                            crate::progress::human_bytes(o.size),
-                            crate::progress::human_bytes(o.virtual_size)
+                        print_size_row(
+                            &o.path,
+                            &o.format,
+                            o.size,
+                            o.allocated_size,
+                            o.virtual_size,
                         );
                     }
                     println!("  stages:");
@@ -553,6 +675,280 @@ fn build(
             f.code
         }
     }
+}
+
+fn print_size_row(name: &str, format: &str, size: u64, allocated: u64, virtual_size: u64) {
+    use crate::progress::human_bytes as h;
+    println!(
+        "  {name:<32} {format:>6}  file {:>10}  allocated {:>10}  virtual {:>9}",
+        h(size),
+        h(allocated),
+        h(virtual_size)
+    );
+}
+
+struct ConvertArgs {
+    src: PathBuf,
+    formats: Vec<CliFormat>,
+    output: Option<PathBuf>,
+    subformat: Option<CliSubformat>,
+    compress: Option<CliCompression>,
+    cluster_size: Option<String>,
+    source_format: Option<String>,
+    force: bool,
+    jobs: Option<usize>,
+    format: PlanFormat,
+}
+
+fn usage_error(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("error: {msg}");
+    exit::INVALID_INPUT
+}
+
+fn convert_cmd(a: ConvertArgs) -> i32 {
+    use crate::convert::{self, Job};
+    use crate::recipe::model::{Compression, SizeSpec, Subformat};
+    if !a.src.is_file() {
+        return usage_error(format!("source image {} does not exist", a.src.display()));
+    }
+    let mut formats: Vec<Format> = Vec::new();
+    for f in &a.formats {
+        if formats.contains(&f.format()) {
+            return usage_error(format!("-O {} given twice", f.format().as_str()));
+        }
+        formats.push(f.format());
+    }
+    let subformat = a.subformat.map(|s| match s {
+        CliSubformat::MonolithicSparse => Subformat::MonolithicSparse,
+        CliSubformat::StreamOptimized => Subformat::StreamOptimized,
+        CliSubformat::Dynamic => Subformat::Dynamic,
+        CliSubformat::Fixed => Subformat::Fixed,
+    });
+    if let Some(sf) = subformat {
+        if !formats.iter().any(|f| sf.fits(*f)) {
+            return usage_error(format!(
+                "--subformat {} fits none of the requested formats (vmdk: monolithicSparse, streamOptimized; vpc: dynamic, fixed)",
+                sf.as_str()
+            ));
+        }
+    }
+    let compress = a.compress.map(|c| match c {
+        CliCompression::Zlib => Compression::Zlib,
+        CliCompression::Zstd => Compression::Zstd,
+    });
+    if compress.is_some() && !formats.contains(&Format::Qcow2) {
+        return usage_error("--compress applies to qcow2 only");
+    }
+    let cluster_size = match &a.cluster_size {
+        None => None,
+        Some(c) => match recipe::parse_size(&SizeSpec::Text(c.clone()), 1) {
+            Ok(v) => Some(v),
+            Err(m) => return usage_error(format!("--cluster-size: {m}")),
+        },
+    };
+    let cancel = Cancel::new();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, cancel.flag());
+    }
+    let src_format = match &a.source_format {
+        Some(f) => f.clone(),
+        None => match crate::qemu_img::info(&a.src, &cancel) {
+            Ok(i) => i.format,
+            Err(e) => return usage_error(format!("cannot read {}: {e}", a.src.display())),
+        },
+    };
+    let stem = a
+        .src
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let src_dir = a.src.parent().map(Path::to_path_buf).unwrap_or_default();
+    if let (Some(o), true) = (&a.output, formats.len() > 1) {
+        if let Err(e) = std::fs::create_dir_all(o) {
+            return usage_error(format!(
+                "cannot create output directory {}: {e}",
+                o.display()
+            ));
+        }
+    }
+    let mut jobs = Vec::new();
+    for f in &formats {
+        let out = crate::plan::OutputPlan {
+            format: *f,
+            subformat: subformat.filter(|s| s.fits(*f)),
+            compress: compress.filter(|_| *f == Format::Qcow2),
+            cluster_size: cluster_size.filter(|_| *f == Format::Qcow2),
+        };
+        if let Some(m) = out.check().into_iter().next() {
+            return usage_error(m);
+        }
+        let file = format!("{stem}.{}", f.extension());
+        let dst = match (&a.output, formats.len()) {
+            (Some(o), 1) if !o.is_dir() => o.clone(),
+            (Some(o), _) => o.join(&file),
+            (None, _) => src_dir.join(&file),
+        };
+        if dst.exists() && !a.force {
+            return usage_error(format!(
+                "{} already exists (use --force to replace it)",
+                dst.display()
+            ));
+        }
+        if let Ok(same) = std::fs::canonicalize(&dst) {
+            if std::fs::canonicalize(&a.src).ok() == Some(same) {
+                return usage_error("the output would overwrite the source");
+            }
+        }
+        if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return usage_error(format!(
+                    "output directory {} does not exist",
+                    parent.display()
+                ));
+            }
+        }
+        jobs.push(Job {
+            src: a.src.clone(),
+            src_format: src_format.clone(),
+            out,
+            dst,
+        });
+    }
+    if let Err(e) = convert::check_source(&a.src, &src_format, &cancel) {
+        eprintln!("error: {e}");
+        return exit::BUILD_FAILED;
+    }
+    let results =
+        convert::convert_all(&jobs, a.jobs.unwrap_or_else(convert::default_jobs), &cancel);
+    let mut done = Vec::new();
+    let mut failed = false;
+    for (job, r) in jobs.iter().zip(results) {
+        match r {
+            Ok(c) => done.push((job.dst.clone(), c)),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    // SHA256SUMS next to the outputs, per directory.
+    let mut dirs: Vec<PathBuf> = done
+        .iter()
+        .map(|(d, _)| d.parent().map(Path::to_path_buf).unwrap_or_default())
+        .collect();
+    dirs.dedup();
+    for d in dirs {
+        let here: Vec<convert::Converted> = done
+            .iter()
+            .filter(|(p, _)| p.parent().map(Path::to_path_buf).unwrap_or_default() == d)
+            .map(|(p, c)| convert::Converted {
+                path: p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                ..c.clone()
+            })
+            .collect();
+        let dir = if d.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            d
+        };
+        if let Err(e) = convert::write_sha256sums(&dir, &here) {
+            eprintln!("error: writing {}/SHA256SUMS: {e}", dir.display());
+            failed = true;
+        }
+    }
+    match a.format {
+        PlanFormat::Json => {
+            let src = convert::source_sizes(&a.src, &cancel).ok();
+            let v = serde_json::json!({
+                "source": src,
+                "outputs": done.iter().map(|(p, c)| serde_json::json!({"file": p, "output": c})).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        }
+        PlanFormat::Text => {
+            if let Ok(src) = convert::source_sizes(&a.src, &cancel) {
+                print_size_row(
+                    &a.src.display().to_string(),
+                    &src.format,
+                    src.size,
+                    src.allocated_size,
+                    src.virtual_size,
+                );
+            }
+            for (p, c) in &done {
+                print_size_row(
+                    &p.display().to_string(),
+                    &c.format,
+                    c.size,
+                    c.allocated_size,
+                    c.virtual_size,
+                );
+            }
+        }
+    }
+    if cancel.is_cancelled() {
+        exit::INTERRUPTED
+    } else if failed {
+        exit::BUILD_FAILED
+    } else {
+        exit::OK
+    }
+}
+
+fn info_cmd(image: &Path, format: PlanFormat) -> i32 {
+    if !image.is_file() {
+        return usage_error(format!("image {} does not exist", image.display()));
+    }
+    let cancel = Cancel::new();
+    let info = match crate::qemu_img::info(image, &cancel) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BUILD_FAILED;
+        }
+    };
+    let (size, allocated) = crate::convert::file_sizes(image).unwrap_or((0, 0));
+    let (sha256, _) = match crate::convert::checksums(image) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: reading {}: {e}", image.display());
+            return exit::BUILD_FAILED;
+        }
+    };
+    let v = serde_json::json!({
+        "image": image,
+        "format": info.format,
+        "virtual_size": info.virtual_size,
+        "size": size,
+        "allocated_size": allocated,
+        "sha256": sha256,
+        "backing_file": info.backing_filename,
+    });
+    match format {
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&v).expect("json")),
+        PlanFormat::Text => {
+            use crate::progress::human_bytes as h;
+            println!("image:          {}", image.display());
+            println!("format:         {}", info.format);
+            println!(
+                "virtual size:   {} ({} bytes)",
+                h(info.virtual_size),
+                info.virtual_size
+            );
+            println!("file size:      {} ({size} bytes)", h(size));
+            println!("allocated size: {} ({allocated} bytes)", h(allocated));
+            println!("sha256:         {sha256}");
+            println!(
+                "backing file:   {}",
+                info.backing_filename.as_deref().unwrap_or("none")
+            );
+        }
+    }
+    exit::OK
 }
 
 fn elements(cmd: ElementsCommand) -> i32 {

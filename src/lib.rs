@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod cli;
+pub mod convert;
 pub mod guest;
 pub mod libvirt;
 pub mod logging;

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::pipeline::context::{BuildContext, OutputRecord, Tools};
+use crate::convert::{Converted, SourceSizes};
+use crate::pipeline::context::{BuildContext, Tools};
 use crate::pipeline::StageRecord;
 
 #[derive(Debug, Serialize)]
@@ -22,7 +23,9 @@ pub struct Manifest {
     pub stages: Vec<StageRecord>,
     pub sysprep: BTreeMap<String, usize>,
     pub properties: BTreeMap<String, String>,
-    pub outputs: Vec<OutputRecord>,
+    /// The build disk the outputs were made from (sizes summed over its backing chain).
+    pub source_disk: Option<SourceSizes>,
+    pub outputs: Vec<Converted>,
     pub published: serde_json::Value,
 }
 
@@ -68,6 +71,7 @@ impl Manifest {
             stages: ctx.records.clone(),
             sysprep: ctx.sysprep_removed.iter().cloned().collect(),
             properties: plan.properties.clone(),
+            source_disk: ctx.source_disk.clone(),
             outputs: ctx.outputs.clone(),
             published: serde_json::json!({ "local": ctx.final_dir.display().to_string() }),
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::recipe::model::{Accel, DefaultUser, Format};
+use crate::recipe::model::{Accel, Compression, DefaultUser, Format, Subformat};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -151,10 +151,51 @@ pub struct CloudInitPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputPlan {
     pub format: Format,
-    pub compress: bool,
+    pub subformat: Option<Subformat>,
+    pub compress: Option<Compression>,
+    pub cluster_size: Option<u64>,
 }
 
 impl OutputPlan {
+    pub fn new(format: Format) -> Self {
+        OutputPlan {
+            format,
+            subformat: None,
+            compress: None,
+            cluster_size: None,
+        }
+    }
+
+    /// Problems with the option combination (each a sentence for a diagnostic).
+    pub fn check(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        if let Some(sf) = self.subformat {
+            if !sf.fits(self.format) {
+                errs.push(format!(
+                    "subformat {} does not apply to {} (vmdk: monolithicSparse, streamOptimized; vpc: dynamic, fixed)",
+                    sf.as_str(),
+                    self.format.as_str()
+                ));
+            }
+        }
+        if self.compress.is_some() && self.format != Format::Qcow2 {
+            errs.push(format!(
+                "`compress` applies to qcow2 only, not {} (a streamOptimized vmdk is compressed by design)",
+                self.format.as_str()
+            ));
+        }
+        if let Some(cs) = self.cluster_size {
+            if self.format != Format::Qcow2 {
+                errs.push("`cluster_size` applies to qcow2 only".into());
+            } else if !cs.is_power_of_two() || !(512..=(2 << 20)).contains(&cs) {
+                errs.push(format!(
+                    "cluster size must be a power of two from 512 to 2M, not {cs}"
+                ));
+            }
+        }
+        errs
+    }
+
     pub fn file_name(&self, slug: &str) -> String {
         format!("{slug}.{}", self.format.extension())
     }

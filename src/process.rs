@@ -83,6 +83,16 @@ pub fn display(argv: &[String]) -> String {
         .join(" ")
 }
 
+/// Receives each line (split on `\n` or `\r`, as progress meters redraw) of a command's stdout.
+#[derive(Clone)]
+pub struct LineSink(pub Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for LineSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineSink")
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Opts {
     pub cwd: Option<PathBuf>,
@@ -91,6 +101,8 @@ pub struct Opts {
     pub stream_prefix: Option<String>,
     /// Bytes fed to the command's stdin (otherwise stdin is /dev/null).
     pub stdin: Option<Vec<u8>>,
+    /// Called with each stdout line as it arrives (progress parsing).
+    pub on_stdout: Option<LineSink>,
 }
 
 pub struct Output {
@@ -154,9 +166,32 @@ pub fn run(argv: &[String], opts: &Opts, cancel: &Cancel) -> Result<Output, Comm
         tail
     });
     let prefix = opts.stream_prefix.clone();
+    let sink = opts.on_stdout.clone();
     let mut stdout = child.stdout.take().expect("piped");
     let out_thread = std::thread::spawn(move || {
-        if let Some(p) = prefix {
+        if let Some(LineSink(f)) = sink {
+            let mut all = Vec::new();
+            let mut line = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                for &b in &buf[..n] {
+                    all.push(b);
+                    if b == b'\n' || b == b'\r' {
+                        f(&String::from_utf8_lossy(&line));
+                        line.clear();
+                    } else {
+                        line.push(b);
+                    }
+                }
+            }
+            if !line.is_empty() {
+                f(&String::from_utf8_lossy(&line));
+            }
+            String::from_utf8_lossy(&all).into_owned()
+        } else if let Some(p) = prefix {
             let mut all = String::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 tracing::info!("{p}{line}");
@@ -190,10 +225,16 @@ pub fn run(argv: &[String], opts: &Opts, cancel: &Cancel) -> Result<Output, Comm
     let stderr_tail = err_thread.join().unwrap_or_default();
     let stdout = out_thread.join().unwrap_or_default();
     if !status.success() {
+        // Some tools (qemu-img compare) explain a failure on stdout.
+        let tail = if stderr_tail.trim().is_empty() {
+            &stdout
+        } else {
+            &stderr_tail
+        };
         return Err(CommandError::Failed {
             command,
             status,
-            stderr_tail: last_lines(&stderr_tail, 20),
+            stderr_tail: last_lines(tail, 20),
         });
     }
     Ok(Output { stdout })

@@ -83,3 +83,77 @@ impl Progress {
         }
     }
 }
+
+fn multi() -> &'static indicatif::MultiProgress {
+    static M: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
+    M.get_or_init(indicatif::MultiProgress::new)
+}
+
+/// A percentage meter (one per concurrent job: bars stack on a terminal).
+pub struct Percent {
+    label: String,
+    bar: Option<ProgressBar>,
+    last: Mutex<(Instant, f64)>,
+}
+
+impl Percent {
+    pub fn new(label: &str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = multi().add(ProgressBar::new(1000));
+            b.set_style(
+                ProgressStyle::with_template("{msg:32} [{bar:30}] {percent:>3}% {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            b.set_message(label.to_string());
+            b
+        });
+        Percent {
+            label: label.to_string(),
+            bar,
+            last: Mutex::new((Instant::now(), -1.0)),
+        }
+    }
+
+    pub fn set(&self, pct: f64) {
+        if let Some(b) = &self.bar {
+            b.set_position((pct * 10.0) as u64);
+            return;
+        }
+        let mut last = self.last.lock().unwrap();
+        if last.0.elapsed() >= PLAIN_EVERY && pct > last.1 {
+            *last = (Instant::now(), pct);
+            tracing::info!("{}: {pct:.0}%", self.label);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Parse qemu-img's `-p` meter: "    (45.02/100%)".
+pub fn parse_qemu_progress(line: &str) -> Option<f64> {
+    let inner = line.trim().strip_prefix('(')?.strip_suffix("/100%)")?;
+    inner.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_progress_lines() {
+        assert_eq!(parse_qemu_progress("    (45.02/100%)"), Some(45.02));
+        assert_eq!(parse_qemu_progress("(100.00/100%)"), Some(100.0));
+        assert_eq!(parse_qemu_progress("garbage"), None);
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::plan::OutputPlan;
 use crate::process::{self, Cancel, CommandError};
-use crate::recipe::model::Format;
+use crate::recipe::model::{Format, Subformat};
 
 fn s(p: &Path) -> String {
     p.display().to_string()
@@ -37,30 +37,60 @@ pub fn create_overlay_argv(
     v
 }
 
-/// Convert the (flattened) build disk to one output format.
+/// `-o` creation options for an output.
+pub fn create_options(out: &OutputPlan) -> Vec<String> {
+    let mut o = Vec::new();
+    match out.format {
+        Format::Qcow2 => {
+            o.push("compat=1.1".to_string());
+            if let Some(c) = out.compress {
+                o.push(format!("compression_type={}", c.as_str()));
+            }
+            if let Some(cs) = out.cluster_size {
+                o.push(format!("cluster_size={cs}"));
+            }
+        }
+        Format::Vmdk => {
+            let sf = out.subformat.unwrap_or(Subformat::MonolithicSparse);
+            o.push(format!("subformat={}", sf.as_str()));
+        }
+        Format::Vpc => {
+            let sf = out.subformat.unwrap_or(Subformat::Dynamic);
+            o.push(format!("subformat={}", sf.as_str()));
+            if sf == Subformat::Fixed {
+                // Azure wants the exact virtual size, not a CHS-rounded one.
+                o.push("force_size=on".into());
+            }
+        }
+        _ => {}
+    }
+    o
+}
+
+/// Convert `src` to one output (`-p`: progress on stdout).
 pub fn convert_argv(src: &Path, src_format: &str, dst: &Path, out: &OutputPlan) -> Vec<String> {
     let mut v = process::argv([
         "qemu-img",
         "convert",
+        "-p",
         "-f",
         src_format,
         "-O",
         out.format.as_str(),
     ]);
-    match out.format {
-        Format::Qcow2 => {
-            v.extend(process::argv(["-o", "compat=1.1"]));
-            if out.compress {
-                v.extend(process::argv(["-c", "-o", "compression_type=zstd"]));
-            }
-        }
-        Format::Vmdk => v.extend(process::argv(["-o", "subformat=streamOptimized"])),
-        Format::Vpc => v.extend(process::argv(["-o", "subformat=dynamic"])),
-        _ => {}
+    let opts = create_options(out);
+    if !opts.is_empty() {
+        v.push("-o".into());
+        v.push(opts.join(","));
     }
-    // Parallel coroutines with out-of-order writes halve conversion time; qed aborts with -W
-    // and streamOptimized vmdk is sequential anyway.
-    if !matches!(out.format, Format::Qed | Format::Vmdk) {
+    if out.compress.is_some() {
+        v.push("-c".into());
+    }
+    // Parallel coroutines with out-of-order writes halve conversion time; `-W` aborts
+    // qemu-img with qed, and a streamOptimized vmdk is written sequentially anyway.
+    let sequential = out.format == Format::Qed
+        || (out.format == Format::Vmdk && out.subformat == Some(Subformat::StreamOptimized));
+    if !sequential {
         v.extend(process::argv(["-m", "8", "-W"]));
     }
     v.push(s(src));
@@ -68,18 +98,42 @@ pub fn convert_argv(src: &Path, src_format: &str, dst: &Path, out: &OutputPlan) 
     v
 }
 
-pub fn info_argv(path: &Path) -> Vec<String> {
-    vec![
-        "qemu-img".into(),
-        "info".into(),
-        "-U".into(),
-        "--output=json".into(),
-        s(path),
-    ]
+pub fn check_argv(path: &Path, format: &str) -> Vec<String> {
+    process::argv(["qemu-img", "check", "-q", "-f", format, &s(path)])
+}
+
+/// Guest-visible content of `a` and `b` must be identical. Not strict (`-s`): allocation
+/// may differ, and a VHD's CHS-rounded tail must read as zeros.
+pub fn compare_argv(a: &Path, a_format: &str, b: &Path, b_format: &str) -> Vec<String> {
+    process::argv([
+        "qemu-img",
+        "compare",
+        "-f",
+        a_format,
+        "-F",
+        b_format,
+        &s(a),
+        &s(b),
+    ])
+}
+
+pub fn info_argv(path: &Path, format: Option<&str>, chain: bool) -> Vec<String> {
+    let mut v = process::argv(["qemu-img", "info", "-U", "--output=json"]);
+    if let Some(f) = format {
+        v.push("-f".into());
+        v.push(f.into());
+    }
+    if chain {
+        v.push("--backing-chain".into());
+    }
+    v.push(s(path));
+    v
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Info {
+    #[serde(default)]
+    pub filename: String,
     pub format: String,
     #[serde(rename = "virtual-size")]
     pub virtual_size: u64,
@@ -100,40 +154,103 @@ pub enum QemuImgError {
     },
 }
 
-pub fn info(path: &Path, cancel: &Cancel) -> Result<Info, QemuImgError> {
-    let out = process::run(&info_argv(path), &Default::default(), cancel)?;
-    serde_json::from_str(&out.stdout).map_err(|source| QemuImgError::Parse {
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, QemuImgError> {
+    serde_json::from_str(text).map_err(|source| QemuImgError::Parse {
         path: path.to_path_buf(),
         source,
     })
 }
 
+pub fn info(path: &Path, cancel: &Cancel) -> Result<Info, QemuImgError> {
+    info_as(path, None, cancel)
+}
+
+/// `qemu-img info`, reading the image as `format` (None: probe).
+pub fn info_as(path: &Path, format: Option<&str>, cancel: &Cancel) -> Result<Info, QemuImgError> {
+    let out = process::run(&info_argv(path, format, false), &Default::default(), cancel)?;
+    parse(path, &out.stdout)
+}
+
+/// Every image of a backing chain, top first.
+pub fn info_chain(path: &Path, cancel: &Cancel) -> Result<Vec<Info>, QemuImgError> {
+    let out = process::run(&info_argv(path, None, true), &Default::default(), cancel)?;
+    parse(path, &out.stdout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recipe::model::Compression;
 
-    fn out(format: Format, compress: bool) -> OutputPlan {
-        OutputPlan { format, compress }
+    fn out(format: Format) -> OutputPlan {
+        OutputPlan::new(format)
     }
 
     #[test]
     fn convert_argv_table() {
-        let cases: &[(OutputPlan, &str)] = &[
-            (out(Format::Qcow2, false), "qemu-img convert -f qcow2 -O qcow2 -o compat=1.1 -m 8 -W /w/d.qcow2 /o/x"),
-            (out(Format::Qcow2, true), "qemu-img convert -f qcow2 -O qcow2 -o compat=1.1 -c -o compression_type=zstd -m 8 -W /w/d.qcow2 /o/x"),
-            (out(Format::Raw, false), "qemu-img convert -f qcow2 -O raw -m 8 -W /w/d.qcow2 /o/x"),
-            (out(Format::Vmdk, false), "qemu-img convert -f qcow2 -O vmdk -o subformat=streamOptimized /w/d.qcow2 /o/x"),
-            (out(Format::Vpc, false), "qemu-img convert -f qcow2 -O vpc -o subformat=dynamic -m 8 -W /w/d.qcow2 /o/x"),
-            (out(Format::Qed, false), "qemu-img convert -f qcow2 -O qed /w/d.qcow2 /o/x"),
-            (out(Format::Vdi, false), "qemu-img convert -f qcow2 -O vdi -m 8 -W /w/d.qcow2 /o/x"),
-            (out(Format::Vhdx, false), "qemu-img convert -f qcow2 -O vhdx -m 8 -W /w/d.qcow2 /o/x"),
+        let zstd = OutputPlan {
+            compress: Some(Compression::Zstd),
+            cluster_size: Some(2 << 20),
+            ..out(Format::Qcow2)
+        };
+        let zlib = OutputPlan {
+            compress: Some(Compression::Zlib),
+            ..out(Format::Qcow2)
+        };
+        let stream = OutputPlan {
+            subformat: Some(Subformat::StreamOptimized),
+            ..out(Format::Vmdk)
+        };
+        let fixed = OutputPlan {
+            subformat: Some(Subformat::Fixed),
+            ..out(Format::Vpc)
+        };
+        let cases: Vec<(OutputPlan, &str)> = vec![
+            (out(Format::Qcow2), "-O qcow2 -o compat=1.1 -m 8 -W"),
+            (
+                zstd,
+                "-O qcow2 -o compat=1.1,compression_type=zstd,cluster_size=2097152 -c -m 8 -W",
+            ),
+            (
+                zlib,
+                "-O qcow2 -o compat=1.1,compression_type=zlib -c -m 8 -W",
+            ),
+            (out(Format::Raw), "-O raw -m 8 -W"),
+            (
+                out(Format::Vmdk),
+                "-O vmdk -o subformat=monolithicSparse -m 8 -W",
+            ),
+            (stream, "-O vmdk -o subformat=streamOptimized"),
+            (out(Format::Vpc), "-O vpc -o subformat=dynamic -m 8 -W"),
+            (fixed, "-O vpc -o subformat=fixed,force_size=on -m 8 -W"),
+            (out(Format::Qed), "-O qed"),
+            (out(Format::Vdi), "-O vdi -m 8 -W"),
+            (out(Format::Vhdx), "-O vhdx -m 8 -W"),
         ];
         for (o, want) in cases {
             assert_eq!(
-                convert_argv(Path::new("/w/d.qcow2"), "qcow2", Path::new("/o/x"), o).join(" "),
-                *want
+                convert_argv(Path::new("/w/d.qcow2"), "qcow2", Path::new("/o/x"), &o).join(" "),
+                format!("qemu-img convert -p -f qcow2 {want} /w/d.qcow2 /o/x")
             );
         }
+    }
+
+    #[test]
+    fn check_and_compare_argv() {
+        assert_eq!(
+            check_argv(Path::new("/o/x.vmdk"), "vmdk").join(" "),
+            "qemu-img check -q -f vmdk /o/x.vmdk"
+        );
+        assert_eq!(
+            compare_argv(
+                Path::new("/w/d.qcow2"),
+                "qcow2",
+                Path::new("/o/x.vhd"),
+                "vpc"
+            )
+            .join(" "),
+            "qemu-img compare -f qcow2 -F vpc /w/d.qcow2 /o/x.vhd"
+        );
     }
 
     #[test]
@@ -176,5 +293,6 @@ mod tests {
         assert_eq!(i.format, "qcow2");
         assert_eq!(i.virtual_size, 64 << 20);
         assert!(i.backing_filename.is_none());
+        assert_eq!(info_chain(&img, &Cancel::new()).unwrap().len(), 1);
     }
 }

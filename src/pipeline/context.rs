@@ -46,17 +46,6 @@ pub struct BaseDisk {
     pub virtual_size: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct OutputRecord {
-    /// Relative to the manifest.
-    pub path: String,
-    pub format: String,
-    pub size: u64,
-    pub virtual_size: u64,
-    pub sha256: String,
-    pub sha512: String,
-}
-
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Tools {
     pub kiln: String,
@@ -94,7 +83,11 @@ pub struct BuildContext {
     pub libvirt: Option<Libvirt>,
     pub domain: Option<String>,
     pub guest: Option<Guest>,
-    pub outputs: Vec<OutputRecord>,
+    pub outputs: Vec<crate::convert::Converted>,
+    /// Sizes of the build disk the outputs were converted from.
+    pub source_disk: Option<crate::convert::SourceSizes>,
+    /// Concurrent conversions.
+    pub jobs: usize,
     pub sysprep_removed: Vec<(String, usize)>,
     pub published: Option<PathBuf>,
 }
@@ -129,6 +122,8 @@ impl BuildContext {
             domain: None,
             guest: None,
             outputs: Vec::new(),
+            source_disk: None,
+            jobs: crate::convert::default_jobs(),
             sysprep_removed: Vec::new(),
             published: None,
         }

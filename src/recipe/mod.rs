@@ -463,35 +463,36 @@ impl Resolver<'_> {
     fn outputs(&mut self, outs: &[Output]) -> Vec<OutputPlan> {
         let mut plans: Vec<OutputPlan> = Vec::new();
         for (i, o) in outs.iter().enumerate() {
+            let ptr = format!("/outputs/{i}");
             let p = match o {
-                Output::Format(f) => OutputPlan {
-                    format: *f,
-                    compress: false,
-                },
+                Output::Format(f) => OutputPlan::new(*f),
                 Output::Spec(s) => OutputPlan {
                     format: s.format,
+                    subformat: s.subformat,
                     compress: s.compress,
+                    cluster_size: s.cluster_size.as_ref().and_then(|c| {
+                        parse_size(c, 1)
+                            .map_err(|m| self.err(&format!("{ptr}/cluster_size"), m))
+                            .ok()
+                    }),
                 },
             };
-            if p.compress && p.format != Format::Qcow2 {
-                self.err(
-                    &format!("/outputs/{i}"),
-                    "`compress` is only supported for qcow2",
-                );
+            for m in p.check() {
+                self.err(&ptr, m);
             }
             if plans.iter().any(|q| q.format == p.format) {
                 self.err(
-                    &format!("/outputs/{i}"),
-                    format!("format {} is listed twice", p.format.as_str()),
+                    &ptr,
+                    format!(
+                        "format {} is listed twice (each format makes one file)",
+                        p.format.as_str()
+                    ),
                 );
             }
             plans.push(p);
         }
         if plans.is_empty() {
-            plans.push(OutputPlan {
-                format: Format::Qcow2,
-                compress: false,
-            });
+            plans.push(OutputPlan::new(Format::Qcow2));
         }
         plans
     }

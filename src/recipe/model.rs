@@ -272,9 +272,62 @@ pub enum Output {
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     pub format: Format,
-    /// Compress (qcow2 only).
+    /// vmdk: monolithicSparse (default) or streamOptimized (VMware, compressed);
+    /// vpc: dynamic (default) or fixed (Azure).
     #[serde(default)]
-    pub compress: bool,
+    pub subformat: Option<Subformat>,
+    /// qcow2 only: compress clusters with zlib or zstd.
+    #[serde(default)]
+    pub compress: Option<Compression>,
+    /// qcow2 only: cluster size, a power of two from 512 to 2M (default 64K).
+    #[serde(default)]
+    pub cluster_size: Option<SizeSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Subformat {
+    #[serde(rename = "monolithicSparse")]
+    MonolithicSparse,
+    #[serde(rename = "streamOptimized")]
+    StreamOptimized,
+    #[serde(rename = "dynamic")]
+    Dynamic,
+    #[serde(rename = "fixed")]
+    Fixed,
+}
+
+impl Subformat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subformat::MonolithicSparse => "monolithicSparse",
+            Subformat::StreamOptimized => "streamOptimized",
+            Subformat::Dynamic => "dynamic",
+            Subformat::Fixed => "fixed",
+        }
+    }
+    /// Which formats accept it.
+    pub fn fits(self, f: Format) -> bool {
+        match self {
+            Subformat::MonolithicSparse | Subformat::StreamOptimized => f == Format::Vmdk,
+            Subformat::Dynamic | Subformat::Fixed => f == Format::Vpc,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Zlib,
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Zlib => "zlib",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -300,6 +353,21 @@ impl Format {
             Format::Vpc => "vpc",
             Format::Qed => "qed",
         }
+    }
+    /// Glance's `disk_format` name (qed has none: Glance does not accept it).
+    pub fn glance_disk_format(self) -> Option<&'static str> {
+        match self {
+            Format::Vpc => Some("vhd"),
+            Format::Qed => None,
+            f => Some(f.as_str()),
+        }
+    }
+    /// Does `qemu-img check` support the format?
+    pub fn checkable(self) -> bool {
+        matches!(
+            self,
+            Format::Qcow2 | Format::Vmdk | Format::Vhdx | Format::Vdi | Format::Qed
+        )
     }
     /// File extension of the output.
     pub fn extension(self) -> &'static str {
