@@ -155,6 +155,21 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
     );
     assert_eq!(output["virtual_size"].as_u64().unwrap(), 3 << 30);
     assert_eq!(output["sha512"].as_str().unwrap().len(), 128);
+    assert_eq!(output["glance_disk_format"], "qcow2");
+    assert!(output["allocated_size"].as_u64().unwrap() > 0);
+    assert_eq!(m["outputs"][1]["format"], "vmdk");
+    assert_eq!(m["outputs"][1]["subformat"], "monolithicSparse");
+    assert_eq!(m["source_disk"]["virtual_size"].as_u64().unwrap(), 3 << 30);
+    let sums = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
 
     // A standalone qcow2: no backing file left over from the overlay.
     let info = Command::new("qemu-img")

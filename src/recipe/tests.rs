@@ -285,3 +285,36 @@ fn schema_is_generated_from_the_types() {
         assert!(props.contains_key(k), "{k} missing from the schema");
     }
 }
+
+#[test]
+fn output_options_are_checked_per_format() {
+    let dir = Dir::new();
+    let d = errors(
+        &dir,
+        &format!(
+            "{MINIMAL}outputs:\n  - {{format: vdi, subformat: fixed}}\n  - {{format: vmdk, compress: zstd}}\n  - {{format: raw}}\n  - {{format: qcow2, cluster_size: 3K}}\n"
+        ),
+    );
+    at(&d, 6, 5, "subformat fixed does not apply to vdi");
+    at(&d, 7, 5, "`compress` applies to qcow2 only");
+    at(&d, 9, 5, "power of two");
+    let d = errors(
+        &dir,
+        &format!("{MINIMAL}outputs:\n  - {{format: qcow2, compress: lz4}}\n"),
+    );
+    at(&d, 6, 31, "expected one of zlib, zstd, found `lz4`");
+    let p = dir.write(
+        "ok.yaml",
+        &format!(
+            "{MINIMAL}outputs:\n  - {{format: qcow2, compress: zstd, cluster_size: 2M}}\n  - {{format: vmdk, subformat: streamOptimized}}\n  - {{format: vpc, subformat: fixed}}\n  - raw\n"
+        ),
+    );
+    let plan = load_plan(&p, &[]).unwrap();
+    assert_eq!(plan.outputs.len(), 4);
+    assert_eq!(plan.outputs[0].cluster_size, Some(2 << 20));
+    assert_eq!(
+        plan.outputs[1].subformat,
+        Some(model::Subformat::StreamOptimized)
+    );
+    assert_eq!(plan.outputs[2].file_name("x-1"), "x-1.vhd");
+}
