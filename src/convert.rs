@@ -123,6 +123,14 @@ impl Drop for PartGuard {
     }
 }
 
+/// streamOptimized vmdk outputs are written by kiln's parallel writer (`crate::vmdk`) unless
+/// `KILN_VMDK_WRITER=qemu-img` asks for qemu-img's single-threaded one.
+pub fn native_stream_vmdk(out: &OutputPlan) -> bool {
+    out.format == crate::recipe::model::Format::Vmdk
+        && out.subformat == Some(crate::recipe::model::Subformat::StreamOptimized)
+        && std::env::var("KILN_VMDK_WRITER").as_deref() != Ok("qemu-img")
+}
+
 /// Convert, verify, hash and rename one output.
 pub fn convert_one(job: &Job, cancel: &Cancel) -> Result<Converted, ConvertError> {
     let start = Instant::now();
@@ -145,14 +153,40 @@ pub fn convert_one(job: &Job, cancel: &Cancel) -> Result<Converted, ConvertError
         }))),
         ..Default::default()
     };
-    let argv = crate::qemu_img::convert_argv(&job.src, &job.src_format, &part, &job.out);
-    let res = process::run(&argv, &opts, cancel);
-    meter.finish();
-    res.map_err(|source| ConvertError::Convert {
-        src: job.src.clone(),
-        format: fmt.to_string(),
-        source,
-    })?;
+    if native_stream_vmdk(&job.out) {
+        // qemu-img expands the source to a sparse raw file (fast), kiln writes the vmdk with
+        // parallel deflate (qemu-img's own writer compresses on one thread).
+        let raw = job
+            .dst
+            .with_file_name(format!(".{name}.raw-part-{}", std::process::id()));
+        let _raw_guard = PartGuard(Some(raw.clone()));
+        let raw_plan = OutputPlan::new(crate::recipe::model::Format::Raw);
+        let argv = crate::qemu_img::convert_argv(&job.src, &job.src_format, &raw, &raw_plan);
+        process::run(&argv, &Opts::default(), cancel).map_err(|source| ConvertError::Convert {
+            src: job.src.clone(),
+            format: fmt.to_string(),
+            source,
+        })?;
+        let m3 = meter.clone();
+        crate::vmdk::write_stream_optimized(&raw, &part, default_jobs(), cancel, &move |p| {
+            m3.set(p)
+        })
+        .map_err(|source| ConvertError::Io {
+            op: "writing the streamOptimized vmdk",
+            path: part.clone(),
+            source,
+        })?;
+        meter.finish();
+    } else {
+        let argv = crate::qemu_img::convert_argv(&job.src, &job.src_format, &part, &job.out);
+        let res = process::run(&argv, &opts, cancel);
+        meter.finish();
+        res.map_err(|source| ConvertError::Convert {
+            src: job.src.clone(),
+            format: fmt.to_string(),
+            source,
+        })?;
+    }
 
     let checked = job.out.format.checkable();
     if checked {

@@ -21,6 +21,7 @@ pub mod seed;
 pub mod stages;
 pub mod sysprep;
 pub mod templates;
+pub mod vmdk;
 
 /// Exit codes, as documented in the README.
 pub mod exit {

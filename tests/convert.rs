@@ -326,6 +326,69 @@ extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 
+#[test]
+fn stream_optimized_vmdk_from_kilns_parallel_writer_reads_back_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    // An odd size (a partial last grain), data across grain-table boundaries (32 MiB), a lone
+    // sector at the very end, and zeros that must not be stored.
+    let out = sh(
+        "qemu-img create -q -f raw odd.raw 100000256 && \
+         dd if=/dev/urandom of=odd.raw bs=1M seek=31 count=3 conv=notrunc status=none && \
+         head -c 2000000 \"$(command -v qemu-img)\" | dd of=odd.raw bs=1M seek=70 conv=notrunc status=none && \
+         dd if=/dev/zero of=odd.raw bs=1M seek=80 count=4 conv=notrunc status=none && \
+         printf end | dd of=odd.raw bs=1 seek=100000250 conv=notrunc status=none",
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (writer, file) in [("kiln", "native.vmdk"), ("qemu-img", "qemu.vmdk")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args([
+                "convert",
+                "odd.raw",
+                "-O",
+                "vmdk",
+                "--subformat",
+                "streamOptimized",
+                "-o",
+                file,
+            ])
+            .env("KILN_VMDK_WRITER", writer)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{writer}: {}",
+            text(&out.stderr)
+        );
+        let info = qemu_info(&dir.path().join(file), "vmdk");
+        assert_eq!(info["virtual-size"], 100000256);
+        assert_eq!(
+            info["format-specific"]["data"]["create-type"],
+            "streamOptimized"
+        );
+        let cmp = sh(
+            &format!("qemu-img compare -f raw -F vmdk odd.raw {file}"),
+            dir.path(),
+        );
+        assert!(cmp.status.success(), "{writer}: {}", text(&cmp.stdout));
+        let check = sh(&format!("qemu-img check -f vmdk {file}"), dir.path());
+        assert!(check.status.success(), "{writer}: {}", text(&check.stdout));
+    }
+    // Same compression as qemu-img's writer, give or take metadata.
+    let native = std::fs::metadata(dir.path().join("native.vmdk"))
+        .unwrap()
+        .len() as f64;
+    let qemu = std::fs::metadata(dir.path().join("qemu.vmdk"))
+        .unwrap()
+        .len() as f64;
+    assert!(
+        (native / qemu - 1.0).abs() < 0.05,
+        "native {native} vs qemu {qemu}"
+    );
+}
+
 /// Point one L2 entry of a qcow2 at an unaligned offset: qemu detects the corruption while
 /// reading the data, after the output file was created.
 fn corrupt_l2_entry(path: &Path) {
