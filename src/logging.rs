@@ -40,6 +40,19 @@ impl<'a> MakeWriter<'a> for BuildLog {
     }
 }
 
+/// stderr, with any progress bars moved out of the way while a line is written.
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::progress::suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Start copying log events into `path` (debug level: the exact commands are in it).
 pub fn open_build_log(path: &Path) -> std::io::Result<()> {
     let f = File::create(path)?;
@@ -74,7 +87,7 @@ pub fn init(json: bool, verbose: bool) {
         registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
+                    .with_writer(|| Stderr)
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_target(false)
                     .without_time()

@@ -84,6 +84,12 @@ impl Progress {
     }
 }
 
+/// Run `f` (a write to stderr) with the progress bars hidden, so log lines and bars do not
+/// garble each other.
+pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    multi().suspend(f)
+}
+
 fn multi() -> &'static indicatif::MultiProgress {
     static M: std::sync::OnceLock<indicatif::MultiProgress> = std::sync::OnceLock::new();
     M.get_or_init(indicatif::MultiProgress::new)
