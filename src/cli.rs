@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::exit;
 use crate::plan::{Plan, SourcePlan};
 use crate::process::{self, Cancel};
-use crate::recipe::model::Format;
+use crate::recipe::model::{Compression, Format, Subformat};
 use crate::recipe::{self, Diagnostic};
 use crate::seed::TemplateContext;
 use crate::templates::{self, Kind};
@@ -91,39 +91,7 @@ pub enum Command {
         jobs: Option<usize>,
     },
     /// Convert a disk image to one or more formats, in parallel, verified and atomic.
-    Convert {
-        /// Source image.
-        src: PathBuf,
-        /// Output format; repeat for several outputs (converted in parallel).
-        #[arg(short = 'O', long = "output-format", required = true, value_enum)]
-        formats: Vec<CliFormat>,
-        /// Output file (one format) or directory (several); default: next to SRC, named
-        /// after it with the format's extension.
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        /// vmdk: monolithicSparse|streamOptimized; vpc: dynamic|fixed. Applies to the formats
-        /// it fits.
-        #[arg(long, value_enum)]
-        subformat: Option<CliSubformat>,
-        /// qcow2: compress with zlib or zstd.
-        #[arg(long, value_enum)]
-        compress: Option<CliCompression>,
-        /// qcow2: cluster size (e.g. 64K, 2M).
-        #[arg(long)]
-        cluster_size: Option<String>,
-        /// Source format (default: probed).
-        #[arg(short = 'f', long = "source-format")]
-        source_format: Option<String>,
-        /// Replace existing outputs.
-        #[arg(long)]
-        force: bool,
-        /// Concurrent conversions (default: the core count).
-        #[arg(short, long)]
-        jobs: Option<usize>,
-        /// Summary format.
-        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
-        format: PlanFormat,
-    },
+    Convert(ConvertArgs),
     /// Show an image's format, sizes, sha256 and backing file.
     Info {
         image: PathBuf,
@@ -139,46 +107,39 @@ pub enum Command {
     },
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum CliFormat {
-    Qcow2,
-    Raw,
-    Vmdk,
-    Vdi,
-    Vhdx,
-    /// VHD (Glance: vhd)
-    Vpc,
-    Qed,
-}
-
-impl CliFormat {
-    fn format(self) -> Format {
-        match self {
-            CliFormat::Qcow2 => Format::Qcow2,
-            CliFormat::Raw => Format::Raw,
-            CliFormat::Vmdk => Format::Vmdk,
-            CliFormat::Vdi => Format::Vdi,
-            CliFormat::Vhdx => Format::Vhdx,
-            CliFormat::Vpc => Format::Vpc,
-            CliFormat::Qed => Format::Qed,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum CliSubformat {
-    #[value(name = "monolithicSparse")]
-    MonolithicSparse,
-    #[value(name = "streamOptimized")]
-    StreamOptimized,
-    Dynamic,
-    Fixed,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum CliCompression {
-    Zlib,
-    Zstd,
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    /// Source image.
+    pub src: PathBuf,
+    /// Output format; repeat for several outputs (converted in parallel).
+    #[arg(short = 'O', long = "output-format", required = true, value_enum)]
+    pub formats: Vec<Format>,
+    /// Output file (one format) or directory (several); default: next to SRC, named
+    /// after it with the format's extension.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// vmdk: monolithicSparse|streamOptimized; vpc: dynamic|fixed. Applies to the formats
+    /// it fits.
+    #[arg(long, value_enum)]
+    pub subformat: Option<Subformat>,
+    /// qcow2: compress with zlib or zstd.
+    #[arg(long, value_enum)]
+    pub compress: Option<Compression>,
+    /// qcow2: cluster size (e.g. 64K, 2M).
+    #[arg(long)]
+    pub cluster_size: Option<String>,
+    /// Source format (default: probed).
+    #[arg(short = 'f', long = "source-format")]
+    pub source_format: Option<String>,
+    /// Replace existing outputs.
+    #[arg(long)]
+    pub force: bool,
+    /// Concurrent conversions (default: the core count).
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// Summary format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,29 +189,7 @@ pub fn main() -> i32 {
             cache_dir,
             jobs,
         } => build(&recipe, output, on_error, &vars, cache_dir, jobs),
-        Command::Convert {
-            src,
-            formats,
-            output,
-            subformat,
-            compress,
-            cluster_size,
-            source_format,
-            force,
-            jobs,
-            format,
-        } => convert_cmd(ConvertArgs {
-            src,
-            formats,
-            output,
-            subformat,
-            compress,
-            cluster_size,
-            source_format,
-            force,
-            jobs,
-            format,
-        }),
+        Command::Convert(args) => convert_cmd(args),
         Command::Info { image, format } => info_cmd(&image, format),
         Command::Schema => {
             println!(
@@ -687,19 +626,6 @@ fn print_size_row(name: &str, format: &str, size: u64, allocated: u64, virtual_s
     );
 }
 
-struct ConvertArgs {
-    src: PathBuf,
-    formats: Vec<CliFormat>,
-    output: Option<PathBuf>,
-    subformat: Option<CliSubformat>,
-    compress: Option<CliCompression>,
-    cluster_size: Option<String>,
-    source_format: Option<String>,
-    force: bool,
-    jobs: Option<usize>,
-    format: PlanFormat,
-}
-
 fn usage_error(msg: impl std::fmt::Display) -> i32 {
     eprintln!("error: {msg}");
     exit::INVALID_INPUT
@@ -707,23 +633,18 @@ fn usage_error(msg: impl std::fmt::Display) -> i32 {
 
 fn convert_cmd(a: ConvertArgs) -> i32 {
     use crate::convert::{self, Job};
-    use crate::recipe::model::{Compression, SizeSpec, Subformat};
+    use crate::recipe::model::SizeSpec;
     if !a.src.is_file() {
         return usage_error(format!("source image {} does not exist", a.src.display()));
     }
     let mut formats: Vec<Format> = Vec::new();
     for f in &a.formats {
-        if formats.contains(&f.format()) {
-            return usage_error(format!("-O {} given twice", f.format().as_str()));
+        if formats.contains(f) {
+            return usage_error(format!("-O {} given twice", f.as_str()));
         }
-        formats.push(f.format());
+        formats.push(*f);
     }
-    let subformat = a.subformat.map(|s| match s {
-        CliSubformat::MonolithicSparse => Subformat::MonolithicSparse,
-        CliSubformat::StreamOptimized => Subformat::StreamOptimized,
-        CliSubformat::Dynamic => Subformat::Dynamic,
-        CliSubformat::Fixed => Subformat::Fixed,
-    });
+    let subformat = a.subformat;
     if let Some(sf) = subformat {
         if !formats.iter().any(|f| sf.fits(*f)) {
             return usage_error(format!(
@@ -732,10 +653,7 @@ fn convert_cmd(a: ConvertArgs) -> i32 {
             ));
         }
     }
-    let compress = a.compress.map(|c| match c {
-        CliCompression::Zlib => Compression::Zlib,
-        CliCompression::Zstd => Compression::Zstd,
-    });
+    let compress = a.compress;
     if compress.is_some() && !formats.contains(&Format::Qcow2) {
         return usage_error("--compress applies to qcow2 only");
     }

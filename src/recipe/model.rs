@@ -284,15 +284,21 @@ pub struct OutputSpec {
     pub cluster_size: Option<SizeSpec>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
 pub enum Subformat {
     #[serde(rename = "monolithicSparse")]
+    #[value(name = "monolithicSparse")]
     MonolithicSparse,
     #[serde(rename = "streamOptimized")]
+    #[value(name = "streamOptimized")]
     StreamOptimized,
     #[serde(rename = "dynamic")]
+    #[value(name = "dynamic")]
     Dynamic,
     #[serde(rename = "fixed")]
+    #[value(name = "fixed")]
     Fixed,
 }
 
@@ -314,7 +320,9 @@ impl Subformat {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     Zlib,
@@ -330,7 +338,9 @@ impl Compression {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     Qcow2,
@@ -338,6 +348,7 @@ pub enum Format {
     Vmdk,
     Vdi,
     Vhdx,
+    /// VHD (Glance: vhd)
     Vpc,
     Qed,
 }
