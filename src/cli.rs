@@ -92,6 +92,8 @@ pub enum Command {
     },
     /// Convert a disk image to one or more formats, in parallel, verified and atomic.
     Convert(ConvertArgs),
+    /// Sysprep disk images in place (virt-sysprep's operations, machine-id left empty).
+    Sysprep(SysprepArgs),
     /// Show an image's format, sizes, sha256 and backing file.
     Info {
         image: PathBuf,
@@ -142,6 +144,31 @@ pub struct ConvertArgs {
     pub format: PlanFormat,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct SysprepArgs {
+    /// Image to sysprep (repeat for several; each is done in turn).
+    #[arg(short = 'a', long = "add", required_unless_present = "list_operations")]
+    pub images: Vec<PathBuf>,
+    /// Image format (default: probed).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Operations in virt-sysprep syntax: defaults, op, +op, -op (comma-separated; repeatable).
+    #[arg(long)]
+    pub operations: Vec<String>,
+    /// Enable exactly these operations (comma-separated), like virt-sysprep --enable.
+    #[arg(long, conflicts_with = "operations")]
+    pub enable: Option<String>,
+    /// List the operations: name, `*` when on by default, description.
+    #[arg(long)]
+    pub list_operations: bool,
+    /// Change nothing; print what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Accelerator for the libguestfs appliance.
+    #[arg(long, value_enum, default_value_t = crate::recipe::model::Accel::Auto)]
+    pub accel: crate::recipe::model::Accel,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ElementsCommand {
     /// List elements on the search path.
@@ -190,6 +217,7 @@ pub fn main() -> i32 {
             jobs,
         } => build(&recipe, output, on_error, &vars, cache_dir, jobs),
         Command::Convert(args) => convert_cmd(args),
+        Command::Sysprep(args) => sysprep_cmd(args),
         Command::Info { image, format } => info_cmd(&image, format),
         Command::Schema => {
             println!(
@@ -815,6 +843,146 @@ fn convert_cmd(a: ConvertArgs) -> i32 {
     } else {
         exit::OK
     }
+}
+
+fn sysprep_cmd(a: SysprepArgs) -> i32 {
+    use crate::stages::sysprep as ops;
+    if a.list_operations {
+        for o in crate::sysprep::OPERATIONS {
+            let note = if o.implemented {
+                ""
+            } else {
+                " (not implemented by kiln yet)"
+            };
+            println!(
+                "{} {} {}{note}",
+                o.name,
+                if o.default { "*" } else { " " },
+                o.description
+            );
+        }
+        return exit::OK;
+    }
+    let words: Vec<String> = match &a.enable {
+        Some(e) => vec![e.clone()],
+        None if a.operations.is_empty() => vec!["defaults".into()],
+        None => a.operations.clone(),
+    };
+    let selected = match crate::sysprep::resolve(&words) {
+        Ok(s) => s,
+        Err(errs) => {
+            for (_, m) in &errs {
+                eprintln!("error: {m}");
+            }
+            return exit::INVALID_INPUT;
+        }
+    };
+    let cancel = Cancel::new();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, cancel.flag());
+    }
+    // Every image is checked before any is touched.
+    let mut images = Vec::new();
+    for img in &a.images {
+        let Ok(path) = std::fs::canonicalize(img) else {
+            return usage_error(format!("image {} does not exist", img.display()));
+        };
+        if !path.is_file() {
+            return usage_error(format!("{} is not a file", img.display()));
+        }
+        if !a.dry_run {
+            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+            if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+                return usage_error(format!(
+                    "{} is read-only: sysprep changes the image in place (use --dry-run to look)",
+                    img.display()
+                ));
+            }
+        }
+        if let Ok(lv) = crate::libvirt::Libvirt::connect("qemu:///system") {
+            let users = lv.running_domains_using(&path);
+            if !users.is_empty() {
+                return usage_error(format!(
+                    "{} is in use by the running domain {}: shut it down first",
+                    img.display(),
+                    users.join(", ")
+                ));
+            }
+        }
+        // qemu's image locks catch other users (a qemu not managed by libvirt).
+        let fmt = match &a.format {
+            Some(f) => f.clone(),
+            None => match crate::qemu_img::info(&path, &cancel) {
+                Ok(i) => i.format,
+                Err(e) => return usage_error(format!("cannot read {}: {e}", img.display())),
+            },
+        };
+        let locked = process::run(
+            &process::argv(["qemu-img", "info", "-f", &fmt, &path.display().to_string()]),
+            &Default::default(),
+            &cancel,
+        );
+        if let Err(e) = locked {
+            return usage_error(format!("{} is in use (locked): {e}", img.display()));
+        }
+        images.push((path, fmt));
+    }
+    let tcg = crate::stages::provision::tcg_for_tools(
+        a.accel,
+        &crate::build::default_cache_dir(),
+        "qemu:///system",
+        &cancel,
+    );
+    for (path, fmt) in images {
+        let opened = if a.dry_run {
+            crate::guest::Guest::open_readonly(&path, &fmt, tcg)
+        } else {
+            crate::guest::Guest::open(&path, &fmt, tcg)
+        };
+        let g = match opened {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return exit::BUILD_FAILED;
+            }
+        };
+        println!("{}:", path.display());
+        for op in &selected {
+            if cancel.is_cancelled() {
+                return exit::INTERRUPTED;
+            }
+            let res = if a.dry_run {
+                ops::plan_operation(&g, op)
+            } else {
+                ops::run_operation(&g, op)
+            };
+            match res {
+                Ok(actions) => {
+                    let verb = if a.dry_run { "would" } else { "did" };
+                    println!(
+                        "  {op}: {} path{}",
+                        actions.len(),
+                        if actions.len() == 1 { "" } else { "s" }
+                    );
+                    for act in actions {
+                        println!("    {verb} {act}");
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {op}: {e}");
+                    return exit::BUILD_FAILED;
+                }
+            }
+        }
+        if !a.dry_run {
+            g.fstrim();
+        }
+        if let Err(e) = g.close() {
+            eprintln!("error: {e}");
+            return exit::BUILD_FAILED;
+        }
+    }
+    exit::OK
 }
 
 fn info_cmd(image: &Path, format: PlanFormat) -> i32 {

@@ -75,7 +75,12 @@ impl Guest {
     /// `tcg` forces software emulation (needed where KVM is unusable). Launch is retried once:
     /// under load the TCG appliance occasionally dies during boot.
     pub fn open(disk: &Path, format: &str, tcg: bool) -> Result<Guest, GuestError> {
-        retry(|| Self::try_open(disk, format, tcg))
+        retry(|| Self::try_open(disk, format, tcg, false))
+    }
+
+    /// Like `open`, but nothing can be written to the disk (dry runs, inspection).
+    pub fn open_readonly(disk: &Path, format: &str, tcg: bool) -> Result<Guest, GuestError> {
+        retry(|| Self::try_open(disk, format, tcg, true))
     }
 
     /// Launch on `disk` and mount one `device` on / without inspection (for a disk that is not
@@ -87,7 +92,7 @@ impl Guest {
         device: &str,
     ) -> Result<Guest, GuestError> {
         retry(|| {
-            let g = Self::launch(disk, format, tcg)?;
+            let g = Self::launch(disk, format, tcg, false)?;
             g.mount(device, "/")
                 .map_err(ge(disk, &format!("mounting {device}")))?;
             Ok(Guest {
@@ -98,7 +103,7 @@ impl Guest {
         })
     }
 
-    fn launch(disk: &Path, format: &str, tcg: bool) -> Result<Handle, GuestError> {
+    fn launch(disk: &Path, format: &str, tcg: bool, readonly: bool) -> Result<Handle, GuestError> {
         let ge = |op: &str| ge(disk, op);
         let g = Handle::create().map_err(ge("creating handle"))?;
         if tcg {
@@ -113,7 +118,7 @@ impl Guest {
             &disk.display().to_string(),
             AddDriveOptArgs {
                 format: Some(format),
-                readonly: Some(false),
+                readonly: Some(readonly),
                 discard: Some("besteffort"),
                 ..Default::default()
             },
@@ -123,9 +128,9 @@ impl Guest {
         Ok(g)
     }
 
-    fn try_open(disk: &Path, format: &str, tcg: bool) -> Result<Guest, GuestError> {
+    fn try_open(disk: &Path, format: &str, tcg: bool, readonly: bool) -> Result<Guest, GuestError> {
         let ge = |op: &str| ge(disk, op);
-        let g = Self::launch(disk, format, tcg)?;
+        let g = Self::launch(disk, format, tcg, readonly)?;
         let roots = g.inspect_os().map_err(ge("inspect_os"))?;
         let root = match roots.as_slice() {
             [r] => r.clone(),

@@ -125,6 +125,25 @@ impl Libvirt {
         self.lookup(name).is_some()
     }
 
+    /// Names of running domains that use `path` as a disk.
+    pub fn running_domains_using(&self, path: &Path) -> Vec<String> {
+        let want = path.display().to_string();
+        let Ok(doms) = self.conn.list_all_domains(1) else {
+            return Vec::new();
+        };
+        doms.into_iter()
+            .filter(|d| {
+                d.xml_desc(0)
+                    .map(|x| {
+                        x.contains(&format!("file='{want}'"))
+                            || x.contains(&format!("file=\"{want}\""))
+                    })
+                    .unwrap_or(false)
+            })
+            .filter_map(|d| d.name().ok())
+            .collect()
+    }
+
     /// Stop the domain if it runs. Missing domains are fine.
     pub fn destroy(&self, name: &str) -> Result<(), LibvirtError> {
         let Some(d) = self.lookup(name) else {

@@ -260,7 +260,7 @@ pub fn resolve(words: &[String]) -> Result<Vec<&'static str>, Vec<(usize, String
                         .unwrap_or_default();
                     errors.push((
                         i,
-                        format!("unknown sysprep operation `{name}`{hint}; the README lists the operations"),
+                        format!("unknown sysprep operation `{name}`{hint}; `kiln sysprep --list-operations` lists them"),
                     ));
                 }
             }

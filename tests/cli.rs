@@ -211,3 +211,54 @@ fn bad_flags_exit_2() {
     let out = kiln(&["build", "x.yaml", "--var", "novalue"], root());
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn sysprep_lists_operations_like_virt_sysprep() {
+    let out = kiln(&["sysprep", "--list-operations"], root());
+    assert_eq!(out.status.code(), Some(0));
+    let t = text(&out.stdout);
+    assert_eq!(t.lines().count(), 43, "{t}");
+    assert!(t.lines().any(|l| l.starts_with("machine-id * ")));
+    assert!(t.lines().any(|l| l.starts_with("cloud-init-state * ")));
+    assert!(t.lines().any(|l| l.starts_with("user-account   ")));
+    assert!(
+        !t.contains("customize"),
+        "kiln has no customize operation that refills machine-id"
+    );
+}
+
+#[test]
+fn sysprep_rejects_bad_input_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, needle) in [
+        (vec!["sysprep", "-a", "missing.qcow2"], "does not exist"),
+        (
+            vec![
+                "sysprep",
+                "-a",
+                "x.qcow2",
+                "--operations",
+                "defaults,-logfile",
+            ],
+            "did you mean `logfiles`",
+        ),
+        (
+            vec!["sysprep", "-a", "x.qcow2", "--enable", "user-account"],
+            "not implemented",
+        ),
+        (vec!["sysprep"], "required"),
+    ] {
+        let out = kiln(&args, dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

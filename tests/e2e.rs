@@ -422,3 +422,137 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+/// A base disk to sysprep: the bootstrap cache (filled by any build of the example), or a
+/// fresh build of the example when the cache is empty.
+fn a_debian_disk(dir: &Path) -> PathBuf {
+    let cache = std::env::var("KILN_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kiln"));
+    let cached = std::fs::read_dir(cache.join("bootstrap"))
+        .ok()
+        .and_then(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|e| e == "qcow2"))
+        });
+    let src = match cached {
+        Some(p) => p,
+        None => {
+            let status = kiln()
+                .args(["build", "examples/debian-12.yaml", "-o"])
+                .arg(dir)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            dir.join("debian-12-1.0/debian-12-1.0.qcow2")
+        }
+    };
+    let disk = dir.join("planted.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(&src)
+        .arg(&disk)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    disk
+}
+
+#[test]
+#[ignore = "slow: real libguestfs launches; run by scripts/test.sh"]
+fn kiln_sysprep_dry_run_changes_nothing_then_removes_what_it_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = a_debian_disk(dir.path());
+    // Plant targets of several operations.
+    guestfish_rw(
+        &disk,
+        "write /root/.bash_history \"secret\\n\"\n\
+         mkdir-p /home/bob\nwrite /home/bob/.bash_history \"ls\\n\"\n\
+         write /etc/ssh/ssh_host_test_key \"k\"\n\
+         write /tmp/junk \"x\"\n\
+         write /etc/machine-id \"0123456789abcdef0123456789abcdef\\n\"\n\
+         mkdir-p /var/lib/cloud/instances/i-1\nln-sf /var/lib/cloud/instances/i-1 /var/lib/cloud/instance\n\
+         write /etc/hosts.bak \"old\"\n",
+    );
+    let before = std::fs::read(&disk).unwrap();
+    let out = kiln()
+        .args(["sysprep", "--dry-run", "-a"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "would remove /root/.bash_history",
+        "would remove /home/bob/.bash_history",
+        "would remove /etc/ssh/ssh_host_test_key",
+        "would remove /tmp/junk",
+        "would empty /etc/machine-id",
+        "would remove /var/lib/cloud/instance",
+        "would remove /var/lib/cloud/instances",
+        "would remove /etc/hosts.bak",
+    ] {
+        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+    }
+    assert!(
+        std::fs::read(&disk).unwrap() == before,
+        "--dry-run changed the image"
+    );
+
+    let out = kiln()
+        .args(["sysprep", "--operations", "defaults,-tmp-files", "-a"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("did remove /root/.bash_history"));
+    let s = sections(&guestfish(
+        &disk,
+        "echo ==hist==\nexists /root/.bash_history\n\
+         echo ==bob==\nexists /home/bob/.bash_history\n\
+         echo ==key==\nexists /etc/ssh/ssh_host_test_key\n\
+         echo ==junk==\nexists /tmp/junk\n\
+         echo ==mid==\nfilesize /etc/machine-id\n\
+         echo ==cloud==\nls /var/lib/cloud\n\
+         echo ==bak==\nexists /etc/hosts.bak\n\
+         echo ==hosts==\nexists /etc/hosts\necho ==end==\n",
+    ));
+    assert_eq!(s["hist"].trim(), "false");
+    assert_eq!(s["bob"].trim(), "false");
+    assert_eq!(s["key"].trim(), "false");
+    assert_eq!(s["junk"].trim(), "true", "-tmp-files keeps /tmp");
+    assert_eq!(s["mid"].trim(), "0");
+    assert!(s["cloud"].trim().is_empty(), "{}", s["cloud"]);
+    assert_eq!(s["bak"].trim(), "false");
+    assert_eq!(s["hosts"].trim(), "true", "only backups go");
+}
+
+/// Run a guestfish script read-write on `image`.
+fn guestfish_rw(image: &Path, script: &str) {
+    let mut child = Command::new("guestfish")
+        .args(["-a", image.to_str().unwrap(), "-i"])
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("guestfish");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "guestfish failed");
+}

@@ -299,7 +299,14 @@ fn union(
         .enumerate()
         .filter(|(_, (s, _))| {
             let t = types_of(s);
-            t.is_empty() && s.get("enum").is_none() || t.iter().any(|t| type_matches(t, value))
+            if !t.is_empty() {
+                t.iter().any(|t| type_matches(t, value))
+            } else if literals(root, s).is_some() {
+                // An enum of scalars cannot be what a mapping or list was meant to be.
+                !value.is_object() && !value.is_array()
+            } else {
+                true
+            }
         })
         .map(|(i, _)| i)
         .collect();

@@ -39,27 +39,6 @@ pub fn config_text(ci: &CloudInitPlan) -> String {
     s
 }
 
-/// Remove cloud-init's per-instance state (what `cloud-init clean --logs` removes). The
-/// directory is removed and recreated: a glob would follow the `instance` symlink.
-pub fn remove_cloud_init_state(g: &Guest) -> anyhow::Result<usize> {
-    let mut n = 0;
-    if g.exists("/var/lib/cloud")? {
-        for p in g.glob("/var/lib/cloud/*")? {
-            // Keep seeds a user placed on purpose; kiln's own seed was an ISO.
-            if p == "/var/lib/cloud/seed" {
-                continue;
-            }
-            g.rm_rf(&p)?;
-            n += 1;
-        }
-    }
-    for log in g.glob("/var/log/cloud-init*.log")? {
-        g.rm_rf(&log)?;
-        n += 1;
-    }
-    Ok(n)
-}
-
 impl Stage<BuildContext> for CloudInitStage {
     fn name(&self) -> &'static str {
         "cloud-init"
@@ -92,7 +71,7 @@ impl Stage<BuildContext> for CloudInitStage {
             bail!("cloud-init is not installed in the image (add the `cloud-init` element or install it in a provisioning step)");
         }
         g.write(CONFIG_PATH, config_text(&ctx.plan.cloud_init).as_bytes())?;
-        let removed = remove_cloud_init_state(&g)?;
+        let removed = super::sysprep::run_operation(&g, "cloud-init-state")?.len();
         // kiln's provisioning leftovers.
         g.rm_rf("/var/lib/kiln")?;
         tracing::info!(

@@ -104,6 +104,29 @@ fn store_probe(cache: &Path, p: &KvmProbe) {
     let _ = std::fs::write(cache.join("kvm-probe"), text);
 }
 
+/// TCG or not for tools that run outside a build (`kiln sysprep`): the cached probe verdict if
+/// there is one, else a probe through libvirt if it answers, else TCG (always works).
+pub fn tcg_for_tools(
+    accel: Accel,
+    cache: &Path,
+    uri: &str,
+    cancel: &crate::process::Cancel,
+) -> bool {
+    match accel {
+        Accel::Tcg => true,
+        Accel::Kvm => false,
+        Accel::Auto => {
+            let probe = cached_probe(cache).or_else(|| {
+                let lv = Libvirt::connect(uri).ok()?;
+                let p = lv.probe_kvm(cancel).ok()?;
+                store_probe(cache, &p);
+                Some(p)
+            });
+            !matches!(probe, Some(KvmProbe::Usable))
+        }
+    }
+}
+
 impl Stage<BuildContext> for ProvisionStage {
     fn name(&self) -> &'static str {
         "provision"

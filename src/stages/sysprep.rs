@@ -75,47 +75,89 @@ pub fn patterns(op: &str) -> &'static [&'static str] {
     }
 }
 
-/// Run one operation; returns how many paths it removed or emptied.
-pub fn run_operation(g: &Guest, op: &str) -> Result<usize, GuestError> {
-    let mut n = 0;
+/// What an operation does to one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Delete the file or directory tree.
+    Remove(String),
+    /// Truncate to zero bytes, keeping the file (machine-id).
+    Empty(String),
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Remove(p) => write!(f, "remove {p}"),
+            Action::Empty(p) => write!(f, "empty {p}"),
+        }
+    }
+}
+
+/// What `op` would do to this guest (reads only).
+pub fn plan_operation(g: &Guest, op: &str) -> Result<Vec<Action>, GuestError> {
+    let mut v = Vec::new();
     match op {
         "machine-id" => {
             // Emptied, never refilled: systemd generates a fresh one on first boot, so clones
             // never share an ID (virt-sysprep's customize step would refill it).
-            if g.is_file("/etc/machine-id")? {
-                g.write("/etc/machine-id", b"")?;
-                n += 1;
+            if g.is_file("/etc/machine-id")? && !g.read("/etc/machine-id")?.is_empty() {
+                v.push(Action::Empty("/etc/machine-id".into()));
             }
             if g.exists("/var/lib/dbus/machine-id")? && !g.is_symlink("/var/lib/dbus/machine-id") {
-                g.rm_rf("/var/lib/dbus/machine-id")?;
-                n += 1;
+                v.push(Action::Remove("/var/lib/dbus/machine-id".into()));
             }
         }
         "cloud-init-state" => {
-            n += super::cloud_init::remove_cloud_init_state(g).map_err(|e| GuestError {
-                disk: Default::default(),
-                op: "cloud-init-state".into(),
-                message: format!("{e:#}"),
-            })?;
+            if g.exists("/var/lib/cloud")? {
+                // Seeds a user placed on purpose stay; the directory entries are removed one
+                // by one (a glob through the `instance` symlink would leave it dangling).
+                v.extend(
+                    g.glob("/var/lib/cloud/*")?
+                        .into_iter()
+                        .filter(|p| p != "/var/lib/cloud/seed")
+                        .map(Action::Remove),
+                );
+            }
+            v.extend(
+                g.glob("/var/log/cloud-init*.log")?
+                    .into_iter()
+                    .map(Action::Remove),
+            );
         }
         "backup-files" => {
             for p in g.find("/etc")? {
                 if p.ends_with('~') || p.ends_with(".bak") {
-                    g.rm_rf(&format!("/etc/{p}"))?;
-                    n += 1;
+                    v.push(Action::Remove(format!(
+                        "/etc/{}",
+                        p.trim_start_matches('/')
+                    )));
                 }
             }
         }
         other => {
             for pat in patterns(other) {
-                for p in g.glob(pat)? {
-                    g.rm_rf(&p)?;
-                    n += 1;
-                }
+                v.extend(g.glob(pat)?.into_iter().map(Action::Remove));
             }
         }
     }
-    Ok(n)
+    Ok(v)
+}
+
+pub fn apply(g: &Guest, actions: &[Action]) -> Result<(), GuestError> {
+    for a in actions {
+        match a {
+            Action::Remove(p) => g.rm_rf(p)?,
+            Action::Empty(p) => g.write(p, b"")?,
+        }
+    }
+    Ok(())
+}
+
+/// Run one operation; returns what it did.
+pub fn run_operation(g: &Guest, op: &str) -> Result<Vec<Action>, GuestError> {
+    let actions = plan_operation(g, op)?;
+    apply(g, &actions)?;
+    Ok(actions)
 }
 
 impl Stage<BuildContext> for SysprepStage {
@@ -134,9 +176,12 @@ impl Stage<BuildContext> for SysprepStage {
             if ctx.cancel.is_cancelled() {
                 anyhow::bail!("interrupted");
             }
-            let n = run_operation(&g, op).with_context(|| format!("sysprep operation {op}"))?;
-            tracing::info!("sysprep {op}: {n} removed");
-            ctx.sysprep_removed.push((op.to_string(), n));
+            let done = run_operation(&g, op).with_context(|| format!("sysprep operation {op}"))?;
+            tracing::info!("sysprep {op}: {} removed", done.len());
+            for a in &done {
+                tracing::debug!("sysprep {op}: {a}");
+            }
+            ctx.sysprep_removed.push((op.to_string(), done.len()));
         }
         g.fstrim();
         g.close().context("closing the libguestfs appliance")?;
