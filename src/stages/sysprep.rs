@@ -51,9 +51,10 @@ pub fn patterns(op: &str) -> &'static [&'static str] {
             "/root/anaconda-ks.cfg",
             "/root/install.log*",
         ],
+        // Regular files only (see `plan_operation`): virt-sysprep keeps the directories, so
+        // apt's archives/partial stays.
         "package-manager-cache" => &[
             "/var/cache/apt/archives/*",
-            "/var/cache/apt/*.bin",
             "/var/cache/dnf/*",
             "/var/cache/yum/*",
             "/var/cache/zypp*/*",
@@ -131,6 +132,15 @@ pub fn plan_operation(g: &Guest, op: &str) -> Result<Vec<Action>, GuestError> {
                         "/etc/{}",
                         p.trim_start_matches('/')
                     )));
+                }
+            }
+        }
+        "package-manager-cache" => {
+            for pat in patterns(op) {
+                for p in g.glob(pat)? {
+                    if g.is_file(&p)? {
+                        v.push(Action::Remove(p));
+                    }
                 }
             }
         }
