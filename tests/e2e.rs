@@ -590,7 +590,21 @@ write /etc/udev/rules.d/70-persistent-net.rules \"r\"\n\
 write /var/run/utmp \"u\"\n\
 mkdir-p /var/cache/apt/archives/partial\n\
 write /var/cache/apt/archives/x.deb \"deb\"\n\
-write /var/cache/apt/pkgcache.bin \"bin\"\n";
+write /var/cache/apt/pkgcache.bin \"bin\"\n\
+write /var/log/kern.log \"k\"\n\
+write /var/log/syslog.2.gz \"z\"\n\
+mkdir-p /var/log/unattended-upgrades\n\
+write /var/log/unattended-upgrades/unattended-upgrades.log \"u\"\n\
+mkdir-p /var/cache/man\n\
+write /var/cache/man/index.db \"m\"\n\
+write /var/lib/logrotate.status \"l\"\n\
+mkdir-p /var/backups\n\
+write /var/backups/passwd.bak \"p\"\n\
+write /root/notes~ \"n\"\n\
+mkdir-p /srv/www\n\
+write /srv/www/index.html.bak \"i\"\n\
+mkdir-p /etc/keep.bak\n\
+write /etc/keep.bak/inside \"dir named like a backup stays\"\n";
 
 fn listing(image: &Path) -> String {
     let out = Command::new("virt-ls")
