@@ -604,7 +604,42 @@ write /root/notes~ \"n\"\n\
 mkdir-p /srv/www\n\
 write /srv/www/index.html.bak \"i\"\n\
 mkdir-p /etc/keep.bak\n\
-write /etc/keep.bak/inside \"dir named like a backup stays\"\n";
+write /etc/keep.bak/inside \"dir named like a backup stays\"\n\
+mkdir-p /var/lib/systemd/coredump\nwrite /var/lib/systemd/coredump/core.x \"c\"\n\
+mkdir-p /var/lib/NetworkManager\nwrite /var/lib/NetworkManager/internal-x.lease \"l\"\n\
+mkdir-p /var/spool/abrt/ccpp-1\nwrite /var/spool/abrt/ccpp-1/core \"c\"\n\
+write /etc/blkid.tab \"b\"\n\
+mkdir-p /var/spool/cron/crontabs\nwrite /var/spool/cron/crontabs/root \"* * * * * x\"\n\
+mkdir-p /var/spool/atjobs\nwrite /var/spool/atjobs/a0001 \"at\"\n\
+mkdir-p /var/lib/dhcpd\nwrite /var/lib/dhcpd/dhcpd.leases \"d\"\n\
+mkdir-p /var/lib/dovecot\nwrite /var/lib/dovecot/ssl-parameters.dat \"d\"\n\
+write /etc/krb5.keytab \"k\"\n\
+mkdir-p /var/mail\nwrite /var/mail/root \"mail\"\n\
+mkdir-p /var/run/faillock\nwrite /var/run/faillock/root \"f\"\n\
+mkdir-p /var/log/puppet\nwrite /var/log/puppet/p.log \"p\"\n\
+mkdir-p /var/lib/puppet/state\nwrite /var/lib/puppet/state/s.yaml \"s\"\n\
+mkdir-p /etc/pki/consumer\nwrite /etc/pki/consumer/cert.pem \"c\"\n\
+mkdir-p /etc/sysconfig/rhn\nwrite /etc/sysconfig/rhn/systemid \"s\"\n\
+mkdir-p /var/lib/rpm\nwrite /var/lib/rpm/__db.001 \"r\"\nwrite /var/lib/rpm/Packages \"keep\"\n\
+mkdir-p /var/log/samba\nwrite /var/log/samba/log.smbd \"s\"\n\
+mkdir-p /var/lib/samba/private\nwrite /var/lib/samba/private/secrets.tdb \"s\"\n\
+mkdir-p /etc/smolt\nwrite /etc/smolt/uuid \"u\"\n\
+mkdir-p /var/log/sssd\nwrite /var/log/sssd/sssd.log \"s\"\n\
+mkdir-p /var/lib/sss/db\nwrite /var/lib/sss/db/cache.ldb \"s\"\n\
+mkdir-p /var/lib/yum\nwrite /var/lib/yum/uuid \"u\"\n";
+
+/// Operation names kiln implements, from `kiln sysprep --list-operations`.
+fn kiln_implemented_operations() -> Vec<String> {
+    let out = kiln()
+        .args(["sysprep", "--list-operations"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.contains("not implemented"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
 
 fn listing(image: &Path) -> String {
     let out = Command::new("virt-ls")
@@ -632,22 +667,11 @@ fn sysprep_parity_with_virt_sysprep_for_the_implemented_operations() {
     std::fs::copy(&disk, &theirs).unwrap();
     std::fs::copy(&disk, &ours).unwrap();
     // Every operation kiln implements that virt-sysprep also has (cloud-init-state is kiln's).
-    let ops: Vec<&str> = [
-        "backup-files",
-        "bash-history",
-        "crash-data",
-        "dhcp-client-state",
-        "logfiles",
-        "machine-id",
-        "package-manager-cache",
-        "passwd-backups",
-        "ssh-hostkeys",
-        "ssh-userdir",
-        "tmp-files",
-        "udev-persistent-net",
-        "utmp",
-    ]
-    .to_vec();
+    // Every operation kiln implements (cloud-init-state is kiln's own, not virt-sysprep's).
+    let ops: Vec<String> = kiln_implemented_operations()
+        .into_iter()
+        .filter(|o| o != "cloud-init-state")
+        .collect();
     let ops = ops.join(",");
     let st = Command::new("virt-sysprep")
         .args(["-q", "-a", theirs.to_str().unwrap(), "--operations", &ops])

@@ -12,18 +12,63 @@ pub struct SysprepStage;
 /// Glob patterns each file-removing operation deletes (as virt-sysprep does).
 pub fn patterns(op: &str) -> &'static [&'static str] {
     match op {
-        "bash-history" => &["/root/.bash_history", "/home/*/.bash_history"],
-        "crash-data" => &[
-            "/var/crash/*",
-            "/var/log/dump/*",
-            "/var/lib/systemd/coredump/*",
+        "abrt-data" => &["/var/spool/abrt/*"],
+        "blkid-tab" => &[
+            "/var/run/blkid.tab",
+            "/var/run/blkid.tab.old",
+            "/etc/blkid/blkid.tab",
+            "/etc/blkid/blkid.tab.old",
+            "/etc/blkid.tab",
+            "/etc/blkid.tab.old",
+            "/dev/.blkid.tab",
+            "/dev/.blkid.tab.old",
         ],
+        // Debian keeps crontabs in a subdirectory, which stays (emptied).
+        "cron-spool" => &[
+            "/var/spool/cron/crontabs/*",
+            "/var/spool/atjobs/*",
+            "/var/spool/atspool/*",
+            "/var/spool/at/*",
+        ],
+        "dhcp-server-state" => &["/var/lib/dhcpd/*"],
+        "dovecot-data" => &["/var/lib/dovecot/*"],
+        "kerberos-hostkeytab" => &["/etc/krb5.keytab"],
+        "mail-spool" => &["/var/spool/mail/*", "/var/mail/*"],
+        // /var/run is usually a symlink to /run, which a glob does not follow.
+        "pam-data" => &[
+            "/var/run/console/*",
+            "/var/run/faillock/*",
+            "/var/run/sepermit/*",
+            "/run/console/*",
+            "/run/faillock/*",
+            "/run/sepermit/*",
+        ],
+        "puppet-data-log" => &["/var/log/puppet/*", "/var/lib/puppet/*/*"],
+        "rh-subscription-manager" => &["/etc/pki/consumer/*", "/etc/pki/entitlement/*"],
+        "rhn-systemid" => &[
+            "/etc/sysconfig/rhn/systemid",
+            "/etc/sysconfig/rhn/osad-auth.conf",
+        ],
+        "rpm-db" => &["/var/lib/rpm/__db.*"],
+        "samba-db-log" => &[
+            "/var/log/samba/old/*",
+            "/var/log/samba/*",
+            "/var/lib/samba/*/*",
+        ],
+        "smolt-uuid" => &[
+            "/etc/sysconfig/hw-uuid",
+            "/etc/smolt/uuid",
+            "/etc/smolt/hw-uuid",
+        ],
+        "sssd-db-log" => &["/var/log/sssd/*", "/var/lib/sss/db/*"],
+        "yum-uuid" => &["/var/lib/yum/uuid"],
+        "bash-history" => &["/root/.bash_history", "/home/*/.bash_history"],
+        // kexec-tools' dumps only; systemd-coredump's stay (as with virt-sysprep).
+        "crash-data" => &["/var/crash/*", "/var/log/dump/*"],
         "dhcp-client-state" => &[
             "/var/lib/dhclient/*",
             "/var/lib/dhcp/*",
             "/var/lib/dhcpcd/*",
-            "/var/lib/NetworkManager/*.lease",
-            "/var/lib/NetworkManager/dhclient-*",
         ],
         // virt-sysprep 1.48's documented list (`virt-sysprep --dump-pod`), nothing more.
         "logfiles" => &[
@@ -141,9 +186,36 @@ impl std::fmt::Display for Action {
     }
 }
 
+/// Operations that only concern Red Hat-family guests (virt-sysprep skips them elsewhere).
+const RHEL_ONLY: &[&str] = &[
+    "rh-subscription-manager",
+    "rhn-systemid",
+    "rpm-db",
+    "yum-uuid",
+];
+
+fn rhel_family(distro: &str) -> bool {
+    [
+        "rhel",
+        "centos",
+        "fedora",
+        "rocky",
+        "almalinux",
+        "oraclelinux",
+        "scientificlinux",
+        "redhat-based",
+        "circle",
+        "openEuler",
+    ]
+    .contains(&distro)
+}
+
 /// What `op` would do to this guest (reads only).
 pub fn plan_operation(g: &Guest, op: &str) -> Result<Vec<Action>, GuestError> {
     let mut v = Vec::new();
+    if RHEL_ONLY.contains(&op) && !rhel_family(&g.distro) {
+        return Ok(v);
+    }
     match op {
         "machine-id" => {
             // Emptied, never refilled: systemd generates a fresh one on first boot, so clones
@@ -182,6 +254,17 @@ pub fn plan_operation(g: &Guest, op: &str) -> Result<Vec<Action>, GuestError> {
                             v.push(Action::Remove(full));
                         }
                     }
+                }
+            }
+        }
+        "cron-spool" => {
+            for pat in patterns(op) {
+                v.extend(g.glob(pat)?.into_iter().map(Action::Remove));
+            }
+            // Red Hat keeps crontabs directly in /var/spool/cron: files only there.
+            for p in g.glob("/var/spool/cron/*")? {
+                if g.is_file(&p)? {
+                    v.push(Action::Remove(p));
                 }
             }
         }
