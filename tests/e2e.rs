@@ -107,6 +107,8 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
     let dir = out_dir.path().join("debian-12-1.0");
     for f in [
         "debian-12-1.0.qcow2",
+        "debian-12-1.0.vmdk",
+        "SHA256SUMS",
         "manifest.json",
         "console.log",
         "build.log",
