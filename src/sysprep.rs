@@ -75,11 +75,11 @@ pub const OPERATIONS: &[OpInfo] = &[
         true,
         "Remove Dovecot (mail server) data",
     ),
-    op("firewall-rules", false, false, "Remove the firewall rules"),
+    op("firewall-rules", false, true, "Remove the firewall rules"),
     op(
         "flag-reconfiguration",
         false,
-        false,
+        true,
         "Flag the system for reconfiguration",
     ),
     op("fs-uuids", false, false, "Change filesystem UUIDs"),
@@ -130,13 +130,13 @@ pub const OPERATIONS: &[OpInfo] = &[
     op(
         "net-nmconn",
         true,
-        false,
+        true,
         "Remove system-local NetworkManager connection profiles",
     ),
     op(
         "pacct-log",
         true,
-        false,
+        true,
         "Remove the process accounting log files",
     ),
     op(

@@ -628,7 +628,12 @@ mkdir-p /var/lib/samba/private\nwrite /var/lib/samba/private/secrets.tdb \"s\"\n
 mkdir-p /etc/smolt\nwrite /etc/smolt/uuid \"u\"\n\
 mkdir-p /var/log/sssd\nwrite /var/log/sssd/sssd.log \"s\"\n\
 mkdir-p /var/lib/sss/db\nwrite /var/lib/sss/db/cache.ldb \"s\"\n\
-mkdir-p /var/lib/yum\nwrite /var/lib/yum/uuid \"u\"\n";
+mkdir-p /var/lib/yum\nwrite /var/lib/yum/uuid \"u\"\n\
+mkdir-p /var/log/account\nwrite /var/log/account/pacct \"p\"\nwrite /var/log/account/pacct.0 \"p0\"\n\
+mkdir-p /var/account\nwrite /var/account/pacct \"rhel path stays on debian\"\n\
+mkdir-p /etc/sysconfig\nwrite /etc/sysconfig/iptables \"rules\"\n\
+mkdir-p /etc/firewalld/zones\nwrite /etc/firewalld/zones/public.xml \"z\"\nwrite /etc/firewalld/firewalld.conf \"stays\"\n\
+mkdir-p /etc/NetworkManager/system-connections\nwrite /etc/NetworkManager/system-connections/eth0.nmconnection \"c\"\n";
 
 /// Operation names kiln implements, from `kiln sysprep --list-operations`.
 fn kiln_implemented_operations() -> Vec<String> {

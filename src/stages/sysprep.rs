@@ -13,6 +13,8 @@ pub struct SysprepStage;
 pub fn patterns(op: &str) -> &'static [&'static str] {
     match op {
         "abrt-data" => &["/var/spool/abrt/*"],
+        "firewall-rules" => &["/etc/sysconfig/iptables", "/etc/firewalld/*/*"],
+        "net-nmconn" => &["/etc/NetworkManager/system-connections/*.nmconnection"],
         "blkid-tab" => &[
             "/var/run/blkid.tab",
             "/var/run/blkid.tab.old",
@@ -175,6 +177,8 @@ pub enum Action {
     Remove(String),
     /// Truncate to zero bytes, keeping the file (machine-id).
     Empty(String),
+    /// Create an empty file (0644) where none is.
+    Create(String),
 }
 
 impl std::fmt::Display for Action {
@@ -182,6 +186,7 @@ impl std::fmt::Display for Action {
         match self {
             Action::Remove(p) => write!(f, "remove {p}"),
             Action::Empty(p) => write!(f, "empty {p}"),
+            Action::Create(p) => write!(f, "create {p}"),
         }
     }
 }
@@ -192,6 +197,7 @@ const RHEL_ONLY: &[&str] = &[
     "rhn-systemid",
     "rpm-db",
     "yum-uuid",
+    "net-nmconn",
 ];
 
 fn rhel_family(distro: &str) -> bool {
@@ -257,6 +263,20 @@ pub fn plan_operation(g: &Guest, op: &str) -> Result<Vec<Action>, GuestError> {
                 }
             }
         }
+        "flag-reconfiguration" => v.push(Action::Create("/.unconfigured".into())),
+        "pacct-log" => {
+            // The accounting file is removed with its rotations and recreated empty.
+            let dir = if rhel_family(&g.distro) {
+                "/var/account"
+            } else {
+                "/var/log/account"
+            };
+            let old = g.glob(&format!("{dir}/pacct*"))?;
+            if !old.is_empty() {
+                v.extend(old.into_iter().map(Action::Remove));
+                v.push(Action::Create(format!("{dir}/pacct")));
+            }
+        }
         "cron-spool" => {
             for pat in patterns(op) {
                 v.extend(g.glob(pat)?.into_iter().map(Action::Remove));
@@ -291,6 +311,11 @@ pub fn apply(g: &Guest, actions: &[Action]) -> Result<(), GuestError> {
         match a {
             Action::Remove(p) => g.rm_rf(p)?,
             Action::Empty(p) => g.write(p, b"")?,
+            Action::Create(p) => {
+                if !g.exists(p)? {
+                    g.write(p, b"")?;
+                }
+            }
         }
     }
     Ok(())
@@ -344,7 +369,14 @@ mod tests {
     #[test]
     fn every_implemented_operation_does_something() {
         for op in crate::sysprep::OPERATIONS.iter().filter(|o| o.implemented) {
-            let special = ["machine-id", "cloud-init-state", "backup-files"].contains(&op.name);
+            let special = [
+                "machine-id",
+                "cloud-init-state",
+                "backup-files",
+                "flag-reconfiguration",
+                "pacct-log",
+            ]
+            .contains(&op.name);
             assert!(
                 special || !patterns(op.name).is_empty(),
                 "{} is marked implemented but removes nothing",
