@@ -231,14 +231,10 @@ pub fn convert_one(job: &Job, cancel: &Cancel) -> Result<Converted, ConvertError
         path: name,
         format: fmt.to_string(),
         glance_disk_format: job.out.format.glance_disk_format().map(str::to_string),
-        subformat: match job.out.format {
-            crate::recipe::model::Format::Vmdk | crate::recipe::model::Format::Vpc => {
-                crate::qemu_img::create_options(&job.out)
-                    .iter()
-                    .find_map(|o| o.strip_prefix("subformat=").map(str::to_string))
-            }
-            _ => None,
-        },
+        subformat: job
+            .out
+            .effective_subformat()
+            .map(|s| s.as_str().to_string()),
         compression: job.out.compress.map(|c| c.as_str().to_string()),
         virtual_size: info.virtual_size,
         size,

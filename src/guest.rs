@@ -204,12 +204,6 @@ impl Guest {
             .map_err(self.e(format!("writing {path}")))
     }
 
-    pub fn mkdir_p(&self, path: &str) -> Result<(), GuestError> {
-        self.g
-            .mkdir_p(path)
-            .map_err(self.e(format!("mkdir -p {path}")))
-    }
-
     /// Paths matching a shell glob (no trailing slash on directories).
     pub fn glob(&self, pattern: &str) -> Result<Vec<String>, GuestError> {
         self.g

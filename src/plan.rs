@@ -157,6 +157,15 @@ pub struct OutputPlan {
 }
 
 impl OutputPlan {
+    /// The subformat qemu-img will write: the requested one, else the format's default.
+    pub fn effective_subformat(&self) -> Option<Subformat> {
+        match self.format {
+            Format::Vmdk => Some(self.subformat.unwrap_or(Subformat::MonolithicSparse)),
+            Format::Vpc => Some(self.subformat.unwrap_or(Subformat::Dynamic)),
+            _ => None,
+        }
+    }
+
     pub fn new(format: Format) -> Self {
         OutputPlan {
             format,

@@ -50,19 +50,15 @@ pub fn create_options(out: &OutputPlan) -> Vec<String> {
                 o.push(format!("cluster_size={cs}"));
             }
         }
-        Format::Vmdk => {
-            let sf = out.subformat.unwrap_or(Subformat::MonolithicSparse);
-            o.push(format!("subformat={}", sf.as_str()));
-        }
-        Format::Vpc => {
-            let sf = out.subformat.unwrap_or(Subformat::Dynamic);
-            o.push(format!("subformat={}", sf.as_str()));
-            if sf == Subformat::Fixed {
-                // Azure wants the exact virtual size, not a CHS-rounded one.
-                o.push("force_size=on".into());
+        _ => {
+            if let Some(sf) = out.effective_subformat() {
+                o.push(format!("subformat={}", sf.as_str()));
+                if sf == Subformat::Fixed {
+                    // Azure wants the exact virtual size, not a CHS-rounded one.
+                    o.push("force_size=on".into());
+                }
             }
         }
-        _ => {}
     }
     o
 }

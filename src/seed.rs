@@ -40,10 +40,6 @@ fn b64(data: &[u8]) -> String {
     out
 }
 
-pub fn base64(data: &[u8]) -> String {
-    b64(data)
-}
-
 /// The provisioning script run by cloud-init's runcmd. Steps run in recipe order under
 /// `set -e`; the outcome goes to the console and to [`STATUS_FILE`]. Secrets (password
 /// hashes) are in the script but never echoed, and the script deletes itself.

@@ -44,12 +44,3 @@ pub fn all() -> Vec<Box<dyn Stage<BuildContext>>> {
         Box::new(publish::PublishStage),
     ]
 }
-
-/// Stages up to and including `last` (used by tests and `--until` later).
-pub fn until(last: &str) -> Vec<Box<dyn Stage<BuildContext>>> {
-    let mut v = all();
-    if let Some(i) = NAMES.iter().position(|n| *n == last) {
-        v.truncate(i + 1);
-    }
-    v
-}

@@ -44,9 +44,7 @@ pub fn need_tcg(ctx: &mut BuildContext) -> anyhow::Result<bool> {
                 None => {
                     let cancel = ctx.cancel.clone();
                     let p = libvirt(ctx)?.probe_kvm(&cancel)?;
-                    if !matches!(p, KvmProbe::Unknown(_)) {
-                        store_probe(&ctx.cache_dir, &p);
-                    }
+                    store_probe(&ctx.cache_dir, &p);
                     p
                 }
             };
