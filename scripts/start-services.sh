@@ -1,26 +1,48 @@
 #!/usr/bin/env bash
-# Starts virtlogd and libvirtd when their sockets are missing (machines without an init
-# system). Appends the PIDs it started to $KILN_SERVICES_PIDFILE (if set), so the caller
-# can stop exactly those processes and no others.
+# Starts virtlogd and libvirtd unless something already answers on their sockets (machines
+# without an init system). A socket file left behind by a daemon that is gone (a machine
+# whose /run survived its processes) counts as missing. Appends the PIDs it started to
+# $KILN_SERVICES_PIDFILE (if set), so the caller can stop exactly those processes.
 set -euo pipefail
 pidfile=${KILN_SERVICES_PIDFILE:-}
+logdir=${KILN_SERVICES_LOGDIR:-/tmp/kiln-services}
+mkdir -p "$logdir" /run/libvirt
+
+answers() { # socket: true when a process accepts connections on it
+  python3 - "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(2)
+s.connect(sys.argv[1])
+PY
+}
+
 start() { # name socket command...
   local name=$1 sock=$2; shift 2
-  [ -S "$sock" ] && return 0
-  echo "starting $name"
-  setsid "$@" </dev/null >/dev/null 2>&1 &
+  if answers "$sock"; then return 0; fi
+  if [ -e "$sock" ]; then echo "removing stale $sock"; rm -f "$sock"; fi
+  echo "starting $name (log: $logdir/$name.log)"
+  setsid "$@" </dev/null >>"$logdir/$name.log" 2>&1 &
   local pid=$!
   if [ -n "$pidfile" ]; then echo "$pid" >> "$pidfile"; fi
-  for _ in $(seq 1 100); do [ -S "$sock" ] && return 0; sleep 0.1; done
-  echo "$name did not create $sock" >&2
+  for _ in $(seq 1 300); do
+    answers "$sock" && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "$name exited; its log:" >&2; tail -20 "$logdir/$name.log" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "$name did not answer on $sock within 30 s; its log:" >&2
+  tail -20 "$logdir/$name.log" >&2
   return 1
 }
-mkdir -p /run/libvirt
+
 start virtlogd /run/libvirt/virtlogd-sock /usr/sbin/virtlogd
 start libvirtd /run/libvirt/libvirt-sock /usr/sbin/libvirtd
-for _ in $(seq 1 50); do
-  virsh -c qemu:///system version >/dev/null 2>&1 && exit 0
-  sleep 0.2
+# The first connection probes qemu's capabilities, which takes a while on a busy machine.
+err=
+for _ in $(seq 1 120); do
+  if err=$(virsh -c qemu:///system version 2>&1 >/dev/null); then exit 0; fi
+  sleep 0.5
 done
-echo "libvirtd does not answer on qemu:///system" >&2
+echo "libvirtd does not answer on qemu:///system: $err" >&2
+tail -20 "$logdir/libvirtd.log" >&2 || true
 exit 1
