@@ -93,7 +93,7 @@ pub enum Command {
     /// Convert a disk image to one or more formats, in parallel, verified and atomic.
     Convert(ConvertArgs),
     /// Sysprep disk images in place (virt-sysprep's operations, machine-id left empty).
-    Sysprep(SysprepArgs),
+    Sysprep(Box<SysprepArgs>),
     /// Show an image's format, sizes, sha256 and backing file.
     Info {
         image: PathBuf,
@@ -167,6 +167,111 @@ pub struct SysprepArgs {
     /// Accelerator for the libguestfs appliance.
     #[arg(long, value_enum, default_value_t = crate::recipe::model::Accel::Auto)]
     pub accel: crate::recipe::model::Accel,
+    /// user-account: remove only these users (comma-separated; repeatable).
+    #[arg(long, value_name = "USERS")]
+    pub remove_user_accounts: Vec<String>,
+    /// user-account: keep these users (comma-separated; repeatable).
+    #[arg(long, value_name = "USERS")]
+    pub keep_user_accounts: Vec<String>,
+    /// script: a host shell command run with the guest's root as working directory.
+    #[arg(long, value_name = "SCRIPT")]
+    pub script: Vec<String>,
+    #[command(flatten)]
+    pub customize: CustomizeArgs,
+}
+
+/// virt-customize's operations, applied (in command-line order) by the `customize` operation.
+#[derive(clap::Args, Debug, Default)]
+#[command(next_help_heading = "Customize (virt-customize syntax, applied in order)")]
+pub struct CustomizeArgs {
+    /// Write CONTENT to FILE.
+    #[arg(long, value_name = "FILE:CONTENT")]
+    pub write: Vec<String>,
+    /// Append LINE to FILE.
+    #[arg(long, value_name = "FILE:LINE")]
+    pub append_line: Vec<String>,
+    /// Copy a host file or directory into REMOTEDIR.
+    #[arg(long, value_name = "LOCALPATH:REMOTEDIR")]
+    pub copy_in: Vec<String>,
+    /// Upload a host file to DEST.
+    #[arg(long, value_name = "FILE:DEST")]
+    pub upload: Vec<String>,
+    /// Create a directory (and parents).
+    #[arg(long, value_name = "DIR")]
+    pub mkdir: Vec<String>,
+    /// Delete a file or directory tree (globs allowed).
+    #[arg(long, value_name = "PATH")]
+    pub delete: Vec<String>,
+    /// Change a file's mode (octal).
+    #[arg(long, value_name = "PERMISSIONS:FILE")]
+    pub chmod: Vec<String>,
+    /// Create symbolic links to TARGET.
+    #[arg(long, value_name = "TARGET:LINK[:LINK..]")]
+    pub link: Vec<String>,
+    /// Create an empty file or update its times.
+    #[arg(long, value_name = "FILE")]
+    pub touch: Vec<String>,
+    /// Run a shell command in the guest.
+    #[arg(long, value_name = "CMD")]
+    pub run_command: Vec<String>,
+    /// Run a host script in the guest.
+    #[arg(long, value_name = "SCRIPT")]
+    pub run: Vec<String>,
+    /// Install packages (comma-separated) with the guest's package manager.
+    #[arg(long, value_name = "PKG,PKG..")]
+    pub install: Vec<String>,
+    /// Remove packages (comma-separated).
+    #[arg(long, value_name = "PKG,PKG..")]
+    pub uninstall: Vec<String>,
+    /// root's password: password:PW, file:FILE, random, disabled, locked[:SELECTOR].
+    #[arg(long, value_name = "SELECTOR")]
+    pub root_password: Vec<String>,
+    /// A user's password: USER:SELECTOR.
+    #[arg(long, value_name = "USER:SELECTOR")]
+    pub password: Vec<String>,
+    /// Add an ssh key: USER:file:KEYFILE or USER:string:KEY.
+    #[arg(long, value_name = "USER:SELECTOR")]
+    pub ssh_inject: Vec<String>,
+    /// Set the hostname.
+    #[arg(long, value_name = "HOSTNAME")]
+    pub hostname: Vec<String>,
+    /// Set the time zone (e.g. Europe/Paris).
+    #[arg(long, value_name = "TIMEZONE")]
+    pub timezone: Vec<String>,
+    /// Run a command once at first boot.
+    #[arg(long, value_name = "CMD")]
+    pub firstboot_command: Vec<String>,
+    /// Relabel files for SELinux.
+    #[arg(long)]
+    pub selinux_relabel: bool,
+}
+
+/// The customize flags of `m` as steps, in the order they were given.
+fn customize_in_order(m: &clap::ArgMatches) -> Result<Vec<crate::customize::Customize>, String> {
+    let mut found: Vec<(usize, String, String)> = Vec::new();
+    for (name, _, _) in crate::customize::OPERATIONS {
+        let id = name.replace('-', "_");
+        if *name == "selinux-relabel" {
+            if m.get_flag(&id) {
+                let at = m.index_of(&id).unwrap_or(usize::MAX);
+                found.push((at, name.to_string(), String::new()));
+            }
+            continue;
+        }
+        if let (Some(idx), Some(vals)) = (m.indices_of(&id), m.get_many::<String>(&id)) {
+            for (i, v) in idx.zip(vals) {
+                found.push((i, name.to_string(), v.clone()));
+            }
+        }
+    }
+    found.sort_by_key(|f| f.0);
+    let cwd = std::env::current_dir().unwrap_or_default();
+    found
+        .into_iter()
+        .map(|(_, name, arg)| {
+            crate::customize::parse(&name, &arg, &cwd).map_err(|e| format!("--{name}: {e}"))
+        })
+        .collect()
 }
 
 #[derive(Subcommand, Debug)]
@@ -188,7 +293,11 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 }
 
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|c| (c, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -217,7 +326,16 @@ pub fn main() -> i32 {
             jobs,
         } => build(&recipe, output, on_error, &vars, cache_dir, jobs),
         Command::Convert(args) => convert_cmd(args),
-        Command::Sysprep(args) => sysprep_cmd(args),
+        Command::Sysprep(args) => {
+            // Customize flags apply in command-line order, across flags (as virt-customize).
+            let m = matches
+                .subcommand_matches("sysprep")
+                .expect("sysprep matches");
+            match customize_in_order(m) {
+                Ok(steps) => sysprep_cmd(*args, steps),
+                Err(e) => usage_error(e),
+            }
+        }
         Command::Info { image, format } => info_cmd(&image, format),
         Command::Schema => {
             println!(
@@ -845,8 +963,21 @@ fn convert_cmd(a: ConvertArgs) -> i32 {
     }
 }
 
-fn sysprep_cmd(a: SysprepArgs) -> i32 {
+fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Customize>) -> i32 {
     use crate::stages::sysprep as ops;
+    let split = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .flat_map(|s| s.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let opts = ops::Options {
+        remove_user_accounts: split(&a.remove_user_accounts),
+        keep_user_accounts: split(&a.keep_user_accounts),
+        scripts: a.script.clone(),
+        customize,
+    };
     if a.list_operations {
         for o in crate::sysprep::OPERATIONS {
             let note = if o.implemented {
@@ -877,6 +1008,27 @@ fn sysprep_cmd(a: SysprepArgs) -> i32 {
             return exit::INVALID_INPUT;
         }
     };
+    // Arguments for an operation that will not run are a mistake (as in virt-sysprep).
+    for (given, op, flag) in [
+        (
+            !opts.remove_user_accounts.is_empty(),
+            "user-account",
+            "--remove-user-accounts",
+        ),
+        (
+            !opts.keep_user_accounts.is_empty(),
+            "user-account",
+            "--keep-user-accounts",
+        ),
+        (!opts.scripts.is_empty(), "script", "--script"),
+        (!opts.customize.is_empty(), "customize", "customize flags"),
+    ] {
+        if given && !selected.contains(&op) {
+            return usage_error(format!(
+                "{flag} given, but the `{op}` operation is not enabled"
+            ));
+        }
+    }
     let cancel = Cancel::new();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(sig, cancel.flag());
@@ -934,12 +1086,13 @@ fn sysprep_cmd(a: SysprepArgs) -> i32 {
         &cancel,
     );
     for (path, fmt) in images {
-        let opened = if a.dry_run {
-            crate::guest::Guest::open_readonly(&path, &fmt, tcg)
-        } else {
-            crate::guest::Guest::open(&path, &fmt, tcg)
+        let before = crate::manifest::allocated(&path);
+        let launch = crate::guest::Launch {
+            tcg,
+            readonly: a.dry_run,
+            network: !a.dry_run && crate::customize::needs_network(&opts.customize),
         };
-        let g = match opened {
+        let g = match crate::guest::Guest::open_with(&path, &fmt, launch) {
             Ok(g) => g,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -947,39 +1100,43 @@ fn sysprep_cmd(a: SysprepArgs) -> i32 {
             }
         };
         println!("{}:", path.display());
-        for op in &selected {
+        let verb = if a.dry_run { "would" } else { "did" };
+        let res = ops::run_all(
+            &g,
+            &selected,
+            &opts,
+            a.dry_run,
+            &cancel,
+            &mut |g| g.fstrim(),
+            &mut |r| {
+                let n = r.actions.len();
+                println!("  {}: {n} change{}", r.op, if n == 1 { "" } else { "s" });
+                for act in &r.actions {
+                    println!("    {verb} {act}");
+                }
+                for note in &r.notes {
+                    println!("    {note}");
+                }
+            },
+        );
+        if let Err((op, e)) = res {
             if cancel.is_cancelled() {
                 return exit::INTERRUPTED;
             }
-            let res = if a.dry_run {
-                ops::plan_operation(&g, op)
-            } else {
-                ops::run_operation(&g, op)
-            };
-            match res {
-                Ok(actions) => {
-                    let verb = if a.dry_run { "would" } else { "did" };
-                    println!(
-                        "  {op}: {} path{}",
-                        actions.len(),
-                        if actions.len() == 1 { "" } else { "s" }
-                    );
-                    for act in actions {
-                        println!("    {verb} {act}");
-                    }
-                }
-                Err(e) => {
-                    eprintln!("error: {op}: {e}");
-                    return exit::BUILD_FAILED;
-                }
-            }
-        }
-        if !a.dry_run {
-            g.fstrim();
+            eprintln!("error: {op}: {e}");
+            return exit::BUILD_FAILED;
         }
         if let Err(e) = g.close() {
             eprintln!("error: {e}");
             return exit::BUILD_FAILED;
+        }
+        if !a.dry_run {
+            let after = crate::manifest::allocated(&path);
+            println!(
+                "  sparsify: allocated {} -> {}",
+                crate::progress::human_bytes(before),
+                crate::progress::human_bytes(after)
+            );
         }
     }
     exit::OK

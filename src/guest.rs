@@ -19,6 +19,21 @@ pub struct Guest {
     disk: PathBuf,
     /// Distribution as inspected (e.g. "debian").
     pub distro: String,
+    /// Package manager as inspected (e.g. "apt", "dnf").
+    pub package_management: String,
+    /// Filesystems mounted by `open`, parents first: (mountpoint, device).
+    mounts: Vec<(String, String)>,
+}
+
+/// How to launch the appliance.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Launch {
+    /// Software emulation (where KVM is unusable).
+    pub tcg: bool,
+    /// Nothing can be written to the disk.
+    pub readonly: bool,
+    /// User-mode network for the appliance (package installs in customize).
+    pub network: bool,
 }
 
 fn msg(e: guestfs::Error) -> String {
@@ -75,12 +90,32 @@ impl Guest {
     /// `tcg` forces software emulation (needed where KVM is unusable). Launch is retried once:
     /// under load the TCG appliance occasionally dies during boot.
     pub fn open(disk: &Path, format: &str, tcg: bool) -> Result<Guest, GuestError> {
-        retry(|| Self::try_open(disk, format, tcg, false))
+        Self::open_with(
+            disk,
+            format,
+            Launch {
+                tcg,
+                ..Default::default()
+            },
+        )
     }
 
     /// Like `open`, but nothing can be written to the disk (dry runs, inspection).
     pub fn open_readonly(disk: &Path, format: &str, tcg: bool) -> Result<Guest, GuestError> {
-        retry(|| Self::try_open(disk, format, tcg, true))
+        Self::open_with(
+            disk,
+            format,
+            Launch {
+                tcg,
+                readonly: true,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Launch with explicit options, inspect and mount.
+    pub fn open_with(disk: &Path, format: &str, opts: Launch) -> Result<Guest, GuestError> {
+        retry(|| Self::try_open(disk, format, opts))
     }
 
     /// Launch on `disk` and mount one `device` on / without inspection (for a disk that is not
@@ -92,20 +127,37 @@ impl Guest {
         device: &str,
     ) -> Result<Guest, GuestError> {
         retry(|| {
-            let g = Self::launch(disk, format, tcg, false)?;
+            let g = Self::launch(
+                disk,
+                format,
+                Launch {
+                    tcg,
+                    ..Default::default()
+                },
+            )?;
             g.mount(device, "/")
                 .map_err(ge(disk, &format!("mounting {device}")))?;
             Ok(Guest {
                 g,
                 disk: disk.to_path_buf(),
                 distro: "unknown".into(),
+                package_management: "unknown".into(),
+                mounts: vec![("/".into(), device.into())],
             })
         })
     }
 
-    fn launch(disk: &Path, format: &str, tcg: bool, readonly: bool) -> Result<Handle, GuestError> {
+    fn launch(disk: &Path, format: &str, opts: Launch) -> Result<Handle, GuestError> {
         let ge = |op: &str| ge(disk, op);
+        let Launch {
+            tcg,
+            readonly,
+            network,
+        } = opts;
         let g = Handle::create().map_err(ge("creating handle"))?;
+        if network {
+            g.set_network(true).map_err(ge("set_network"))?;
+        }
         if tcg {
             g.set_backend("direct").map_err(ge("set_backend"))?;
             g.set_backend_settings(&["force_tcg"])
@@ -128,9 +180,9 @@ impl Guest {
         Ok(g)
     }
 
-    fn try_open(disk: &Path, format: &str, tcg: bool, readonly: bool) -> Result<Guest, GuestError> {
+    fn try_open(disk: &Path, format: &str, opts: Launch) -> Result<Guest, GuestError> {
         let ge = |op: &str| ge(disk, op);
-        let g = Self::launch(disk, format, tcg, readonly)?;
+        let g = Self::launch(disk, format, opts)?;
         let roots = g.inspect_os().map_err(ge("inspect_os"))?;
         let root = match roots.as_slice() {
             [r] => r.clone(),
@@ -152,6 +204,9 @@ impl Guest {
         let distro = g
             .inspect_get_distro(&root)
             .unwrap_or_else(|_| "unknown".into());
+        let package_management = g
+            .inspect_get_package_management(&root)
+            .unwrap_or_else(|_| "unknown".into());
         let mut mps: Vec<(String, String)> = g
             .inspect_get_mountpoints(&root)
             .map_err(ge("inspect_get_mountpoints"))?
@@ -159,14 +214,16 @@ impl Guest {
             .collect();
         // Mount parents before children.
         mps.sort_by_key(|(mp, _)| mp.len());
-        for (mp, dev) in mps {
-            g.mount(&dev, &mp)
+        for (mp, dev) in &mps {
+            g.mount(dev, mp)
                 .map_err(ge(&format!("mounting {dev} on {mp}")))?;
         }
         Ok(Guest {
             g,
             disk: disk.to_path_buf(),
             distro,
+            package_management,
+            mounts: mps,
         })
     }
 
@@ -242,10 +299,218 @@ impl Guest {
         }
     }
 
+    pub fn disk(&self) -> &Path {
+        &self.disk
+    }
+
+    pub fn is_dir(&self, path: &str) -> bool {
+        self.g.is_dir(path, Default::default()).unwrap_or(false)
+    }
+
+    pub fn mkdir_p(&self, path: &str) -> Result<(), GuestError> {
+        self.g
+            .mkdir_p(path)
+            .map_err(self.e(format!("mkdir -p {path}")))
+    }
+
+    pub fn chmod(&self, mode: u32, path: &str) -> Result<(), GuestError> {
+        self.g
+            .chmod(mode as i32, path)
+            .map_err(self.e(format!("chmod {mode:o} {path}")))
+    }
+
+    pub fn chown(&self, uid: i64, gid: i64, path: &str) -> Result<(), GuestError> {
+        self.g
+            .chown(uid as i32, gid as i32, path)
+            .map_err(self.e(format!("chown {uid}:{gid} {path}")))
+    }
+
+    pub fn ln_sf(&self, target: &str, link: &str) -> Result<(), GuestError> {
+        self.g
+            .ln_sf(target, link)
+            .map_err(self.e(format!("ln -sf {target} {link}")))
+    }
+
+    pub fn touch(&self, path: &str) -> Result<(), GuestError> {
+        self.g.touch(path).map_err(self.e(format!("touch {path}")))
+    }
+
+    pub fn append(&self, path: &str, content: &[u8]) -> Result<(), GuestError> {
+        self.g
+            .write_append(path, content)
+            .map_err(self.e(format!("appending to {path}")))
+    }
+
+    /// Copy a host file to `dest` in the guest.
+    pub fn upload(&self, local: &Path, dest: &str) -> Result<(), GuestError> {
+        self.g
+            .upload(&local.display().to_string(), dest)
+            .map_err(self.e(format!("uploading {} to {dest}", local.display())))
+    }
+
+    /// Copy a host file or directory (recursively) into the guest directory `dir`.
+    pub fn copy_in(&self, local: &Path, dir: &str) -> Result<(), GuestError> {
+        self.g
+            .copy_in(&local.display().to_string(), dir)
+            .map_err(self.e(format!("copying {} into {dir}", local.display())))
+    }
+
+    /// (mode, uid, gid, size) without following a final symlink.
+    pub fn lstat(&self, path: &str) -> Result<(u32, i64, i64, i64), GuestError> {
+        let st = self
+            .g
+            .lstatns(path)
+            .map_err(self.e(format!("lstat {path}")))?;
+        Ok((st.st_mode as u32, st.st_uid, st.st_gid, st.st_size))
+    }
+
+    /// Run a shell command inside the guest's root; returns its stdout.
+    pub fn sh(&self, command: &str) -> Result<String, GuestError> {
+        self.g
+            .sh(command)
+            .map_err(self.e(format!("running `{command}`")))
+    }
+
+    /// Filesystems on the disk: (device, type).
+    pub fn filesystems(&self) -> Result<Vec<(String, String)>, GuestError> {
+        let mut v: Vec<(String, String)> = self
+            .g
+            .list_filesystems()
+            .map_err(self.e("list_filesystems"))?
+            .into_iter()
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    pub fn fs_uuid(&self, device: &str) -> String {
+        self.g.vfs_uuid(device).unwrap_or_default()
+    }
+
+    pub fn set_uuid_random(&self, device: &str) -> Result<(), GuestError> {
+        self.g
+            .set_uuid_random(device)
+            .map_err(self.e(format!("set_uuid_random {device}")))
+    }
+
+    pub fn umount_all(&self) -> Result<(), GuestError> {
+        self.g.umount_all().map_err(self.e("umount_all"))
+    }
+
+    /// Mount again what `open` mounted (after block-device operations).
+    pub fn remount(&self) -> Result<(), GuestError> {
+        for (mp, dev) in &self.mounts {
+            self.g
+                .mount(dev, mp)
+                .map_err(self.e(format!("mounting {dev} on {mp}")))?;
+        }
+        Ok(())
+    }
+
+    /// Physical volumes and volume groups (empty without LVM2 support in the appliance).
+    pub fn lvm(&self) -> (Vec<String>, Vec<String>) {
+        if self.g.available(&["lvm2"]).is_err() {
+            return (Vec::new(), Vec::new());
+        }
+        (
+            self.g.pvs().unwrap_or_default(),
+            self.g.vgs().unwrap_or_default(),
+        )
+    }
+
+    /// New random UUIDs for every PV and VG (unmounted, volume groups deactivated).
+    pub fn lvm_change_uuids(&self, pvs: bool, vgs: bool) -> Result<(), GuestError> {
+        self.g
+            .vg_activate_all(false)
+            .map_err(self.e("vg_activate_all false"))?;
+        if pvs {
+            self.g
+                .pvchange_uuid_all()
+                .map_err(self.e("pvchange_uuid_all"))?;
+        }
+        if vgs {
+            self.g
+                .vgchange_uuid_all()
+                .map_err(self.e("vgchange_uuid_all"))?;
+        }
+        self.g
+            .vg_activate_all(true)
+            .map_err(self.e("vg_activate_all true"))
+    }
+
+    /// Relabel the guest's files for SELinux with its own policy's file contexts.
+    pub fn selinux_relabel(&self, specfile: &str) -> Result<(), GuestError> {
+        self.g
+            .selinux_relabel(specfile, "/", Default::default())
+            .map_err(self.e(format!("selinux_relabel {specfile}")))
+    }
+
+    /// Write zeroes over the free space of every mounted filesystem that fstrim could not
+    /// discard (fstrim first: cheap where the disk supports discard).
+    pub fn zero_free_space(&self) {
+        for (mp, _) in &self.mounts {
+            if let Err(e) = self.g.zero_free_space(mp) {
+                tracing::debug!("zero_free_space {mp}: {}", msg(e));
+            }
+        }
+    }
+
+    /// Run host `scripts` with their working directory at the guest's root, which is exposed
+    /// through FUSE for their duration (virt-sysprep's `script` operation). Their output
+    /// goes to `out`.
+    pub fn run_host_scripts(
+        &self,
+        scripts: &[String],
+        out: std::process::Stdio,
+    ) -> Result<(), GuestError> {
+        let err = |m: String| GuestError {
+            disk: self.disk.clone(),
+            op: "script".into(),
+            message: m,
+        };
+        let mp = tempfile::Builder::new()
+            .prefix("kiln-script.")
+            .tempdir()
+            .map_err(|e| err(format!("creating a mount point: {e}")))?;
+        let mps = mp.path().display().to_string();
+        self.g
+            .mount_local(&mps, Default::default())
+            .map_err(self.e(format!("mount_local {mps}")))?;
+        // The child changes into the mount itself: a chdir before exec would block on FUSE
+        // until mount_local_run serves it, and spawn() waits for exec.
+        let q = shell_quote(&mps);
+        let cmd = format!(
+            "cleanup() {{ status=$?; cd /; guestunmount {q} || :; exit $status; }}\n\
+             trap cleanup INT TERM QUIT EXIT ERR\nset -e\ncd {q}\n{}\n",
+            scripts.join("\n")
+        );
+        let mut child = std::process::Command::new("/bin/bash")
+            .arg("-c")
+            .arg(cmd)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .spawn()
+            .map_err(|e| err(format!("starting bash: {e}")))?;
+        let served = self.g.mount_local_run();
+        let status = child
+            .wait()
+            .map_err(|e| err(format!("waiting for the script: {e}")))?;
+        served.map_err(self.e("mount_local_run"))?;
+        if !status.success() {
+            return Err(err(format!("a script failed ({status})")));
+        }
+        Ok(())
+    }
+
     /// Unmount and shut the appliance down, flushing every write to the disk.
     pub fn close(self) -> Result<(), GuestError> {
         self.g.umount_all().map_err(self.e("umount_all"))?;
         self.g.shutdown().map_err(self.e("shutdown"))?;
         Ok(())
     }
+}
+
+/// Quote for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }

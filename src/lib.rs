@@ -7,6 +7,7 @@
 pub mod build;
 pub mod cli;
 pub mod convert;
+pub mod customize;
 pub mod guest;
 pub mod libvirt;
 pub mod logging;

@@ -22,6 +22,8 @@ pub struct Manifest {
     pub tools: Tools,
     pub stages: Vec<StageRecord>,
     pub sysprep: BTreeMap<String, usize>,
+    /// What trimming free space bought: allocated bytes of the build disk file.
+    pub sparsify: Option<Sparsify>,
     pub properties: BTreeMap<String, String>,
     /// The build disk the outputs were made from (sizes summed over its backing chain).
     pub source_disk: Option<SourceSizes>,
@@ -70,10 +72,26 @@ impl Manifest {
             tools: ctx.tools.clone(),
             stages: ctx.records.clone(),
             sysprep: ctx.sysprep_removed.iter().cloned().collect(),
+            sparsify: ctx.sparsify.clone(),
             properties: plan.properties.clone(),
             source_disk: ctx.source_disk.clone(),
             outputs: ctx.outputs.clone(),
             published: serde_json::json!({ "local": ctx.final_dir.display().to_string() }),
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Sparsify {
+    pub allocated_before: u64,
+    pub allocated_after: u64,
+}
+
+/// Bytes a file really occupies on the host (st_blocks), what `qemu-img info` calls
+/// disk size.
+pub fn allocated(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
 }

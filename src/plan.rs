@@ -23,6 +23,8 @@ pub struct Plan {
     pub provision: Vec<ProvisionStep>,
     pub cloud_init: CloudInitPlan,
     pub sysprep: Vec<&'static str>,
+    /// Arguments of sysprep operations and the customize steps.
+    pub sysprep_options: crate::stages::sysprep::Options,
     pub outputs: Vec<OutputPlan>,
     pub publish: PublishPlan,
     pub templates: TemplateSources,

@@ -26,9 +26,17 @@ const fn op(
     }
 }
 
-/// In execution order. Names and defaults follow virt-sysprep 1.48; `customize` is left out
-/// on purpose (it refills /etc/machine-id, see the README).
+/// In execution order (block-device operations run last, see `stages::sysprep::run_all`).
+/// Names and defaults follow virt-sysprep 1.48. `customize` runs first here (virt-sysprep
+/// runs it in alphabetical place) and, unlike virt-sysprep's, never writes a machine-id or
+/// random seed of its own.
 pub const OPERATIONS: &[OpInfo] = &[
+    op(
+        "customize",
+        true,
+        true,
+        "Apply the customize steps (first, so later operations clean up after them; never refills machine-id)",
+    ),
     op(
         "abrt-data",
         true,
@@ -48,7 +56,7 @@ pub const OPERATIONS: &[OpInfo] = &[
         "Remove the bash history of root and every user",
     ),
     op("blkid-tab", true, true, "Remove the blkid tab"),
-    op("ca-certificates", false, false, "Remove CA certificates"),
+    op("ca-certificates", false, true, "Remove CA certificates"),
     op(
         "cloud-init-state",
         true,
@@ -82,12 +90,12 @@ pub const OPERATIONS: &[OpInfo] = &[
         true,
         "Flag the system for reconfiguration",
     ),
-    op("fs-uuids", false, false, "Change filesystem UUIDs"),
-    op("ipa-client", true, false, "Remove the IPA files"),
+    op("fs-uuids", false, true, "Change filesystem UUIDs"),
+    op("ipa-client", true, true, "Remove the IPA files"),
     op(
         "kerberos-data",
         false,
-        false,
+        true,
         "Remove Kerberos data in the guest",
     ),
     op(
@@ -102,7 +110,7 @@ pub const OPERATIONS: &[OpInfo] = &[
         true,
         "Remove many log files from the guest",
     ),
-    op("lvm-uuids", true, false, "Change LVM2 PV and VG UUIDs"),
+    op("lvm-uuids", true, true, "Change LVM2 PV and VG UUIDs"),
     op(
         "machine-id",
         true,
@@ -118,13 +126,13 @@ pub const OPERATIONS: &[OpInfo] = &[
     op(
         "net-hostname",
         true,
-        false,
+        true,
         "Remove HOSTNAME and DHCP_HOSTNAME in network interface configuration",
     ),
     op(
         "net-hwaddr",
         true,
-        false,
+        true,
         "Remove HWADDR (hard-coded MAC address) configuration",
     ),
     op(
@@ -180,7 +188,7 @@ pub const OPERATIONS: &[OpInfo] = &[
     op(
         "script",
         true,
-        false,
+        true,
         "Run arbitrary scripts against the guest",
     ),
     op("smolt-uuid", true, true, "Remove the Smolt hardware UUID"),
@@ -212,7 +220,7 @@ pub const OPERATIONS: &[OpInfo] = &[
     op(
         "user-account",
         false,
-        false,
+        true,
         "Remove the user accounts in the guest",
     ),
     op("utmp", true, true, "Remove the utmp file"),
@@ -302,14 +310,35 @@ mod tests {
 
     #[test]
     fn unknown_and_unimplemented_names_are_errors() {
-        let errs = resolve(&words(&["defaults", "-logfile", "+user-account"])).unwrap_err();
+        let errs = resolve(&words(&["defaults", "-logfile", "+user-acount"])).unwrap_err();
         assert_eq!(errs.len(), 2);
         assert!(errs[0].1.contains("did you mean `logfiles`"), "{:?}", errs);
-        assert!(errs[1].1.contains("not implemented"), "{:?}", errs);
+        assert!(
+            errs[1].1.contains("did you mean `user-account`"),
+            "{:?}",
+            errs
+        );
     }
 
     #[test]
-    fn customize_is_not_an_operation() {
-        assert!(lookup("customize").is_none());
+    fn every_virt_sysprep_operation_is_known_and_implemented() {
+        // virt-sysprep 1.48 --list-operations, with its `*` defaults.
+        let theirs = "abrt-data* backup-files* bash-history* blkid-tab* ca-certificates \
+            crash-data* cron-spool* customize* dhcp-client-state* dhcp-server-state* \
+            dovecot-data* firewall-rules flag-reconfiguration fs-uuids ipa-client* \
+            kerberos-data kerberos-hostkeytab* logfiles* lvm-uuids* machine-id* mail-spool* \
+            net-hostname* net-hwaddr* net-nmconn* pacct-log* package-manager-cache* \
+            pam-data* passwd-backups* puppet-data-log* rh-subscription-manager* \
+            rhn-systemid* rpm-db* samba-db-log* script* smolt-uuid* ssh-hostkeys* \
+            ssh-userdir* sssd-db-log* tmp-files* udev-persistent-net* user-account \
+            utmp* yum-uuid*";
+        for w in theirs.split_whitespace() {
+            let name = w.trim_end_matches('*');
+            let o = lookup(name).unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(o.default, w.ends_with('*'), "{name} default");
+            assert!(o.implemented, "{name}");
+        }
+        assert_eq!(OPERATIONS.len(), theirs.split_whitespace().count() + 1);
+        assert_eq!(OPERATIONS[0].name, "customize", "customize runs first");
     }
 }

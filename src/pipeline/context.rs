@@ -89,6 +89,8 @@ pub struct BuildContext {
     /// Concurrent conversions.
     pub jobs: usize,
     pub sysprep_removed: Vec<(String, usize)>,
+    /// Allocated bytes of the build disk before and after sysprep's trim.
+    pub sparsify: Option<crate::manifest::Sparsify>,
     pub published: Option<PathBuf>,
 }
 
@@ -125,6 +127,7 @@ impl BuildContext {
             source_disk: None,
             jobs: crate::convert::default_jobs(),
             sysprep_removed: Vec::new(),
+            sparsify: None,
             published: None,
         }
     }

@@ -245,6 +245,61 @@ impl Resolver<'_> {
             }
         };
 
+        // Customize steps: elements' first (paths relative to each element), then the recipe's.
+        let mut customize = Vec::new();
+        for el in &loaded {
+            for (i, c) in el.file.customize.iter().enumerate() {
+                let (name, arg) = c.name_and_arg();
+                if let CustomizeStep::SelinuxRelabel(false) = c {
+                    continue;
+                }
+                match crate::customize::parse(&name, &arg, &el.dir) {
+                    Ok(step) => customize.push(step),
+                    Err(m) => self
+                        .errors
+                        .push(el.doc.diag(&format!("/customize/{i}/{name}"), m)),
+                }
+            }
+        }
+        let recipe_dir = self.dir.clone();
+        for (i, c) in r.customize.iter().enumerate() {
+            let (name, arg) = c.name_and_arg();
+            if let CustomizeStep::SelinuxRelabel(false) = c {
+                continue;
+            }
+            match crate::customize::parse(&name, &arg, &recipe_dir) {
+                Ok(step) => customize.push(step),
+                Err(m) => self.err(&format!("/customize/{i}/{name}"), m),
+            }
+        }
+        let sysprep_options = crate::stages::sysprep::Options {
+            remove_user_accounts: r
+                .sysprep
+                .as_ref()
+                .map(|s| s.remove_user_accounts.clone())
+                .unwrap_or_default(),
+            keep_user_accounts: r
+                .sysprep
+                .as_ref()
+                .map(|s| s.keep_user_accounts.clone())
+                .unwrap_or_default(),
+            scripts: r
+                .sysprep
+                .as_ref()
+                .map(|s| s.scripts.clone())
+                .unwrap_or_default(),
+            customize,
+        };
+        if !sysprep_options.customize.is_empty()
+            && !sysprep.is_empty()
+            && !sysprep.contains(&"customize")
+        {
+            self.err(
+                "/customize",
+                "customize steps are given but the sysprep operation `customize` is disabled",
+            );
+        }
+
         let outputs = self.outputs(&r.outputs);
         let publish = self.publish(&r.publish);
         let templates = self.templates(&r.templates);
@@ -293,6 +348,7 @@ impl Resolver<'_> {
                 default_user: ci.default_user,
             },
             sysprep,
+            sysprep_options,
             outputs,
             publish,
             templates,

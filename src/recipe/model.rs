@@ -36,6 +36,9 @@ pub struct Recipe {
     /// What the golden image keeps for cloud-init.
     #[serde(default)]
     pub cloud_init: CloudInit,
+    /// virt-customize steps, applied in the sysprep appliance before the sysprep operations.
+    #[serde(default)]
+    pub customize: Vec<CustomizeStep>,
     /// Sysprep operations, in virt-sysprep syntax.
     #[serde(default)]
     pub sysprep: Option<Sysprep>,
@@ -260,6 +263,85 @@ pub struct Sysprep {
     /// virt-sysprep syntax: `defaults`, `op`, `+op`, `-op`, applied left to right.
     #[serde(default)]
     pub operations: Vec<String>,
+    /// user-account: remove only these accounts (default: every non-system account).
+    #[serde(default)]
+    pub remove_user_accounts: Vec<String>,
+    /// user-account: keep these accounts.
+    #[serde(default)]
+    pub keep_user_accounts: Vec<String>,
+    /// script: host shell commands run with the guest's root as working directory.
+    #[serde(default)]
+    pub scripts: Vec<String>,
+}
+
+/// One customize step: a mapping with exactly one key, the virt-customize flag name, and its
+/// argument in virt-customize's syntax (`write: "/etc/motd:Hello"`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum CustomizeStep {
+    /// FILE:CONTENT
+    Write(String),
+    /// FILE:LINE
+    AppendLine(String),
+    /// LOCALPATH:REMOTEDIR (LOCALPATH relative to the recipe)
+    CopyIn(String),
+    /// LOCALFILE:DEST (LOCALFILE relative to the recipe)
+    Upload(String),
+    /// DIR
+    Mkdir(String),
+    /// PATH (globs allowed)
+    Delete(String),
+    /// PERMISSIONS:FILE, e.g. "0755:/usr/local/bin/tool"
+    Chmod(String),
+    /// TARGET:LINK[:LINK…]
+    Link(String),
+    /// FILE
+    Touch(String),
+    /// A shell command run inside the guest.
+    RunCommand(String),
+    /// A host script (relative to the recipe) run inside the guest.
+    Run(String),
+    /// Packages to install with the guest's package manager.
+    Install(Vec<String>),
+    /// Packages to remove.
+    Uninstall(Vec<String>),
+    /// password:PW | file:FILE | random | disabled | locked[:SELECTOR] (prefer file: or
+    /// random: a recipe is not a place for clear-text passwords).
+    RootPassword(String),
+    /// USER:SELECTOR
+    Password(String),
+    /// USER:file:KEYFILE or USER:string:KEY
+    SshInject(String),
+    /// HOSTNAME
+    Hostname(String),
+    /// TIMEZONE, e.g. Europe/Paris
+    Timezone(String),
+    /// A shell command run once at first boot.
+    FirstbootCommand(String),
+    /// Relabel for SELinux (true).
+    SelinuxRelabel(bool),
+}
+
+impl CustomizeStep {
+    /// (virt-customize flag name, argument).
+    pub fn name_and_arg(&self) -> (String, String) {
+        let v = serde_json::to_value(self).unwrap_or_default();
+        let (k, v) = v
+            .as_object()
+            .and_then(|o| o.iter().next())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .unwrap_or_default();
+        let arg = match v {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            _ => String::new(),
+        };
+        (k, arg)
+    }
 }
 
 /// An output: a format name, or a mapping with options.
@@ -450,6 +532,9 @@ pub struct ElementFile {
     /// Sysprep operations (virt-sysprep syntax), applied before the recipe's.
     #[serde(default)]
     pub sysprep: Vec<String>,
+    /// Customize steps (applied before the recipe's; host paths relative to the element).
+    #[serde(default)]
+    pub customize: Vec<CustomizeStep>,
     /// cloud-init settings (the recipe's override them).
     #[serde(default)]
     pub cloud_init: CloudInit,

@@ -49,7 +49,16 @@ impl Stage<BuildContext> for CloudInitStage {
         let disk = ctx.disk.clone().context("no build disk")?;
         let tcg = super::provision::need_tcg(ctx)?;
         tracing::info!("opening the build disk with libguestfs");
-        let g = Guest::open(&disk, "qcow2", tcg)?;
+        // Package installs in customize steps need the appliance's network.
+        let g = Guest::open_with(
+            &disk,
+            "qcow2",
+            crate::guest::Launch {
+                tcg,
+                readonly: false,
+                network: crate::customize::needs_network(&ctx.plan.sysprep_options.customize),
+            },
+        )?;
         ctx.tools.libguestfs = crate::guest::version();
 
         // The provisioning script's own verdict, written inside the guest.
@@ -71,7 +80,9 @@ impl Stage<BuildContext> for CloudInitStage {
             bail!("cloud-init is not installed in the image (add the `cloud-init` element or install it in a provisioning step)");
         }
         g.write(CONFIG_PATH, config_text(&ctx.plan.cloud_init).as_bytes())?;
-        let removed = super::sysprep::run_operation(&g, "cloud-init-state")?.len();
+        let removed = super::sysprep::run_operation(&g, "cloud-init-state", &Default::default())?
+            .0
+            .len();
         // kiln's provisioning leftovers.
         g.rm_rf("/var/lib/kiln")?;
         tracing::info!(

@@ -170,6 +170,20 @@ pub fn patterns(op: &str) -> &'static [&'static str] {
     }
 }
 
+/// Arguments of the operations that take them (virt-sysprep's flags of the same names) and
+/// the customize steps of the `customize` operation.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Options {
+    /// `--remove-user-accounts`: only these (default: every non-system account).
+    pub remove_user_accounts: Vec<String>,
+    /// `--keep-user-accounts`: never these.
+    pub keep_user_accounts: Vec<String>,
+    /// `--script`: host commands run with the guest's root as working directory.
+    pub scripts: Vec<String>,
+    /// The `customize` operation's steps, in order.
+    pub customize: Vec<crate::customize::Customize>,
+}
+
 /// What an operation does to one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -179,6 +193,24 @@ pub enum Action {
     Empty(String),
     /// Create an empty file (0644) where none is.
     Create(String),
+    /// Replace a file's content (lines dropped from a config file).
+    Rewrite {
+        path: String,
+        content: Vec<u8>,
+        why: String,
+    },
+    /// Remove an account: its passwd, shadow and group entries, mail spool and home.
+    RemoveUser { name: String, home: Option<String> },
+    /// Regenerate the system CA store with the guest's own tool.
+    UpdateCaStore(String),
+    /// New random UUID for a filesystem (block-device operation).
+    NewFsUuid { device: String, fstype: String },
+    /// New random UUIDs for every LVM2 PV and VG.
+    NewLvmUuids { pvs: usize, vgs: usize },
+    /// Run host scripts against the guest's root.
+    Scripts(Vec<String>),
+    /// One customize step.
+    Customize(crate::customize::Customize),
 }
 
 impl std::fmt::Display for Action {
@@ -187,7 +219,104 @@ impl std::fmt::Display for Action {
             Action::Remove(p) => write!(f, "remove {p}"),
             Action::Empty(p) => write!(f, "empty {p}"),
             Action::Create(p) => write!(f, "create {p}"),
+            Action::Rewrite { path, why, .. } => write!(f, "edit {path} ({why})"),
+            Action::RemoveUser { name, home } => match home {
+                Some(h) => write!(f, "remove user {name} and {h}"),
+                None => write!(f, "remove user {name}"),
+            },
+            Action::UpdateCaStore(cmd) => write!(f, "run `{cmd}` in the guest"),
+            Action::NewFsUuid { device, fstype } => {
+                write!(f, "give {device} ({fstype}) a new random UUID")
+            }
+            Action::NewLvmUuids { pvs, vgs } => {
+                write!(f, "give {pvs} PV(s) and {vgs} VG(s) new random UUIDs")
+            }
+            Action::Scripts(s) => write!(f, "run {}", s.join("; ")),
+            Action::Customize(c) => write!(f, "{c}"),
         }
+    }
+}
+
+/// Operations on block devices: they run after every filesystem operation, with the
+/// filesystems unmounted (as in virt-sysprep); lvm-uuids last.
+pub const DEVICE_OPS: &[&str] = &["fs-uuids", "lvm-uuids"];
+
+/// Distributions whose `ifcfg-*` files carry HOSTNAME/HWADDR (virt-sysprep's list, plus the
+/// RHEL rebuilds libguestfs 1.48 reports under their own names).
+fn uses_ifcfg(distro: &str) -> bool {
+    rhel_family(distro)
+}
+
+/// Drop lines starting with any of `prefixes`; None when nothing changes. Like virt-sysprep,
+/// the file is rewritten with `\n` endings and a final newline.
+pub fn drop_lines(text: &str, prefixes: &[&str]) -> Option<String> {
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !prefixes.iter().any(|p| l.starts_with(p)))
+        .collect();
+    let out = kept.join("\n") + "\n";
+    (out != text).then_some(out)
+}
+
+/// Accounts `user-account` removes from a passwd file: uid within [uid_min, uid_max],
+/// in `remove` (when given) and not in `keep`.
+pub fn accounts_to_remove(
+    passwd: &str,
+    uid_min: u32,
+    uid_max: u32,
+    remove: &[String],
+    keep: &[String],
+) -> Vec<(String, String)> {
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 7 {
+                return None;
+            }
+            let uid: u32 = f[2].parse().ok()?;
+            let name = f[0].to_string();
+            let wanted = !keep.contains(&name) && (remove.is_empty() || remove.contains(&name));
+            (uid >= uid_min && uid <= uid_max && wanted).then(|| (name, f[5].to_string()))
+        })
+        .collect()
+}
+
+/// UID_MIN / UID_MAX from login.defs (shadow's defaults when absent).
+pub fn uid_range(login_defs: &str) -> (u32, u32) {
+    let get = |k: &str| {
+        login_defs.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(k)).then(|| w.next()?.parse().ok())?
+        })
+    };
+    (
+        get("UID_MIN").unwrap_or(1000),
+        get("UID_MAX").unwrap_or(60000),
+    )
+}
+
+/// Remove `user`'s line (first field) from a colon-separated database; None when absent.
+pub fn drop_entry(text: &str, user: &str) -> Option<String> {
+    let mut found = false;
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let hit = l.split(':').next() == Some(user);
+            found |= hit;
+            !hit
+        })
+        .collect();
+    found.then(|| kept.join("\n") + "\n")
+}
+
+fn ca_store_command(distro: &str) -> Option<&'static str> {
+    if rhel_family(distro) {
+        Some("update-ca-trust extract")
+    } else if ["debian", "ubuntu", "kalilinux"].contains(&distro) {
+        Some("update-ca-certificates")
+    } else {
+        None
     }
 }
 
@@ -216,13 +345,160 @@ fn rhel_family(distro: &str) -> bool {
     .contains(&distro)
 }
 
+/// `~/.ssh` of every user an ssh-inject customize step names.
+fn injected_ssh_dirs(g: &Guest, opts: &Options) -> Result<Vec<String>, GuestError> {
+    let users: Vec<&str> = opts
+        .customize
+        .iter()
+        .filter_map(|c| match c {
+            crate::customize::Customize::SshInject { user, .. } => Some(user.as_str()),
+            _ => None,
+        })
+        .collect();
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let passwd = String::from_utf8_lossy(&g.read("/etc/passwd")?).into_owned();
+    Ok(passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 7 && users.contains(&f[0]))
+                .then(|| format!("{}/.ssh", f[5].trim_end_matches('/')))
+        })
+        .collect())
+}
+
 /// What `op` would do to this guest (reads only).
-pub fn plan_operation(g: &Guest, op: &str) -> Result<Vec<Action>, GuestError> {
+pub fn plan_operation(g: &Guest, op: &str, opts: &Options) -> Result<Vec<Action>, GuestError> {
     let mut v = Vec::new();
     if RHEL_ONLY.contains(&op) && !rhel_family(&g.distro) {
         return Ok(v);
     }
     match op {
+        "customize" => v.extend(opts.customize.iter().cloned().map(Action::Customize)),
+        "script" => {
+            if !opts.scripts.is_empty() {
+                v.push(Action::Scripts(opts.scripts.clone()));
+            }
+        }
+        "net-hostname" | "net-hwaddr" => {
+            if uses_ifcfg(&g.distro) {
+                let prefixes: &[&str] = if op == "net-hostname" {
+                    &["HOSTNAME=", "DHCP_HOSTNAME="]
+                } else {
+                    &["HWADDR="]
+                };
+                for p in g.glob("/etc/sysconfig/network-scripts/ifcfg-*")? {
+                    let text = String::from_utf8_lossy(&g.read(&p)?).into_owned();
+                    if let Some(content) = drop_lines(&text, prefixes) {
+                        v.push(Action::Rewrite {
+                            path: p,
+                            content: content.into_bytes(),
+                            why: format!("drop {}", prefixes.join(", ")),
+                        });
+                    }
+                }
+            }
+        }
+        "user-account" => {
+            let defs = if g.is_file("/etc/login.defs")? {
+                String::from_utf8_lossy(&g.read("/etc/login.defs")?).into_owned()
+            } else {
+                String::new()
+            };
+            let (min, max) = uid_range(&defs);
+            let passwd = String::from_utf8_lossy(&g.read("/etc/passwd")?).into_owned();
+            for (name, home) in accounts_to_remove(
+                &passwd,
+                min,
+                max,
+                &opts.remove_user_accounts,
+                &opts.keep_user_accounts,
+            ) {
+                let home = (!home.is_empty() && home != "/").then_some(home);
+                v.push(Action::RemoveUser { name, home });
+            }
+        }
+        "ca-certificates" | "ipa-client" => {
+            let (plain, certs): (&[&str], &[&str]) = if op == "ca-certificates" {
+                (
+                    &[],
+                    &[
+                        "/etc/pki/CA/certs/*.crt",
+                        "/etc/pki/CA/crl/*.crt",
+                        "/etc/pki/CA/newcerts/*.crt",
+                        "/etc/pki/CA/private/*.key",
+                        "/etc/pki/tls/private/*.key",
+                        "/etc/pki/tls/certs/*.crt",
+                    ],
+                )
+            } else {
+                (
+                    &[
+                        "/etc/ipa/ca.crt",
+                        "/etc/ipa/default.conf",
+                        "/var/lib/ipa-client/sysrestore/*",
+                        "/var/lib/ipa-client/pki/*",
+                    ],
+                    &[
+                        "/etc/pki/ca-trust/source/anchors/ipa-ca.crt",
+                        "/usr/local/share/ca-certificates/ipa-ca.crt",
+                        "/etc/pki/ca-trust/source/ipa.p11-kit",
+                    ],
+                )
+            };
+            let keep = [
+                "/etc/pki/tls/certs/ca-bundle.crt",
+                "/etc/pki/tls/certs/ca-bundle.trust.crt",
+            ];
+            // Regular files only (virt-sysprep uses rm, which refuses directories).
+            let mut files = |pats: &[&str]| -> Result<usize, GuestError> {
+                let mut n = 0;
+                for pat in pats {
+                    for p in g.glob(pat)? {
+                        if !keep.contains(&p.as_str()) && g.is_file(&p)? {
+                            v.push(Action::Remove(p));
+                            n += 1;
+                        }
+                    }
+                }
+                Ok(n)
+            };
+            files(plain)?;
+            if files(certs)? > 0 {
+                if let Some(cmd) = ca_store_command(&g.distro) {
+                    v.push(Action::UpdateCaStore(cmd.into()));
+                }
+            }
+        }
+        "kerberos-data" => {
+            let keep = [
+                "/var/kerberos/krb5kdc/kadm5.acl",
+                "/var/kerberos/krb5kdc/kdc.conf",
+            ];
+            for p in g.glob("/var/kerberos/krb5kdc/*")? {
+                if !keep.contains(&p.as_str()) && g.is_file(&p)? {
+                    v.push(Action::Remove(p));
+                }
+            }
+        }
+        "fs-uuids" => {
+            for (device, fstype) in g.filesystems()? {
+                if ["ext2", "ext3", "ext4", "xfs", "btrfs", "swap"].contains(&fstype.as_str()) {
+                    v.push(Action::NewFsUuid { device, fstype });
+                }
+            }
+        }
+        "lvm-uuids" => {
+            let (pvs, vgs) = g.lvm();
+            if !pvs.is_empty() || !vgs.is_empty() {
+                v.push(Action::NewLvmUuids {
+                    pvs: pvs.len(),
+                    vgs: vgs.len(),
+                });
+            }
+        }
         "machine-id" => {
             // Emptied, never refilled: systemd generates a fresh one on first boot, so clones
             // never share an ID (virt-sysprep's customize step would refill it).
@@ -231,6 +507,18 @@ pub fn plan_operation(g: &Guest, op: &str) -> Result<Vec<Action>, GuestError> {
             }
             if g.exists("/var/lib/dbus/machine-id")? && !g.is_symlink("/var/lib/dbus/machine-id") {
                 v.push(Action::Remove("/var/lib/dbus/machine-id".into()));
+            }
+        }
+        "ssh-userdir" => {
+            // Keys the customize steps of this very run injected stay: removing them right
+            // after adding them (as virt-sysprep does) is never what the caller meant.
+            let injected = injected_ssh_dirs(g, opts)?;
+            for pat in patterns(op) {
+                for p in g.glob(pat)? {
+                    if !injected.contains(&p) {
+                        v.push(Action::Remove(p));
+                    }
+                }
             }
         }
         "cloud-init-state" => {
@@ -306,7 +594,10 @@ pub fn plan_operation(g: &Guest, op: &str) -> Result<Vec<Action>, GuestError> {
     Ok(v)
 }
 
-pub fn apply(g: &Guest, actions: &[Action]) -> Result<(), GuestError> {
+/// Carry out `actions`; returns report lines beyond the action itself (e.g. a random
+/// password, which is shown once).
+pub fn apply(g: &Guest, actions: &[Action]) -> Result<Vec<String>, GuestError> {
+    let mut notes = Vec::new();
     for a in actions {
         match a {
             Action::Remove(p) => g.rm_rf(p)?,
@@ -316,16 +607,172 @@ pub fn apply(g: &Guest, actions: &[Action]) -> Result<(), GuestError> {
                     g.write(p, b"")?;
                 }
             }
+            Action::Rewrite { path, content, .. } => g.write(path, content)?,
+            Action::RemoveUser { name, home } => {
+                for db in ["/etc/passwd", "/etc/shadow", "/etc/group"] {
+                    if g.is_file(db)? {
+                        let text = String::from_utf8_lossy(&g.read(db)?).into_owned();
+                        if let Some(new) = drop_entry(&text, name) {
+                            g.write(db, new.as_bytes())?;
+                        }
+                    }
+                }
+                g.rm_rf(&format!("/var/spool/mail/{name}"))?;
+                if let Some(h) = home {
+                    g.rm_rf(h)?;
+                }
+            }
+            Action::UpdateCaStore(cmd) => {
+                g.sh(cmd)?;
+            }
+            Action::NewFsUuid { device, .. } => {
+                let old = g.fs_uuid(device);
+                g.set_uuid_random(device)?;
+                notes.push(format!("{device}: {old} -> {}", g.fs_uuid(device)));
+            }
+            Action::NewLvmUuids { pvs, vgs } => g.lvm_change_uuids(*pvs > 0, *vgs > 0)?,
+            Action::Scripts(s) => g.run_host_scripts(s, std::process::Stdio::inherit())?,
+            Action::Customize(c) => notes.push(crate::customize::apply(g, c)?),
         }
     }
-    Ok(())
+    Ok(notes)
 }
 
-/// Run one operation; returns what it did.
-pub fn run_operation(g: &Guest, op: &str) -> Result<Vec<Action>, GuestError> {
-    let actions = plan_operation(g, op)?;
-    apply(g, &actions)?;
-    Ok(actions)
+/// Run one operation; returns what it did and any notes.
+pub fn run_operation(
+    g: &Guest,
+    op: &str,
+    opts: &Options,
+) -> Result<(Vec<Action>, Vec<String>), GuestError> {
+    let actions = plan_operation(g, op, opts)?;
+    let notes = apply(g, &actions)?;
+    Ok((actions, notes))
+}
+
+/// Per-operation result for reports.
+#[derive(Debug, Clone)]
+pub struct OpReport {
+    pub op: &'static str,
+    pub actions: Vec<Action>,
+    pub notes: Vec<String>,
+}
+
+/// Run `ops` (already in execution order) in one appliance: filesystem operations, then
+/// `before_devices` (fstrim/sparsify need the filesystems mounted), then the block-device
+/// operations with everything unmounted. With `dry_run`, nothing is changed and
+/// `before_devices` is not called. `each` sees every operation's report as it finishes.
+pub fn run_all(
+    g: &Guest,
+    ops: &[&'static str],
+    opts: &Options,
+    dry_run: bool,
+    cancel: &crate::process::Cancel,
+    before_devices: &mut dyn FnMut(&Guest),
+    each: &mut dyn FnMut(&OpReport),
+) -> Result<Vec<OpReport>, (String, GuestError)> {
+    let mut out = Vec::new();
+    let (devs, files): (Vec<&'static str>, Vec<&'static str>) =
+        ops.iter().partition(|o| DEVICE_OPS.contains(o));
+    let mut unmounted = false;
+    let mut uuids_before = Vec::new();
+    for (i, op) in files.iter().chain(devs.iter()).enumerate() {
+        if cancel.is_cancelled() {
+            return Err((
+                op.to_string(),
+                GuestError {
+                    disk: g.disk().to_path_buf(),
+                    op: op.to_string(),
+                    message: "interrupted".into(),
+                },
+            ));
+        }
+        let wrap = |e| (op.to_string(), e);
+        if i == files.len() && !dry_run {
+            before_devices(g);
+        }
+        let r = if dry_run {
+            OpReport {
+                op,
+                actions: plan_operation(g, op, opts).map_err(wrap)?,
+                notes: Vec::new(),
+            }
+        } else {
+            let actions = plan_operation(g, op, opts).map_err(wrap)?;
+            if DEVICE_OPS.contains(op) && !actions.is_empty() && !unmounted {
+                uuids_before = g
+                    .filesystems()
+                    .map_err(wrap)?
+                    .into_iter()
+                    .map(|(d, _)| (g.fs_uuid(&d), d))
+                    .collect();
+                g.umount_all().map_err(wrap)?;
+                unmounted = true;
+            }
+            let notes = apply(g, &actions).map_err(wrap)?;
+            OpReport { op, actions, notes }
+        };
+        each(&r);
+        out.push(r);
+    }
+    if files.len() == ops.len() && !dry_run {
+        before_devices(g);
+    }
+    if unmounted {
+        // virt-sysprep leaves fstab and the bootloader pointing at the old UUIDs (its docs
+        // say the guest will likely not boot); kiln follows the change in the files that
+        // name them.
+        let e = |e| ("fs-uuids".to_string(), e);
+        g.remount().map_err(e)?;
+        let changes: Vec<(String, String)> = uuids_before
+            .into_iter()
+            .filter(|(old, _)| !old.is_empty())
+            .filter_map(|(old, dev)| {
+                let new = g.fs_uuid(&dev);
+                (new != old && !new.is_empty()).then_some((old, new))
+            })
+            .collect();
+        if !changes.is_empty() {
+            let mut files: Vec<String> = [
+                "/etc/fstab",
+                "/etc/crypttab",
+                "/etc/kernel/cmdline",
+                "/etc/default/grub",
+                "/boot/grub/grub.cfg",
+                "/boot/grub2/grub.cfg",
+                "/etc/grub2.cfg",
+            ]
+            .map(String::from)
+            .to_vec();
+            files.extend(g.glob("/boot/loader/entries/*.conf").map_err(e)?);
+            let mut touched = Vec::new();
+            for f in files {
+                if g.is_symlink(&f) || !g.is_file(&f).map_err(e)? {
+                    continue;
+                }
+                let text = String::from_utf8_lossy(&g.read(&f).map_err(e)?).into_owned();
+                if let Some(new) = replace_uuids(&text, &changes) {
+                    g.write(&f, new.as_bytes()).map_err(e)?;
+                    touched.push(f);
+                }
+            }
+            if let Some(r) = out.iter_mut().find(|r| r.op == "fs-uuids") {
+                if !touched.is_empty() {
+                    r.notes
+                        .push(format!("updated the UUIDs in {}", touched.join(", ")));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Replace every old UUID by its new one; None when the text names none of them.
+pub fn replace_uuids(text: &str, changes: &[(String, String)]) -> Option<String> {
+    let mut out = text.to_string();
+    for (old, new) in changes {
+        out = out.replace(old.as_str(), new);
+    }
+    (out != text).then_some(out)
 }
 
 impl Stage<BuildContext> for SysprepStage {
@@ -339,20 +786,45 @@ impl Stage<BuildContext> for SysprepStage {
             .guest
             .take()
             .context("no libguestfs session from the cloud-init stage")?;
+        let disk = ctx.disk.clone().context("no build disk")?;
+        let before = crate::manifest::allocated(&disk);
         let ops = ctx.plan.sysprep.clone();
-        for op in &ops {
-            if ctx.cancel.is_cancelled() {
-                anyhow::bail!("interrupted");
-            }
-            let done = run_operation(&g, op).with_context(|| format!("sysprep operation {op}"))?;
-            tracing::info!("sysprep {op}: {} removed", done.len());
-            for a in &done {
-                tracing::debug!("sysprep {op}: {a}");
-            }
-            ctx.sysprep_removed.push((op.to_string(), done.len()));
+        let opts = ctx.plan.sysprep_options.clone();
+        let mut removed = Vec::new();
+        let result = run_all(
+            &g,
+            &ops,
+            &opts,
+            false,
+            &ctx.cancel,
+            &mut |g| g.fstrim(),
+            &mut |r| {
+                tracing::info!("sysprep {}: {} change(s)", r.op, r.actions.len());
+                for a in &r.actions {
+                    tracing::debug!("sysprep {}: {a}", r.op);
+                }
+                for n in &r.notes {
+                    tracing::info!("sysprep {}: {n}", r.op);
+                }
+                removed.push((r.op.to_string(), r.actions.len()));
+            },
+        );
+        ctx.sysprep_removed.extend(removed);
+        if let Err((op, e)) = result {
+            ctx.guest = Some(g);
+            return Err(anyhow::Error::new(e).context(format!("sysprep operation {op}")));
         }
-        g.fstrim();
         g.close().context("closing the libguestfs appliance")?;
+        let after = crate::manifest::allocated(&disk);
+        tracing::info!(
+            "sparsify: build disk allocated {} -> {}",
+            crate::progress::human_bytes(before),
+            crate::progress::human_bytes(after)
+        );
+        ctx.sparsify = Some(crate::manifest::Sparsify {
+            allocated_before: before,
+            allocated_after: after,
+        });
         Ok(())
     }
 
@@ -370,6 +842,16 @@ mod tests {
     fn every_implemented_operation_does_something() {
         for op in crate::sysprep::OPERATIONS.iter().filter(|o| o.implemented) {
             let special = [
+                "customize",
+                "script",
+                "net-hostname",
+                "net-hwaddr",
+                "user-account",
+                "ca-certificates",
+                "ipa-client",
+                "kerberos-data",
+                "fs-uuids",
+                "lvm-uuids",
                 "machine-id",
                 "cloud-init-state",
                 "backup-files",

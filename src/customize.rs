@@ -1,0 +1,912 @@
+//! virt-customize's operations, in its argument syntax (`--write FILE:CONTENT`,
+//! `--root-password password:…`), applied through libguestfs in the same appliance launch as
+//! sysprep. One parser serves `kiln sysprep` flags and a recipe's `customize:` list; host files
+//! (copy-in, upload, run, password files, ssh keys) are read when parsed, so a plan is complete
+//! before anything is launched.
+
+use std::path::{Path, PathBuf};
+
+use crate::guest::{shell_quote, Guest, GuestError};
+
+/// Names (virt-customize's flag names), argument shape and description, in the order `kiln
+/// sysprep --help` and the README list them.
+pub const OPERATIONS: &[(&str, &str, &str)] = &[
+    (
+        "write",
+        "FILE:CONTENT",
+        "Write CONTENT to FILE (no newline added)",
+    ),
+    (
+        "append-line",
+        "FILE:LINE",
+        "Append LINE to FILE, adding a line ending first if missing",
+    ),
+    (
+        "copy-in",
+        "LOCALPATH:REMOTEDIR",
+        "Copy a host file or directory (recursively) into REMOTEDIR",
+    ),
+    (
+        "upload",
+        "LOCALFILE:DEST",
+        "Upload a host file to DEST (a file, or a directory to put it in)",
+    ),
+    ("mkdir", "DIR", "Create a directory and its parents"),
+    (
+        "delete",
+        "PATH",
+        "Delete a file or directory tree (shell globs allowed)",
+    ),
+    (
+        "chmod",
+        "PERMISSIONS:FILE",
+        "Change the mode of FILE (octal, e.g. 0755)",
+    ),
+    (
+        "link",
+        "TARGET:LINK[:LINK…]",
+        "Create symbolic links LINK… pointing at TARGET",
+    ),
+    ("touch", "FILE", "Create FILE empty, or update its times"),
+    ("run-command", "CMD", "Run a shell command inside the guest"),
+    (
+        "run",
+        "SCRIPT",
+        "Upload a host script and run it inside the guest",
+    ),
+    (
+        "install",
+        "PKG,PKG…",
+        "Install packages with the guest's package manager (uses the network)",
+    ),
+    (
+        "uninstall",
+        "PKG,PKG…",
+        "Remove packages with the guest's package manager",
+    ),
+    (
+        "root-password",
+        "SELECTOR",
+        "Set root's password: password:PW, file:FILE, random, disabled, locked[:SELECTOR]",
+    ),
+    (
+        "password",
+        "USER:SELECTOR",
+        "Set USER's password (selectors as for root-password)",
+    ),
+    (
+        "ssh-inject",
+        "USER[:file:KEYFILE|:string:KEY]",
+        "Add an ssh public key to USER's authorized_keys",
+    ),
+    (
+        "hostname",
+        "HOSTNAME",
+        "Set the hostname (/etc/hostname, and /etc/hosts' 127.0.1.1 line)",
+    ),
+    (
+        "timezone",
+        "TIMEZONE",
+        "Set the time zone, e.g. Europe/Paris (must exist in the guest)",
+    ),
+    (
+        "firstboot-command",
+        "CMD",
+        "Run CMD once, as root, when the image first boots",
+    ),
+    (
+        "selinux-relabel",
+        "",
+        "Relabel files for SELinux (a no-op on guests without SELinux)",
+    ),
+];
+
+/// A password, kept out of Debug/Display output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Password {
+    Set(Secret),
+    Random,
+    /// `*`: no password login at all.
+    Disabled,
+    /// `!` before the hash: the account is locked, the password kept for later unlocking.
+    Locked(Box<Password>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Customize {
+    Write { path: String, content: String },
+    AppendLine { path: String, line: String },
+    CopyIn { local: PathBuf, dir: String },
+    Upload { local: PathBuf, dest: String },
+    Mkdir(String),
+    Delete(String),
+    Chmod { mode: u32, path: String },
+    Link { target: String, links: Vec<String> },
+    Touch(String),
+    RunCommand(String),
+    Run { script: PathBuf, content: Vec<u8> },
+    Install(Vec<String>),
+    Uninstall(Vec<String>),
+    Password { user: String, password: Password },
+    SshInject { user: String, key: String },
+    Hostname(String),
+    Timezone(String),
+    FirstbootCommand(String),
+    SelinuxRelabel,
+}
+
+impl std::fmt::Display for Customize {
+    /// What the step does, without secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Customize::Write { path, content } => {
+                write!(f, "write {path} ({} bytes)", content.len())
+            }
+            Customize::AppendLine { path, .. } => write!(f, "append a line to {path}"),
+            Customize::CopyIn { local, dir } => write!(f, "copy-in {} to {dir}", local.display()),
+            Customize::Upload { local, dest } => write!(f, "upload {} to {dest}", local.display()),
+            Customize::Mkdir(d) => write!(f, "mkdir {d}"),
+            Customize::Delete(p) => write!(f, "delete {p}"),
+            Customize::Chmod { mode, path } => write!(f, "chmod {mode:04o} {path}"),
+            Customize::Link { target, links } => {
+                write!(f, "link {} -> {target}", links.join(", "))
+            }
+            Customize::Touch(p) => write!(f, "touch {p}"),
+            Customize::RunCommand(c) => write!(f, "run-command {c}"),
+            Customize::Run { script, .. } => write!(f, "run {}", script.display()),
+            Customize::Install(p) => write!(f, "install {}", p.join(" ")),
+            Customize::Uninstall(p) => write!(f, "uninstall {}", p.join(" ")),
+            Customize::Password { user, password } => {
+                let how = match password {
+                    Password::Set(_) => "set",
+                    Password::Random => "random",
+                    Password::Disabled => "disabled",
+                    Password::Locked(_) => "locked",
+                };
+                write!(f, "password of {user}: {how}")
+            }
+            Customize::SshInject { user, .. } => write!(f, "ssh-inject a key for {user}"),
+            Customize::Hostname(h) => write!(f, "hostname {h}"),
+            Customize::Timezone(t) => write!(f, "timezone {t}"),
+            Customize::FirstbootCommand(c) => write!(f, "firstboot-command {c}"),
+            Customize::SelinuxRelabel => write!(f, "selinux-relabel"),
+        }
+    }
+}
+
+fn split2<'a>(arg: &'a str, what: &str) -> Result<(&'a str, &'a str), String> {
+    arg.split_once(':')
+        .filter(|(a, _)| !a.is_empty())
+        .ok_or_else(|| format!("expected {what}, found `{arg}`"))
+}
+
+fn abs(path: &str) -> Result<String, String> {
+    if path.starts_with('/') {
+        Ok(path.to_string())
+    } else {
+        Err(format!(
+            "expected an absolute path in the guest, found `{path}`"
+        ))
+    }
+}
+
+fn read_host(base: &Path, p: &str) -> Result<(PathBuf, Vec<u8>), String> {
+    let full = base.join(p);
+    std::fs::read(&full)
+        .map(|b| (full.clone(), b))
+        .map_err(|e| format!("cannot read {}: {e}", full.display()))
+}
+
+fn user_name(u: &str) -> Result<String, String> {
+    let ok = !u.is_empty()
+        && u.len() <= 32
+        && !u.starts_with('-')
+        && u.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(u.to_string())
+    } else {
+        Err(format!("`{u}` is not a valid user name"))
+    }
+}
+
+fn password_selector(sel: &str, base: &Path) -> Result<Password, String> {
+    match sel.split_once(':').unwrap_or((sel, "")) {
+        ("password", pw) if !pw.is_empty() => Ok(Password::Set(Secret(pw.to_string()))),
+        ("file", f) if !f.is_empty() => {
+            let (_, b) = read_host(base, f)?;
+            let text = String::from_utf8(b).map_err(|_| format!("{f} is not UTF-8 text"))?;
+            let pw = text.lines().next().unwrap_or("").to_string();
+            if pw.is_empty() {
+                return Err(format!("the password file {f} is empty"));
+            }
+            Ok(Password::Set(Secret(pw)))
+        }
+        ("random", "") => Ok(Password::Random),
+        ("disabled", "") => Ok(Password::Disabled),
+        ("locked", "") => Ok(Password::Locked(Box::new(Password::Disabled))),
+        ("locked", rest) => match password_selector(rest, base)? {
+            Password::Locked(_) => Err("`locked:locked` makes no sense".into()),
+            inner => Ok(Password::Locked(Box::new(inner))),
+        },
+        _ => Err(
+            "expected a password selector: password:PASSWORD, file:FILENAME, random, disabled \
+             or locked[:SELECTOR]"
+                .to_string(),
+        ),
+    }
+}
+
+fn packages(arg: &str) -> Result<Vec<String>, String> {
+    let v: Vec<String> = arg
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if v.is_empty() {
+        return Err("expected one or more package names, comma-separated".into());
+    }
+    for p in &v {
+        if !p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.:_=~".contains(c))
+        {
+            return Err(format!("`{p}` is not a valid package name"));
+        }
+    }
+    Ok(v)
+}
+
+/// Parse one operation in virt-customize's syntax. Host paths are relative to `base`.
+pub fn parse(name: &str, arg: &str, base: &Path) -> Result<Customize, String> {
+    let nonempty = |what: &str| -> Result<String, String> {
+        if arg.is_empty() {
+            Err(format!("expected {what}"))
+        } else {
+            Ok(arg.to_string())
+        }
+    };
+    Ok(match name {
+        "write" => {
+            let (p, c) = split2(arg, "FILE:CONTENT")?;
+            Customize::Write {
+                path: abs(p)?,
+                content: c.to_string(),
+            }
+        }
+        "append-line" => {
+            let (p, l) = split2(arg, "FILE:LINE")?;
+            Customize::AppendLine {
+                path: abs(p)?,
+                line: l.to_string(),
+            }
+        }
+        "copy-in" => {
+            let (l, d) = split2(arg, "LOCALPATH:REMOTEDIR")?;
+            let local = base.join(l);
+            if !local.exists() {
+                return Err(format!("{} does not exist", local.display()));
+            }
+            Customize::CopyIn {
+                local,
+                dir: abs(d)?,
+            }
+        }
+        "upload" => {
+            let (l, d) = split2(arg, "LOCALFILE:DEST")?;
+            let local = base.join(l);
+            if !local.is_file() {
+                return Err(format!("{} is not a file", local.display()));
+            }
+            Customize::Upload {
+                local,
+                dest: abs(d)?,
+            }
+        }
+        "mkdir" => Customize::Mkdir(abs(&nonempty("DIR")?)?),
+        "delete" => Customize::Delete(abs(&nonempty("PATH")?)?),
+        "touch" => Customize::Touch(abs(&nonempty("FILE")?)?),
+        "chmod" => {
+            let (m, p) = split2(arg, "PERMISSIONS:FILE")?;
+            let mode = u32::from_str_radix(m, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .ok_or_else(|| format!("expected octal permissions like 0755, found `{m}`"))?;
+            Customize::Chmod {
+                mode,
+                path: abs(p)?,
+            }
+        }
+        "link" => {
+            let mut parts = arg.split(':');
+            let target = parts.next().unwrap_or("").to_string();
+            let links = parts.map(abs).collect::<Result<Vec<_>, _>>()?;
+            if target.is_empty() || links.is_empty() {
+                return Err(format!("expected TARGET:LINK[:LINK…], found `{arg}`"));
+            }
+            Customize::Link { target, links }
+        }
+        "run-command" => Customize::RunCommand(nonempty("a command")?),
+        "firstboot-command" => Customize::FirstbootCommand(nonempty("a command")?),
+        "run" => {
+            let (script, content) = read_host(base, &nonempty("a script path")?)?;
+            Customize::Run { script, content }
+        }
+        "install" => Customize::Install(packages(arg)?),
+        "uninstall" => Customize::Uninstall(packages(arg)?),
+        "root-password" => Customize::Password {
+            user: "root".into(),
+            password: password_selector(arg, base)?,
+        },
+        "password" => {
+            let (u, sel) = split2(arg, "USER:SELECTOR")?;
+            Customize::Password {
+                user: user_name(u)?,
+                password: password_selector(sel, base)?,
+            }
+        }
+        "ssh-inject" => {
+            let (user, sel) = arg.split_once(':').unwrap_or((arg, ""));
+            let user = user_name(user)?;
+            let key = match sel.split_once(':').unwrap_or((sel, "")) {
+                ("file", f) if !f.is_empty() => {
+                    let (_, b) = read_host(base, f)?;
+                    String::from_utf8_lossy(&b).trim().to_string()
+                }
+                ("string", k) if !k.is_empty() => k.trim().to_string(),
+                ("", "") => {
+                    return Err(
+                        "expected USER:file:KEYFILE or USER:string:KEY (kiln does not guess \
+                         the caller's keys)"
+                            .into(),
+                    )
+                }
+                _ => {
+                    return Err(format!(
+                        "expected file:KEYFILE or string:KEY, found `{sel}`"
+                    ))
+                }
+            };
+            if !key.starts_with("ssh-") && !key.starts_with("ecdsa-") && !key.starts_with("sk-") {
+                return Err("the key does not look like an ssh public key (ssh-ed25519 …)".into());
+            }
+            Customize::SshInject { user, key }
+        }
+        "hostname" => {
+            let h = nonempty("a hostname")?;
+            let valid = h.len() <= 253
+                && h.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && !l.starts_with('-')
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !valid {
+                return Err(format!("`{h}` is not a valid hostname"));
+            }
+            Customize::Hostname(h)
+        }
+        "timezone" => {
+            let t = nonempty("a time zone such as Europe/Paris")?;
+            if t.starts_with('/') || t.contains("..") {
+                return Err(format!("`{t}` is not a time zone name"));
+            }
+            Customize::Timezone(t)
+        }
+        "selinux-relabel" => Customize::SelinuxRelabel,
+        other => {
+            let hint = crate::recipe::suggest(other, OPERATIONS.iter().map(|o| o.0))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(format!("unknown customize operation `{other}`{hint}"));
+        }
+    })
+}
+
+impl serde::Serialize for Customize {
+    /// As its description: plans and manifests never carry file contents or secrets.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// Whether any step needs the appliance's network.
+pub fn needs_network(steps: &[Customize]) -> bool {
+    steps
+        .iter()
+        .any(|s| matches!(s, Customize::Install(_) | Customize::Uninstall(_)))
+}
+
+fn random_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    random_bytes(16)
+        .into_iter()
+        .map(|b| ALPHABET[b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("reading /dev/urandom");
+    buf
+}
+
+/// SHA-512 crypt(3) hash, as passwd(1) writes them.
+pub fn hash_password(pw: &str) -> String {
+    use sha_crypt::{PasswordHasher, ShaCrypt};
+    ShaCrypt::SHA512
+        .hash_password_with_salt(pw.as_bytes(), &random_bytes(12))
+        .expect("sha512-crypt")
+        .to_string()
+}
+
+/// The shadow(5) password field for `p`; a random password is returned for the caller to show.
+fn shadow_field(p: &Password) -> (String, Option<String>) {
+    match p {
+        Password::Set(Secret(pw)) => (hash_password(pw), None),
+        Password::Random => {
+            let pw = random_password();
+            (hash_password(&pw), Some(pw))
+        }
+        Password::Disabled => ("*".into(), None),
+        Password::Locked(inner) => {
+            let (f, shown) = shadow_field(inner);
+            (format!("!{f}"), shown)
+        }
+    }
+}
+
+/// Replace field 2 of `user`'s line in a shadow file; None when the user has no line.
+pub fn set_shadow_password(shadow: &str, user: &str, field: &str) -> Option<String> {
+    let mut found = false;
+    let out: Vec<String> = shadow
+        .lines()
+        .map(|l| {
+            let mut parts: Vec<&str> = l.split(':').collect();
+            if parts.len() >= 2 && parts[0] == user {
+                found = true;
+                parts[1] = field;
+                parts.join(":")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    found.then(|| out.join("\n") + "\n")
+}
+
+/// (uid, gid, home) of `user` from the guest's /etc/passwd.
+fn passwd_entry(g: &Guest, user: &str) -> Result<Option<(i64, i64, String)>, GuestError> {
+    let passwd = String::from_utf8_lossy(&g.read("/etc/passwd")?).into_owned();
+    Ok(passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 7 && f[0] == user).then(|| {
+            (
+                f[2].parse().unwrap_or(0),
+                f[3].parse().unwrap_or(0),
+                f[5].to_string(),
+            )
+        })
+    }))
+}
+
+fn guest_err(g: &Guest, op: &str, message: String) -> GuestError {
+    GuestError {
+        disk: g.disk().to_path_buf(),
+        op: op.into(),
+        message,
+    }
+}
+
+/// Package manager command lines for the guest (virt-customize's choices).
+pub fn package_command(pm: &str, install: bool, pkgs: &[String]) -> Option<String> {
+    let list = pkgs
+        .iter()
+        .map(|p| shell_quote(p))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(match (pm, install) {
+        ("apt", true) => format!(
+            "export DEBIAN_FRONTEND=noninteractive; apt-get -q update && \
+             apt-get -q -y -o Dpkg::Options::=--force-confnew install {list}"
+        ),
+        ("apt", false) => {
+            format!("export DEBIAN_FRONTEND=noninteractive; apt-get -q -y remove {list}")
+        }
+        ("dnf", true) => format!("dnf -y --setopt=install_weak_deps=False install {list}"),
+        ("dnf", false) => format!("dnf -y remove {list}"),
+        ("yum", true) => format!("yum -y install {list}"),
+        ("yum", false) => format!("yum -y remove {list}"),
+        ("zypper", true) => format!("zypper -n in -l {list}"),
+        ("zypper", false) => format!("zypper -n rm {list}"),
+        _ => return None,
+    })
+}
+
+const FIRSTBOOT_UNIT: &str = "[Unit]
+Description=kiln firstboot commands
+After=network.target
+ConditionPathExistsGlob=/usr/lib/kiln/firstboot/scripts/*
+
+[Service]
+Type=oneshot
+ExecStart=/usr/lib/kiln/firstboot/run
+RemainAfterExit=yes
+StandardOutput=journal+console
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// Runs each script once, in name order, and moves it to done/ whatever its result.
+const FIRSTBOOT_RUNNER: &str = "#!/bin/sh
+d=/usr/lib/kiln/firstboot
+mkdir -p $d/done
+for s in $d/scripts/*; do
+  [ -f \"$s\" ] || continue
+  echo \"kiln-firstboot: running $s\"
+  sh \"$s\" 2>&1 | tee -a /var/log/kiln-firstboot.log
+  mv \"$s\" $d/done/
+done
+";
+
+/// Apply one step; returns what it did, for the report (never a secret, except a random
+/// password, which the caller must show once or it is lost).
+pub fn apply(g: &Guest, step: &Customize) -> Result<String, GuestError> {
+    let op = step.to_string();
+    let fail = |m: String| guest_err(g, &op, m);
+    match step {
+        Customize::Write { path, content } => {
+            g.write(path, content.as_bytes())?;
+            Ok(format!("wrote {path}"))
+        }
+        Customize::AppendLine { path, line } => {
+            let old = if g.exists(path)? {
+                g.read(path)?
+            } else {
+                Vec::new()
+            };
+            // Keep the file's own line ending (CRLF files stay CRLF).
+            let eol: &[u8] = if old.windows(2).any(|w| w == b"\r\n") {
+                b"\r\n"
+            } else {
+                b"\n"
+            };
+            let mut add = Vec::new();
+            if !old.is_empty() && !old.ends_with(b"\n") {
+                add.extend_from_slice(eol);
+            }
+            add.extend_from_slice(line.as_bytes());
+            add.extend_from_slice(eol);
+            if old.is_empty() && !g.exists(path)? {
+                g.write(path, &add)?;
+            } else {
+                g.append(path, &add)?;
+            }
+            Ok(format!("appended a line to {path}"))
+        }
+        Customize::CopyIn { local, dir } => {
+            g.mkdir_p(dir)?;
+            g.copy_in(local, dir)?;
+            Ok(format!("copied {} into {dir}", local.display()))
+        }
+        Customize::Upload { local, dest } => {
+            let target = if g.is_dir(dest) {
+                let name = local
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                format!("{}/{name}", dest.trim_end_matches('/'))
+            } else {
+                dest.clone()
+            };
+            g.upload(local, &target)?;
+            Ok(format!("uploaded {} to {target}", local.display()))
+        }
+        Customize::Mkdir(d) => {
+            g.mkdir_p(d)?;
+            Ok(format!("created {d}"))
+        }
+        Customize::Delete(p) => {
+            let hits = g.glob(p)?;
+            for h in &hits {
+                g.rm_rf(h)?;
+            }
+            Ok(format!("deleted {} path(s) matching {p}", hits.len()))
+        }
+        Customize::Chmod { mode, path } => {
+            g.chmod(*mode, path)?;
+            Ok(format!("chmod {mode:04o} {path}"))
+        }
+        Customize::Link { target, links } => {
+            for l in links {
+                g.ln_sf(target, l)?;
+            }
+            Ok(format!("linked {} to {target}", links.join(", ")))
+        }
+        Customize::Touch(p) => {
+            g.touch(p)?;
+            Ok(format!("touched {p}"))
+        }
+        Customize::RunCommand(c) => {
+            let out = g.sh(c)?;
+            log_output(&out);
+            Ok(format!("ran `{c}`"))
+        }
+        Customize::Run { script, content } => {
+            let tmp = format!("/tmp/kiln-customize-{}.sh", hex::encode(random_bytes(6)));
+            g.write(&tmp, content)?;
+            g.chmod(0o755, &tmp)?;
+            let res = g.sh(&tmp);
+            let _ = g.rm_rf(&tmp);
+            log_output(&res?);
+            Ok(format!("ran {}", script.display()))
+        }
+        Customize::Install(pkgs) | Customize::Uninstall(pkgs) => {
+            let install = matches!(step, Customize::Install(_));
+            let cmd = package_command(&g.package_management, install, pkgs).ok_or_else(|| {
+                fail(format!(
+                    "kiln cannot drive the package manager `{}` of this guest",
+                    g.package_management
+                ))
+            })?;
+            let out = g.sh(&cmd)?;
+            log_output(&out);
+            Ok(format!(
+                "{} {}",
+                if install { "installed" } else { "removed" },
+                pkgs.join(" ")
+            ))
+        }
+        Customize::Password { user, password } => {
+            let (field, shown) = shadow_field(password);
+            let shadow = String::from_utf8_lossy(&g.read("/etc/shadow")?).into_owned();
+            let new = set_shadow_password(&shadow, user, &field)
+                .ok_or_else(|| fail(format!("the guest has no user `{user}` in /etc/shadow")))?;
+            g.write("/etc/shadow", new.as_bytes())?;
+            Ok(match shown {
+                Some(pw) => format!("set a random password for {user}: {pw}"),
+                None => format!("set the password of {user}"),
+            })
+        }
+        Customize::SshInject { user, key } => {
+            let (uid, gid, home) = passwd_entry(g, user)?
+                .ok_or_else(|| fail(format!("the guest has no user `{user}`")))?;
+            let dir = format!("{}/.ssh", home.trim_end_matches('/'));
+            let file = format!("{dir}/authorized_keys");
+            if !g.exists(&dir)? {
+                g.mkdir_p(&dir)?;
+                g.chmod(0o700, &dir)?;
+                g.chown(uid, gid, &dir)?;
+            }
+            let existing = if g.exists(&file)? {
+                String::from_utf8_lossy(&g.read(&file)?).into_owned()
+            } else {
+                String::new()
+            };
+            if existing.lines().any(|l| l.trim() == key) {
+                return Ok(format!("{file} already has the key"));
+            }
+            let mut text = existing;
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(key);
+            text.push('\n');
+            g.write(&file, text.as_bytes())?;
+            g.chmod(0o600, &file)?;
+            g.chown(uid, gid, &file)?;
+            Ok(format!("added a key to {file}"))
+        }
+        Customize::Hostname(h) => {
+            let short = h.split('.').next().unwrap_or(h);
+            let old = if g.exists("/etc/hostname")? {
+                String::from_utf8_lossy(&g.read("/etc/hostname")?)
+                    .trim()
+                    .to_string()
+            } else {
+                String::new()
+            };
+            g.write("/etc/hostname", format!("{h}\n").as_bytes())?;
+            // Debian-style 127.0.1.1 line names the host for tools that resolve it.
+            if g.exists("/etc/hosts")? {
+                let hosts = String::from_utf8_lossy(&g.read("/etc/hosts")?).into_owned();
+                let names = if short == h {
+                    h.to_string()
+                } else {
+                    format!("{h} {short}")
+                };
+                let mut seen = false;
+                let mut lines: Vec<String> = hosts
+                    .lines()
+                    .map(|l| {
+                        if l.split_whitespace().next() == Some("127.0.1.1") {
+                            seen = true;
+                            format!("127.0.1.1\t{names}")
+                        } else {
+                            l.to_string()
+                        }
+                    })
+                    .collect();
+                if !seen && g.distro != "unknown" && !old.is_empty() {
+                    lines.push(format!("127.0.1.1\t{names}"));
+                }
+                g.write("/etc/hosts", (lines.join("\n") + "\n").as_bytes())?;
+            }
+            Ok(format!("hostname set to {h}"))
+        }
+        Customize::Timezone(t) => {
+            let zone = format!("/usr/share/zoneinfo/{t}");
+            if !g.is_file(&zone)? {
+                return Err(fail(format!("the guest has no time zone {t} ({zone})")));
+            }
+            g.rm_rf("/etc/localtime")?;
+            g.ln_sf(&zone, "/etc/localtime")?;
+            if g.exists("/etc/timezone")? || g.distro == "debian" || g.distro == "ubuntu" {
+                g.write("/etc/timezone", format!("{t}\n").as_bytes())?;
+            }
+            Ok(format!("time zone set to {t}"))
+        }
+        Customize::FirstbootCommand(c) => {
+            let dir = "/usr/lib/kiln/firstboot";
+            g.mkdir_p(&format!("{dir}/scripts"))?;
+            let n = g.glob(&format!("{dir}/scripts/*"))?.len();
+            let script = format!("{dir}/scripts/{n:04}-command");
+            g.write(&script, format!("#!/bin/sh\n{c}\n").as_bytes())?;
+            g.chmod(0o755, &script)?;
+            g.write(&format!("{dir}/run"), FIRSTBOOT_RUNNER.as_bytes())?;
+            g.chmod(0o755, &format!("{dir}/run"))?;
+            let unit = "/etc/systemd/system/kiln-firstboot.service";
+            g.write(unit, FIRSTBOOT_UNIT.as_bytes())?;
+            g.mkdir_p("/etc/systemd/system/multi-user.target.wants")?;
+            g.ln_sf(
+                unit,
+                "/etc/systemd/system/multi-user.target.wants/kiln-firstboot.service",
+            )?;
+            Ok(format!("{script} runs at first boot"))
+        }
+        Customize::SelinuxRelabel => {
+            let cfg = "/etc/selinux/config";
+            if !g.is_file(cfg)? {
+                return Ok("no SELinux in the guest: nothing to relabel".into());
+            }
+            let text = String::from_utf8_lossy(&g.read(cfg)?).into_owned();
+            let get = |k: &str| {
+                text.lines()
+                    .find_map(|l| l.trim().strip_prefix(&format!("{k}=")))
+                    .map(|v| v.trim().trim_matches('"').to_string())
+            };
+            if get("SELINUX").as_deref() == Some("disabled") {
+                return Ok("SELinux is disabled in the guest: nothing to relabel".into());
+            }
+            let ty = get("SELINUXTYPE").unwrap_or_else(|| "targeted".into());
+            let spec = format!("/etc/selinux/{ty}/contexts/files/file_contexts");
+            if g.is_file(&spec)? {
+                g.selinux_relabel(&spec)?;
+                Ok(format!("relabelled with {spec}"))
+            } else {
+                // Without the policy's file contexts, let the guest relabel on its next boot.
+                g.touch("/.autorelabel")?;
+                Ok("created /.autorelabel (relabel on first boot)".into())
+            }
+        }
+    }
+}
+
+fn log_output(out: &str) {
+    for l in out.lines() {
+        tracing::debug!("customize: {l}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(name: &str, arg: &str) -> Result<Customize, String> {
+        parse(name, arg, Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn parses_virt_customize_syntax() {
+        assert_eq!(
+            p("write", "/etc/motd:hello: world").unwrap(),
+            Customize::Write {
+                path: "/etc/motd".into(),
+                content: "hello: world".into()
+            }
+        );
+        assert_eq!(
+            p("chmod", "0750:/opt/x").unwrap(),
+            Customize::Chmod {
+                mode: 0o750,
+                path: "/opt/x".into()
+            }
+        );
+        assert_eq!(
+            p("link", "/usr/bin/vim:/usr/bin/vi:/usr/local/bin/vi").unwrap(),
+            Customize::Link {
+                target: "/usr/bin/vim".into(),
+                links: vec!["/usr/bin/vi".into(), "/usr/local/bin/vi".into()]
+            }
+        );
+        assert_eq!(
+            p("install", "tree, htop").unwrap(),
+            Customize::Install(vec!["tree".into(), "htop".into()])
+        );
+        assert_eq!(
+            p("root-password", "locked:disabled").unwrap(),
+            Customize::Password {
+                user: "root".into(),
+                password: Password::Locked(Box::new(Password::Disabled))
+            }
+        );
+    }
+
+    #[test]
+    fn bad_arguments_say_what_was_expected() {
+        for (name, arg, want) in [
+            ("write", "nocolon", "FILE:CONTENT"),
+            ("write", "relative:x", "absolute path"),
+            ("chmod", "999:/x", "octal"),
+            ("root-password", "secret", "password selector"),
+            ("password", "bob:random:x", "password selector"),
+            ("install", "", "package"),
+            ("install", "a;rm -rf /", "not a valid package"),
+            ("hostname", "-bad", "not a valid hostname"),
+            ("ssh-inject", "root", "file:KEYFILE"),
+            ("ssh-inject", "root:string:hello", "ssh public key"),
+            ("upload", "missing:/x", "not a file"),
+            ("wirte", "/x:y", "did you mean `write`"),
+            ("timezone", "../../etc/passwd", "not a time zone"),
+        ] {
+            let e = p(name, arg).unwrap_err();
+            assert!(e.contains(want), "{name} {arg}: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_display() {
+        let s = p("root-password", "password:hunter2").unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!s.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn shadow_line_replaced_only_for_the_user() {
+        let shadow = "root:*:19000:0:99999:7:::\nbob:!:19000:0:99999:7:::\n";
+        let out = set_shadow_password(shadow, "bob", "$6$x$y").unwrap();
+        assert_eq!(
+            out,
+            "root:*:19000:0:99999:7:::\nbob:$6$x$y:19000:0:99999:7:::\n"
+        );
+        assert!(set_shadow_password(shadow, "eve", "x").is_none());
+    }
+
+    #[test]
+    fn password_hash_is_sha512_crypt() {
+        let h = hash_password("pw");
+        assert!(h.starts_with("$6$"), "{h}");
+        assert_ne!(h, hash_password("pw"), "salted");
+    }
+
+    #[test]
+    fn package_commands_quote_names() {
+        let c = package_command("apt", true, &["tree".into()]).unwrap();
+        assert!(c.contains("install 'tree'"), "{c}");
+        assert!(package_command("pacman", true, &["x".into()]).is_none());
+    }
+}
