@@ -545,11 +545,20 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
     });
     stages.push(PlannedStage {
         name: "sysprep",
-        inputs: serde_json::json!({ "operations": plan.sysprep }),
-        commands: vec![format!(
-            "libguestfs (same launch): {}; fstrim",
-            plan.sysprep.join(", ")
-        )],
+        inputs: serde_json::json!({
+            "operations": plan.sysprep,
+            "options": plan.sysprep_options,
+        }),
+        commands: plan
+            .sysprep_options
+            .customize
+            .iter()
+            .map(|c| format!("customize: {c}"))
+            .chain(std::iter::once(format!(
+                "libguestfs (same launch): {}; fstrim",
+                plan.sysprep.join(", ")
+            )))
+            .collect(),
     });
     stages.push(PlannedStage {
         name: "undefine",

@@ -387,7 +387,21 @@ impl Guest {
         self.g.vfs_uuid(device).unwrap_or_default()
     }
 
-    pub fn set_uuid_random(&self, device: &str) -> Result<(), GuestError> {
+    /// New random filesystem UUID. ext2/3/4 with metadata checksums only accept one after a
+    /// full check (tune2fs refuses otherwise, which is why virt-sysprep's fs-uuids often just
+    /// warns), so those are checked first.
+    pub fn set_uuid_random(&self, device: &str, fstype: &str) -> Result<(), GuestError> {
+        if fstype.starts_with("ext") {
+            self.g
+                .e2fsck(
+                    device,
+                    guestfs::E2fsckOptArgs {
+                        correct: Some(true),
+                        forceall: None,
+                    },
+                )
+                .map_err(self.e(format!("e2fsck {device}")))?;
+        }
         self.g
             .set_uuid_random(device)
             .map_err(self.e(format!("set_uuid_random {device}")))

@@ -217,14 +217,69 @@ fn sysprep_lists_operations_like_virt_sysprep() {
     let out = kiln(&["sysprep", "--list-operations"], root());
     assert_eq!(out.status.code(), Some(0));
     let t = text(&out.stdout);
-    assert_eq!(t.lines().count(), 43, "{t}");
+    // virt-sysprep 1.48's 43 operations plus kiln's cloud-init-state.
+    assert_eq!(t.lines().count(), 44, "{t}");
     assert!(t.lines().any(|l| l.starts_with("machine-id * ")));
     assert!(t.lines().any(|l| l.starts_with("cloud-init-state * ")));
     assert!(t.lines().any(|l| l.starts_with("user-account   ")));
+    assert!(t.lines().any(|l| l.starts_with("customize * ")));
+    assert!(!t.contains("not implemented"), "{t}");
+}
+
+#[test]
+fn bad_customize_steps_in_recipes_are_positioned_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("c.yaml");
+    std::fs::write(
+        &bad,
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\ncustomize:\n  - write: /etc/motd\n  - chmod: \"9:/x\"\n  - upload: \"nothere.txt:/root\"\n",
+    )
+    .unwrap();
+    let out = kiln(&["validate", bad.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    for needle in [
+        "c.yaml:5:12: expected FILE:CONTENT",
+        "c.yaml:6:12: expected octal permissions",
+        "c.yaml:7:13:",
+        "nothere.txt is not a file",
+        "3 errors found",
+    ] {
+        assert!(err.contains(needle), "{needle} missing from:\n{err}");
+    }
+    // A misspelt step name is a schema error with a suggestion.
+    std::fs::write(
+        &bad,
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\ncustomize:\n  - root-pasword: random\n",
+    )
+    .unwrap();
+    let out = kiln(&["validate", bad.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        !t.contains("customize"),
-        "kiln has no customize operation that refills machine-id"
+        text(&out.stderr)
+            .contains("c.yaml:5:5: unknown key `root-pasword` (did you mean `root-password`?)"),
+        "{}",
+        text(&out.stderr)
     );
+}
+
+#[test]
+fn plan_shows_customize_steps_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("p.yaml");
+    std::fs::write(
+        &r,
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\ncustomize:\n  - root-password: \"password:hunter2\"\n  - hostname: web1\n",
+    )
+    .unwrap();
+    for fmt in ["text", "json"] {
+        let out = kiln(&["plan", r.to_str().unwrap(), "--format", fmt], dir.path());
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let t = text(&out.stdout);
+        assert!(t.contains("password of root: set"), "{t}");
+        assert!(t.contains("hostname web1"), "{t}");
+        assert!(!t.contains("hunter2"), "secret in plan output: {t}");
+    }
 }
 
 #[test]
@@ -243,8 +298,24 @@ fn sysprep_rejects_bad_input_with_exit_2() {
             "did you mean `logfiles`",
         ),
         (
-            vec!["sysprep", "-a", "x.qcow2", "--enable", "user-account"],
-            "not implemented",
+            vec!["sysprep", "-a", "x.qcow2", "--write", "relative:x"],
+            "--write: expected an absolute path",
+        ),
+        (
+            vec!["sysprep", "-a", "x.qcow2", "--root-password", "hunter2"],
+            "password selector",
+        ),
+        (
+            vec![
+                "sysprep",
+                "-a",
+                "x.qcow2",
+                "--enable",
+                "tmp-files",
+                "--keep-user-accounts",
+                "bob",
+            ],
+            "`user-account` operation is not enabled",
         ),
         (vec!["sysprep"], "required"),
     ] {

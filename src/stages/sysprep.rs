@@ -375,6 +375,10 @@ pub fn plan_operation(g: &Guest, op: &str, opts: &Options) -> Result<Vec<Action>
     if RHEL_ONLY.contains(&op) && !rhel_family(&g.distro) {
         return Ok(v);
     }
+    // yum's UUID matters only where yum is the package manager (RHEL 8+ use dnf).
+    if op == "yum-uuid" && g.package_management != "yum" {
+        return Ok(v);
+    }
     match op {
         "customize" => v.extend(opts.customize.iter().cloned().map(Action::Customize)),
         "script" => {
@@ -577,7 +581,14 @@ pub fn plan_operation(g: &Guest, op: &str, opts: &Options) -> Result<Vec<Action>
             }
         }
         "package-manager-cache" => {
-            for pat in patterns(op) {
+            // Only the cache of the guest's own package manager (as virt-sysprep).
+            let pm = g.package_management.as_str();
+            for pat in patterns(op).iter().filter(|p| {
+                (pm == "apt" && p.contains("/apt/"))
+                    || (pm == "dnf" && p.contains("/dnf/"))
+                    || (pm == "yum" && p.contains("/yum/"))
+                    || (pm == "zypper" && p.contains("/zypp"))
+            }) {
                 for p in g.glob(pat)? {
                     if g.is_file(&p)? {
                         v.push(Action::Remove(p));
@@ -622,12 +633,13 @@ pub fn apply(g: &Guest, actions: &[Action]) -> Result<Vec<String>, GuestError> {
                     g.rm_rf(h)?;
                 }
             }
-            Action::UpdateCaStore(cmd) => {
-                g.sh(cmd)?;
-            }
-            Action::NewFsUuid { device, .. } => {
+            // Once, after every filesystem operation (see run_all), as virt-sysprep does: a
+            // store rebuilt between ca-certificates and ipa-client would keep links to the
+            // IPA certificate removed afterwards.
+            Action::UpdateCaStore(_) => {}
+            Action::NewFsUuid { device, fstype } => {
                 let old = g.fs_uuid(device);
-                g.set_uuid_random(device)?;
+                g.set_uuid_random(device, fstype)?;
                 notes.push(format!("{device}: {old} -> {}", g.fs_uuid(device)));
             }
             Action::NewLvmUuids { pvs, vgs } => g.lvm_change_uuids(*pvs > 0, *vgs > 0)?,
@@ -688,6 +700,7 @@ pub fn run_all(
         }
         let wrap = |e| (op.to_string(), e);
         if i == files.len() && !dry_run {
+            update_ca_store(g, &out).map_err(wrap)?;
             before_devices(g);
         }
         let r = if dry_run {
@@ -715,6 +728,7 @@ pub fn run_all(
         out.push(r);
     }
     if files.len() == ops.len() && !dry_run {
+        update_ca_store(g, &out).map_err(|e| ("ca-certificates".to_string(), e))?;
         before_devices(g);
     }
     if unmounted {
@@ -764,6 +778,18 @@ pub fn run_all(
         }
     }
     Ok(out)
+}
+
+/// Run the CA store update some operation asked for, once.
+fn update_ca_store(g: &Guest, done: &[OpReport]) -> Result<(), GuestError> {
+    let cmd = done.iter().flat_map(|r| &r.actions).find_map(|a| match a {
+        Action::UpdateCaStore(c) => Some(c.clone()),
+        _ => None,
+    });
+    if let Some(cmd) = cmd {
+        g.sh(&cmd)?;
+    }
+    Ok(())
 }
 
 /// Replace every old UUID by its new one; None when the text names none of them.
