@@ -183,6 +183,27 @@ impl Guest {
     fn try_open(disk: &Path, format: &str, opts: Launch) -> Result<Guest, GuestError> {
         let ge = |op: &str| ge(disk, op);
         let g = Self::launch(disk, format, opts)?;
+        // libguestfs's inspect_os costs ~5 s under TCG (it loads augeas); reading os-release
+        // and fstab directly takes a fraction of that. Anything unusual falls back to it.
+        if let Some(found) = quick_inspect(&g) {
+            for (mp, dev) in &found.mounts {
+                g.mount(dev, mp)
+                    .map_err(ge(&format!("mounting {dev} on {mp}")))?;
+            }
+            tracing::debug!(
+                "inspected {} ({}): {:?}",
+                found.distro,
+                found.package_management,
+                found.mounts
+            );
+            return Ok(Guest {
+                g,
+                disk: disk.to_path_buf(),
+                distro: found.distro,
+                package_management: found.package_management,
+                mounts: found.mounts,
+            });
+        }
         let roots = g.inspect_os().map_err(ge("inspect_os"))?;
         let root = match roots.as_slice() {
             [r] => r.clone(),
@@ -524,7 +545,172 @@ impl Guest {
     }
 }
 
+struct Found {
+    distro: String,
+    package_management: String,
+    mounts: Vec<(String, String)>,
+}
+
+/// Find the root filesystem (the one with /etc/os-release and /etc/fstab), name the
+/// distribution as libguestfs would, and resolve fstab's filesystems to devices. None (use
+/// inspect_os) for anything it does not know for sure: unknown distributions, btrfs
+/// subvolumes, device names it cannot resolve, several roots.
+fn quick_inspect(g: &Handle) -> Option<Found> {
+    let mut fss: Vec<(String, String)> = g.list_filesystems().ok()?.into_iter().collect();
+    fss.sort();
+    let mut roots = Vec::new();
+    for (dev, ty) in &fss {
+        if !["ext2", "ext3", "ext4", "xfs"].contains(&ty.as_str()) || g.mount_ro(dev, "/").is_err()
+        {
+            continue;
+        }
+        // /etc/os-release is usually a symlink to /usr/lib/os-release.
+        let is = |p: &str| {
+            g.is_file(
+                p,
+                IsFileOptArgs {
+                    followsymlinks: Some(true),
+                },
+            )
+            .unwrap_or(false)
+        };
+        if is("/etc/os-release") && is("/etc/fstab") {
+            let osr = g.read_file("/etc/os-release").ok();
+            let fstab = g.read_file("/etc/fstab").ok();
+            roots.push((dev.clone(), osr, fstab));
+        }
+        let _ = g.umount_all();
+    }
+    let [(root, Some(osr), Some(fstab))] = roots.as_slice() else {
+        return None;
+    };
+    let (distro, package_management) = distro_from_os_release(&String::from_utf8_lossy(osr))?;
+    let mut mounts = vec![("/".to_string(), root.clone())];
+    for (spec, mp, ty, options) in fstab_entries(&String::from_utf8_lossy(fstab)) {
+        if mp == "/" || options.split(',').any(|o| o.starts_with("subvol")) {
+            if options.split(',').any(|o| o.starts_with("subvol")) {
+                return None;
+            }
+            continue;
+        }
+        if !["ext2", "ext3", "ext4", "xfs", "vfat", "btrfs"].contains(&ty.as_str()) {
+            continue;
+        }
+        let dev = if let Some(u) = spec.strip_prefix("UUID=") {
+            g.findfs_uuid(u).ok()?
+        } else if let Some(l) = spec.strip_prefix("LABEL=") {
+            g.findfs_label(l).ok()?
+        } else {
+            return None;
+        };
+        mounts.push((mp, dev));
+    }
+    // Parents before children.
+    mounts.sort_by_key(|(mp, _)| mp.len());
+    Some(Found {
+        distro,
+        package_management,
+        mounts,
+    })
+}
+
+/// (spec, mountpoint, type, options) of fstab's entries.
+pub fn fstab_entries(text: &str) -> Vec<(String, String, String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| {
+                (
+                    f[0].to_string(),
+                    f[1].to_string(),
+                    f[2].to_string(),
+                    f.get(3).unwrap_or(&"defaults").to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// libguestfs 1.48's distro name and package manager for an os-release file; None for
+/// distributions kiln does not map (inspect_os decides those).
+pub fn distro_from_os_release(text: &str) -> Option<(String, String)> {
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
+    };
+    let id = get("ID")?;
+    let major: u32 = get("VERSION_ID")
+        .and_then(|v| v.split('.').next().and_then(|m| m.parse().ok()))
+        .unwrap_or(0);
+    let rpm = |distro: &str| {
+        let pm = if major >= 8 { "dnf" } else { "yum" };
+        Some((distro.to_string(), pm.to_string()))
+    };
+    match id.as_str() {
+        "debian" | "ubuntu" | "kali" | "linuxmint" => {
+            let d = if id == "kali" {
+                "kalilinux"
+            } else {
+                id.as_str()
+            };
+            Some((d.to_string(), "apt".to_string()))
+        }
+        "fedora" => Some(("fedora".into(), "dnf".into())),
+        "rhel" | "centos" | "rocky" => rpm(&id),
+        "ol" => rpm("oraclelinux"),
+        _ => None,
+    }
+}
+
 /// Quote for a POSIX shell.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_maps_to_libguestfs_names() {
+        for (text, want) in [
+            (
+                "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+                Some(("debian", "apt")),
+            ),
+            ("ID=\"rhel\"\nVERSION_ID=\"9.2\"\n", Some(("rhel", "dnf"))),
+            ("ID=\"centos\"\nVERSION_ID=\"7\"\n", Some(("centos", "yum"))),
+            ("ID=ol\nVERSION_ID=8.9\n", Some(("oraclelinux", "dnf"))),
+            ("ID=kali\n", Some(("kalilinux", "apt"))),
+            ("ID=nixos\n", None),
+            ("NAME=x\n", None),
+        ] {
+            assert_eq!(
+                distro_from_os_release(text),
+                want.map(|(d, p)| (d.to_string(), p.to_string())),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn fstab_entries_skip_comments_and_default_options() {
+        let e = fstab_entries(
+            "# comment\nUUID=abc / ext4 errors=remount-ro 0 1\n\n/dev/sr0 /media/cdrom0 udf,iso9660 user,noauto 0 0\ntmpfs /tmp tmpfs\n",
+        );
+        assert_eq!(e.len(), 3);
+        assert_eq!(
+            e[0],
+            (
+                "UUID=abc".into(),
+                "/".into(),
+                "ext4".into(),
+                "errors=remount-ro".into()
+            )
+        );
+        assert_eq!(e[2].3, "defaults");
+    }
 }
