@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# A real Keystone 30 + Glance 33 on 127.0.0.1 for kiln's tests (nothing mocked): installed from
+# PyPI into a venv (pinned by scripts/glance-constraints.txt), sqlite databases, two file stores,
+# the image cache, all three import methods, Keystone auth. Served by uWSGI (glance-api no
+# longer runs standalone). Creates an admin, a `service` project with the glance user, and two
+# ordinary projects (alpha, beta) with a member user each, then writes a clouds.yaml with the
+# clouds kiln-admin, kiln-alpha and kiln-beta.
+#
+#   scripts/glance-setup.sh          # install if needed, configure, start; prints the env
+#   scripts/glance-setup.sh stop     # stop what it started
+#
+# State lives in $KILN_GLANCE_DIR (default /var/tmp/kiln-glance); the venv in
+# $KILN_GLANCE_VENV (default /opt/kiln-glance-venv) is reused when present. PIDs go to
+# $KILN_GLANCE_DIR/pids (and to $KILN_SERVICES_PIDFILE if set).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+dir=${KILN_GLANCE_DIR:-/var/tmp/kiln-glance}
+venv=${KILN_GLANCE_VENV:-/opt/kiln-glance-venv}
+admin_pw=${KILN_GLANCE_ADMIN_PASSWORD:-kiln-admin-pw}
+svc_pw=kiln-glance-svc-pw
+py=${PYTHON:-python3}
+
+stop() {
+  [ -f "$dir/pids" ] || return 0
+  while read -r pid; do kill "$pid" 2>/dev/null || true; done < "$dir/pids"
+  for _ in $(seq 1 50); do
+    alive=0
+    while read -r pid; do kill -0 "$pid" 2>/dev/null && alive=1; done < "$dir/pids"
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  rm -f "$dir/pids"
+}
+if [ "${1:-}" = stop ]; then stop; exit 0; fi
+
+answers() { # a status below 500: the app loaded
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1") || return 1
+  [ "$code" -ge 200 ] && [ "$code" -lt 500 ]
+}
+wait_for() { # name url log
+  for _ in $(seq 1 300); do answers "$2" && return 0; sleep 0.2; done
+  echo "$1 does not answer on $2; its log:" >&2; tail -30 "$3" >&2; exit 1
+}
+
+if [ ! -x "$venv/bin/glance-manage" ] || [ ! -x "$venv/bin/uwsgi" ]; then
+  echo "installing Keystone and Glance into $venv (about 2 minutes)"
+  "$py" -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -c "$here/glance-constraints.txt" \
+    glance keystone python-glanceclient python-openstackclient uWSGI
+fi
+bin=$venv/bin
+
+stop
+rm -rf "$dir" && mkdir -p "$dir"/{keystone,glance,store1,store2,staging,tasks,cache,fernet,credential}
+ks=$dir/keystone gl=$dir/glance
+
+cat > "$ks/keystone.conf" <<CONF
+[DEFAULT]
+log_file = $dir/keystone.log
+[database]
+connection = sqlite:///$ks/keystone.sqlite
+[token]
+provider = fernet
+[fernet_tokens]
+key_repository = $dir/fernet
+[credential]
+key_repository = $dir/credential
+CONF
+export OS_KEYSTONE_CONFIG_DIR=$ks
+"$bin/keystone-manage" --config-file "$ks/keystone.conf" db_sync
+"$bin/keystone-manage" --config-file "$ks/keystone.conf" fernet_setup --keystone-user root --keystone-group root
+"$bin/keystone-manage" --config-file "$ks/keystone.conf" credential_setup --keystone-user root --keystone-group root
+"$bin/keystone-manage" --config-file "$ks/keystone.conf" bootstrap --bootstrap-password "$admin_pw" \
+  --bootstrap-admin-url http://127.0.0.1:5000/v3 --bootstrap-public-url http://127.0.0.1:5000/v3 \
+  --bootstrap-internal-url http://127.0.0.1:5000/v3 --bootstrap-region-id RegionOne
+
+uwsgi_ini() { # file port module log
+  cat > "$1" <<INI
+[uwsgi]
+http-socket = 127.0.0.1:$2
+module = $3
+master = true
+processes = 2
+threads = 4
+lazy-apps = true
+die-on-term = true
+http-raw-body = true
+http-chunked-input = true
+http-auto-chunked = true
+chunked-input-limit = 16777216
+http-keepalive = false
+add-header = Connection: close
+buffer-size = 65535
+logto = $4
+INI
+}
+uwsgi_ini "$ks/uwsgi.ini" 5000 keystone.wsgi.api:application "$dir/keystone-uwsgi.log"
+OS_KEYSTONE_CONFIG_DIR=$ks setsid "$bin/uwsgi" --ini "$ks/uwsgi.ini" </dev/null >/dev/null 2>&1 &
+echo $! >> "$dir/pids"
+[ -n "${KILN_SERVICES_PIDFILE:-}" ] && echo $! >> "$KILN_SERVICES_PIDFILE"
+wait_for keystone http://127.0.0.1:5000/v3 "$dir/keystone-uwsgi.log"
+
+# Identity objects, as the admin.
+export OS_AUTH_URL=http://127.0.0.1:5000/v3 OS_IDENTITY_API_VERSION=3 OS_USERNAME=admin \
+  OS_PASSWORD=$admin_pw OS_PROJECT_NAME=admin OS_USER_DOMAIN_ID=default \
+  OS_PROJECT_DOMAIN_ID=default OS_REGION_NAME=RegionOne
+os() { "$bin/openstack" "$@"; }
+os project create -f value -c id --domain default service >/dev/null
+os user create -f value -c id --domain default --password "$svc_pw" glance >/dev/null
+os role add --project service --user glance admin
+os role add --project service --user glance service
+os service create -f value -c id --name glance image >/dev/null
+for iface in public internal admin; do
+  os endpoint create -f value -c id --region RegionOne image "$iface" http://127.0.0.1:9292 >/dev/null
+done
+for p in alpha beta; do
+  os project create -f value -c id --domain default "$p" >/dev/null
+  os user create -f value -c id --domain default --password "$p-pw" "$p-user" >/dev/null
+  os role add --project "$p" --user "$p-user" member
+  os role add --project "$p" --user "$p-user" reader
+done
+
+cat > "$gl/glance-api.conf" <<CONF
+[DEFAULT]
+log_file = $dir/glance.log
+enabled_backends = fs:file,fs2:file
+enabled_import_methods = [glance-direct,web-download,copy-image]
+image_cache_dir = $dir/cache
+worker_self_reference_url = http://127.0.0.1:9292
+[database]
+connection = sqlite:///$gl/glance.sqlite
+[glance_store]
+default_backend = fs
+[fs]
+filesystem_store_datadir = $dir/store1
+[fs2]
+filesystem_store_datadir = $dir/store2
+[os_glance_staging_store]
+filesystem_store_datadir = $dir/staging
+[os_glance_tasks_store]
+filesystem_store_datadir = $dir/tasks
+[import_filtering_opts]
+allowed_hosts = [127.0.0.1]
+allowed_ports = [80,443,8000,8080,18080]
+[paste_deploy]
+flavor = keystone+cachemanagement
+[keystone_authtoken]
+www_authenticate_uri = http://127.0.0.1:5000/v3
+auth_url = http://127.0.0.1:5000/v3
+auth_type = password
+project_domain_id = default
+user_domain_id = default
+project_name = service
+username = glance
+password = $svc_pw
+[oslo_policy]
+enforce_new_defaults = true
+CONF
+cp "$venv/etc/glance/glance-api-paste.ini" "$gl/"
+# glance-manage reads the same directory.
+export OS_GLANCE_CONFIG_DIR=$gl
+"$bin/glance-manage" --config-file "$gl/glance-api.conf" db_sync >/dev/null 2>&1 \
+  || { echo "glance-manage db_sync failed" >&2; exit 1; }
+uwsgi_ini "$gl/uwsgi.ini" 9292 glance.wsgi.api:application "$dir/glance-uwsgi.log"
+OS_GLANCE_CONFIG_DIR=$gl setsid "$bin/uwsgi" --ini "$gl/uwsgi.ini" </dev/null >/dev/null 2>&1 &
+echo $! >> "$dir/pids"
+[ -n "${KILN_SERVICES_PIDFILE:-}" ] && echo $! >> "$KILN_SERVICES_PIDFILE"
+wait_for glance http://127.0.0.1:9292/versions "$dir/glance-uwsgi.log"
+
+cat > "$dir/clouds.yaml" <<YAML
+clouds:
+  kiln-admin:
+    auth: {auth_url: "http://127.0.0.1:5000/v3", username: admin, password: "$admin_pw",
+           project_name: admin, user_domain_id: default, project_domain_id: default}
+    region_name: RegionOne
+    identity_api_version: 3
+  kiln-alpha:
+    auth: {auth_url: "http://127.0.0.1:5000/v3", username: alpha-user, password: alpha-pw,
+           project_name: alpha, user_domain_id: default, project_domain_id: default}
+    region_name: RegionOne
+  kiln-beta:
+    auth: {auth_url: "http://127.0.0.1:5000/v3", username: beta-user, password: beta-pw,
+           project_name: beta, user_domain_id: default, project_domain_id: default}
+    region_name: RegionOne
+YAML
+echo "Keystone http://127.0.0.1:5000/v3 and Glance http://127.0.0.1:9292 are up"
+echo "export OS_CLIENT_CONFIG_FILE=$dir/clouds.yaml  # clouds: kiln-admin, kiln-alpha, kiln-beta"
