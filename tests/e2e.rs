@@ -1077,3 +1077,76 @@ fn customize_steps_each_land_in_the_image_in_one_launch() {
         .unwrap();
     assert!(check.success(), "root's hash does not verify");
 }
+
+#[test]
+#[ignore = "slow: real libguestfs launches; run by scripts/test.sh"]
+fn lvm_uuids_gives_pvs_and_vgs_new_uuids_on_a_real_lvm_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("lvm.qcow2");
+    assert!(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("256M")
+        .status()
+        .unwrap()
+        .success());
+    // A minimal Linux root on LVM: enough for inspection, plus a target for tmp-files.
+    let mut child = Command::new("guestfish")
+        .args(["-a", disk.to_str().unwrap()])
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"run\npart-disk /dev/sda mbr\npvcreate /dev/sda1\nvgcreate vg0 /dev/sda1\n\
+              lvcreate root vg0 200\nmkfs ext4 /dev/vg0/root\nmount /dev/vg0/root /\n\
+              mkdir-p /etc\nwrite /etc/os-release \"ID=debian\\nVERSION_ID=12\\n\"\n\
+              write /etc/fstab \"/dev/mapper/vg0-root / ext4 defaults 0 1\\n\"\n\
+              mkdir-p /tmp\nwrite /tmp/junk \"x\"\n\
+              echo ==pv==\npvuuid /dev/sda1\necho ==vg==\nvguuid vg0\necho ==end==\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let before = sections(&String::from_utf8_lossy(&out.stdout));
+    let out = kiln()
+        .args(["sysprep", "--enable", "lvm-uuids,tmp-files", "-a"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("did remove /tmp/junk"), "{report}");
+    assert!(
+        report.contains("did give 1 PV(s) and 1 VG(s) new random UUIDs"),
+        "{report}"
+    );
+    let out = Command::new("guestfish")
+        .args(["--ro", "-a", disk.to_str().unwrap()])
+        .args(["run", ":", "echo", "==pv==", ":", "pvuuid", "/dev/sda1"])
+        .args([
+            ":", "echo", "==vg==", ":", "vguuid", "vg0", ":", "echo", "==end==",
+        ])
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let after = sections(&String::from_utf8_lossy(&out.stdout));
+    for k in ["pv", "vg"] {
+        assert!(!after[k].trim().is_empty());
+        assert_ne!(before[k].trim(), after[k].trim(), "{k} UUID unchanged");
+    }
+}
