@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 (root): installs the packages, starts
 # virtlogd/libvirtd if needed, then runs the unit and CLI tests and the real end-to-end VM
-# builds (libvirt + qemu under TCG, cloud-init in the guest, libguestfs, qemu-img).
+# builds (libvirt + qemu under TCG, cloud-init in the guest, libguestfs, qemu-img), and
+# `kiln image` against a real Keystone + Glance (scripts/glance-setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (1.80+) first" >&2; exit 1; }
@@ -18,4 +19,9 @@ bash scripts/start-services.sh
 export LIBGUESTFS_BACKEND=direct
 cargo build --locked
 cargo test --locked
+# A real Keystone + Glance (installed from PyPI into a venv on first use) for `kiln image`.
+bash scripts/glance-setup.sh
+export OS_CLIENT_CONFIG_FILE=${KILN_GLANCE_DIR:-/var/tmp/kiln-glance}/clouds.yaml
+export KILN_GLANCE_VENV=${KILN_GLANCE_VENV:-/opt/kiln-glance-venv}
+cargo test --locked --test glance -- --ignored
 cargo test --locked --test e2e -- --ignored --test-threads=1

@@ -94,6 +94,14 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Sysprep disk images in place (virt-sysprep's operations, machine-id left empty).
     Sysprep(Box<SysprepArgs>),
+    /// Images in Glance, like `openstack image` (auth from clouds.yaml or OS_* variables).
+    Image {
+        /// Cloud in clouds.yaml (default: $OS_CLOUD, else the OS_* variables).
+        #[arg(long, env = "OS_CLOUD", global = true)]
+        os_cloud: Option<String>,
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Show an image's format, sizes, sha256 and backing file.
     Info {
         image: PathBuf,
@@ -142,6 +150,37 @@ pub struct ConvertArgs {
     /// Summary format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// List images (every page), newest first unless --sort says otherwise.
+    List {
+        #[arg(long)]
+        name: Option<String>,
+        /// Only images with this tag (repeat: all of them).
+        #[arg(long)]
+        tag: Vec<String>,
+        #[arg(long)]
+        status: Option<String>,
+        /// public, private, shared, community or all.
+        #[arg(long)]
+        visibility: Option<String>,
+        /// Only images with this property value (repeat).
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_var)]
+        property: Vec<(String, String)>,
+        /// Sort keys, e.g. name:asc,created_at:desc.
+        #[arg(long)]
+        sort: Option<String>,
+        #[arg(short = 'f', long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Show one image (by id, or by a unique name).
+    Show {
+        image: String,
+        #[arg(short = 'f', long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -345,6 +384,7 @@ pub fn main() -> i32 {
             exit::OK
         }
         Command::Elements { command } => elements(command),
+        Command::Image { os_cloud, command } => image_cmd(os_cloud.as_deref(), command),
     }
 }
 
@@ -1236,5 +1276,91 @@ fn elements(cmd: ElementsCommand) -> i32 {
                 }
             }
         },
+    }
+}
+
+fn image_cmd(cloud: Option<&str>, command: ImageCommand) -> i32 {
+    let fail = |e: crate::glance::GlanceError| {
+        eprintln!("error: {e}");
+        if e.is_user_error() {
+            exit::INVALID_INPUT
+        } else {
+            exit::BUILD_FAILED
+        }
+    };
+    let g = match crate::glance::Glance::connect(cloud) {
+        Ok(g) => g,
+        Err(e) => return fail(e),
+    };
+    match command {
+        ImageCommand::List {
+            name,
+            tag,
+            status,
+            visibility,
+            property,
+            sort,
+            format,
+        } => {
+            let mut q: Vec<(String, String)> = Vec::new();
+            q.extend(name.map(|n| ("name".to_string(), n)));
+            q.extend(tag.into_iter().map(|t| ("tag".to_string(), t)));
+            q.extend(status.map(|v| ("status".to_string(), v)));
+            q.extend(visibility.map(|v| ("visibility".to_string(), v)));
+            q.extend(property);
+            q.extend(sort.map(|v| ("sort".to_string(), v)));
+            let images = match g.list(&q) {
+                Ok(i) => i,
+                Err(e) => return fail(e),
+            };
+            match format {
+                PlanFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&images).expect("json"))
+                }
+                PlanFormat::Text => {
+                    println!(
+                        "{:<36}  {:<30}  {:<11}  {:<6}  {:>12}",
+                        "ID", "Name", "Status", "Format", "Size"
+                    );
+                    for i in &images {
+                        println!(
+                            "{:<36}  {:<30}  {:<11}  {:<6}  {:>12}",
+                            i["id"].as_str().unwrap_or(""),
+                            i["name"].as_str().unwrap_or(""),
+                            i["status"].as_str().unwrap_or(""),
+                            i["disk_format"].as_str().unwrap_or(""),
+                            i["size"]
+                                .as_u64()
+                                .map(|n| n.to_string())
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            exit::OK
+        }
+        ImageCommand::Show { image, format } => {
+            let img = match g.find(&image) {
+                Ok(i) => i,
+                Err(e) => return fail(e),
+            };
+            match format {
+                PlanFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&img).expect("json"))
+                }
+                PlanFormat::Text => {
+                    if let Some(o) = img.as_object() {
+                        for (k, v) in o {
+                            let v = match v {
+                                serde_json::Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            };
+                            println!("{k:<20} {v}");
+                        }
+                    }
+                }
+            }
+            exit::OK
+        }
     }
 }

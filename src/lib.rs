@@ -8,6 +8,7 @@ pub mod build;
 pub mod cli;
 pub mod convert;
 pub mod customize;
+pub mod glance;
 pub mod guest;
 pub mod libvirt;
 pub mod logging;

@@ -66,13 +66,20 @@ pub fn close_build_log() {
 
 /// `verbose` lowers stderr to debug; `RUST_LOG` overrides both.
 pub fn init(json: bool, verbose: bool) {
-    let default = if verbose { "kiln=debug,info" } else { "info" };
+    // openstack_sdk logs every HTTP request at info: kiln reports its own steps.
+    let default = if verbose {
+        "kiln=debug,openstack_sdk=warn,openstack_sdk_core=warn,info"
+    } else {
+        "openstack_sdk=warn,openstack_sdk_core=warn,info"
+    };
     let stderr_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let file_layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(BuildLog)
-        .with_filter(EnvFilter::new("kiln=debug,info"));
+        .with_filter(EnvFilter::new(
+            "kiln=debug,openstack_sdk=warn,openstack_sdk_core=warn,info",
+        ));
     let registry = tracing_subscriber::registry().with(file_layer);
     if json {
         registry

@@ -1,0 +1,335 @@
+//! Glance (OpenStack Image service v2). Authentication, clouds.yaml/secure.yaml and the service
+//! catalog come from `openstack_sdk`; the image calls themselves go through kiln's blocking
+//! HTTP client with the session's token, for control over streaming, progress, filters that
+//! the generated bindings lack (custom properties), and Glance's JSON error messages.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GlanceError {
+    #[error("cloud configuration: {0}")]
+    Config(String),
+    #[error("authenticating to {cloud}: {message}")]
+    Auth { cloud: String, message: String },
+    #[error("Glance {method} {path}: HTTP {status}: {message}{hint}")]
+    Http {
+        method: String,
+        path: String,
+        status: u16,
+        message: String,
+        hint: String,
+    },
+    #[error("Glance {method} {path}: {message}")]
+    Transport {
+        method: String,
+        path: String,
+        message: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl GlanceError {
+    /// Invalid input (exit 2) rather than a failed operation: unknown image names, bad cloud
+    /// configuration.
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, GlanceError::Config(_) | GlanceError::NotFound(_))
+    }
+}
+
+/// An authenticated session with the image endpoint.
+pub struct Glance {
+    /// Base URL of the image service, without a trailing slash (e.g. http://host:9292).
+    pub endpoint: String,
+    token: SecretString,
+    http: reqwest::blocking::Client,
+    /// The cloud's name, for messages.
+    pub cloud: String,
+}
+
+impl std::fmt::Debug for Glance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Glance")
+            .field("endpoint", &self.endpoint)
+            .field("cloud", &self.cloud)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Glance's message from an error body (`{"message": …}`, HTML tags dropped), or the body.
+pub fn error_message(body: &str) -> String {
+    let raw = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .or_else(|| v.get("error").and_then(|e| e.get("message")))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| body.to_string());
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in raw.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What to try next for an HTTP status.
+pub fn hint(status: u16) -> &'static str {
+    match status {
+        401 => " (check the credentials of the cloud; the token may have expired)",
+        403 => " (the project's role does not allow this; some calls need admin)",
+        404 => " (no such image, or not visible to this project)",
+        409 => " (the image's state does not allow this right now)",
+        413 => " (the image is larger than Glance's size limit or the project's quota)",
+        415 => " (the data does not match the disk_format)",
+        _ => "",
+    }
+}
+
+/// Load a cloud: `cloud` (or $OS_CLOUD) from clouds.yaml/secure.yaml in the standard places
+/// (and $OS_CLIENT_CONFIG_FILE, which python-openstackclient honours), or the OS_* variables.
+fn cloud_config(
+    cloud: Option<&str>,
+) -> Result<(String, openstack_sdk::config::CloudConfig), GlanceError> {
+    use openstack_sdk::config::{CloudConfig, ConfigFile};
+    let name = cloud
+        .map(str::to_string)
+        .or_else(|| std::env::var("OS_CLOUD").ok().filter(|s| !s.is_empty()));
+    match name {
+        Some(name) => {
+            let extra = std::env::var("OS_CLIENT_CONFIG_FILE").ok();
+            let cfg = ConfigFile::new_with_user_specified_configs(extra.as_deref(), None::<&str>)
+                .map_err(|e| GlanceError::Config(e.to_string()))?;
+            let profile = cfg
+                .get_cloud_config(&name)
+                .map_err(|e| GlanceError::Config(e.to_string()))?
+                .ok_or_else(|| {
+                    GlanceError::Config(format!(
+                        "no cloud `{name}` in clouds.yaml (looked in ./clouds.yaml, \
+                         ~/.config/openstack/, /etc/openstack/ and $OS_CLIENT_CONFIG_FILE)"
+                    ))
+                })?;
+            Ok((name, profile))
+        }
+        None => {
+            if std::env::var("OS_AUTH_URL").is_err() {
+                return Err(GlanceError::Config(
+                    "no cloud given: use --os-cloud NAME, OS_CLOUD, or the OS_* variables \
+                     (OS_AUTH_URL, OS_USERNAME, …)"
+                        .into(),
+                ));
+            }
+            let profile =
+                CloudConfig::from_env().map_err(|e| GlanceError::Config(e.to_string()))?;
+            Ok(("environment".into(), profile))
+        }
+    }
+}
+
+impl Glance {
+    /// Authenticate and find the image endpoint in the catalog.
+    pub fn connect(cloud: Option<&str>) -> Result<Glance, GlanceError> {
+        use openstack_sdk::types::ServiceType;
+        let (name, profile) = cloud_config(cloud)?;
+        let auth = |message: String| GlanceError::Auth {
+            cloud: name.clone(),
+            message,
+        };
+        // No token cache on disk: a token is a secret.
+        let os = openstack_sdk::OpenStack::builder(&profile)
+            .disable_auth_cache(true)
+            .build()
+            .map_err(|e| {
+                auth(format!(
+                    "{e} (check the auth_url, user name, password or application credential \
+                     of the cloud)"
+                ))
+            })?;
+        let token = os
+            .get_auth_token()
+            .ok_or_else(|| auth("Keystone returned no token".into()))?;
+        use openstack_sdk::api::Client as _;
+        let ep = os
+            .get_service_endpoint(&ServiceType::Image, None)
+            .map_err(|e| auth(format!("no image service in the catalog: {e}")))?;
+        let mut endpoint = ep.url_str().trim_end_matches('/').to_string();
+        // The catalog may name the versioned root; calls below add /v2 themselves.
+        for suffix in ["/v2", "/v2.0"] {
+            if let Some(base) = endpoint.strip_suffix(suffix) {
+                endpoint = base.to_string();
+            }
+        }
+        let http = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| auth(e.to_string()))?;
+        Ok(Glance {
+            endpoint,
+            token,
+            http,
+            cloud: name,
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.endpoint)
+        };
+        tracing::debug!("glance: {method} {url}");
+        self.http
+            .request(method, url)
+            .header("X-Auth-Token", self.token.expose_secret())
+            .header("Accept", "application/json")
+    }
+
+    fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        f: impl FnOnce(reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response, GlanceError> {
+        let resp =
+            f(self.request(method.clone(), path))
+                .send()
+                .map_err(|e| GlanceError::Transport {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    message: format!("{e} (is Glance at {} reachable?)", self.endpoint),
+                })?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let body = resp.text().unwrap_or_default();
+            return Err(GlanceError::Http {
+                method: method.to_string(),
+                path: path.to_string(),
+                status,
+                message: error_message(&body),
+                hint: hint(status).to_string(),
+            });
+        }
+        Ok(resp)
+    }
+
+    fn json(&self, method: reqwest::Method, path: &str) -> Result<Value, GlanceError> {
+        let p = path.to_string();
+        self.send(method.clone(), path, |r| r)?
+            .json()
+            .map_err(|e| GlanceError::Transport {
+                method: method.to_string(),
+                path: p,
+                message: format!("bad JSON: {e}"),
+            })
+    }
+
+    /// Every image matching `query` (`name=…&tag=…&sort=…`), following `next` links.
+    pub fn list(&self, query: &[(String, String)]) -> Result<Vec<Value>, GlanceError> {
+        let mut q: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect();
+        // KILN_GLANCE_PAGE_SIZE: a debugging knob (the tests use it to prove paging).
+        let limit = std::env::var("KILN_GLANCE_PAGE_SIZE")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(100);
+        q.push(format!("limit={limit}"));
+        let mut next = Some(format!("/v2/images?{}", q.join("&")));
+        let mut out = Vec::new();
+        while let Some(path) = next.take() {
+            let page = self.json(reqwest::Method::GET, &path)?;
+            if let Some(images) = page.get("images").and_then(Value::as_array) {
+                out.extend(images.iter().cloned());
+            }
+            next = page.get("next").and_then(Value::as_str).map(str::to_string);
+        }
+        Ok(out)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Value, GlanceError> {
+        self.json(reqwest::Method::GET, &format!("/v2/images/{id}"))
+    }
+
+    /// An image by id, or by a name that exactly one visible image has.
+    pub fn find(&self, id_or_name: &str) -> Result<Value, GlanceError> {
+        if looks_like_uuid(id_or_name) {
+            match self.get(id_or_name) {
+                Ok(v) => return Ok(v),
+                Err(GlanceError::Http { status: 404, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let hits = self.list(&[("name".into(), id_or_name.into())])?;
+        match hits.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(GlanceError::NotFound(format!(
+                "no image `{id_or_name}` visible to cloud {}",
+                self.cloud
+            ))),
+            many => Err(GlanceError::NotFound(format!(
+                "{} images are named `{id_or_name}`: use an id ({})",
+                many.len(),
+                many.iter()
+                    .filter_map(|i| i["id"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
+pub fn looks_like_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.chars().enumerate().all(|(i, c)| {
+            matches!(i, 8 | 13 | 18 | 23) == (c == '-') && (c == '-' || c.is_ascii_hexdigit())
+        })
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~:,".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glance_messages_lose_their_html() {
+        assert_eq!(
+            error_message(
+                r#"{"message": "Image upload failed<br /><br />\nData does not match", "code": "415 Unsupported Media Type", "title": "Unsupported Media Type"}"#
+            ),
+            "Image upload failed Data does not match"
+        );
+        assert_eq!(error_message("plain text"), "plain text");
+    }
+
+    #[test]
+    fn uuids_and_query_encoding() {
+        assert!(looks_like_uuid("ef92cabc-3092-4813-9b14-504f33598b4e"));
+        assert!(!looks_like_uuid("debian-12"));
+        assert_eq!(urlencode("a b&c=d"), "a%20b%26c%3Dd");
+        assert_eq!(urlencode("created_at:desc"), "created_at:desc");
+    }
+}
