@@ -40,7 +40,7 @@ answers() { # a status below 500: the app loaded
 }
 wait_for() { # name url log
   for _ in $(seq 1 300); do answers "$2" && return 0; sleep 0.2; done
-  echo "$1 does not answer on $2; its log:" >&2; tail -30 "$3" >&2; exit 1
+  echo "$1 does not answer on $2; its log:" >&4; tail -30 "$3" >&4; exit 1
 }
 
 if [ ! -x "$venv/bin/glance-manage" ] || [ ! -x "$venv/bin/uwsgi" ]; then
@@ -55,6 +55,10 @@ bin=$venv/bin
 stop
 rm -rf "$dir" && mkdir -p "$dir"/{keystone,glance,store1,store2,staging,tasks,cache,fernet,credential}
 ks=$dir/keystone gl=$dir/glance
+# The OpenStack tools print pages of deprecation warnings: keep them in a log, show its tail
+# only when something fails.
+exec 3>&1 4>&2 >"$dir/setup.log" 2>&1
+trap 'echo "glance-setup failed; the end of $dir/setup.log:" >&4; tail -30 "$dir/setup.log" >&4' ERR
 
 cat > "$ks/keystone.conf" <<CONF
 [DEFAULT]
@@ -185,5 +189,6 @@ clouds:
            project_name: beta, user_domain_id: default, project_domain_id: default}
     region_name: RegionOne
 YAML
-echo "Keystone http://127.0.0.1:5000/v3 and Glance http://127.0.0.1:9292 are up"
+exec 1>&3 2>&4
+echo "Keystone http://127.0.0.1:5000/v3 and Glance http://127.0.0.1:9292 are up (log: $dir)"
 echo "export OS_CLIENT_CONFIG_FILE=$dir/clouds.yaml  # clouds: kiln-admin, kiln-alpha, kiln-beta"
