@@ -248,46 +248,24 @@ impl Resolver<'_> {
         // Customize steps: elements' first (paths relative to each element), then the recipe's.
         let mut customize = Vec::new();
         for el in &loaded {
-            for (i, c) in el.file.customize.iter().enumerate() {
-                let (name, arg) = c.name_and_arg();
-                if let CustomizeStep::SelinuxRelabel(false) = c {
-                    continue;
-                }
-                match crate::customize::parse(&name, &arg, &el.dir) {
-                    Ok(step) => customize.push(step),
-                    Err(m) => self
-                        .errors
-                        .push(el.doc.diag(&format!("/customize/{i}/{name}"), m)),
-                }
-            }
+            customize.extend(customize_steps(
+                &el.file.customize,
+                &el.dir,
+                &el.doc,
+                &mut self.errors,
+            ));
         }
-        let recipe_dir = self.dir.clone();
-        for (i, c) in r.customize.iter().enumerate() {
-            let (name, arg) = c.name_and_arg();
-            if let CustomizeStep::SelinuxRelabel(false) = c {
-                continue;
-            }
-            match crate::customize::parse(&name, &arg, &recipe_dir) {
-                Ok(step) => customize.push(step),
-                Err(m) => self.err(&format!("/customize/{i}/{name}"), m),
-            }
-        }
+        customize.extend(customize_steps(
+            &r.customize,
+            &self.dir,
+            self.doc,
+            &mut self.errors,
+        ));
+        let sp = r.sysprep.clone().unwrap_or_default();
         let sysprep_options = crate::stages::sysprep::Options {
-            remove_user_accounts: r
-                .sysprep
-                .as_ref()
-                .map(|s| s.remove_user_accounts.clone())
-                .unwrap_or_default(),
-            keep_user_accounts: r
-                .sysprep
-                .as_ref()
-                .map(|s| s.keep_user_accounts.clone())
-                .unwrap_or_default(),
-            scripts: r
-                .sysprep
-                .as_ref()
-                .map(|s| s.scripts.clone())
-                .unwrap_or_default(),
+            remove_user_accounts: sp.remove_user_accounts,
+            keep_user_accounts: sp.keep_user_accounts,
+            scripts: sp.scripts,
             customize,
         };
         if !sysprep_options.customize.is_empty()
@@ -600,6 +578,27 @@ fn valid_package_name(p: &str) -> bool {
     !p.is_empty()
         && p.chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-.:_=~".contains(c))
+}
+
+/// Parse customize steps (host paths relative to `dir`); errors point into `doc`.
+fn customize_steps(
+    steps: &[CustomizeStep],
+    dir: &Path,
+    doc: &Document,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<crate::customize::Customize> {
+    let mut out = Vec::new();
+    for (i, c) in steps.iter().enumerate() {
+        if let CustomizeStep::SelinuxRelabel(false) = c {
+            continue;
+        }
+        let (name, arg) = c.name_and_arg();
+        match crate::customize::parse(&name, &arg, dir) {
+            Ok(step) => out.push(step),
+            Err(m) => errors.push(doc.diag(&format!("/customize/{i}/{name}"), m)),
+        }
+    }
+    out
 }
 
 /// Resolve one provisioning step: read file sources, check modes, paths and names.

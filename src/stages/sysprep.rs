@@ -687,31 +687,20 @@ pub fn run_all(
         ops.iter().partition(|o| DEVICE_OPS.contains(o));
     let mut unmounted = false;
     let mut uuids_before = Vec::new();
-    for (i, op) in files.iter().chain(devs.iter()).enumerate() {
-        if cancel.is_cancelled() {
-            return Err((
-                op.to_string(),
-                GuestError {
-                    disk: g.disk().to_path_buf(),
-                    op: op.to_string(),
-                    message: "interrupted".into(),
-                },
-            ));
-        }
+    let mut run_one = |op: &'static str, out: &mut Vec<OpReport>| {
         let wrap = |e| (op.to_string(), e);
-        if i == files.len() && !dry_run {
-            update_ca_store(g, &out).map_err(wrap)?;
-            before_devices(g);
+        if cancel.is_cancelled() {
+            return Err(wrap(GuestError {
+                disk: g.disk().to_path_buf(),
+                op: op.to_string(),
+                message: "interrupted".into(),
+            }));
         }
-        let r = if dry_run {
-            OpReport {
-                op,
-                actions: plan_operation(g, op, opts).map_err(wrap)?,
-                notes: Vec::new(),
-            }
+        let actions = plan_operation(g, op, opts).map_err(wrap)?;
+        let notes = if dry_run {
+            Vec::new()
         } else {
-            let actions = plan_operation(g, op, opts).map_err(wrap)?;
-            if DEVICE_OPS.contains(op) && !actions.is_empty() && !unmounted {
+            if DEVICE_OPS.contains(&op) && !actions.is_empty() && !unmounted {
                 uuids_before = g
                     .filesystems()
                     .map_err(wrap)?
@@ -721,15 +710,22 @@ pub fn run_all(
                 g.umount_all().map_err(wrap)?;
                 unmounted = true;
             }
-            let notes = apply(g, &actions).map_err(wrap)?;
-            OpReport { op, actions, notes }
+            apply(g, &actions).map_err(wrap)?
         };
+        let r = OpReport { op, actions, notes };
         each(&r);
         out.push(r);
+        Ok(())
+    };
+    for op in files {
+        run_one(op, &mut out)?;
     }
-    if files.len() == ops.len() && !dry_run {
+    if !dry_run {
         update_ca_store(g, &out).map_err(|e| ("ca-certificates".to_string(), e))?;
         before_devices(g);
+    }
+    for op in devs {
+        run_one(op, &mut out)?;
     }
     if unmounted {
         // virt-sysprep leaves fstab and the bootloader pointing at the old UUIDs (its docs
