@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod image;
+
 use crate::exit;
 use crate::plan::{Plan, SourcePlan};
 use crate::process::{self, Cancel};
@@ -100,7 +102,7 @@ pub enum Command {
         #[arg(long, env = "OS_CLOUD", global = true)]
         os_cloud: Option<String>,
         #[command(subcommand)]
-        command: ImageCommand,
+        command: image::ImageCommand,
     },
     /// Show an image's format, sizes, sha256 and backing file.
     Info {
@@ -150,37 +152,6 @@ pub struct ConvertArgs {
     /// Summary format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ImageCommand {
-    /// List images (every page), newest first unless --sort says otherwise.
-    List {
-        #[arg(long)]
-        name: Option<String>,
-        /// Only images with this tag (repeat: all of them).
-        #[arg(long)]
-        tag: Vec<String>,
-        #[arg(long)]
-        status: Option<String>,
-        /// public, private, shared, community or all.
-        #[arg(long)]
-        visibility: Option<String>,
-        /// Only images with this property value (repeat).
-        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_var)]
-        property: Vec<(String, String)>,
-        /// Sort keys, e.g. name:asc,created_at:desc.
-        #[arg(long)]
-        sort: Option<String>,
-        #[arg(short = 'f', long, value_enum, default_value_t = PlanFormat::Text)]
-        format: PlanFormat,
-    },
-    /// Show one image (by id, or by a unique name).
-    Show {
-        image: String,
-        #[arg(short = 'f', long, value_enum, default_value_t = PlanFormat::Text)]
-        format: PlanFormat,
-    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -321,7 +292,7 @@ pub enum ElementsCommand {
     Show { name: String },
 }
 
-fn parse_var(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_var(s: &str) -> Result<(String, String), String> {
     let (k, v) = s
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=VALUE, found `{s}`"))?;
@@ -384,7 +355,7 @@ pub fn main() -> i32 {
             exit::OK
         }
         Command::Elements { command } => elements(command),
-        Command::Image { os_cloud, command } => image_cmd(os_cloud.as_deref(), command),
+        Command::Image { os_cloud, command } => image::run(os_cloud.as_deref(), command),
     }
 }
 
@@ -821,7 +792,7 @@ fn print_size_row(name: &str, format: &str, size: u64, allocated: u64, virtual_s
     );
 }
 
-fn usage_error(msg: impl std::fmt::Display) -> i32 {
+pub(crate) fn usage_error(msg: impl std::fmt::Display) -> i32 {
     eprintln!("error: {msg}");
     exit::INVALID_INPUT
 }
@@ -1279,88 +1250,11 @@ fn elements(cmd: ElementsCommand) -> i32 {
     }
 }
 
-fn image_cmd(cloud: Option<&str>, command: ImageCommand) -> i32 {
-    let fail = |e: crate::glance::GlanceError| {
-        eprintln!("error: {e}");
-        if e.is_user_error() {
-            exit::INVALID_INPUT
-        } else {
-            exit::BUILD_FAILED
-        }
-    };
-    let g = match crate::glance::Glance::connect(cloud) {
-        Ok(g) => g,
-        Err(e) => return fail(e),
-    };
-    match command {
-        ImageCommand::List {
-            name,
-            tag,
-            status,
-            visibility,
-            property,
-            sort,
-            format,
-        } => {
-            let mut q: Vec<(String, String)> = Vec::new();
-            q.extend(name.map(|n| ("name".to_string(), n)));
-            q.extend(tag.into_iter().map(|t| ("tag".to_string(), t)));
-            q.extend(status.map(|v| ("status".to_string(), v)));
-            q.extend(visibility.map(|v| ("visibility".to_string(), v)));
-            q.extend(property);
-            q.extend(sort.map(|v| ("sort".to_string(), v)));
-            let images = match g.list(&q) {
-                Ok(i) => i,
-                Err(e) => return fail(e),
-            };
-            match format {
-                PlanFormat::Json => {
-                    println!("{}", serde_json::to_string_pretty(&images).expect("json"))
-                }
-                PlanFormat::Text => {
-                    println!(
-                        "{:<36}  {:<30}  {:<11}  {:<6}  {:>12}",
-                        "ID", "Name", "Status", "Format", "Size"
-                    );
-                    for i in &images {
-                        println!(
-                            "{:<36}  {:<30}  {:<11}  {:<6}  {:>12}",
-                            i["id"].as_str().unwrap_or(""),
-                            i["name"].as_str().unwrap_or(""),
-                            i["status"].as_str().unwrap_or(""),
-                            i["disk_format"].as_str().unwrap_or(""),
-                            i["size"]
-                                .as_u64()
-                                .map(|n| n.to_string())
-                                .unwrap_or_default()
-                        );
-                    }
-                }
-            }
-            exit::OK
-        }
-        ImageCommand::Show { image, format } => {
-            let img = match g.find(&image) {
-                Ok(i) => i,
-                Err(e) => return fail(e),
-            };
-            match format {
-                PlanFormat::Json => {
-                    println!("{}", serde_json::to_string_pretty(&img).expect("json"))
-                }
-                PlanFormat::Text => {
-                    if let Some(o) = img.as_object() {
-                        for (k, v) in o {
-                            let v = match v {
-                                serde_json::Value::String(s) => s.clone(),
-                                other => other.to_string(),
-                            };
-                            println!("{k:<20} {v}");
-                        }
-                    }
-                }
-            }
-            exit::OK
-        }
+/// A cancellation flag set by SIGINT/SIGTERM.
+pub(crate) fn cancel_on_signals() -> Cancel {
+    let cancel = Cancel::new();
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, cancel.flag());
     }
+    cancel
 }

@@ -3,8 +3,16 @@
 //! HTTP client with the session's token, for control over streaming, progress, filters that
 //! the generated bindings lack (custom properties), and Glance's JSON error messages.
 
+pub mod publish;
+mod transfer;
+
+pub use transfer::{verify, Transferred, UploadOptions};
+
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde_json::{json, Value};
+
+/// PATCH bodies are JSON Patch in Glance's own media type.
+const PATCH_TYPE: &str = "application/openstack-images-v2.1-json-patch";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GlanceError {
@@ -28,13 +36,28 @@ pub enum GlanceError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// The data went in but is not what it should be, or an import failed.
+    #[error("image {id}: {message}")]
+    Verify { id: String, message: String },
+    /// A failure after kiln created a record, and what became of that record.
+    #[error("{source}; {note}")]
+    Cleanup {
+        source: Box<GlanceError>,
+        note: String,
+    },
 }
 
 impl GlanceError {
     /// Invalid input (exit 2) rather than a failed operation: unknown image names, bad cloud
     /// configuration.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, GlanceError::Config(_) | GlanceError::NotFound(_))
+        match self {
+            GlanceError::Config(_) | GlanceError::NotFound(_) => true,
+            // 415: the data is not in the declared disk_format.
+            GlanceError::Http { status, .. } => *status == 415,
+            GlanceError::Cleanup { source, .. } => source.is_user_error(),
+            _ => false,
+        }
     }
 }
 
@@ -46,6 +69,8 @@ pub struct Glance {
     http: reqwest::blocking::Client,
     /// The cloud's name, for messages.
     pub cloud: String,
+    /// The token's project (owner of the images this session creates).
+    pub project_id: Option<String>,
 }
 
 impl std::fmt::Debug for Glance {
@@ -156,6 +181,7 @@ impl Glance {
                      of the cloud)"
                 ))
             })?;
+        let project_id = os.get_current_project().and_then(|p| p.id);
         let token = os
             .get_auth_token()
             .ok_or_else(|| auth("Keystone returned no token".into()))?;
@@ -180,6 +206,7 @@ impl Glance {
             token,
             http,
             cloud: name,
+            project_id,
         })
     }
 
@@ -289,6 +316,219 @@ impl Glance {
             ))),
         }
     }
+}
+
+/// The writable core attributes of an image (everything else is a custom property).
+pub const CORE_ATTRIBUTES: &[&str] = &[
+    "name",
+    "visibility",
+    "protected",
+    "min_disk",
+    "min_ram",
+    "disk_format",
+    "container_format",
+    "tags",
+    "os_hidden",
+];
+
+/// Read-only attributes: neither settable nor usable as property names.
+pub const READ_ONLY_ATTRIBUTES: &[&str] = &[
+    "id",
+    "status",
+    "owner",
+    "size",
+    "virtual_size",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "created_at",
+    "updated_at",
+    "file",
+    "schema",
+    "self",
+    "direct_url",
+    "locations",
+    "stores",
+];
+
+impl Glance {
+    fn expect_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        resp: reqwest::blocking::Response,
+    ) -> Result<Value, GlanceError> {
+        resp.json().map_err(|e| GlanceError::Transport {
+            method: method.to_string(),
+            path: path.to_string(),
+            message: format!("bad JSON: {e}"),
+        })
+    }
+
+    fn json_body(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, GlanceError> {
+        let resp = self.send(method.clone(), path, |r| r.json(body))?;
+        self.expect_json(method, path, resp)
+    }
+
+    fn no_content(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(), GlanceError> {
+        self.send(method, path, |r| match body {
+            Some(b) => r.json(b),
+            None => r,
+        })?;
+        Ok(())
+    }
+
+    /// `POST /v2/images`: a `queued` record.
+    pub fn create(&self, body: &Value) -> Result<Value, GlanceError> {
+        self.json_body(reqwest::Method::POST, "/v2/images", body)
+    }
+
+    pub fn delete(&self, id: &str) -> Result<(), GlanceError> {
+        self.no_content(reqwest::Method::DELETE, &format!("/v2/images/{id}"), None)
+    }
+
+    /// JSON Patch operations (`{"op": "replace", "path": "/name", "value": …}`).
+    pub fn patch(&self, id: &str, ops: &[Value]) -> Result<Value, GlanceError> {
+        let path = format!("/v2/images/{id}");
+        let body = Value::Array(ops.to_vec());
+        let resp = self.send(reqwest::Method::PATCH, &path, |r| {
+            r.header("Content-Type", PATCH_TYPE).body(body.to_string())
+        })?;
+        self.expect_json(reqwest::Method::PATCH, &path, resp)
+    }
+
+    pub fn add_tag(&self, id: &str, tag: &str) -> Result<(), GlanceError> {
+        let path = format!("/v2/images/{id}/tags/{}", urlencode(tag));
+        self.no_content(reqwest::Method::PUT, &path, None)
+    }
+
+    pub fn remove_tag(&self, id: &str, tag: &str) -> Result<(), GlanceError> {
+        let path = format!("/v2/images/{id}/tags/{}", urlencode(tag));
+        self.no_content(reqwest::Method::DELETE, &path, None)
+    }
+
+    pub fn members(&self, id: &str) -> Result<Vec<Value>, GlanceError> {
+        let v = self.json(reqwest::Method::GET, &format!("/v2/images/{id}/members"))?;
+        Ok(v["members"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub fn add_member(&self, id: &str, project: &str) -> Result<Value, GlanceError> {
+        self.json_body(
+            reqwest::Method::POST,
+            &format!("/v2/images/{id}/members"),
+            &json!({ "member": project }),
+        )
+    }
+
+    pub fn remove_member(&self, id: &str, project: &str) -> Result<(), GlanceError> {
+        let path = format!("/v2/images/{id}/members/{project}");
+        self.no_content(reqwest::Method::DELETE, &path, None)
+    }
+
+    /// The member project accepts, rejects or leaves pending a shared image.
+    pub fn set_member_status(
+        &self,
+        id: &str,
+        project: &str,
+        status: &str,
+    ) -> Result<Value, GlanceError> {
+        self.json_body(
+            reqwest::Method::PUT,
+            &format!("/v2/images/{id}/members/{project}"),
+            &json!({ "status": status }),
+        )
+    }
+
+    /// `deactivate` or `reactivate`.
+    pub fn action(&self, id: &str, action: &str) -> Result<(), GlanceError> {
+        let path = format!("/v2/images/{id}/actions/{action}");
+        self.no_content(reqwest::Method::POST, &path, None)
+    }
+
+    /// Start an interoperable import (`{"method": {"name": …}, "stores": […]}`).
+    pub fn import(&self, id: &str, body: &Value) -> Result<(), GlanceError> {
+        let path = format!("/v2/images/{id}/import");
+        self.no_content(reqwest::Method::POST, &path, Some(body))
+    }
+
+    pub fn tasks(&self, id: &str) -> Result<Vec<Value>, GlanceError> {
+        let v = self.json(reqwest::Method::GET, &format!("/v2/images/{id}/tasks"))?;
+        Ok(v["tasks"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Import methods and stores the deployment offers.
+    pub fn import_info(&self) -> Result<Value, GlanceError> {
+        self.json(reqwest::Method::GET, "/v2/info/import")
+    }
+
+    pub fn stores(&self) -> Result<Vec<String>, GlanceError> {
+        let v = self.json(reqwest::Method::GET, "/v2/info/stores")?;
+        Ok(v["stores"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// `GET /v2/cache`: `{"cached_images": […], "queued_images": […]}` (admin).
+    pub fn cache_list(&self) -> Result<Value, GlanceError> {
+        self.json(reqwest::Method::GET, "/v2/cache")
+    }
+
+    pub fn cache_queue(&self, id: &str) -> Result<(), GlanceError> {
+        self.no_content(reqwest::Method::PUT, &format!("/v2/cache/{id}"), None)
+    }
+
+    pub fn cache_delete(&self, id: &str) -> Result<(), GlanceError> {
+        self.no_content(reqwest::Method::DELETE, &format!("/v2/cache/{id}"), None)
+    }
+
+    /// Empty the cache, the queue, or both (`target` "cache", "queue" or "").
+    pub fn cache_clear(&self, target: &str) -> Result<(), GlanceError> {
+        self.send(reqwest::Method::DELETE, "/v2/cache", |r| {
+            r.header("x-image-cache-clear-target", target)
+        })?;
+        Ok(())
+    }
+
+    /// Run the cache's `clean` (invalid and stalled entries) or `prune` (down to the size
+    /// limit) job.
+    pub fn cache_job(&self, job: &str) -> Result<(), GlanceError> {
+        self.no_content(reqwest::Method::POST, &format!("/v2/cache/{job}"), None)
+    }
+}
+
+/// JSON Patch operations that make `image` carry `props` (add or replace as needed).
+pub fn set_ops(image: &Value, props: &[(String, Value)]) -> Vec<Value> {
+    props
+        .iter()
+        .map(|(k, v)| {
+            let op = if image.get(k).is_some() {
+                "replace"
+            } else {
+                "add"
+            };
+            json!({ "op": op, "path": pointer(k), "value": v })
+        })
+        .collect()
+}
+
+/// A JSON Pointer to a top-level key (`~` and `/` escaped).
+pub fn pointer(key: &str) -> String {
+    format!("/{}", key.replace('~', "~0").replace('/', "~1"))
 }
 
 pub fn looks_like_uuid(s: &str) -> bool {
