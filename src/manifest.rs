@@ -29,6 +29,8 @@ pub struct Manifest {
     pub source_disk: Option<SourceSizes>,
     pub outputs: Vec<Converted>,
     pub published: serde_json::Value,
+    /// The recipe's `publish.glance`, resolved (names rendered): what `kiln publish` repeats.
+    pub publish_glance: Option<crate::glance::publish::Settings>,
 }
 
 impl Manifest {
@@ -76,7 +78,11 @@ impl Manifest {
             properties: plan.properties.clone(),
             source_disk: ctx.source_disk.clone(),
             outputs: ctx.outputs.clone(),
-            published: serde_json::json!({ "local": ctx.final_dir.display().to_string() }),
+            published: serde_json::json!({
+                "local": ctx.final_dir.display().to_string(),
+                "glance": [],
+            }),
+            publish_glance: plan.publish.glance.clone(),
         }
     }
 }

@@ -215,6 +215,7 @@ impl OutputPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct PublishPlan {
     pub local_dir: Option<PathBuf>,
+    pub glance: Option<crate::glance::publish::Settings>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -91,6 +91,21 @@ pub enum Command {
         /// Outputs converted at the same time (default: the core count).
         #[arg(short, long)]
         jobs: Option<usize>,
+        /// Skip publish.glance (publish later with `kiln publish DIR`).
+        #[arg(long)]
+        no_glance: bool,
+    },
+    /// Publish a finished build (a catalog directory with manifest.json) to Glance, with the
+    /// recipe's publish.glance settings (or defaults); records the image ids in the manifest.
+    Publish {
+        /// The build's output directory (NAME-VERSION in the catalog).
+        dir: PathBuf,
+        /// Cloud in clouds.yaml (default: the recipe's publish.glance.cloud, $OS_CLOUD, OS_*).
+        #[arg(long, env = "OS_CLOUD")]
+        os_cloud: Option<String>,
+        /// Image name (one format only; default: the recipe's, else NAME-VERSION).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Convert a disk image to one or more formats, in parallel, verified and atomic.
     Convert(ConvertArgs),
@@ -334,7 +349,8 @@ pub fn main() -> i32 {
             vars,
             cache_dir,
             jobs,
-        } => build(&recipe, output, on_error, &vars, cache_dir, jobs),
+            no_glance,
+        } => build(&recipe, output, on_error, &vars, cache_dir, jobs, no_glance),
         Command::Convert(args) => convert_cmd(args),
         Command::Sysprep(args) => {
             // Customize flags apply in command-line order, across flags (as virt-customize).
@@ -355,6 +371,11 @@ pub fn main() -> i32 {
             exit::OK
         }
         Command::Elements { command } => elements(command),
+        Command::Publish {
+            dir,
+            os_cloud,
+            name,
+        } => publish_cmd(&dir, os_cloud.as_deref(), name),
         Command::Image { os_cloud, command } => image::run(os_cloud.as_deref(), command),
     }
 }
@@ -595,13 +616,114 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
     });
     stages.push(PlannedStage {
         name: "publish",
-        inputs: serde_json::to_value(&plan.publish).unwrap_or_default(),
+        inputs: serde_json::json!({ "local_dir": plan.publish.local_dir }),
         commands: vec![format!(
             "write manifest.json; rename {} into the catalog directory",
             out.display()
         )],
     });
+    if let Some(g) = &plan.publish.glance {
+        stages.push(PlannedStage {
+            name: "glance",
+            inputs: serde_json::to_value(g).unwrap_or_default(),
+            commands: g
+                .formats
+                .iter()
+                .map(|f| {
+                    let name = g.names.get(f).map(String::as_str).unwrap_or("?");
+                    format!(
+                        "glance ({}): {} {f} output as `{name}` ({}{}), verify SHA-512{}{}",
+                        g.cloud.as_deref().unwrap_or("$OS_CLOUD"),
+                        g.method.as_str(),
+                        g.visibility,
+                        if g.protected { ", protected" } else { "" },
+                        if g.members.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", share with {}", g.members.join(", "))
+                        },
+                        g.keep
+                            .map(|k| format!(", keep newest {k}"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect(),
+        });
+    }
     stages
+}
+
+fn publish_cmd(dir: &Path, cloud: Option<&str>, name: Option<String>) -> i32 {
+    let manifest_path = dir.join("manifest.json");
+    let manifest: serde_json::Value = match std::fs::read_to_string(&manifest_path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            return usage_error(format!(
+                "{} is not a kiln build ({}: {e})",
+                dir.display(),
+                manifest_path.display()
+            ))
+        }
+    };
+    let settings = match manifest.get("publish_glance") {
+        Some(v) if !v.is_null() => {
+            serde_json::from_value::<crate::glance::publish::Settings>(v.clone())
+                .map_err(anyhow::Error::from)
+        }
+        _ => crate::glance::publish::default_settings(&manifest),
+    };
+    let mut settings = match settings {
+        Ok(s) => s,
+        Err(e) => return usage_error(format!("{}: {e}", manifest_path.display())),
+    };
+    if let Some(n) = name {
+        if settings.formats.len() != 1 {
+            return usage_error("--name needs a single published format");
+        }
+        settings.names = [(settings.formats[0].clone(), n)].into();
+    }
+    let cancel = cancel_on_signals();
+    match crate::glance::publish::publish_dir(dir, &settings, cloud, &cancel, &mut |_, _| {}) {
+        Ok(done) => {
+            for p in &done {
+                println!(
+                    "{} {} ({}) in {}: {}{}",
+                    if p.reused {
+                        "already there:"
+                    } else {
+                        "published"
+                    },
+                    p.name,
+                    p.id,
+                    p.cloud,
+                    p.status,
+                    if p.rotated.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; rotated out {}", p.rotated.join(", "))
+                    }
+                );
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let user = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<crate::glance::GlanceError>())
+                .is_some_and(|g| g.is_user_error());
+            if cancel.is_cancelled() {
+                exit::INTERRUPTED
+            } else if user {
+                exit::INVALID_INPUT
+            } else {
+                exit::BUILD_FAILED
+            }
+        }
+    }
 }
 
 fn plan(
@@ -711,14 +833,32 @@ fn build(
     vars: &[(String, String)],
     cache_dir: Option<PathBuf>,
     jobs: Option<usize>,
+    no_glance: bool,
 ) -> i32 {
-    let plan = match load_checked(recipe_path, vars) {
+    let mut plan = match load_checked(recipe_path, vars) {
         Ok(p) => p,
         Err(d) => {
             print_diagnostics(&d);
             return exit::INVALID_INPUT;
         }
     };
+    if no_glance {
+        plan.publish.glance = None;
+    }
+    // Credentials are checked before a long build, not after it.
+    if let Some(g) = &plan.publish.glance {
+        if let Err(e) = crate::glance::Glance::connect(g.cloud.as_deref()) {
+            eprintln!(
+                "error: publish.glance: {e}\n  (fix the cloud configuration, or build without \
+                 Glance with --no-glance and publish later with `kiln publish DIR`)"
+            );
+            return if e.is_user_error() {
+                exit::INVALID_INPUT
+            } else {
+                exit::BUILD_FAILED
+            };
+        }
+    }
     let cancel = Cancel::new();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, cancel.flag()) {
@@ -761,6 +901,20 @@ fn build(
                             o.size,
                             o.allocated_size,
                             o.virtual_size,
+                        );
+                    }
+                    for p in &f.ctx.glance_published {
+                        println!(
+                            "  glance: {} {} ({}, {}) {}",
+                            p.name,
+                            p.id,
+                            p.cloud,
+                            p.status,
+                            if p.reused {
+                                "already there"
+                            } else {
+                                "uploaded"
+                            }
                         );
                     }
                     println!("  stages:");

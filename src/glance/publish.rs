@@ -442,7 +442,8 @@ pub fn image_body(s: &Settings, name: &str, out: &Output) -> Value {
     body
 }
 
-/// Publish one output: reuse an identical active image, else create it; then rotate.
+/// Publish one output: reuse an identical active image, else create it (rotation is separate:
+/// it runs only once every output is in).
 pub fn publish(
     g: &Glance,
     s: &Settings,
@@ -487,10 +488,6 @@ pub fn publish(
         }
     };
     let id = img["id"].as_str().unwrap_or_default().to_string();
-    let rotated = match s.keep {
-        Some(keep) => rotate(g, s, &out.disk_format, &id, keep)?,
-        None => Vec::new(),
-    };
     let members = g
         .members(&id)
         .map(|ms| {
@@ -511,7 +508,7 @@ pub fn publish(
         method: s.method,
         reused,
         members,
-        rotated,
+        rotated: Vec::new(),
     })
 }
 
@@ -539,7 +536,7 @@ pub fn rotation_victims(images: &[Value], current: &str, keep: usize) -> Vec<Val
     out
 }
 
-fn rotate(
+pub fn rotate(
     g: &Glance,
     s: &Settings,
     disk_format: &str,
@@ -566,6 +563,140 @@ fn rotate(
         deleted.push(id.to_string());
     }
     Ok(deleted)
+}
+
+/// Publish the outputs of a finished build directory (its manifest.json lists them with
+/// their SHA-512) and record the images in that manifest, rewritten atomically. All or
+/// nothing: if one output fails, the images this call created for the others are deleted.
+/// Rotation runs last, once everything is in; its failures are warnings.
+pub fn publish_dir(
+    dir: &std::path::Path,
+    settings: &Settings,
+    cloud: Option<&str>,
+    cancel: &Cancel,
+    on_created: &mut dyn FnMut(&str, &str),
+) -> anyhow::Result<Vec<Published>> {
+    use anyhow::Context as _;
+    let manifest_path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("reading {}", manifest_path.display()))?;
+    let mut manifest: Value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {}", manifest_path.display()))?;
+    let outputs = manifest["outputs"].as_array().cloned().unwrap_or_default();
+    let mut todo = Vec::new();
+    for fmt in &settings.formats {
+        let o = outputs
+            .iter()
+            .find(|o| o["glance_disk_format"].as_str() == Some(fmt.as_str()))
+            .with_context(|| format!("{} lists no {fmt} output", manifest_path.display()))?;
+        let file = dir.join(o["path"].as_str().unwrap_or_default());
+        anyhow::ensure!(file.is_file(), "{} is missing", file.display());
+        let name = settings
+            .names
+            .get(fmt)
+            .cloned()
+            .with_context(|| format!("no image name for {fmt}"))?;
+        todo.push((
+            name,
+            Output {
+                file,
+                disk_format: fmt.clone(),
+                sha512: o["sha512"].as_str().unwrap_or_default().to_string(),
+                virtual_size: o["virtual_size"].as_u64().unwrap_or(0),
+            },
+        ));
+    }
+    let cloud = cloud.or(settings.cloud.as_deref());
+    let g = Glance::connect(cloud).context("connecting to Glance")?;
+    let mut done: Vec<Published> = Vec::new();
+    for (name, out) in &todo {
+        match publish(&g, settings, name, out, cancel) {
+            Ok(p) => {
+                if !p.reused {
+                    on_created(&g.cloud, &p.id);
+                }
+                tracing::info!(
+                    "published {} as {} ({}) in {}: {}",
+                    out.file.display(),
+                    p.name,
+                    p.id,
+                    g.cloud,
+                    p.status
+                );
+                done.push(p);
+            }
+            Err(e) => {
+                for p in done.iter().filter(|p| !p.reused) {
+                    match delete_created(&g, &p.id) {
+                        Ok(()) => {
+                            tracing::warn!("deleted {} ({}): the publish failed", p.id, p.name)
+                        }
+                        Err(de) => tracing::warn!("could not delete {}: {de}", p.id),
+                    }
+                }
+                return Err(anyhow::Error::new(e).context(format!(
+                    "publishing {} to Glance as {name}",
+                    out.file.display()
+                )));
+            }
+        }
+    }
+    if let Some(keep) = settings.keep {
+        for p in done.iter_mut() {
+            match rotate(&g, settings, &p.disk_format, &p.id, keep) {
+                Ok(r) => p.rotated = r,
+                Err(e) => tracing::warn!("rotation (keep {keep}) of {}: {e}", p.name),
+            }
+        }
+    }
+    manifest["published"]["glance"] = serde_json::to_value(&done)?;
+    let tmp = dir.join(".manifest.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&manifest)? + "\n")
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &manifest_path)
+        .with_context(|| format!("replacing {}", manifest_path.display()))?;
+    Ok(done)
+}
+
+/// Settings for `kiln publish` of a build whose recipe had no `publish.glance`: the first
+/// output Glance accepts, named NAME-VERSION, private, with the manifest's properties.
+pub fn default_settings(manifest: &Value) -> anyhow::Result<Settings> {
+    let name = manifest["name"].as_str().unwrap_or("image");
+    let version = manifest["version"].as_str().unwrap_or("0");
+    let fmt = manifest["outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|o| o["glance_disk_format"].as_str())
+        .ok_or_else(|| anyhow::anyhow!("the build has no output Glance accepts"))?
+        .to_string();
+    let properties = manifest["properties"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Settings {
+        cloud: None,
+        names: [(fmt.clone(), format!("{name}-{version}"))].into(),
+        container_format: "bare".into(),
+        visibility: "private".into(),
+        protected: false,
+        min_ram: 0,
+        min_disk: None,
+        tags: Vec::new(),
+        properties,
+        members: Vec::new(),
+        method: Method::Upload,
+        uris: Default::default(),
+        stores: Vec::new(),
+        keep: None,
+        formats: vec![fmt],
+        import_timeout: 3600,
+        recipe: name.to_string(),
+    })
 }
 
 #[cfg(test)]

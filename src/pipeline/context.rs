@@ -21,6 +21,11 @@ pub enum Resource {
     },
     File(PathBuf),
     Dir(PathBuf),
+    /// An image kiln created in Glance.
+    GlanceImage {
+        cloud: String,
+        id: String,
+    },
 }
 
 impl std::fmt::Display for Resource {
@@ -29,6 +34,7 @@ impl std::fmt::Display for Resource {
             Resource::Domain { uri, name } => write!(f, "libvirt domain {name} ({uri})"),
             Resource::File(p) => write!(f, "file {}", p.display()),
             Resource::Dir(p) => write!(f, "directory {}", p.display()),
+            Resource::GlanceImage { cloud, id } => write!(f, "Glance image {id} ({cloud})"),
         }
     }
 }
@@ -92,6 +98,8 @@ pub struct BuildContext {
     /// Allocated bytes of the build disk before and after sysprep's trim.
     pub sparsify: Option<crate::manifest::Sparsify>,
     pub published: Option<PathBuf>,
+    /// Images published to Glance by the glance stage.
+    pub glance_published: Vec<crate::glance::publish::Published>,
 }
 
 impl Records for BuildContext {
@@ -129,6 +137,7 @@ impl BuildContext {
             sysprep_removed: Vec::new(),
             sparsify: None,
             published: None,
+            glance_published: Vec::new(),
         }
     }
 
@@ -188,6 +197,9 @@ impl BuildContext {
                     }
                     _ => Ok(()),
                 },
+                Resource::GlanceImage { cloud, id } => crate::glance::Glance::connect(Some(cloud))
+                    .and_then(|g| crate::glance::publish::delete_created(&g, id))
+                    .map_err(|e| anyhow::anyhow!("deleting Glance image {id}: {e}")),
                 Resource::Dir(p) => match std::fs::remove_dir_all(p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         Err(anyhow::anyhow!("removing {}: {e}", p.display()))
@@ -218,6 +230,9 @@ fn inspect_hint(r: &Resource) -> String {
         Resource::File(p) if p.extension().is_some_and(|e| e == "qcow2") => format!(
             " — inspect with `guestfish --ro -a {} -i`",
             p.display()
+        ),
+        Resource::GlanceImage { cloud, id } => format!(
+            " — inspect with `kiln image --os-cloud {cloud} show {id}`; remove with `kiln image --os-cloud {cloud} delete {id}`"
         ),
         _ => String::new(),
     }

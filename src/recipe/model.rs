@@ -479,9 +479,88 @@ pub struct Publish {
     /// The local catalog directory (the default publisher).
     #[serde(default)]
     pub local: Option<LocalPublish>,
-    /// OpenStack Glance (reserved: not supported yet).
+    /// OpenStack Glance: upload (or import) the outputs after the build.
     #[serde(default)]
-    pub glance: Option<serde_json::Value>,
+    pub glance: Option<GlancePublish>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Private,
+    Shared,
+    Public,
+    Community,
+}
+
+impl Visibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visibility::Private => "private",
+            Visibility::Shared => "shared",
+            Visibility::Public => "public",
+            Visibility::Community => "community",
+        }
+    }
+}
+
+/// Publishing to Glance. Authentication comes from clouds.yaml/secure.yaml or OS_* variables,
+/// never from the recipe.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GlancePublish {
+    /// Cloud in clouds.yaml (default: $OS_CLOUD, else the OS_* variables); may use
+    /// `{{vars.X}}`.
+    #[serde(default)]
+    pub cloud: Option<String>,
+    /// Image name template: `{{name}}`, `{{version}}`, `{{format}}`, `{{date}}` (UTC,
+    /// YYYYMMDD), `{{vars.X}}` (default `{{name}}-{{version}}`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Outputs to publish (default: the first output); with several, the name must contain
+    /// `{{format}}`.
+    #[serde(default)]
+    pub formats: Vec<Format>,
+    /// Glance container_format (default bare).
+    #[serde(default)]
+    pub container_format: Option<String>,
+    /// Default private (Glance's own default is shared); shared when `members` are given.
+    #[serde(default)]
+    pub visibility: Option<Visibility>,
+    /// Protect the image from deletion (set once it is active and verified).
+    #[serde(default)]
+    pub protected: bool,
+    /// MiB of RAM an instance needs.
+    #[serde(default)]
+    pub min_ram: u64,
+    /// GiB of disk an instance needs (default: the virtual size, rounded up).
+    #[serde(default)]
+    pub min_disk: Option<u64>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Extra image properties (over the recipe's and the elements' `properties`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// Project ids to share the image with (they accept it with `kiln image accept`); may
+    /// use `{{vars.X}}`, and entries that render empty are dropped.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// upload (default), glance-direct, web-download or copy-image.
+    #[serde(default)]
+    pub method: crate::glance::publish::Method,
+    /// web-download: where Glance fetches each output (a template like `name`).
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// Target stores (copy-image: the stores to copy into).
+    #[serde(default)]
+    pub stores: Vec<String>,
+    /// Keep only the newest N images this recipe published (per format); protected images are
+    /// never deleted.
+    #[serde(default)]
+    pub keep: Option<usize>,
+    /// Seconds to follow an import before failing (default 3600).
+    #[serde(default)]
+    pub import_timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

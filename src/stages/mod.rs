@@ -9,10 +9,12 @@
 //! | undefine    | remove the build domain from libvirt                               |
 //! | convert     | qemu-img to each output format, sizes and checksums                |
 //! | publish     | manifest.json, rename the staged output directory into place       |
+//! | glance      | publish.glance: upload/import the outputs, verify, share, rotate   |
 
 pub mod bootstrap;
 pub mod cloud_init;
 pub mod convert;
+pub mod glance;
 pub mod provision;
 pub mod publish;
 pub mod source;
@@ -31,6 +33,7 @@ pub const NAMES: &[&str] = &[
     "undefine",
     "convert",
     "publish",
+    "glance",
 ];
 
 pub fn all() -> Vec<Box<dyn Stage<BuildContext>>> {
@@ -42,5 +45,6 @@ pub fn all() -> Vec<Box<dyn Stage<BuildContext>>> {
         Box::new(undefine::UndefineStage),
         Box::new(convert::ConvertStage),
         Box::new(publish::PublishStage),
+        Box::new(glance::GlanceStage),
     ]
 }
