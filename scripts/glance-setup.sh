@@ -6,8 +6,9 @@
 # ordinary projects (alpha, beta) with a member user each, then writes a clouds.yaml with the
 # clouds kiln-admin, kiln-alpha and kiln-beta.
 #
-#   scripts/glance-setup.sh          # install if needed, configure, start; prints the env
-#   scripts/glance-setup.sh stop     # stop what it started
+#   scripts/glance-setup.sh                 # install if needed, configure, start; prints the env
+#   scripts/glance-setup.sh stop            # stop what it started
+#   scripts/glance-setup.sh restart-glance  # stop Glance (SIGTERM) and start it again, same state
 #
 # State lives in $KILN_GLANCE_DIR (default /var/tmp/kiln-glance); the venv in
 # $KILN_GLANCE_VENV (default /opt/kiln-glance-venv) is reused when present. PIDs go to
@@ -33,6 +34,14 @@ stop() {
 }
 if [ "${1:-}" = stop ]; then stop; exit 0; fi
 
+start_uwsgi() { # name config-dir-variable config-dir
+  local name=$1
+  env "$2=$3" setsid "$venv/bin/uwsgi" --ini "$3/uwsgi.ini" </dev/null >/dev/null 2>&1 &
+  echo $! >> "$dir/pids"
+  echo $! > "$dir/$name.pid"
+  if [ -n "${KILN_SERVICES_PIDFILE:-}" ]; then echo $! >> "$KILN_SERVICES_PIDFILE"; fi
+}
+
 answers() { # a status below 500: the app loaded
   local code
   code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1") || return 1
@@ -42,6 +51,18 @@ wait_for() { # name url log
   for _ in $(seq 1 300); do answers "$2" && return 0; sleep 0.2; done
   echo "$1 does not answer on $2; its log:" >&4; tail -30 "$3" >&4; exit 1
 }
+
+if [ "${1:-}" = restart-glance ]; then
+  pid=$(cat "$dir/glance.pid")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 1 100); do answers http://127.0.0.1:9292/versions || break; sleep 0.1; done
+  exec 4>&2
+  start_uwsgi glance OS_GLANCE_CONFIG_DIR "$dir/glance"
+  wait_for glance http://127.0.0.1:9292/versions "$dir/glance-uwsgi.log"
+  echo "Glance restarted (pid $(cat "$dir/glance.pid"))"
+  exit 0
+fi
 
 if [ ! -x "$venv/bin/glance-manage" ] || [ ! -x "$venv/bin/uwsgi" ]; then
   echo "installing Keystone and Glance into $venv (about 2 minutes)"
@@ -101,9 +122,7 @@ logto = $4
 INI
 }
 uwsgi_ini "$ks/uwsgi.ini" 5000 keystone.wsgi.api:application "$dir/keystone-uwsgi.log"
-OS_KEYSTONE_CONFIG_DIR=$ks setsid "$bin/uwsgi" --ini "$ks/uwsgi.ini" </dev/null >/dev/null 2>&1 &
-echo $! >> "$dir/pids"
-[ -n "${KILN_SERVICES_PIDFILE:-}" ] && echo $! >> "$KILN_SERVICES_PIDFILE"
+start_uwsgi keystone OS_KEYSTONE_CONFIG_DIR "$ks"
 wait_for keystone http://127.0.0.1:5000/v3 "$dir/keystone-uwsgi.log"
 
 # Identity objects, as the admin.
@@ -168,9 +187,7 @@ export OS_GLANCE_CONFIG_DIR=$gl
 "$bin/glance-manage" --config-file "$gl/glance-api.conf" db_sync >/dev/null 2>&1 \
   || { echo "glance-manage db_sync failed" >&2; exit 1; }
 uwsgi_ini "$gl/uwsgi.ini" 9292 glance.wsgi.api:application "$dir/glance-uwsgi.log"
-OS_GLANCE_CONFIG_DIR=$gl setsid "$bin/uwsgi" --ini "$gl/uwsgi.ini" </dev/null >/dev/null 2>&1 &
-echo $! >> "$dir/pids"
-[ -n "${KILN_SERVICES_PIDFILE:-}" ] && echo $! >> "$KILN_SERVICES_PIDFILE"
+start_uwsgi glance OS_GLANCE_CONFIG_DIR "$gl"
 wait_for glance http://127.0.0.1:9292/versions "$dir/glance-uwsgi.log"
 
 cat > "$dir/clouds.yaml" <<YAML

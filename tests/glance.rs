@@ -230,3 +230,528 @@ fn bad_credentials_unknown_clouds_and_dead_endpoints_are_clear_errors() {
         text(&out.stderr)
     );
 }
+
+// ---- every `kiln image` command, the publish path and the faults ----
+
+/// `kiln image --os-cloud CLOUD ARGS…`
+fn img(cloud: &str, args: &[&str]) -> Output {
+    let mut v = vec!["image", "--os-cloud", cloud];
+    v.extend_from_slice(args);
+    kiln(&v)
+}
+
+/// Exit 0 or a failure that shows kiln's stderr; returns stdout.
+fn ok(out: Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}\nstdout: {}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
+    text(&out.stdout)
+}
+
+fn json_out(out: Output) -> serde_json::Value {
+    serde_json::from_str(&ok(out)).expect("JSON output")
+}
+
+fn project_id(name: &str) -> String {
+    openstack(
+        "kiln-admin",
+        &["project", "show", "-f", "value", "-c", "id", name],
+    )
+}
+
+fn sha512(p: &Path) -> String {
+    let out = Command::new("sha512sum").arg(p).output().unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn ids_named(cloud: &str, name: &str) -> Vec<String> {
+    json_out(img(cloud, &["list", "--name", name, "-f", "json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A small real image of `format` with some data in it (so hashes differ per `seed`).
+fn disk(dir: &Path, format: &str, seed: &str) -> PathBuf {
+    let raw = dir.join(format!("{seed}.raw"));
+    let mut data = vec![0u8; 4 << 20];
+    let len = data.len();
+    for (i, b) in seed.bytes().cycle().take(64 * 1024).enumerate() {
+        data[i * 7 % len] = b;
+    }
+    std::fs::write(&raw, &data).unwrap();
+    if format == "raw" {
+        return raw;
+    }
+    let out = dir.join(format!("{seed}.{format}"));
+    assert!(Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", format])
+        .arg(&raw)
+        .arg(&out)
+        .status()
+        .unwrap()
+        .success());
+    out
+}
+
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn create_streams_and_verifies_then_set_unset_tag_protect_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = disk(dir.path(), "qcow2", "create");
+    let name = unique("kiln-create");
+    let v = json_out(img(
+        "kiln-alpha",
+        &[
+            "create",
+            &name,
+            "--file",
+            file.to_str().unwrap(),
+            "--property",
+            "os_distro=debian",
+            "--property",
+            "hw_disk_bus=virtio",
+            "--tag",
+            "golden",
+            "--min-ram",
+            "512",
+            "-f",
+            "json",
+        ],
+    ));
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(v["status"], "active");
+    // The format was probed, visibility is private (not Glance's default `shared`), min_disk
+    // is the 4 MiB virtual size rounded up to 1 GiB.
+    assert_eq!(v["disk_format"], "qcow2");
+    assert_eq!(v["container_format"], "bare");
+    assert_eq!(v["visibility"], "private");
+    assert_eq!(v["min_disk"], 1);
+    assert_eq!(v["min_ram"], 512);
+    assert_eq!(v["os_hash_value"], sha512(&file).as_str());
+    assert_eq!(v["size"], std::fs::metadata(&file).unwrap().len());
+    assert_eq!(v["os_distro"], "debian");
+    assert_eq!(v["tags"], serde_json::json!(["golden"]));
+
+    // set: rename, properties (new and replaced), visibility, min sizes, tags, protection.
+    ok(img(
+        "kiln-alpha",
+        &[
+            "set",
+            &id,
+            "--name",
+            &format!("{name}-renamed"),
+            "--property",
+            "os_distro=ubuntu",
+            "--property",
+            "os_version=24.04",
+            "--shared",
+            "--min-disk",
+            "3",
+            "--tag",
+            "extra",
+            "--protected",
+        ],
+    ));
+    let v = json_out(img("kiln-alpha", &["show", &id, "-f", "json"]));
+    assert_eq!(v["name"], format!("{name}-renamed").as_str());
+    assert_eq!(v["os_distro"], "ubuntu");
+    assert_eq!(v["os_version"], "24.04");
+    assert_eq!(v["visibility"], "shared");
+    assert_eq!(v["min_disk"], 3);
+    assert_eq!(v["protected"], true);
+    let mut tags: Vec<String> = serde_json::from_value(v["tags"].clone()).unwrap();
+    tags.sort();
+    assert_eq!(tags, ["extra", "golden"]);
+
+    // Protected: delete is refused with Glance's reason and a hint, exit 1.
+    let out = img("kiln-alpha", &["delete", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("HTTP 403"), "{err}");
+    assert!(
+        !err.contains("Traceback") && !err.contains("<html"),
+        "{err}"
+    );
+    ok(img("kiln-alpha", &["set", &id, "--unprotected"]));
+
+    // unset and tag add/remove.
+    ok(img(
+        "kiln-alpha",
+        &["unset", &id, "--property", "os_version", "--tag", "extra"],
+    ));
+    ok(img("kiln-alpha", &["tag", "add", &id, "t1", "t2"]));
+    ok(img("kiln-alpha", &["tag", "remove", &id, "golden"]));
+    let v = json_out(img("kiln-alpha", &["show", &id, "-f", "json"]));
+    assert!(v.get("os_version").is_none(), "{v}");
+    let mut tags: Vec<String> = serde_json::from_value(v["tags"].clone()).unwrap();
+    tags.sort();
+    assert_eq!(tags, ["t1", "t2"]);
+    // Removing what is not there: a clear error, exit 2.
+    let out = img("kiln-alpha", &["unset", &id, "--property", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no property nope"));
+    let out = img("kiln-alpha", &["tag", "remove", &id, "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // Delete by name; then it is gone (exit 2 for show).
+    ok(img("kiln-alpha", &["delete", &format!("{name}-renamed")]));
+    let out = img("kiln-alpha", &["show", &id]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn vmdk_uploads_and_a_format_mismatch_is_415_with_no_record_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let vmdk = disk(dir.path(), "vmdk", "vmdk");
+    let name = unique("kiln-vmdk");
+    let v = json_out(img(
+        "kiln-alpha",
+        &[
+            "create",
+            &name,
+            "--file",
+            vmdk.to_str().unwrap(),
+            "-f",
+            "json",
+        ],
+    ));
+    assert_eq!(v["disk_format"], "vmdk");
+    assert_eq!(v["status"], "active");
+    assert_eq!(v["os_hash_value"], sha512(&vmdk).as_str());
+    ok(img("kiln-alpha", &["delete", v["id"].as_str().unwrap()]));
+
+    // A vmdk declared as qcow2: Glance's format inspector answers 415.
+    let bad = unique("kiln-415");
+    let out = img(
+        "kiln-alpha",
+        &[
+            "create",
+            &bad,
+            "--file",
+            vmdk.to_str().unwrap(),
+            "--disk-format",
+            "qcow2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("HTTP 415"), "{err}");
+    assert!(err.contains("does not match the disk_format"), "{err}");
+    assert!(err.contains("was deleted"), "{err}");
+    assert!(
+        ids_named("kiln-alpha", &bad).is_empty(),
+        "a queued record was left"
+    );
+}
+
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn sharing_between_projects_add_accept_download_deactivate_reject_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = disk(dir.path(), "qcow2", "share");
+    let beta = project_id("beta");
+    let name = unique("kiln-share");
+    // --member implies a shared image.
+    let v = json_out(img(
+        "kiln-alpha",
+        &[
+            "create",
+            &name,
+            "--file",
+            file.to_str().unwrap(),
+            "--member",
+            &beta,
+            "-f",
+            "json",
+        ],
+    ));
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(v["visibility"], "shared");
+    let members = json_out(img("kiln-alpha", &["member", "list", &id, "-f", "json"]));
+    assert_eq!(members[0]["member_id"], beta.as_str());
+    assert_eq!(members[0]["status"], "pending");
+
+    // Pending: not in beta's listing. Accepted (by name): listed and downloadable.
+    assert!(ids_named("kiln-beta", &name).is_empty());
+    ok(img("kiln-beta", &["accept", &name]));
+    assert_eq!(ids_named("kiln-beta", &name), [id.clone()]);
+    let got = dir.path().join("got.qcow2");
+    ok(img(
+        "kiln-beta",
+        &["download", &id, "-o", got.to_str().unwrap()],
+    ));
+    assert_eq!(sha512(&got), sha512(&file));
+    // No temporary file is left beside the download.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        .collect();
+    assert!(leftovers.is_empty());
+
+    // Deactivated: the member cannot download (403), and the target file is untouched.
+    ok(img("kiln-alpha", &["deactivate", &id]));
+    let v = json_out(img("kiln-alpha", &["show", &id, "-f", "json"]));
+    assert_eq!(v["status"], "deactivated");
+    let again = dir.path().join("again.qcow2");
+    let out = img(
+        "kiln-beta",
+        &["download", &id, "-o", again.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("HTTP 403"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!again.exists());
+    ok(img("kiln-alpha", &["reactivate", &id]));
+    let v = json_out(img("kiln-alpha", &["show", &id, "-f", "json"]));
+    assert_eq!(v["status"], "active");
+
+    // Reject: gone from beta's listing; the owner sees the status.
+    ok(img("kiln-beta", &["reject", &id]));
+    assert!(ids_named("kiln-beta", &name).is_empty());
+    let members = json_out(img("kiln-alpha", &["member", "list", &id, "-f", "json"]));
+    assert_eq!(members[0]["status"], "rejected");
+    // Remove the member; add one again by the command.
+    ok(img("kiln-alpha", &["member", "remove", &id, &beta]));
+    let members = json_out(img("kiln-alpha", &["member", "list", &id, "-f", "json"]));
+    assert_eq!(members.as_array().unwrap().len(), 0);
+    ok(img("kiln-alpha", &["member", "add", &id, &beta]));
+    // Only the member may answer for itself.
+    let out = img("kiln-alpha", &["accept", &id]);
+    assert_ne!(out.status.code(), Some(0));
+    ok(img("kiln-alpha", &["delete", &id]));
+}
+
+/// A static HTTP server on 127.0.0.1:18080 (a port Glance's web-download allows) serving
+/// `dir`; killed on drop. One at a time (tests run in parallel threads).
+struct WebServer(
+    std::process::Child,
+    #[allow(dead_code)] std::sync::MutexGuard<'static, ()>,
+);
+
+static PORT_18080: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl WebServer {
+    fn start(dir: &Path) -> WebServer {
+        let guard = PORT_18080.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            std::net::TcpStream::connect("127.0.0.1:18080").is_err(),
+            "something else listens on 127.0.0.1:18080"
+        );
+        let mut child = Command::new("python3")
+            .args(["-m", "http.server", "18080", "--bind", "127.0.0.1"])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "http.server could not bind 127.0.0.1:18080"
+            );
+            if std::net::TcpStream::connect("127.0.0.1:18080").is_ok() {
+                return WebServer(child, guard);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("http.server did not start");
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn import_methods_glance_direct_web_download_copy_image_and_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = disk(dir.path(), "qcow2", "import");
+    let want = sha512(&file);
+
+    // glance-direct: staged, imported, followed to active.
+    let name = unique("kiln-gd");
+    let v = json_out(img(
+        "kiln-alpha",
+        &[
+            "create",
+            &name,
+            "--file",
+            file.to_str().unwrap(),
+            "--import-method",
+            "glance-direct",
+            "-f",
+            "json",
+        ],
+    ));
+    assert_eq!(v["status"], "active");
+    assert_eq!(v["os_hash_value"], want.as_str());
+    let gd = v["id"].as_str().unwrap().to_string();
+    let tasks = json_out(img("kiln-alpha", &["tasks", &gd, "-f", "json"]));
+    assert_eq!(tasks[0]["status"], "success", "{tasks}");
+    assert_eq!(tasks[0]["type"], "api_image_import");
+
+    // web-download into a queued record made by `create` without data, via `import`.
+    let _web = WebServer::start(dir.path());
+    let name = unique("kiln-wd");
+    let v = json_out(img(
+        "kiln-alpha",
+        &["create", &name, "--disk-format", "qcow2", "-f", "json"],
+    ));
+    assert_eq!(v["status"], "queued");
+    let wd = v["id"].as_str().unwrap().to_string();
+    let uri = format!(
+        "http://127.0.0.1:18080/{}",
+        file.file_name().unwrap().to_string_lossy()
+    );
+    ok(img(
+        "kiln-alpha",
+        &["import", &wd, "--method", "web-download", "--uri", &uri],
+    ));
+    let v = json_out(img("kiln-alpha", &["show", &wd, "-f", "json"]));
+    assert_eq!(v["status"], "active");
+    assert_eq!(v["os_hash_value"], want.as_str());
+
+    // copy-image (admin): into the second store, followed until it is there.
+    let name = unique("kiln-copy");
+    let v = json_out(img(
+        "kiln-admin",
+        &[
+            "create",
+            &name,
+            "--file",
+            file.to_str().unwrap(),
+            "--import-method",
+            "copy-image",
+            "--store",
+            "fs2",
+            "-f",
+            "json",
+        ],
+    ));
+    assert_eq!(v["status"], "active");
+    let stores: Vec<&str> = v["stores"].as_str().unwrap().split(',').collect();
+    assert!(
+        stores.contains(&"fs") && stores.contains(&"fs2"),
+        "{stores:?}"
+    );
+    ok(img("kiln-admin", &["delete", v["id"].as_str().unwrap()]));
+    ok(img("kiln-alpha", &["delete", &gd, &wd]));
+}
+
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn a_failed_import_is_reported_not_waited_for_and_leaves_no_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let _web = WebServer::start(dir.path());
+    let name = unique("kiln-badimport");
+    let t = std::time::Instant::now();
+    let out = img(
+        "kiln-alpha",
+        &[
+            "create",
+            &name,
+            "--disk-format",
+            "qcow2",
+            "--import-method",
+            "web-download",
+            "--uri",
+            "http://127.0.0.1:18080/no-such-image.qcow2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("import"), "{err}");
+    assert!(err.contains("failed"), "{err}");
+    assert!(err.contains("was deleted"), "{err}");
+    // Reported from the task, not after the import timeout (an hour).
+    assert!(t.elapsed().as_secs() < 120);
+    assert!(ids_named("kiln-alpha", &name).is_empty());
+}
+
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn cache_commands_for_admins() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = disk(dir.path(), "qcow2", "cache");
+    let name = unique("kiln-cache");
+    let v = json_out(img(
+        "kiln-admin",
+        &[
+            "create",
+            &name,
+            "--file",
+            file.to_str().unwrap(),
+            "-f",
+            "json",
+        ],
+    ));
+    let id = v["id"].as_str().unwrap().to_string();
+    ok(img("kiln-admin", &["cache", "clear"]));
+    ok(img("kiln-admin", &["cache", "queue", &id]));
+    let c = json_out(img("kiln-admin", &["cache", "list", "-f", "json"]));
+    let listed = |c: &serde_json::Value| {
+        c["queued_images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q == id.as_str())
+            || c["cached_images"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|q| q["image_id"] == id.as_str())
+    };
+    assert!(listed(&c), "{c}");
+    // A download goes through the cache: afterwards the image is cached.
+    let got = dir.path().join("got");
+    ok(img(
+        "kiln-admin",
+        &["download", &id, "-o", got.to_str().unwrap()],
+    ));
+    let c = json_out(img("kiln-admin", &["cache", "list", "-f", "json"]));
+    assert!(
+        c["cached_images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["image_id"] == id.as_str()),
+        "{c}"
+    );
+    let table = ok(img("kiln-admin", &["cache", "list"]));
+    assert!(table.contains(&id), "{table}");
+    ok(img("kiln-admin", &["cache", "delete", &id]));
+    let c = json_out(img("kiln-admin", &["cache", "list", "-f", "json"]));
+    assert!(!listed(&c), "{c}");
+    ok(img("kiln-admin", &["cache", "clean"]));
+    ok(img("kiln-admin", &["cache", "prune"]));
+    ok(img("kiln-admin", &["cache", "clear", "--target", "queue"]));
+    // Not for ordinary projects: 403 with a hint.
+    let out = img("kiln-alpha", &["cache", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("HTTP 403"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(img("kiln-admin", &["delete", &id]));
+}
