@@ -486,7 +486,7 @@ fn sharing_between_projects_add_accept_download_deactivate_reject_remove() {
     // Pending: not in beta's listing. Accepted (by name): listed and downloadable.
     assert!(ids_named("kiln-beta", &name).is_empty());
     ok(img("kiln-beta", &["accept", &name]));
-    assert_eq!(ids_named("kiln-beta", &name), [id.clone()]);
+    assert_eq!(ids_named("kiln-beta", &name), vec![id.to_string()]);
     let got = dir.path().join("got.qcow2");
     ok(img(
         "kiln-beta",
