@@ -23,5 +23,5 @@ cargo test --locked
 bash scripts/glance-setup.sh
 export OS_CLIENT_CONFIG_FILE=${KILN_GLANCE_DIR:-/var/tmp/kiln-glance}/clouds.yaml
 export KILN_GLANCE_VENV=${KILN_GLANCE_VENV:-/opt/kiln-glance-venv}
-cargo test --locked --test glance -- --ignored
+cargo test --locked --test glance --test glance_faults -- --ignored
 cargo test --locked --test e2e -- --ignored --test-threads=1

@@ -2,35 +2,12 @@
 //! scripts/test.sh, which exports OS_CLIENT_CONFIG_FILE and KILN_GLANCE_VENV). Images are put
 //! there with the real `openstack` client, then read back with kiln.
 
+mod glance_common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .env_remove("OS_CLOUD")
-        .output()
-        .expect("kiln")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn openstack(cloud: &str, args: &[&str]) -> String {
-    let venv = std::env::var("KILN_GLANCE_VENV").unwrap_or_else(|_| "/opt/kiln-glance-venv".into());
-    let out = Command::new(Path::new(&venv).join("bin/openstack"))
-        .args(["--os-cloud", cloud])
-        .args(args)
-        .output()
-        .expect("openstack client");
-    assert!(
-        out.status.success(),
-        "openstack {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout).trim().to_string()
-}
+use glance_common::*;
 
 /// A small real qcow2 (Glance's format inspector rejects fake ones).
 fn qcow2(dir: &Path) -> PathBuf {
@@ -43,17 +20,6 @@ fn qcow2(dir: &Path) -> PathBuf {
         .unwrap()
         .success());
     p
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
 }
 
 #[test]
@@ -232,77 +198,6 @@ fn bad_credentials_unknown_clouds_and_dead_endpoints_are_clear_errors() {
 }
 
 // ---- every `kiln image` command, the publish path and the faults ----
-
-/// `kiln image --os-cloud CLOUD ARGS…`
-fn img(cloud: &str, args: &[&str]) -> Output {
-    let mut v = vec!["image", "--os-cloud", cloud];
-    v.extend_from_slice(args);
-    kiln(&v)
-}
-
-/// Exit 0 or a failure that shows kiln's stderr; returns stdout.
-fn ok(out: Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}\nstdout: {}",
-        text(&out.stderr),
-        text(&out.stdout)
-    );
-    text(&out.stdout)
-}
-
-fn json_out(out: Output) -> serde_json::Value {
-    serde_json::from_str(&ok(out)).expect("JSON output")
-}
-
-fn project_id(name: &str) -> String {
-    openstack(
-        "kiln-admin",
-        &["project", "show", "-f", "value", "-c", "id", name],
-    )
-}
-
-fn sha512(p: &Path) -> String {
-    let out = Command::new("sha512sum").arg(p).output().unwrap();
-    text(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-fn ids_named(cloud: &str, name: &str) -> Vec<String> {
-    json_out(img(cloud, &["list", "--name", name, "-f", "json"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// A small real image of `format` with some data in it (so hashes differ per `seed`).
-fn disk(dir: &Path, format: &str, seed: &str) -> PathBuf {
-    let raw = dir.join(format!("{seed}.raw"));
-    let mut data = vec![0u8; 4 << 20];
-    let len = data.len();
-    for (i, b) in seed.bytes().cycle().take(64 * 1024).enumerate() {
-        data[i * 7 % len] = b;
-    }
-    std::fs::write(&raw, &data).unwrap();
-    if format == "raw" {
-        return raw;
-    }
-    let out = dir.join(format!("{seed}.{format}"));
-    assert!(Command::new("qemu-img")
-        .args(["convert", "-q", "-f", "raw", "-O", format])
-        .arg(&raw)
-        .arg(&out)
-        .status()
-        .unwrap()
-        .success());
-    out
-}
 
 #[test]
 #[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
@@ -754,4 +649,222 @@ fn cache_commands_for_admins() {
         text(&out.stderr)
     );
     ok(img("kiln-admin", &["delete", &id]));
+}
+
+/// A finished build directory as `kiln build` leaves it (outputs + manifest.json), with the
+/// publish settings `kiln plan` resolved from `recipe` (the same serialization the build
+/// writes), made without a VM.
+fn fake_build(root: &Path, recipe: &Path, vars: &[(&str, &str)], seed: &str) -> PathBuf {
+    let mut args = vec!["plan".to_string(), recipe.display().to_string()];
+    args.extend(["--format".into(), "json".into()]);
+    for (k, v) in vars {
+        args.extend(["--var".to_string(), format!("{k}={v}")]);
+    }
+    args.extend([
+        "--render-dir".to_string(),
+        root.join(format!("plan-{seed}")).display().to_string(),
+    ]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let plan = json_out(kiln(&a));
+    let settings = plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "glance")
+        .expect("a glance stage in the plan")["inputs"]
+        .clone();
+    let dir = root.join(seed);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut outputs = Vec::new();
+    for fmt in ["qcow2", "vmdk"] {
+        let f = disk(&dir, fmt, seed);
+        let info: serde_json::Value = serde_json::from_slice(
+            &Command::new("qemu-img")
+                .args(["info", "--output=json"])
+                .arg(&f)
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        outputs.push(serde_json::json!({
+            "path": f.file_name().unwrap().to_string_lossy(),
+            "format": fmt, "glance_disk_format": fmt,
+            "virtual_size": info["virtual-size"], "sha512": sha512(&f),
+        }));
+    }
+    let manifest = serde_json::json!({
+        "name": "pubtest", "version": "1", "outputs": outputs,
+        "properties": {}, "published": {"local": dir, "glance": []},
+        "publish_glance": settings,
+    });
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    dir
+}
+
+fn published(dir: &Path) -> Vec<serde_json::Value> {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    m["published"]["glance"].as_array().unwrap().clone()
+}
+
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn kiln_publish_names_shares_is_idempotent_rotates_and_is_all_or_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let beta = project_id("beta");
+    let prefix = unique("pub");
+    let recipe = root.path().join("r.yaml");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"name: {prefix}
+version: "1"
+vars: {{build: "0", share: ""}}
+source:
+  bootstrap: {{distro: debian, suite: bookworm}}
+outputs: [qcow2, vmdk]
+properties: {{os_distro: debian, hw_qemu_guest_agent: "yes"}}
+publish:
+  glance:
+    cloud: kiln-alpha
+    name: "{{{{name}}}}-{{{{vars.build}}}}-{{{{format}}}}"
+    formats: [qcow2, vmdk]
+    members: ["{{{{vars.share}}}}"]
+    tags: [golden]
+    properties: {{os_version: "12"}}
+    min_ram: 256
+    keep: 2
+"#
+        ),
+    )
+    .unwrap();
+    let build = |n: &str| {
+        fake_build(
+            root.path(),
+            &recipe,
+            &[("build", n), ("share", beta.as_str())],
+            &format!("b{n}"),
+        )
+    };
+
+    // Build 1: both formats, named by the template, shared with beta, properties as strings.
+    let b1 = build("1");
+    ok(kiln(&["publish", b1.to_str().unwrap()]));
+    let p1 = published(&b1);
+    assert_eq!(p1.len(), 2);
+    for (p, fmt) in p1.iter().zip(["qcow2", "vmdk"]) {
+        assert_eq!(p["name"], format!("{prefix}-1-{fmt}").as_str());
+        assert_eq!(p["reused"], false);
+        let v = json_out(img(
+            "kiln-alpha",
+            &["show", p["id"].as_str().unwrap(), "-f", "json"],
+        ));
+        assert_eq!(v["status"], "active");
+        assert_eq!(v["disk_format"], fmt);
+        assert_eq!(v["visibility"], "shared");
+        assert_eq!(v["min_ram"], 256);
+        assert_eq!(v["min_disk"], 1);
+        assert_eq!(v["os_distro"], "debian");
+        assert_eq!(v["hw_qemu_guest_agent"], "yes");
+        assert_eq!(v["os_version"], "12");
+        assert_eq!(v["kiln_recipe"], prefix.as_str());
+        assert_eq!(v["tags"], serde_json::json!(["golden"]));
+        assert_eq!(
+            v["os_hash_value"],
+            sha512(&b1.join(format!("b1.{fmt}"))).as_str()
+        );
+        let m = json_out(img(
+            "kiln-alpha",
+            &["member", "list", v["id"].as_str().unwrap(), "-f", "json"],
+        ));
+        assert_eq!(m[0]["member_id"], beta.as_str());
+        assert_eq!(p["members"], serde_json::json!([beta]));
+    }
+
+    // Again: nothing uploaded, the same ids reported.
+    let out = ok(kiln(&["publish", b1.to_str().unwrap()]));
+    assert!(out.contains("already there"), "{out}");
+    let again = published(&b1);
+    assert_eq!(again[0]["id"], p1[0]["id"]);
+    assert_eq!(again[0]["reused"], true);
+    assert_eq!(
+        ids_named("kiln-alpha", &format!("{prefix}-1-qcow2")).len(),
+        1
+    );
+
+    // Protect build 1's qcow2; builds 2 and 3 with keep 2 rotate out build 1's vmdk only.
+    ok(img(
+        "kiln-alpha",
+        &["set", p1[0]["id"].as_str().unwrap(), "--protected"],
+    ));
+    let b2 = build("2");
+    ok(kiln(&["publish", b2.to_str().unwrap()]));
+    let b3 = build("3");
+    ok(kiln(&["publish", b3.to_str().unwrap()]));
+    let p3 = published(&b3);
+    assert_eq!(p3[1]["rotated"], serde_json::json!([p1[1]["id"]]), "{p3:?}");
+    assert_eq!(
+        p3[0]["rotated"],
+        serde_json::json!([]),
+        "protected qcow2 kept"
+    );
+    assert!(ids_named("kiln-alpha", &format!("{prefix}-1-vmdk")).is_empty());
+    assert_eq!(
+        ids_named("kiln-alpha", &format!("{prefix}-1-qcow2")).len(),
+        1
+    );
+
+    // All or nothing: build 4's vmdk is not a vmdk (415) → its qcow2 image is removed too.
+    let b4 = build("4");
+    std::fs::copy(b4.join("b4.qcow2"), b4.join("b4.vmdk")).unwrap();
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b4.join("manifest.json")).unwrap()).unwrap();
+    m["outputs"][1]["sha512"] = sha512(&b4.join("b4.vmdk")).into();
+    std::fs::write(b4.join("manifest.json"), m.to_string()).unwrap();
+    let out = kiln(&["publish", b4.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("HTTP 415"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(ids_named("kiln-alpha", &format!("{prefix}-4-qcow2")).is_empty());
+    assert!(ids_named("kiln-alpha", &format!("{prefix}-4-vmdk")).is_empty());
+    assert!(published(&b4).is_empty(), "manifest untouched on failure");
+
+    // A changed output file is caught before it goes up under the manifest's name.
+    let b5 = build("5");
+    std::fs::copy(b1.join("b1.qcow2"), b5.join("b5.qcow2")).unwrap();
+    let out = kiln(&["publish", b5.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("changed since it was built"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(ids_named("kiln-alpha", &format!("{prefix}-5-qcow2")).is_empty());
+
+    // Clean up.
+    ok(img(
+        "kiln-alpha",
+        &["set", p1[0]["id"].as_str().unwrap(), "--unprotected"],
+    ));
+    let all = json_out(img(
+        "kiln-alpha",
+        &[
+            "list",
+            "--property",
+            &format!("kiln_recipe={prefix}"),
+            "-f",
+            "json",
+        ],
+    ));
+    for i in all.as_array().unwrap() {
+        ok(img("kiln-alpha", &["delete", i["id"].as_str().unwrap()]));
+    }
 }

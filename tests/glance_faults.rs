@@ -1,0 +1,77 @@
+//! Faults a real Glance can produce: the server stopped in the middle of an upload. A separate
+//! test binary, because restarting Glance would break the other Glance tests running in
+//! parallel threads (cargo runs test binaries one after another).
+
+mod glance_common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use glance_common::*;
+
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn glance_stopped_mid_upload_gives_a_clear_error_and_no_record_once_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 GiB of raw data (non-zero so nothing can shortcut it): several seconds of upload.
+    let big = dir.path().join("big.raw");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        let chunk: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+        for _ in 0..1024 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let name = unique("kiln-killed");
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "image",
+            "--os-cloud",
+            "kiln-alpha",
+            "create",
+            &name,
+            "--disk-format",
+            "raw",
+            "--file",
+        ])
+        .arg(&big)
+        .env_remove("OS_CLOUD")
+        .env("KILN_GLANCE_CLEANUP_TIMEOUT", "180")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait until Glance is receiving the data.
+    let start = Instant::now();
+    loop {
+        let v = json_out(img("kiln-alpha", &["list", "--name", &name, "-f", "json"]));
+        if v[0]["status"] == "saving" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "upload never started: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Stop Glance (SIGTERM to uWSGI) and start it again, with the same state.
+    let st = Command::new("bash")
+        .args(["scripts/glance-setup.sh", "restart-glance"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "restarting Glance failed");
+
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("PUT /v2/images/"), "{err}");
+    assert!(err.contains("was deleted"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        ids_named("kiln-alpha", &name).is_empty(),
+        "a record was left behind"
+    );
+}
