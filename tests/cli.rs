@@ -117,7 +117,8 @@ fn plan_renders_templates_and_shows_commands_without_libvirt() {
             "sysprep",
             "undefine",
             "convert",
-            "publish"
+            "publish",
+            "glance"
         ]
     );
     assert!(v["stages"][0]["commands"][0]

@@ -77,6 +77,22 @@ fn sections(out: &str) -> std::collections::HashMap<String, String> {
     map
 }
 
+/// The real `openstack` client as the test Glance's admin.
+fn openstack_admin(args: &[&str]) -> String {
+    let venv = std::env::var("KILN_GLANCE_VENV").unwrap_or_else(|_| "/opt/kiln-glance-venv".into());
+    let out = Command::new(Path::new(&venv).join("bin/openstack"))
+        .args(["--os-cloud", "kiln-admin"])
+        .args(args)
+        .output()
+        .expect("openstack client (scripts/glance-setup.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn sha256_of(p: &Path) -> String {
     let out = Command::new("sha256sum").arg(p).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -91,9 +107,14 @@ fn sha256_of(p: &Path) -> String {
 fn debian_example_builds_a_cloud_ready_sysprepped_image() {
     let out_dir = tempfile::tempdir().unwrap();
     let before = domains("kiln-");
+    // Published to the test Glance (scripts/glance-setup.sh) as project alpha, shared with beta.
+    let beta = openstack_admin(&["project", "show", "-f", "value", "-c", "id", "beta"]);
     let status = kiln()
-        .args(["build", "examples/debian-12.yaml", "-o"])
+        .args(["build", "examples/debian-12.yaml", "--var"])
+        .arg(format!("share_with={beta}"))
+        .arg("-o")
         .arg(out_dir.path())
+        .env("OS_CLOUD", "kiln-alpha")
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(0), "kiln build failed");
@@ -140,7 +161,8 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
             "sysprep",
             "undefine",
             "convert",
-            "publish"
+            "publish",
+            "glance"
         ]
     );
     for t in ["kiln", "qemu-img", "libvirt", "libguestfs"] {
@@ -277,6 +299,71 @@ echo ==end==\n";
     let after = domains("kiln-");
     assert_eq!(after, before, "leftover domains");
 
+    // In Glance: active, the bytes of the qcow2 output, the recipe's and elements' properties,
+    // shared with beta.
+    let published = &m["published"]["glance"][0];
+    let id = published["id"]
+        .as_str()
+        .expect("a Glance image id in the manifest");
+    assert_eq!(published["cloud"], "kiln-alpha");
+    assert_eq!(published["name"], "debian-12-1.0");
+    let out = kiln()
+        .args([
+            "image",
+            "--os-cloud",
+            "kiln-alpha",
+            "show",
+            id,
+            "-f",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let g: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(g["status"], "active");
+    assert_eq!(g["disk_format"], "qcow2");
+    assert_eq!(g["os_hash_value"], output["sha512"]);
+    assert_eq!(g["size"], output["size"]);
+    assert_eq!(g["min_disk"], 3);
+    assert_eq!(g["min_ram"], 512);
+    assert_eq!(g["visibility"], "shared");
+    for (k, v) in [
+        ("os_distro", "debian"),
+        ("os_type", "linux"),
+        ("hw_disk_bus", "virtio"),
+        ("hw_qemu_guest_agent", "yes"),
+        ("os_version", "12"),
+        ("os_admin_user", "debian"),
+        ("kiln_recipe", "debian-12"),
+    ] {
+        assert_eq!(g[k], v, "property {k}");
+    }
+    let out = kiln()
+        .args([
+            "image",
+            "--os-cloud",
+            "kiln-alpha",
+            "member",
+            "list",
+            id,
+            "-f",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let members: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(members[0]["member_id"], beta.as_str(), "{members}");
+    let out = kiln()
+        .args(["image", "--os-cloud", "kiln-alpha", "delete", id])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
     // No secret-looking material in manifest or logs.
     for f in ["manifest.json", "build.log"] {
         let t = std::fs::read_to_string(dir.join(f)).unwrap();
@@ -289,7 +376,7 @@ echo ==end==\n";
 fn sigint_during_install_cleans_up_and_exits_130() {
     let out_dir = tempfile::tempdir().unwrap();
     let mut child = kiln()
-        .args(["build", "examples/debian-12.yaml", "-o"])
+        .args(["build", "examples/debian-12.yaml", "--no-glance", "-o"])
         .arg(out_dir.path())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -462,7 +549,7 @@ fn a_debian_disk(dir: &Path) -> PathBuf {
         Some(p) => p,
         None => {
             let status = kiln()
-                .args(["build", "examples/debian-12.yaml", "-o"])
+                .args(["build", "examples/debian-12.yaml", "--no-glance", "-o"])
                 .arg(dir)
                 .status()
                 .unwrap();
