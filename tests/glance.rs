@@ -5,7 +5,7 @@
 mod glance_common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use glance_common::*;
 
@@ -867,4 +867,31 @@ publish:
     for i in all.as_array().unwrap() {
         ok(img("kiln-alpha", &["delete", i["id"].as_str().unwrap()]));
     }
+}
+
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn debug_logs_carry_no_password_or_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = disk(dir.path(), "qcow2", "secret");
+    let name = unique("kiln-secret");
+    let out = kiln(&[
+        "-v",
+        "image",
+        "--os-cloud",
+        "kiln-alpha",
+        "create",
+        &name,
+        "--file",
+        file.to_str().unwrap(),
+        "-f",
+        "json",
+    ]);
+    let id = json_out(out.clone())["id"].as_str().unwrap().to_string();
+    let err = text(&out.stderr);
+    assert!(err.contains("glance: PUT"), "debug log expected: {err}");
+    assert!(!err.contains("alpha-pw"), "password in the log");
+    // Keystone's fernet tokens start with gAAAAA.
+    assert!(!err.contains("gAAAAA"), "token in the log");
+    ok(img("kiln-alpha", &["delete", &id]));
 }
