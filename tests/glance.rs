@@ -5,7 +5,7 @@
 mod glance_common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use glance_common::*;
 
