@@ -101,3 +101,19 @@ pub fn allocated(path: &std::path::Path) -> u64 {
         .map(|m| m.blocks() * 512)
         .unwrap_or(0)
 }
+
+/// Change a written manifest.json in place, atomically (a temporary file renamed over it).
+pub fn update(dir: &std::path::Path, f: impl FnOnce(&mut serde_json::Value)) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let path = dir.join("manifest.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    f(&mut v);
+    let tmp = dir.join(".manifest.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&v)? + "\n")
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}

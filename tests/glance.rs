@@ -895,3 +895,94 @@ fn debug_logs_carry_no_password_or_token() {
     assert!(!err.contains("gAAAAA"), "token in the log");
     ok(img("kiln-alpha", &["delete", &id]));
 }
+
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn application_credentials_tokens_secure_yaml_interfaces_regions_and_os_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let ac: serde_json::Value = serde_json::from_str(&openstack(
+        "kiln-alpha",
+        &[
+            "application",
+            "credential",
+            "create",
+            "-f",
+            "json",
+            &unique("kiln-ac"),
+        ],
+    ))
+    .unwrap();
+    let token = openstack("kiln-alpha", &["token", "issue", "-f", "value", "-c", "id"]);
+    let user = r#"auth_url: "http://127.0.0.1:5000/v3", username: alpha-user, project_name: alpha, user_domain_id: default, project_domain_id: default"#;
+    let clouds = dir.path().join("clouds.yaml");
+    std::fs::write(
+        &clouds,
+        format!(
+            r#"clouds:
+  appcred:
+    auth_type: v3applicationcredential
+    auth: {{auth_url: "http://127.0.0.1:5000/v3", application_credential_id: "{}", application_credential_secret: "{}"}}
+  token:
+    auth_type: v3token
+    auth: {{auth_url: "http://127.0.0.1:5000/v3", token: "{token}", project_name: alpha, project_domain_id: default}}
+  secure:
+    auth: {{{user}}}
+  internal:
+    auth: {{{user}, password: alpha-pw}}
+    interface: internal
+    region_name: RegionOne
+  nowhere:
+    auth: {{{user}, password: alpha-pw}}
+    region_name: Nowhere
+"#,
+            ac["ID"].as_str().unwrap(),
+            ac["Secret"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let secure = dir.path().join("secure.yaml");
+    std::fs::write(
+        &secure,
+        "clouds:\n  secure:\n    auth: {password: alpha-pw}\n",
+    )
+    .unwrap();
+    let run = |cloud: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["image", "--os-cloud", cloud, "list", "-f", "json"])
+            .env("OS_CLIENT_CONFIG_FILE", &clouds)
+            .env("OS_CLIENT_SECURE_FILE", &secure)
+            .env_remove("OS_CLOUD")
+            .output()
+            .unwrap()
+    };
+    for cloud in ["appcred", "token", "secure", "internal"] {
+        let out = run(cloud);
+        assert_eq!(out.status.code(), Some(0), "{cloud}: {}", text(&out.stderr));
+    }
+    let out = run("nowhere");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("region Nowhere") && err.contains("public@RegionOne"),
+        "{err}"
+    );
+
+    // No clouds.yaml at all: the OS_* variables.
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["image", "list", "-f", "json"])
+        .env_remove("OS_CLIENT_CONFIG_FILE")
+        .env_remove("OS_CLOUD")
+        .envs([
+            ("OS_AUTH_URL", "http://127.0.0.1:5000/v3"),
+            ("OS_USERNAME", "alpha-user"),
+            ("OS_PASSWORD", "alpha-pw"),
+            ("OS_PROJECT_NAME", "alpha"),
+            ("OS_USER_DOMAIN_ID", "default"),
+            ("OS_PROJECT_DOMAIN_ID", "default"),
+            ("OS_REGION_NAME", "RegionOne"),
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

@@ -429,14 +429,23 @@ pub fn run(cloud: Option<&str>, command: ImageCommand) -> i32 {
         Ok(g) => g,
         Err(e) => return fail(e),
     };
-    match dispatch(&g, command) {
+    let cancel = cancel_on_signals();
+    match dispatch(&g, command, &cancel) {
         Ok(code) => code,
+        Err(e) if cancel.is_cancelled() => {
+            eprintln!("interrupted: {e}");
+            exit::INTERRUPTED
+        }
         Err(e) => fail(e),
     }
 }
 
-fn dispatch(g: &Glance, command: ImageCommand) -> Result<i32, GlanceError> {
-    let cancel = cancel_on_signals();
+fn dispatch(
+    g: &Glance,
+    command: ImageCommand,
+    cancel: &crate::process::Cancel,
+) -> Result<i32, GlanceError> {
+    let cancel = cancel.clone();
     match command {
         ImageCommand::List {
             name,

@@ -133,9 +133,12 @@ fn cloud_config(
         .or_else(|| std::env::var("OS_CLOUD").ok().filter(|s| !s.is_empty()));
     match name {
         Some(name) => {
+            // python-openstackclient's variables for extra clouds.yaml / secure.yaml files.
             let extra = std::env::var("OS_CLIENT_CONFIG_FILE").ok();
-            let cfg = ConfigFile::new_with_user_specified_configs(extra.as_deref(), None::<&str>)
-                .map_err(|e| GlanceError::Config(e.to_string()))?;
+            let secure = std::env::var("OS_CLIENT_SECURE_FILE").ok();
+            let cfg =
+                ConfigFile::new_with_user_specified_configs(extra.as_deref(), secure.as_deref())
+                    .map_err(|e| GlanceError::Config(e.to_string()))?;
             let profile = cfg
                 .get_cloud_config(&name)
                 .map_err(|e| GlanceError::Config(e.to_string()))?
@@ -166,7 +169,19 @@ impl Glance {
     /// Authenticate and find the image endpoint in the catalog.
     pub fn connect(cloud: Option<&str>) -> Result<Glance, GlanceError> {
         use openstack_sdk::types::ServiceType;
-        let (name, profile) = cloud_config(cloud)?;
+        // The SDK finds its auth plugins through `inventory`; a plugin crate that nothing
+        // references is dropped by the linker (then `v3applicationcredential` is "not a
+        // supported type"), so reference it.
+        std::hint::black_box(&openstack_sdk_auth_applicationcredential::ANCHOR);
+        let (name, mut profile) = cloud_config(cloud)?;
+        // The SDK mis-joins Keystone's URL when `interface` is not public (it POSTs to
+        // /auth/tokens without /v3), so it authenticates with the default and kiln picks the
+        // image endpoint for the wanted interface from the token's catalog itself.
+        let interface = profile
+            .interface
+            .replace("public".into())
+            .unwrap_or_else(|| "public".into());
+        let region = profile.region_name.clone();
         let auth = |message: String| GlanceError::Auth {
             cloud: name.clone(),
             message,
@@ -185,11 +200,26 @@ impl Glance {
         let token = os
             .get_auth_token()
             .ok_or_else(|| auth("Keystone returned no token".into()))?;
-        use openstack_sdk::api::Client as _;
-        let ep = os
-            .get_service_endpoint(&ServiceType::Image, None)
-            .map_err(|e| auth(format!("no image service in the catalog: {e}")))?;
-        let mut endpoint = ep.url_str().trim_end_matches('/').to_string();
+        let catalog = os
+            .get_auth_info()
+            .and_then(|a| serde_json::to_value(a.token.catalog).ok())
+            .unwrap_or(Value::Null);
+        let mut endpoint = match pick_endpoint(&catalog, "image", &interface, region.as_deref()) {
+            Ok(url) => url,
+            Err(e) => {
+                // Token without a catalog (unusual): ask the SDK.
+                use openstack_sdk::api::Client as _;
+                if catalog.is_null() {
+                    os.get_service_endpoint(&ServiceType::Image, None)
+                        .map_err(|e| auth(format!("no image service in the catalog: {e}")))?
+                        .url_str()
+                        .to_string()
+                } else {
+                    return Err(auth(e));
+                }
+            }
+        };
+        endpoint = endpoint.trim_end_matches('/').to_string();
         // The catalog may name the versioned root; calls below add /v2 themselves.
         for suffix in ["/v2", "/v2.0"] {
             if let Some(base) = endpoint.strip_suffix(suffix) {
@@ -316,6 +346,47 @@ impl Glance {
             ))),
         }
     }
+}
+
+/// The URL of `service_type` for `interface` (and `region`, when given) in a Keystone v3
+/// catalog (`[{"type", "endpoints": [{"interface", "region", "region_id", "url"}]}]`).
+pub fn pick_endpoint(
+    catalog: &Value,
+    service_type: &str,
+    interface: &str,
+    region: Option<&str>,
+) -> Result<String, String> {
+    let interface = interface.trim_end_matches("URL");
+    let mut seen = Vec::new();
+    for svc in catalog.as_array().into_iter().flatten() {
+        if svc["type"] != service_type {
+            continue;
+        }
+        for ep in svc["endpoints"].as_array().into_iter().flatten() {
+            let ep_region = ep["region_id"]
+                .as_str()
+                .or(ep["region"].as_str())
+                .unwrap_or("");
+            let ep_iface = ep["interface"].as_str().unwrap_or("");
+            if ep_iface == interface && region.is_none_or(|r| r == ep_region) {
+                if let Some(url) = ep["url"].as_str() {
+                    return Ok(url.to_string());
+                }
+            }
+            seen.push(format!("{ep_iface}@{ep_region}"));
+        }
+    }
+    Err(if seen.is_empty() {
+        format!("no {service_type} service in the catalog")
+    } else {
+        format!(
+            "no {service_type} endpoint for interface {interface}{} in the catalog (it has {})",
+            region
+                .map(|r| format!(" in region {r}"))
+                .unwrap_or_default(),
+            seen.join(", ")
+        )
+    })
 }
 
 /// The writable core attributes of an image (everything else is a custom property).
@@ -563,6 +634,40 @@ mod tests {
             "Image upload failed Data does not match"
         );
         assert_eq!(error_message("plain text"), "plain text");
+    }
+
+    #[test]
+    fn endpoints_by_interface_and_region() {
+        let cat = json!([
+            {"type": "identity", "endpoints": [{"interface": "public", "region_id": "R1", "url": "http://k"}]},
+            {"type": "image", "endpoints": [
+                {"interface": "public", "region_id": "R1", "region": "R1", "url": "http://pub1"},
+                {"interface": "internal", "region_id": "R1", "url": "http://int1"},
+                {"interface": "public", "region_id": "R2", "url": "http://pub2"}
+            ]}
+        ]);
+        assert_eq!(
+            pick_endpoint(&cat, "image", "public", None).unwrap(),
+            "http://pub1"
+        );
+        assert_eq!(
+            pick_endpoint(&cat, "image", "public", Some("R2")).unwrap(),
+            "http://pub2"
+        );
+        assert_eq!(
+            pick_endpoint(&cat, "image", "internal", Some("R1")).unwrap(),
+            "http://int1"
+        );
+        assert_eq!(
+            pick_endpoint(&cat, "image", "internalURL", None).unwrap(),
+            "http://int1"
+        );
+        let e = pick_endpoint(&cat, "image", "admin", None).unwrap_err();
+        assert!(e.contains("public@R1") && e.contains("internal@R1"), "{e}");
+        assert!(pick_endpoint(&cat, "image", "public", Some("R3")).is_err());
+        assert!(pick_endpoint(&cat, "volume", "public", None)
+            .unwrap_err()
+            .contains("no volume service"));
     }
 
     #[test]

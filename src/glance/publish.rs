@@ -580,7 +580,7 @@ pub fn publish_dir(
     let manifest_path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("reading {}", manifest_path.display()))?;
-    let mut manifest: Value = serde_json::from_str(&text)
+    let manifest: Value = serde_json::from_str(&text)
         .with_context(|| format!("parsing {}", manifest_path.display()))?;
     let outputs = manifest["outputs"].as_array().cloned().unwrap_or_default();
     let mut todo = Vec::new();
@@ -649,12 +649,8 @@ pub fn publish_dir(
             }
         }
     }
-    manifest["published"]["glance"] = serde_json::to_value(&done)?;
-    let tmp = dir.join(".manifest.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&manifest)? + "\n")
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &manifest_path)
-        .with_context(|| format!("replacing {}", manifest_path.display()))?;
+    let record = serde_json::to_value(&done)?;
+    crate::manifest::update(dir, |m| m["published"]["glance"] = record)?;
     Ok(done)
 }
 

@@ -21,6 +21,7 @@ impl Stage<BuildContext> for GlanceStage {
             tracing::debug!("no publish.glance: nothing to upload");
             return Ok(());
         };
+        let t = std::time::Instant::now();
         let dir = ctx
             .published
             .clone()
@@ -54,6 +55,17 @@ impl Stage<BuildContext> for GlanceStage {
             ctx.forget(r);
         }
         ctx.glance_published = published;
+        // The manifest was written before this stage ran: record it there too.
+        let seconds = (t.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+        crate::manifest::update(&dir, |m| {
+            for s in m["stages"].as_array_mut().into_iter().flatten() {
+                if s["name"] == "glance" {
+                    s["status"] = "ok".into();
+                    s["seconds"] = seconds.into();
+                }
+            }
+        })
+        .context("recording the glance stage in manifest.json")?;
         Ok(())
     }
 
