@@ -426,6 +426,14 @@ fn sharing_between_projects_add_accept_download_deactivate_reject_remove() {
     let members = json_out(img("kiln-alpha", &["member", "list", &id, "-f", "json"]));
     assert_eq!(members.as_array().unwrap().len(), 0);
     ok(img("kiln-alpha", &["member", "add", &id, &beta]));
+    // Twice: Glance's 409, shown with its message and a hint.
+    let out = img("kiln-alpha", &["member", "add", &id, &beta]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("HTTP 409") && err.contains("state does not allow"),
+        "{err}"
+    );
     // Only the member may answer for itself.
     let out = img("kiln-alpha", &["accept", &id]);
     assert_ne!(out.status.code(), Some(0));

@@ -4,51 +4,51 @@
 
 mod glance_common;
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use glance_common::*;
 
-#[test]
-#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
-fn glance_stopped_mid_upload_gives_a_clear_error_and_no_record_once_it_is_back() {
-    let dir = tempfile::tempdir().unwrap();
-    // 1 GiB of raw data (non-zero so nothing can shortcut it): several seconds of upload.
-    let big = dir.path().join("big.raw");
-    {
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
-        let chunk: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
-        for _ in 0..1024 {
-            f.write_all(&chunk).unwrap();
-        }
+/// 1 GiB of non-zero data (nothing can shortcut it): several seconds of upload.
+fn one_gib(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let big = dir.join("big.raw");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+    let chunk: Vec<u8> = (0..(1 << 20)).map(|i| (i % 251) as u8).collect();
+    for _ in 0..1024 {
+        f.write_all(&chunk).unwrap();
     }
-    let name = unique("kiln-killed");
-    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    big
+}
+
+fn start_upload(name: &str, file: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args([
             "image",
             "--os-cloud",
             "kiln-alpha",
             "create",
-            &name,
+            name,
             "--disk-format",
             "raw",
             "--file",
         ])
-        .arg(&big)
+        .arg(file)
         .env_remove("OS_CLOUD")
         .env("KILN_GLANCE_CLEANUP_TIMEOUT", "180")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
 
-    // Wait until Glance is receiving the data.
+/// Wait until Glance is receiving the data of image `name`.
+fn wait_saving(name: &str) {
     let start = Instant::now();
     loop {
-        let v = json_out(img("kiln-alpha", &["list", "--name", &name, "-f", "json"]));
+        let v = json_out(img("kiln-alpha", &["list", "--name", name, "-f", "json"]));
         if v[0]["status"] == "saving" {
-            break;
+            return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
@@ -56,6 +56,39 @@ fn glance_stopped_mid_upload_gives_a_clear_error_and_no_record_once_it_is_back()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn sigint_mid_upload_exits_130_and_deletes_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = one_gib(dir.path());
+    let name = unique("kiln-sigint");
+    let child = start_upload(&name, &big);
+    wait_saving(&name);
+    unsafe { kill(child.id() as i32, 2) };
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("was deleted"), "{err}");
+    assert!(
+        ids_named("kiln-alpha", &name).is_empty(),
+        "a record was left behind"
+    );
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn glance_stopped_mid_upload_gives_a_clear_error_and_no_record_once_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = one_gib(dir.path());
+    let name = unique("kiln-killed");
+    let child = start_upload(&name, &big);
+    wait_saving(&name);
     std::thread::sleep(Duration::from_millis(500));
     // Stop Glance (SIGTERM to uWSGI) and start it again, with the same state.
     let st = Command::new("bash")
