@@ -1154,13 +1154,8 @@ fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Customize>) -> i
     };
     if a.list_operations {
         for o in crate::sysprep::OPERATIONS {
-            let note = if o.implemented {
-                ""
-            } else {
-                " (not implemented by kiln yet)"
-            };
             println!(
-                "{} {} {}{note}",
+                "{} {} {}",
                 o.name,
                 if o.default { "*" } else { " " },
                 o.description
