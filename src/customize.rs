@@ -490,17 +490,10 @@ pub fn set_shadow_password(shadow: &str, user: &str, field: &str) -> Option<Stri
 
 /// (uid, gid, home) of `user` from the guest's /etc/passwd.
 fn passwd_entry(g: &Guest, user: &str) -> Result<Option<(i64, i64, String)>, GuestError> {
-    let passwd = String::from_utf8_lossy(&g.read("/etc/passwd")?).into_owned();
-    Ok(passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 7 && f[0] == user).then(|| {
-            (
-                f[2].parse().unwrap_or(0),
-                f[3].parse().unwrap_or(0),
-                f[5].to_string(),
-            )
-        })
-    }))
+    Ok(g.passwd()?
+        .into_iter()
+        .find(|e| e.name == user)
+        .map(|e| (i64::from(e.uid), i64::from(e.gid), e.home)))
 }
 
 fn guest_err(g: &Guest, op: &str, message: String) -> GuestError {

@@ -615,6 +615,42 @@ fn quick_inspect(g: &Handle) -> Option<Found> {
 }
 
 /// (spec, mountpoint, type, options) of fstab's entries.
+/// One /etc/passwd line that has all seven fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswdEntry {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+/// The accounts of a passwd file (lines without seven fields or numeric ids are skipped).
+pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 7 {
+                return None;
+            }
+            Some(PasswdEntry {
+                name: f[0].to_string(),
+                uid: f[2].parse().ok()?,
+                gid: f[3].parse().ok()?,
+                home: f[5].to_string(),
+            })
+        })
+        .collect()
+}
+
+impl Guest {
+    /// The guest's /etc/passwd accounts.
+    pub fn passwd(&self) -> Result<Vec<PasswdEntry>, GuestError> {
+        Ok(parse_passwd(&String::from_utf8_lossy(
+            &self.read("/etc/passwd")?,
+        )))
+    }
+}
+
 pub fn fstab_entries(text: &str) -> Vec<(String, String, String, String)> {
     text.lines()
         .map(str::trim)
@@ -673,6 +709,21 @@ pub fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwd_lines() {
+        let p = parse_passwd("root:x:0:0:root:/root:/bin/bash\nbad line\ndave:x:1001:100::/home/dave:/bin/sh\nx:x:notanumber:0::/:/bin/sh\n");
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            p[1],
+            PasswdEntry {
+                name: "dave".into(),
+                uid: 1001,
+                gid: 100,
+                home: "/home/dave".into()
+            }
+        );
+    }
 
     #[test]
     fn os_release_maps_to_libguestfs_names() {

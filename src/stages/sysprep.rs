@@ -267,18 +267,13 @@ pub fn accounts_to_remove(
     remove: &[String],
     keep: &[String],
 ) -> Vec<(String, String)> {
-    passwd
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 7 {
-                return None;
-            }
-            let uid: u32 = f[2].parse().ok()?;
-            let name = f[0].to_string();
-            let wanted = !keep.contains(&name) && (remove.is_empty() || remove.contains(&name));
-            (uid >= uid_min && uid <= uid_max && wanted).then(|| (name, f[5].to_string()))
+    crate::guest::parse_passwd(passwd)
+        .into_iter()
+        .filter(|e| {
+            let wanted = !keep.contains(&e.name) && (remove.is_empty() || remove.contains(&e.name));
+            (uid_min..=uid_max).contains(&e.uid) && wanted
         })
+        .map(|e| (e.name, e.home))
         .collect()
 }
 
@@ -358,14 +353,10 @@ fn injected_ssh_dirs(g: &Guest, opts: &Options) -> Result<Vec<String>, GuestErro
     if users.is_empty() {
         return Ok(Vec::new());
     }
-    let passwd = String::from_utf8_lossy(&g.read("/etc/passwd")?).into_owned();
-    Ok(passwd
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() >= 7 && users.contains(&f[0]))
-                .then(|| format!("{}/.ssh", f[5].trim_end_matches('/')))
-        })
+    Ok(g.passwd()?
+        .into_iter()
+        .filter(|e| users.contains(&e.name.as_str()))
+        .map(|e| format!("{}/.ssh", e.home.trim_end_matches('/')))
         .collect())
 }
 
