@@ -512,6 +512,13 @@ fn import_methods_glance_direct_web_download_copy_image_and_tasks() {
     let tasks = json_out(img("kiln-alpha", &["tasks", &gd, "-f", "json"]));
     assert_eq!(tasks[0]["status"], "success", "{tasks}");
     assert_eq!(tasks[0]["type"], "api_image_import");
+    // `import --method copy-image` on an existing image (admin): followed until it is in fs2.
+    ok(img(
+        "kiln-admin",
+        &["import", &gd, "--method", "copy-image", "--store", "fs2"],
+    ));
+    let v = json_out(img("kiln-alpha", &["show", &gd, "-f", "json"]));
+    assert_eq!(v["stores"], "fs,fs2", "{v}");
 
     // web-download into a queued record made by `create` without data, via `import`.
     let _web = WebServer::start(dir.path());
