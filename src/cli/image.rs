@@ -752,12 +752,20 @@ fn member_status(g: &Glance, image: &str, status: &str) -> Result<(), GlanceErro
 }
 
 fn create(g: &Glance, a: CreateArgs, cancel: &crate::process::Cancel) -> Result<i32, GlanceError> {
+    // qemu-img probes the format and the virtual size (for min_disk); a raw file given as
+    // raw needs neither.
+    let needs_probe = a.disk_format.is_none()
+        || (a.min_disk.is_none() && a.disk_format.as_deref() != Some("raw"));
+    let raw_size = match (&a.file, a.disk_format.as_deref()) {
+        (Some(f), Some("raw")) => std::fs::metadata(f).ok().map(|m| m.len()),
+        _ => None,
+    };
     let info = match &a.file {
-        Some(f) => Some(
+        Some(f) if needs_probe => Some(
             crate::qemu_img::info(f, cancel)
                 .map_err(|e| GlanceError::Config(format!("probing {}: {e}", f.display())))?,
         ),
-        None => None,
+        _ => None,
     };
     let disk_format = match (&a.disk_format, &info) {
         (Some(d), _) => d.clone(),
@@ -774,7 +782,9 @@ fn create(g: &Glance, a: CreateArgs, cancel: &crate::process::Cancel) -> Result<
     });
     let min_disk = a.min_disk.unwrap_or_else(|| {
         info.as_ref()
-            .map(|i| publish::min_disk_gib(i.virtual_size))
+            .map(|i| i.virtual_size)
+            .or(raw_size)
+            .map(publish::min_disk_gib)
             .unwrap_or(0)
     });
     let mut body = json!({
