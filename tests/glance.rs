@@ -205,13 +205,11 @@ fn create_streams_and_verifies_then_set_unset_tag_protect_delete() {
     let dir = tempfile::tempdir().unwrap();
     let file = disk(dir.path(), "qcow2", "create");
     let name = unique("kiln-create");
-    let v = json_out(img(
+    let v = create(
         "kiln-alpha",
+        &name,
+        &file,
         &[
-            "create",
-            &name,
-            "--file",
-            file.to_str().unwrap(),
             "--property",
             "os_distro=debian",
             "--property",
@@ -220,10 +218,8 @@ fn create_streams_and_verifies_then_set_unset_tag_protect_delete() {
             "golden",
             "--min-ram",
             "512",
-            "-f",
-            "json",
         ],
-    ));
+    );
     let id = v["id"].as_str().unwrap().to_string();
     assert_eq!(v["status"], "active");
     // The format was probed, visibility is private (not Glance's default `shared`), min_disk
@@ -311,17 +307,7 @@ fn vmdk_uploads_and_a_format_mismatch_is_415_with_no_record_left() {
     let dir = tempfile::tempdir().unwrap();
     let vmdk = disk(dir.path(), "vmdk", "vmdk");
     let name = unique("kiln-vmdk");
-    let v = json_out(img(
-        "kiln-alpha",
-        &[
-            "create",
-            &name,
-            "--file",
-            vmdk.to_str().unwrap(),
-            "-f",
-            "json",
-        ],
-    ));
+    let v = create("kiln-alpha", &name, &vmdk, &[]);
     assert_eq!(v["disk_format"], "vmdk");
     assert_eq!(v["status"], "active");
     assert_eq!(v["os_hash_value"], sha512(&vmdk).as_str());
@@ -359,19 +345,7 @@ fn sharing_between_projects_add_accept_download_deactivate_reject_remove() {
     let beta = project_id("beta");
     let name = unique("kiln-share");
     // --member implies a shared image.
-    let v = json_out(img(
-        "kiln-alpha",
-        &[
-            "create",
-            &name,
-            "--file",
-            file.to_str().unwrap(),
-            "--member",
-            &beta,
-            "-f",
-            "json",
-        ],
-    ));
+    let v = create("kiln-alpha", &name, &file, &["--member", &beta]);
     let id = v["id"].as_str().unwrap().to_string();
     assert_eq!(v["visibility"], "shared");
     let members = json_out(img("kiln-alpha", &["member", "list", &id, "-f", "json"]));
@@ -493,19 +467,12 @@ fn import_methods_glance_direct_web_download_copy_image_and_tasks() {
 
     // glance-direct: staged, imported, followed to active.
     let name = unique("kiln-gd");
-    let v = json_out(img(
+    let v = create(
         "kiln-alpha",
-        &[
-            "create",
-            &name,
-            "--file",
-            file.to_str().unwrap(),
-            "--import-method",
-            "glance-direct",
-            "-f",
-            "json",
-        ],
-    ));
+        &name,
+        &file,
+        &["--import-method", "glance-direct"],
+    );
     assert_eq!(v["status"], "active");
     assert_eq!(v["os_hash_value"], want.as_str());
     let gd = v["id"].as_str().unwrap().to_string();
@@ -543,21 +510,12 @@ fn import_methods_glance_direct_web_download_copy_image_and_tasks() {
 
     // copy-image (admin): into the second store, followed until it is there.
     let name = unique("kiln-copy");
-    let v = json_out(img(
+    let v = create(
         "kiln-admin",
-        &[
-            "create",
-            &name,
-            "--file",
-            file.to_str().unwrap(),
-            "--import-method",
-            "copy-image",
-            "--store",
-            "fs2",
-            "-f",
-            "json",
-        ],
-    ));
+        &name,
+        &file,
+        &["--import-method", "copy-image", "--store", "fs2"],
+    );
     assert_eq!(v["status"], "active");
     let stores: Vec<&str> = v["stores"].as_str().unwrap().split(',').collect();
     assert!(
@@ -604,17 +562,7 @@ fn cache_commands_for_admins() {
     let dir = tempfile::tempdir().unwrap();
     let file = disk(dir.path(), "qcow2", "cache");
     let name = unique("kiln-cache");
-    let v = json_out(img(
-        "kiln-admin",
-        &[
-            "create",
-            &name,
-            "--file",
-            file.to_str().unwrap(),
-            "-f",
-            "json",
-        ],
-    ));
+    let v = create("kiln-admin", &name, &file, &[]);
     let id = v["id"].as_str().unwrap().to_string();
     ok(img("kiln-admin", &["cache", "clear"]));
     ok(img("kiln-admin", &["cache", "queue", &id]));

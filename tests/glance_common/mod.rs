@@ -113,3 +113,11 @@ pub fn disk(dir: &Path, format: &str, seed: &str) -> PathBuf {
         .success());
     out
 }
+
+/// `kiln image create NAME --file FILE EXTRA… -f json` as `cloud`; the image as JSON.
+pub fn create(cloud: &str, name: &str, file: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["create", name, "--file", file.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend(["-f", "json"]);
+    json_out(img(cloud, &args))
+}
