@@ -36,7 +36,7 @@ if [ "${1:-}" = stop ]; then stop; exit 0; fi
 
 start_uwsgi() { # name config-dir-variable config-dir
   local name=$1
-  env "$2=$3" setsid "$venv/bin/uwsgi" --ini "$3/uwsgi.ini" </dev/null >/dev/null 2>&1 &
+  env "$2=$3" setsid "$venv/bin/uwsgi" --ini "$3/uwsgi.ini" </dev/null >/dev/null 2>&1 3>&- 4>&- &
   echo $! >> "$dir/pids"
   echo $! > "$dir/$name.pid"
   if [ -n "${KILN_SERVICES_PIDFILE:-}" ]; then echo $! >> "$KILN_SERVICES_PIDFILE"; fi
@@ -85,7 +85,7 @@ cat > "$ks/keystone.conf" <<CONF
 [DEFAULT]
 log_file = $dir/keystone.log
 [database]
-connection = sqlite:///$ks/keystone.sqlite
+connection = sqlite:///$ks/keystone.sqlite?timeout=30
 [token]
 provider = fernet
 [fernet_tokens]
@@ -153,7 +153,7 @@ enabled_import_methods = [glance-direct,web-download,copy-image]
 image_cache_dir = $dir/cache
 worker_self_reference_url = http://127.0.0.1:9292
 [database]
-connection = sqlite:///$gl/glance.sqlite
+connection = sqlite:///$gl/glance.sqlite?timeout=30
 [glance_store]
 default_backend = fs
 [fs]

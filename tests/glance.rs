@@ -147,7 +147,7 @@ fn image_list_and_show_read_a_real_glance() {
     );
 
     for id in &ids {
-        openstack("kiln-alpha", &["image", "delete", id]);
+        ok(img("kiln-alpha", &["delete", id]));
     }
 }
 

@@ -253,7 +253,34 @@ impl Glance {
             .header("Accept", "application/json")
     }
 
+    /// Send a request; idempotent ones (GET, HEAD, PUT, DELETE) are tried up to three times
+    /// when Glance answers 500/502/503/504 or cannot be reached (a busy or restarting
+    /// server), 0.5 s and 1 s apart.
     fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        f: impl Fn(reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response, GlanceError> {
+        use reqwest::Method;
+        let idempotent = [Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(&method);
+        let mut delay = std::time::Duration::from_millis(500);
+        let mut attempt = 1;
+        loop {
+            match self.send_once(method.clone(), path, &f) {
+                Err(e) if idempotent && attempt < 3 && is_transient(&e) => {
+                    tracing::debug!("glance: {e}; retrying in {delay:?}");
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One attempt (uploads: their body is a stream that cannot be sent twice).
+    fn send_once(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -600,6 +627,17 @@ pub fn set_ops(image: &Value, props: &[(String, Value)]) -> Vec<Value> {
 /// A JSON Pointer to a top-level key (`~` and `/` escaped).
 pub fn pointer(key: &str) -> String {
     format!("/{}", key.replace('~', "~0").replace('/', "~1"))
+}
+
+/// A failure worth one more try: the server erred or was not reachable.
+fn is_transient(e: &GlanceError) -> bool {
+    matches!(
+        e,
+        GlanceError::Http {
+            status: 500 | 502 | 503 | 504,
+            ..
+        } | GlanceError::Transport { .. }
+    )
 }
 
 pub fn looks_like_uuid(s: &str) -> bool {

@@ -103,7 +103,7 @@ impl Glance {
             cancel: cancel.clone(),
         };
         let t = Instant::now();
-        let res = self.send(reqwest::Method::PUT, &path, |r| {
+        let res = self.send_once(reqwest::Method::PUT, &path, |r| {
             let r = r.header("Content-Type", "application/octet-stream");
             let r = match &opts.store {
                 Some(store) => r.header("X-Image-Meta-Store", store),
