@@ -10,6 +10,7 @@ pub mod convert;
 pub mod customize;
 pub mod glance;
 pub mod guest;
+pub mod installer;
 pub mod libvirt;
 pub mod logging;
 pub mod manifest;

@@ -37,6 +37,14 @@ impl Manifest {
     pub fn from_context(ctx: &BuildContext) -> Self {
         let plan = &ctx.plan;
         let source = match &plan.source {
+            crate::plan::SourcePlan::Installer(i) => serde_json::json!({
+                "installer": {
+                    "kind": i.kind.as_str(),
+                    "media": i.media,
+                    "delivery": i.delivery,
+                    "cmdline": i.cmdline,
+                }
+            }),
             crate::plan::SourcePlan::Bootstrap(b) => serde_json::json!({
                 "bootstrap": {
                     "distro": b.distro, "suite": b.suite, "mirror": b.mirror,

@@ -69,6 +69,82 @@ pub enum SourcePlan {
         format: Option<String>,
     },
     Bootstrap(BootstrapPlan),
+    Installer(Box<InstallerPlan>),
+}
+
+/// A file to fetch (cached, verified) or use in place.
+#[derive(Debug, Clone, Serialize)]
+pub struct FilePlan {
+    pub url: Option<String>,
+    pub path: Option<PathBuf>,
+    pub checksum: Option<Checksum>,
+    /// `checksum: file:URL`: looked up in a SHA256SUMS / CHECKSUM file at fetch time.
+    pub checksum_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Media {
+    /// kernel and initrd are extracted from the ISO (the first of the candidate paths that
+    /// exists); the ISO is attached as a cdrom during the install.
+    Iso {
+        iso: FilePlan,
+        kernel_paths: Vec<String>,
+        initrd_paths: Vec<String>,
+    },
+    Netboot {
+        kernel: FilePlan,
+        initrd: FilePlan,
+    },
+}
+
+/// What the answer-file templates see (besides `vars`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AnswerVars {
+    pub hostname: String,
+    pub user: String,
+    pub full_name: String,
+    /// A crypt(3) hash; kept out of plans and manifests all the same.
+    #[serde(skip_serializing)]
+    pub password_hash: Option<String>,
+    pub timezone: String,
+    pub locale: String,
+    pub keyboard: String,
+    pub disk_layout: String,
+    pub packages: Vec<String>,
+    pub mirror: String,
+    /// The mirror split for debian-installer: `http`, host[:port], directory.
+    pub mirror_protocol: String,
+    pub mirror_host: String,
+    pub mirror_directory: String,
+    pub suite: String,
+    pub proxy: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallerPlan {
+    pub media: Media,
+    pub kind: crate::recipe::model::AnswerKind,
+    /// A recipe's own answer-file template (else the built-in one).
+    pub template: Option<PathBuf>,
+    pub delivery: crate::recipe::model::Delivery,
+    /// The whole kernel command line.
+    pub cmdline: String,
+    pub answers: AnswerVars,
+    pub timeout_secs: u64,
+    pub mirror_check: bool,
+}
+
+impl InstallerPlan {
+    /// The answer file's name where the installer looks for it.
+    pub fn answer_file_name(&self) -> &'static str {
+        use crate::recipe::model::AnswerKind;
+        match self.kind {
+            AnswerKind::Preseed => "preseed.cfg",
+            AnswerKind::Kickstart => "ks.cfg",
+            AnswerKind::Autoinstall => "user-data",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

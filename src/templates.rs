@@ -128,6 +128,47 @@ fn template_position(e: &handlebars::RenderError) -> Option<(usize, usize)> {
     }
 }
 
+/// The answer file of an installer source: the recipe's template, else the built-in one for
+/// the answer kind. Sees the answer variables, `lvm`, `packages_line`, `password_hash` and
+/// `vars`.
+pub fn render_answers(plan: &Plan) -> Result<Option<String>, TemplateError> {
+    use crate::recipe::model::AnswerKind;
+    let crate::plan::SourcePlan::Installer(inst) = &plan.source else {
+        return Ok(None);
+    };
+    let (origin, text) = match &inst.template {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p).map_err(|source| TemplateError::Read {
+                path: p.clone(),
+                source,
+            })?,
+        ),
+        None => {
+            let (name, text) = match inst.kind {
+                AnswerKind::Preseed => {
+                    ("preseed.cfg", include_str!("../templates/preseed.cfg.hbs"))
+                }
+                AnswerKind::Kickstart => (
+                    "kickstart.cfg",
+                    include_str!("../templates/kickstart.cfg.hbs"),
+                ),
+                AnswerKind::Autoinstall => (
+                    "autoinstall.yaml",
+                    include_str!("../templates/autoinstall.yaml.hbs"),
+                ),
+            };
+            (format!("built-in template {name}"), text.to_string())
+        }
+    };
+    let mut ctx = serde_json::to_value(&inst.answers).unwrap_or_default();
+    ctx["password_hash"] = serde_json::json!(inst.answers.password_hash);
+    ctx["lvm"] = serde_json::json!(inst.answers.disk_layout == "lvm");
+    ctx["packages_line"] = serde_json::json!(inst.answers.packages.join(" "));
+    ctx["vars"] = serde_json::to_value(&plan.vars).unwrap_or_default();
+    render_str(&origin, &text, false, &ctx).map(Some)
+}
+
 /// Is a rendered file empty apart from comments (then it is left out of the seed)?
 pub fn is_blank(rendered: &str) -> bool {
     rendered

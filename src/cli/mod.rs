@@ -466,7 +466,101 @@ struct PlannedStage {
 fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
     let disk = work.join("disk.qcow2");
     let mut stages = Vec::new();
+    let mut install = None;
     let (source_cmds, base) = match &plan.source {
+        SourcePlan::Installer(inst) => {
+            let fetch = |what: &str, f: &crate::plan::FilePlan| match (&f.url, &f.path) {
+                (Some(u), _) => format!(
+                    "download {what} {u} -> {} ({})",
+                    cache.display(),
+                    f.checksum
+                        .as_ref()
+                        .map(|c| c.to_string())
+                        .unwrap_or_default()
+                ),
+                (None, Some(p)) => format!("use {what} {}", p.display()),
+                _ => String::new(),
+            };
+            let dir = work.join("install");
+            let mut cmds = Vec::new();
+            let mut icmds = Vec::new();
+            if inst.mirror_check && inst.kind == crate::recipe::model::AnswerKind::Preseed {
+                icmds.push(format!(
+                    "mirror check: GET {} and HEAD 8 of the udebs it names",
+                    crate::installer::udeb_index_url(&inst.answers.mirror, &inst.answers.suite)
+                ));
+            }
+            let (kernel, initrd) = match &inst.media {
+                crate::plan::Media::Iso {
+                    iso,
+                    kernel_paths,
+                    initrd_paths,
+                } => {
+                    cmds.push(fetch("ISO", iso));
+                    let iso_path = PathBuf::from("<iso>");
+                    icmds.push(format!(
+                        "{}  (first of: {})",
+                        process::display(&crate::installer::xorriso_extract_argv(
+                            &iso_path,
+                            &kernel_paths[0],
+                            &dir.join("vmlinuz")
+                        )),
+                        kernel_paths.join(", ")
+                    ));
+                    icmds.push(format!(
+                        "{}  (first of: {})",
+                        process::display(&crate::installer::xorriso_extract_argv(
+                            &iso_path,
+                            &initrd_paths[0],
+                            &dir.join("initrd.orig")
+                        )),
+                        initrd_paths.join(", ")
+                    ));
+                    (dir.join("vmlinuz"), dir.join("initrd.orig"))
+                }
+                crate::plan::Media::Netboot { kernel, initrd } => {
+                    cmds.push(fetch("kernel", kernel));
+                    cmds.push(fetch("initrd", initrd));
+                    (PathBuf::from("<kernel>"), PathBuf::from("<initrd>"))
+                }
+            };
+            match inst.delivery {
+                crate::recipe::model::Delivery::Initrd => icmds.push(format!(
+                    "append /{} (rendered {} answers) to {} as a cpio archive -> {}",
+                    inst.answer_file_name(),
+                    inst.kind.as_str(),
+                    initrd.display(),
+                    dir.join("initrd.img").display()
+                )),
+                crate::recipe::model::Delivery::Seed => icmds.push(format!(
+                    "{} answers on a seed disk: {}",
+                    inst.kind.as_str(),
+                    process::display(&crate::installer::seed_iso_argv(
+                        &dir.join("answers.iso"),
+                        if inst.kind == crate::recipe::model::AnswerKind::Kickstart {
+                            "OEMDRV"
+                        } else {
+                            "cidata"
+                        },
+                        &[dir.join("seed").join(inst.answer_file_name())]
+                    ))
+                )),
+            }
+            let base = work.join("install.qcow2");
+            icmds.push(format!(
+                "qemu-img create -q -f qcow2 {} {}",
+                base.display(),
+                plan.vm.disk_bytes.unwrap_or(8 << 30)
+            ));
+            icmds.push(format!(
+                "libvirt: boot {} + initrd with `{}`; wait up to {} s for the installer to power off; undefine (media detached)",
+                kernel.display(),
+                inst.cmdline,
+                inst.timeout_secs
+            ));
+            install = Some(icmds);
+            (cmds, base)
+        }
         SourcePlan::Bootstrap(b) => {
             let key = b.cache_key();
             let scratch = cache.join(format!("bootstrap/.build-{key}-PID"));
@@ -546,6 +640,13 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
         inputs: serde_json::to_value(&plan.source).unwrap_or_default(),
         commands: source_cmds,
     });
+    if let Some(commands) = install {
+        stages.push(PlannedStage {
+            name: "install",
+            inputs: serde_json::json!({ "timeout_secs": plan.vm.timeout_secs }),
+            commands,
+        });
+    }
     let size = plan.vm.disk_bytes;
     stages.push(PlannedStage {
         name: "provision",
@@ -759,9 +860,25 @@ fn plan(
             }
         }
     }
+    let answers = match templates::render_answers(&plan) {
+        Ok(a) => a,
+        Err(e) => {
+            print_diagnostics(&[template_diag(e)]);
+            return exit::INVALID_INPUT;
+        }
+    };
     let script = crate::seed::provision_script(&plan.provision);
     let write = templates::write_all(&render_dir, &rendered)
-        .and_then(|_| std::fs::write(render_dir.join("provision.sh"), &script));
+        .and_then(|_| std::fs::write(render_dir.join("provision.sh"), &script))
+        .and_then(|_| match (&answers, &plan.source) {
+            // In a subdirectory: autoinstall's file is a `user-data` too.
+            (Some(a), SourcePlan::Installer(i)) => {
+                std::fs::create_dir_all(render_dir.join("install")).and_then(|_| {
+                    std::fs::write(render_dir.join("install").join(i.answer_file_name()), a)
+                })
+            }
+            _ => Ok(()),
+        });
     if let Err(e) = write {
         eprintln!(
             "error: writing rendered templates to {}: {e}",

@@ -82,6 +82,8 @@ pub struct BuildContext {
 
     // Typed results, filled in by the stages in order.
     pub base: Option<BaseDisk>,
+    /// Installer sources: the fetched ISO or kernel + initrd.
+    pub install_media: Option<crate::stages::source::InstallMedia>,
     /// The build disk (qcow2 overlay over the base).
     pub disk: Option<PathBuf>,
     /// Whether guests (and the libguestfs appliance) must use TCG.
@@ -126,6 +128,7 @@ impl BuildContext {
             held: Vec::new(),
             current_stage: "build",
             base: None,
+            install_media: None,
             disk: None,
             tcg: None,
             libvirt: None,

@@ -60,7 +60,7 @@ fn default_version() -> String {
     "0".into()
 }
 
-/// Exactly one of `image` or `bootstrap`.
+/// Exactly one of `image`, `bootstrap` or `installer`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
@@ -70,6 +70,139 @@ pub struct Source {
     /// A bootable base disk made from distribution packages with mmdebstrap.
     #[serde(default)]
     pub bootstrap: Option<Bootstrap>,
+    /// An unattended install from installer media (ISO, or netboot kernel + initrd).
+    #[serde(default)]
+    pub installer: Option<InstallerSource>,
+}
+
+/// A file by URL (downloaded once into the cache, verified) or local path.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Relative to the recipe.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// "sha256:HEX" or "sha512:HEX"; required with `url`.
+    #[serde(default)]
+    pub checksum: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerKind {
+    /// debian-installer (Debian; Ubuntu up to 18.04).
+    Preseed,
+    /// subiquity (Ubuntu 20.04 and later): cloud-init user-data with an `autoinstall` key.
+    Autoinstall,
+    /// anaconda (RHEL, Rocky, Alma, Fedora).
+    Kickstart,
+}
+
+impl AnswerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerKind::Preseed => "preseed",
+            AnswerKind::Autoinstall => "autoinstall",
+            AnswerKind::Kickstart => "kickstart",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Delivery {
+    /// Appended to the initrd as an extra cpio archive (virt-install --initrd-inject).
+    Initrd,
+    /// On a labelled seed disk: `cidata` (autoinstall) or `OEMDRV` (kickstart).
+    Seed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Answers {
+    pub kind: AnswerKind,
+    /// Your own template instead of the built-in one (relative to the recipe).
+    #[serde(default)]
+    pub template: Option<String>,
+    /// How the answer file reaches the installer (default: initrd for preseed and
+    /// kickstart, seed for autoinstall).
+    #[serde(default)]
+    pub delivery: Option<Delivery>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallUser {
+    pub name: String,
+    #[serde(default)]
+    pub full_name: Option<String>,
+    /// crypt(3) hash (`mkpasswd -m sha-512`); never a plain password. Absent: the account
+    /// is locked (log in with keys through cloud-init).
+    #[serde(default)]
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskLayout {
+    /// One root partition.
+    #[default]
+    Direct,
+    /// LVM.
+    Lvm,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallerSource {
+    /// Installer ISO; kiln extracts the kernel and initrd from it (no boot menu).
+    #[serde(default)]
+    pub iso: Option<FileSource>,
+    /// Netboot kernel (with `initrd`, instead of `iso`).
+    #[serde(default)]
+    pub kernel: Option<FileSource>,
+    #[serde(default)]
+    pub initrd: Option<FileSource>,
+    /// Path of the kernel inside the ISO (default: the usual places for the answer kind).
+    #[serde(default)]
+    pub kernel_path: Option<String>,
+    /// Path of the initrd inside the ISO.
+    #[serde(default)]
+    pub initrd_path: Option<String>,
+    /// Extra kernel command line (after the answer kind's own arguments).
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    pub answers: Answers,
+    /// The first user.
+    pub user: InstallUser,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub locale: Option<String>,
+    #[serde(default)]
+    pub keyboard: Option<String>,
+    #[serde(default)]
+    pub disk_layout: DiskLayout,
+    /// Packages installed by the installer.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Package mirror (http URL).
+    #[serde(default)]
+    pub mirror: Option<String>,
+    /// Distribution suite (preseed: e.g. bookworm; used for the mirror check).
+    #[serde(default)]
+    pub suite: Option<String>,
+    /// HTTP proxy for the installer.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// Check before booting that the mirror serves the installer's udebs (preseed).
+    #[serde(default)]
+    pub mirror_check: Option<bool>,
+    /// How long the install may take (default 90m).
+    #[serde(default)]
+    pub timeout: Option<DurationSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

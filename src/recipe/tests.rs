@@ -115,7 +115,41 @@ fn yaml_syntax_errors_have_positions() {
 fn source_needs_exactly_one_kind() {
     let dir = Dir::new();
     let d = errors(&dir, "name: t\nsource: {}\n");
-    at(&d, 2, 9, "exactly one of `image` or `bootstrap`");
+    at(&d, 2, 9, "exactly one of `image`, `bootstrap` or `installer`");
+}
+
+#[test]
+fn installer_sources_resolve_and_report_every_mistake() {
+    let dir = Dir::new();
+    dir.write("k", "kernel");
+    dir.write("i", "initrd");
+    let p = dir.write(
+        "r.yaml",
+        "name: t\nvars: {hostname: h1}\nsource:\n  installer:\n    kernel: {path: k}\n    initrd: {path: i}\n    answers: {kind: preseed}\n    suite: bookworm\n    mirror: http://m.example:8080/debian/\n    user: {name: dave, password_hash: \"$6$salt$hash\"}\n    packages: [tree]\n",
+    );
+    let plan = load_plan(&p, &[]).unwrap();
+    let crate::plan::SourcePlan::Installer(i) = &plan.source else {
+        panic!("installer plan expected");
+    };
+    assert_eq!(i.delivery, Delivery::Initrd);
+    assert_eq!(i.cmdline, "auto=true priority=critical console=ttyS0,115200n8");
+    assert_eq!(i.answers.hostname, "h1");
+    assert_eq!(i.answers.mirror_host, "m.example:8080");
+    assert_eq!(i.answers.mirror_directory, "/debian");
+    assert_eq!(i.answers.packages, ["tree"]);
+    assert!(i.mirror_check);
+    // The hash never shows in the plan's JSON.
+    assert!(!serde_json::to_string(&plan).unwrap().contains("$6$salt"));
+
+    let d = errors(
+        &dir,
+        "name: t\nsource:\n  installer:\n    iso: {url: \"ftp://x/y.iso\"}\n    kernel: {path: k}\n    answers: {kind: autoinstall, delivery: initrd}\n    user: {name: Dave, password_hash: hunter2}\n    timeout: soon\n",
+    );
+    at(&d, 4, 5, "expected either `iso`, or `kernel` and `initrd`");
+    at(&d, 6, 44, "use `seed`");
+    at(&d, 7, 18, "lower-case letters");
+    at(&d, 7, 39, "never a plain password");
+    at(&d, 8, 14, "expected a duration");
 }
 
 #[test]

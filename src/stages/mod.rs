@@ -3,6 +3,7 @@
 //! | stage       | does                                                               |
 //! |-------------|--------------------------------------------------------------------|
 //! | source      | base disk: cached download (verified) or mmdebstrap bootstrap      |
+//! | install     | installer sources: kernel + initrd booted with the answer file      |
 //! | provision   | qcow2 overlay, NoCloud seed, libvirt domain, wait for power-off    |
 //! | cloud-init  | libguestfs: check provisioning, cloud-init present, datasources    |
 //! | sysprep     | libguestfs (same launch): sysprep operations, fstrim               |
@@ -15,6 +16,7 @@ pub mod bootstrap;
 pub mod cloud_init;
 pub mod convert;
 pub mod glance;
+pub mod install;
 pub mod provision;
 pub mod publish;
 pub mod source;
@@ -27,6 +29,7 @@ use crate::pipeline::Stage;
 /// The stage names, in order (for `kiln plan` and the README).
 pub const NAMES: &[&str] = &[
     "source",
+    "install",
     "provision",
     "cloud-init",
     "sysprep",
@@ -39,6 +42,7 @@ pub const NAMES: &[&str] = &[
 pub fn all() -> Vec<Box<dyn Stage<BuildContext>>> {
     vec![
         Box::new(source::SourceStage),
+        Box::new(install::InstallStage),
         Box::new(provision::ProvisionStage),
         Box::new(cloud_init::CloudInitStage),
         Box::new(sysprep::SysprepStage),

@@ -237,7 +237,7 @@ impl Stage<BuildContext> for ProvisionStage {
     }
 }
 
-fn rand_bytes() -> [u8; 8] {
+pub(crate) fn rand_bytes() -> [u8; 8] {
     let mut b = [0u8; 8];
     if let Ok(mut f) = File::open("/dev/urandom") {
         let _ = f.read_exact(&mut b);
@@ -246,7 +246,7 @@ fn rand_bytes() -> [u8; 8] {
 }
 
 /// Poll the domain until it is shut off, streaming new console lines with a prefix.
-fn wait_for_poweroff(
+pub(crate) fn wait_for_poweroff(
     lv: &Libvirt,
     domain: &str,
     console: &Path,

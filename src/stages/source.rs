@@ -23,6 +23,23 @@ impl Stage<BuildContext> for SourceStage {
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
         ctx.enter(self.name());
         let path = match ctx.plan.source.clone() {
+            SourcePlan::Installer(inst) => {
+                // The media only; the install stage makes the base disk from it.
+                let media = match &inst.media {
+                    crate::plan::Media::Iso { iso, .. } => InstallMedia {
+                        iso: Some(fetch_file(ctx, iso).context("fetching the installer ISO")?),
+                        kernel: None,
+                        initrd: None,
+                    },
+                    crate::plan::Media::Netboot { kernel, initrd } => InstallMedia {
+                        iso: None,
+                        kernel: Some(fetch_file(ctx, kernel).context("fetching the kernel")?),
+                        initrd: Some(fetch_file(ctx, initrd).context("fetching the initrd")?),
+                    },
+                };
+                ctx.install_media = Some(media);
+                return Ok(());
+            }
             SourcePlan::Bootstrap(b) => super::bootstrap::base_disk(ctx, &b)?,
             SourcePlan::Image {
                 url,
@@ -89,6 +106,35 @@ impl Stage<BuildContext> for SourceStage {
     }
 }
 
+/// Installer media in the cache (or in place), verified.
+#[derive(Debug, Clone, Default)]
+pub struct InstallMedia {
+    pub iso: Option<PathBuf>,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+}
+
+fn fetch_file(ctx: &mut BuildContext, f: &crate::plan::FilePlan) -> anyhow::Result<PathBuf> {
+    match (&f.url, &f.path, &f.checksum) {
+        (Some(url), _, Some(sum)) => download_cached(ctx, url, sum),
+        (Some(url), _, None) => match &f.checksum_url {
+            Some(sums) => {
+                let sum = checksum_from_file(sums, url)?;
+                download_cached(ctx, url, &sum)
+            }
+            None => bail!("{url}: a download needs a checksum"),
+        },
+        (None, Some(p), sum) => {
+            if let Some(sum) = sum {
+                tracing::info!("verifying {}", p.display());
+                verify_file(p, sum)?;
+            }
+            Ok(std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()))?)
+        }
+        (None, None, _) => bail!("neither url nor path"),
+    }
+}
+
 fn http() -> anyhow::Result<reqwest::blocking::Client> {
     Ok(reqwest::blocking::Client::builder()
         .connect_timeout(Duration::from_secs(30))
@@ -113,6 +159,22 @@ fn checksum_from_file(sums_url: &str, image_url: &str) -> anyhow::Result<Checksu
 pub fn lookup_checksum(text: &str, image_url: &str) -> anyhow::Result<Checksum> {
     let name = image_url.rsplit('/').next().unwrap_or(image_url);
     for line in text.lines() {
+        // BSD style (Rocky's CHECKSUM): "SHA256 (name) = hex".
+        if let Some((algo, rest)) = line.split_once(" (") {
+            if let Some((file, hex)) = rest.split_once(") = ") {
+                if file == name {
+                    let algorithm = algo.trim().to_ascii_lowercase();
+                    if algorithm != "sha256" && algorithm != "sha512" {
+                        bail!("unsupported checksum {algo} for {name}");
+                    }
+                    return Ok(Checksum {
+                        algorithm,
+                        hex: hex.trim().to_ascii_lowercase(),
+                    });
+                }
+                continue;
+            }
+        }
         let mut parts = line.split_whitespace();
         let (Some(hex), Some(file)) = (parts.next(), parts.next()) else {
             continue;
@@ -267,6 +329,13 @@ mod tests {
         assert_eq!(c.algorithm, "sha256");
         assert_eq!(c.hex, "b".repeat(64));
         assert!(lookup_checksum(&text, "https://h/missing.img").is_err());
+        // Rocky's CHECKSUM file is BSD style.
+        let bsd = format!(
+            "# Rocky-9.5-x86_64-boot.iso: 1 bytes\nSHA256 (Rocky-9.5-x86_64-boot.iso) = {}\n",
+            "C".repeat(64)
+        );
+        let c = lookup_checksum(&bsd, "https://h/Rocky-9.5-x86_64-boot.iso").unwrap();
+        assert_eq!((c.algorithm.as_str(), c.hex), ("sha256", "c".repeat(64)));
     }
 
     #[test]

@@ -1,0 +1,258 @@
+//! Install stage (installer sources only): an unattended install in a libvirt VM that boots the
+//! installer's kernel and initrd directly, with the answer file injected into the initrd or on
+//! a labelled seed disk; waits for the installer to power the VM off, then detaches the media.
+//! The installed disk becomes the base disk for provision, like a cloud image.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::installer::{self, CpioFile};
+use crate::pipeline::context::{BaseDisk, BuildContext, Resource};
+use crate::pipeline::{Outcome, Stage};
+use crate::plan::{InstallerPlan, Media, SourcePlan};
+use crate::process::{self, Opts};
+use crate::recipe::model::{AnswerKind, Delivery};
+
+pub struct InstallStage;
+
+/// What the install domain template sees under `domain`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstallDomain {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub domain_type: String,
+    pub cpu_mode: String,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub disk_path: PathBuf,
+    pub seed_path: Option<PathBuf>,
+    pub iso_path: Option<PathBuf>,
+    pub console_log: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Render the install domain XML.
+pub fn domain_xml(
+    plan: &crate::plan::Plan,
+    d: &InstallDomain,
+) -> Result<String, crate::templates::TemplateError> {
+    let ctx = serde_json::json!({
+        "name": plan.name, "version": plan.version, "vars": plan.vars, "domain": d,
+    });
+    crate::templates::render_str(
+        "built-in template install-domain.xml",
+        include_str!("../../templates/install-domain.xml.hbs"),
+        true,
+        &ctx,
+    )
+}
+
+impl Stage<BuildContext> for InstallStage {
+    fn name(&self) -> &'static str {
+        "install"
+    }
+
+    fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
+        ctx.enter(self.name());
+        let SourcePlan::Installer(inst) = ctx.plan.source.clone() else {
+            return Ok(());
+        };
+        let inst: InstallerPlan = *inst;
+        let media = ctx.install_media.clone().context("no installer media")?;
+        if inst.mirror_check && inst.kind == AnswerKind::Preseed {
+            if inst.answers.suite.is_empty() {
+                tracing::warn!("no `suite`: the installer mirror is not checked");
+            } else {
+                let n = installer::check_udeb_mirror(&inst.answers.mirror, &inst.answers.suite, 8)
+                    .context("checking the installer mirror before booting")?;
+                tracing::info!(
+                    "mirror {} serves the {n} udebs sampled",
+                    inst.answers.mirror
+                );
+            }
+        }
+        let tcg = super::provision::need_tcg(ctx)?;
+        let dir = ctx.work.join("install");
+        std::fs::create_dir_all(&dir)?;
+        ctx.record(Resource::Dir(dir.clone()));
+
+        // Kernel and initrd: from the ISO (no boot menu involved) or as given.
+        let (kernel, initrd) = match (&inst.media, &media.iso) {
+            (
+                Media::Iso {
+                    kernel_paths,
+                    initrd_paths,
+                    ..
+                },
+                Some(iso),
+            ) => {
+                let k = dir.join("vmlinuz");
+                let r = dir.join("initrd.orig");
+                let kp = installer::extract_first(iso, kernel_paths, &k, &ctx.cancel)
+                    .context("extracting the kernel from the ISO")?;
+                let rp = installer::extract_first(iso, initrd_paths, &r, &ctx.cancel)
+                    .context("extracting the initrd from the ISO")?;
+                tracing::info!("extracted /{kp} and /{rp} from {}", iso.display());
+                (k, r)
+            }
+            _ => (
+                media.kernel.clone().context("no kernel")?,
+                media.initrd.clone().context("no initrd")?,
+            ),
+        };
+
+        // The answer file, into the initrd or onto a seed disk.
+        let answers = crate::templates::render_answers(&ctx.plan)?.context("no answer file")?;
+        let mut seed_path = None;
+        let initrd = match inst.delivery {
+            Delivery::Initrd => {
+                let out = dir.join("initrd.img");
+                installer::inject(
+                    &initrd,
+                    &out,
+                    &[CpioFile {
+                        name: inst.answer_file_name(),
+                        mode: 0o600,
+                        data: answers.as_bytes(),
+                    }],
+                )
+                .with_context(|| format!("injecting the answer file into {}", out.display()))?;
+                tracing::info!(
+                    "{} injected into the initrd ({})",
+                    inst.answer_file_name(),
+                    crate::progress::human_bytes(std::fs::metadata(&out)?.len())
+                );
+                out
+            }
+            Delivery::Seed => {
+                let files_dir = dir.join("seed");
+                std::fs::create_dir_all(&files_dir)?;
+                let (label, files) = match inst.kind {
+                    AnswerKind::Kickstart => ("OEMDRV", vec![("ks.cfg", answers.clone())]),
+                    _ => (
+                        "cidata",
+                        vec![
+                            ("user-data", answers.clone()),
+                            ("meta-data", format!("instance-id: {}\n", ctx.plan.slug())),
+                        ],
+                    ),
+                };
+                let mut paths = Vec::new();
+                for (name, text) in files {
+                    let p = files_dir.join(name);
+                    std::fs::write(&p, text)?;
+                    paths.push(p);
+                }
+                let iso = dir.join("answers.iso");
+                process::run(
+                    &installer::seed_iso_argv(&iso, label, &paths),
+                    &Opts::default(),
+                    &ctx.cancel,
+                )
+                .context("building the answer seed disk")?;
+                seed_path = Some(iso);
+                initrd
+            }
+        };
+
+        // The target disk.
+        let disk = ctx.work.join("install.qcow2");
+        let size = ctx.plan.vm.disk_bytes.unwrap_or(8 << 30);
+        ctx.record(Resource::File(disk.clone()));
+        process::run(
+            &process::argv([
+                "qemu-img".to_string(),
+                "create".into(),
+                "-q".into(),
+                "-f".into(),
+                "qcow2".into(),
+                disk.display().to_string(),
+                size.to_string(),
+            ]),
+            &Opts::default(),
+            &ctx.cancel,
+        )
+        .context("creating the install disk")?;
+
+        let name = format!(
+            "kiln-install-{}-{}",
+            ctx.plan.name,
+            &hex::encode(super::provision::rand_bytes())[..8]
+        );
+        let console = dir.join("console.log");
+        let d = InstallDomain {
+            name: name.clone(),
+            domain_type: if tcg { "qemu" } else { "kvm" }.into(),
+            cpu_mode: if tcg { "maximum" } else { "host-passthrough" }.into(),
+            memory_mib: ctx.plan.vm.memory_mib,
+            vcpus: ctx.plan.vm.vcpus,
+            kernel,
+            initrd,
+            cmdline: inst.cmdline.clone(),
+            disk_path: disk.clone(),
+            seed_path,
+            iso_path: media.iso.clone(),
+            console_log: console.clone(),
+            uid: unsafe { libc::geteuid() },
+            gid: unsafe { libc::getegid() },
+        };
+        let xml = domain_xml(&ctx.plan, &d)?;
+        std::fs::write(dir.join("domain.xml"), &xml)?;
+        let uri = ctx.plan.vm.uri.clone();
+        let lv = super::provision::libvirt(ctx)?;
+        lv.define(&name, &xml)?;
+        ctx.record(Resource::Domain {
+            uri: uri.clone(),
+            name: name.clone(),
+        });
+        let lv = ctx.libvirt.as_ref().expect("connected");
+        lv.start(&name)?;
+        tracing::info!(
+            "installing: domain {name} boots {} with `{}` ({}), timeout {} s",
+            d.kernel.display(),
+            d.cmdline,
+            if tcg { "tcg" } else { "kvm" },
+            inst.timeout_secs
+        );
+        let t = std::time::Instant::now();
+        let waited = super::provision::wait_for_poweroff(
+            lv,
+            &name,
+            &console,
+            inst.timeout_secs,
+            &ctx.cancel,
+        );
+        std::fs::create_dir_all(&ctx.out)?;
+        std::fs::copy(&console, ctx.out.join("install-console.log")).ok();
+        waited.context("installing")?;
+        tracing::info!(
+            "the installer powered the VM off after {:.0} s",
+            t.elapsed().as_secs_f64()
+        );
+        // Detach the media: the install domain goes; the disk stays as the base.
+        let lv = ctx.libvirt.as_ref().expect("connected");
+        lv.destroy_and_undefine(&name)?;
+        ctx.forget(&Resource::Domain { uri, name });
+        // The initrd and seed carry the password hash: gone as soon as they are not needed.
+        for f in ["initrd.img", "answers.iso"] {
+            std::fs::remove_file(dir.join(f)).ok();
+        }
+        std::fs::remove_dir_all(dir.join("seed")).ok();
+        let info = crate::qemu_img::info(&disk, &ctx.cancel)?;
+        ctx.base = Some(BaseDisk {
+            path: disk,
+            format: "qcow2".into(),
+            virtual_size: info.virtual_size,
+        });
+        Ok(())
+    }
+
+    fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
+        ctx.release(self.name(), outcome)
+    }
+}
