@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything kiln needs on Debian 12 (root): qemu/libvirt from bookworm-backports,
-# libguestfs, mmdebstrap, xorriso, and the Rust toolchain's build deps. Idempotent.
+# libguestfs, mmdebstrap, xorriso, the Rust toolchain's build deps, and the validators of the
+# installer answer files. Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -17,7 +18,8 @@ fi
 need=()
 for p in qemu-system-x86 libvirt-daemon-system libvirt-dev libguestfs-tools libguestfs-dev \
          linux-image-cloud-amd64 xorriso mmdebstrap pkg-config fdisk e2fsprogs \
-         dosfstools mtools libclang-dev; do
+         dosfstools mtools libclang-dev cpio busybox-static cloud-init debconf \
+         debian-installer-12-netboot-amd64 python3-venv; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -27,4 +29,15 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends libguestfs-tools libguestfs-dev \
     linux-image-cloud-amd64 xorriso mmdebstrap pkg-config fdisk e2fsprogs dosfstools mtools \
     libclang-dev ca-certificates
+  # Installer tests: cpio and busybox build an installer medium; cloud-init (for `cloud-init
+  # schema`) and debconf validate answer files; the netboot package is the Debian example's
+  # kernel and initrd.
+  apt-get install -y -q --no-install-recommends cpio busybox-static cloud-init debconf \
+    debian-installer-12-netboot-amd64 python3-venv
+fi
+# pykickstart's ksvalidator (kickstart files), from PyPI into its own venv.
+tools=${KILN_TOOLS_VENV:-/opt/kiln-tools-venv}
+if [ ! -x "$tools/bin/ksvalidator" ]; then
+  python3 -m venv "$tools"
+  "$tools/bin/pip" install -q pykickstart
 fi

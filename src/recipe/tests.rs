@@ -115,7 +115,12 @@ fn yaml_syntax_errors_have_positions() {
 fn source_needs_exactly_one_kind() {
     let dir = Dir::new();
     let d = errors(&dir, "name: t\nsource: {}\n");
-    at(&d, 2, 9, "exactly one of `image`, `bootstrap` or `installer`");
+    at(
+        &d,
+        2,
+        9,
+        "exactly one of `image`, `bootstrap` or `installer`",
+    );
 }
 
 #[test]
@@ -132,7 +137,10 @@ fn installer_sources_resolve_and_report_every_mistake() {
         panic!("installer plan expected");
     };
     assert_eq!(i.delivery, Delivery::Initrd);
-    assert_eq!(i.cmdline, "auto=true priority=critical console=ttyS0,115200n8");
+    assert_eq!(
+        i.cmdline,
+        "auto=true priority=critical console=ttyS0,115200n8"
+    );
     assert_eq!(i.answers.hostname, "h1");
     assert_eq!(i.answers.mirror_host, "m.example:8080");
     assert_eq!(i.answers.mirror_directory, "/debian");

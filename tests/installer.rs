@@ -1,0 +1,247 @@
+//! Installer mechanics without a VM: every answer-file kind rendered by `kiln plan` and checked
+//! by its real validator (debconf-set-selections, pykickstart's ksvalidator, `cloud-init
+//! schema`), snapshots of the rendered files, the answer file injected into a real gzip'd
+//! initrd and unpacked again with cpio, kernel and initrd extracted byte for byte from an ISO
+//! that xorriso builds here.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `kiln plan RECIPE --render-dir DIR`; returns DIR/install.
+fn render(recipe: &Path, dir: &Path) -> PathBuf {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("plan")
+        .arg(recipe)
+        .arg("--render-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    dir.join("install")
+}
+
+fn ksvalidator() -> PathBuf {
+    let venv = std::env::var("KILN_TOOLS_VENV").unwrap_or_else(|_| "/opt/kiln-tools-venv".into());
+    let p = Path::new(&venv).join("bin/ksvalidator");
+    assert!(
+        p.is_file(),
+        "{} missing: scripts/test.sh installs pykickstart there",
+        p.display()
+    );
+    p
+}
+
+/// Run a validator; (success, output).
+fn validate(kind: &str, file: &Path) -> (bool, String) {
+    // debconf-set-selections exits 0 for a missing file.
+    assert!(file.is_file(), "{} was not rendered", file.display());
+    let out = match kind {
+        "preseed.cfg" => Command::new("debconf-set-selections")
+            .arg("--checkonly")
+            .arg(file)
+            .output(),
+        "ks.cfg" => Command::new(ksvalidator())
+            .args(["-v", "RHEL9"])
+            .arg(file)
+            .output(),
+        "user-data" => Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(file)
+            .output(),
+        other => panic!("{other}"),
+    }
+    .expect("validator");
+    let all = text(&out.stdout) + &text(&out.stderr);
+    // ksvalidator reports some problems on stdout with exit 0.
+    let ok = out.status.success() && !all.contains("Error") && !all.contains("error:");
+    (ok, all)
+}
+
+#[test]
+fn every_answer_kind_passes_its_real_validator() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("tests/fixtures/installer/preseed.yaml", "preseed.cfg"),
+        ("tests/fixtures/installer/kickstart.yaml", "ks.cfg"),
+        ("tests/fixtures/installer/autoinstall.yaml", "user-data"),
+        ("examples/debian-12-netinst.yaml", "preseed.cfg"),
+        ("examples/rocky-9-kickstart.yaml", "ks.cfg"),
+        ("examples/ubuntu-24.04-autoinstall.yaml", "user-data"),
+        ("examples/ubuntu-18.04.yaml", "preseed.cfg"),
+    ];
+    for (i, (recipe, file)) in cases.iter().enumerate() {
+        let install = render(&root().join(recipe), &dir.path().join(i.to_string()));
+        let f = install.join(file);
+        let (ok, out) = validate(file, &f);
+        assert!(
+            ok,
+            "{recipe}: {file} rejected:\n{out}\n{}",
+            std::fs::read_to_string(&f).unwrap()
+        );
+    }
+    // The validators do reject broken files (so the passes above mean something).
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for (file, content) in [
+        ("preseed.cfg", "d-i netcfg/get_hostname\n"),
+        ("ks.cfg", "autopart --no-such-option\n"),
+        ("user-data", "#cloud-config\npackages: 5\n"),
+    ] {
+        let p = bad.join(file);
+        std::fs::write(&p, content).unwrap();
+        let (ok, out) = validate(file, &p);
+        assert!(!ok, "{file}: the validator accepted a broken file: {out}");
+    }
+}
+
+#[test]
+fn rendered_answer_files_match_their_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, file) in [
+        ("preseed", "preseed.cfg"),
+        ("kickstart", "ks.cfg"),
+        ("autoinstall", "user-data"),
+    ] {
+        let recipe = root().join(format!("tests/fixtures/installer/{kind}.yaml"));
+        let got =
+            std::fs::read_to_string(render(&recipe, &dir.path().join(kind)).join(file)).unwrap();
+        let snap = root().join(format!("tests/snapshots/{kind}-{file}"));
+        if std::env::var_os("KILN_UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&snap, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&snap)
+            .unwrap_or_else(|_| panic!("{} missing (KILN_UPDATE_SNAPSHOTS=1)", snap.display()));
+        assert_eq!(
+            got,
+            want,
+            "{kind}: rendered file differs from {}",
+            snap.display()
+        );
+    }
+}
+
+#[test]
+fn the_answer_file_is_appended_to_a_real_initrd_and_unpacks() {
+    let dir = tempfile::tempdir().unwrap();
+    // A real gzip'd newc initrd made by cpio, as initramfs-tools would.
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/hello"), "from the original initrd\n").unwrap();
+    std::fs::write(tree.join("init"), "#!/bin/sh\n").unwrap();
+    let orig = dir.path().join("initrd.gz");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | cpio --quiet -o -H newc | gzip -9 > {}",
+            tree.display(),
+            orig.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let answer = b"d-i netcfg/get_hostname string injected\n";
+    let out = dir.path().join("initrd.img");
+    kiln::installer::inject(
+        &orig,
+        &out,
+        &[kiln::installer::CpioFile {
+            name: "preseed.cfg",
+            mode: 0o600,
+            data: answer,
+        }],
+    )
+    .unwrap();
+    let orig_bytes = std::fs::read(&orig).unwrap();
+    let all = std::fs::read(&out).unwrap();
+    // The original archive is untouched at the front; ours starts 4-byte aligned after it.
+    assert_eq!(&all[..orig_bytes.len()], &orig_bytes[..]);
+    let start = orig_bytes.len().next_multiple_of(4);
+    assert!(all[orig_bytes.len()..start].iter().all(|b| *b == 0));
+    let appended = dir.path().join("appended.cpio");
+    std::fs::write(&appended, &all[start..]).unwrap();
+    // Both archives unpack with the real cpio into one tree, as the kernel does.
+    let unpack = dir.path().join("unpacked");
+    std::fs::create_dir_all(&unpack).unwrap();
+    for cmd in [
+        format!("gzip -dc {} | cpio --quiet -idm", orig.display()),
+        format!("cpio --quiet -idm < {}", appended.display()),
+    ] {
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .current_dir(&unpack)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cmd}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(unpack.join("etc/hello")).unwrap(),
+        "from the original initrd\n"
+    );
+    assert_eq!(std::fs::read(unpack.join("preseed.cfg")).unwrap(), answer);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(unpack.join("preseed.cfg"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // cpio's own listing of our archive.
+    let list = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cpio -t < {}", appended.display()))
+        .output()
+        .unwrap();
+    assert_eq!(text(&list.stdout).trim(), "preseed.cfg");
+}
+
+#[test]
+fn kernel_and_initrd_come_out_of_a_real_iso_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("iso");
+    std::fs::create_dir_all(tree.join("install.amd")).unwrap();
+    let kernel: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let initrd: Vec<u8> = (0..5_000_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    std::fs::write(tree.join("install.amd/vmlinuz"), &kernel).unwrap();
+    std::fs::write(tree.join("install.amd/initrd.gz"), &initrd).unwrap();
+    let iso = dir.path().join("installer.iso");
+    let st = Command::new("xorriso")
+        .args([
+            "-as", "mkisofs", "-quiet", "-R", "-J", "-V", "KILNTEST", "-o",
+        ])
+        .arg(&iso)
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let cancel = kiln::process::Cancel::new();
+    let k = dir.path().join("vmlinuz");
+    let r = dir.path().join("initrd");
+    // The first candidate that exists wins; missing ones are skipped.
+    let got = kiln::installer::extract_first(
+        &iso,
+        &["casper/vmlinuz".into(), "install.amd/vmlinuz".into()],
+        &k,
+        &cancel,
+    )
+    .unwrap();
+    assert_eq!(got, "install.amd/vmlinuz");
+    kiln::installer::extract_first(&iso, &["install.amd/initrd.gz".into()], &r, &cancel).unwrap();
+    assert_eq!(std::fs::read(&k).unwrap(), kernel);
+    assert_eq!(std::fs::read(&r).unwrap(), initrd);
+    let err = kiln::installer::extract_first(
+        &iso,
+        &["images/pxeboot/vmlinuz".into()],
+        &dir.path().join("none"),
+        &cancel,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("kernel_path"), "{err}");
+}
