@@ -27,3 +27,5 @@ export KILN_GLANCE_VENV=${KILN_GLANCE_VENV:-/opt/kiln-glance-venv}
 # write at once (sqlite cannot upgrade two readers to writers; it fails one immediately).
 cargo test --locked --test glance --test glance_faults -- --ignored --test-threads=1
 cargo test --locked --test e2e -- --ignored --test-threads=1
+# A real unattended install from an installer ISO the test builds itself.
+cargo test --locked --test installer_e2e -- --ignored --nocapture

@@ -156,6 +156,7 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
         stage_names,
         [
             "source",
+            "install",
             "provision",
             "cloud-init",
             "sysprep",
