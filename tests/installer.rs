@@ -245,3 +245,70 @@ fn kernel_and_initrd_come_out_of_a_real_iso_byte_for_byte() {
     .unwrap_err();
     assert!(err.to_string().contains("kernel_path"), "{err}");
 }
+
+#[test]
+fn the_mirror_check_names_the_udebs_a_mirror_lacks() {
+    // A local mirror with the installer's Packages index and only some of its udebs.
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path();
+    let idx = m.join("dists/bookworm/main/debian-installer/binary-amd64");
+    std::fs::create_dir_all(&idx).unwrap();
+    let mut index = String::new();
+    for i in 0..20 {
+        index.push_str(&format!(
+            "Package: u{i}\nFilename: pool/main/u/u{i}_1_amd64.udeb\n\n"
+        ));
+        if i % 5 != 3 {
+            let p = m.join(format!("pool/main/u/u{i}_1_amd64.udeb"));
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "udeb").unwrap();
+        }
+    }
+    std::fs::write(idx.join("Packages"), &index).unwrap();
+    let st = Command::new("gzip")
+        .arg("-k")
+        .arg(idx.join("Packages"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let mut server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(m)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mirror = format!("http://127.0.0.1:{port}");
+    // Sampling all 20: exactly the four missing ones are named.
+    let err = kiln::installer::check_udeb_mirror(&mirror, "bookworm", 20).unwrap_err();
+    let msg = err.to_string();
+    for i in [3, 8, 13, 18] {
+        assert!(msg.contains(&format!("u{i}_1_amd64.udeb")), "{msg}");
+    }
+    assert!(msg.contains("4 of 20"), "{msg}");
+    assert!(!msg.contains("u4_1_amd64.udeb"), "{msg}");
+    // A suite without an index: a clear error naming the URL.
+    let err = kiln::installer::check_udeb_mirror(&mirror, "trixie", 8).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("dists/trixie/main/debian-installer"),
+        "{err}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -26,7 +26,11 @@ fn sh(cmd: &str, dir: &Path) {
 
 fn out(cmd: &str) -> String {
     let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
@@ -196,7 +200,10 @@ fn installer_iso(work: &Path) -> PathBuf {
         .unwrap();
     // `tree` is not in the root filesystem: the installer takes it from the pool because the
     // preseed's pkgsel/include names it.
-    sh("apt-get download -q tree >/dev/null", &iso_tree.join("pool"));
+    sh(
+        "apt-get download -q tree >/dev/null",
+        &iso_tree.join("pool"),
+    );
     let iso = work.join("installer.iso");
     sh(
         &format!(
@@ -250,7 +257,11 @@ outputs: [qcow2]
         .arg(&out_dir)
         .status()
         .unwrap();
-    assert_eq!(st.code(), Some(0), "kiln build of the installer recipe failed");
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "kiln build of the installer recipe failed"
+    );
     let dir = out_dir.join("kiln-installer-test-1");
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
@@ -301,20 +312,60 @@ outputs: [qcow2]
     assert_eq!(parts.len(), 7, "{text}");
     assert_eq!(parts[0].trim(), "installed-host");
     assert!(
-        parts[1].lines().any(|l| l.starts_with("installuser:") && l.contains("Install User")),
+        parts[1]
+            .lines()
+            .any(|l| l.starts_with("installuser:") && l.contains("Install User")),
         "{}",
         parts[1]
     );
-    assert_eq!(parts[2].trim(), "true", "tree from the answer file's packages");
+    assert_eq!(
+        parts[2].trim(),
+        "true",
+        "tree from the answer file's packages"
+    );
     assert_eq!(parts[3].trim(), "provisioned-after-install");
     assert_eq!(parts[4].trim(), "0", "sysprep emptied machine-id");
     assert!(
-        parts[5].lines().any(|l| l.starts_with(&format!("installuser:{hash}:"))),
+        parts[5]
+            .lines()
+            .any(|l| l.starts_with(&format!("installuser:{hash}:"))),
         "the user's hash from the answer file: {}",
         parts[5]
     );
     assert_eq!(parts[6].trim(), "true", "cloud-init stage ran");
     // Nothing of the install is left in libvirt.
+    let doms = out("virsh -c qemu:///system list --all --name");
+    assert!(!doms.contains("kiln-install-"), "{doms}");
+}
+
+#[test]
+#[ignore = "needs the network mirror and libvirt; run by scripts/test.sh"]
+fn the_debian_netinst_example_stops_before_booting_when_the_mirror_lacks_udebs() {
+    // The mirror these machines reach serves normal packages but not the installer's udebs:
+    // kiln must say so before booting, naming them, and leave nothing behind.
+    let out_dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(root())
+        .args([
+            "build",
+            "examples/debian-12-netinst.yaml",
+            "--no-glance",
+            "-o",
+        ])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    if o.status.success() {
+        panic!("the build went through: this mirror serves the udebs, nothing to prove here");
+    }
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("does not serve debian-installer's udebs"),
+        "{err}"
+    );
+    assert!(err.contains(".udeb"), "{err}");
+    assert!(!err.contains("installing: domain"), "it booted: {err}");
     let doms = out("virsh -c qemu:///system list --all --name");
     assert!(!doms.contains("kiln-install-"), "{doms}");
 }
