@@ -27,11 +27,20 @@ fn validate_accepts_the_examples() {
             "validate",
             "examples/debian-12.yaml",
             "examples/ubuntu-18.04.yaml",
+            "examples/debian-12-netinst.yaml",
+            "examples/rocky-9-kickstart.yaml",
+            "examples/ubuntu-24.04-autoinstall.yaml",
         ],
         root(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("ok: examples/debian-12.yaml (debian-12-1.0"));
+    let t = text(&out.stdout);
+    assert!(t.contains("ok: examples/debian-12.yaml (debian-12-1.0"));
+    assert_eq!(
+        t.lines().filter(|l| l.starts_with("ok: ")).count(),
+        5,
+        "{t}"
+    );
 }
 
 #[test]

@@ -312,3 +312,40 @@ fn the_mirror_check_names_the_udebs_a_mirror_lacks() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn seed_disks_carry_the_label_and_files_installers_look_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("ks.cfg");
+    std::fs::write(&ks, "text\n").unwrap();
+    let ud = dir.path().join("user-data");
+    std::fs::write(&ud, "#cloud-config\nautoinstall: {version: 1}\n").unwrap();
+    let md = dir.path().join("meta-data");
+    std::fs::write(&md, "instance-id: x\n").unwrap();
+    for (label, files) in [
+        ("OEMDRV", vec![ks.clone()]),
+        ("cidata", vec![ud.clone(), md.clone()]),
+    ] {
+        let iso = dir.path().join(format!("{label}.iso"));
+        let argv = kiln::installer::seed_iso_argv(&iso, label, &files);
+        let st = Command::new(&argv[0]).args(&argv[1..]).status().unwrap();
+        assert!(st.success());
+        // The volume label, and each file back out unchanged.
+        let pvd = Command::new("xorriso")
+            .args(["-indev"])
+            .arg(&iso)
+            .args(["-pvd_info"])
+            .output()
+            .unwrap();
+        let info = text(&pvd.stdout) + &text(&pvd.stderr);
+        assert!(info.contains(&format!("Volume Id    : {label}")), "{info}");
+        for f in &files {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            let back = dir.path().join(format!("back-{label}-{name}"));
+            let argv = kiln::installer::xorriso_extract_argv(&iso, &name, &back);
+            let st = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+            assert!(st.status.success(), "{}", text(&st.stderr));
+            assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(f).unwrap());
+        }
+    }
+}

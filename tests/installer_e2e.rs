@@ -1,6 +1,6 @@
 //! A real unattended install under TCG through kiln's installer path, with an installer medium
 //! this test builds from Debian packages: an ISO (xorriso) holding the host's cloud kernel, an
-//! initramfs (busybox, sfdisk and mke2fs, the virtio modules, and an install script), a root
+//! initramfs (busybox, sfdisk, mke2fs and GNU tar, the virtio modules, and an install script), a root
 //! filesystem tarball (mmdebstrap) and a package pool. kiln extracts kernel and initrd from the
 //! ISO, injects the preseed file into the initrd, boots it in libvirt; the script partitions and
 //! fills the disk as the preseed says (hostname, user, password hash, packages) and powers off;
@@ -112,6 +112,8 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $(cat /modules.list); do insmod "$m" 2>/dev/null; done
 say() { echo "kiln-test-installer: $*" > /dev/ttyS0; }
 fail() { say "FAILED: $*"; sleep 2; poweroff -f; }
+# Run a command; on failure, its output goes to the console with the failure.
+run() { out=$("$@" 2>&1) || fail "$*: $out"; }
 for i in $(seq 1 100); do [ -b /dev/vda ] && [ -b /dev/sr0 ] && break; sleep 0.2; done
 [ -f /preseed.cfg ] || fail "no /preseed.cfg in the initrd"
 get() { sed -n "s|^d-i $1 [a-z]* ||p" /preseed.cfg | head -n 1; }
@@ -119,28 +121,36 @@ HOST=$(get netcfg/get_hostname); USERNAME=$(get passwd/username)
 HASH=$(get passwd/user-password-crypted); PKGS=$(get pkgsel/include)
 say "answers: hostname=$HOST user=$USERNAME packages=$PKGS"
 echo 'label: dos
-start=2048, type=83, bootable' | sfdisk -q /dev/vda || fail sfdisk
+start=2048, type=83, bootable' > /tmp/layout
+run /usr/sbin/sfdisk -q /dev/vda < /tmp/layout
 for i in $(seq 1 50); do [ -b /dev/vda1 ] && break; sleep 0.2; done
-mke2fs -q -t ext4 -U "$(cat /fs-uuid)" /dev/vda1 || fail mke2fs
+[ -b /dev/vda1 ] || fail "no /dev/vda1 after sfdisk"
+run /usr/sbin/mke2fs -q -F -t ext4 -U "$(cat /fs-uuid)" /dev/vda1
 mkdir -p /cdrom /target
 mount -t iso9660 -o ro /dev/sr0 /cdrom || fail "mount cdrom"
 mount -t ext4 /dev/vda1 /target || fail "mount target"
 say "unpacking the root filesystem"
-tar -C /target -xf /cdrom/rootfs.tar || fail tar
+# GNU tar (busybox's mishandles parts of a Debian root filesystem).
+run /usr/bin/tar --numeric-owner -C /target -xf /cdrom/rootfs.tar
 echo "$HOST" > /target/etc/hostname
 for d in dev proc sys; do mount --bind /$d /target/$d; done
 for p in $PKGS; do
-  if chroot /target dpkg -s "$p" >/dev/null 2>&1; then continue; fi
+  st=$(chroot /target dpkg-query -W -f='${Status}' "$p" 2>&1)
+  case "$st" in *"install ok installed"*) continue ;; esac
+  say "$p: $st"
   deb=$(ls /cdrom/pool/${p}_*.deb 2>/dev/null | head -n 1)
   [ -n "$deb" ] || fail "package $p is neither installed nor in the pool"
-  cp "$deb" /target/tmp/p.deb && chroot /target dpkg -i /tmp/p.deb >/dev/null || fail "dpkg -i $p"
+  cp "$deb" /target/tmp/p.deb || fail "copying $deb"
+  # --force-depends: inside this initramfs chroot dpkg misreads the installed python3:any
+  # (the same dpkg -i on the same tree works on the host); tree needs only libc6.
+  run chroot /target dpkg --force-depends -i /tmp/p.deb
   rm -f /target/tmp/p.deb
   say "installed $p"
 done
-chroot /target useradd -m -s /bin/bash -G sudo -p "$HASH" "$USERNAME" || fail useradd
+run chroot /target useradd -m -s /bin/bash -G sudo -c "$(get passwd/user-fullname)" -p "$HASH" "$USERNAME"
 say "installing grub"
-chroot /target grub-install --target=i386-pc /dev/vda >/dev/null 2>&1 || fail grub-install
-chroot /target update-grub >/dev/null 2>&1 || fail update-grub
+run chroot /target grub-install --target=i386-pc /dev/vda
+run chroot /target update-grub
 for d in dev proc sys; do umount /target/$d; done
 umount /target; umount /cdrom; sync
 say "done"
@@ -159,6 +169,9 @@ fn installer_iso(work: &Path) -> PathBuf {
     std::fs::copy("/bin/busybox", ird.join("bin/busybox")).unwrap();
     copy_with_libs("/usr/sbin/sfdisk", &ird);
     copy_with_libs("/usr/sbin/mke2fs", &ird);
+    copy_with_libs("/usr/bin/tar", &ird);
+    std::fs::create_dir_all(ird.join("etc")).unwrap();
+    std::fs::copy("/etc/mke2fs.conf", ird.join("etc/mke2fs.conf")).unwrap();
     std::fs::write(ird.join("fs-uuid"), &uuid).unwrap();
     // Modules in load order (modprobe resolves the dependencies of the cloud kernel's).
     let mut mods: Vec<String> = Vec::new();
@@ -243,6 +256,8 @@ provision:
   - run: ["echo provisioned-after-install > /etc/kiln-provisioned"]
 sysprep: {{operations: [defaults]}}
 outputs: [qcow2]
+publish:
+  glance: {{cloud: kiln-alpha, name: "{{{{name}}}}-{{{{version}}}}-{{{{date}}}}"}}
 "#,
             iso.display()
         ),
@@ -333,6 +348,19 @@ outputs: [qcow2]
         parts[5]
     );
     assert_eq!(parts[6].trim(), "true", "cloud-init stage ran");
+    // Published to the test Glance, then removed again.
+    let p = &m["published"]["glance"][0];
+    assert_eq!(p["status"], "active", "{m}");
+    let id = p["id"].as_str().unwrap();
+    let del = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["image", "--os-cloud", "kiln-alpha", "delete", id])
+        .output()
+        .unwrap();
+    assert!(
+        del.status.success(),
+        "{}",
+        String::from_utf8_lossy(&del.stderr)
+    );
     // Nothing of the install is left in libvirt.
     let doms = out("virsh -c qemu:///system list --all --name");
     assert!(!doms.contains("kiln-install-"), "{doms}");

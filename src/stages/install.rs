@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 
 use crate::installer::{self, CpioFile};
 use crate::pipeline::context::{BaseDisk, BuildContext, Resource};
@@ -230,10 +230,62 @@ impl Stage<BuildContext> for InstallStage {
         std::fs::create_dir_all(&ctx.out)?;
         std::fs::copy(&console, ctx.out.join("install-console.log")).ok();
         waited.context("installing")?;
+        // A powered-off VM is not proof of an install: an installer that failed and powered
+        // off leaves an (almost) empty disk, which would only time out in provision.
+        let written = crate::manifest::allocated(&disk);
+        if written < 32 << 20 {
+            let text = std::fs::read_to_string(&console).unwrap_or_default();
+            bail!(
+                "the installer powered the VM off, but the disk holds only {}: the install failed; console tail:\n{}",
+                crate::progress::human_bytes(written),
+                process::last_lines(&text, 30)
+            );
+        }
         tracing::info!(
             "the installer powered the VM off after {:.0} s",
             t.elapsed().as_secs_f64()
         );
+        // And the disk must hold an operating system with a kernel to boot (an installer that
+        // gave up half-way can power off too).
+        let found = crate::guest::Guest::open_readonly(&disk, "qcow2", tcg)
+            .map_err(anyhow::Error::from)
+            .and_then(|g| {
+                let kernels = g.glob("/boot/vmlinuz*")?;
+                // GRUB (Debian, Ubuntu; grub2 on RHEL), BLS entries, or an EFI system partition.
+                let mut loaders = Vec::new();
+                for pat in [
+                    "/boot/grub/grub.cfg",
+                    "/boot/grub2/grub.cfg",
+                    "/boot/loader/entries/*.conf",
+                    "/boot/efi/EFI/*",
+                ] {
+                    loaders.extend(g.glob(pat)?);
+                }
+                let distro = g.distro.clone();
+                g.close()?;
+                Ok((distro, kernels, loaders))
+            });
+        match found {
+            Ok((distro, kernels, loaders)) if !kernels.is_empty() && !loaders.is_empty() => {
+                tracing::info!(
+                    "installed: {distro}, kernel {}, boot loader {}",
+                    kernels.join(", "),
+                    loaders.join(", ")
+                )
+            }
+            Ok((distro, kernels, _)) if !kernels.is_empty() => bail!(
+                "the installer powered the VM off, but the installed {distro} has no boot loader configuration (grub.cfg, BLS entries or an EFI partition): the install failed; console tail:\n{}",
+                process::last_lines(&std::fs::read_to_string(&console).unwrap_or_default(), 30)
+            ),
+            Ok((distro, _, _)) => bail!(
+                "the installer powered the VM off, but the installed {distro} has no kernel in /boot: the install failed; console tail:\n{}",
+                process::last_lines(&std::fs::read_to_string(&console).unwrap_or_default(), 30)
+            ),
+            Err(e) => bail!(
+                "the installer powered the VM off, but no installed system is on the disk ({e:#}): the install failed; console tail:\n{}",
+                process::last_lines(&std::fs::read_to_string(&console).unwrap_or_default(), 30)
+            ),
+        }
         // Detach the media: the install domain goes; the disk stays as the base.
         let lv = ctx.libvirt.as_ref().expect("connected");
         lv.destroy_and_undefine(&name)?;
