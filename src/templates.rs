@@ -82,16 +82,19 @@ fn registry(xml: bool) -> Handlebars<'static> {
     h
 }
 
+/// A recipe's own template file: (origin for messages, text).
+fn read_template(p: &Path) -> Result<(String, String), TemplateError> {
+    let text = std::fs::read_to_string(p).map_err(|source| TemplateError::Read {
+        path: p.to_path_buf(),
+        source,
+    })?;
+    Ok((p.display().to_string(), text))
+}
+
 /// Render one template with `ctx`. Errors name the template (built-in or file) and position.
 pub fn render(plan: &Plan, kind: Kind, ctx: &impl Serialize) -> Result<String, TemplateError> {
     let (origin, text) = match kind.override_path(plan) {
-        Some(p) => (
-            p.display().to_string(),
-            std::fs::read_to_string(p).map_err(|source| TemplateError::Read {
-                path: p.clone(),
-                source,
-            })?,
-        ),
+        Some(p) => read_template(p)?,
         None => (
             format!("built-in template {}", kind.file_name()),
             kind.builtin().to_string(),
@@ -137,13 +140,7 @@ pub fn render_answers(plan: &Plan) -> Result<Option<String>, TemplateError> {
         return Ok(None);
     };
     let (origin, text) = match &inst.template {
-        Some(p) => (
-            p.display().to_string(),
-            std::fs::read_to_string(p).map_err(|source| TemplateError::Read {
-                path: p.clone(),
-                source,
-            })?,
-        ),
+        Some(p) => read_template(p)?,
         None => {
             let (name, text) = match inst.kind {
                 AnswerKind::Preseed => {

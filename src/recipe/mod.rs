@@ -601,61 +601,23 @@ impl Resolver<'_> {
                 None
             }
             (Some(img), None) => {
-                let checksum_url = img
-                    .checksum
-                    .as_ref()
-                    .and_then(|c| c.strip_prefix("file:"))
-                    .map(str::to_string);
-                if let Some(u) = &checksum_url {
-                    if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        self.err(
-                            "/source/image/checksum",
-                            "expected `file:` followed by an http(s) URL of a SHA256SUMS or SHA512SUMS file",
-                        );
-                    }
-                }
-                let checksum = img
-                    .checksum
-                    .as_ref()
-                    .filter(|_| checksum_url.is_none())
-                    .and_then(|c| match parse_checksum(c) {
-                        Ok(c) => Some(c),
-                        Err(m) => {
-                            self.err("/source/image/checksum", m);
-                            None
-                        }
-                    });
-                match (&img.url, &img.path) {
-                    (Some(_), Some(_)) | (None, None) => {
-                        self.err("/source/image", "expected exactly one of `url` or `path`");
-                        return None;
-                    }
-                    (Some(url), None) => {
-                        if !(url.starts_with("http://") || url.starts_with("https://")) {
-                            self.err("/source/image/url", "expected an http:// or https:// URL");
-                        }
-                        if img.checksum.is_none() {
-                            self.err(
-                                "/source/image",
-                                "missing `checksum` (\"sha256:HEX\", \"sha512:HEX\" or \"file:URL-of-SHA256SUMS\"): downloads are always verified",
-                            );
-                        }
-                    }
-                    (None, Some(p)) => {
-                        let full = self.dir.join(p);
-                        if !full.is_file() {
-                            self.err(
-                                "/source/image/path",
-                                format!("image file {} does not exist", full.display()),
-                            );
-                        }
-                    }
+                // url/path/checksum follow the same rules as the installer's files.
+                let f = self.file_plan(
+                    "/source/image",
+                    &FileSource {
+                        url: img.url.clone(),
+                        path: img.path.clone(),
+                        checksum: img.checksum.clone(),
+                    },
+                );
+                if img.url.is_some() == img.path.is_some() {
+                    return None;
                 }
                 Some(SourcePlan::Image {
-                    url: img.url.clone(),
-                    path: img.path.as_ref().map(|p| self.dir.join(p)),
-                    checksum,
-                    checksum_url,
+                    url: f.url,
+                    path: f.path,
+                    checksum: f.checksum,
+                    checksum_url: f.checksum_url,
                     format: img.format.clone(),
                 })
             }
