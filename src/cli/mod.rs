@@ -558,7 +558,14 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
                 inst.cmdline,
                 inst.timeout_secs
             ));
-            install = Some(icmds);
+            install = Some((
+                serde_json::json!({
+                    "kind": inst.kind.as_str(), "delivery": inst.delivery,
+                    "cmdline": inst.cmdline, "timeout_secs": inst.timeout_secs,
+                    "mirror_check": inst.mirror_check,
+                }),
+                icmds,
+            ));
             (cmds, base)
         }
         SourcePlan::Bootstrap(b) => {
@@ -640,10 +647,10 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
         inputs: serde_json::to_value(&plan.source).unwrap_or_default(),
         commands: source_cmds,
     });
-    if let Some(commands) = install {
+    if let Some((inputs, commands)) = install {
         stages.push(PlannedStage {
             name: "install",
-            inputs: serde_json::json!({ "timeout_secs": plan.vm.timeout_secs }),
+            inputs,
             commands,
         });
     }
