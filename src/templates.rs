@@ -132,7 +132,7 @@ fn template_position(e: &handlebars::RenderError) -> Option<(usize, usize)> {
 }
 
 /// The answer file of an installer source: the recipe's template, else the built-in one for
-/// the answer kind. Sees the answer variables, `lvm`, `packages_line`, `password_hash` and
+/// the answer kind. Sees the answer variables, `lvm`, `packages_line`, `ubuntu`, `password_hash` and
 /// `vars`.
 pub fn render_answers(plan: &Plan) -> Result<Option<String>, TemplateError> {
     use crate::recipe::model::AnswerKind;
@@ -162,6 +162,8 @@ pub fn render_answers(plan: &Plan) -> Result<Option<String>, TemplateError> {
     ctx["password_hash"] = serde_json::json!(inst.answers.password_hash);
     ctx["lvm"] = serde_json::json!(inst.answers.disk_layout == "lvm");
     ctx["packages_line"] = serde_json::json!(inst.answers.packages.join(" "));
+    // Ubuntu's debian-installer names some tasks differently (openssh-server).
+    ctx["ubuntu"] = serde_json::json!(inst.answers.mirror.contains("ubuntu"));
     ctx["vars"] = serde_json::to_value(&plan.vars).unwrap_or_default();
     render_str(&origin, &text, false, &ctx).map(Some)
 }
