@@ -189,6 +189,16 @@ pub struct SeedContext {
     pub provision_script_b64: String,
 }
 
+/// libvirt's `<cpu mode>` for a domain type: the host's CPU under KVM, qemu's most capable
+/// model under TCG.
+pub fn cpu_mode(domain_type: &str) -> &'static str {
+    if domain_type == "kvm" {
+        "host-passthrough"
+    } else {
+        "maximum"
+    }
+}
+
 impl TemplateContext {
     /// Context for `plan`: the paths the build would use under `work`.
     pub fn new(plan: &Plan, domain_name: &str, domain_type: &str, work: &Path) -> Self {
@@ -200,11 +210,7 @@ impl TemplateContext {
             domain: DomainContext {
                 name: domain_name.to_string(),
                 domain_type: domain_type.to_string(),
-                cpu_mode: if domain_type == "kvm" {
-                    "host-passthrough".into()
-                } else {
-                    "maximum".into()
-                },
+                cpu_mode: cpu_mode(domain_type).into(),
                 memory_mib: plan.vm.memory_mib,
                 vcpus: plan.vm.vcpus,
                 disk_path: work.join("disk.qcow2"),

@@ -598,11 +598,16 @@ fn dispatch(
             let img = g.find(&image)?;
             let t = g.download(&img, &file, &cancel)?;
             eprintln!(
-                "downloaded {} ({}) to {} in {:.1} s, SHA-512 verified",
+                "downloaded {} ({}) to {} in {:.1} s, {} verified",
                 id_of(&img),
                 crate::progress::human_bytes(t.size),
                 file.display(),
-                t.seconds
+                t.seconds,
+                if t.sha512.is_empty() {
+                    "MD5"
+                } else {
+                    "SHA-512"
+                }
             );
         }
         ImageCommand::Delete { images } => {

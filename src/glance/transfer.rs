@@ -18,6 +18,7 @@ use crate::progress::Progress;
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Transferred {
     pub size: u64,
+    /// Empty for a download verified by MD5 (an image without a SHA-512).
     pub sha512: String,
     pub seconds: f64,
 }
@@ -179,8 +180,10 @@ impl Glance {
             &format!("downloading {}", image["name"].as_str().unwrap_or(id)),
             total,
         );
-        let mut sha = Sha512::new();
-        let mut md5 = Md5::new();
+        // Only the digest `verify` will compare: SHA-512 when Glance has one, else MD5.
+        let by_sha512 = image["os_hash_algo"] == "sha512" && image["os_hash_value"].is_string();
+        let mut sha = by_sha512.then(Sha512::new);
+        let mut md5 = (!by_sha512).then(Md5::new);
         let mut done = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         let write_err =
@@ -195,15 +198,19 @@ impl Glance {
             if n == 0 {
                 break;
             }
-            sha.update(&buf[..n]);
-            md5.update(&buf[..n]);
+            if let Some(h) = sha.as_mut() {
+                h.update(&buf[..n]);
+            }
+            if let Some(h) = md5.as_mut() {
+                h.update(&buf[..n]);
+            }
             part.write_all(&buf[..n]).map_err(write_err)?;
             done += n as u64;
             progress.set(done);
         }
         progress.finish();
-        let sha512 = hex::encode(sha.finalize());
-        let md5 = hex::encode(md5.finalize());
+        let sha512 = sha.map(|h| hex::encode(h.finalize())).unwrap_or_default();
+        let md5 = md5.map(|h| hex::encode(h.finalize())).unwrap_or_default();
         verify(image, done, &sha512, &md5).map_err(|m| transport("GET", &path, m))?;
         part.as_file().sync_all().map_err(write_err)?;
         part.persist(dest).map_err(|e| {

@@ -185,10 +185,11 @@ impl Stage<BuildContext> for InstallStage {
             &hex::encode(super::provision::rand_bytes())[..8]
         );
         let console = dir.join("console.log");
+        let domain_type = if tcg { "qemu" } else { "kvm" };
         let d = InstallDomain {
             name: name.clone(),
-            domain_type: if tcg { "qemu" } else { "kvm" }.into(),
-            cpu_mode: if tcg { "maximum" } else { "host-passthrough" }.into(),
+            domain_type: domain_type.into(),
+            cpu_mode: crate::seed::cpu_mode(domain_type).into(),
             memory_mib: ctx.plan.vm.memory_mib,
             vcpus: ctx.plan.vm.vcpus,
             kernel,

@@ -47,24 +47,15 @@ impl Stage<BuildContext> for SourceStage {
                 checksum,
                 checksum_url,
                 ..
-            } => match (url, path) {
-                (Some(url), _) => {
-                    let sum = match (checksum, checksum_url) {
-                        (Some(c), _) => c,
-                        (None, Some(sums)) => checksum_from_file(&sums, &url)?,
-                        (None, None) => bail!("a URL source needs a checksum"),
-                    };
-                    download_cached(ctx, &url, &sum)?
-                }
-                (None, Some(p)) => {
-                    if let Some(sum) = &checksum {
-                        tracing::info!("verifying {}", p.display());
-                        verify_file(&p, sum)?;
-                    }
-                    p
-                }
-                (None, None) => bail!("source has neither url nor path"),
-            },
+            } => fetch_file(
+                ctx,
+                &crate::plan::FilePlan {
+                    url,
+                    path,
+                    checksum,
+                    checksum_url,
+                },
+            )?,
         };
         let path = std::fs::canonicalize(&path)
             .with_context(|| format!("resolving {}", path.display()))?;
@@ -114,6 +105,8 @@ pub struct InstallMedia {
     pub initrd: Option<PathBuf>,
 }
 
+/// A source file (image or installer medium): downloaded once into the cache and verified,
+/// or used in place (verified when a checksum is given).
 fn fetch_file(ctx: &mut BuildContext, f: &crate::plan::FilePlan) -> anyhow::Result<PathBuf> {
     match (&f.url, &f.path, &f.checksum) {
         (Some(url), _, Some(sum)) => download_cached(ctx, url, sum),
@@ -122,7 +115,7 @@ fn fetch_file(ctx: &mut BuildContext, f: &crate::plan::FilePlan) -> anyhow::Resu
                 let sum = checksum_from_file(sums, url)?;
                 download_cached(ctx, url, &sum)
             }
-            None => bail!("{url}: a download needs a checksum"),
+            None => bail!("a URL source needs a checksum ({url})"),
         },
         (None, Some(p), sum) => {
             if let Some(sum) = sum {
@@ -131,7 +124,7 @@ fn fetch_file(ctx: &mut BuildContext, f: &crate::plan::FilePlan) -> anyhow::Resu
             }
             Ok(std::fs::canonicalize(p).with_context(|| format!("resolving {}", p.display()))?)
         }
-        (None, None, _) => bail!("neither url nor path"),
+        (None, None, _) => bail!("source has neither url nor path"),
     }
 }
 
