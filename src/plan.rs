@@ -41,7 +41,8 @@ impl Plan {
 #[derive(Debug, Clone, Serialize)]
 pub struct ResolvedElement {
     pub name: String,
-    pub dir: PathBuf,
+    /// Where it was found: its directory, or `built-in`.
+    pub origin: String,
     pub description: String,
 }
 

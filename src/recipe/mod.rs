@@ -343,7 +343,7 @@ impl Resolver<'_> {
                 .iter()
                 .map(|l| ResolvedElement {
                     name: l.name.clone(),
-                    dir: l.dir.clone(),
+                    origin: l.origin.describe(),
                     description: l.file.description.clone(),
                 })
                 .collect(),

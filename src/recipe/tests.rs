@@ -236,7 +236,7 @@ fn recipe_elements_shadow_search_path_and_builtins() {
     let p = dir.write("r.yaml", &format!("{MINIMAL}elements: [debian]\n"));
     let plan = load_plan(&p, &[]).unwrap();
     assert_eq!(plan.elements[0].description, "local override");
-    assert!(plan.elements[0].dir.starts_with(dir.0.path()));
+    assert!(Path::new(&plan.elements[0].origin).starts_with(dir.0.path()));
 }
 
 #[test]
