@@ -556,9 +556,10 @@ for s in $d/scripts/*; do
 done
 ";
 
-/// Apply one step; returns what it did, for the report (never a secret, except a random
-/// password, which the caller must show once or it is lost).
-pub fn apply(g: &Guest, step: &Customize) -> Result<String, GuestError> {
+/// Apply one step; returns what it did, for the report and the log (never a secret). A random
+/// password goes to `secrets` as "USER: PASSWORD": the caller must show it once (not in a log)
+/// or it is lost.
+pub fn apply(g: &Guest, step: &Customize, secrets: &mut Vec<String>) -> Result<String, GuestError> {
     let op = step.to_string();
     let fail = |m: String| guest_err(g, &op, m);
     match step {
@@ -671,7 +672,10 @@ pub fn apply(g: &Guest, step: &Customize) -> Result<String, GuestError> {
                 .ok_or_else(|| fail(format!("the guest has no user `{user}` in /etc/shadow")))?;
             g.write("/etc/shadow", new.as_bytes())?;
             Ok(match shown {
-                Some(pw) => format!("set a random password for {user}: {pw}"),
+                Some(pw) => {
+                    secrets.push(format!("{user}: {pw}"));
+                    format!("set a random password for {user}")
+                }
                 None => format!("set the password of {user}"),
             })
         }

@@ -294,6 +294,11 @@ impl Guest {
             .map_err(self.e(format!("glob {pattern}")))
     }
 
+    /// Every entry of a directory, dot-files included (no `.` or `..`).
+    pub fn ls(&self, dir: &str) -> Result<Vec<String>, GuestError> {
+        self.g.ls(dir).map_err(self.e(format!("ls {dir}")))
+    }
+
     pub fn rm_rf(&self, path: &str) -> Result<(), GuestError> {
         self.g.rm_rf(path).map_err(self.e(format!("rm -rf {path}")))
     }

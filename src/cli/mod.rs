@@ -909,7 +909,7 @@ fn plan(
             }
             println!("elements (in order):");
             for e in &plan.elements {
-                println!("  {:<18} {}  [{}]", e.name, e.description, e.dir.display());
+                println!("  {:<18} {}  [{}]", e.name, e.description, e.origin);
             }
             println!(
                 "vm: {} MiB, {} vCPU, accel {:?}, timeout {} s, {}",
@@ -1410,6 +1410,10 @@ fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Customize>) -> i
                 for note in &r.notes {
                     println!("    {note}");
                 }
+                // Shown once, as virt-customize does; never logged.
+                for secret in &r.secrets {
+                    println!("    random password for {secret}");
+                }
             },
         );
         if let Err((op, e)) = res {
@@ -1492,10 +1496,11 @@ fn elements(cmd: ElementsCommand) -> i32 {
     let search = recipe::elements::search_path(cwd.as_deref());
     match cmd {
         ElementsCommand::List => {
-            for (name, dir) in recipe::elements::all(&search) {
-                match recipe::elements::load(&name, &dir) {
-                    Ok(l) => println!("{name:<18} {}  [{}]", l.file.description, dir.display()),
-                    Err(d) => println!("{name:<18} (invalid: {})  [{}]", d[0], dir.display()),
+            for (name, origin) in recipe::elements::all(&search) {
+                let at = origin.describe();
+                match recipe::elements::load(&name, &origin) {
+                    Ok(l) => println!("{name:<18} {}  [{at}]", l.file.description),
+                    Err(d) => println!("{name:<18} (invalid: {})  [{at}]", d[0]),
                 }
             }
             exit::OK
@@ -1505,20 +1510,22 @@ fn elements(cmd: ElementsCommand) -> i32 {
                 eprintln!("error: element `{name}` not found on the search path");
                 exit::INVALID_INPUT
             }
-            Some(dir) => {
-                let file = dir.join("element.yaml");
-                println!("# {}", file.display());
-                match std::fs::read_to_string(&file) {
-                    Ok(t) => {
-                        print!("{t}");
-                        exit::OK
+            Some(origin) => match recipe::elements::read(&name, &origin) {
+                Ok((file, t)) => {
+                    match origin {
+                        recipe::elements::Origin::BuiltIn => {
+                            println!("# {name}: built-in (compiled into kiln)")
+                        }
+                        recipe::elements::Origin::Dir(_) => println!("# {}", file.display()),
                     }
-                    Err(e) => {
-                        eprintln!("error: reading {}: {e}", file.display());
-                        exit::INVALID_INPUT
-                    }
+                    print!("{t}");
+                    exit::OK
                 }
-            }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    exit::INVALID_INPUT
+                }
+            },
         },
     }
 }

@@ -13,7 +13,11 @@ pub struct SysprepStage;
 pub fn patterns(op: &str) -> &'static [&'static str] {
     match op {
         "abrt-data" => &["/var/spool/abrt/*"],
-        "firewall-rules" => &["/etc/sysconfig/iptables", "/etc/firewalld/*/*"],
+        "firewall-rules" => &[
+            "/etc/sysconfig/iptables",
+            "/etc/firewalld/services/*",
+            "/etc/firewalld/zones/*",
+        ],
         "net-nmconn" => &["/etc/NetworkManager/system-connections/*.nmconnection"],
         "blkid-tab" => &[
             "/var/run/blkid.tab",
@@ -25,12 +29,13 @@ pub fn patterns(op: &str) -> &'static [&'static str] {
             "/dev/.blkid.tab",
             "/dev/.blkid.tab.old",
         ],
-        // Debian keeps crontabs in a subdirectory, which stays (emptied).
+        // Trees: every regular file below them but `.SEQ` (see `plan_operation`); globs:
+        // what is not a directory.
         "cron-spool" => &[
-            "/var/spool/cron/crontabs/*",
+            "/var/spool/cron/",
             "/var/spool/atjobs/*",
             "/var/spool/atspool/*",
-            "/var/spool/at/*",
+            "/var/spool/at/",
         ],
         "dhcp-server-state" => &["/var/lib/dhcpd/*"],
         "dovecot-data" => &["/var/lib/dovecot/*"],
@@ -45,7 +50,11 @@ pub fn patterns(op: &str) -> &'static [&'static str] {
             "/run/faillock/*",
             "/run/sepermit/*",
         ],
-        "puppet-data-log" => &["/var/log/puppet/*", "/var/lib/puppet/*/*"],
+        "puppet-data-log" => &[
+            "/var/log/puppet/*",
+            "/var/lib/puppet/*/*",
+            "/var/lib/puppet/*/*/*",
+        ],
         "rh-subscription-manager" => &["/etc/pki/consumer/*", "/etc/pki/entitlement/*"],
         "rhn-systemid" => &[
             "/etc/sysconfig/rhn/systemid",
@@ -56,6 +65,7 @@ pub fn patterns(op: &str) -> &'static [&'static str] {
             "/var/log/samba/old/*",
             "/var/log/samba/*",
             "/var/lib/samba/*/*",
+            "/var/lib/samba/*",
         ],
         "smolt-uuid" => &[
             "/etc/sysconfig/hw-uuid",
@@ -145,13 +155,13 @@ pub fn patterns(op: &str) -> &'static [&'static str] {
             "/var/log/xferlog*",
             "/var/named/data/named.run",
         ],
-        // Regular files only (see `plan_operation`): virt-sysprep keeps the directories, so
-        // apt's archives/partial stays.
+        // Every regular file below these (see `plan_operation`): virt-sysprep keeps the
+        // directories, so apt's archives/partial stays, emptied.
         "package-manager-cache" => &[
-            "/var/cache/apt/archives/*",
-            "/var/cache/dnf/*",
-            "/var/cache/yum/*",
-            "/var/cache/zypp*/*",
+            "/var/cache/apt/archives/",
+            "/var/cache/dnf/",
+            "/var/cache/yum/",
+            "/var/cache/zypp*",
         ],
         "passwd-backups" => &[
             "/etc/group-",
@@ -163,11 +173,50 @@ pub fn patterns(op: &str) -> &'static [&'static str] {
         ],
         "ssh-hostkeys" => &["/etc/ssh/*_host_*"],
         "ssh-userdir" => &["/root/.ssh", "/home/*/.ssh"],
-        "tmp-files" => &["/tmp/*", "/var/tmp/*"],
+        // Every entry, dot-files too (virt-sysprep lists the directory after its glob).
+        "tmp-files" => &["/tmp/", "/var/tmp/"],
         "udev-persistent-net" => &["/etc/udev/rules.d/70-persistent-net.rules"],
         "utmp" => &["/var/run/utmp", "/run/utmp"],
         _ => &[],
     }
+}
+
+/// Operations whose paths virt-sysprep removes with `rm`, which refuses directories (its
+/// errors are ignored): only what is not a directory goes, a directory matched by a glob stays.
+/// The others use `rm -rf`.
+const NOT_DIRECTORIES: &[&str] = &[
+    "bash-history",
+    "blkid-tab",
+    "dovecot-data",
+    "firewall-rules",
+    "kerberos-hostkeytab",
+    "pam-data",
+    "passwd-backups",
+    "puppet-data-log",
+    "rhn-systemid",
+    "rpm-db",
+    "samba-db-log",
+    "smolt-uuid",
+    "ssh-hostkeys",
+    "sssd-db-log",
+    "udev-persistent-net",
+    "utmp",
+    "yum-uuid",
+];
+
+/// Regular files anywhere below `dir` (symlinks and directories stay), except those `keep`
+/// names by their last component: virt-sysprep's `rm_rf_only_files`.
+fn files_below(g: &Guest, dir: &str, keep: &[&str]) -> Result<Vec<String>, GuestError> {
+    let dir = dir.trim_end_matches('/');
+    let mut out = Vec::new();
+    for rel in g.find(dir)? {
+        let full = format!("{dir}/{}", rel.trim_start_matches('/'));
+        let name = full.rsplit('/').next().unwrap_or("");
+        if !keep.contains(&name) && g.is_file(&full)? {
+            out.push(full);
+        }
+    }
+    Ok(out)
 }
 
 /// Arguments of the operations that take them (virt-sysprep's flags of the same names) and
@@ -562,12 +611,40 @@ pub fn plan_operation(g: &Guest, op: &str, opts: &Options) -> Result<Vec<Action>
         }
         "cron-spool" => {
             for pat in patterns(op) {
-                v.extend(g.glob(pat)?.into_iter().map(Action::Remove));
+                if pat.ends_with('/') {
+                    v.extend(files_below(g, pat, &[".SEQ"])?.into_iter().map(Action::Remove));
+                } else {
+                    for p in g.glob(pat)? {
+                        if !g.is_dir(&p) {
+                            v.push(Action::Remove(p));
+                        }
+                    }
+                }
             }
-            // Red Hat keeps crontabs directly in /var/spool/cron: files only there.
-            for p in g.glob("/var/spool/cron/*")? {
-                if g.is_file(&p)? {
-                    v.push(Action::Remove(p));
+            // at's job counters are reset, not removed.
+            for seq in [
+                "/var/spool/cron/atjobs/.SEQ",
+                "/var/spool/atjobs/.SEQ",
+                "/var/spool/at/.SEQ",
+            ] {
+                if g.is_file(seq)? && g.read(seq)? != b"00000\n" {
+                    v.push(Action::Rewrite {
+                        path: seq.into(),
+                        content: b"00000\n".to_vec(),
+                        why: "reset at's job counter".into(),
+                    });
+                }
+            }
+        }
+        "tmp-files" => {
+            for dir in patterns(op) {
+                let dir = dir.trim_end_matches('/');
+                if g.is_dir(dir) {
+                    v.extend(
+                        g.ls(dir)?
+                            .into_iter()
+                            .map(|e| Action::Remove(format!("{dir}/{e}"))),
+                    );
                 }
             }
         }
@@ -580,26 +657,32 @@ pub fn plan_operation(g: &Guest, op: &str, opts: &Options) -> Result<Vec<Action>
                     || (pm == "yum" && p.contains("/yum/"))
                     || (pm == "zypper" && p.contains("/zypp"))
             }) {
-                for p in g.glob(pat)? {
-                    if g.is_file(&p)? {
-                        v.push(Action::Remove(p));
-                    }
+                for dir in g.glob(pat.trim_end_matches('/'))? {
+                    v.extend(files_below(g, &dir, &[])?.into_iter().map(Action::Remove));
                 }
             }
         }
         other => {
+            let not_dirs = NOT_DIRECTORIES.contains(&other);
             for pat in patterns(other) {
-                v.extend(g.glob(pat)?.into_iter().map(Action::Remove));
+                for p in g.glob(pat)? {
+                    // blkid-tab leaves symlinks alone too (as virt-sysprep).
+                    let skip = not_dirs && g.is_dir(&p) || other == "blkid-tab" && g.is_symlink(&p);
+                    if !skip {
+                        v.push(Action::Remove(p));
+                    }
+                }
             }
         }
     }
     Ok(v)
 }
 
-/// Carry out `actions`; returns report lines beyond the action itself (e.g. a random
-/// password, which is shown once).
-pub fn apply(g: &Guest, actions: &[Action]) -> Result<Vec<String>, GuestError> {
+/// Carry out `actions`; returns report lines beyond the action itself, and the random
+/// passwords set ("USER: PASSWORD", to be shown once, never logged).
+pub fn apply(g: &Guest, actions: &[Action]) -> Result<(Vec<String>, Vec<String>), GuestError> {
     let mut notes = Vec::new();
+    let mut secrets = Vec::new();
     for a in actions {
         match a {
             Action::Remove(p) => g.rm_rf(p)?,
@@ -635,10 +718,10 @@ pub fn apply(g: &Guest, actions: &[Action]) -> Result<Vec<String>, GuestError> {
             }
             Action::NewLvmUuids { pvs, vgs } => g.lvm_change_uuids(*pvs > 0, *vgs > 0)?,
             Action::Scripts(s) => g.run_host_scripts(s, std::process::Stdio::inherit())?,
-            Action::Customize(c) => notes.push(crate::customize::apply(g, c)?),
+            Action::Customize(c) => notes.push(crate::customize::apply(g, c, &mut secrets)?),
         }
     }
-    Ok(notes)
+    Ok((notes, secrets))
 }
 
 /// Run one operation; returns what it did and any notes.
@@ -648,7 +731,7 @@ pub fn run_operation(
     opts: &Options,
 ) -> Result<(Vec<Action>, Vec<String>), GuestError> {
     let actions = plan_operation(g, op, opts)?;
-    let notes = apply(g, &actions)?;
+    let (notes, _) = apply(g, &actions)?;
     Ok((actions, notes))
 }
 
@@ -658,6 +741,8 @@ pub struct OpReport {
     pub op: &'static str,
     pub actions: Vec<Action>,
     pub notes: Vec<String>,
+    /// Random passwords set ("USER: PASSWORD"): shown once to the user, never logged.
+    pub secrets: Vec<String>,
 }
 
 /// Run `ops` (already in execution order) in one appliance: filesystem operations, then
@@ -688,8 +773,8 @@ pub fn run_all(
             }));
         }
         let actions = plan_operation(g, op, opts).map_err(wrap)?;
-        let notes = if dry_run {
-            Vec::new()
+        let (notes, secrets) = if dry_run {
+            (Vec::new(), Vec::new())
         } else {
             if DEVICE_OPS.contains(&op) && !actions.is_empty() && !unmounted {
                 uuids_before = g
@@ -703,7 +788,12 @@ pub fn run_all(
             }
             apply(g, &actions).map_err(wrap)?
         };
-        let r = OpReport { op, actions, notes };
+        let r = OpReport {
+            op,
+            actions,
+            notes,
+            secrets,
+        };
         each(&r);
         out.push(r);
         Ok(())
@@ -767,6 +857,18 @@ pub fn run_all(
     Ok(out)
 }
 
+/// Write `text` to `path` with mode 0600 from the start (a temporary file renamed into place).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    // tempfile creates its files with mode 0600.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// Run the CA store update some operation asked for, once.
 fn update_ca_store(g: &Guest, done: &[OpReport]) -> Result<(), GuestError> {
     let cmd = done.iter().flat_map(|r| &r.actions).find_map(|a| match a {
@@ -804,6 +906,7 @@ impl Stage<BuildContext> for SysprepStage {
         let ops = ctx.plan.sysprep.clone();
         let opts = ctx.plan.sysprep_options.clone();
         let mut removed = Vec::new();
+        let mut secrets = Vec::new();
         let result = run_all(
             &g,
             &ops,
@@ -819,10 +922,21 @@ impl Stage<BuildContext> for SysprepStage {
                 for n in &r.notes {
                     tracing::info!("sysprep {}: {n}", r.op);
                 }
+                secrets.extend(r.secrets.iter().cloned());
                 removed.push((r.op.to_string(), r.actions.len()));
             },
         );
         ctx.sysprep_removed.extend(removed);
+        if !secrets.is_empty() {
+            // Beside the image, not in it or its log: readable by the owner only.
+            let file = ctx.final_dir.with_extension("passwords");
+            write_private(&file, &(secrets.join("\n") + "\n"))
+                .with_context(|| format!("writing the random passwords to {}", file.display()))?;
+            tracing::info!(
+                "random passwords are in {} (mode 0600; not in the log or the manifest)",
+                file.display()
+            );
+        }
         if let Err((op, e)) = result {
             ctx.guest = Some(g);
             return Err(anyhow::Error::new(e).context(format!("sysprep operation {op}")));
