@@ -105,6 +105,7 @@ fn every_answer_kind_passes_its_real_validator() {
 #[test]
 fn rendered_answer_files_match_their_snapshots() {
     let dir = tempfile::tempdir().unwrap();
+    let mut updated = Vec::new();
     for (kind, file) in [
         ("preseed", "preseed.cfg"),
         ("kickstart", "ks.cfg"),
@@ -114,11 +115,19 @@ fn rendered_answer_files_match_their_snapshots() {
         let got =
             std::fs::read_to_string(render(&recipe, &dir.path().join(kind)).join(file)).unwrap();
         let snap = root().join(format!("tests/snapshots/{kind}-{file}"));
+        let want = std::fs::read_to_string(&snap).ok();
+        if want.as_deref() == Some(got.as_str()) {
+            continue;
+        }
+        // Updating writes the new snapshot and still fails this run: a changed rendering is
+        // never passed unseen (review the diff, then run again).
         if std::env::var_os("KILN_UPDATE_SNAPSHOTS").is_some() {
             std::fs::write(&snap, &got).unwrap();
+            updated.push(snap.display().to_string());
+            continue;
         }
-        let want = std::fs::read_to_string(&snap)
-            .unwrap_or_else(|_| panic!("{} missing (KILN_UPDATE_SNAPSHOTS=1)", snap.display()));
+        let want =
+            want.unwrap_or_else(|| panic!("{} missing (KILN_UPDATE_SNAPSHOTS=1)", snap.display()));
         assert_eq!(
             got,
             want,
@@ -126,6 +135,11 @@ fn rendered_answer_files_match_their_snapshots() {
             snap.display()
         );
     }
+    assert!(
+        updated.is_empty(),
+        "snapshots updated (review them, then run again): {}",
+        updated.join(", ")
+    );
 }
 
 #[test]
