@@ -342,3 +342,57 @@ fn sysprep_rejects_bad_input_with_exit_2() {
         );
     }
 }
+
+/// `kiln ARGS | head -0`: the reader is gone before kiln writes its first line.
+fn with_stdout_closed(args: &[&str], cwd: &Path) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("KILN_ELEMENTS_PATH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kiln");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("wait for kiln")
+}
+
+#[test]
+fn every_printing_command_can_be_piped_into_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("tiny.raw");
+    std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+    let recipe = root().join("examples/debian-12.yaml");
+    let recipe = recipe.to_str().unwrap();
+    let render = dir.path().join("r");
+    let render = render.to_str().unwrap();
+    for args in [
+        vec!["schema"],
+        vec!["--help"],
+        vec!["image", "--help"],
+        vec!["elements", "list"],
+        vec!["elements", "show", "debian"],
+        vec!["sysprep", "--list-operations"],
+        vec!["validate", recipe],
+        vec!["plan", recipe, "--render-dir", render],
+        vec!["plan", recipe, "--format", "json", "--render-dir", render],
+        vec!["info", "tiny.raw"],
+        vec!["info", "tiny.raw", "--format", "json"],
+        vec!["convert", "tiny.raw", "-O", "qcow2", "--force"],
+    ] {
+        let out = with_stdout_closed(&args, dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "kiln {args:?} | head: {}",
+            text(&out.stderr)
+        );
+        // Progress lines may go to stderr; a panic or an error message may not.
+        let err = text(&out.stderr);
+        assert!(
+            !err.contains("panicked") && !err.to_lowercase().contains("error"),
+            "kiln {args:?} | head: {err}"
+        );
+    }
+}

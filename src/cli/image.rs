@@ -312,7 +312,7 @@ pub enum CacheCommand {
 }
 
 fn fail(e: GlanceError) -> i32 {
-    eprintln!("error: {e}");
+    errln!("error: {e}");
     if e.is_user_error() {
         exit::INVALID_INPUT
     } else {
@@ -322,7 +322,7 @@ fn fail(e: GlanceError) -> i32 {
 
 fn print_image(img: &Value, format: OutFormat) {
     match format {
-        OutFormat::Json => println!("{}", serde_json::to_string_pretty(img).expect("json")),
+        OutFormat::Json => outln!("{}", serde_json::to_string_pretty(img).expect("json")),
         OutFormat::Table => {
             if let Some(o) = img.as_object() {
                 for (k, v) in o {
@@ -335,7 +335,7 @@ fn print_image(img: &Value, format: OutFormat) {
                             .join(", "),
                         other => other.to_string(),
                     };
-                    println!("{k:<24} {v}");
+                    outln!("{k:<24} {v}");
                 }
             }
         }
@@ -344,14 +344,14 @@ fn print_image(img: &Value, format: OutFormat) {
 
 fn print_rows(rows: &[Value], cols: &[(&str, &str, usize)], format: OutFormat) {
     match format {
-        OutFormat::Json => println!("{}", serde_json::to_string_pretty(rows).expect("json")),
+        OutFormat::Json => outln!("{}", serde_json::to_string_pretty(rows).expect("json")),
         OutFormat::Table => {
             let line = |cells: Vec<String>| {
                 let mut s = String::new();
                 for (c, (_, _, w)) in cells.iter().zip(cols) {
                     s.push_str(&format!("{c:<w$}  ", w = *w));
                 }
-                println!("{}", s.trim_end());
+                outln!("{}", s.trim_end());
             };
             line(cols.iter().map(|(h, _, _)| h.to_string()).collect());
             for r in rows {
@@ -433,7 +433,7 @@ pub fn run(cloud: Option<&str>, command: ImageCommand) -> i32 {
     match dispatch(&g, command, &cancel) {
         Ok(code) => code,
         Err(e) if cancel.is_cancelled() => {
-            eprintln!("interrupted: {e}");
+            errln!("interrupted: {e}");
             exit::INTERRUPTED
         }
         Err(e) => fail(e),
@@ -597,7 +597,7 @@ fn dispatch(
         ImageCommand::Download { image, file } => {
             let img = g.find(&image)?;
             let t = g.download(&img, &file, &cancel)?;
-            eprintln!(
+            errln!(
                 "downloaded {} ({}) to {} in {:.1} s, {} verified",
                 id_of(&img),
                 crate::progress::human_bytes(t.size),
@@ -618,7 +618,7 @@ fn dispatch(
                 .collect::<Result<Vec<_>, _>>()?;
             for id in ids {
                 g.delete(&id)?;
-                eprintln!("deleted {id}");
+                errln!("deleted {id}");
             }
         }
         ImageCommand::Import {
@@ -702,12 +702,12 @@ fn dispatch(
                 let v = g.cache_list()?;
                 match format {
                     OutFormat::Json => {
-                        println!("{}", serde_json::to_string_pretty(&v).expect("json"))
+                        outln!("{}", serde_json::to_string_pretty(&v).expect("json"))
                     }
                     OutFormat::Table => {
-                        println!("{:<36}  {:<7}  {:>12}  Hits", "ID", "State", "Size");
+                        outln!("{:<36}  {:<7}  {:>12}  Hits", "ID", "State", "Size");
                         for c in v["cached_images"].as_array().into_iter().flatten() {
-                            println!(
+                            outln!(
                                 "{:<36}  {:<7}  {:>12}  {}",
                                 c["image_id"].as_str().unwrap_or(""),
                                 "cached",
@@ -716,7 +716,7 @@ fn dispatch(
                             );
                         }
                         for q in v["queued_images"].as_array().into_iter().flatten() {
-                            println!("{:<36}  {:<7}", q.as_str().unwrap_or(""), "queued");
+                            outln!("{:<36}  {:<7}", q.as_str().unwrap_or(""), "queued");
                         }
                     }
                 }
@@ -725,14 +725,14 @@ fn dispatch(
                 for i in &images {
                     let id = id_of(&g.find(i)?);
                     g.cache_queue(&id)?;
-                    eprintln!("queued {id} for caching");
+                    errln!("queued {id} for caching");
                 }
             }
             CacheCommand::Delete { images } => {
                 for i in &images {
                     let id = id_of(&g.find(i)?);
                     g.cache_delete(&id)?;
-                    eprintln!("removed {id} from the cache");
+                    errln!("removed {id} from the cache");
                 }
             }
             CacheCommand::Clear { target } => g.cache_clear(target.as_deref().unwrap_or(""))?,
@@ -752,7 +752,7 @@ fn member_status(g: &Glance, image: &str, status: &str) -> Result<(), GlanceErro
     })?;
     let id = id_of(&find_shared(g, image)?);
     g.set_member_status(&id, &project, status)?;
-    eprintln!("{status} image {id} for project {project}");
+    errln!("{status} image {id} for project {project}");
     Ok(())
 }
 

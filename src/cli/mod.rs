@@ -5,7 +5,58 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `println!` that never panics: once stdout's reader has gone (`kiln … | head`), output is
+/// dropped and the command carries on to its normal end (a build still cleans up).
+macro_rules! outln {
+    () => {
+        $crate::cli::write_out(format_args!("\n"))
+    };
+    ($($t:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+/// `print!` likewise.
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::write_out(format_args!($($t)*))
+    };
+}
+/// `eprintln!` likewise, for stderr.
+macro_rules! errln {
+    ($($t:tt)*) => {
+        $crate::cli::write_err(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
 mod image;
+
+static STDOUT_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static STDERR_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn write_to(
+    gone: &std::sync::atomic::AtomicBool,
+    mut w: impl std::io::Write,
+    args: std::fmt::Arguments,
+) {
+    use std::sync::atomic::Ordering;
+    if gone.load(Ordering::Relaxed) {
+        return;
+    }
+    // Any write error (EPIPE above all) means nobody reads any more: stop writing, quietly.
+    if w.write_fmt(args).is_err() {
+        gone.store(true, Ordering::Relaxed);
+    }
+}
+
+#[doc(hidden)]
+pub fn write_out(args: std::fmt::Arguments) {
+    write_to(&STDOUT_GONE, std::io::stdout().lock(), args)
+}
+
+#[doc(hidden)]
+pub fn write_err(args: std::fmt::Arguments) {
+    write_to(&STDERR_GONE, std::io::stderr().lock(), args)
+}
 
 use crate::exit;
 use crate::plan::{Plan, SourcePlan};
@@ -364,7 +415,7 @@ pub fn main() -> i32 {
         }
         Command::Info { image, format } => info_cmd(&image, format),
         Command::Schema => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&recipe::recipe_schema()).expect("schema")
             );
@@ -382,9 +433,9 @@ pub fn main() -> i32 {
 
 fn print_diagnostics(diags: &[Diagnostic]) {
     for d in diags {
-        eprintln!("error: {d}");
+        errln!("error: {d}");
     }
-    eprintln!(
+    errln!(
         "{} error{} found",
         diags.len(),
         if diags.len() == 1 { "" } else { "s" }
@@ -435,7 +486,7 @@ fn validate(recipes: &[PathBuf], vars: &[(String, String)]) -> i32 {
     let mut all = Vec::new();
     for r in recipes {
         match load_checked(r, vars) {
-            Ok(p) => println!(
+            Ok(p) => outln!(
                 "ok: {} ({}, {} element{}, {} provisioning step{})",
                 r.display(),
                 p.slug(),
@@ -797,7 +848,7 @@ fn publish_cmd(dir: &Path, cloud: Option<&str>, name: Option<String>) -> i32 {
     match crate::glance::publish::publish_dir(dir, &settings, cloud, &cancel, &mut |_, _| {}) {
         Ok(done) => {
             for p in &done {
-                println!(
+                outln!(
                     "{} {} ({}) in {}: {}{}",
                     if p.reused {
                         "already there:"
@@ -818,7 +869,7 @@ fn publish_cmd(dir: &Path, cloud: Option<&str>, name: Option<String>) -> i32 {
             exit::OK
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             let user = e
                 .chain()
                 .find_map(|c| c.downcast_ref::<crate::glance::GlanceError>())
@@ -887,7 +938,7 @@ fn plan(
             _ => Ok(()),
         });
     if let Err(e) = write {
-        eprintln!(
+        errln!(
             "error: writing rendered templates to {}: {e}",
             render_dir.display()
         );
@@ -900,22 +951,22 @@ fn plan(
                 "stages": stages,
                 "rendered": render_dir,
             });
-            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
         }
         PlanFormat::Text => {
-            println!("{} (recipe {})", plan.slug(), plan.recipe_path.display());
+            outln!("{} (recipe {})", plan.slug(), plan.recipe_path.display());
             if let Some(d) = &plan.description {
-                println!("  {d}");
+                outln!("  {d}");
             }
-            println!("elements (in order):");
+            outln!("elements (in order):");
             for e in &plan.elements {
-                println!("  {:<18} {}  [{}]", e.name, e.description, e.origin);
+                outln!("  {:<18} {}  [{}]", e.name, e.description, e.origin);
             }
-            println!(
+            outln!(
                 "vm: {} MiB, {} vCPU, accel {:?}, timeout {} s, {}",
                 plan.vm.memory_mib, plan.vm.vcpus, plan.vm.accel, plan.vm.timeout_secs, plan.vm.uri
             );
-            println!("provisioning steps:");
+            outln!("provisioning steps:");
             for (i, s) in plan.provision.iter().enumerate() {
                 let d = match s {
                     crate::plan::ProvisionStep::Packages(p) => format!("packages: {}", p.join(" ")),
@@ -935,16 +986,16 @@ fn plan(
                             .join(" ")
                     ),
                 };
-                println!("  {}. {d}", i + 1);
+                outln!("  {}. {d}", i + 1);
             }
-            println!("stages:");
+            outln!("stages:");
             for s in &stages {
-                println!("  {}", s.name);
+                outln!("  {}", s.name);
                 for c in &s.commands {
-                    println!("      $ {c}");
+                    outln!("      $ {c}");
                 }
             }
-            println!("rendered templates: {}", render_dir.display());
+            outln!("rendered templates: {}", render_dir.display());
         }
     }
     exit::OK
@@ -972,7 +1023,7 @@ fn build(
     // Credentials are checked before a long build, not after it.
     if let Some(g) = &plan.publish.glance {
         if let Err(e) = crate::glance::Glance::connect(g.cloud.as_deref()) {
-            eprintln!(
+            errln!(
                 "error: publish.glance: {e}\n  (fix the cloud configuration, or build without \
                  Glance with --no-glance and publish later with `kiln publish DIR`)"
             );
@@ -986,7 +1037,7 @@ fn build(
     let cancel = Cancel::new();
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, cancel.flag()) {
-            eprintln!("error: cannot install signal handler: {e}");
+            errln!("error: cannot install signal handler: {e}");
             return exit::BUILD_FAILED;
         }
     }
@@ -1001,14 +1052,14 @@ fn build(
     };
     match crate::build::run(plan, &opts, &cancel) {
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             exit::BUILD_FAILED
         }
         Ok(f) => {
             match f.code {
                 exit::OK => {
                     let dir = f.ctx.published.clone().unwrap_or_default();
-                    println!("built {}", dir.display());
+                    outln!("built {}", dir.display());
                     if let Some(src) = &f.ctx.source_disk {
                         print_size_row(
                             "(build disk)",
@@ -1028,7 +1079,7 @@ fn build(
                         );
                     }
                     for p in &f.ctx.glance_published {
-                        println!(
+                        outln!(
                             "  glance: {} {} ({}, {}) {}",
                             p.name,
                             p.id,
@@ -1041,16 +1092,16 @@ fn build(
                             }
                         );
                     }
-                    println!("  stages:");
+                    outln!("  stages:");
                     for r in &f.ctx.records {
-                        println!("    {:<11} {:>7.1} s", r.name, r.seconds);
+                        outln!("    {:<11} {:>7.1} s", r.name, r.seconds);
                     }
                 }
-                exit::INTERRUPTED => eprintln!("interrupted: the build was cleaned up"),
+                exit::INTERRUPTED => errln!("interrupted: the build was cleaned up"),
                 _ => {}
             }
             if let Some(e) = f.error {
-                eprintln!("error: {e:#}");
+                errln!("error: {e:#}");
                 if f.code == exit::OK {
                     return exit::BUILD_FAILED;
                 }
@@ -1062,7 +1113,7 @@ fn build(
 
 fn print_size_row(name: &str, format: &str, size: u64, allocated: u64, virtual_size: u64) {
     use crate::progress::human_bytes as h;
-    println!(
+    outln!(
         "  {name:<32} {format:>6}  file {:>10}  allocated {:>10}  virtual {:>9}",
         h(size),
         h(allocated),
@@ -1071,7 +1122,7 @@ fn print_size_row(name: &str, format: &str, size: u64, allocated: u64, virtual_s
 }
 
 pub(crate) fn usage_error(msg: impl std::fmt::Display) -> i32 {
-    eprintln!("error: {msg}");
+    errln!("error: {msg}");
     exit::INVALID_INPUT
 }
 
@@ -1177,7 +1228,7 @@ fn convert_cmd(a: ConvertArgs) -> i32 {
         });
     }
     if let Err(e) = convert::check_source(&a.src, &src_format, &cancel) {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
         return exit::BUILD_FAILED;
     }
     let results =
@@ -1189,7 +1240,7 @@ fn convert_cmd(a: ConvertArgs) -> i32 {
             Ok(c) => done.push((job.dst.clone(), c)),
             Err(e) => {
                 failed = true;
-                eprintln!("error: {e}");
+                errln!("error: {e}");
             }
         }
     }
@@ -1218,7 +1269,7 @@ fn convert_cmd(a: ConvertArgs) -> i32 {
             d
         };
         if let Err(e) = convert::write_sha256sums(&dir, &here) {
-            eprintln!("error: writing {}/SHA256SUMS: {e}", dir.display());
+            errln!("error: writing {}/SHA256SUMS: {e}", dir.display());
             failed = true;
         }
     }
@@ -1229,7 +1280,7 @@ fn convert_cmd(a: ConvertArgs) -> i32 {
                 "source": src,
                 "outputs": done.iter().map(|(p, c)| serde_json::json!({"file": p, "output": c})).collect::<Vec<_>>(),
             });
-            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
         }
         PlanFormat::Text => {
             if let Ok(src) = convert::source_sizes(&a.src, &cancel) {
@@ -1278,7 +1329,7 @@ fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Customize>) -> i
     };
     if a.list_operations {
         for o in crate::sysprep::OPERATIONS {
-            println!(
+            outln!(
                 "{} {} {}",
                 o.name,
                 if o.default { "*" } else { " " },
@@ -1296,7 +1347,7 @@ fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Customize>) -> i
         Ok(s) => s,
         Err(errs) => {
             for (_, m) in &errs {
-                eprintln!("error: {m}");
+                errln!("error: {m}");
             }
             return exit::INVALID_INPUT;
         }
@@ -1388,11 +1439,11 @@ fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Customize>) -> i
         let g = match crate::guest::Guest::open_with(&path, &fmt, launch) {
             Ok(g) => g,
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 return exit::BUILD_FAILED;
             }
         };
-        println!("{}:", path.display());
+        outln!("{}:", path.display());
         let verb = if a.dry_run { "would" } else { "did" };
         let res = ops::run_all(
             &g,
@@ -1403,16 +1454,16 @@ fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Customize>) -> i
             &mut |g| g.fstrim(),
             &mut |r| {
                 let n = r.actions.len();
-                println!("  {}: {n} change{}", r.op, if n == 1 { "" } else { "s" });
+                outln!("  {}: {n} change{}", r.op, if n == 1 { "" } else { "s" });
                 for act in &r.actions {
-                    println!("    {verb} {act}");
+                    outln!("    {verb} {act}");
                 }
                 for note in &r.notes {
-                    println!("    {note}");
+                    outln!("    {note}");
                 }
                 // Shown once, as virt-customize does; never logged.
                 for secret in &r.secrets {
-                    println!("    random password for {secret}");
+                    outln!("    random password for {secret}");
                 }
             },
         );
@@ -1420,16 +1471,16 @@ fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Customize>) -> i
             if cancel.is_cancelled() {
                 return exit::INTERRUPTED;
             }
-            eprintln!("error: {op}: {e}");
+            errln!("error: {op}: {e}");
             return exit::BUILD_FAILED;
         }
         if let Err(e) = g.close() {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return exit::BUILD_FAILED;
         }
         if !a.dry_run {
             let after = crate::manifest::allocated(&path);
-            println!(
+            outln!(
                 "  sparsify: allocated {} -> {}",
                 crate::progress::human_bytes(before),
                 crate::progress::human_bytes(after)
@@ -1447,7 +1498,7 @@ fn info_cmd(image: &Path, format: PlanFormat) -> i32 {
     let info = match crate::qemu_img::info(image, &cancel) {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return exit::BUILD_FAILED;
         }
     };
@@ -1455,7 +1506,7 @@ fn info_cmd(image: &Path, format: PlanFormat) -> i32 {
     let (sha256, _) = match crate::convert::checksums(image) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: reading {}: {e}", image.display());
+            errln!("error: reading {}: {e}", image.display());
             return exit::BUILD_FAILED;
         }
     };
@@ -1469,20 +1520,20 @@ fn info_cmd(image: &Path, format: PlanFormat) -> i32 {
         "backing_file": info.backing_filename,
     });
     match format {
-        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&v).expect("json")),
+        PlanFormat::Json => outln!("{}", serde_json::to_string_pretty(&v).expect("json")),
         PlanFormat::Text => {
             use crate::progress::human_bytes as h;
-            println!("image:          {}", image.display());
-            println!("format:         {}", info.format);
-            println!(
+            outln!("image:          {}", image.display());
+            outln!("format:         {}", info.format);
+            outln!(
                 "virtual size:   {} ({} bytes)",
                 h(info.virtual_size),
                 info.virtual_size
             );
-            println!("file size:      {} ({size} bytes)", h(size));
-            println!("allocated size: {} ({allocated} bytes)", h(allocated));
-            println!("sha256:         {sha256}");
-            println!(
+            outln!("file size:      {} ({size} bytes)", h(size));
+            outln!("allocated size: {} ({allocated} bytes)", h(allocated));
+            outln!("sha256:         {sha256}");
+            outln!(
                 "backing file:   {}",
                 info.backing_filename.as_deref().unwrap_or("none")
             );
@@ -1499,30 +1550,30 @@ fn elements(cmd: ElementsCommand) -> i32 {
             for (name, origin) in recipe::elements::all(&search) {
                 let at = origin.describe();
                 match recipe::elements::load(&name, &origin) {
-                    Ok(l) => println!("{name:<18} {}  [{at}]", l.file.description),
-                    Err(d) => println!("{name:<18} (invalid: {})  [{at}]", d[0]),
+                    Ok(l) => outln!("{name:<18} {}  [{at}]", l.file.description),
+                    Err(d) => outln!("{name:<18} (invalid: {})  [{at}]", d[0]),
                 }
             }
             exit::OK
         }
         ElementsCommand::Show { name } => match recipe::elements::find(&name, &search) {
             None => {
-                eprintln!("error: element `{name}` not found on the search path");
+                errln!("error: element `{name}` not found on the search path");
                 exit::INVALID_INPUT
             }
             Some(origin) => match recipe::elements::read(&name, &origin) {
                 Ok((file, t)) => {
                     match origin {
                         recipe::elements::Origin::BuiltIn => {
-                            println!("# {name}: built-in (compiled into kiln)")
+                            outln!("# {name}: built-in (compiled into kiln)")
                         }
-                        recipe::elements::Origin::Dir(_) => println!("# {}", file.display()),
+                        recipe::elements::Origin::Dir(_) => outln!("# {}", file.display()),
                     }
-                    print!("{t}");
+                    out!("{t}");
                     exit::OK
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    errln!("error: {e}");
                     exit::INVALID_INPUT
                 }
             },
