@@ -73,6 +73,57 @@ fn invalid_recipes_exit_2_with_every_error_positioned() {
 }
 
 #[test]
+fn validation_reports_errors_of_every_kind_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ud.hbs"),
+        "#cloud-config\nhostname: {{vars.nope}}\n",
+    )
+    .unwrap();
+    let r = dir.path().join("r.yaml");
+    // An unknown key, a bad list item, a bad value type (schema); a bad name, a missing file,
+    // an unknown element, an unknown --var (meaning); an undefined template variable.
+    std::fs::write(
+        &r,
+        "name: \"bad name\"\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\n\
+         elements: [debain]\nvm:\n  vcpu: 2\n  memory: [1]\noutputs: [vmdk, qcow]\n\
+         provision:\n  - files:\n      - {path: /etc/x, source: missing.txt}\n\
+         templates:\n  user_data: ud.hbs\n",
+    )
+    .unwrap();
+    let out = kiln(
+        &["validate", r.to_str().unwrap(), "--var", "nope=1"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    for want in [
+        "r.yaml:1:7: expected a name of letters",
+        "r.yaml:4:12: element `debain` not found (did you mean `debian`?)",
+        "r.yaml:6:3: unknown key `vcpu` (did you mean `vcpus`?)",
+        "r.yaml:7:11: expected",
+        "r.yaml:8:17: expected one of",
+        "r.yaml:11:32: cannot read ",
+        "--var:1:1: unknown variable `nope`",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains("7 errors found"), "{err}");
+    // Once the recipe is right but for its template, the template's error is reported.
+    std::fs::write(
+        &r,
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\nvm:\n  vcpu: 2\n\
+         templates:\n  user_data: ud.hbs\n",
+    )
+    .unwrap();
+    let out = kiln(&["validate", r.to_str().unwrap()], dir.path());
+    let err = text(&out.stderr);
+    assert!(err.contains("r.yaml:5:3: unknown key `vcpu`"), "{err}");
+    assert!(err.contains("ud.hbs:2:"), "{err}");
+    assert!(err.contains("2 errors found"), "{err}");
+}
+
+#[test]
 fn undefined_template_variables_are_validation_errors() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -444,10 +444,14 @@ fn print_diagnostics(diags: &[Diagnostic]) {
 
 /// Load a recipe and render every template with a sample context (strict mode catches
 /// undefined variables in overrides before any build starts).
+/// Every problem at once: the recipe's, its elements', and the templates' (rendered even when
+/// the recipe has other errors, as far as it resolved).
 pub fn load_checked(path: &Path, vars: &[(String, String)]) -> Result<Plan, Vec<Diagnostic>> {
-    let plan = recipe::load_plan(path, vars)?;
+    let (plan, mut errs) = recipe::load_all(path, vars);
+    let Some(plan) = plan else {
+        return Err(errs);
+    };
     let ctx = TemplateContext::new(&plan, "kiln-validate", "qemu", Path::new("/nonexistent"));
-    let mut errs = Vec::new();
     for kind in Kind::ALL {
         if let Err(e) = templates::render(&plan, kind, &ctx) {
             errs.push(template_diag(e));
@@ -456,6 +460,7 @@ pub fn load_checked(path: &Path, vars: &[(String, String)]) -> Result<Plan, Vec<
     if errs.is_empty() {
         Ok(plan)
     } else {
+        recipe::sort_diagnostics(&mut errs, &plan.recipe_path);
         Err(errs)
     }
 }
@@ -964,7 +969,11 @@ fn plan(
             }
             outln!(
                 "vm: {} MiB, {} vCPU, accel {:?}, timeout {} s, {}",
-                plan.vm.memory_mib, plan.vm.vcpus, plan.vm.accel, plan.vm.timeout_secs, plan.vm.uri
+                plan.vm.memory_mib,
+                plan.vm.vcpus,
+                plan.vm.accel,
+                plan.vm.timeout_secs,
+                plan.vm.uri
             );
             outln!("provisioning steps:");
             for (i, s) in plan.provision.iter().enumerate() {

@@ -265,7 +265,10 @@ mod tests {
         assert_eq!(compiled, on_disk, "update elements::BUILTIN");
         // Only element.yaml is compiled in, so a built-in element may name no other file.
         for (name, _) in BUILTIN {
-            let files: Vec<_> = std::fs::read_dir(dir.join(name)).unwrap().flatten().collect();
+            let files: Vec<_> = std::fs::read_dir(dir.join(name))
+                .unwrap()
+                .flatten()
+                .collect();
             assert_eq!(files.len(), 1, "{name} has files besides element.yaml");
         }
     }
@@ -274,9 +277,15 @@ mod tests {
     fn builtins_load_and_name_no_host_files() {
         for (name, _) in BUILTIN {
             let l = load(name, &Origin::BuiltIn).unwrap_or_else(|d| panic!("{name}: {d:?}"));
-            assert!(l.file.customize.is_empty(), "{name}: customize steps may read host files");
+            assert!(
+                l.file.customize.is_empty(),
+                "{name}: customize steps may read host files"
+            );
             let text = serde_json::to_string(&l.file.provision).unwrap();
-            assert!(!text.contains("\"source\""), "{name}: provision files with a source");
+            assert!(
+                !text.contains("\"source\""),
+                "{name}: provision files with a source"
+            );
         }
     }
 

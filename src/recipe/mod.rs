@@ -28,6 +28,27 @@ pub const DEFAULT_DATASOURCES: &[&str] = &["ConfigDrive", "OpenStack", "NoCloud"
 
 /// Load and fully resolve a recipe. `overrides` are `--var` pairs.
 pub fn load_plan(path: &Path, overrides: &[(String, String)]) -> Result<Plan, Vec<Diagnostic>> {
+    match load_all(path, overrides) {
+        (Some(plan), errors) if errors.is_empty() => Ok(plan),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// Load a recipe and collect every problem of every kind: YAML, schema (unknown keys, types),
+/// and meaning (elements, files, values). The plan comes back as far as it could be resolved
+/// (for further checks, such as rendering templates), even when there are errors; without
+/// errors it is complete.
+pub fn load_all(path: &Path, overrides: &[(String, String)]) -> (Option<Plan>, Vec<Diagnostic>) {
+    match load_inner(path, overrides) {
+        Ok(r) => r,
+        Err(errors) => (None, errors),
+    }
+}
+
+fn load_inner(
+    path: &Path,
+    overrides: &[(String, String)],
+) -> Result<(Option<Plan>, Vec<Diagnostic>), Vec<Diagnostic>> {
     let bytes = std::fs::read(path).map_err(|e| {
         vec![Diagnostic {
             file: path.to_path_buf(),
@@ -45,12 +66,27 @@ pub fn load_plan(path: &Path, overrides: &[(String, String)]) -> Result<Plan, Ve
         }]
     })?;
     let doc = yaml::load_str(path, &text)?;
-    let errs = schema_check::check(&doc, &recipe_schema());
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    let recipe: Recipe = serde_json::from_value(doc.value.clone())
-        .map_err(|e| vec![doc.diag("", format!("invalid recipe: {e}"))])?;
+    let findings = schema_check::findings(&doc, &recipe_schema());
+    let schema_errors: Vec<Diagnostic> = findings.iter().map(|f| f.diag.clone()).collect();
+    // With schema errors, the meaning of the rest is still checked (one unknown key must not
+    // hide every other mistake): without the offending nodes, if what is left deserializes.
+    // Semantic errors about a node the schema rejected (removed below) or its ancestors, which
+    // lost it, would only repeat the schema's complaint.
+    let mut suppressed = Vec::new();
+    let recipe: Recipe = if findings.is_empty() {
+        serde_json::from_value(doc.value.clone())
+            .map_err(|e| vec![doc.diag("", format!("invalid recipe: {e}"))])?
+    } else {
+        match schema_check::without(&doc.value, &findings)
+            .and_then(|(v, removed)| Some((serde_json::from_value(v).ok()?, removed)))
+        {
+            Some((r, removed)) => {
+                suppressed = removed;
+                r
+            }
+            None => return Err(schema_errors),
+        }
+    };
     let dir = path
         .parent()
         .map(|p| {
@@ -62,18 +98,46 @@ pub fn load_plan(path: &Path, overrides: &[(String, String)]) -> Result<Plan, Ve
         })
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    Resolver {
+    let (plan, semantic) = Resolver {
         doc: &doc,
         dir,
         errors: Vec::new(),
+        suppressed,
     }
-    .resolve(recipe, hex::encode(Sha256::digest(&bytes)), overrides)
+    .resolve(recipe, hex::encode(Sha256::digest(&bytes)), overrides);
+    let mut errors = schema_errors;
+    for d in semantic {
+        if !errors.contains(&d) {
+            errors.push(d);
+        }
+    }
+    sort_diagnostics(&mut errors, &doc.file);
+    Ok((plan, errors))
+}
+
+/// Source order reads best; other files (elements, templates, --var) after the recipe.
+pub fn sort_diagnostics(errors: &mut [Diagnostic], recipe: &Path) {
+    errors.sort_by(|a, b| {
+        (a.file != recipe, &a.file, a.line, a.column).cmp(&(
+            b.file != recipe,
+            &b.file,
+            b.line,
+            b.column,
+        ))
+    });
 }
 
 struct Resolver<'a> {
     doc: &'a Document,
     dir: PathBuf,
     errors: Vec<Diagnostic>,
+    /// Pointers of nodes the schema check rejected (see `load_inner`).
+    suppressed: Vec<String>,
+}
+
+/// `a` is `b` or below it (JSON pointers, whole segments).
+fn within(a: &str, b: &str) -> bool {
+    a == b || (a.starts_with(b) && a[b.len()..].starts_with('/'))
 }
 
 /// Today's date (UTC) as YYYYMMDD, for image names.
@@ -97,7 +161,13 @@ fn utc_date() -> String {
 
 impl Resolver<'_> {
     fn err(&mut self, pointer: &str, msg: impl Into<String>) {
-        self.errors.push(self.doc.diag(pointer, msg));
+        let repeats = self
+            .suppressed
+            .iter()
+            .any(|s| within(pointer, s) || (!pointer.is_empty() && within(s, pointer)));
+        if !repeats {
+            self.errors.push(self.doc.diag(pointer, msg));
+        }
     }
 
     fn resolve(
@@ -105,7 +175,7 @@ impl Resolver<'_> {
         r: Recipe,
         recipe_sha256: String,
         overrides: &[(String, String)],
-    ) -> Result<Plan, Vec<Diagnostic>> {
+    ) -> (Option<Plan>, Vec<Diagnostic>) {
         if r.name.is_empty()
             || !r
                 .name
@@ -317,22 +387,13 @@ impl Resolver<'_> {
         properties.extend(r.properties.clone());
         let publish = self.publish(&r, &outputs, &properties, &vars);
 
-        if !self.errors.is_empty() {
-            // Source order reads best; element files after the recipe.
-            self.errors.sort_by(|a, b| {
-                (a.file != self.doc.file, &a.file, a.line, a.column).cmp(&(
-                    b.file != self.doc.file,
-                    &b.file,
-                    b.line,
-                    b.column,
-                ))
-            });
-            return Err(self.errors);
-        }
         let Some(source) = source else {
-            return Err(vec![self.doc.diag("/source", "invalid source")]);
+            if self.errors.is_empty() {
+                self.errors.push(self.doc.diag("/source", "invalid source"));
+            }
+            return (None, self.errors);
         };
-        Ok(Plan {
+        let plan = Plan {
             recipe_path: self.doc.file.clone(),
             recipe_sha256,
             name: r.name,
@@ -360,7 +421,8 @@ impl Resolver<'_> {
             publish,
             templates,
             properties,
-        })
+        };
+        (Some(plan), self.errors)
     }
 
     /// A `url` + `checksum` or `path` file reference.

@@ -8,9 +8,74 @@ use super::yaml::{pointer_segment, Diagnostic, Document};
 
 /// Validate `doc` against `schema`; returns all problems found.
 pub fn check(doc: &Document, schema: &Value) -> Vec<Diagnostic> {
+    findings(doc, schema).into_iter().map(|f| f.diag).collect()
+}
+
+/// One schema problem and the node it is about.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub diag: Diagnostic,
+    /// JSON pointer of the offending node (for an unknown key: that key's entry).
+    pub pointer: String,
+    /// An unknown key: dropping it leaves the rest of the document meaning what it meant.
+    pub unknown_key: bool,
+}
+
+impl Finding {
+    fn at(doc: &Document, ptr: &str, message: impl Into<String>) -> Self {
+        Finding {
+            diag: doc.diag(ptr, message),
+            pointer: ptr.to_string(),
+            unknown_key: false,
+        }
+    }
+
+    fn key(doc: &Document, ptr: &str, message: impl Into<String>) -> Self {
+        Finding {
+            diag: doc.diag_key(ptr, message),
+            pointer: ptr.to_string(),
+            unknown_key: true,
+        }
+    }
+}
+
+/// Like [`check`], with the node of each problem.
+pub fn findings(doc: &Document, schema: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
     walk(doc, schema, schema, &doc.value, "", &mut out);
     out
+}
+
+/// `value` without the nodes the findings are about, so the rest can still be checked for its
+/// meaning, and the pointers of what was removed. A bad list item takes its whole list with it
+/// (removing one item would renumber its siblings, and so misplace their errors). Findings
+/// about the whole document or a missing key cannot be dropped: None.
+pub fn without(value: &Value, findings: &[Finding]) -> Option<(Value, Vec<String>)> {
+    let mut v = value.clone();
+    let mut removed = Vec::new();
+    for f in findings {
+        if f.diag.message.starts_with("missing required key") {
+            return None;
+        }
+        // The nearest enclosing mapping entry.
+        let mut ptr = f.pointer.as_str();
+        loop {
+            let (parent, _) = ptr.rsplit_once('/')?;
+            if v.pointer(parent).is_some_and(Value::is_object) || parent.is_empty() {
+                break;
+            }
+            ptr = parent;
+        }
+        let (parent, last) = ptr.rsplit_once('/')?;
+        let key = last.replace("~1", "/").replace("~0", "~");
+        if let Some(Value::Object(m)) = v.pointer_mut(parent) {
+            m.remove(&key);
+        }
+        if !f.unknown_key {
+            removed.push(ptr.to_string());
+        }
+    }
+    Some((v, removed))
 }
 
 /// The closest candidate to `word`, if it is close enough to be a plausible typo.
@@ -126,14 +191,14 @@ fn walk(
     schema: &Value,
     value: &Value,
     ptr: &str,
-    out: &mut Vec<Diagnostic>,
+    out: &mut Vec<Finding>,
 ) {
     let schema = resolve(root, schema);
     if schema == &Value::Bool(true) {
         return;
     }
     if schema == &Value::Bool(false) {
-        out.push(doc.diag(ptr, "no value is allowed here"));
+        out.push(Finding::at(doc, ptr, "no value is allowed here"));
         return;
     }
 
@@ -142,7 +207,8 @@ fn walk(
             let names: Vec<String> = lits.iter().map(show).collect();
             let found = show(value);
             let hint = did_you_mean(&found, names.iter().map(String::as_str));
-            out.push(doc.diag(
+            out.push(Finding::at(
+                doc,
                 ptr,
                 format!(
                     "expected one of {}, found `{found}`{hint}",
@@ -169,7 +235,8 @@ fn walk(
             .filter(|t| **t != "null")
             .map(|t| type_name(t))
             .collect();
-        out.push(doc.diag(
+        out.push(Finding::at(
+            doc,
             ptr,
             format!("expected {}, found {}", expected.join(" or "), kind(value)),
         ));
@@ -182,7 +249,7 @@ fn walk(
             if let Some(req) = schema.get("required").and_then(Value::as_array) {
                 for r in req.iter().filter_map(Value::as_str) {
                     if !map.contains_key(r) {
-                        out.push(doc.diag(ptr, format!("missing required key `{r}`")));
+                        out.push(Finding::at(doc, ptr, format!("missing required key `{r}`")));
                     }
                 }
             }
@@ -198,7 +265,8 @@ fn walk(
                             .map(|p| p.keys().map(String::as_str).collect())
                             .unwrap_or_default();
                         let hint = did_you_mean(k, known.iter().copied());
-                        out.push(doc.diag_key(
+                        out.push(Finding::key(
+                            doc,
                             &child,
                             format!(
                                 "unknown key `{k}`{hint}; expected one of: {}",
@@ -219,7 +287,11 @@ fn walk(
             }
             if let Some(min) = schema.get("minItems").and_then(Value::as_u64) {
                 if (items.len() as u64) < min {
-                    out.push(doc.diag(ptr, format!("expected at least {min} item(s)")));
+                    out.push(Finding::at(
+                        doc,
+                        ptr,
+                        format!("expected at least {min} item(s)"),
+                    ));
                 }
             }
         }
@@ -228,7 +300,11 @@ fn walk(
                 (schema.get("minimum").and_then(Value::as_f64), n.as_f64())
             {
                 if x < min {
-                    out.push(doc.diag(ptr, format!("expected a number >= {min}, found {n}")));
+                    out.push(Finding::at(
+                        doc,
+                        ptr,
+                        format!("expected a number >= {min}, found {n}"),
+                    ));
                 }
             }
         }
@@ -244,7 +320,7 @@ fn union(
     branches: &[Value],
     value: &Value,
     ptr: &str,
-    out: &mut Vec<Diagnostic>,
+    out: &mut Vec<Finding>,
 ) {
     let mut results = Vec::new();
     for b in branches {
@@ -267,7 +343,8 @@ fn union(
         .collect();
     if let (Some(tags), Value::Object(map)) = (&tags, value) {
         if map.len() != 1 {
-            out.push(doc.diag(
+            out.push(Finding::at(
+                doc,
                 ptr,
                 format!(
                     "expected a mapping with exactly one of the keys {}",
@@ -282,7 +359,8 @@ fn union(
         } else {
             let child = format!("{ptr}/{}", pointer_segment(k));
             let hint = did_you_mean(k, tags.iter().copied());
-            out.push(doc.diag_key(
+            out.push(Finding::key(
+                doc,
                 &child,
                 format!(
                     "unknown key `{k}`{hint}; expected one of: {}",
@@ -321,7 +399,8 @@ fn union(
         .map(type_name)
         .collect();
     expected.dedup();
-    out.push(doc.diag(
+    out.push(Finding::at(
+        doc,
         ptr,
         format!("expected {}, found {}", expected.join(" or "), kind(value)),
     ));

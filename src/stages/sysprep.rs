@@ -612,7 +612,11 @@ pub fn plan_operation(g: &Guest, op: &str, opts: &Options) -> Result<Vec<Action>
         "cron-spool" => {
             for pat in patterns(op) {
                 if pat.ends_with('/') {
-                    v.extend(files_below(g, pat, &[".SEQ"])?.into_iter().map(Action::Remove));
+                    v.extend(
+                        files_below(g, pat, &[".SEQ"])?
+                            .into_iter()
+                            .map(Action::Remove),
+                    );
                 } else {
                     for p in g.glob(pat)? {
                         if !g.is_dir(&p) {
