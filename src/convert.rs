@@ -131,6 +131,60 @@ pub fn native_stream_vmdk(out: &OutputPlan) -> bool {
         && std::env::var("KILN_VMDK_WRITER").as_deref() != Ok("qemu-img")
 }
 
+/// The hidden raw intermediate of a native streamOptimized vmdk.
+fn raw_part_path(dst: &Path, name: &str) -> PathBuf {
+    dst.with_file_name(format!(".{name}.raw-part-{}", std::process::id()))
+}
+
+/// What [`convert_one`] runs for `job`, for `kiln plan`: the same argv builders.
+pub fn planned(job: &Job) -> Vec<String> {
+    let name = job
+        .dst
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let part = part_path(&job.dst);
+    let fmt = job.out.format.as_str();
+    let mut v = Vec::new();
+    if native_stream_vmdk(&job.out) {
+        let raw = raw_part_path(&job.dst, &name);
+        let raw_plan = OutputPlan::new(crate::recipe::model::Format::Raw);
+        v.push(process::display(&crate::qemu_img::convert_argv(
+            &job.src,
+            &job.src_format,
+            &raw,
+            &raw_plan,
+        )));
+        v.push(format!(
+            "kiln's streamOptimized vmdk writer (parallel deflate): {} -> {}",
+            raw.display(),
+            part.display()
+        ));
+    } else {
+        v.push(process::display(&crate::qemu_img::convert_argv(
+            &job.src,
+            &job.src_format,
+            &part,
+            &job.out,
+        )));
+    }
+    if job.out.format.checkable() {
+        v.push(process::display(&crate::qemu_img::check_argv(&part, fmt)));
+    }
+    v.push(process::display(&crate::qemu_img::compare_argv(
+        &job.src,
+        &job.src_format,
+        &part,
+        fmt,
+    )));
+    v.push(format!(
+        "SHA-256 and SHA-512 of {}; rename to {}",
+        part.display(),
+        job.dst.display()
+    ));
+    v
+}
+
 /// Convert, verify, hash and rename one output.
 pub fn convert_one(job: &Job, cancel: &Cancel) -> Result<Converted, ConvertError> {
     let start = Instant::now();
@@ -156,9 +210,7 @@ pub fn convert_one(job: &Job, cancel: &Cancel) -> Result<Converted, ConvertError
     if native_stream_vmdk(&job.out) {
         // qemu-img expands the source to a sparse raw file (fast), kiln writes the vmdk with
         // parallel deflate (qemu-img's own writer compresses on one thread).
-        let raw = job
-            .dst
-            .with_file_name(format!(".{name}.raw-part-{}", std::process::id()));
+        let raw = raw_part_path(&job.dst, &name);
         let _raw_guard = PartGuard(Some(raw.clone()));
         let raw_plan = OutputPlan::new(crate::recipe::model::Format::Raw);
         let argv = crate::qemu_img::convert_argv(&job.src, &job.src_format, &raw, &raw_plan);

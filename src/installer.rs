@@ -227,6 +227,27 @@ pub fn extract_first(
     )
 }
 
+/// The seed disk for `Delivery::Seed`: its label and files (name, content). Subiquity reads a
+/// NoCloud `cidata` (user-data with the answers, meta-data), anaconda an `OEMDRV` with ks.cfg.
+pub fn seed_files(
+    inst: &crate::plan::InstallerPlan,
+    slug: &str,
+    answers: &str,
+) -> (&'static str, Vec<(&'static str, String)>) {
+    match inst.kind {
+        crate::recipe::model::AnswerKind::Kickstart => {
+            ("OEMDRV", vec![("ks.cfg", answers.to_string())])
+        }
+        _ => (
+            "cidata",
+            vec![
+                ("user-data", answers.to_string()),
+                ("meta-data", format!("instance-id: {slug}\n")),
+            ],
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,22 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// An empty qcow2 disk of `size` bytes (an installer's target).
+pub fn create_argv(disk: &Path, size: u64) -> Vec<String> {
+    let mut v = process::argv(["qemu-img", "create", "-q", "-f", "qcow2"]);
+    v.push(s(disk));
+    v.push(size.to_string());
+    v
+}
+
+/// A raw disk to qcow2, as it is (no compression, no options).
+pub fn raw_to_qcow2_argv(raw: &Path, qcow2: &Path) -> Vec<String> {
+    let mut v = process::argv(["qemu-img", "convert", "-f", "raw", "-O", "qcow2"]);
+    v.push(s(raw));
+    v.push(s(qcow2));
+    v
+}
+
 /// A qcow2 overlay over `base` (absolute path recorded as the backing file), optionally larger.
 pub fn create_overlay_argv(
     base: &Path,

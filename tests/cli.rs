@@ -49,7 +49,7 @@ fn invalid_recipes_exit_2_with_every_error_positioned() {
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\nvm:\n  vcpu: 2\noutputs: [vmdk, qcow]\n",
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\nvm:\n  vcpu: 2\noutputs: [vmdk, qcow]\n",
     )
     .unwrap();
     for cmd in ["validate", "plan", "build"] {
@@ -85,7 +85,7 @@ fn validation_reports_errors_of_every_kind_at_once() {
     // an unknown element, an unknown --var (meaning); an undefined template variable.
     std::fs::write(
         &r,
-        "name: \"bad name\"\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\n\
+        "name: \"bad name\"\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\n\
          elements: [debain]\nvm:\n  vcpu: 2\n  memory: [1]\noutputs: [vmdk, qcow]\n\
          provision:\n  - files:\n      - {path: /etc/x, source: missing.txt}\n\
          templates:\n  user_data: ud.hbs\n",
@@ -112,7 +112,7 @@ fn validation_reports_errors_of_every_kind_at_once() {
     // Once the recipe is right but for its template, the template's error is reported.
     std::fs::write(
         &r,
-        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\nvm:\n  vcpu: 2\n\
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\nvm:\n  vcpu: 2\n\
          templates:\n  user_data: ud.hbs\n",
     )
     .unwrap();
@@ -134,7 +134,7 @@ fn undefined_template_variables_are_validation_errors() {
     let r = dir.path().join("r.yaml");
     std::fs::write(
         &r,
-        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\ntemplates:\n  user_data: ud.hbs\n",
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\ntemplates:\n  user_data: ud.hbs\n",
     )
     .unwrap();
     let out = kiln(&["validate", r.to_str().unwrap()], dir.path());
@@ -144,24 +144,55 @@ fn undefined_template_variables_are_validation_errors() {
     assert!(err.contains("nope"), "{err}");
 }
 
+/// examples/debian-12.yaml (and its files) in `dir`, with `edit` applied to its text.
+fn example_copy(dir: &Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(root().join("examples/debian-12.yaml")).unwrap();
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    std::fs::copy(
+        root().join("examples/files/hello.sh"),
+        dir.join("files/hello.sh"),
+    )
+    .unwrap();
+    let p = dir.join("debian-12.yaml");
+    std::fs::write(&p, edit(text)).unwrap();
+    p
+}
+
 #[test]
 fn plan_renders_templates_and_shows_commands_without_libvirt() {
     let dir = tempfile::tempdir().unwrap();
-    let recipe = root().join("examples/debian-12.yaml");
+    let cache = tempfile::tempdir().unwrap();
     // A libvirt URI that cannot work: plan must not try it.
-    let out = kiln(
-        &[
-            "plan",
-            recipe.to_str().unwrap(),
-            "--format",
-            "json",
-            "--render-dir",
-            "rendered",
-        ],
-        dir.path(),
+    let recipe = example_copy(dir.path(), |t| {
+        let t = t.replace(
+            "  timeout: 40m\n",
+            "  timeout: 40m\n  uri: qemu+ssh://kiln@unreachable.invalid/system\n",
+        );
+        assert!(t.contains("unreachable.invalid"));
+        t
+    });
+    let plan = |dir: &Path| {
+        let out = kiln(
+            &[
+                "plan",
+                recipe.to_str().unwrap(),
+                "--format",
+                "json",
+                "--render-dir",
+                "rendered",
+                "--cache-dir",
+                cache.path().to_str().unwrap(),
+            ],
+            dir,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = plan(dir.path());
+    assert_eq!(
+        v["plan"]["vm"]["uri"],
+        "qemu+ssh://kiln@unreachable.invalid/system"
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let stages: Vec<&str> = v["stages"]
         .as_array()
         .unwrap()
@@ -178,13 +209,36 @@ fn plan_renders_templates_and_shows_commands_without_libvirt() {
             "undefine",
             "convert",
             "publish",
-            "glance"
         ]
     );
-    assert!(v["stages"][0]["commands"][0]
-        .as_str()
-        .unwrap()
-        .starts_with("mmdebstrap "));
+    // An empty cache: the bootstrap runs, command by command.
+    let source = &v["stages"][0]["commands"];
+    let miss = source[0].as_str().unwrap();
+    let cached = miss
+        .strip_prefix("cache miss: ")
+        .and_then(|m| m.strip_suffix(" is built"))
+        .unwrap_or_else(|| panic!("{miss}"));
+    assert!(
+        cached.starts_with(cache.path().to_str().unwrap()),
+        "{cached}"
+    );
+    assert!(source[1].as_str().unwrap().starts_with("mmdebstrap "));
+    // With the base disk in the cache, the plan says so and runs nothing of the bootstrap.
+    std::fs::create_dir_all(Path::new(cached).parent().unwrap()).unwrap();
+    std::fs::write(cached, b"").unwrap();
+    let hit = plan(dir.path());
+    let source = hit["stages"][0]["commands"].as_array().unwrap();
+    assert_eq!(source.len(), 1, "{source:?}");
+    assert!(
+        source[0]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("cache hit: {cached}")),
+        "{source:?}"
+    );
+    // The overlay is made over that very file.
+    let overlay = hit["stages"][1]["commands"][0].as_str().unwrap();
+    assert!(overlay.contains(&format!("-b {cached} ")), "{overlay}");
     let elements: Vec<&str> = v["plan"]["elements"]
         .as_array()
         .unwrap()
@@ -292,7 +346,7 @@ fn bad_customize_steps_in_recipes_are_positioned_errors() {
     let bad = dir.path().join("c.yaml");
     std::fs::write(
         &bad,
-        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\ncustomize:\n  - write: /etc/motd\n  - chmod: \"9:/x\"\n  - upload: \"nothere.txt:/root\"\n",
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\ncustomize:\n  - write: /etc/motd\n  - chmod: \"9:/x\"\n  - upload: \"nothere.txt:/root\"\n",
     )
     .unwrap();
     let out = kiln(&["validate", bad.to_str().unwrap()], dir.path());
@@ -310,7 +364,7 @@ fn bad_customize_steps_in_recipes_are_positioned_errors() {
     // A misspelt step name is a schema error with a suggestion.
     std::fs::write(
         &bad,
-        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\ncustomize:\n  - root-pasword: random\n",
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\ncustomize:\n  - root-pasword: random\n",
     )
     .unwrap();
     let out = kiln(&["validate", bad.to_str().unwrap()], dir.path());
@@ -329,7 +383,7 @@ fn plan_shows_customize_steps_without_secrets() {
     let r = dir.path().join("p.yaml");
     std::fs::write(
         &r,
-        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\ncustomize:\n  - root-password: \"password:hunter2\"\n  - hostname: web1\n",
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\ncustomize:\n  - root-password: \"password:hunter2\"\n  - hostname: web1\n",
     )
     .unwrap();
     for fmt in ["text", "json"] {
@@ -446,4 +500,51 @@ fn every_printing_command_can_be_piped_into_head() {
             "kiln {args:?} | head: {err}"
         );
     }
+}
+
+#[test]
+fn plan_says_what_build_will_skip_and_how_it_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("base.qcow2"), b"").unwrap();
+    let r = dir.path().join("r.yaml");
+    std::fs::write(&r, "name: t\nsource:\n  image: {path: base.qcow2}\n").unwrap();
+    let out = kiln(&["plan", "r.yaml", "--render-dir", "p"], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let t = text(&out.stdout);
+    assert!(
+        t.contains("no provisioning steps: the build VM is not booted"),
+        "{t}"
+    );
+    assert!(t.contains("nothing: no domain was defined"), "{t}");
+    assert!(!t.contains("check the provisioning status"), "{t}");
+    // With a step, an image base is checked for cloud-init before it boots.
+    std::fs::write(
+        &r,
+        "name: t\nsource:\n  image:\n    url: http://127.0.0.1:1/disk.img\n    checksum: file:http://127.0.0.1:1/SHA256SUMS\nprovision:\n  - run: [\"true\"]\n",
+    )
+    .unwrap();
+    let out = kiln(&["plan", "r.yaml", "--render-dir", "p"], dir.path());
+    let t = text(&out.stdout);
+    assert!(
+        t.contains("its checksum is looked up in http://127.0.0.1:1/SHA256SUMS"),
+        "{t}"
+    );
+    assert!(!t.contains("()"), "{t}");
+    assert!(
+        t.contains("check for /usr/bin/cloud-init before booting"),
+        "{t}"
+    );
+    assert!(t.contains("define domain.xml, start"), "{t}");
+    // The autoinstall seed holds the meta-data the install stage writes beside the answers.
+    let fixture = root().join("tests/fixtures/installer/autoinstall.yaml");
+    let out = kiln(
+        &["plan", fixture.to_str().unwrap(), "--render-dir", "ai"],
+        dir.path(),
+    );
+    let t = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        t.contains("seed/user-data") && t.contains("seed/meta-data"),
+        "{t}"
+    );
 }

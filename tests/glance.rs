@@ -689,7 +689,7 @@ fn kiln_publish_names_shares_is_idempotent_rotates_and_is_all_or_nothing() {
 version: "1"
 vars: {{build: "0", share: ""}}
 source:
-  bootstrap: {{distro: debian, suite: bookworm}}
+  bootstrap: {{distro: debian, suite: bookworm, packages: [cloud-init]}}
 outputs: [qcow2, vmdk]
 properties: {{os_distro: debian, hw_qemu_guest_agent: "yes"}}
 publish:

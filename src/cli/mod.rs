@@ -124,6 +124,14 @@ pub enum Command {
         /// Where rendered templates go (default: ./NAME-VERSION.plan).
         #[arg(long)]
         render_dir: Option<PathBuf>,
+        /// Catalog directory, as for `build` (default: the recipe's publish.local.dir, else
+        /// ./kiln-output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Cache to look for base disks and downloads in, as for `build` (default:
+        /// $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
     },
     /// Build the image.
     Build {
@@ -392,7 +400,9 @@ pub fn main() -> i32 {
             format,
             vars,
             render_dir,
-        } => plan(&recipe, format, &vars, render_dir),
+            output,
+            cache_dir,
+        } => plan(&recipe, format, &vars, render_dir, output, cache_dir),
         Command::Build {
             recipe,
             output,
@@ -519,24 +529,17 @@ struct PlannedStage {
     commands: Vec<String>,
 }
 
-fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
+fn planned_stages(plan: &Plan, out_root: &Path, cache: &Path) -> Vec<PlannedStage> {
+    let (_, work, out, final_dir) =
+        crate::pipeline::context::build_paths(out_root, &plan.slug(), "PID");
+    let work = work.as_path();
+    use crate::stages::{bootstrap, source};
     let disk = work.join("disk.qcow2");
     let mut stages = Vec::new();
     let mut install = None;
-    let (source_cmds, base) = match &plan.source {
+    // (commands, base disk path, its format if known now)
+    let (source_cmds, base, base_format) = match &plan.source {
         SourcePlan::Installer(inst) => {
-            let fetch = |what: &str, f: &crate::plan::FilePlan| match (&f.url, &f.path) {
-                (Some(u), _) => format!(
-                    "download {what} {u} -> {} ({})",
-                    cache.display(),
-                    f.checksum
-                        .as_ref()
-                        .map(|c| c.to_string())
-                        .unwrap_or_default()
-                ),
-                (None, Some(p)) => format!("use {what} {}", p.display()),
-                _ => String::new(),
-            };
             let dir = work.join("install");
             let mut cmds = Vec::new();
             let mut icmds = Vec::new();
@@ -552,7 +555,7 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
                     kernel_paths,
                     initrd_paths,
                 } => {
-                    cmds.push(fetch("ISO", iso));
+                    cmds.push(source::planned_fetch("ISO", cache, iso));
                     let iso_path = PathBuf::from("<iso>");
                     icmds.push(format!(
                         "{}  (first of: {})",
@@ -575,8 +578,8 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
                     (dir.join("vmlinuz"), dir.join("initrd.orig"))
                 }
                 crate::plan::Media::Netboot { kernel, initrd } => {
-                    cmds.push(fetch("kernel", kernel));
-                    cmds.push(fetch("initrd", initrd));
+                    cmds.push(source::planned_fetch("kernel", cache, kernel));
+                    cmds.push(source::planned_fetch("initrd", cache, initrd));
                     (PathBuf::from("<kernel>"), PathBuf::from("<initrd>"))
                 }
             };
@@ -588,26 +591,28 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
                     initrd.display(),
                     dir.join("initrd.img").display()
                 )),
-                crate::recipe::model::Delivery::Seed => icmds.push(format!(
-                    "{} answers on a seed disk: {}",
-                    inst.kind.as_str(),
-                    process::display(&crate::installer::seed_iso_argv(
-                        &dir.join("answers.iso"),
-                        if inst.kind == crate::recipe::model::AnswerKind::Kickstart {
-                            "OEMDRV"
-                        } else {
-                            "cidata"
-                        },
-                        &[dir.join("seed").join(inst.answer_file_name())]
+                crate::recipe::model::Delivery::Seed => {
+                    let (label, files) = crate::installer::seed_files(inst, &plan.slug(), "");
+                    let paths: Vec<PathBuf> = files
+                        .iter()
+                        .map(|(n, _)| dir.join("seed").join(n))
+                        .collect();
+                    icmds.push(format!(
+                        "{} answers on a seed disk: {}",
+                        inst.kind.as_str(),
+                        process::display(&crate::installer::seed_iso_argv(
+                            &dir.join("answers.iso"),
+                            label,
+                            &paths
+                        ))
                     ))
-                )),
+                }
             }
             let base = work.join("install.qcow2");
-            icmds.push(format!(
-                "qemu-img create -q -f qcow2 {} {}",
-                base.display(),
-                plan.vm.disk_bytes.unwrap_or(8 << 30)
-            ));
+            icmds.push(process::display(&crate::qemu_img::create_argv(
+                &base,
+                plan.vm.disk_bytes.unwrap_or(8 << 30),
+            )));
             icmds.push(format!(
                 "libvirt: boot {} + initrd with `{}`; wait up to {} s for the installer to power off; undefine (media detached)",
                 kernel.display(),
@@ -622,81 +627,37 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
                 }),
                 icmds,
             ));
-            (cmds, base)
+            (cmds, base, Some("qcow2".to_string()))
         }
-        SourcePlan::Bootstrap(b) => {
-            let key = b.cache_key();
-            let scratch = cache.join(format!("bootstrap/.build-{key}-PID"));
-            let raw = scratch.join("disk.raw");
-            let uuid = crate::stages::bootstrap::fs_uuid(&key);
-            let base = cache.join(format!("bootstrap/{}-{}-{key}.qcow2", b.distro, b.suite));
-            (
-                vec![
-                    process::display(&crate::stages::bootstrap::mmdebstrap_argv(
-                        b,
-                        &scratch.join("rootfs"),
-                        &scratch.join("customize.sh"),
-                    )),
-                    format!(
-                        "sfdisk --quiet {} <<< '{}'",
-                        raw.display(),
-                        crate::stages::bootstrap::sfdisk_script().replace('\n', "\\n")
-                    ),
-                    process::display(&crate::stages::bootstrap::mkfs_argv(
-                        &raw,
-                        &scratch.join("rootfs"),
-                        &uuid,
-                        b.size_bytes,
-                    )),
-                    format!(
-                        "libguestfs on {}: {}",
-                        raw.display(),
-                        crate::stages::bootstrap::grub_steps()
-                            .iter()
-                            .map(|s| match s {
-                                crate::stages::bootstrap::GrubStep::Run(a) => a.join(" "),
-                                crate::stages::bootstrap::GrubStep::Write(p, _) =>
-                                    format!("write {p}"),
-                                crate::stages::bootstrap::GrubStep::Remove(p) => format!("rm {p}"),
-                            })
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    ),
-                    format!(
-                        "qemu-img convert -f raw -O qcow2 {} {}",
-                        raw.display(),
-                        base.display()
-                    ),
-                ],
-                base,
-            )
-        }
+        SourcePlan::Bootstrap(b) => (
+            bootstrap::planned(cache, b),
+            bootstrap::cached_disk(cache, b),
+            Some("qcow2".to_string()),
+        ),
         SourcePlan::Image {
             url,
             path,
             checksum,
             checksum_url,
-            ..
-        } => match (url, path) {
-            (Some(u), _) => {
-                let (base, verify) = match (checksum, checksum_url) {
-                    (Some(c), _) => (
-                        cache.join(format!("images/{}-{}", c.algorithm, c.hex)),
-                        c.to_string(),
-                    ),
-                    (None, s) => (
-                        cache.join("images/<checksum from the sums file>"),
-                        format!("checksum looked up in {}", s.as_deref().unwrap_or("?")),
-                    ),
-                };
-                (
-                    vec![format!("download {u} -> {} ({verify})", base.display())],
-                    base,
-                )
-            }
-            (None, Some(p)) => (vec![format!("verify {}", p.display())], p.clone()),
-            _ => (vec![], PathBuf::new()),
-        },
+            format,
+        } => {
+            let f = crate::plan::FilePlan {
+                url: url.clone(),
+                path: path.clone(),
+                checksum: checksum.clone(),
+                checksum_url: checksum_url.clone(),
+            };
+            let base = match (checksum, path) {
+                (Some(c), None) => source::cached_download(cache, c),
+                (_, Some(p)) => p.clone(),
+                (None, None) => cache.join("images/<checksum from the sums file>"),
+            };
+            (
+                vec![source::planned_fetch("image", cache, &f)],
+                base,
+                format.clone(),
+            )
+        }
     };
     stages.push(PlannedStage {
         name: "source",
@@ -711,31 +672,62 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
         });
     }
     let size = plan.vm.disk_bytes;
+    let mut provision = vec![format!(
+        "{}  (size: the larger of vm.disk and the base's)",
+        process::display(&crate::qemu_img::create_overlay_argv(
+            &base,
+            base_format.as_deref().unwrap_or("<probed>"),
+            &disk,
+            size,
+        ))
+    )];
+    let booted = !plan.provision.is_empty();
+    if !booted {
+        provision.push("no provisioning steps: the build VM is not booted".into());
+    } else {
+        if matches!(plan.source, SourcePlan::Image { .. }) {
+            provision.push(format!(
+                "libguestfs (read-only) on {}: check for /usr/bin/cloud-init before booting (cached per image)",
+                base.display()
+            ));
+        }
+        let tctx = TemplateContext::new(plan, "kiln-NAME-XXXXXXXX", "qemu", work);
+        let mut seed = vec![work.join("user-data"), work.join("meta-data")];
+        if templates::render(plan, Kind::NetworkConfig, &tctx)
+            .map(|t| !templates::is_blank(&t))
+            .unwrap_or(false)
+        {
+            seed.push(work.join("network-config"));
+        }
+        provision.push(process::display(&crate::seed::xorriso_argv(
+            &tctx.domain.seed_path,
+            &seed,
+        )));
+        provision.push(format!(
+            "libvirt {}: define domain.xml, start, wait for power-off (timeout {} s; ends early on a kernel panic, or {} s after cloud-init finished)",
+            plan.vm.uri,
+            plan.vm.timeout_secs,
+            crate::stages::provision::CLOUD_INIT_GRACE.as_secs()
+        ));
+    }
     stages.push(PlannedStage {
         name: "provision",
         inputs: serde_json::json!({
             "vm": plan.vm, "steps": plan.provision,
         }),
-        commands: vec![
-            process::display(&crate::qemu_img::create_overlay_argv(
-                &base, "qcow2", &disk, size,
-            )),
-            process::display(&crate::seed::xorriso_argv(
-                &work.join("seed.iso"),
-                &[work.join("user-data"), work.join("meta-data")],
-            )),
-            format!(
-                "libvirt {}: define domain.xml, start, wait for power-off (timeout {} s)",
-                plan.vm.uri, plan.vm.timeout_secs
-            ),
-        ],
+        commands: provision,
     });
     stages.push(PlannedStage {
         name: "cloud-init",
         inputs: serde_json::to_value(&plan.cloud_init).unwrap_or_default(),
         commands: vec![format!(
-            "libguestfs on {}: check /var/lib/kiln/status, /usr/bin/cloud-init; write {}; remove /var/lib/cloud state",
+            "libguestfs on {}: {}check /usr/bin/cloud-init; write {}; remove /var/lib/cloud state",
             disk.display(),
+            if booted {
+                "check the provisioning status in /var/lib/kiln/status; "
+            } else {
+                ""
+            },
             crate::stages::cloud_init::CONFIG_PATH
         )],
     });
@@ -759,31 +751,36 @@ fn planned_stages(plan: &Plan, work: &Path, cache: &Path) -> Vec<PlannedStage> {
     stages.push(PlannedStage {
         name: "undefine",
         inputs: serde_json::json!({ "uri": plan.vm.uri }),
-        commands: vec!["libvirt: destroy (if running) and undefine the build domain".into()],
+        commands: vec![if booted {
+            "libvirt: destroy (if running) and undefine the build domain".into()
+        } else {
+            "nothing: no domain was defined".into()
+        }],
     });
-    let out = work.with_file_name(plan.slug());
     stages.push(PlannedStage {
         name: "convert",
         inputs: serde_json::to_value(&plan.outputs).unwrap_or_default(),
         commands: plan
             .outputs
             .iter()
-            .map(|o| {
-                process::display(&crate::qemu_img::convert_argv(
-                    &disk,
-                    "qcow2",
-                    &out.join(o.file_name(&plan.slug())),
-                    o,
-                ))
+            .flat_map(|o| {
+                crate::convert::planned(&crate::convert::Job {
+                    src: disk.clone(),
+                    src_format: "qcow2".into(),
+                    out: o.clone(),
+                    dst: out.join(o.file_name(&plan.slug())),
+                })
             })
+            .chain([format!("write {}", out.join("SHA256SUMS").display())])
             .collect(),
     });
     stages.push(PlannedStage {
         name: "publish",
         inputs: serde_json::json!({ "local_dir": plan.publish.local_dir }),
         commands: vec![format!(
-            "write manifest.json; rename {} into the catalog directory",
-            out.display()
+            "write manifest.json; rename {} to {}",
+            out.display(),
+            final_dir.display()
         )],
     });
     if let Some(g) = &plan.publish.glance {
@@ -895,6 +892,8 @@ fn plan(
     format: PlanFormat,
     vars: &[(String, String)],
     render_dir: Option<PathBuf>,
+    output: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
 ) -> i32 {
     let plan = match load_checked(recipe, vars) {
         Ok(p) => p,
@@ -903,9 +902,10 @@ fn plan(
             return exit::INVALID_INPUT;
         }
     };
-    let work = PathBuf::from("<output>/.kiln-staging/work");
-    let cache = crate::build::default_cache_dir();
-    let stages = planned_stages(&plan, &work, &cache);
+    let out_root = out_root(output, &plan);
+    let cache = cache_dir.unwrap_or_else(crate::build::default_cache_dir);
+    let stages = planned_stages(&plan, &out_root, &cache);
+    let (_, work, _, _) = crate::pipeline::context::build_paths(&out_root, &plan.slug(), "PID");
     let render_dir = render_dir.unwrap_or_else(|| PathBuf::from(format!("{}.plan", plan.slug())));
     let tctx = TemplateContext::new(
         &plan,
@@ -1050,9 +1050,7 @@ fn build(
             return exit::BUILD_FAILED;
         }
     }
-    let out_root = output
-        .or_else(|| plan.publish.local_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("kiln-output"));
+    let out_root = out_root(output, &plan);
     let opts = crate::build::Options {
         out_root,
         cache_dir: cache_dir.unwrap_or_else(crate::build::default_cache_dir),
@@ -1118,6 +1116,13 @@ fn build(
             f.code
         }
     }
+}
+
+/// The catalog directory: `-o`, else the recipe's publish.local.dir, else ./kiln-output.
+fn out_root(output: Option<PathBuf>, plan: &Plan) -> PathBuf {
+    output
+        .or_else(|| plan.publish.local_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("kiln-output"))
 }
 
 fn print_size_row(name: &str, format: &str, size: u64, allocated: u64, virtual_size: u64) {

@@ -110,14 +110,27 @@ impl Records for BuildContext {
     }
 }
 
+/// Where a build of `slug` in the catalog `out_root` works: (staging, work, out, final_dir).
+/// `run` tells builds apart (the process id).
+pub fn build_paths(out_root: &Path, slug: &str, run: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let staging = out_root.join(format!(".kiln-staging-{slug}-{run}"));
+    (
+        staging.clone(),
+        staging.join("work"),
+        staging.join(slug),
+        out_root.join(slug),
+    )
+}
+
 impl BuildContext {
     pub fn new(plan: Plan, out_root: &Path, cache_dir: PathBuf, cancel: Cancel) -> Self {
         let slug = plan.slug();
-        let staging = out_root.join(format!(".kiln-staging-{slug}-{}", std::process::id()));
+        let (staging, work, out, final_dir) =
+            build_paths(out_root, &slug, &std::process::id().to_string());
         BuildContext {
-            work: staging.join("work"),
-            out: staging.join(&slug),
-            final_dir: out_root.join(&slug),
+            work,
+            out,
+            final_dir,
             staging,
             plan,
             cancel,

@@ -245,6 +245,29 @@ impl Resolver<'_> {
             Some(inst) => self.installer(inst, &loaded, &vars),
             None => self.source(&r, &loaded),
         };
+        // cloud-init runs the provisioning steps in the build VM and is what the golden image is
+        // configured for (the cloud-init stage): a base known to lack it would boot and wait
+        // for nothing until vm.timeout. Image sources are checked before their first boot.
+        let has = |pkgs: &[String]| pkgs.iter().any(|p| p == "cloud-init");
+        match &source {
+            Some(SourcePlan::Bootstrap(b)) if !has(&b.packages) => self.err(
+                "/source/bootstrap",
+                "the bootstrapped disk would have no cloud-init, which runs the provisioning \
+                 steps and which the golden image is configured for: add the `cloud-init` \
+                 element (or cloud-init to source.bootstrap.packages)",
+            ),
+            Some(SourcePlan::Installer(i))
+                if i.kind != AnswerKind::Autoinstall && !has(&i.answers.packages) =>
+            {
+                self.err(
+                    "/source/installer",
+                    "the installed system would have no cloud-init, which runs the \
+                     provisioning steps and which the golden image is configured for: add the \
+                     `cloud-init` element (or cloud-init to source.installer.packages)",
+                )
+            }
+            _ => {}
+        }
         let vm = self.vm(&r.vm);
 
         // Provisioning: element packages (image sources only), element steps, recipe steps.

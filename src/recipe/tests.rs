@@ -22,7 +22,7 @@ impl Dir {
 }
 
 const MINIMAL: &str =
-    "name: t\nversion: \"1\"\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\n";
+    "name: t\nversion: \"1\"\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\n";
 
 fn errors(dir: &Dir, recipe: &str) -> Vec<Diagnostic> {
     let p = dir.write("r.yaml", recipe);
@@ -63,7 +63,7 @@ fn every_error_is_reported_with_file_line_and_column() {
     let dir = Dir::new();
     let d = errors(
         &dir,
-        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\nvm:\n  memroy: 2G\n  vcpus: two\n  accel: fast\noutputs: [qcow3]\nprovision:\n  - packges: [tree]\n",
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\nvm:\n  memroy: 2G\n  vcpus: two\n  accel: fast\noutputs: [qcow3]\nprovision:\n  - packges: [tree]\n",
     );
     at(&d, 5, 3, "unknown key `memroy` (did you mean `memory`?)");
     at(&d, 6, 10, "expected an integer");
@@ -130,7 +130,7 @@ fn installer_sources_resolve_and_report_every_mistake() {
     dir.write("i", "initrd");
     let p = dir.write(
         "r.yaml",
-        "name: t\nvars: {hostname: h1}\nsource:\n  installer:\n    kernel: {path: k}\n    initrd: {path: i}\n    answers: {kind: preseed}\n    suite: bookworm\n    mirror: http://m.example:8080/debian/\n    user: {name: dave, password_hash: \"$6$salt$hash\"}\n    packages: [tree]\n",
+        "name: t\nvars: {hostname: h1}\nsource:\n  installer:\n    kernel: {path: k}\n    initrd: {path: i}\n    answers: {kind: preseed}\n    suite: bookworm\n    mirror: http://m.example:8080/debian/\n    user: {name: dave, password_hash: \"$6$salt$hash\"}\n    packages: [tree, cloud-init]\n",
     );
     let plan = load_plan(&p, &[]).unwrap();
     let crate::plan::SourcePlan::Installer(i) = &plan.source else {
@@ -144,7 +144,7 @@ fn installer_sources_resolve_and_report_every_mistake() {
     assert_eq!(i.answers.hostname, "h1");
     assert_eq!(i.answers.mirror_host, "m.example:8080");
     assert_eq!(i.answers.mirror_directory, "/debian");
-    assert_eq!(i.answers.packages, ["tree"]);
+    assert_eq!(i.answers.packages, ["tree", "cloud-init"]);
     assert!(i.mirror_check);
     // The hash never shows in the plan's JSON.
     assert!(!serde_json::to_string(&plan).unwrap().contains("$6$salt"));
@@ -203,6 +203,7 @@ fn elements_merge_in_dependency_order_and_the_recipe_wins() {
         .packages
         .iter()
         .rev()
+        .skip(1) // the recipe's own cloud-init (MINIMAL) comes last
         .take(2)
         .map(String::as_str)
         .collect();
@@ -359,4 +360,38 @@ fn output_options_are_checked_per_format() {
         Some(model::Subformat::StreamOptimized)
     );
     assert_eq!(plan.outputs[2].file_name("x-1"), "x-1.vhd");
+}
+
+#[test]
+fn a_base_without_cloud_init_is_an_error_before_anything_runs() {
+    let dir = Dir::new();
+    let d = errors(
+        &dir,
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\n",
+    );
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].line, d[0].column), (3, 14));
+    assert!(d[0].message.contains("no cloud-init"), "{}", d[0].message);
+    assert!(d[0].message.contains("`cloud-init` element"));
+    // The element brings it.
+    let p = dir.write(
+        "ok.yaml",
+        "name: t\nelements: [cloud-init]\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\n",
+    );
+    load_plan(&p, &[]).unwrap();
+    // Installers: the packages they install decide (subiquity always installs cloud-init).
+    dir.write("k", "kernel");
+    dir.write("i", "initrd");
+    let installer = |kind: &str| {
+        format!(
+            "name: t\nsource:\n  installer:\n    kernel: {{path: k}}\n    initrd: {{path: i}}\n    answers: {{kind: {kind}}}\n    user: {{name: dave, password_hash: \"$6$salt$hash\"}}\n"
+        )
+    };
+    let d = errors(&dir, &installer("preseed"));
+    assert!(
+        d.iter().any(|d| d.message.contains("no cloud-init")),
+        "{d:?}"
+    );
+    let p = dir.write("ai.yaml", &installer("autoinstall"));
+    load_plan(&p, &[]).unwrap();
 }

@@ -170,11 +170,82 @@ pub fn grub_steps() -> Vec<GrubStep> {
     ]
 }
 
+/// Where the base disk for `b` is cached.
+pub fn cached_disk(cache: &Path, b: &BootstrapPlan) -> PathBuf {
+    cache
+        .join("bootstrap")
+        .join(format!("{}-{}-{}.qcow2", b.distro, b.suite, b.cache_key()))
+}
+
+/// The scratch directory of one bootstrap run (removed when it ends).
+pub fn scratch_dir(cache: &Path, key: &str, pid: u32) -> PathBuf {
+    cache.join("bootstrap").join(format!(".build-{key}-{pid}"))
+}
+
+/// `sfdisk` partitions `raw` with [`sfdisk_script`] on its stdin.
+pub fn sfdisk_argv(raw: &Path) -> Vec<String> {
+    argv([
+        "sfdisk".to_string(),
+        "--quiet".into(),
+        raw.display().to_string(),
+    ])
+}
+
+impl std::fmt::Display for GrubStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GrubStep::Run(a) => write!(f, "{}", a.join(" ")),
+            GrubStep::Write(p, _) => write!(f, "write {p}"),
+            GrubStep::Remove(p) => write!(f, "rm {p}"),
+        }
+    }
+}
+
+/// What [`base_disk`] runs for `b` with the cache at `cache`, for `kiln plan`: the cached disk
+/// when it is there, else every command, from the same builders.
+pub fn planned(cache: &Path, b: &BootstrapPlan) -> Vec<String> {
+    let dest = cached_disk(cache, b);
+    if dest.is_file() {
+        return vec![format!(
+            "cache hit: {} (nothing to bootstrap)",
+            dest.display()
+        )];
+    }
+    let key = b.cache_key();
+    let scratch = scratch_dir(cache, &key, std::process::id());
+    let raw = scratch.join("disk.raw");
+    let rootfs = scratch.join("rootfs");
+    vec![
+        format!("cache miss: {} is built", dest.display()),
+        crate::process::display(&mmdebstrap_argv(b, &rootfs, &scratch.join("customize.sh"))),
+        format!(
+            "{} <<< '{}'",
+            crate::process::display(&sfdisk_argv(&raw)),
+            sfdisk_script().replace('\n', "\\n")
+        ),
+        crate::process::display(&mkfs_argv(&raw, &rootfs, &fs_uuid(&key), b.size_bytes)),
+        format!(
+            "libguestfs on {}: {}",
+            raw.display(),
+            grub_steps()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        crate::process::display(&crate::qemu_img::raw_to_qcow2_argv(
+            &raw,
+            &scratch.join("base.qcow2"),
+        )),
+        format!("rename into the cache: {}", dest.display()),
+    ]
+}
+
 /// The cached base disk for `b`, building it when missing.
 pub fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBuf> {
     let key = b.cache_key();
     let dir = ctx.cache_dir.join("bootstrap");
-    let dest = dir.join(format!("{}-{}-{key}.qcow2", b.distro, b.suite));
+    let dest = cached_disk(&ctx.cache_dir, b);
     if dest.is_file() {
         tracing::info!("using cached base disk {}", dest.display());
         return Ok(dest);
@@ -183,7 +254,7 @@ pub fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<Pa
         bail!("bootstrapping a base disk needs root (mmdebstrap --mode=root and mkfs.ext4 -d keep file ownership)");
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let scratch = dir.join(format!(".build-{key}-{}", std::process::id()));
+    let scratch = scratch_dir(&ctx.cache_dir, &key, std::process::id());
     ctx.record(Resource::Dir(scratch.clone()));
     std::fs::create_dir_all(&scratch)?;
     let rootfs = scratch.join("rootfs");
@@ -208,11 +279,7 @@ pub fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<Pa
     let raw = scratch.join("disk.raw");
     std::fs::File::create(&raw)?.set_len(b.size_bytes)?;
     process::run(
-        &argv([
-            "sfdisk".to_string(),
-            "--quiet".into(),
-            raw.display().to_string(),
-        ]),
+        &sfdisk_argv(&raw),
         &Opts {
             stdin: Some(sfdisk_script().as_bytes().to_vec()),
             ..Default::default()
@@ -248,16 +315,7 @@ pub fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<Pa
 
     let tmp = scratch.join("base.qcow2");
     process::run(
-        &argv([
-            "qemu-img".to_string(),
-            "convert".into(),
-            "-f".into(),
-            "raw".into(),
-            "-O".into(),
-            "qcow2".into(),
-            raw.display().to_string(),
-            tmp.display().to_string(),
-        ]),
+        &crate::qemu_img::raw_to_qcow2_argv(&raw, &tmp),
         &Opts::default(),
         &ctx.cancel,
     )

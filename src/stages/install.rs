@@ -132,16 +132,7 @@ impl Stage<BuildContext> for InstallStage {
             Delivery::Seed => {
                 let files_dir = dir.join("seed");
                 std::fs::create_dir_all(&files_dir)?;
-                let (label, files) = match inst.kind {
-                    AnswerKind::Kickstart => ("OEMDRV", vec![("ks.cfg", answers.clone())]),
-                    _ => (
-                        "cidata",
-                        vec![
-                            ("user-data", answers.clone()),
-                            ("meta-data", format!("instance-id: {}\n", ctx.plan.slug())),
-                        ],
-                    ),
-                };
+                let (label, files) = installer::seed_files(&inst, &ctx.plan.slug(), &answers);
                 let mut paths = Vec::new();
                 for (name, text) in files {
                     let p = files_dir.join(name);
@@ -165,15 +156,7 @@ impl Stage<BuildContext> for InstallStage {
         let size = ctx.plan.vm.disk_bytes.unwrap_or(8 << 30);
         ctx.record(Resource::File(disk.clone()));
         process::run(
-            &process::argv([
-                "qemu-img".to_string(),
-                "create".into(),
-                "-q".into(),
-                "-f".into(),
-                "qcow2".into(),
-                disk.display().to_string(),
-                size.to_string(),
-            ]),
+            &crate::qemu_img::create_argv(&disk, size),
             &Opts::default(),
             &ctx.cancel,
         )
@@ -226,6 +209,8 @@ impl Stage<BuildContext> for InstallStage {
             &name,
             &console,
             inst.timeout_secs,
+            // Installers run cloud-init themselves (subiquity) and go on: no grace rule.
+            None,
             &ctx.cancel,
         );
         std::fs::create_dir_all(&ctx.out)?;

@@ -12,6 +12,7 @@ use anyhow::{bail, Context as _};
 use crate::libvirt::{KvmProbe, Libvirt, State};
 use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::{Outcome, Stage};
+use crate::plan::SourcePlan;
 use crate::process::{self, Opts};
 use crate::recipe::model::Accel;
 use crate::seed::{self, TemplateContext};
@@ -157,6 +158,17 @@ impl Stage<BuildContext> for ProvisionStage {
         .context("creating the build disk overlay")?;
         ctx.disk = Some(disk.clone());
 
+        // Nothing to run in the guest: booting it would only wait for cloud-init to power it
+        // off again. The cloud-init stage still checks the image.
+        if ctx.plan.provision.is_empty() {
+            tracing::info!("no provisioning steps: the build VM is not booted");
+            return Ok(());
+        }
+        // A base that cannot run the steps is refused before its boot, not after vm.timeout.
+        if matches!(ctx.plan.source, SourcePlan::Image { .. }) {
+            check_cloud_init(&base.path, &base.format, tcg, &ctx.cache_dir)?;
+        }
+
         // Seed and domain from the templates.
         let domain = format!("kiln-{}-{}", ctx.plan.name, &hex::encode(rand_bytes())[..8]);
         let tctx = TemplateContext::new(
@@ -210,8 +222,14 @@ impl Stage<BuildContext> for ProvisionStage {
             console.display()
         );
 
-        let result =
-            wait_for_poweroff(lv, &domain, &console, ctx.plan.vm.timeout_secs, &ctx.cancel);
+        let result = wait_for_poweroff(
+            lv,
+            &domain,
+            &console,
+            ctx.plan.vm.timeout_secs,
+            Some(CLOUD_INIT_GRACE),
+            &ctx.cancel,
+        );
         // Keep the console in the output whatever happened.
         std::fs::create_dir_all(&ctx.out)?;
         std::fs::copy(&console, ctx.out.join("console.log")).ok();
@@ -237,6 +255,54 @@ impl Stage<BuildContext> for ProvisionStage {
     }
 }
 
+/// Fail unless the image at `path` has cloud-init (one read-only libguestfs launch; the answer
+/// is cached per file, keyed by its path, size and modification time).
+fn check_cloud_init(path: &Path, format: &str, tcg: bool, cache: &Path) -> anyhow::Result<()> {
+    use sha2::Digest as _;
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let key = hex::encode(sha2::Sha256::digest(format!(
+        "{}\n{}\n{mtime}",
+        path.display(),
+        meta.len()
+    )));
+    let marker = cache.join("inspected").join(format!("{key}.cloud-init"));
+    if marker.is_file() {
+        return Ok(());
+    }
+    tracing::info!("checking the base image for cloud-init before booting it");
+    let g = crate::guest::Guest::open_with(
+        path,
+        format,
+        crate::guest::Launch {
+            tcg,
+            readonly: true,
+            network: false,
+        },
+    )?;
+    let found = g.exists("/usr/bin/cloud-init")?;
+    drop(g);
+    if !found {
+        bail!(
+            "the base image {} has no cloud-init (/usr/bin/cloud-init), which runs the \
+             provisioning steps: use a cloud image, or a bootstrap source with the `cloud-init` \
+             element",
+            path.display()
+        );
+    }
+    if let Some(dir) = marker.parent() {
+        if std::fs::create_dir_all(dir).is_ok() {
+            let _ = std::fs::write(&marker, "yes\n");
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn rand_bytes() -> [u8; 8] {
     let mut b = [0u8; 8];
     if let Ok(mut f) = File::open("/dev/urandom") {
@@ -245,12 +311,20 @@ pub(crate) fn rand_bytes() -> [u8; 8] {
     b
 }
 
-/// Poll the domain until it is shut off, streaming new console lines with a prefix.
+/// How long a guest may keep running after cloud-init said it finished: the provisioning
+/// script's power_state powers it off right then, so a guest still up long after has a
+/// cloud-init that never ran the script (no NoCloud datasource, a broken seed).
+pub const CLOUD_INIT_GRACE: Duration = Duration::from_secs(120);
+
+/// Poll the domain until it is shut off, streaming new console lines with a prefix. Ends early
+/// with the console tail when the guest cannot finish any more: its kernel panicked, or (with
+/// `cloud_init_grace`) cloud-init finished that long ago and the guest is still running.
 pub(crate) fn wait_for_poweroff(
     lv: &Libvirt,
     domain: &str,
     console: &Path,
     timeout_secs: u64,
+    cloud_init_grace: Option<Duration>,
     cancel: &process::Cancel,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
@@ -258,6 +332,25 @@ pub(crate) fn wait_for_poweroff(
     let mut last_note = Instant::now();
     loop {
         tail.pump();
+        if tail.panicked {
+            // Give the console a moment for the rest of the panic message.
+            cancel.sleep(Duration::from_secs(2));
+            bail!(
+                "the guest's kernel panicked; console tail:\n{}",
+                tail.last(30)
+            );
+        }
+        if let (Some(grace), Some(at)) = (cloud_init_grace, tail.cloud_init_finished) {
+            if at.elapsed() >= grace && lv.state(domain) == State::Running {
+                bail!(
+                    "cloud-init finished {} s ago but the guest did not power off: it never ran \
+                     kiln's provisioning script (is the NoCloud datasource enabled in the base \
+                     image?); console tail:\n{}",
+                    at.elapsed().as_secs(),
+                    tail.last(30)
+                );
+            }
+        }
         match lv.state(domain) {
             State::Shutoff | State::Missing => {
                 tail.pump();
@@ -302,6 +395,10 @@ struct ConsoleTail {
     pos: u64,
     partial: String,
     lines: Vec<String>,
+    /// A kernel panic was printed.
+    panicked: bool,
+    /// When cloud-init's "finished" line was first seen.
+    cloud_init_finished: Option<Instant>,
 }
 
 impl ConsoleTail {
@@ -311,6 +408,8 @@ impl ConsoleTail {
             pos: 0,
             partial: String::new(),
             lines: Vec::new(),
+            panicked: false,
+            cloud_init_finished: None,
         }
     }
 
@@ -333,6 +432,10 @@ impl ConsoleTail {
             if !line.is_empty() {
                 tracing::info!(target: "kiln::console", "console| {line}");
             }
+            self.panicked |= line.contains("Kernel panic - not syncing");
+            if self.cloud_init_finished.is_none() && is_cloud_init_finished(&line) {
+                self.cloud_init_finished = Some(Instant::now());
+            }
             self.lines.push(line);
         }
         if self.lines.len() > 500 {
@@ -348,6 +451,11 @@ impl ConsoleTail {
         }
         v[v.len().saturating_sub(n)..].join("\n")
     }
+}
+
+/// cloud-init's last line of a boot: "Cloud-init v. 22.4.2 finished at …".
+fn is_cloud_init_finished(line: &str) -> bool {
+    line.contains("Cloud-init v. ") && line.contains(" finished at ")
 }
 
 /// Drop terminal escape sequences and control characters from console output.
@@ -384,6 +492,29 @@ mod tests {
             strip_controls("\x1b[0;32m  OK  \x1b[0m] Started\r"),
             "  OK  ] Started"
         );
+    }
+
+    #[test]
+    fn console_tail_notices_a_panic_and_cloud_init_finishing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        std::fs::write(
+            &p,
+            "[  OK  ] Started x\n[   84.1] cloud-init[512]: Cloud-init v. 22.4.2 finished at Tue, 01 Dec 2026 07:00:00 +0000. Datasource DataSourceNoCloud.  Up 84.00 seconds\n",
+        )
+        .unwrap();
+        let mut t = ConsoleTail::new(&p);
+        t.pump();
+        assert!(t.cloud_init_finished.is_some());
+        assert!(!t.panicked);
+        std::fs::write(
+            &p,
+            "[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n",
+        )
+        .unwrap();
+        let mut t = ConsoleTail::new(&p);
+        t.pump();
+        assert!(t.panicked && t.cloud_init_finished.is_none());
     }
 
     #[test]

@@ -241,10 +241,42 @@ impl Hasher {
 
 /// Download `url` into the cache (keyed by checksum) unless it is there already; verify while
 /// streaming; the partial file is recorded so an interrupt removes it.
+/// Where a download with checksum `sum` is cached.
+pub fn cached_download(cache: &Path, sum: &Checksum) -> PathBuf {
+    cache
+        .join("images")
+        .join(format!("{}-{}", sum.algorithm, sum.hex))
+}
+
+/// What [`fetch_file`] does for `f` with the cache at `cache`, for `kiln plan`.
+pub fn planned_fetch(what: &str, cache: &Path, f: &crate::plan::FilePlan) -> String {
+    match (&f.url, &f.path, &f.checksum, &f.checksum_url) {
+        (Some(u), _, Some(sum), _) => {
+            let dest = cached_download(cache, sum);
+            if dest.is_file() {
+                format!(
+                    "cache hit: {what} {} (verified when it was downloaded)",
+                    dest.display()
+                )
+            } else {
+                format!("download {what} {u} -> {} (verify {sum})", dest.display())
+            }
+        }
+        (Some(u), _, None, Some(sums)) => format!(
+            "download {what} {u}: its checksum is looked up in {sums} first, then the cache \
+             ({}/images) is checked",
+            cache.display()
+        ),
+        (None, Some(p), Some(sum), _) => format!("verify {what} {} ({sum})", p.display()),
+        (None, Some(p), None, _) => format!("use {what} {} as it is", p.display()),
+        _ => format!("{what}: no source"),
+    }
+}
+
 fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow::Result<PathBuf> {
     let dir = ctx.cache_dir.join("images");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dest = dir.join(format!("{}-{}", sum.algorithm, sum.hex));
+    let dest = cached_download(&ctx.cache_dir, sum);
     if dest.is_file() {
         tracing::info!("using cached image {}", dest.display());
         return Ok(dest);

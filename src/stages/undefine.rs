@@ -1,6 +1,6 @@
 //! Undefine stage: nothing of the build remains in libvirt.
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 
 use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::{Outcome, Stage};
@@ -14,7 +14,11 @@ impl Stage<BuildContext> for UndefineStage {
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
         ctx.enter(self.name());
-        let name = ctx.domain.clone().context("no build domain")?;
+        // Builds without provisioning steps never define a domain.
+        let Some(name) = ctx.domain.clone() else {
+            tracing::info!("no build domain to undefine");
+            return Ok(());
+        };
         let uri = ctx.plan.vm.uri.clone();
         let lv = super::provision::libvirt(ctx)?;
         lv.destroy_and_undefine(&name)?;
