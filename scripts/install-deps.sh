@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs everything kiln needs on Debian 12 (root): qemu/libvirt from bookworm-backports,
-# libguestfs, mmdebstrap, xorriso, the Rust toolchain's build deps, and the validators of the
-# installer answer files. Idempotent.
+# Installs everything kiln and its tests call on Debian 12 (root): qemu/libvirt from
+# bookworm-backports, libguestfs, mmdebstrap, xorriso, the build deps of kiln's crates, and the
+# validators of the installer answer files. Idempotent: it checks each command (and each
+# header package) and installs only what is missing, then checks again.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -15,26 +16,81 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
 fi
 
-need=()
-for p in qemu-system-x86 libvirt-daemon-system libvirt-dev libguestfs-tools libguestfs-dev \
-         linux-image-cloud-amd64 xorriso mmdebstrap pkg-config fdisk e2fsprogs \
-         dosfstools mtools libclang-dev cpio busybox-static cloud-init debconf \
-         debian-installer-12-netboot-amd64 python3-venv; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
+# command  package  (from bookworm-backports when marked bpo)
+commands=(
+  "qemu-img qemu-utils bpo"                    # convert, info, overlays
+  "qemu-system-x86_64 qemu-system-x86 bpo"     # the build VM and the KVM probe
+  "libvirtd libvirt-daemon-system bpo"
+  "virtlogd libvirt-daemon-system bpo"
+  "virsh libvirt-clients bpo"                  # tests: leftover domains
+  "guestfish libguestfs-tools"                 # tests: inspect images independently
+  "virt-sysprep libguestfs-tools"              # tests and bench: the peer
+  "virt-ls libguestfs-tools"
+  "xorriso xorriso"                            # seeds, installer ISOs
+  "mmdebstrap mmdebstrap"                      # bootstrap sources
+  "sfdisk fdisk"
+  "mkfs.ext4 e2fsprogs"
+  "mke2fs e2fsprogs"
+  "mkfs.vfat dosfstools"                       # vfat seeds (tests, Packer bench)
+  "mcopy mtools"
+  "cpio cpio"                                  # answer files appended to an initrd
+  "busybox busybox-static"                     # the installer test's initramfs
+  "cloud-init cloud-init"                      # `cloud-init schema` validates autoinstall
+  "debconf-set-selections debconf"             # validates preseed files
+  "pkg-config pkg-config"                      # build: libvirt and libguestfs bindings
+  "gzip gzip"
+  "sha256sum coreutils"
+  "sha512sum coreutils"
+  "python3 python3"                            # test HTTP servers, Glance set-up
+  "gcc gcc"                                    # build: crates with C parts; uWSGI for Glance
+)
+# Packages without a command of their own: headers, the host kernel libguestfs boots, venv.
+packages=(
+  "libvirt-dev bpo"
+  "libvirt-daemon-driver-qemu bpo"
+  "libguestfs-dev"
+  "libclang-dev"
+  "linux-image-cloud-amd64"
+  "debian-installer-12-netboot-amd64"          # the Debian installer example's kernel/initrd
+  "python3-venv"
+  "python3-dev"                                # uWSGI for the test Glance
+  "ca-certificates"
+)
+
+missing() { # prints "package bpo?" for every missing command or package
+  local c p b
+  for entry in "${commands[@]}"; do
+    read -r c p b <<<"$entry"
+    command -v "$c" >/dev/null 2>&1 || [ -x "/usr/sbin/$c" ] || [ -x "/sbin/$c" ] || echo "$p ${b:-}"
+  done
+  for entry in "${packages[@]}"; do
+    read -r p b <<<"$entry"
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p ${b:-}"
+  done
+}
+
+need=$(missing | sort -u)
+if [ -n "$need" ]; then
+  bpo=$(awk '$2 == "bpo" {print $1}' <<<"$need" | tr '\n' ' ')
+  main=$(awk '$2 != "bpo" {print $1}' <<<"$need" | tr '\n' ' ')
+  echo "installing: $bpo$main"
   apt-get update -q
-  apt-get install -y -q --no-install-recommends -t bookworm-backports \
-    qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-dev libvirt-daemon-driver-qemu
-  apt-get install -y -q --no-install-recommends libguestfs-tools libguestfs-dev \
-    linux-image-cloud-amd64 xorriso mmdebstrap pkg-config fdisk e2fsprogs dosfstools mtools \
-    libclang-dev ca-certificates
-  # Installer tests: cpio and busybox build an installer medium; cloud-init (for `cloud-init
-  # schema`) and debconf validate answer files; the netboot package is the Debian example's
-  # kernel and initrd.
-  apt-get install -y -q --no-install-recommends cpio busybox-static cloud-init debconf \
-    debian-installer-12-netboot-amd64 python3-venv
+  # libvirt's qemu driver must match the backports qemu: install them together.
+  if [ -n "$bpo" ]; then
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends -t bookworm-backports $bpo
+  fi
+  if [ -n "$main" ]; then
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $main
+  fi
+  still=$(missing | sort -u)
+  if [ -n "$still" ]; then
+    echo "install-deps: still missing after apt-get install: $(awk '{print $1}' <<<"$still" | tr '\n' ' ')" >&2
+    exit 1
+  fi
 fi
+
 # pykickstart's ksvalidator (kickstart files), from PyPI into its own venv.
 tools=${KILN_TOOLS_VENV:-/opt/kiln-tools-venv}
 if [ ! -x "$tools/bin/ksvalidator" ]; then
