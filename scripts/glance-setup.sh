@@ -101,10 +101,11 @@ export OS_KEYSTONE_CONFIG_DIR=$ks
   --bootstrap-admin-url http://127.0.0.1:5000/v3 --bootstrap-public-url http://127.0.0.1:5000/v3 \
   --bootstrap-internal-url http://127.0.0.1:5000/v3 --bootstrap-region-id RegionOne
 
-uwsgi_ini() { # file port module log
+uwsgi_ini() { # file port module log [second-address]
   cat > "$1" <<INI
 [uwsgi]
 http-socket = 127.0.0.1:$2
+${5:+http-socket = $5:$2}
 module = $3
 master = true
 processes = 2
@@ -135,8 +136,10 @@ os user create -f value -c id --domain default --password "$svc_pw" glance >/dev
 os role add --project service --user glance admin
 os role add --project service --user glance service
 os service create -f value -c id --name glance image >/dev/null
-for iface in public internal admin; do
-  os endpoint create -f value -c id --region RegionOne image "$iface" http://127.0.0.1:9292 >/dev/null
+# Each interface its own address, so that a client using the wrong one is caught: Glance
+# answers on public (127.0.0.1) and internal (127.0.0.2); nothing listens on admin (127.0.0.3).
+for e in public=127.0.0.1 internal=127.0.0.2 admin=127.0.0.3; do
+  os endpoint create -f value -c id --region RegionOne image "${e%%=*}" "http://${e#*=}:9292" >/dev/null
 done
 for p in alpha beta; do
   os project create -f value -c id --domain default "$p" >/dev/null
@@ -186,7 +189,7 @@ cp "$venv/etc/glance/glance-api-paste.ini" "$gl/"
 export OS_GLANCE_CONFIG_DIR=$gl
 "$bin/glance-manage" --config-file "$gl/glance-api.conf" db_sync >/dev/null 2>&1 \
   || { echo "glance-manage db_sync failed" >&2; exit 1; }
-uwsgi_ini "$gl/uwsgi.ini" 9292 glance.wsgi.api:application "$dir/glance-uwsgi.log"
+uwsgi_ini "$gl/uwsgi.ini" 9292 glance.wsgi.api:application "$dir/glance-uwsgi.log" 127.0.0.2
 start_uwsgi glance OS_GLANCE_CONFIG_DIR "$gl"
 wait_for glance http://127.0.0.1:9292/versions "$dir/glance-uwsgi.log"
 

@@ -43,6 +43,8 @@ commands=(
   "sha512sum coreutils"
   "python3 python3"                            # test HTTP servers, Glance set-up
   "gcc gcc"                                    # build: crates with C parts; uWSGI for Glance
+  "openssl openssl"                            # tests: SHA-512 crypt hashes, checked independently
+  "curl curl"                                  # scripts/glance-setup.sh waits for the services
 )
 # Packages without a command of their own: headers, the host kernel libguestfs boots, venv.
 packages=(

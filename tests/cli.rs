@@ -548,3 +548,256 @@ fn plan_says_what_build_will_skip_and_how_it_verifies() {
         "{t}"
     );
 }
+
+/// Options of `kiln PATH --help` and of all its subcommands: (long names, short → long).
+type Values = std::collections::BTreeMap<String, std::collections::BTreeSet<String>>;
+
+/// Options of `kiln PATH --help` and of all its subcommands: (long names, short → long,
+/// long → possible values).
+fn help_options(
+    path: &[String],
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeMap<String, String>,
+    Values,
+) {
+    let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+    args.push("--help");
+    let out = kiln(&args, root());
+    assert_eq!(out.status.code(), Some(0), "kiln {args:?}");
+    let help = text(&out.stdout);
+    let mut longs = std::collections::BTreeSet::new();
+    let mut shorts = std::collections::BTreeMap::new();
+    let mut values = Values::new();
+    let mut current = String::new();
+    let mut listing = false;
+    let mut section = "";
+    for line in help.lines() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if !line.starts_with(' ') {
+            section = line;
+            continue;
+        }
+        let t = line.trim_start();
+        match section {
+            s if s.starts_with("Commands:") => {
+                let name = t.split_whitespace().next().unwrap_or("");
+                if name != "help" && !name.is_empty() {
+                    let mut sub = path.to_vec();
+                    sub.push(name.to_string());
+                    let (l, s, v) = help_options(&sub);
+                    longs.extend(l);
+                    shorts.extend(s);
+                    for (k, v) in v {
+                        values.entry(k).or_default().extend(v);
+                    }
+                }
+            }
+            // "Options:" and custom headings (sysprep's "Customize (…):").
+            s if s.ends_with(':')
+                && !["Arguments:", "Commands:"].contains(&s)
+                && t.starts_with('-') =>
+            {
+                // "-o, --file <FILE>  text" or "--name <NAME>  text": the option column only.
+                let col = t.split("  ").next().unwrap_or("");
+                let long = col
+                    .split([' ', ','])
+                    .find(|w| w.starts_with("--"))
+                    .map(str::to_string);
+                if let Some(long) = long {
+                    if let Some(s) = col.strip_prefix('-').filter(|s| !s.starts_with('-')) {
+                        shorts.insert(format!("-{}", &s[..1]), long.clone());
+                    }
+                    current = long.clone();
+                    longs.insert(long);
+                }
+                listing = false;
+                if let Some(v) = t.split("[possible values: ").nth(1) {
+                    let v = v.split(']').next().unwrap_or("");
+                    values
+                        .entry(current.clone())
+                        .or_default()
+                        .extend(v.split(", ").map(str::to_string));
+                }
+            }
+            // Long help: "Possible values:" then "- name: text" lines.
+            s if s.ends_with(':') && t == "Possible values:" => listing = true,
+            s if s.ends_with(':') && listing && t.starts_with("- ") => {
+                let v = t[2..].split([':', ' ']).next().unwrap_or("");
+                values
+                    .entry(current.clone())
+                    .or_default()
+                    .insert(v.to_string());
+            }
+            s if s.ends_with(':') && !t.starts_with('-') => {
+                if let Some(v) = t.split("[possible values: ").nth(1) {
+                    let v = v.split(']').next().unwrap_or("");
+                    values
+                        .entry(current.clone())
+                        .or_default()
+                        .extend(v.split(", ").map(str::to_string));
+                }
+            }
+            _ => {}
+        }
+    }
+    (longs, shorts, values)
+}
+
+/// The README's command synopsis, entry by entry: (command path, its text).
+fn readme_synopsis() -> Vec<(Vec<String>, String)> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme
+        .split("## Commands and exit codes")
+        .nth(1)
+        .expect("README has a commands section");
+    let block = section.split("```").nth(1).expect("a code block");
+    let mut entries: Vec<String> = Vec::new();
+    for line in block.lines() {
+        if line.starts_with("kiln ") {
+            entries.push(line.to_string());
+        } else if line.starts_with(' ') {
+            if let Some(last) = entries.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for e in entries {
+        // The command words, outside [...]: `image [--os-cloud C] accept|reject IMAGE`.
+        let mut plain = String::new();
+        let mut depth = 0;
+        for c in e.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                c if depth == 0 => plain.push(c),
+                _ => {}
+            }
+        }
+        let mut path: Vec<String> = Vec::new();
+        let mut alternatives = Vec::new();
+        for w in plain.split_whitespace().skip(1) {
+            if w.starts_with('-')
+                || !w
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '-' || c == '|')
+            {
+                break;
+            }
+            if w.contains('|') {
+                // `accept|reject` names two commands; `tag add|remove` subcommands of one.
+                if path.len() <= 1 && path.first().is_none_or(|p| p == "image") {
+                    alternatives = w.split('|').map(str::to_string).collect();
+                }
+                break;
+            }
+            path.push(w.to_string());
+        }
+        if alternatives.is_empty() {
+            out.push((path, e.clone()));
+        } else {
+            for a in alternatives {
+                let mut p = path.clone();
+                p.push(a);
+                out.push((p, e.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn readme_synopsis_and_help_name_the_same_options() {
+    let global = ["--help", "--verbose", "--log-format", "--version"];
+    let synopsis = readme_synopsis();
+    let mut keys: Vec<Vec<String>> = synopsis.iter().map(|(p, _)| p.clone()).collect();
+    keys.dedup();
+    // Every command of `kiln --help` has an entry.
+    let top = text(&kiln(&["--help"], root()).stdout);
+    for line in top.split("Commands:").nth(1).unwrap().lines() {
+        let Some(cmd) = line.split_whitespace().next() else {
+            continue;
+        };
+        if line.starts_with("  ") && cmd != "help" && !line.trim().is_empty() {
+            assert!(
+                keys.iter()
+                    .any(|k| k.first().map(String::as_str) == Some(cmd)),
+                "README's synopsis lacks `kiln {cmd}`"
+            );
+        }
+        if !line.starts_with(' ') {
+            break;
+        }
+    }
+    let mut problems = Vec::new();
+    for key in keys {
+        let (longs, shorts, values) = help_options(&key);
+        let text: String = synopsis
+            .iter()
+            .filter(|(p, _)| *p == key)
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut named = std::collections::BTreeSet::new();
+        for w in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            if w.starts_with("--") && w.len() > 2 {
+                named.insert(w.to_string());
+            } else if w.len() == 2 && w.starts_with('-') {
+                match shorts.get(w) {
+                    Some(l) => {
+                        named.insert(l.clone());
+                    }
+                    None => problems.push(format!(
+                        "kiln {}: README's {w} is not an option",
+                        key.join(" ")
+                    )),
+                }
+            }
+        }
+        for l in &longs {
+            if !global.contains(&l.as_str()) && !named.contains(l) {
+                problems.push(format!(
+                    "kiln {}: {l} is missing from the README",
+                    key.join(" ")
+                ));
+            }
+        }
+        // `--opt a|b|c` in the README lists exactly the values --help offers.
+        let words: Vec<&str> = text.split([' ', '[', ']']).collect();
+        for pair in words.windows(2) {
+            let opt = shorts.get(pair[0]).cloned().unwrap_or(pair[0].to_string());
+            if !opt.starts_with("--") || !pair[1].contains('|') {
+                continue;
+            }
+            let Some(offered) = values.get(&opt) else {
+                continue;
+            };
+            let listed: std::collections::BTreeSet<String> =
+                pair[1].split('|').map(str::to_string).collect();
+            if &listed != offered {
+                problems.push(format!(
+                    "kiln {}: README's {opt} {} but --help offers {offered:?}",
+                    key.join(" "),
+                    pair[1]
+                ));
+            }
+        }
+        for n in &named {
+            if !longs.contains(n) {
+                problems.push(format!(
+                    "kiln {}: README's {n} is not in --help",
+                    key.join(" ")
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "README and --help disagree:\n{}",
+        problems.join("\n")
+    );
+}

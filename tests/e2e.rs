@@ -486,7 +486,7 @@ echo ==end==\n";
 
 #[test]
 #[ignore = "slow: real VM boot; run by scripts/test.sh"]
-fn sigint_during_install_cleans_up_and_exits_130() {
+fn sigint_during_provisioning_cleans_up_and_exits_130() {
     let out_dir = tempfile::tempdir().unwrap();
     let mut child = kiln()
         .args(["build", "examples/debian-12.yaml", "--no-glance", "-o"])
@@ -524,7 +524,7 @@ fn sigint_during_install_cleans_up_and_exits_130() {
     assert_eq!(
         domains(&domain),
         std::slice::from_ref(&domain),
-        "domain should exist while installing"
+        "domain should exist while provisioning"
     );
     let staging: Vec<PathBuf> = std::fs::read_dir(out_dir.path())
         .unwrap()
@@ -534,7 +534,7 @@ fn sigint_during_install_cleans_up_and_exits_130() {
         staging
             .iter()
             .any(|p| p.join("work/disk.qcow2").is_file() && p.join("work/seed.iso").is_file()),
-        "overlay and seed should exist while installing: {staging:?}"
+        "overlay and seed should exist while provisioning: {staging:?}"
     );
 
     unsafe {

@@ -894,12 +894,23 @@ fn application_credentials_tokens_secure_yaml_interfaces_regions_and_os_variable
     auth: {{{user}, password: alpha-pw}}
     interface: internal
     region_name: RegionOne
+  admin-interface:
+    auth: {{{user}, password: alpha-pw}}
+    interface: admin
+    region_name: RegionOne
+  bad-token:
+    auth_type: v3token
+    auth: {{auth_url: "http://127.0.0.1:5000/v3", token: "gAAAAA-not-a-token", project_name: alpha, project_domain_id: default}}
+  bad-appcred:
+    auth_type: v3applicationcredential
+    auth: {{auth_url: "http://127.0.0.1:5000/v3", application_credential_id: "{}", application_credential_secret: "wrong"}}
   nowhere:
     auth: {{{user}, password: alpha-pw}}
     region_name: Nowhere
 "#,
             ac["ID"].as_str().unwrap(),
-            ac["Secret"].as_str().unwrap()
+            ac["Secret"].as_str().unwrap(),
+            ac["ID"].as_str().unwrap(),
         ),
     )
     .unwrap();
@@ -909,19 +920,74 @@ fn application_credentials_tokens_secure_yaml_interfaces_regions_and_os_variable
         "clouds:\n  secure:\n    auth: {password: alpha-pw}\n",
     )
     .unwrap();
-    let run = |cloud: &str| {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["image", "--os-cloud", cloud, "list", "-f", "json"])
+    // An image only project alpha can see: each way of signing in must list it (a login
+    // that landed in another project, or nowhere, would not).
+    let file = disk(dir.path(), "qcow2", "auth-ways");
+    let marker = unique("kiln-auth-ways");
+    let created = create("kiln-alpha", &marker, &file, &[]);
+    let run_with = |cloud: &str, secure: Option<&Path>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.args(["-v", "image", "--os-cloud", cloud, "list", "-f", "json"])
             .env("OS_CLIENT_CONFIG_FILE", &clouds)
-            .env("OS_CLIENT_SECURE_FILE", &secure)
-            .env_remove("OS_CLOUD")
-            .output()
-            .unwrap()
+            .env_remove("OS_CLIENT_SECURE_FILE")
+            .env_remove("OS_CLOUD");
+        if let Some(s) = secure {
+            c.env("OS_CLIENT_SECURE_FILE", s);
+        }
+        c.output().unwrap()
     };
+    let run = |cloud: &str| run_with(cloud, Some(&secure));
     for cloud in ["appcred", "token", "secure", "internal"] {
         let out = run(cloud);
         assert_eq!(out.status.code(), Some(0), "{cloud}: {}", text(&out.stderr));
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            list.as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["name"] == marker.as_str()),
+            "{cloud}: alpha's image {marker} not listed: {list}"
+        );
+        // The image API is reached on the interface asked for: the test Keystone gives
+        // public and internal distinct addresses (scripts/glance-setup.sh).
+        let err = text(&out.stderr);
+        let (want, not) = if cloud == "internal" {
+            ("http://127.0.0.2:9292/", "http://127.0.0.1:9292/")
+        } else {
+            ("http://127.0.0.1:9292/", "http://127.0.0.2:9292/")
+        };
+        assert!(
+            err.contains(&format!("glance: GET {want}")),
+            "{cloud}: {err}"
+        );
+        assert!(
+            !err.contains(&format!("glance: GET {not}")),
+            "{cloud}: {err}"
+        );
     }
+    // The wrong ways fail: a bad token or secret, secure.yaml missing (no password), and the
+    // admin interface, whose address nothing listens on.
+    for (cloud, secure_file) in [
+        ("bad-token", Some(secure.as_path())),
+        ("bad-appcred", Some(secure.as_path())),
+        ("secure", None),
+        ("admin-interface", Some(secure.as_path())),
+    ] {
+        let out = run_with(cloud, secure_file);
+        assert_ne!(out.status.code(), Some(0), "{cloud} should fail");
+        assert!(!text(&out.stdout).contains(&marker), "{cloud}");
+        if cloud == "admin-interface" {
+            assert!(
+                text(&out.stderr).contains("127.0.0.3:9292"),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+    }
+    ok(img(
+        "kiln-alpha",
+        &["delete", created["id"].as_str().unwrap()],
+    ));
     let out = run("nowhere");
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);

@@ -229,13 +229,13 @@ fn installer_iso(work: &Path) -> PathBuf {
     iso
 }
 
-#[test]
-#[ignore = "slow: a real install and build under TCG; run by scripts/test.sh"]
-fn an_installer_iso_is_installed_unattended_and_carried_through_every_stage() {
-    let work = tempfile::tempdir_in("/var/tmp").unwrap();
-    let iso = installer_iso(work.path());
-    let hash = "$6$kilntest$Yx0kLQ7cJz2Bq9vW0f1mTgZ0lQ3xR8sH5nA2pD4eK6uV9wC1yE7iO3aS5dF8gH0jK2lM4nB6vC8xZ1qW3eR5t.";
-    let recipe = work.path().join("installer.yaml");
+/// The recipe that installs `iso` (with `hash` as the user's password) and carries the disk
+/// through every later stage.
+/// The test user's password hash (a crypt(3) SHA-512 string; nothing logs in with it).
+const TEST_HASH: &str = "$6$kilntest$Yx0kLQ7cJz2Bq9vW0f1mTgZ0lQ3xR8sH5nA2pD4eK6uV9wC1yE7iO3aS5dF8gH0jK2lM4nB6vC8xZ1qW3eR5t.";
+
+fn installer_recipe(work: &Path, iso: &Path, hash: &str) -> PathBuf {
+    let recipe = work.join("installer.yaml");
     std::fs::write(
         &recipe,
         format!(
@@ -263,6 +263,94 @@ publish:
         ),
     )
     .unwrap();
+    recipe
+}
+
+#[test]
+#[ignore = "slow: a real install under TCG; run by scripts/test.sh"]
+fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let iso = installer_iso(work.path());
+    let recipe = installer_recipe(work.path(), &iso, TEST_HASH);
+    let out_dir = work.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(root())
+        .args(["build", "--no-glance"])
+        .arg(&recipe)
+        .arg("-o")
+        .arg(&out_dir)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            eprintln!("kiln: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    // Until the installer is running in its domain and writing to its console.
+    let start = Instant::now();
+    let mut domain = None;
+    while start.elapsed() < Duration::from_secs(900) {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        if let Some(rest) = line.split("installing: domain ").nth(1) {
+            domain = rest.split_whitespace().next().map(str::to_string);
+        }
+        if domain.is_some() && line.contains("console| ") {
+            break;
+        }
+    }
+    let domain = domain.expect("the install stage never started its domain");
+    let listed = |name: &str| {
+        let out = Command::new("virsh")
+            .args(["-c", "qemu:///system", "list", "--all", "--name"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim() == name)
+    };
+    assert!(listed(&domain), "{domain} should exist while installing");
+    let staging: Vec<PathBuf> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        staging
+            .iter()
+            .any(|p| p.join("work/install.qcow2").is_file()),
+        "the install disk should exist while installing: {staging:?}"
+    );
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "exit code after SIGINT");
+    assert!(!listed(&domain), "domain {domain} left behind");
+    let left: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "files left after interrupt: {left:?}");
+}
+
+#[test]
+#[ignore = "slow: a real install and build under TCG; run by scripts/test.sh"]
+fn an_installer_iso_is_installed_unattended_and_carried_through_every_stage() {
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let iso = installer_iso(work.path());
+    let hash = TEST_HASH;
+    let recipe = installer_recipe(work.path(), &iso, hash);
     let out_dir = work.path().join("out");
     let st = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .current_dir(root())

@@ -68,6 +68,14 @@ impl ProtectedFlags {
     }
 }
 
+/// Glance's interoperable import methods (`upload` is `kiln image create --file`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportMethod {
+    GlanceDirect,
+    WebDownload,
+    CopyImage,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
     /// List images (every page), newest first unless --sort says otherwise.
@@ -145,7 +153,7 @@ pub enum ImageCommand {
     Import {
         image: String,
         #[arg(long, value_enum)]
-        method: Method,
+        method: ImportMethod,
         /// glance-direct: the file to stage.
         #[arg(long)]
         file: Option<PathBuf>,
@@ -639,12 +647,7 @@ fn dispatch(
                 body
             };
             match method {
-                Method::Upload => {
-                    return Err(GlanceError::Config(
-                        "`upload` is not an import method: use `kiln image create --file`".into(),
-                    ))
-                }
-                Method::GlanceDirect => {
+                ImportMethod::GlanceDirect => {
                     if let Some(f) = &file {
                         g.upload(
                             &id,
@@ -661,7 +664,7 @@ fn dispatch(
                         &with_stores(json!({"method": {"name": "glance-direct"}})),
                     )?;
                 }
-                Method::WebDownload => {
+                ImportMethod::WebDownload => {
                     let uri =
                         uri.ok_or_else(|| GlanceError::Config("web-download needs --uri".into()))?;
                     g.import(
@@ -669,14 +672,14 @@ fn dispatch(
                         &with_stores(json!({"method": {"name": "web-download", "uri": uri}})),
                     )?;
                 }
-                Method::CopyImage => {
+                ImportMethod::CopyImage => {
                     if stores.is_empty() {
                         return Err(GlanceError::Config("copy-image needs --store".into()));
                     }
                     g.import(&id, &with_stores(json!({"method": {"name": "copy-image"}})))?;
                 }
             }
-            let want = if method == Method::CopyImage {
+            let want = if method == ImportMethod::CopyImage {
                 stores.clone()
             } else {
                 Vec::new()

@@ -211,7 +211,7 @@ pub struct ConvertArgs {
     /// qcow2: compress with zlib or zstd.
     #[arg(long, value_enum)]
     pub compress: Option<Compression>,
-    /// qcow2: cluster size (e.g. 64K, 2M).
+    /// qcow2: cluster size, a power of two from 512 to 2M (e.g. 64K, 2M; default 64K).
     #[arg(long)]
     pub cluster_size: Option<String>,
     /// Source format (default: probed).

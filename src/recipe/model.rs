@@ -84,7 +84,8 @@ pub struct FileSource {
     /// Relative to the recipe.
     #[serde(default)]
     pub path: Option<String>,
-    /// "sha256:HEX" or "sha512:HEX"; required with `url`.
+    /// "sha256:HEX", "sha512:HEX", or "file:URL" of a SHA256SUMS/CHECKSUM file naming the
+    /// file; required with `url`.
     #[serde(default)]
     pub checksum: Option<String>,
 }
@@ -214,7 +215,8 @@ pub struct ImageSource {
     /// Local path of the image (relative to the recipe).
     #[serde(default)]
     pub path: Option<String>,
-    /// "sha256:HEX" or "sha512:HEX"; required with `url`.
+    /// "sha256:HEX", "sha512:HEX", or "file:URL" of a SHA256SUMS/CHECKSUM file naming the
+    /// file; required with `url`.
     #[serde(default)]
     pub checksum: Option<String>,
     /// Disk format of the image (default: probed with qemu-img).
@@ -321,7 +323,8 @@ pub enum Step {
     Packages(Vec<String>),
     /// Write files into the guest.
     Files(Vec<FileSpec>),
-    /// Run shell commands (each with `sh -c`, as root); a failing command fails the build.
+    /// Run shell commands (each with `/bin/sh -ec`, as root); a failing command fails the
+    /// build.
     Run(Vec<String>),
     /// Create users.
     Users(Vec<UserSpec>),
