@@ -801,3 +801,32 @@ fn readme_synopsis_and_help_name_the_same_options() {
         problems.join("\n")
     );
 }
+
+#[test]
+fn every_environment_variable_kiln_reads_is_documented() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut missing = Vec::new();
+    for e in walk(&root().join("src")) {
+        let src = std::fs::read_to_string(&e).unwrap();
+        for part in src.split("env::var(\"").skip(1).chain(src.split("env::var_os(\"").skip(1)) {
+            let name = part.split('"').next().unwrap();
+            if !readme.contains(&format!("`{name}`")) {
+                missing.push(format!("{name} ({})", e.display()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in the README: {missing:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
