@@ -131,6 +131,16 @@ pub fn native_stream_vmdk(out: &OutputPlan) -> bool {
         && std::env::var("KILN_VMDK_WRITER").as_deref() != Ok("qemu-img")
 }
 
+impl Job {
+    /// The output's file name (what the manifest and messages call it).
+    fn file_name(&self) -> String {
+        self.dst
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
 /// The hidden raw intermediate of a native streamOptimized vmdk.
 fn raw_part_path(dst: &Path, name: &str) -> PathBuf {
     dst.with_file_name(format!(".{name}.raw-part-{}", std::process::id()))
@@ -138,11 +148,7 @@ fn raw_part_path(dst: &Path, name: &str) -> PathBuf {
 
 /// What [`convert_one`] runs for `job`, for `kiln plan`: the same argv builders.
 pub fn planned(job: &Job) -> Vec<String> {
-    let name = job
-        .dst
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = job.file_name();
     let part = part_path(&job.dst);
     let fmt = job.out.format.as_str();
     let mut v = Vec::new();
@@ -188,11 +194,7 @@ pub fn planned(job: &Job) -> Vec<String> {
 /// Convert, verify, hash and rename one output.
 pub fn convert_one(job: &Job, cancel: &Cancel) -> Result<Converted, ConvertError> {
     let start = Instant::now();
-    let name = job
-        .dst
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = job.file_name();
     let part = part_path(&job.dst);
     let mut guard = PartGuard(Some(part.clone()));
     let fmt = job.out.format.as_str();

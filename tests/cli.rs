@@ -808,7 +808,11 @@ fn every_environment_variable_kiln_reads_is_documented() {
     let mut missing = Vec::new();
     for e in walk(&root().join("src")) {
         let src = std::fs::read_to_string(&e).unwrap();
-        for part in src.split("env::var(\"").skip(1).chain(src.split("env::var_os(\"").skip(1)) {
+        for part in src
+            .split("env::var(\"")
+            .skip(1)
+            .chain(src.split("env::var_os(\"").skip(1))
+        {
             let name = part.split('"').next().unwrap();
             if !readme.contains(&format!("`{name}`")) {
                 missing.push(format!("{name} ({})", e.display()));

@@ -1397,16 +1397,20 @@ fn builds_that_cannot_or_need_not_boot_the_guest_do_not_wait_for_it() {
         .unwrap();
         p
     };
+    let build = |r: &Path| {
+        let out = kiln()
+            .arg("build")
+            .arg(r)
+            .arg("-o")
+            .arg(dir.path().join("out"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out, err)
+    };
     // Nothing to run in the guest: no boot at all, and still a complete, sysprepped image.
     let r = recipe("noboot", "planted.qcow2", "");
-    let out = kiln()
-        .arg("build")
-        .arg(&r)
-        .arg("-o")
-        .arg(dir.path().join("out"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (out, err) = build(&r);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(
         err.contains("no provisioning steps: the build VM is not booted"),
@@ -1423,14 +1427,7 @@ fn builds_that_cannot_or_need_not_boot_the_guest_do_not_wait_for_it() {
     std::fs::copy(&disk, &bare).unwrap();
     guestfish_rw(&bare, "rm /usr/bin/cloud-init\n");
     let r = recipe("bare", "bare.qcow2", "provision:\n  - run: [\"true\"]\n");
-    let out = kiln()
-        .arg("build")
-        .arg(&r)
-        .arg("-o")
-        .arg(dir.path().join("out"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (out, err) = build(&r);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("has no cloud-init"), "{err}");
     assert!(!err.contains("started domain"), "{err}");
