@@ -933,7 +933,9 @@ impl Stage<BuildContext> for SysprepStage {
         ctx.sysprep_removed.extend(removed);
         if !secrets.is_empty() {
             // Beside the image, not in it or its log: readable by the owner only.
-            let file = ctx.final_dir.with_extension("passwords");
+            let file = ctx
+                .final_dir
+                .with_file_name(format!("{}.passwords", ctx.plan.slug()));
             write_private(&file, &(secrets.join("\n") + "\n"))
                 .with_context(|| format!("writing the random passwords to {}", file.display()))?;
             tracing::info!(
