@@ -834,3 +834,26 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_build_that_asks_for_glance_fails_at_once_without_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let recipe = example_copy(dir.path(), |t| {
+        let (head, _) = t.split_once("\npublish:\n").unwrap();
+        format!("{head}\npublish:\n  glance:\n    name: \"{{{{name}}}}-{{{{version}}}}\"\n")
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["build", recipe.to_str().unwrap(), "-o", "out"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("publish.glance: cloud configuration"), "{err}");
+    assert!(err.contains("--no-glance"), "{err}");
+    assert!(!dir.path().join("out").exists(), "nothing may start");
+}
