@@ -298,17 +298,29 @@ pub fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<Pa
 
     tracing::info!("installing GRUB with the image's own GRUB tools (libguestfs)");
     let tcg = super::provision::need_tcg(ctx)?;
-    let g = crate::guest::Guest::open_device(&raw, "raw", tcg, "/dev/sda1")?;
-    for step in grub_steps() {
-        match step {
-            GrubStep::Write(path, content) => g.write(path, content.as_bytes())?,
-            GrubStep::Run(argv) => {
-                g.command(argv)?;
+    // grub-bios-setup now and then refuses the disk ("embedding is not possible, but this is
+    // required for cross-disk install") and succeeds in a fresh appliance on the same disk:
+    // the steps are idempotent, so they are run once more before giving up.
+    let install = || -> Result<(), crate::guest::GuestError> {
+        let g = crate::guest::Guest::open_device(&raw, "raw", tcg, "/dev/sda1")?;
+        for step in grub_steps() {
+            match step {
+                GrubStep::Write(path, content) => g.write(path, content.as_bytes())?,
+                GrubStep::Run(argv) => {
+                    g.command(argv)?;
+                }
+                GrubStep::Remove(path) => g.rm_rf(path)?,
             }
-            GrubStep::Remove(path) => g.rm_rf(path)?,
         }
+        g.close()
+    };
+    if let Err(e) = install() {
+        if ctx.cancel.is_cancelled() {
+            bail!("interrupted");
+        }
+        tracing::warn!("installing GRUB failed ({e}); trying once more in a new appliance");
+        install()?;
     }
-    g.close()?;
     if ctx.cancel.is_cancelled() {
         bail!("interrupted");
     }
