@@ -780,6 +780,9 @@ fn guestfish_rw(image: &Path, script: &str) {
 }
 
 /// What virt-sysprep's operations act on, Debian-style, planted into a real image.
+/// Also the edges where a glob meets a directory or a dot-file. Not a directory directly under
+/// /var/spool/atjobs: virt-sysprep 1.48's cron-spool then fails ("rm: … Is a directory"), where
+/// kiln leaves it.
 const PLANT: &str = "\
 write /root/.bash_history \"secret\\n\"\n\
 mkdir-p /home/bob/.ssh\n\
@@ -861,7 +864,7 @@ mkdir-p /etc/firewalld/icmptypes\nwrite /etc/firewalld/icmptypes/x.xml \"stays\"
 write /var/cache/apt/archives/partial/y.deb \"deb\"\nwrite /var/cache/apt/archives/lock \"l\"\n\
 mkdir-p /var/spool/cron/crontabs/sub\nwrite /var/spool/cron/crontabs/sub/f \"f\"\n\
 mkdir-p /var/spool/cron/atjobs\nwrite /var/spool/cron/atjobs/.SEQ \"00042\\n\"\nwrite /var/spool/atjobs/.SEQ \"00007\\n\"\n\
-mkdir-p /var/spool/atjobs/sub\nmkdir-p /var/lib/puppet/a/b\nwrite /var/lib/puppet/a/b/c \"p\"\n\
+mkdir-p /var/lib/puppet/a/b\nwrite /var/lib/puppet/a/b/c \"p\"\n\
 mkdir-p /var/lib/sss/db/sub\nmkdir-p /var/log/sssd/sub\nwrite /var/log/sssd/sub/old.log \"stays\"\n\
 mkdir-p /var/mail/sub\nwrite /var/mail/sub/f \"m\"\n";
 
