@@ -126,8 +126,8 @@ impl Drop for PartGuard {
 /// streamOptimized vmdk outputs are written by kiln's parallel writer (`crate::vmdk`) unless
 /// `KILN_VMDK_WRITER=qemu-img` asks for qemu-img's single-threaded one.
 pub fn native_stream_vmdk(out: &OutputPlan) -> bool {
-    out.format == crate::recipe::model::Format::Vmdk
-        && out.subformat == Some(crate::recipe::model::Subformat::StreamOptimized)
+    out.format == crate::vocab::Format::Vmdk
+        && out.subformat == Some(crate::vocab::Subformat::StreamOptimized)
         && std::env::var("KILN_VMDK_WRITER").as_deref() != Ok("qemu-img")
 }
 
@@ -154,7 +154,7 @@ pub fn planned(job: &Job) -> Vec<String> {
     let mut v = Vec::new();
     if native_stream_vmdk(&job.out) {
         let raw = raw_part_path(&job.dst, &name);
-        let raw_plan = OutputPlan::new(crate::recipe::model::Format::Raw);
+        let raw_plan = OutputPlan::new(crate::vocab::Format::Raw);
         v.push(process::display(&crate::qemu_img::convert_argv(
             &job.src,
             &job.src_format,
@@ -214,7 +214,7 @@ pub fn convert_one(job: &Job, cancel: &Cancel) -> Result<Converted, ConvertError
         // parallel deflate (qemu-img's own writer compresses on one thread).
         let raw = raw_part_path(&job.dst, &name);
         let _raw_guard = PartGuard(Some(raw.clone()));
-        let raw_plan = OutputPlan::new(crate::recipe::model::Format::Raw);
+        let raw_plan = OutputPlan::new(crate::vocab::Format::Raw);
         let argv = crate::qemu_img::convert_argv(&job.src, &job.src_format, &raw, &raw_plan);
         process::run(&argv, &Opts::default(), cancel).map_err(|source| ConvertError::Convert {
             src: job.src.clone(),

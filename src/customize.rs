@@ -405,7 +405,7 @@ pub fn parse(name: &str, arg: &str, base: &Path) -> Result<Customize, String> {
         }
         "selinux-relabel" => Customize::SelinuxRelabel,
         other => {
-            let hint = crate::recipe::suggest(other, OPERATIONS.iter().map(|o| o.0))
+            let hint = crate::suggest::suggest(other, OPERATIONS.iter().map(|o| o.0))
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
             return Err(format!("unknown customize operation `{other}`{hint}"));

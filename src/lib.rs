@@ -19,12 +19,15 @@ pub mod plan;
 pub mod process;
 pub mod progress;
 pub mod qemu_img;
+pub mod quote;
 pub mod recipe;
 pub mod seed;
 pub mod stages;
+pub mod suggest;
 pub mod sysprep;
 pub mod templates;
 pub mod vmdk;
+pub mod vocab;
 
 /// Exit codes, as documented in the README.
 pub mod exit {

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::convert::{Converted, SourceSizes};
-use crate::pipeline::context::{BuildContext, Tools};
 use crate::pipeline::StageRecord;
 
 #[derive(Debug, Serialize)]
@@ -30,69 +29,16 @@ pub struct Manifest {
     pub outputs: Vec<Converted>,
     pub published: serde_json::Value,
     /// The recipe's `publish.glance`, resolved (names rendered): what `kiln publish` repeats.
-    pub publish_glance: Option<crate::glance::publish::Settings>,
+    pub publish_glance: Option<crate::plan::GlanceSettings>,
 }
 
-impl Manifest {
-    pub fn from_context(ctx: &BuildContext) -> Self {
-        let plan = &ctx.plan;
-        let source = match &plan.source {
-            crate::plan::SourcePlan::Installer(i) => serde_json::json!({
-                "installer": {
-                    "kind": i.kind.as_str(),
-                    "media": i.media,
-                    "delivery": i.delivery,
-                    "cmdline": i.cmdline,
-                }
-            }),
-            crate::plan::SourcePlan::Bootstrap(b) => serde_json::json!({
-                "bootstrap": {
-                    "distro": b.distro, "suite": b.suite, "mirror": b.mirror,
-                    "packages": b.packages, "cache_key": b.cache_key(),
-                }
-            }),
-            crate::plan::SourcePlan::Image {
-                url,
-                path,
-                checksum,
-                ..
-            } => serde_json::json!({
-                "image": {
-                    "url": url, "path": path,
-                    "checksum": checksum.as_ref().map(|c| c.to_string()),
-                }
-            }),
-        };
-        Manifest {
-            name: plan.name.clone(),
-            version: plan.version.clone(),
-            recipe: plan.recipe_path.display().to_string(),
-            recipe_sha256: plan.recipe_sha256.clone(),
-            built_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            elements: plan.elements.iter().map(|e| e.name.clone()).collect(),
-            source,
-            accelerator: match ctx.tcg {
-                Some(true) => "tcg".into(),
-                Some(false) => "kvm".into(),
-                None => "none".into(),
-            },
-            tools: ctx.tools.clone(),
-            stages: ctx.records.clone(),
-            sysprep: ctx.sysprep_removed.iter().cloned().collect(),
-            sparsify: ctx.sparsify.clone(),
-            properties: plan.properties.clone(),
-            source_disk: ctx.source_disk.clone(),
-            outputs: ctx.outputs.clone(),
-            published: serde_json::json!({
-                "local": ctx.final_dir.display().to_string(),
-                "glance": [],
-            }),
-            publish_glance: plan.publish.glance.clone(),
-        }
-    }
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Tools {
+    pub kiln: String,
+    #[serde(rename = "qemu-img")]
+    pub qemu_img: String,
+    pub libvirt: String,
+    pub libguestfs: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::recipe::model::{Accel, Compression, DefaultUser, Format, Subformat};
+use crate::vocab::{
+    Accel, AnswerKind, Compression, DefaultUser, Delivery, Format, Method, Subformat,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
@@ -24,7 +26,7 @@ pub struct Plan {
     pub cloud_init: CloudInitPlan,
     pub sysprep: Vec<&'static str>,
     /// Arguments of sysprep operations and the customize steps.
-    pub sysprep_options: crate::stages::sysprep::Options,
+    pub sysprep_options: SysprepOptions,
     pub outputs: Vec<OutputPlan>,
     pub publish: PublishPlan,
     pub templates: TemplateSources,
@@ -125,10 +127,10 @@ pub struct AnswerVars {
 #[derive(Debug, Clone, Serialize)]
 pub struct InstallerPlan {
     pub media: Media,
-    pub kind: crate::recipe::model::AnswerKind,
+    pub kind: AnswerKind,
     /// A recipe's own answer-file template (else the built-in one).
     pub template: Option<PathBuf>,
-    pub delivery: crate::recipe::model::Delivery,
+    pub delivery: Delivery,
     /// The whole kernel command line.
     pub cmdline: String,
     pub answers: AnswerVars,
@@ -139,7 +141,6 @@ pub struct InstallerPlan {
 impl InstallerPlan {
     /// The answer file's name where the installer looks for it.
     pub fn answer_file_name(&self) -> &'static str {
-        use crate::recipe::model::AnswerKind;
         match self.kind {
             AnswerKind::Preseed => "preseed.cfg",
             AnswerKind::Kickstart => "ks.cfg",
@@ -162,7 +163,7 @@ impl BootstrapPlan {
     /// Content address of the base disk: same inputs, same cached disk.
     pub fn cache_key(&self) -> String {
         let mut h = Sha256::new();
-        h.update(crate::stages::bootstrap::RECIPE_REVISION.as_bytes());
+        h.update(RECIPE_REVISION.as_bytes());
         for part in [&self.distro, &self.suite, &self.mirror] {
             h.update(part.as_bytes());
             h.update([0]);
@@ -292,7 +293,7 @@ impl OutputPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct PublishPlan {
     pub local_dir: Option<PathBuf>,
-    pub glance: Option<crate::glance::publish::Settings>,
+    pub glance: Option<GlanceSettings>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -302,3 +303,63 @@ pub struct TemplateSources {
     pub meta_data: Option<PathBuf>,
     pub network_config: Option<PathBuf>,
 }
+
+/// Bump when the way bootstrapped base disks are made changes: it is part of the cache key.
+pub const RECIPE_REVISION: &str = "kiln-bootstrap-2";
+
+/// Arguments of the operations that take them (virt-sysprep's flags of the same names) and
+/// the customize steps of the `customize` operation.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SysprepOptions {
+    /// `--remove-user-accounts`: only these (default: every non-system account).
+    pub remove_user_accounts: Vec<String>,
+    /// `--keep-user-accounts`: never these.
+    pub keep_user_accounts: Vec<String>,
+    /// `--script`: host commands run with the guest's root as working directory.
+    pub scripts: Vec<String>,
+    /// The `customize` operation's steps, in order.
+    pub customize: Vec<crate::customize::Customize>,
+}
+
+/// Publishing settings, resolved from the recipe (kept in manifest.json so `kiln publish`
+/// can repeat them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GlanceSettings {
+    pub cloud: Option<String>,
+    /// Rendered image name (one per format).
+    pub names: std::collections::BTreeMap<String, String>,
+    pub container_format: String,
+    pub visibility: String,
+    pub protected: bool,
+    pub min_ram: u64,
+    pub min_disk: Option<u64>,
+    pub tags: Vec<String>,
+    pub properties: std::collections::BTreeMap<String, String>,
+    pub members: Vec<String>,
+    pub method: Method,
+    /// web-download sources, per format.
+    #[serde(default)]
+    pub uris: std::collections::BTreeMap<String, String>,
+    pub stores: Vec<String>,
+    pub keep: Option<usize>,
+    /// Formats to publish (qemu-img names), in order.
+    pub formats: Vec<String>,
+    pub import_timeout: u64,
+    /// The recipe's name: the `kiln_recipe` property rotation selects by.
+    pub recipe: String,
+}
+
+/// What any bootable base needs; elements add the rest (cloud-init, ssh, ...).
+pub const BASE_PACKAGES: &[&str] = &[
+    "linux-image-cloud-amd64",
+    "grub-pc",
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "ifupdown",
+    "isc-dhcp-client",
+    "netbase",
+    "iproute2",
+    "e2fsprogs",
+    "ca-certificates",
+];

@@ -76,7 +76,7 @@ pub fn display(argv: &[String]) -> String {
             {
                 a.clone()
             } else {
-                crate::seed::sh_quote(a)
+                crate::quote::sh(a)
             }
         })
         .collect::<Vec<_>>()

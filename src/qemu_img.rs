@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::plan::OutputPlan;
 use crate::process::{self, Cancel, CommandError};
-use crate::recipe::model::{Format, Subformat};
+use crate::vocab::{Format, Subformat};
 
 fn s(p: &Path) -> String {
     p.display().to_string()
@@ -192,7 +192,7 @@ pub fn info_chain(path: &Path, cancel: &Cancel) -> Result<Vec<Info>, QemuImgErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recipe::model::Compression;
+    use crate::vocab::Compression;
 
     fn out(format: Format) -> OutputPlan {
         OutputPlan::new(format)

@@ -14,11 +14,6 @@ pub const STATUS_FILE: &str = "/var/lib/kiln/status";
 pub const DONE_MARKER: &str = "KILN-PROVISION-DONE";
 pub const FAILED_MARKER: &str = "KILN-PROVISION-FAILED";
 
-/// Single-quote for POSIX sh.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
@@ -89,20 +84,20 @@ pkg_install() {
         let _ = writeln!(s, "\nSTEP={n}\necho \"kiln: step {n}/{total}: {kind}\"");
         match step {
             ProvisionStep::Packages(p) => {
-                let args: Vec<String> = p.iter().map(|x| sh_quote(x)).collect();
+                let args: Vec<String> = p.iter().map(|x| crate::quote::sh(x)).collect();
                 let _ = writeln!(s, "pkg_install {}", args.join(" "));
             }
             ProvisionStep::Files(files) => {
                 for f in files {
-                    let path = sh_quote(&f.path);
+                    let path = crate::quote::sh(&f.path);
                     let _ = writeln!(s, "mkdir -p \"$(dirname {path})\"");
                     let _ = writeln!(
                         s,
                         "echo {} | base64 -d > {path}",
-                        sh_quote(&b64(&f.content))
+                        crate::quote::sh(&b64(&f.content))
                     );
                     let _ = writeln!(s, "chmod {:o} {path}", f.mode);
-                    let _ = writeln!(s, "chown {} {path}", sh_quote(&f.owner));
+                    let _ = writeln!(s, "chown {} {path}", crate::quote::sh(&f.owner));
                 }
             }
             ProvisionStep::Run(cmds) => {
@@ -112,26 +107,26 @@ pkg_install() {
                         "echo \"kiln: step {n}/{total}: command {}/{}\"\n/bin/sh -ec {}",
                         j + 1,
                         cmds.len(),
-                        sh_quote(c)
+                        crate::quote::sh(c)
                     );
                 }
             }
             ProvisionStep::Users(users) => {
                 for u in users {
-                    let name = sh_quote(&u.name);
+                    let name = crate::quote::sh(&u.name);
                     let _ = writeln!(
                         s,
                         "id -u {name} >/dev/null 2>&1 || useradd -m -s {} {name}",
-                        sh_quote(&u.shell)
+                        crate::quote::sh(&u.shell)
                     );
                     for g in &u.groups {
-                        let _ = writeln!(s, "usermod -aG {} {name}", sh_quote(g));
+                        let _ = writeln!(s, "usermod -aG {} {name}", crate::quote::sh(g));
                     }
                     if u.sudo {
                         let _ = writeln!(
                             s,
                             "mkdir -p /etc/sudoers.d && echo {} > /etc/sudoers.d/90-kiln-{} && chmod 0440 /etc/sudoers.d/90-kiln-{}",
-                            sh_quote(&format!("{} ALL=(ALL) NOPASSWD:ALL", u.name)),
+                            crate::quote::sh(&format!("{} ALL=(ALL) NOPASSWD:ALL", u.name)),
                             u.name,
                             u.name
                         );
@@ -141,11 +136,11 @@ pkg_install() {
                         let _ = writeln!(
                             s,
                             "h=$(getent passwd {name} | cut -d: -f6); mkdir -p \"$h/.ssh\"; echo {} | base64 -d >> \"$h/.ssh/authorized_keys\"; chmod 700 \"$h/.ssh\"; chmod 600 \"$h/.ssh/authorized_keys\"; chown -R {name}: \"$h/.ssh\"",
-                            sh_quote(&b64(keys.as_bytes()))
+                            crate::quote::sh(&b64(keys.as_bytes()))
                         );
                     }
                     if let Some(hash) = &u.password_hash {
-                        let _ = writeln!(s, "usermod -p {} {name}", sh_quote(hash));
+                        let _ = writeln!(s, "usermod -p {} {name}", crate::quote::sh(hash));
                     }
                 }
             }
@@ -261,7 +256,7 @@ mod tests {
 
     #[test]
     fn quoting_survives_single_quotes() {
-        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(crate::quote::sh("it's"), r"'it'\''s'");
     }
 
     #[test]

@@ -216,7 +216,7 @@ pub fn resolve(words: &[String]) -> Result<Vec<&'static str>, Vec<(usize, String
             match OPERATIONS.iter().position(|o| o.name == name) {
                 Some(j) => enabled[j] = on,
                 None => {
-                    let hint = crate::recipe::suggest(name, OPERATIONS.iter().map(|o| o.name))
+                    let hint = crate::suggest::suggest(name, OPERATIONS.iter().map(|o| o.name))
                         .map(|s| format!(" (did you mean `{s}`?)"))
                         .unwrap_or_default();
                     errors.push((

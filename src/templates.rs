@@ -135,7 +135,7 @@ fn template_position(e: &handlebars::RenderError) -> Option<(usize, usize)> {
 /// the answer kind. Sees the answer variables, `lvm`, `packages_line`, `ubuntu`, `password_hash` and
 /// `vars`.
 pub fn render_answers(plan: &Plan) -> Result<Option<String>, TemplateError> {
-    use crate::recipe::model::AnswerKind;
+    use crate::vocab::AnswerKind;
     let crate::plan::SourcePlan::Installer(inst) = &plan.source else {
         return Ok(None);
     };

@@ -4,6 +4,9 @@
 //! the generated bindings lack (custom properties), and Glance's JSON error messages.
 
 pub mod publish;
+pub use crate::vocab::{
+    GLANCE_CORE_ATTRIBUTES as CORE_ATTRIBUTES, GLANCE_READ_ONLY_ATTRIBUTES as READ_ONLY_ATTRIBUTES,
+};
 mod transfer;
 
 pub use transfer::{verify, Transferred, UploadOptions};
@@ -415,39 +418,6 @@ pub fn pick_endpoint(
         )
     })
 }
-
-/// The writable core attributes of an image (everything else is a custom property).
-pub const CORE_ATTRIBUTES: &[&str] = &[
-    "name",
-    "visibility",
-    "protected",
-    "min_disk",
-    "min_ram",
-    "disk_format",
-    "container_format",
-    "tags",
-    "os_hidden",
-];
-
-/// Read-only attributes: neither settable nor usable as property names.
-pub const READ_ONLY_ATTRIBUTES: &[&str] = &[
-    "id",
-    "status",
-    "owner",
-    "size",
-    "virtual_size",
-    "checksum",
-    "os_hash_algo",
-    "os_hash_value",
-    "created_at",
-    "updated_at",
-    "file",
-    "schema",
-    "self",
-    "direct_url",
-    "locations",
-    "stores",
-];
 
 impl Glance {
     fn expect_json(

@@ -13,35 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{Glance, GlanceError, UploadOptions};
+pub use crate::plan::GlanceSettings as Settings;
 use crate::process::Cancel;
-
-/// How the data gets into Glance.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// `PUT /v2/images/{id}/file` (streamed, verified).
-    #[default]
-    Upload,
-    /// Stage the data, then import it (Glance runs its import plugins).
-    GlanceDirect,
-    /// Glance fetches the data from `uri` itself.
-    WebDownload,
-    /// Upload, then have Glance copy the image into the other `stores` (admin).
-    CopyImage,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Upload => "upload",
-            Method::GlanceDirect => "glance-direct",
-            Method::WebDownload => "web-download",
-            Method::CopyImage => "copy-image",
-        }
-    }
-}
+pub use crate::vocab::Method;
 
 /// Everything needed to make one image.
 #[derive(Debug, Clone)]
@@ -368,34 +342,6 @@ pub struct Output {
     pub disk_format: String,
     pub sha512: String,
     pub virtual_size: u64,
-}
-
-/// Publishing settings, resolved from the recipe (kept in manifest.json so `kiln publish`
-/// can repeat them).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Settings {
-    pub cloud: Option<String>,
-    /// Rendered image name (one per format).
-    pub names: std::collections::BTreeMap<String, String>,
-    pub container_format: String,
-    pub visibility: String,
-    pub protected: bool,
-    pub min_ram: u64,
-    pub min_disk: Option<u64>,
-    pub tags: Vec<String>,
-    pub properties: std::collections::BTreeMap<String, String>,
-    pub members: Vec<String>,
-    pub method: Method,
-    /// web-download sources, per format.
-    #[serde(default)]
-    pub uris: std::collections::BTreeMap<String, String>,
-    pub stores: Vec<String>,
-    pub keep: Option<usize>,
-    /// Formats to publish (qemu-img names), in order.
-    pub formats: Vec<String>,
-    pub import_timeout: u64,
-    /// The recipe's name: the `kiln_recipe` property rotation selects by.
-    pub recipe: String,
 }
 
 /// What `published.glance` in manifest.json says about one image.

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{Outcome, Records, StageRecord};
 use crate::guest::Guest;
 use crate::libvirt::Libvirt;
+use crate::manifest::{Manifest, Tools};
 use crate::plan::Plan;
 use crate::process::Cancel;
 
@@ -52,13 +53,12 @@ pub struct BaseDisk {
     pub virtual_size: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Tools {
-    pub kiln: String,
-    #[serde(rename = "qemu-img")]
-    pub qemu_img: String,
-    pub libvirt: String,
-    pub libguestfs: String,
+/// Installer media in the cache (or in place), verified.
+#[derive(Debug, Clone, Default)]
+pub struct InstallMedia {
+    pub iso: Option<PathBuf>,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
 }
 
 pub struct BuildContext {
@@ -83,7 +83,7 @@ pub struct BuildContext {
     // Typed results, filled in by the stages in order.
     pub base: Option<BaseDisk>,
     /// Installer sources: the fetched ISO or kernel + initrd.
-    pub install_media: Option<crate::stages::source::InstallMedia>,
+    pub install_media: Option<InstallMedia>,
     /// The build disk (qcow2 overlay over the base).
     pub disk: Option<PathBuf>,
     /// Whether guests (and the libguestfs appliance) must use TCG.
@@ -251,5 +251,69 @@ fn inspect_hint(r: &Resource) -> String {
             " — inspect with `kiln image --os-cloud {cloud} show {id}`; remove with `kiln image --os-cloud {cloud} delete {id}`"
         ),
         _ => String::new(),
+    }
+}
+
+impl BuildContext {
+    /// The manifest of this build as it stands.
+    pub fn manifest(&self) -> Manifest {
+        let ctx = self;
+        let plan = &ctx.plan;
+        let source = match &plan.source {
+            crate::plan::SourcePlan::Installer(i) => serde_json::json!({
+                "installer": {
+                    "kind": i.kind.as_str(),
+                    "media": i.media,
+                    "delivery": i.delivery,
+                    "cmdline": i.cmdline,
+                }
+            }),
+            crate::plan::SourcePlan::Bootstrap(b) => serde_json::json!({
+                "bootstrap": {
+                    "distro": b.distro, "suite": b.suite, "mirror": b.mirror,
+                    "packages": b.packages, "cache_key": b.cache_key(),
+                }
+            }),
+            crate::plan::SourcePlan::Image {
+                url,
+                path,
+                checksum,
+                ..
+            } => serde_json::json!({
+                "image": {
+                    "url": url, "path": path,
+                    "checksum": checksum.as_ref().map(|c| c.to_string()),
+                }
+            }),
+        };
+        Manifest {
+            name: plan.name.clone(),
+            version: plan.version.clone(),
+            recipe: plan.recipe_path.display().to_string(),
+            recipe_sha256: plan.recipe_sha256.clone(),
+            built_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            elements: plan.elements.iter().map(|e| e.name.clone()).collect(),
+            source,
+            accelerator: match ctx.tcg {
+                Some(true) => "tcg".into(),
+                Some(false) => "kvm".into(),
+                None => "none".into(),
+            },
+            tools: ctx.tools.clone(),
+            stages: ctx.records.clone(),
+            sysprep: ctx.sysprep_removed.iter().cloned().collect(),
+            sparsify: ctx.sparsify.clone(),
+            properties: plan.properties.clone(),
+            source_disk: ctx.source_disk.clone(),
+            outputs: ctx.outputs.clone(),
+            published: serde_json::json!({
+                "local": ctx.final_dir.display().to_string(),
+                "glance": [],
+            }),
+            publish_glance: plan.publish.glance.clone(),
+        }
     }
 }

@@ -207,7 +207,7 @@ fn visit(
     }
     let Some(origin) = find(name, search) else {
         let names: Vec<String> = all(search).into_iter().map(|(n, _)| n).collect();
-        let hint = super::suggest(name, names.iter().map(String::as_str))
+        let hint = crate::suggest::suggest(name, names.iter().map(String::as_str))
             .map(|s| format!(" (did you mean `{s}`?)"))
             .unwrap_or_default();
         let searched: Vec<String> = search

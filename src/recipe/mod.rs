@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-pub use schema_check::suggest;
+pub use crate::suggest::suggest;
 pub use yaml::Diagnostic;
 
 use crate::plan::*;
@@ -384,7 +384,7 @@ impl Resolver<'_> {
             &mut self.errors,
         ));
         let sp = r.sysprep.clone().unwrap_or_default();
-        let sysprep_options = crate::stages::sysprep::Options {
+        let sysprep_options = crate::plan::SysprepOptions {
             remove_user_accounts: sp.remove_user_accounts,
             keep_user_accounts: sp.keep_user_accounts,
             scripts: sp.scripts,
@@ -721,7 +721,7 @@ impl Resolver<'_> {
                         }
                     },
                 };
-                let mut packages: Vec<String> = crate::stages::bootstrap::BASE_PACKAGES
+                let mut packages: Vec<String> = crate::plan::BASE_PACKAGES
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
@@ -861,8 +861,9 @@ impl Resolver<'_> {
         outputs: &[OutputPlan],
         properties: &BTreeMap<String, String>,
         vars: &BTreeMap<String, String>,
-    ) -> Option<crate::glance::publish::Settings> {
-        use crate::glance::publish::{Method, Settings};
+    ) -> Option<crate::plan::GlanceSettings> {
+        use crate::plan::GlanceSettings as Settings;
+        use crate::vocab::Method;
         let before = self.errors.len();
         let formats: Vec<Format> = if g.formats.is_empty() {
             outputs.iter().map(|o| o.format).take(1).collect()
@@ -1024,8 +1025,8 @@ impl Resolver<'_> {
         let mut all_props = properties.clone();
         all_props.extend(g.properties.clone());
         for k in all_props.keys() {
-            let reserved = crate::glance::CORE_ATTRIBUTES.contains(&k.as_str())
-                || crate::glance::READ_ONLY_ATTRIBUTES.contains(&k.as_str())
+            let reserved = crate::vocab::GLANCE_CORE_ATTRIBUTES.contains(&k.as_str())
+                || crate::vocab::GLANCE_READ_ONLY_ATTRIBUTES.contains(&k.as_str())
                 || k.starts_with("os_glance")
                 || k == "kiln_recipe"
                 || k == "kiln_format";

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::vocab::{Accel, AnswerKind, Compression, DefaultUser, Delivery, Format, Subformat};
+
 /// A kiln recipe: how to bake one golden image.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -88,36 +90,6 @@ pub struct FileSource {
     /// file; required with `url`.
     #[serde(default)]
     pub checksum: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AnswerKind {
-    /// debian-installer (Debian; Ubuntu up to 18.04).
-    Preseed,
-    /// subiquity (Ubuntu 20.04 and later): cloud-init user-data with an `autoinstall` key.
-    Autoinstall,
-    /// anaconda (RHEL, Rocky, Alma, Fedora).
-    Kickstart,
-}
-
-impl AnswerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnswerKind::Preseed => "preseed",
-            AnswerKind::Autoinstall => "autoinstall",
-            AnswerKind::Kickstart => "kickstart",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Delivery {
-    /// Appended to the initrd as an extra cpio archive (virt-install --initrd-inject).
-    Initrd,
-    /// On a labelled seed disk: `cidata` (autoinstall) or `OEMDRV` (kickstart).
-    Seed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -304,17 +276,6 @@ impl Default for Vm {
     }
 }
 
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    #[default]
-    Auto,
-    Kvm,
-    Tcg,
-}
-
 /// One provisioning step: a mapping with exactly one key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -378,19 +339,6 @@ pub struct CloudInit {
     /// cloud-init's default user in the golden image.
     #[serde(default)]
     pub default_user: Option<DefaultUser>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DefaultUser {
-    pub name: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    #[serde(default)]
-    pub shell: Option<String>,
-    /// Passwordless sudo (default true).
-    #[serde(default)]
-    pub sudo: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -504,111 +452,6 @@ pub struct OutputSpec {
     pub cluster_size: Option<SizeSpec>,
 }
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
-)]
-pub enum Subformat {
-    #[serde(rename = "monolithicSparse")]
-    #[value(name = "monolithicSparse")]
-    MonolithicSparse,
-    #[serde(rename = "streamOptimized")]
-    #[value(name = "streamOptimized")]
-    StreamOptimized,
-    #[serde(rename = "dynamic")]
-    #[value(name = "dynamic")]
-    Dynamic,
-    #[serde(rename = "fixed")]
-    #[value(name = "fixed")]
-    Fixed,
-}
-
-impl Subformat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Subformat::MonolithicSparse => "monolithicSparse",
-            Subformat::StreamOptimized => "streamOptimized",
-            Subformat::Dynamic => "dynamic",
-            Subformat::Fixed => "fixed",
-        }
-    }
-    /// Which formats accept it.
-    pub fn fits(self, f: Format) -> bool {
-        match self {
-            Subformat::MonolithicSparse | Subformat::StreamOptimized => f == Format::Vmdk,
-            Subformat::Dynamic | Subformat::Fixed => f == Format::Vpc,
-        }
-    }
-}
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    Zlib,
-    Zstd,
-}
-
-impl Compression {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::Zlib => "zlib",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Qcow2,
-    Raw,
-    Vmdk,
-    Vdi,
-    Vhdx,
-    /// VHD (Glance: vhd)
-    Vpc,
-    Qed,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Qcow2 => "qcow2",
-            Format::Raw => "raw",
-            Format::Vmdk => "vmdk",
-            Format::Vdi => "vdi",
-            Format::Vhdx => "vhdx",
-            Format::Vpc => "vpc",
-            Format::Qed => "qed",
-        }
-    }
-    /// Glance's `disk_format` name (qed has none: Glance does not accept it).
-    pub fn glance_disk_format(self) -> Option<&'static str> {
-        match self {
-            Format::Vpc => Some("vhd"),
-            Format::Qed => None,
-            f => Some(f.as_str()),
-        }
-    }
-    /// Does `qemu-img check` support the format?
-    pub fn checkable(self) -> bool {
-        matches!(
-            self,
-            Format::Qcow2 | Format::Vmdk | Format::Vhdx | Format::Vdi | Format::Qed
-        )
-    }
-    /// File extension of the output.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::Vpc => "vhd",
-            f => f.as_str(),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Publish {
@@ -683,7 +526,7 @@ pub struct GlancePublish {
     pub members: Vec<String>,
     /// upload (default), glance-direct, web-download or copy-image.
     #[serde(default)]
-    pub method: crate::glance::publish::Method,
+    pub method: crate::vocab::Method,
     /// web-download: where Glance fetches each output (a template like `name`).
     #[serde(default)]
     pub uri: Option<String>,

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::yaml::{pointer_segment, Diagnostic, Document};
+use crate::suggest::suggest;
 
 /// Validate `doc` against `schema`; returns all problems found.
 pub fn check(doc: &Document, schema: &Value) -> Vec<Diagnostic> {
@@ -76,16 +77,6 @@ pub fn without(value: &Value, findings: &[Finding]) -> Option<(Value, Vec<String
         }
     }
     Some((v, removed))
-}
-
-/// The closest candidate to `word`, if it is close enough to be a plausible typo.
-pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
 }
 
 fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {

@@ -12,23 +12,9 @@ use crate::pipeline::context::{BuildContext, Resource};
 use crate::plan::BootstrapPlan;
 use crate::process::{self, argv, Opts};
 
-/// Bump when the way base disks are made changes: it is part of the cache key.
-pub const RECIPE_REVISION: &str = "kiln-bootstrap-2";
+pub use crate::plan::RECIPE_REVISION;
 
-/// What any bootable base needs; elements add the rest (cloud-init, ssh, ...).
-pub const BASE_PACKAGES: &[&str] = &[
-    "linux-image-cloud-amd64",
-    "grub-pc",
-    "systemd-sysv",
-    "udev",
-    "dbus",
-    "ifupdown",
-    "isc-dhcp-client",
-    "netbase",
-    "iproute2",
-    "e2fsprogs",
-    "ca-certificates",
-];
+pub use crate::plan::BASE_PACKAGES;
 
 /// The filesystem UUID is derived from the cache key so that fstab and grub.cfg are stable
 /// (and the base disk reproducible).

@@ -14,9 +14,9 @@ use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::{Outcome, Stage};
 use crate::plan::SourcePlan;
 use crate::process::{self, Opts};
-use crate::recipe::model::Accel;
 use crate::seed::{self, TemplateContext};
 use crate::templates::{self, Kind};
+use crate::vocab::Accel;
 
 pub struct ProvisionStage;
 

@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::manifest::Manifest;
 use crate::pipeline::context::BuildContext;
 use crate::pipeline::{Outcome, Stage, StageStatus};
 
@@ -27,7 +26,7 @@ impl Stage<BuildContext> for PublishStage {
             rec.status = StageStatus::Ok;
             rec.seconds = (t.elapsed().as_secs_f64() * 10.0).round() / 10.0;
         }
-        let manifest = Manifest::from_context(ctx);
+        let manifest = ctx.manifest();
         let path = ctx.out.join("manifest.json");
         std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;

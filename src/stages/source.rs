@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use sha2::{Digest, Sha256, Sha512};
 
-use crate::pipeline::context::{BaseDisk, BuildContext, Resource};
+use crate::pipeline::context::{BaseDisk, BuildContext, InstallMedia, Resource};
 use crate::pipeline::{Outcome, Stage};
 use crate::plan::{Checksum, SourcePlan};
 use crate::progress::Progress;
@@ -95,14 +95,6 @@ impl Stage<BuildContext> for SourceStage {
         ctx.keep_on_error = keep;
         r
     }
-}
-
-/// Installer media in the cache (or in place), verified.
-#[derive(Debug, Clone, Default)]
-pub struct InstallMedia {
-    pub iso: Option<PathBuf>,
-    pub kernel: Option<PathBuf>,
-    pub initrd: Option<PathBuf>,
 }
 
 /// A source file (image or installer medium): downloaded once into the cache and verified,

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use crate::guest::{Guest, GuestError};
 use crate::pipeline::context::BuildContext;
 use crate::pipeline::{Outcome, Stage};
+pub use crate::plan::SysprepOptions as Options;
 
 pub struct SysprepStage;
 
@@ -217,20 +218,6 @@ fn files_below(g: &Guest, dir: &str, keep: &[&str]) -> Result<Vec<String>, Guest
         }
     }
     Ok(out)
-}
-
-/// Arguments of the operations that take them (virt-sysprep's flags of the same names) and
-/// the customize steps of the `customize` operation.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Options {
-    /// `--remove-user-accounts`: only these (default: every non-system account).
-    pub remove_user_accounts: Vec<String>,
-    /// `--keep-user-accounts`: never these.
-    pub keep_user_accounts: Vec<String>,
-    /// `--script`: host commands run with the guest's root as working directory.
-    pub scripts: Vec<String>,
-    /// The `customize` operation's steps, in order.
-    pub customize: Vec<crate::customize::Customize>,
 }
 
 /// What an operation does to one path.
