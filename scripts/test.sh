@@ -28,4 +28,6 @@ export KILN_GLANCE_VENV=${KILN_GLANCE_VENV:-/opt/kiln-glance-venv}
 cargo test --locked --test glance --test glance_faults -- --ignored --test-threads=1
 cargo test --locked --test e2e -- --ignored --test-threads=1
 # A real unattended install from an installer ISO the test builds itself.
-cargo test --locked --test installer_e2e -- --ignored --nocapture
+# One at a time: both install from the same cached installer medium, and two TCG guests at
+# once on 2 cores would only be slower.
+cargo test --locked --test installer_e2e -- --ignored --nocapture --test-threads=1
