@@ -4,6 +4,7 @@
 //! the typed build context), `stages` (one module per stage), and one module per external
 //! component: `libvirt`, `guest` (libguestfs), `qemu_img`, `seed` (cloud-init NoCloud).
 
+pub mod bootstrap;
 pub mod build;
 pub mod cli;
 pub mod convert;

@@ -477,7 +477,10 @@ echo ==end==\n";
         }
         let t = std::fs::read_to_string(&p).unwrap();
         assert!(!t.contains(&alice_hash), "{name} contains alice's hash");
-        assert!(!t.contains(&root_pw), "{name} contains root's random password");
+        assert!(
+            !t.contains(&root_pw),
+            "{name} contains root's random password"
+        );
         assert!(!t.contains("$6$"), "{name} contains a password hash");
     }
 }

@@ -49,7 +49,7 @@ fn rootfs_tar() -> (PathBuf, String) {
         suite: "bookworm".into(),
         mirror: "http://deb.debian.org/debian".into(),
         security_mirror: Some("http://deb.debian.org/debian-security".into()),
-        packages: kiln::stages::bootstrap::BASE_PACKAGES
+        packages: kiln::bootstrap::BASE_PACKAGES
             .iter()
             .map(|s| s.to_string())
             .chain(["cloud-init", "sudo", "passwd"].map(String::from))
@@ -57,7 +57,7 @@ fn rootfs_tar() -> (PathBuf, String) {
         size_bytes: 3 << 30,
     };
     let key = plan.cache_key();
-    let uuid = kiln::stages::bootstrap::fs_uuid(&key);
+    let uuid = kiln::bootstrap::fs_uuid(&key);
     let dir = cache();
     std::fs::create_dir_all(&dir).unwrap();
     let tar = dir.join(format!("rootfs-{key}.tar"));
@@ -67,11 +67,13 @@ fn rootfs_tar() -> (PathBuf, String) {
     let scratch = tempfile::tempdir_in(&dir).unwrap();
     let rootfs = scratch.path().join("rootfs");
     let customize = scratch.path().join("customize.sh");
-    std::fs::write(&customize, kiln::stages::bootstrap::customize_script(&uuid)).unwrap();
-    let argv = kiln::stages::bootstrap::mmdebstrap_argv(&plan, &rootfs, &customize);
+    std::fs::write(&customize, kiln::bootstrap::customize_script(&uuid)).unwrap();
+    let argv = kiln::bootstrap::mmdebstrap_argv(&plan, &rootfs, &customize);
     let st = Command::new(&argv[0]).args(&argv[1..]).status().unwrap();
     assert!(st.success(), "mmdebstrap failed");
-    let part = dir.join(format!(".rootfs-{key}.tar.part"));
+    // In the scratch directory (one per caller): two tests building it at once must not write
+    // one file; the rename is atomic, so the tarball in the cache is always a complete one.
+    let part = scratch.path().join("rootfs.tar");
     sh(
         &format!("tar -C {} -cf {} .", rootfs.display(), part.display()),
         scratch.path(),

@@ -533,7 +533,8 @@ fn planned_stages(plan: &Plan, out_root: &Path, cache: &Path) -> Vec<PlannedStag
     let (_, work, out, final_dir) =
         crate::pipeline::context::build_paths(out_root, &plan.slug(), "PID");
     let work = work.as_path();
-    use crate::stages::{bootstrap, source};
+    use crate::bootstrap;
+    use crate::stages::source;
     let disk = work.join("disk.qcow2");
     let mut stages = Vec::new();
     let mut install = None;
@@ -707,7 +708,7 @@ fn planned_stages(plan: &Plan, out_root: &Path, cache: &Path) -> Vec<PlannedStag
             "libvirt {}: define domain.xml, start, wait for power-off (timeout {} s; ends early on a kernel panic, or {} s after cloud-init finished)",
             plan.vm.uri,
             plan.vm.timeout_secs,
-            crate::stages::provision::CLOUD_INIT_GRACE.as_secs()
+            crate::libvirt::console::CLOUD_INIT_GRACE.as_secs()
         ));
     }
     stages.push(PlannedStage {
@@ -1327,7 +1328,7 @@ fn convert_cmd(a: ConvertArgs) -> i32 {
 }
 
 fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Customize>) -> i32 {
-    use crate::stages::sysprep as ops;
+    use crate::sysprep::engine as ops;
     let split = |v: &[String]| -> Vec<String> {
         v.iter()
             .flat_map(|s| s.split(','))
@@ -1437,7 +1438,7 @@ fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Customize>) -> i
         }
         images.push((path, fmt));
     }
-    let tcg = crate::stages::provision::tcg_for_tools(
+    let tcg = crate::libvirt::probe::tcg_for_tools(
         a.accel,
         &crate::build::default_cache_dir(),
         "qemu:///system",

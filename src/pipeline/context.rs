@@ -317,3 +317,56 @@ impl BuildContext {
         }
     }
 }
+
+/// The hypervisor, reached once per build.
+impl BuildContext {
+    /// Connect to libvirt once per build.
+    pub fn libvirt(&mut self) -> anyhow::Result<&Libvirt> {
+        let ctx = self;
+        if ctx.libvirt.is_none() {
+            let lv = Libvirt::connect(&ctx.plan.vm.uri)?;
+            ctx.tools.libvirt = lv.version();
+            ctx.libvirt = Some(lv);
+        }
+        Ok(ctx.libvirt.as_ref().expect("just set"))
+    }
+
+    /// Decide (once) whether to use TCG: `accel: auto` probes whether a KVM guest really runs.
+    pub fn need_tcg(&mut self) -> anyhow::Result<bool> {
+        let ctx = self;
+        if let Some(t) = ctx.tcg {
+            return Ok(t);
+        }
+        let tcg = match ctx.plan.vm.accel {
+            crate::vocab::Accel::Tcg => true,
+            crate::vocab::Accel::Kvm => false,
+            crate::vocab::Accel::Auto => {
+                let cached = crate::libvirt::probe::cached(&ctx.cache_dir);
+                let probe = match cached {
+                    Some(p) => p,
+                    None => {
+                        let cancel = ctx.cancel.clone();
+                        let p = ctx.libvirt()?.probe_kvm(&cancel)?;
+                        crate::libvirt::probe::store(&ctx.cache_dir, &p);
+                        p
+                    }
+                };
+                match probe {
+                    crate::libvirt::KvmProbe::Usable => {
+                        tracing::info!("accelerator: kvm (a probe guest ran)");
+                        false
+                    }
+                    crate::libvirt::KvmProbe::Unusable(why)
+                    | crate::libvirt::KvmProbe::Unknown(why) => {
+                        tracing::warn!(
+                        "KVM is not usable here ({why}); falling back to TCG, which is much slower"
+                    );
+                        true
+                    }
+                }
+            }
+        };
+        ctx.tcg = Some(tcg);
+        Ok(tcg)
+    }
+}

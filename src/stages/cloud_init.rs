@@ -47,7 +47,7 @@ impl Stage<BuildContext> for CloudInitStage {
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
         ctx.enter(self.name());
         let disk = ctx.disk.clone().context("no build disk")?;
-        let tcg = super::provision::need_tcg(ctx)?;
+        let tcg = ctx.need_tcg()?;
         tracing::info!("opening the build disk with libguestfs");
         // Package installs in customize steps need the appliance's network.
         let g = Guest::open_with(
@@ -82,9 +82,10 @@ impl Stage<BuildContext> for CloudInitStage {
             bail!("cloud-init is not installed in the image (add the `cloud-init` element or install it in a provisioning step)");
         }
         g.write(CONFIG_PATH, config_text(&ctx.plan.cloud_init).as_bytes())?;
-        let removed = super::sysprep::run_operation(&g, "cloud-init-state", &Default::default())?
-            .0
-            .len();
+        let removed =
+            crate::sysprep::engine::run_operation(&g, "cloud-init-state", &Default::default())?
+                .0
+                .len();
         // kiln's provisioning leftovers.
         g.rm_rf("/var/lib/kiln")?;
         tracing::info!(

@@ -76,7 +76,7 @@ impl Stage<BuildContext> for InstallStage {
                 );
             }
         }
-        let tcg = super::provision::need_tcg(ctx)?;
+        let tcg = ctx.need_tcg()?;
         let dir = ctx.work.join("install");
         std::fs::create_dir_all(&dir)?;
         ctx.record(Resource::Dir(dir.clone()));
@@ -165,7 +165,7 @@ impl Stage<BuildContext> for InstallStage {
         let name = format!(
             "kiln-install-{}-{}",
             ctx.plan.name,
-            &hex::encode(super::provision::rand_bytes())[..8]
+            &hex::encode(crate::libvirt::console::rand_bytes())[..8]
         );
         let console = dir.join("console.log");
         let domain_type = if tcg { "qemu" } else { "kvm" };
@@ -188,7 +188,7 @@ impl Stage<BuildContext> for InstallStage {
         let xml = domain_xml(&ctx.plan, &d)?;
         std::fs::write(dir.join("domain.xml"), &xml)?;
         let uri = ctx.plan.vm.uri.clone();
-        let lv = super::provision::libvirt(ctx)?;
+        let lv = ctx.libvirt()?;
         lv.define(&name, &xml)?;
         ctx.record(Resource::Domain {
             uri: uri.clone(),
@@ -204,7 +204,7 @@ impl Stage<BuildContext> for InstallStage {
             inst.timeout_secs
         );
         let t = std::time::Instant::now();
-        let waited = super::provision::wait_for_poweroff(
+        let waited = crate::libvirt::console::wait_for_poweroff(
             lv,
             &name,
             &console,

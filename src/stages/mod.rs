@@ -12,7 +12,6 @@
 //! | publish     | manifest.json, rename the staged output directory into place       |
 //! | glance      | publish.glance: upload/import the outputs, verify, share, rotate   |
 
-pub mod bootstrap;
 pub mod cloud_init;
 pub mod convert;
 pub mod glance;

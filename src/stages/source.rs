@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use sha2::{Digest, Sha256, Sha512};
 
+use crate::bootstrap;
 use crate::pipeline::context::{BaseDisk, BuildContext, InstallMedia, Resource};
 use crate::pipeline::{Outcome, Stage};
+use crate::plan::BootstrapPlan;
 use crate::plan::{Checksum, SourcePlan};
+use crate::process::{self, Opts};
 use crate::progress::Progress;
 
 pub struct SourceStage;
@@ -40,7 +43,7 @@ impl Stage<BuildContext> for SourceStage {
                 ctx.install_media = Some(media);
                 return Ok(());
             }
-            SourcePlan::Bootstrap(b) => super::bootstrap::base_disk(ctx, &b)?,
+            SourcePlan::Bootstrap(b) => base_disk(ctx, &b)?,
             SourcePlan::Image {
                 url,
                 path,
@@ -95,6 +98,109 @@ impl Stage<BuildContext> for SourceStage {
         ctx.keep_on_error = keep;
         r
     }
+}
+
+/// The cached base disk for `b`, building it when missing.
+fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBuf> {
+    let key = b.cache_key();
+    let dir = ctx.cache_dir.join("bootstrap");
+    let dest = bootstrap::cached_disk(&ctx.cache_dir, b);
+    if dest.is_file() {
+        tracing::info!("using cached base disk {}", dest.display());
+        return Ok(dest);
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bootstrapping a base disk needs root (mmdebstrap --mode=root and mkfs.ext4 -d keep file ownership)");
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let scratch = bootstrap::scratch_dir(&ctx.cache_dir, &key, std::process::id());
+    ctx.record(Resource::Dir(scratch.clone()));
+    std::fs::create_dir_all(&scratch)?;
+    let rootfs = scratch.join("rootfs");
+    let customize = scratch.join("customize.sh");
+    let uuid = bootstrap::fs_uuid(&key);
+    std::fs::write(&customize, bootstrap::customize_script(&uuid))?;
+
+    tracing::info!(
+        "bootstrapping {} {} with mmdebstrap ({} packages; about 2 minutes)",
+        b.distro,
+        b.suite,
+        b.packages.len()
+    );
+    let opts = Opts {
+        env: vec![("SOURCE_DATE_EPOCH".into(), "1700000000".into())],
+        stream_prefix: Some("mmdebstrap| ".into()),
+        ..Default::default()
+    };
+    process::run(
+        &bootstrap::mmdebstrap_argv(b, &rootfs, &customize),
+        &opts,
+        &ctx.cancel,
+    )
+    .context("bootstrapping the root filesystem")?;
+
+    let raw = scratch.join("disk.raw");
+    std::fs::File::create(&raw)?.set_len(b.size_bytes)?;
+    process::run(
+        &bootstrap::sfdisk_argv(&raw),
+        &Opts {
+            stdin: Some(bootstrap::sfdisk_script().as_bytes().to_vec()),
+            ..Default::default()
+        },
+        &ctx.cancel,
+    )
+    .context("partitioning the base disk")?;
+    tracing::info!("creating the ext4 filesystem from the root directory");
+    process::run(
+        &bootstrap::mkfs_argv(&raw, &rootfs, &uuid, b.size_bytes),
+        &Opts::default(),
+        &ctx.cancel,
+    )
+    .context("creating the root filesystem")?;
+    std::fs::remove_dir_all(&rootfs).ok();
+
+    tracing::info!("installing GRUB with the image's own GRUB tools (libguestfs)");
+    let tcg = ctx.need_tcg()?;
+    // grub-bios-setup now and then refuses the disk ("embedding is not possible, but this is
+    // required for cross-disk install") and succeeds in a fresh appliance on the same disk:
+    // the steps are idempotent, so they are run once more before giving up.
+    let install = || -> Result<(), crate::guest::GuestError> {
+        let g = crate::guest::Guest::open_device(&raw, "raw", tcg, "/dev/sda1")?;
+        for step in bootstrap::grub_steps() {
+            match step {
+                bootstrap::GrubStep::Write(path, content) => g.write(path, content.as_bytes())?,
+                bootstrap::GrubStep::Run(argv) => {
+                    g.command(argv)?;
+                }
+                bootstrap::GrubStep::Remove(path) => g.rm_rf(path)?,
+            }
+        }
+        g.close()
+    };
+    if let Err(e) = install() {
+        if ctx.cancel.is_cancelled() {
+            bail!("interrupted");
+        }
+        tracing::warn!("installing GRUB failed ({e}); trying once more in a new appliance");
+        install()?;
+    }
+    if ctx.cancel.is_cancelled() {
+        bail!("interrupted");
+    }
+
+    let tmp = scratch.join("base.qcow2");
+    process::run(
+        &crate::qemu_img::raw_to_qcow2_argv(&raw, &tmp),
+        &Opts::default(),
+        &ctx.cancel,
+    )
+    .context("converting the base disk to qcow2")?;
+    std::fs::rename(&tmp, &dest)
+        .with_context(|| format!("moving the base disk to {}", dest.display()))?;
+    std::fs::remove_dir_all(&scratch).ok();
+    ctx.forget(&Resource::Dir(scratch));
+    tracing::info!("cached base disk {}", dest.display());
+    Ok(dest)
 }
 
 /// A source file (image or installer medium): downloaded once into the cache and verified,

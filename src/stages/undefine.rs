@@ -20,7 +20,7 @@ impl Stage<BuildContext> for UndefineStage {
             return Ok(());
         };
         let uri = ctx.plan.vm.uri.clone();
-        let lv = super::provision::libvirt(ctx)?;
+        let lv = ctx.libvirt()?;
         lv.destroy_and_undefine(&name)?;
         if lv.exists(&name) {
             bail!("domain {name} still exists after undefine");

@@ -1,6 +1,9 @@
 //! libvirt through its own bindings (`virt`): define/start/poll/destroy/undefine domains and
 //! probe whether KVM guests really run.
 
+pub mod console;
+pub mod probe;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

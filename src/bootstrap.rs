@@ -5,12 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
 use sha2::{Digest, Sha256};
 
-use crate::pipeline::context::{BuildContext, Resource};
 use crate::plan::BootstrapPlan;
-use crate::process::{self, argv, Opts};
+use crate::process::argv;
 
 pub use crate::plan::RECIPE_REVISION;
 
@@ -225,105 +223,6 @@ pub fn planned(cache: &Path, b: &BootstrapPlan) -> Vec<String> {
         )),
         format!("rename into the cache: {}", dest.display()),
     ]
-}
-
-/// The cached base disk for `b`, building it when missing.
-pub fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBuf> {
-    let key = b.cache_key();
-    let dir = ctx.cache_dir.join("bootstrap");
-    let dest = cached_disk(&ctx.cache_dir, b);
-    if dest.is_file() {
-        tracing::info!("using cached base disk {}", dest.display());
-        return Ok(dest);
-    }
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("bootstrapping a base disk needs root (mmdebstrap --mode=root and mkfs.ext4 -d keep file ownership)");
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let scratch = scratch_dir(&ctx.cache_dir, &key, std::process::id());
-    ctx.record(Resource::Dir(scratch.clone()));
-    std::fs::create_dir_all(&scratch)?;
-    let rootfs = scratch.join("rootfs");
-    let customize = scratch.join("customize.sh");
-    let uuid = fs_uuid(&key);
-    std::fs::write(&customize, customize_script(&uuid))?;
-
-    tracing::info!(
-        "bootstrapping {} {} with mmdebstrap ({} packages; about 2 minutes)",
-        b.distro,
-        b.suite,
-        b.packages.len()
-    );
-    let opts = Opts {
-        env: vec![("SOURCE_DATE_EPOCH".into(), "1700000000".into())],
-        stream_prefix: Some("mmdebstrap| ".into()),
-        ..Default::default()
-    };
-    process::run(&mmdebstrap_argv(b, &rootfs, &customize), &opts, &ctx.cancel)
-        .context("bootstrapping the root filesystem")?;
-
-    let raw = scratch.join("disk.raw");
-    std::fs::File::create(&raw)?.set_len(b.size_bytes)?;
-    process::run(
-        &sfdisk_argv(&raw),
-        &Opts {
-            stdin: Some(sfdisk_script().as_bytes().to_vec()),
-            ..Default::default()
-        },
-        &ctx.cancel,
-    )
-    .context("partitioning the base disk")?;
-    tracing::info!("creating the ext4 filesystem from the root directory");
-    process::run(
-        &mkfs_argv(&raw, &rootfs, &uuid, b.size_bytes),
-        &Opts::default(),
-        &ctx.cancel,
-    )
-    .context("creating the root filesystem")?;
-    std::fs::remove_dir_all(&rootfs).ok();
-
-    tracing::info!("installing GRUB with the image's own GRUB tools (libguestfs)");
-    let tcg = super::provision::need_tcg(ctx)?;
-    // grub-bios-setup now and then refuses the disk ("embedding is not possible, but this is
-    // required for cross-disk install") and succeeds in a fresh appliance on the same disk:
-    // the steps are idempotent, so they are run once more before giving up.
-    let install = || -> Result<(), crate::guest::GuestError> {
-        let g = crate::guest::Guest::open_device(&raw, "raw", tcg, "/dev/sda1")?;
-        for step in grub_steps() {
-            match step {
-                GrubStep::Write(path, content) => g.write(path, content.as_bytes())?,
-                GrubStep::Run(argv) => {
-                    g.command(argv)?;
-                }
-                GrubStep::Remove(path) => g.rm_rf(path)?,
-            }
-        }
-        g.close()
-    };
-    if let Err(e) = install() {
-        if ctx.cancel.is_cancelled() {
-            bail!("interrupted");
-        }
-        tracing::warn!("installing GRUB failed ({e}); trying once more in a new appliance");
-        install()?;
-    }
-    if ctx.cancel.is_cancelled() {
-        bail!("interrupted");
-    }
-
-    let tmp = scratch.join("base.qcow2");
-    process::run(
-        &crate::qemu_img::raw_to_qcow2_argv(&raw, &tmp),
-        &Opts::default(),
-        &ctx.cancel,
-    )
-    .context("converting the base disk to qcow2")?;
-    std::fs::rename(&tmp, &dest)
-        .with_context(|| format!("moving the base disk to {}", dest.display()))?;
-    std::fs::remove_dir_all(&scratch).ok();
-    ctx.forget(&Resource::Dir(scratch));
-    tracing::info!("cached base disk {}", dest.display());
-    Ok(dest)
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Sysprep operation names (virt-sysprep's, plus `cloud-init-state`) and the virt-sysprep
-//! selection syntax (`defaults`, `op`, `+op`, `-op`). The operations themselves run in
-//! `guest::sysprep`.
+//! selection syntax (`defaults`, `op`, `+op`, `-op`). The operations themselves are in
+//! [`engine`].
+
+pub mod engine;
 
 /// One operation: its virt-sysprep name, whether `defaults` selects it, and what it does.
 #[derive(Debug, Clone, Copy)]
@@ -18,7 +20,7 @@ const fn op(name: &'static str, default: bool, description: &'static str) -> OpI
     }
 }
 
-/// In execution order (block-device operations run last, see `stages::sysprep::run_all`).
+/// In execution order (block-device operations run last, see `engine::run_all`).
 /// Names and defaults follow virt-sysprep 1.48. `customize` runs first here (virt-sysprep
 /// runs it in alphabetical place) and, unlike virt-sysprep's, never writes a machine-id or
 /// random seed of its own.

@@ -1,0 +1,246 @@
+//! Following a guest: its serial console streamed as it grows, and the wait for its power-off
+//! that ends early when the guest cannot finish any more.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use super::{Libvirt, State};
+use crate::process;
+
+/// Eight random bytes (domain names must not collide between concurrent builds).
+pub fn rand_bytes() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    b
+}
+
+/// How long a guest may keep running after cloud-init said it finished: the provisioning
+/// script's power_state powers it off right then, so a guest still up long after has a
+/// cloud-init that never ran the script (no NoCloud datasource, a broken seed).
+pub const CLOUD_INIT_GRACE: Duration = Duration::from_secs(120);
+
+/// Poll the domain until it is shut off, streaming new console lines with a prefix. Ends early
+/// with the console tail when the guest cannot finish any more: its kernel panicked, or (with
+/// `cloud_init_grace`) cloud-init finished that long ago and the guest is still running.
+pub fn wait_for_poweroff(
+    lv: &Libvirt,
+    domain: &str,
+    console: &Path,
+    timeout_secs: u64,
+    cloud_init_grace: Option<Duration>,
+    cancel: &process::Cancel,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut tail = ConsoleTail::new(console);
+    let mut last_note = Instant::now();
+    loop {
+        tail.pump();
+        if tail.panicked {
+            // Give the console a moment for the rest of the panic message.
+            cancel.sleep(Duration::from_secs(2));
+            bail!(
+                "the guest's kernel panicked; console tail:\n{}",
+                tail.last(30)
+            );
+        }
+        if let (Some(grace), Some(at)) = (cloud_init_grace, tail.cloud_init_finished) {
+            if at.elapsed() >= grace && lv.state(domain) == State::Running {
+                bail!(
+                    "cloud-init finished {} s ago but the guest did not power off: it never ran \
+                     kiln's provisioning script (is the NoCloud datasource enabled in the base \
+                     image?); console tail:\n{}",
+                    at.elapsed().as_secs(),
+                    tail.last(30)
+                );
+            }
+        }
+        match lv.state(domain) {
+            State::Shutoff | State::Missing => {
+                tail.pump();
+                tracing::info!(
+                    "guest powered off after {:.0} s",
+                    start.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            State::Crashed => bail!(
+                "the guest crashed; console tail:\n{}",
+                tail.last(30)
+            ),
+            State::Paused => bail!(
+                "the guest was paused by the hypervisor (an emulation or KVM error?); console tail:\n{}",
+                tail.last(30)
+            ),
+            _ => {}
+        }
+        if start.elapsed().as_secs() >= timeout_secs {
+            bail!(
+                "the guest did not power off within {timeout_secs} s (vm.timeout); console tail:\n{}",
+                tail.last(30)
+            );
+        }
+        if last_note.elapsed() >= Duration::from_secs(30) {
+            last_note = Instant::now();
+            tracing::info!(
+                "waiting for the guest to power off ({:.0} s of {timeout_secs} s)",
+                start.elapsed().as_secs_f64()
+            );
+        }
+        if cancel.sleep(Duration::from_millis(500)) {
+            bail!("interrupted while waiting for the guest");
+        }
+    }
+}
+
+/// Follows a growing console log file.
+struct ConsoleTail {
+    path: std::path::PathBuf,
+    pos: u64,
+    partial: String,
+    lines: Vec<String>,
+    /// A kernel panic was printed.
+    panicked: bool,
+    /// When cloud-init's "finished" line was first seen.
+    cloud_init_finished: Option<Instant>,
+}
+
+impl ConsoleTail {
+    fn new(path: &Path) -> Self {
+        ConsoleTail {
+            path: path.to_path_buf(),
+            pos: 0,
+            partial: String::new(),
+            lines: Vec::new(),
+            panicked: false,
+            cloud_init_finished: None,
+        }
+    }
+
+    fn pump(&mut self) {
+        let Ok(mut f) = File::open(&self.path) else {
+            return;
+        };
+        if f.seek(SeekFrom::Start(self.pos)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        if f.read_to_end(&mut buf).is_err() {
+            return;
+        }
+        self.pos += buf.len() as u64;
+        self.partial.push_str(&String::from_utf8_lossy(&buf));
+        while let Some(i) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=i).collect();
+            let line = strip_controls(line.trim_end());
+            if !line.is_empty() {
+                tracing::info!(target: "kiln::console", "console| {line}");
+            }
+            self.panicked |= line.contains("Kernel panic - not syncing");
+            if self.cloud_init_finished.is_none() && is_cloud_init_finished(&line) {
+                self.cloud_init_finished = Some(Instant::now());
+            }
+            self.lines.push(line);
+        }
+        if self.lines.len() > 500 {
+            self.lines.drain(..self.lines.len() - 200);
+        }
+    }
+
+    fn last(&mut self, n: usize) -> String {
+        self.pump();
+        let mut v = self.lines.clone();
+        if !self.partial.is_empty() {
+            v.push(strip_controls(&self.partial));
+        }
+        v[v.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// cloud-init's last line of a boot: "Cloud-init v. 22.4.2 finished at …".
+fn is_cloud_init_finished(line: &str) -> bool {
+    line.contains("Cloud-init v. ") && line.contains(" finished at ")
+}
+
+/// Drop terminal escape sequences and control characters from console output.
+fn strip_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if c.is_control() && c != '\t' {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_escapes_are_stripped() {
+        assert_eq!(
+            strip_controls("\x1b[0;32m  OK  \x1b[0m] Started\r"),
+            "  OK  ] Started"
+        );
+    }
+
+    #[test]
+    fn console_tail_notices_a_panic_and_cloud_init_finishing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        std::fs::write(
+            &p,
+            "[  OK  ] Started x\n[   84.1] cloud-init[512]: Cloud-init v. 22.4.2 finished at Tue, 01 Dec 2026 07:00:00 +0000. Datasource DataSourceNoCloud.  Up 84.00 seconds\n",
+        )
+        .unwrap();
+        let mut t = ConsoleTail::new(&p);
+        t.pump();
+        assert!(t.cloud_init_finished.is_some());
+        assert!(!t.panicked);
+        std::fs::write(
+            &p,
+            "[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n",
+        )
+        .unwrap();
+        let mut t = ConsoleTail::new(&p);
+        t.pump();
+        assert!(t.panicked && t.cloud_init_finished.is_none());
+    }
+
+    #[test]
+    fn console_tail_follows_a_growing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.log");
+        std::fs::write(&p, "one\ntw").unwrap();
+        let mut t = ConsoleTail::new(&p);
+        t.pump();
+        assert_eq!(t.lines, ["one"]);
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"o\nthree\n")
+            .unwrap();
+        assert_eq!(t.last(2), "two\nthree");
+    }
+}
