@@ -518,7 +518,7 @@ impl Guest {
             .map_err(self.e(format!("mount_local {mps}")))?;
         // The child changes into the mount itself: a chdir before exec would block on FUSE
         // until mount_local_run serves it, and spawn() waits for exec.
-        let q = shell_quote(&mps);
+        let q = crate::quote::sh(&mps);
         let cmd = format!(
             "cleanup() {{ status=$?; cd /; guestunmount {q} || :; exit $status; }}\n\
              trap cleanup INT TERM QUIT EXIT ERR\nset -e\ncd {q}\n{}\n",
@@ -707,10 +707,6 @@ pub fn distro_from_os_release(text: &str) -> Option<(String, String)> {
 }
 
 /// Quote for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::convert::{Converted, SourceSizes};
-use crate::pipeline::StageRecord;
 
 #[derive(Debug, Serialize)]
 pub struct Manifest {
@@ -70,4 +69,22 @@ pub fn update(dir: &std::path::Path, f: impl FnOnce(&mut serde_json::Value)) -> 
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
     Ok(())
+}
+
+/// How a stage ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageStatus {
+    Ok,
+    Failed,
+    Cancelled,
+    Skipped,
+}
+
+/// One stage's line in the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageRecord {
+    pub name: String,
+    pub status: StageStatus,
+    pub seconds: f64,
 }

@@ -6,8 +6,6 @@ pub mod context;
 
 use std::time::Instant;
 
-use serde::Serialize;
-
 use crate::process::Cancel;
 
 /// How the build ended, as seen by `cleanup`.
@@ -18,21 +16,7 @@ pub enum Outcome {
     Cancelled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StageStatus {
-    Ok,
-    Failed,
-    Cancelled,
-    Skipped,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StageRecord {
-    pub name: String,
-    pub status: StageStatus,
-    pub seconds: f64,
-}
+pub use crate::manifest::{StageRecord, StageStatus};
 
 /// Something the context can report stage timings into (the publish stage writes them into
 /// the manifest before the runner has finished).

@@ -704,7 +704,7 @@ pub fn apply(g: &Guest, actions: &[Action]) -> Result<(Vec<String>, Vec<String>)
             }
             Action::NewLvmUuids { pvs, vgs } => g.lvm_change_uuids(*pvs > 0, *vgs > 0)?,
             Action::Scripts(s) => g.run_host_scripts(s, std::process::Stdio::inherit())?,
-            Action::Customize(c) => notes.push(crate::customize::apply(g, c, &mut secrets)?),
+            Action::Customize(c) => notes.push(crate::customize::apply::apply(g, c, &mut secrets)?),
         }
     }
     Ok((notes, secrets))

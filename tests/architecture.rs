@@ -1,0 +1,272 @@
+//! The import rule of ARCHITECTURE.md, enforced on the sources: every module has a layer,
+//! imports point only to its own layer or below, no files import each other in a circle, a
+//! stage never imports another stage, the build context stays above the domain modules, and
+//! only the command line prints to stdout.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Layers, top (1) to bottom (7): a module may import its own layer and those below.
+const LAYERS: &[(&str, u8)] = &[
+    ("crate", 1), // lib.rs and main.rs
+    ("cli", 1),
+    ("build", 2),
+    ("stages", 3),
+    ("pipeline", 4),
+    ("recipe", 5),
+    ("glance", 5),
+    ("installer", 5),
+    ("bootstrap", 5),
+    ("templates", 5),
+    ("seed", 5),
+    ("convert", 5),
+    ("qemu_img", 5),
+    ("vmdk", 5),
+    ("manifest", 5),
+    ("sysprep", 5),
+    ("customize::apply", 5),
+    ("guest", 6),
+    ("libvirt", 6),
+    ("process", 6),
+    ("progress", 6),
+    ("logging", 6),
+    ("customize", 7),
+    ("plan", 7),
+    ("vocab", 7),
+    ("suggest", 7),
+    ("quote", 7),
+];
+
+fn layer(module: &str) -> Option<u8> {
+    // The longest entry that is the module or one of its ancestors.
+    LAYERS
+        .iter()
+        .filter(|(m, _)| module == *m || module.starts_with(&format!("{m}::")))
+        .max_by_key(|(m, _)| m.len())
+        .map(|(_, l)| *l)
+}
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// Module path of a source file: src/recipe/mod.rs -> recipe, src/libvirt/console.rs ->
+/// libvirt::console, src/lib.rs -> crate.
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    match parts.as_slice() {
+        [one] if one == "lib" || one == "main" => "crate".into(),
+        _ => parts.join("::"),
+    }
+}
+
+/// The code of a file without its tests and line comments.
+fn code(text: &str) -> String {
+    let body = text.split("\n#[cfg(test)]").next().unwrap_or("");
+    body.lines()
+        .map(|l| match l.find("//") {
+            Some(i) if !l[..i].contains('"') => &l[..i],
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+struct Crate {
+    files: BTreeMap<String, (PathBuf, String)>,
+    edges: BTreeMap<String, BTreeSet<String>>,
+}
+
+fn load() -> Crate {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut paths = Vec::new();
+    sources(&src, &mut paths);
+    let mut files = BTreeMap::new();
+    for p in paths {
+        let text = std::fs::read_to_string(&p).unwrap();
+        files.insert(module_of(&src, &p), (p, code(&text)));
+    }
+    let modules: BTreeSet<String> = files.keys().cloned().collect();
+    let resolve = |path: &str| -> Option<String> {
+        let parts: Vec<&str> = path.split("::").collect();
+        (1..=parts.len())
+            .rev()
+            .map(|i| parts[..i].join("::"))
+            .find(|m| modules.contains(m))
+    };
+    let mut edges = BTreeMap::new();
+    for (m, (_, text)) in &files {
+        let mut to = BTreeSet::new();
+        let parent = m.rsplit_once("::").map(|(p, _)| p.to_string());
+        for (prefix, base) in [("crate::", None), ("super::", parent.clone())] {
+            for (i, _) in text.match_indices(prefix) {
+                let rest: String = text[i + prefix.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                let full = match &base {
+                    Some(b) => format!("{b}::{rest}"),
+                    None if prefix == "super::" => rest.clone(),
+                    None => rest.clone(),
+                };
+                let target = resolve(full.trim_end_matches(':'))
+                    .or_else(|| base.clone().filter(|b| modules.contains(b)));
+                if let Some(t) = target.filter(|t| t != m) {
+                    to.insert(t);
+                }
+            }
+        }
+        edges.insert(m.clone(), to);
+    }
+    Crate { files, edges }
+}
+
+#[test]
+fn every_module_has_a_layer_and_imports_point_down() {
+    let c = load();
+    let mut problems = Vec::new();
+    for (m, to) in &c.edges {
+        let Some(lm) = layer(m) else {
+            problems.push(format!(
+                "{m} has no layer: add it to ARCHITECTURE.md and LAYERS"
+            ));
+            continue;
+        };
+        for t in to {
+            if let Some(lt) = layer(t) {
+                if lt < lm {
+                    problems.push(format!(
+                        "{m} (layer {lm}) imports {t} (layer {lt}), above it"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn no_files_import_each_other_in_a_circle() {
+    let c = load();
+    // Tarjan's strongly connected components.
+    struct T<'a> {
+        edges: &'a BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<String, usize>,
+        low: BTreeMap<String, usize>,
+        stack: Vec<String>,
+        on: BTreeSet<String>,
+        next: usize,
+        cycles: Vec<Vec<String>>,
+    }
+    fn visit(t: &mut T, v: &str) {
+        t.index.insert(v.into(), t.next);
+        t.low.insert(v.into(), t.next);
+        t.next += 1;
+        t.stack.push(v.into());
+        t.on.insert(v.into());
+        for w in t.edges.get(v).cloned().unwrap_or_default() {
+            if !t.index.contains_key(&w) {
+                visit(t, &w);
+                let lw = t.low[&w];
+                let lv = t.low.get_mut(v).unwrap();
+                *lv = (*lv).min(lw);
+            } else if t.on.contains(&w) {
+                let iw = t.index[&w];
+                let lv = t.low.get_mut(v).unwrap();
+                *lv = (*lv).min(iw);
+            }
+        }
+        if t.low[v] == t.index[v] {
+            let mut comp = Vec::new();
+            loop {
+                let w = t.stack.pop().unwrap();
+                t.on.remove(&w);
+                comp.push(w.clone());
+                if w == v {
+                    break;
+                }
+            }
+            if comp.len() > 1 {
+                t.cycles.push(comp);
+            }
+        }
+    }
+    let mut t = T {
+        edges: &c.edges,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on: BTreeSet::new(),
+        next: 0,
+        cycles: Vec::new(),
+    };
+    for m in c.edges.keys() {
+        if !t.index.contains_key(m) {
+            visit(&mut t, m);
+        }
+    }
+    assert!(t.cycles.is_empty(), "import cycles: {:?}", t.cycles);
+}
+
+#[test]
+fn a_stage_never_imports_another_stage() {
+    let c = load();
+    for (m, to) in &c.edges {
+        if m.starts_with("stages::") {
+            let other: Vec<&String> = to.iter().filter(|t| t.starts_with("stages")).collect();
+            assert!(other.is_empty(), "{m} imports {other:?}");
+        }
+    }
+}
+
+#[test]
+fn the_build_context_stays_above_the_domain_modules() {
+    let c = load();
+    for (m, (path, text)) in &c.files {
+        if layer(m).is_some_and(|l| l > 4) {
+            assert!(
+                !text.contains("BuildContext"),
+                "{} names the build context",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn only_the_command_line_prints_to_stdout() {
+    let c = load();
+    for (m, (path, text)) in &c.files {
+        if m != "cli" && !m.starts_with("cli::") {
+            assert!(
+                !text.contains("println!") && !text.contains("print!("),
+                "{} prints to stdout",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_rule_test_sees_the_imports_it_checks() {
+    // Guard against a parser that finds nothing: known edges must be there.
+    let c = load();
+    assert!(c.edges["stages::convert"].contains("convert"));
+    assert!(c.edges["cli"].contains("stages::source"));
+    assert!(c.edges["plan"].contains("vocab"));
+    assert!(c.files.len() > 40, "{}", c.files.len());
+}
