@@ -577,6 +577,21 @@ fn failed_provisioning_exits_1_and_leaves_only_logs() {
         "the console tail is in the error: {stderr}"
     );
     assert_eq!(domains("kiln-failing-"), before, "domain left behind");
+    // The real error first, then the cleanup (the domain goes), then a one-line summary.
+    let cause = stderr.find("a provisioning step failed").unwrap();
+    let cleanup = stderr
+        .find("logs of the failed build are in")
+        .expect("cleanup message");
+    let last = stderr.trim_end().lines().last().unwrap_or("");
+    assert!(
+        cause < cleanup,
+        "the error comes after the cleanup: {stderr}"
+    );
+    assert!(
+        last.starts_with("error: stage provision failed; the cause is above")
+            && last.ends_with("failing-1.failed"),
+        "last line: {last}"
+    );
     let left: Vec<String> = std::fs::read_dir(out_dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

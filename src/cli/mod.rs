@@ -1109,10 +1109,22 @@ fn build(
                 _ => {}
             }
             if let Some(e) = f.error {
-                errln!("error: {e:#}");
                 if f.code == exit::OK {
+                    // The build is complete but its cleanup failed: not said before.
+                    errln!("error: {e:#}");
                     return exit::BUILD_FAILED;
                 }
+                // The whole error was logged when the stage failed, before the cleanup.
+                let logs = match f.ctx.keep_on_error {
+                    true => f.ctx.staging.display().to_string(),
+                    false => f
+                        .ctx
+                        .final_dir
+                        .with_file_name(format!("{}.failed", f.ctx.plan.slug()))
+                        .display()
+                        .to_string(),
+                };
+                errln!("error: {e}; the cause is above, the logs are in {logs}");
             }
             f.code
         }

@@ -108,6 +108,10 @@ impl Records for BuildContext {
     fn records(&mut self) -> &mut Vec<StageRecord> {
         &mut self.records
     }
+
+    fn enter(&mut self, stage: &'static str) {
+        self.current_stage = stage;
+    }
 }
 
 /// Where a build of `slug` in the catalog `out_root` works: (staging, work, out, final_dir).
@@ -158,10 +162,6 @@ impl BuildContext {
     }
 
     /// Set by the stage wrapper so `record` knows the owner.
-    pub fn enter(&mut self, stage: &'static str) {
-        self.current_stage = stage;
-    }
-
     /// Record an external resource the moment it exists.
     pub fn record(&mut self, resource: Resource) {
         tracing::debug!("created {resource}");

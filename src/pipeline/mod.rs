@@ -18,10 +18,12 @@ pub enum Outcome {
 
 pub use crate::manifest::{StageRecord, StageStatus};
 
-/// Something the context can report stage timings into (the publish stage writes them into
-/// the manifest before the runner has finished).
+/// What the runner keeps in the context: each stage's record (status, seconds), and which
+/// stage is running, so that resources are recorded under the stage that made them.
 pub trait Records {
     fn records(&mut self) -> &mut Vec<StageRecord>;
+    /// `stage` is about to run.
+    fn enter(&mut self, _stage: &'static str) {}
 }
 
 pub trait Stage<C> {
@@ -61,6 +63,7 @@ pub fn run<C: Records>(
         }
         tracing::info!("stage {}: starting", stage.name());
         started = i + 1;
+        ctx.enter(stage.name());
         let t = Instant::now();
         let result = stage.run(ctx);
         let secs = t.elapsed().as_secs_f64();
@@ -79,7 +82,8 @@ pub fn run<C: Records>(
                 } else {
                     rec.status = StageStatus::Failed;
                     outcome = Outcome::Failed;
-                    tracing::error!("stage {}: failed after {:.1} s", stage.name(), secs);
+                    // The real error first, before the cleanup's own messages.
+                    tracing::error!("stage {}: failed after {:.1} s: {e:#}", stage.name(), secs);
                     error = Some(e.context(format!("stage {} failed", stage.name())));
                 }
                 break;

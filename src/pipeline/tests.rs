@@ -7,11 +7,16 @@ use super::*;
 struct Log {
     events: Vec<String>,
     records: Vec<StageRecord>,
+    entered: Vec<String>,
 }
 
 impl Records for Log {
     fn records(&mut self) -> &mut Vec<StageRecord> {
         &mut self.records
+    }
+    fn enter(&mut self, stage: &'static str) {
+        let n = self.events.len();
+        self.entered.push(format!("{stage} after {n} events"));
     }
 }
 
@@ -144,4 +149,14 @@ fn cancel_before_start_runs_nothing() {
     let r = run(&mut stages(None, None), &mut log, &cancel);
     assert_eq!(r.outcome, Outcome::Cancelled);
     assert!(log.events.is_empty());
+}
+
+#[test]
+fn the_runner_enters_each_stage_before_running_it() {
+    let mut log = Log::default();
+    let report = run(&mut stages(Some("b"), None), &mut log, &Cancel::new());
+    assert_eq!(report.outcome, Outcome::Failed);
+    // a before anything happened, b after "run a": each just before its own run.
+    assert_eq!(log.entered, ["a after 0 events", "b after 1 events"]);
+    assert_eq!(log.events[..2], ["run a", "run b"]);
 }

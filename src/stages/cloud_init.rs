@@ -45,7 +45,6 @@ impl Stage<BuildContext> for CloudInitStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        ctx.enter(self.name());
         let disk = ctx.disk.clone().context("no build disk")?;
         let tcg = ctx.need_tcg()?;
         tracing::info!("opening the build disk with libguestfs");

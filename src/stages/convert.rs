@@ -15,7 +15,6 @@ impl Stage<BuildContext> for ConvertStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        ctx.enter(self.name());
         let disk = ctx.disk.clone().context("no build disk")?;
         std::fs::create_dir_all(&ctx.out)?;
         let slug = ctx.plan.slug();

@@ -16,7 +16,6 @@ impl Stage<BuildContext> for GlanceStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        ctx.enter(self.name());
         let Some(settings) = ctx.plan.publish.glance.clone() else {
             tracing::debug!("no publish.glance: nothing to upload");
             return Ok(());

@@ -58,7 +58,6 @@ impl Stage<BuildContext> for InstallStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        ctx.enter(self.name());
         let SourcePlan::Installer(inst) = ctx.plan.source.clone() else {
             return Ok(());
         };

@@ -1,4 +1,5 @@
-//! The build stages, in order. Each drives the real component.
+//! The build stages, in order: `all()` is the one list (the build runs it, `kiln plan`
+//! describes it). Each drives the real component.
 //!
 //! | stage       | does                                                               |
 //! |-------------|--------------------------------------------------------------------|
@@ -24,19 +25,6 @@ pub mod undefine;
 
 use crate::pipeline::context::BuildContext;
 use crate::pipeline::Stage;
-
-/// The stage names, in order (for `kiln plan` and the README).
-pub const NAMES: &[&str] = &[
-    "source",
-    "install",
-    "provision",
-    "cloud-init",
-    "sysprep",
-    "undefine",
-    "convert",
-    "publish",
-    "glance",
-];
 
 pub fn all() -> Vec<Box<dyn Stage<BuildContext>>> {
     vec![

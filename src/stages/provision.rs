@@ -22,7 +22,6 @@ impl Stage<BuildContext> for ProvisionStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        ctx.enter(self.name());
         let base = ctx.base.clone().context("no base disk")?;
         let tcg = ctx.need_tcg()?;
         std::fs::create_dir_all(&ctx.work)?;

@@ -17,7 +17,6 @@ impl Stage<BuildContext> for PublishStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        ctx.enter(self.name());
         let t = Instant::now();
         std::fs::create_dir_all(&ctx.out)?;
         // The console log is already there (provision copies it); build.log is written there

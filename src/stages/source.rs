@@ -24,7 +24,6 @@ impl Stage<BuildContext> for SourceStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        ctx.enter(self.name());
         let path = match ctx.plan.source.clone() {
             SourcePlan::Installer(inst) => {
                 // The media only; the install stage makes the base disk from it.

@@ -16,7 +16,6 @@ impl Stage<BuildContext> for SysprepStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        ctx.enter(self.name());
         let g = ctx
             .guest
             .take()

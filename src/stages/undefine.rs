@@ -13,7 +13,6 @@ impl Stage<BuildContext> for UndefineStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        ctx.enter(self.name());
         // Builds without provisioning steps never define a domain.
         let Some(name) = ctx.domain.clone() else {
             tracing::info!("no build domain to undefine");
