@@ -3,26 +3,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn kiln(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("KILN_ELEMENTS_PATH")
-        .output()
-        .expect("run kiln")
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod harness;
+use harness::*;
 
 #[test]
 fn validate_accepts_the_examples() {
-    let out = kiln(
+    let out = kiln_in(
         &[
             "validate",
             "examples/debian-12.yaml",
@@ -53,7 +39,7 @@ fn invalid_recipes_exit_2_with_every_error_positioned() {
     )
     .unwrap();
     for cmd in ["validate", "plan", "build"] {
-        let out = kiln(&[cmd, bad.to_str().unwrap()], dir.path());
+        let out = kiln_in(&[cmd, bad.to_str().unwrap()], dir.path());
         assert_eq!(out.status.code(), Some(2), "{cmd}: {}", text(&out.stderr));
         let err = text(&out.stderr);
         assert!(
@@ -91,7 +77,7 @@ fn validation_reports_errors_of_every_kind_at_once() {
          templates:\n  user_data: ud.hbs\n",
     )
     .unwrap();
-    let out = kiln(
+    let out = kiln_in(
         &["validate", r.to_str().unwrap(), "--var", "nope=1"],
         dir.path(),
     );
@@ -116,7 +102,7 @@ fn validation_reports_errors_of_every_kind_at_once() {
          templates:\n  user_data: ud.hbs\n",
     )
     .unwrap();
-    let out = kiln(&["validate", r.to_str().unwrap()], dir.path());
+    let out = kiln_in(&["validate", r.to_str().unwrap()], dir.path());
     let err = text(&out.stderr);
     assert!(err.contains("r.yaml:5:3: unknown key `vcpu`"), "{err}");
     assert!(err.contains("ud.hbs:2:"), "{err}");
@@ -137,7 +123,7 @@ fn undefined_template_variables_are_validation_errors() {
         "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\ntemplates:\n  user_data: ud.hbs\n",
     )
     .unwrap();
-    let out = kiln(&["validate", r.to_str().unwrap()], dir.path());
+    let out = kiln_in(&["validate", r.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("ud.hbs:2:"), "{err}");
@@ -172,7 +158,7 @@ fn plan_renders_templates_and_shows_commands_without_libvirt() {
         t
     });
     let plan = |dir: &Path| {
-        let out = kiln(
+        let out = kiln_in(
             &[
                 "plan",
                 recipe.to_str().unwrap(),
@@ -269,7 +255,7 @@ fn plan_renders_templates_and_shows_commands_without_libvirt() {
 fn var_overrides_reach_the_templates() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = root().join("examples/debian-12.yaml");
-    let out = kiln(
+    let out = kiln_in(
         &[
             "plan",
             recipe.to_str().unwrap(),
@@ -287,7 +273,7 @@ fn var_overrides_reach_the_templates() {
 
 #[test]
 fn schema_is_json_schema() {
-    let out = kiln(&["schema"], root());
+    let out = kiln_in(&["schema"], root());
     assert_eq!(out.status.code(), Some(0));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["$schema"].as_str().unwrap().contains("json-schema.org"));
@@ -296,7 +282,7 @@ fn schema_is_json_schema() {
 
 #[test]
 fn elements_list_and_show() {
-    let out = kiln(&["elements", "list"], root());
+    let out = kiln_in(&["elements", "list"], root());
     assert_eq!(out.status.code(), Some(0));
     let list = text(&out.stdout);
     for e in [
@@ -312,24 +298,24 @@ fn elements_list_and_show() {
             "{e} missing from:\n{list}"
         );
     }
-    let out = kiln(&["elements", "show", "growroot"], root());
+    let out = kiln_in(&["elements", "show", "growroot"], root());
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("depends: [cloud-init]"));
-    let out = kiln(&["elements", "show", "nope"], root());
+    let out = kiln_in(&["elements", "show", "nope"], root());
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn bad_flags_exit_2() {
-    let out = kiln(&["build", "x.yaml", "--on-error", "explode"], root());
+    let out = kiln_in(&["build", "x.yaml", "--on-error", "explode"], root());
     assert_eq!(out.status.code(), Some(2));
-    let out = kiln(&["build", "x.yaml", "--var", "novalue"], root());
+    let out = kiln_in(&["build", "x.yaml", "--var", "novalue"], root());
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn sysprep_lists_operations_like_virt_sysprep() {
-    let out = kiln(&["sysprep", "--list-operations"], root());
+    let out = kiln_in(&["sysprep", "--list-operations"], root());
     assert_eq!(out.status.code(), Some(0));
     let t = text(&out.stdout);
     // virt-sysprep 1.48's 43 operations plus kiln's cloud-init-state.
@@ -349,7 +335,7 @@ fn bad_customize_steps_in_recipes_are_positioned_errors() {
         "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\ncustomize:\n  - write: /etc/motd\n  - chmod: \"9:/x\"\n  - upload: \"nothere.txt:/root\"\n",
     )
     .unwrap();
-    let out = kiln(&["validate", bad.to_str().unwrap()], dir.path());
+    let out = kiln_in(&["validate", bad.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     for needle in [
@@ -367,7 +353,7 @@ fn bad_customize_steps_in_recipes_are_positioned_errors() {
         "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\ncustomize:\n  - root-pasword: random\n",
     )
     .unwrap();
-    let out = kiln(&["validate", bad.to_str().unwrap()], dir.path());
+    let out = kiln_in(&["validate", bad.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr)
@@ -387,7 +373,7 @@ fn plan_shows_customize_steps_without_secrets() {
     )
     .unwrap();
     for fmt in ["text", "json"] {
-        let out = kiln(&["plan", r.to_str().unwrap(), "--format", fmt], dir.path());
+        let out = kiln_in(&["plan", r.to_str().unwrap(), "--format", fmt], dir.path());
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let t = text(&out.stdout);
         assert!(t.contains("password of root: set"), "{t}");
@@ -433,7 +419,7 @@ fn sysprep_rejects_bad_input_with_exit_2() {
         ),
         (vec!["sysprep"], "required"),
     ] {
-        let out = kiln(&args, dir.path());
+        let out = kiln_in(&args, dir.path());
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -508,7 +494,7 @@ fn plan_says_what_build_will_skip_and_how_it_verifies() {
     std::fs::write(dir.path().join("base.qcow2"), b"").unwrap();
     let r = dir.path().join("r.yaml");
     std::fs::write(&r, "name: t\nsource:\n  image: {path: base.qcow2}\n").unwrap();
-    let out = kiln(&["plan", "r.yaml", "--render-dir", "p"], dir.path());
+    let out = kiln_in(&["plan", "r.yaml", "--render-dir", "p"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let t = text(&out.stdout);
     assert!(
@@ -523,7 +509,7 @@ fn plan_says_what_build_will_skip_and_how_it_verifies() {
         "name: t\nsource:\n  image:\n    url: http://127.0.0.1:1/disk.img\n    checksum: file:http://127.0.0.1:1/SHA256SUMS\nprovision:\n  - run: [\"true\"]\n",
     )
     .unwrap();
-    let out = kiln(&["plan", "r.yaml", "--render-dir", "p"], dir.path());
+    let out = kiln_in(&["plan", "r.yaml", "--render-dir", "p"], dir.path());
     let t = text(&out.stdout);
     assert!(
         t.contains("its checksum is looked up in http://127.0.0.1:1/SHA256SUMS"),
@@ -537,7 +523,7 @@ fn plan_says_what_build_will_skip_and_how_it_verifies() {
     assert!(t.contains("define domain.xml, start"), "{t}");
     // The autoinstall seed holds the meta-data the install stage writes beside the answers.
     let fixture = root().join("tests/fixtures/installer/autoinstall.yaml");
-    let out = kiln(
+    let out = kiln_in(
         &["plan", fixture.to_str().unwrap(), "--render-dir", "ai"],
         dir.path(),
     );
@@ -563,7 +549,7 @@ fn help_options(
 ) {
     let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
     args.push("--help");
-    let out = kiln(&args, root());
+    let out = kiln_in(&args, root());
     assert_eq!(out.status.code(), Some(0), "kiln {args:?}");
     let help = text(&out.stdout);
     let mut longs = std::collections::BTreeSet::new();
@@ -717,7 +703,7 @@ fn readme_synopsis_and_help_name_the_same_options() {
     let mut keys: Vec<Vec<String>> = synopsis.iter().map(|(p, _)| p.clone()).collect();
     keys.dedup();
     // Every command of `kiln --help` has an entry.
-    let top = text(&kiln(&["--help"], root()).stdout);
+    let top = text(&kiln_in(&["--help"], root()).stdout);
     for line in top.split("Commands:").nth(1).unwrap().lines() {
         let Some(cmd) = line.split_whitespace().next() else {
             continue;

@@ -2,27 +2,10 @@
 //! atomic outputs, SHA256SUMS that `sha256sum -c` accepts, clean failures.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn kiln(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run kiln")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn sh(cmd: &str, cwd: &Path) -> Output {
-    Command::new("sh")
-        .args(["-c", cmd])
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
+mod harness;
+use harness::*;
 
 /// A 64 MiB raw image with known content: random data, a copy of a binary, zeros elsewhere.
 fn known_image(dir: &Path) -> PathBuf {
@@ -60,7 +43,7 @@ fn entries(dir: &Path) -> Vec<String> {
 fn every_format_converts_verifies_and_hashes() {
     let dir = tempfile::tempdir().unwrap();
     let src = known_image(dir.path());
-    let out = kiln(
+    let out = kiln_in(
         &[
             "convert",
             "src.raw",
@@ -169,13 +152,13 @@ fn subformats_and_cluster_size_reach_the_files() {
     ] {
         let mut a = vec!["convert", "src.raw", "--force"];
         a.extend(args);
-        let out = kiln(&a, dir.path());
+        let out = kiln_in(&a, dir.path());
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let info = qemu_info(&dir.path().join(file), fmt);
         assert_eq!(info["format-specific"]["data"][key], want, "{info}");
     }
     // A fixed VHD probes as raw: it must be read back as vpc, and is the full size.
-    let out = kiln(
+    let out = kiln_in(
         &[
             "convert",
             "src.raw",
@@ -191,7 +174,7 @@ fn subformats_and_cluster_size_reach_the_files() {
     let vhd = dir.path().join("src.vhd");
     assert!(std::fs::metadata(&vhd).unwrap().len() > 64 << 20);
     assert_eq!(qemu_info(&vhd, "vpc")["virtual-size"], 64 << 20);
-    let out = kiln(
+    let out = kiln_in(
         &[
             "convert",
             "src.raw",
@@ -246,7 +229,7 @@ fn bad_requests_exit_2_and_write_nothing() {
         ),
         (vec!["info", "missing.qcow2"], "does not exist"),
     ] {
-        let out = kiln(&args, dir.path());
+        let out = kiln_in(&args, dir.path());
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -424,7 +407,7 @@ fn corrupted_and_truncated_sources_fail_cleanly_without_partial_output() {
         ("cut.qcow2", "is damaged"),
     ] {
         let out_dir = dir.path().join(format!("out-{src}"));
-        let out = kiln(
+        let out = kiln_in(
             &[
                 "convert",
                 src,
@@ -460,7 +443,7 @@ fn info_reports_format_sizes_checksum_and_backing_file() {
         dir.path(),
     );
     assert!(out.status.success());
-    let out = kiln(&["info", "top.qcow2", "--format", "json"], dir.path());
+    let out = kiln_in(&["info", "top.qcow2", "--format", "json"], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["format"], "qcow2");
@@ -477,7 +460,7 @@ fn info_reports_format_sizes_checksum_and_backing_file() {
             .unwrap()
             .len()
     );
-    let out = kiln(&["info", "src.raw"], dir.path());
+    let out = kiln_in(&["info", "src.raw"], dir.path());
     let t = text(&out.stdout);
     assert!(
         t.contains("format:         raw") && t.contains("backing file:   none"),

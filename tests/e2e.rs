@@ -3,20 +3,12 @@
 //! `cargo test`; scripts/test.sh (the README's test command, run by CI) runs them with
 //! `--ignored`. The built image is inspected with the real guestfish, independently of kiln.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn kiln() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    c.current_dir(root()).env_remove("KILN_ELEMENTS_PATH");
-    c
-}
+mod harness;
+use harness::*;
 
 /// A SHA-512 crypt(3) hash of `password` with a random salt, made by OpenSSL.
 fn sha512_crypt(password: &str) -> String {
@@ -96,21 +88,6 @@ fn crypt_verifies(password: &str, hash: &str) -> bool {
     writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
     let out = child.wait_with_output().unwrap();
     out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == hash
-}
-
-/// Domains in libvirt whose name starts with `prefix`.
-fn domains(prefix: &str) -> Vec<String> {
-    let out = Command::new("virsh")
-        .args(["-c", "qemu:///system", "list", "--all", "--name"])
-        .output()
-        .expect("virsh");
-    assert!(out.status.success(), "virsh failed: {:?}", out);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
 }
 
 /// Run guestfish read-only on `image` with `script`; return its stdout.
@@ -489,21 +466,11 @@ echo ==end==\n";
 #[ignore = "slow: real VM boot; run by scripts/test.sh"]
 fn sigint_during_provisioning_cleans_up_and_exits_130() {
     let out_dir = tempfile::tempdir().unwrap();
-    let mut child = kiln()
+    let mut build = kiln();
+    build
         .args(["build", "examples/debian-12.yaml", "--no-glance", "-o"])
-        .arg(out_dir.path())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            eprintln!("kiln: {line}");
-            let _ = tx.send(line);
-        }
-    });
+        .arg(out_dir.path());
+    let (mut child, rx) = spawn_reading_stderr(build);
     // Wait until the guest has been booting for a while (bootstrap may run first).
     let start = Instant::now();
     let mut domain = None;
@@ -538,9 +505,7 @@ fn sigint_during_provisioning_cleans_up_and_exits_130() {
         "overlay and seed should exist while provisioning: {staging:?}"
     );
 
-    unsafe {
-        libc_kill(child.id() as i32, 2);
-    }
+    interrupt(&child);
     let t = Instant::now();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "exit code after SIGINT");
@@ -654,11 +619,6 @@ fn on_error_keep_leaves_domain_and_disks_for_inspection() {
             .unwrap();
         assert!(st.success());
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// A base disk to sysprep: the bootstrap cache (filled by any build of the example), or a

@@ -3,6 +3,7 @@
 //! there with the real `openstack` client, then read back with kiln.
 
 mod glance_common;
+mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

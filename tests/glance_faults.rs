@@ -3,6 +3,7 @@
 //! parallel threads (cargo runs test binaries one after another).
 
 mod glance_common;
+mod harness;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

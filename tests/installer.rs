@@ -7,13 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod harness;
+use harness::*;
 
 /// `kiln plan RECIPE --render-dir DIR`; returns DIR/install.
 fn render(recipe: &Path, dir: &Path) -> PathBuf {

@@ -10,9 +10,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod harness;
+use harness::*;
 
 fn sh(cmd: &str, dir: &Path) {
     let st = Command::new("sh")
@@ -271,31 +270,18 @@ publish:
 #[test]
 #[ignore = "slow: a real install under TCG; run by scripts/test.sh"]
 fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     use std::time::{Duration, Instant};
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
     let iso = installer_iso(work.path());
     let recipe = installer_recipe(work.path(), &iso, TEST_HASH);
     let out_dir = work.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .current_dir(root())
+    let mut build = kiln();
+    build
         .args(["build", "--no-glance"])
         .arg(&recipe)
         .arg("-o")
-        .arg(&out_dir)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            eprintln!("kiln: {line}");
-            let _ = tx.send(line);
-        }
-    });
+        .arg(&out_dir);
+    let (mut child, rx) = spawn_reading_stderr(build);
     // Until the installer is running in its domain and writing to its console.
     let start = Instant::now();
     let mut domain = None;
@@ -311,15 +297,7 @@ fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
         }
     }
     let domain = domain.expect("the install stage never started its domain");
-    let listed = |name: &str| {
-        let out = Command::new("virsh")
-            .args(["-c", "qemu:///system", "list", "--all", "--name"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .any(|l| l.trim() == name)
-    };
+    let listed = |name: &str| domains(name).iter().any(|d| d == name);
     assert!(listed(&domain), "{domain} should exist while installing");
     let staging: Vec<PathBuf> = std::fs::read_dir(&out_dir)
         .unwrap()
@@ -331,11 +309,7 @@ fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
             .any(|p| p.join("work/install.qcow2").is_file()),
         "the install disk should exist while installing: {staging:?}"
     );
-    let st = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    interrupt(&child);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "exit code after SIGINT");
     assert!(!listed(&domain), "domain {domain} left behind");

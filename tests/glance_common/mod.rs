@@ -13,9 +13,7 @@ pub fn kiln(args: &[&str]) -> Output {
         .expect("kiln")
 }
 
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+pub use crate::harness::text;
 
 pub fn openstack(cloud: &str, args: &[&str]) -> String {
     let venv = std::env::var("KILN_GLANCE_VENV").unwrap_or_else(|_| "/opt/kiln-glance-venv".into());

@@ -1,0 +1,85 @@
+//! The integration tests' harness: run kiln (and the tools that check its work) as a user
+//! would, and read what they said. Each test binary includes it with `mod harness;`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
+
+/// The source tree (examples, fixtures, README).
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// kiln, run from the source tree, without the caller's element path.
+pub fn kiln() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.current_dir(root()).env_remove("KILN_ELEMENTS_PATH");
+    c
+}
+
+/// `kiln ARGS` in `cwd`, to completion.
+pub fn kiln_in(args: &[&str], cwd: &Path) -> Output {
+    kiln()
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run kiln")
+}
+
+/// A shell command in `cwd`, to completion.
+pub fn sh(cmd: &str, cwd: &Path) -> Output {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .current_dir(cwd)
+        .output()
+        .expect("run sh")
+}
+
+/// libvirt's domains whose name starts with `prefix`.
+pub fn domains(prefix: &str) -> Vec<String> {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system", "list", "--all", "--name"])
+        .output()
+        .expect("virsh");
+    assert!(out.status.success(), "virsh failed: {out:?}");
+    text(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Start `cmd` with its stderr read line by line on a thread (echoed, and sent to the
+/// receiver), for tests that act on what a running build says.
+pub fn spawn_reading_stderr(mut cmd: Command) -> (Child, Receiver<String>) {
+    let mut child = cmd
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn kiln");
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            eprintln!("kiln: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Send SIGINT to `child`, as Ctrl-C would.
+pub fn interrupt(child: &Child) {
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+}
