@@ -1,0 +1,320 @@
+//! The command line's clap types (flags, subcommands) and their small parsers.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use super::image;
+use crate::vocab::{Compression, Format, Subformat};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Bake golden VM images from YAML recipes"
+)]
+pub struct Cli {
+    /// Log at debug level (the exact external commands).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum OnError {
+    /// Remove the domain, disks and staging directory (logs are kept in NAME-VERSION.failed/).
+    Cleanup,
+    /// Keep the domain, disks and logs for inspection and say how to look at them.
+    Keep,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum PlanFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check recipes (and their elements and templates); report every problem with its position.
+    Validate {
+        #[arg(required = true)]
+        recipes: Vec<PathBuf>,
+        /// Override a variable: NAME=VALUE.
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+    },
+    /// Show what a build would do: elements, stages with inputs, exact commands; render the
+    /// templates into a directory.
+    Plan {
+        recipe: PathBuf,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Where rendered templates go (default: ./NAME-VERSION.plan).
+        #[arg(long)]
+        render_dir: Option<PathBuf>,
+        /// Catalog directory, as for `build` (default: the recipe's publish.local.dir, else
+        /// ./kiln-output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Cache to look for base disks and downloads in, as for `build` (default:
+        /// $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Build the image.
+    Build {
+        recipe: PathBuf,
+        /// Catalog directory; the image lands in DIR/NAME-VERSION (default: the recipe's
+        /// publish.local.dir, else ./kiln-output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
+        on_error: OnError,
+        #[arg(long = "var", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Cache for base disks and downloads (default: $KILN_CACHE_DIR or ~/.cache/kiln).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Outputs converted at the same time (default: the core count).
+        #[arg(short, long)]
+        jobs: Option<usize>,
+        /// Skip publish.glance (publish later with `kiln publish DIR`).
+        #[arg(long)]
+        no_glance: bool,
+    },
+    /// Publish a finished build (a catalog directory with manifest.json) to Glance, with the
+    /// recipe's publish.glance settings (or defaults); records the image ids in the manifest.
+    Publish {
+        /// The build's output directory (NAME-VERSION in the catalog).
+        dir: PathBuf,
+        /// Cloud in clouds.yaml (default: the recipe's publish.glance.cloud, $OS_CLOUD, OS_*).
+        #[arg(long, env = "OS_CLOUD")]
+        os_cloud: Option<String>,
+        /// Image name (one format only; default: the recipe's, else NAME-VERSION).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Convert a disk image to one or more formats, in parallel, verified and atomic.
+    Convert(ConvertArgs),
+    /// Sysprep disk images in place (virt-sysprep's operations, machine-id left empty).
+    Sysprep(Box<SysprepArgs>),
+    /// Images in Glance, like `openstack image` (auth from clouds.yaml or OS_* variables).
+    Image {
+        /// Cloud in clouds.yaml (default: $OS_CLOUD, else the OS_* variables).
+        #[arg(long, env = "OS_CLOUD", global = true)]
+        os_cloud: Option<String>,
+        #[command(subcommand)]
+        command: image::ImageCommand,
+    },
+    /// Show an image's format, sizes, sha256 and backing file.
+    Info {
+        image: PathBuf,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// Print the JSON Schema of recipes (for editors).
+    Schema,
+    /// Built-in and local elements.
+    Elements {
+        #[command(subcommand)]
+        command: ElementsCommand,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    /// Source image.
+    pub src: PathBuf,
+    /// Output format; repeat for several outputs (converted in parallel).
+    #[arg(short = 'O', long = "output-format", required = true, value_enum)]
+    pub formats: Vec<Format>,
+    /// Output file (one format) or directory (several); default: next to SRC, named
+    /// after it with the format's extension.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// vmdk: monolithicSparse|streamOptimized; vpc: dynamic|fixed. Applies to the formats
+    /// it fits.
+    #[arg(long, value_enum)]
+    pub subformat: Option<Subformat>,
+    /// qcow2: compress with zlib or zstd.
+    #[arg(long, value_enum)]
+    pub compress: Option<Compression>,
+    /// qcow2: cluster size, a power of two from 512 to 2M (e.g. 64K, 2M; default 64K).
+    #[arg(long)]
+    pub cluster_size: Option<String>,
+    /// Source format (default: probed).
+    #[arg(short = 'f', long = "source-format")]
+    pub source_format: Option<String>,
+    /// Replace existing outputs.
+    #[arg(long)]
+    pub force: bool,
+    /// Concurrent conversions (default: the core count).
+    #[arg(short, long)]
+    pub jobs: Option<usize>,
+    /// Summary format.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SysprepArgs {
+    /// Image to sysprep (repeat for several; each is done in turn).
+    #[arg(short = 'a', long = "add", required_unless_present = "list_operations")]
+    pub images: Vec<PathBuf>,
+    /// Image format (default: probed).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Operations in virt-sysprep syntax: defaults, op, +op, -op (comma-separated; repeatable).
+    #[arg(long)]
+    pub operations: Vec<String>,
+    /// Enable exactly these operations (comma-separated), like virt-sysprep --enable.
+    #[arg(long, conflicts_with = "operations")]
+    pub enable: Option<String>,
+    /// List the operations: name, `*` when on by default, description.
+    #[arg(long)]
+    pub list_operations: bool,
+    /// Change nothing; print what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Accelerator for the libguestfs appliance.
+    #[arg(long, value_enum, default_value_t = crate::recipe::model::Accel::Auto)]
+    pub accel: crate::recipe::model::Accel,
+    /// user-account: remove only these users (comma-separated; repeatable).
+    #[arg(long, value_name = "USERS")]
+    pub remove_user_accounts: Vec<String>,
+    /// user-account: keep these users (comma-separated; repeatable).
+    #[arg(long, value_name = "USERS")]
+    pub keep_user_accounts: Vec<String>,
+    /// script: a host shell command run with the guest's root as working directory.
+    #[arg(long, value_name = "SCRIPT")]
+    pub script: Vec<String>,
+    #[command(flatten)]
+    pub customize: CustomizeArgs,
+}
+
+/// virt-customize's operations, applied (in command-line order) by the `customize` operation.
+#[derive(clap::Args, Debug, Default)]
+#[command(next_help_heading = "Customize (virt-customize syntax, applied in order)")]
+pub struct CustomizeArgs {
+    /// Write CONTENT to FILE.
+    #[arg(long, value_name = "FILE:CONTENT")]
+    pub write: Vec<String>,
+    /// Append LINE to FILE.
+    #[arg(long, value_name = "FILE:LINE")]
+    pub append_line: Vec<String>,
+    /// Copy a host file or directory into REMOTEDIR.
+    #[arg(long, value_name = "LOCALPATH:REMOTEDIR")]
+    pub copy_in: Vec<String>,
+    /// Upload a host file to DEST.
+    #[arg(long, value_name = "FILE:DEST")]
+    pub upload: Vec<String>,
+    /// Create a directory (and parents).
+    #[arg(long, value_name = "DIR")]
+    pub mkdir: Vec<String>,
+    /// Delete a file or directory tree (globs allowed).
+    #[arg(long, value_name = "PATH")]
+    pub delete: Vec<String>,
+    /// Change a file's mode (octal).
+    #[arg(long, value_name = "PERMISSIONS:FILE")]
+    pub chmod: Vec<String>,
+    /// Create symbolic links to TARGET.
+    #[arg(long, value_name = "TARGET:LINK[:LINK..]")]
+    pub link: Vec<String>,
+    /// Create an empty file or update its times.
+    #[arg(long, value_name = "FILE")]
+    pub touch: Vec<String>,
+    /// Run a shell command in the guest.
+    #[arg(long, value_name = "CMD")]
+    pub run_command: Vec<String>,
+    /// Run a host script in the guest.
+    #[arg(long, value_name = "SCRIPT")]
+    pub run: Vec<String>,
+    /// Install packages (comma-separated) with the guest's package manager.
+    #[arg(long, value_name = "PKG,PKG..")]
+    pub install: Vec<String>,
+    /// Remove packages (comma-separated).
+    #[arg(long, value_name = "PKG,PKG..")]
+    pub uninstall: Vec<String>,
+    /// root's password: password:PW, file:FILE, random, disabled, locked[:SELECTOR].
+    #[arg(long, value_name = "SELECTOR")]
+    pub root_password: Vec<String>,
+    /// A user's password: USER:SELECTOR.
+    #[arg(long, value_name = "USER:SELECTOR")]
+    pub password: Vec<String>,
+    /// Add an ssh key: USER:file:KEYFILE or USER:string:KEY.
+    #[arg(long, value_name = "USER:SELECTOR")]
+    pub ssh_inject: Vec<String>,
+    /// Set the hostname.
+    #[arg(long, value_name = "HOSTNAME")]
+    pub hostname: Vec<String>,
+    /// Set the time zone (e.g. Europe/Paris).
+    #[arg(long, value_name = "TIMEZONE")]
+    pub timezone: Vec<String>,
+    /// Run a command once at first boot.
+    #[arg(long, value_name = "CMD")]
+    pub firstboot_command: Vec<String>,
+    /// Relabel files for SELinux.
+    #[arg(long)]
+    pub selinux_relabel: bool,
+}
+
+/// The customize flags of `m` as steps, in the order they were given.
+pub(super) fn customize_in_order(
+    m: &clap::ArgMatches,
+) -> Result<Vec<crate::customize::Customize>, String> {
+    let mut found: Vec<(usize, String, String)> = Vec::new();
+    for (name, _, _) in crate::customize::OPERATIONS {
+        let id = name.replace('-', "_");
+        if *name == "selinux-relabel" {
+            if m.get_flag(&id) {
+                let at = m.index_of(&id).unwrap_or(usize::MAX);
+                found.push((at, name.to_string(), String::new()));
+            }
+            continue;
+        }
+        if let (Some(idx), Some(vals)) = (m.indices_of(&id), m.get_many::<String>(&id)) {
+            for (i, v) in idx.zip(vals) {
+                found.push((i, name.to_string(), v.clone()));
+            }
+        }
+    }
+    found.sort_by_key(|f| f.0);
+    let cwd = std::env::current_dir().unwrap_or_default();
+    found
+        .into_iter()
+        .map(|(_, name, arg)| {
+            crate::customize::parse(&name, &arg, &cwd).map_err(|e| format!("--{name}: {e}"))
+        })
+        .collect()
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ElementsCommand {
+    /// List elements on the search path.
+    List,
+    /// Show one element's file and where it was found.
+    Show { name: String },
+}
+
+pub(crate) fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, found `{s}`"))?;
+    if k.is_empty() {
+        return Err("empty variable name".into());
+    }
+    Ok((k.to_string(), v.to_string()))
+}

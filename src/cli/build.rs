@@ -1,0 +1,329 @@
+//! `kiln plan`, `kiln build` and `kiln publish`.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+pub(super) fn publish_cmd(dir: &Path, cloud: Option<&str>, name: Option<String>) -> i32 {
+    let manifest_path = dir.join("manifest.json");
+    let manifest: serde_json::Value = match std::fs::read_to_string(&manifest_path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(m) => m,
+        Err(e) => {
+            return usage_error(format!(
+                "{} is not a kiln build ({}: {e})",
+                dir.display(),
+                manifest_path.display()
+            ))
+        }
+    };
+    let settings = match manifest.get("publish_glance") {
+        Some(v) if !v.is_null() => {
+            serde_json::from_value::<crate::glance::publish::Settings>(v.clone())
+                .map_err(anyhow::Error::from)
+        }
+        _ => crate::glance::publish::default_settings(&manifest),
+    };
+    let mut settings = match settings {
+        Ok(s) => s,
+        Err(e) => return usage_error(format!("{}: {e}", manifest_path.display())),
+    };
+    if let Some(n) = name {
+        if settings.formats.len() != 1 {
+            return usage_error("--name needs a single published format");
+        }
+        settings.names = [(settings.formats[0].clone(), n)].into();
+    }
+    let cancel = cancel_on_signals();
+    match crate::glance::publish::publish_dir(dir, &settings, cloud, &cancel, &mut |_, _| {}) {
+        Ok(done) => {
+            for p in &done {
+                outln!(
+                    "{} {} ({}) in {}: {}{}",
+                    if p.reused {
+                        "already there:"
+                    } else {
+                        "published"
+                    },
+                    p.name,
+                    p.id,
+                    p.cloud,
+                    p.status,
+                    if p.rotated.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; rotated out {}", p.rotated.join(", "))
+                    }
+                );
+            }
+            exit::OK
+        }
+        Err(e) => {
+            errln!("error: {e:#}");
+            let user = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<crate::glance::GlanceError>())
+                .is_some_and(|g| g.is_user_error());
+            if cancel.is_cancelled() {
+                exit::INTERRUPTED
+            } else if user {
+                exit::INVALID_INPUT
+            } else {
+                exit::BUILD_FAILED
+            }
+        }
+    }
+}
+
+pub(super) fn plan(
+    recipe: &Path,
+    format: PlanFormat,
+    vars: &[(String, String)],
+    render_dir: Option<PathBuf>,
+    output: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+) -> i32 {
+    let plan = match load_checked(recipe, vars) {
+        Ok(p) => p,
+        Err(d) => {
+            print_diagnostics(&d);
+            return exit::INVALID_INPUT;
+        }
+    };
+    let out_root = out_root(output, &plan);
+    let cache = cache_dir.unwrap_or_else(crate::build::default_cache_dir);
+    let stages = planned_stages(&plan, &out_root, &cache);
+    let (_, work, _, _) = crate::pipeline::context::build_paths(&out_root, &plan.slug(), "PID");
+    let render_dir = render_dir.unwrap_or_else(|| PathBuf::from(format!("{}.plan", plan.slug())));
+    let tctx = TemplateContext::new(
+        &plan,
+        &format!("kiln-{}-XXXXXXXX", plan.name),
+        "qemu",
+        &work,
+    );
+    let mut rendered = Vec::new();
+    for kind in Kind::ALL {
+        match templates::render(&plan, kind, &tctx) {
+            Ok(t) => rendered.push((kind, t)),
+            Err(e) => {
+                print_diagnostics(&[template_diag(e)]);
+                return exit::INVALID_INPUT;
+            }
+        }
+    }
+    let answers = match templates::render_answers(&plan) {
+        Ok(a) => a,
+        Err(e) => {
+            print_diagnostics(&[template_diag(e)]);
+            return exit::INVALID_INPUT;
+        }
+    };
+    let script = crate::seed::provision_script(&plan.provision);
+    let write = templates::write_all(&render_dir, &rendered)
+        .and_then(|_| std::fs::write(render_dir.join("provision.sh"), &script))
+        .and_then(|_| match (&answers, &plan.source) {
+            // In a subdirectory: autoinstall's file is a `user-data` too.
+            (Some(a), SourcePlan::Installer(i)) => {
+                std::fs::create_dir_all(render_dir.join("install")).and_then(|_| {
+                    std::fs::write(render_dir.join("install").join(i.answer_file_name()), a)
+                })
+            }
+            _ => Ok(()),
+        });
+    if let Err(e) = write {
+        errln!(
+            "error: writing rendered templates to {}: {e}",
+            render_dir.display()
+        );
+        return exit::BUILD_FAILED;
+    }
+    match format {
+        PlanFormat::Json => {
+            let v = serde_json::json!({
+                "plan": plan,
+                "stages": stages,
+                "rendered": render_dir,
+            });
+            outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        }
+        PlanFormat::Text => {
+            outln!("{} (recipe {})", plan.slug(), plan.recipe_path.display());
+            if let Some(d) = &plan.description {
+                outln!("  {d}");
+            }
+            outln!("elements (in order):");
+            for e in &plan.elements {
+                outln!("  {:<18} {}  [{}]", e.name, e.description, e.origin);
+            }
+            outln!(
+                "vm: {} MiB, {} vCPU, accel {:?}, timeout {} s, {}",
+                plan.vm.memory_mib,
+                plan.vm.vcpus,
+                plan.vm.accel,
+                plan.vm.timeout_secs,
+                plan.vm.uri
+            );
+            outln!("provisioning steps:");
+            for (i, s) in plan.provision.iter().enumerate() {
+                let d = match s {
+                    crate::plan::ProvisionStep::Packages(p) => format!("packages: {}", p.join(" ")),
+                    crate::plan::ProvisionStep::Files(f) => format!(
+                        "files: {}",
+                        f.iter()
+                            .map(|f| f.path.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                    crate::plan::ProvisionStep::Run(c) => format!("run: {} command(s)", c.len()),
+                    crate::plan::ProvisionStep::Users(u) => format!(
+                        "users: {}",
+                        u.iter()
+                            .map(|u| u.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                };
+                outln!("  {}. {d}", i + 1);
+            }
+            outln!("stages:");
+            for s in &stages {
+                outln!("  {}", s.name);
+                for c in &s.commands {
+                    outln!("      $ {c}");
+                }
+            }
+            outln!("rendered templates: {}", render_dir.display());
+        }
+    }
+    exit::OK
+}
+
+pub(super) fn build(
+    recipe_path: &Path,
+    output: Option<PathBuf>,
+    on_error: OnError,
+    vars: &[(String, String)],
+    cache_dir: Option<PathBuf>,
+    jobs: Option<usize>,
+    no_glance: bool,
+) -> i32 {
+    let mut plan = match load_checked(recipe_path, vars) {
+        Ok(p) => p,
+        Err(d) => {
+            print_diagnostics(&d);
+            return exit::INVALID_INPUT;
+        }
+    };
+    if no_glance {
+        plan.publish.glance = None;
+    }
+    // Credentials are checked before a long build, not after it.
+    if let Some(g) = &plan.publish.glance {
+        if let Err(e) = crate::glance::Glance::connect(g.cloud.as_deref()) {
+            errln!(
+                "error: publish.glance: {e}\n  (fix the cloud configuration, or build without \
+                 Glance with --no-glance and publish later with `kiln publish DIR`)"
+            );
+            return if e.is_user_error() {
+                exit::INVALID_INPUT
+            } else {
+                exit::BUILD_FAILED
+            };
+        }
+    }
+    // A build must be able to clean up when interrupted: no handler, no build.
+    let cancel = match try_cancel_on_signals() {
+        Ok(c) => c,
+        Err(e) => {
+            errln!("error: cannot install signal handler: {e}");
+            return exit::BUILD_FAILED;
+        }
+    };
+    let out_root = out_root(output, &plan);
+    let opts = crate::build::Options {
+        out_root,
+        cache_dir: cache_dir.unwrap_or_else(crate::build::default_cache_dir),
+        keep_on_error: on_error == OnError::Keep,
+        jobs: jobs.unwrap_or_else(crate::convert::default_jobs),
+    };
+    match crate::build::run(plan, &opts, &cancel) {
+        Err(e) => {
+            errln!("error: {e:#}");
+            exit::BUILD_FAILED
+        }
+        Ok(f) => {
+            match f.code {
+                exit::OK => {
+                    let dir = f.ctx.published.clone().unwrap_or_default();
+                    outln!("built {}", dir.display());
+                    if let Some(src) = &f.ctx.source_disk {
+                        print_size_row(
+                            "(build disk)",
+                            &src.format,
+                            src.size,
+                            src.allocated_size,
+                            src.virtual_size,
+                        );
+                    }
+                    for o in &f.ctx.outputs {
+                        print_size_row(
+                            &o.path,
+                            &o.format,
+                            o.size,
+                            o.allocated_size,
+                            o.virtual_size,
+                        );
+                    }
+                    for p in &f.ctx.glance_published {
+                        outln!(
+                            "  glance: {} {} ({}, {}) {}",
+                            p.name,
+                            p.id,
+                            p.cloud,
+                            p.status,
+                            if p.reused {
+                                "already there"
+                            } else {
+                                "uploaded"
+                            }
+                        );
+                    }
+                    outln!("  stages:");
+                    for r in &f.ctx.records {
+                        outln!("    {:<11} {:>7.1} s", r.name, r.seconds);
+                    }
+                }
+                exit::INTERRUPTED => errln!("interrupted: the build was cleaned up"),
+                _ => {}
+            }
+            if let Some(e) = f.error {
+                if f.code == exit::OK {
+                    // The build is complete but its cleanup failed: not said before.
+                    errln!("error: {e:#}");
+                    return exit::BUILD_FAILED;
+                }
+                // The whole error was logged when the stage failed, before the cleanup.
+                let logs = match f.ctx.keep_on_error {
+                    true => f.ctx.staging.display().to_string(),
+                    false => f
+                        .ctx
+                        .final_dir
+                        .with_file_name(format!("{}.failed", f.ctx.plan.slug()))
+                        .display()
+                        .to_string(),
+                };
+                errln!("error: {e}; the cause is above, the logs are in {logs}");
+            }
+            f.code
+        }
+    }
+}
+
+/// The catalog directory: `-o`, else the recipe's publish.local.dir, else ./kiln-output.
+pub(super) fn out_root(output: Option<PathBuf>, plan: &Plan) -> PathBuf {
+    output
+        .or_else(|| plan.publish.local_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("kiln-output"))
+}

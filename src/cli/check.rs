@@ -1,0 +1,85 @@
+//! `kiln validate` and the checks every recipe command runs first.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+pub(super) fn print_diagnostics(diags: &[Diagnostic]) {
+    for d in diags {
+        errln!("error: {d}");
+    }
+    errln!(
+        "{} error{} found",
+        diags.len(),
+        if diags.len() == 1 { "" } else { "s" }
+    );
+}
+
+/// Load a recipe and render every template with a sample context (strict mode catches
+/// undefined variables in overrides before any build starts).
+/// Every problem at once: the recipe's, its elements', and the templates' (rendered even when
+/// the recipe has other errors, as far as it resolved).
+pub fn load_checked(path: &Path, vars: &[(String, String)]) -> Result<Plan, Vec<Diagnostic>> {
+    let (plan, mut errs) = recipe::load_all(path, vars);
+    let Some(plan) = plan else {
+        return Err(errs);
+    };
+    let ctx = TemplateContext::new(&plan, "kiln-validate", "qemu", Path::new("/nonexistent"));
+    for kind in Kind::ALL {
+        if let Err(e) = templates::render(&plan, kind, &ctx) {
+            errs.push(template_diag(e));
+        }
+    }
+    if errs.is_empty() {
+        Ok(plan)
+    } else {
+        recipe::sort_diagnostics(&mut errs, &plan.recipe_path);
+        Err(errs)
+    }
+}
+
+pub(super) fn template_diag(e: templates::TemplateError) -> Diagnostic {
+    match e {
+        templates::TemplateError::Render {
+            origin,
+            line,
+            column,
+            message,
+        } => Diagnostic {
+            file: PathBuf::from(origin),
+            line,
+            column,
+            message,
+        },
+        templates::TemplateError::Read { path, source } => Diagnostic {
+            file: path,
+            line: 1,
+            column: 1,
+            message: format!("cannot read template: {source}"),
+        },
+    }
+}
+
+pub(super) fn validate(recipes: &[PathBuf], vars: &[(String, String)]) -> i32 {
+    let mut all = Vec::new();
+    for r in recipes {
+        match load_checked(r, vars) {
+            Ok(p) => outln!(
+                "ok: {} ({}, {} element{}, {} provisioning step{})",
+                r.display(),
+                p.slug(),
+                p.elements.len(),
+                if p.elements.len() == 1 { "" } else { "s" },
+                p.provision.len(),
+                if p.provision.len() == 1 { "" } else { "s" }
+            ),
+            Err(mut d) => all.append(&mut d),
+        }
+    }
+    if all.is_empty() {
+        exit::OK
+    } else {
+        print_diagnostics(&all);
+        exit::INVALID_INPUT
+    }
+}
