@@ -57,7 +57,10 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
         ctx.staging.display()
     );
 
-    let mut stages = crate::stages::all();
+    let mut stages: Vec<Box<dyn pipeline::Stage<BuildContext>>> = crate::stages::all()
+        .into_iter()
+        .map(|s| s as Box<dyn pipeline::Stage<BuildContext>>)
+        .collect();
     let report = pipeline::run(&mut stages, &mut ctx, cancel);
     drop(stages);
 

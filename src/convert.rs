@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::plan::OutputPlan;
@@ -25,7 +25,8 @@ pub struct Job {
 }
 
 /// One finished output, as recorded in the manifest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Converted {
     /// File name (relative to the manifest / output directory).
     pub path: String,
@@ -396,7 +397,8 @@ pub fn write_sha256sums(dir: &Path, outputs: &[Converted]) -> std::io::Result<()
 }
 
 /// Sizes of a source disk, summed over its backing chain.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SourceSizes {
     pub format: String,
     pub virtual_size: u64,

@@ -9,6 +9,7 @@ pub mod build;
 pub mod cli;
 pub mod convert;
 pub mod customize;
+pub mod fetch;
 pub mod glance;
 pub mod guest;
 pub mod installer;

@@ -3,11 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::convert::{Converted, SourceSizes};
 
-#[derive(Debug, Serialize)]
+/// manifest.json, read and written as this type (fields a build of another version lacks
+/// take their defaults).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Manifest {
     pub name: String,
     pub version: String,
@@ -26,12 +29,13 @@ pub struct Manifest {
     /// The build disk the outputs were made from (sizes summed over its backing chain).
     pub source_disk: Option<SourceSizes>,
     pub outputs: Vec<Converted>,
-    pub published: serde_json::Value,
+    pub published: Published,
     /// The recipe's `publish.glance`, resolved (names rendered): what `kiln publish` repeats.
     pub publish_glance: Option<crate::plan::GlanceSettings>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tools {
     pub kiln: String,
     #[serde(rename = "qemu-img")]
@@ -40,7 +44,7 @@ pub struct Tools {
     pub libguestfs: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Sparsify {
     pub allocated_before: u64,
     pub allocated_after: u64,
@@ -55,24 +59,56 @@ pub fn allocated(path: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Change a written manifest.json in place, atomically (a temporary file renamed over it).
-pub fn update(dir: &std::path::Path, f: impl FnOnce(&mut serde_json::Value)) -> anyhow::Result<()> {
+/// Where a build's published images are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Published {
+    /// The catalog directory of the build.
+    pub local: String,
+    pub glance: Vec<GlancePublished>,
+}
+
+/// What `published.glance` in manifest.json says about one image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GlancePublished {
+    pub cloud: String,
+    pub id: String,
+    pub name: String,
+    pub disk_format: String,
+    pub status: String,
+    pub visibility: String,
+    pub size: u64,
+    pub os_hash_value: String,
+    pub method: crate::vocab::Method,
+    /// An identical image was already there: nothing was uploaded.
+    pub reused: bool,
+    pub members: Vec<String>,
+    /// Older images deleted by `keep`.
+    pub rotated: Vec<String>,
+}
+
+/// The manifest of the build in `dir`.
+pub fn read(dir: &std::path::Path) -> anyhow::Result<Manifest> {
     use anyhow::Context as _;
     let path = dir.join("manifest.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    f(&mut v);
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Write `m` as `dir`/manifest.json, atomically (a temporary file renamed over it).
+pub fn write(dir: &std::path::Path, m: &Manifest) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let path = dir.join("manifest.json");
     let tmp = dir.join(".manifest.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&v)? + "\n")
+    std::fs::write(&tmp, serde_json::to_string_pretty(m)? + "\n")
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
     Ok(())
 }
 
 /// How a stage ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StageStatus {
     Ok,
@@ -82,9 +118,64 @@ pub enum StageStatus {
 }
 
 /// One stage's line in the manifest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRecord {
     pub name: String,
     pub status: StageStatus,
     pub seconds: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_reads_back_as_it_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest {
+            name: "n".into(),
+            version: "1".into(),
+            stages: vec![StageRecord {
+                name: "convert".into(),
+                status: StageStatus::Ok,
+                seconds: 1.5,
+            }],
+            outputs: vec![Converted {
+                path: "n-1.qcow2".into(),
+                format: "qcow2".into(),
+                glance_disk_format: Some("qcow2".into()),
+                sha512: "ab".repeat(64),
+                virtual_size: 3 << 30,
+                ..Default::default()
+            }],
+            published: Published {
+                local: "/catalog/n-1".into(),
+                glance: Vec::new(),
+            },
+            ..Default::default()
+        };
+        write(dir.path(), &m).unwrap();
+        let back = read(dir.path()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&m).unwrap()
+        );
+        assert!(!dir.path().join(".manifest.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_partial_manifest_takes_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("manifest.json"),
+            r#"{"name": "old", "outputs": [{"path": "x.qcow2", "glance_disk_format": "qcow2"}]}"#,
+        )
+        .unwrap();
+        let m = read(dir.path()).unwrap();
+        assert_eq!(m.name, "old");
+        assert_eq!(m.outputs[0].path, "x.qcow2");
+        assert!(m.published.glance.is_empty() && m.publish_glance.is_none());
+        std::fs::write(dir.path().join("manifest.json"), "{not json").unwrap();
+        assert!(format!("{:#}", read(dir.path()).unwrap_err()).contains("parsing"));
+    }
 }

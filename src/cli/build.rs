@@ -6,25 +6,13 @@ use super::*;
 
 pub(super) fn publish_cmd(dir: &Path, cloud: Option<&str>, name: Option<String>) -> i32 {
     let manifest_path = dir.join("manifest.json");
-    let manifest: serde_json::Value = match std::fs::read_to_string(&manifest_path)
-        .map_err(|e| e.to_string())
-        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
-    {
+    let mut manifest = match crate::manifest::read(dir) {
         Ok(m) => m,
-        Err(e) => {
-            return usage_error(format!(
-                "{} is not a kiln build ({}: {e})",
-                dir.display(),
-                manifest_path.display()
-            ))
-        }
+        Err(e) => return usage_error(format!("{} is not a kiln build ({e:#})", dir.display())),
     };
-    let settings = match manifest.get("publish_glance") {
-        Some(v) if !v.is_null() => {
-            serde_json::from_value::<crate::glance::publish::Settings>(v.clone())
-                .map_err(anyhow::Error::from)
-        }
-        _ => crate::glance::publish::default_settings(&manifest),
+    let settings = match &manifest.publish_glance {
+        Some(s) => Ok(s.clone()),
+        None => crate::glance::publish::default_settings(&manifest),
     };
     let mut settings = match settings {
         Ok(s) => s,
@@ -37,7 +25,20 @@ pub(super) fn publish_cmd(dir: &Path, cloud: Option<&str>, name: Option<String>)
         settings.names = [(settings.formats[0].clone(), n)].into();
     }
     let cancel = cancel_on_signals();
-    match crate::glance::publish::publish_dir(dir, &settings, cloud, &cancel, &mut |_, _| {}) {
+    let published = crate::glance::publish::publish_dir(
+        dir,
+        &manifest,
+        &settings,
+        cloud,
+        &cancel,
+        &mut |_, _| {},
+    )
+    .and_then(|done| {
+        manifest.published.glance = done.clone();
+        crate::manifest::write(dir, &manifest)?;
+        Ok(done)
+    });
+    match published {
         Ok(done) => {
             for p in &done {
                 outln!(

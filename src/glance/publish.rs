@@ -9,10 +9,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{Glance, GlanceError, UploadOptions};
+pub use crate::manifest::GlancePublished as Published;
 pub use crate::plan::GlanceSettings as Settings;
 use crate::process::Cancel;
 pub use crate::vocab::Method;
@@ -344,25 +344,6 @@ pub struct Output {
     pub virtual_size: u64,
 }
 
-/// What `published.glance` in manifest.json says about one image.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Published {
-    pub cloud: String,
-    pub id: String,
-    pub name: String,
-    pub disk_format: String,
-    pub status: String,
-    pub visibility: String,
-    pub size: u64,
-    pub os_hash_value: String,
-    pub method: Method,
-    /// An identical image was already there: nothing was uploaded.
-    pub reused: bool,
-    pub members: Vec<String>,
-    /// Older images deleted by `keep`.
-    pub rotated: Vec<String>,
-}
-
 /// GiB, rounded up: Glance's min_disk unit.
 pub fn min_disk_gib(virtual_size: u64) -> u64 {
     virtual_size.div_ceil(1 << 30)
@@ -517,25 +498,21 @@ pub fn rotate(
 /// Rotation runs last, once everything is in; its failures are warnings.
 pub fn publish_dir(
     dir: &std::path::Path,
+    manifest: &crate::manifest::Manifest,
     settings: &Settings,
     cloud: Option<&str>,
     cancel: &Cancel,
     on_created: &mut dyn FnMut(&str, &str),
 ) -> anyhow::Result<Vec<Published>> {
     use anyhow::Context as _;
-    let manifest_path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("reading {}", manifest_path.display()))?;
-    let manifest: Value = serde_json::from_str(&text)
-        .with_context(|| format!("parsing {}", manifest_path.display()))?;
-    let outputs = manifest["outputs"].as_array().cloned().unwrap_or_default();
     let mut todo = Vec::new();
     for fmt in &settings.formats {
-        let o = outputs
+        let o = manifest
+            .outputs
             .iter()
-            .find(|o| o["glance_disk_format"].as_str() == Some(fmt.as_str()))
-            .with_context(|| format!("{} lists no {fmt} output", manifest_path.display()))?;
-        let file = dir.join(o["path"].as_str().unwrap_or_default());
+            .find(|o| o.glance_disk_format.as_deref() == Some(fmt.as_str()))
+            .with_context(|| format!("{}/manifest.json lists no {fmt} output", dir.display()))?;
+        let file = dir.join(&o.path);
         anyhow::ensure!(file.is_file(), "{} is missing", file.display());
         let name = settings
             .names
@@ -547,8 +524,8 @@ pub fn publish_dir(
             Output {
                 file,
                 disk_format: fmt.clone(),
-                sha512: o["sha512"].as_str().unwrap_or_default().to_string(),
-                virtual_size: o["virtual_size"].as_u64().unwrap_or(0),
+                sha512: o.sha512.clone(),
+                virtual_size: o.virtual_size,
             },
         ));
     }
@@ -595,31 +572,28 @@ pub fn publish_dir(
             }
         }
     }
-    let record = serde_json::to_value(&done)?;
-    crate::manifest::update(dir, |m| m["published"]["glance"] = record)?;
     Ok(done)
 }
 
 /// Settings for `kiln publish` of a build whose recipe had no `publish.glance`: the first
 /// output Glance accepts, named NAME-VERSION, private, with the manifest's properties.
-pub fn default_settings(manifest: &Value) -> anyhow::Result<Settings> {
-    let name = manifest["name"].as_str().unwrap_or("image");
-    let version = manifest["version"].as_str().unwrap_or("0");
-    let fmt = manifest["outputs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find_map(|o| o["glance_disk_format"].as_str())
-        .ok_or_else(|| anyhow::anyhow!("the build has no output Glance accepts"))?
-        .to_string();
-    let properties = manifest["properties"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
+pub fn default_settings(manifest: &crate::manifest::Manifest) -> anyhow::Result<Settings> {
+    let name = if manifest.name.is_empty() {
+        "image"
+    } else {
+        manifest.name.as_str()
+    };
+    let version = if manifest.version.is_empty() {
+        "0"
+    } else {
+        manifest.version.as_str()
+    };
+    let fmt = manifest
+        .outputs
+        .iter()
+        .find_map(|o| o.glance_disk_format.clone())
+        .ok_or_else(|| anyhow::anyhow!("the build has no output Glance accepts"))?;
+    let properties = manifest.properties.clone();
     Ok(Settings {
         cloud: None,
         names: [(fmt.clone(), format!("{name}-{version}"))].into(),

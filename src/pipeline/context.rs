@@ -62,6 +62,8 @@ pub struct InstallMedia {
 }
 
 pub struct BuildContext {
+    /// When the build started (seconds since the epoch): the manifest's `built_at`.
+    pub built_at: u64,
     pub plan: Plan,
     pub cancel: Cancel,
     /// `--on-error keep`: on failure keep domain, disks and logs for inspection.
@@ -112,6 +114,15 @@ impl Records for BuildContext {
     fn enter(&mut self, stage: &'static str) {
         self.current_stage = stage;
     }
+
+    /// Once the build is in the catalog, its manifest follows every stage's record.
+    fn finished(&mut self) {
+        if let Some(dir) = self.published.clone() {
+            if let Err(e) = crate::manifest::write(&dir, &self.manifest()) {
+                tracing::warn!("updating {}/manifest.json: {e:#}", dir.display());
+            }
+        }
+    }
 }
 
 /// Where a build of `slug` in the catalog `out_root` works: (staging, work, out, final_dir).
@@ -132,6 +143,10 @@ impl BuildContext {
         let (staging, work, out, final_dir) =
             build_paths(out_root, &slug, &std::process::id().to_string());
         BuildContext {
+            built_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             work,
             out,
             final_dir,
@@ -291,10 +306,7 @@ impl BuildContext {
             version: plan.version.clone(),
             recipe: plan.recipe_path.display().to_string(),
             recipe_sha256: plan.recipe_sha256.clone(),
-            built_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            built_at: ctx.built_at,
             elements: plan.elements.iter().map(|e| e.name.clone()).collect(),
             source,
             accelerator: match ctx.tcg {
@@ -309,10 +321,10 @@ impl BuildContext {
             properties: plan.properties.clone(),
             source_disk: ctx.source_disk.clone(),
             outputs: ctx.outputs.clone(),
-            published: serde_json::json!({
-                "local": ctx.final_dir.display().to_string(),
-                "glance": [],
-            }),
+            published: crate::manifest::Published {
+                local: ctx.final_dir.display().to_string(),
+                glance: ctx.glance_published.clone(),
+            },
             publish_glance: plan.publish.glance.clone(),
         }
     }

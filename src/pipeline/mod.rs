@@ -3,6 +3,7 @@
 //! started is cleaned up in reverse order, the failed one included.
 
 pub mod context;
+pub mod describe;
 
 use std::time::Instant;
 
@@ -24,6 +25,8 @@ pub trait Records {
     fn records(&mut self) -> &mut Vec<StageRecord>;
     /// `stage` is about to run.
     fn enter(&mut self, _stage: &'static str) {}
+    /// A stage ended; its record says how.
+    fn finished(&mut self) {}
 }
 
 pub trait Stage<C> {
@@ -69,10 +72,11 @@ pub fn run<C: Records>(
         let secs = t.elapsed().as_secs_f64();
         let rec = &mut ctx.records()[i];
         rec.seconds = (secs * 10.0).round() / 10.0;
-        match result {
+        let stop = match result {
             Ok(()) => {
                 rec.status = StageStatus::Ok;
                 tracing::info!("stage {}: done in {:.1} s", stage.name(), secs);
+                false
             }
             Err(e) => {
                 if cancel.is_cancelled() {
@@ -86,8 +90,12 @@ pub fn run<C: Records>(
                     tracing::error!("stage {}: failed after {:.1} s: {e:#}", stage.name(), secs);
                     error = Some(e.context(format!("stage {} failed", stage.name())));
                 }
-                break;
+                true
             }
+        };
+        ctx.finished();
+        if stop {
+            break;
         }
     }
     if outcome == Outcome::Success && cancel.is_cancelled() {

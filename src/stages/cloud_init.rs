@@ -6,6 +6,7 @@ use anyhow::{bail, Context as _};
 
 use crate::guest::Guest;
 use crate::pipeline::context::BuildContext;
+use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 use crate::plan::CloudInitPlan;
 
@@ -101,6 +102,23 @@ impl Stage<BuildContext> for CloudInitStage {
             drop(g);
         }
         Ok(())
+    }
+}
+
+impl Describe for CloudInitStage {
+    fn describe(&self, v: &PlanView) -> Option<Described> {
+        Some(Described {
+            inputs: serde_json::to_value(&v.plan.cloud_init).unwrap_or_default(),
+            commands: vec![format!(
+                "libguestfs on {}: {}check /usr/bin/cloud-init; write {CONFIG_PATH}; remove /var/lib/cloud state",
+                v.disk().display(),
+                if v.booted() {
+                    "check the provisioning status in /var/lib/kiln/status; "
+                } else {
+                    ""
+                },
+            )],
+        })
     }
 }
 

@@ -5,6 +5,7 @@ use anyhow::{bail, Context as _};
 
 use crate::convert::{self, Job};
 use crate::pipeline::context::BuildContext;
+use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 
 pub struct ConvertStage;
@@ -59,5 +60,27 @@ impl Stage<BuildContext> for ConvertStage {
         // Outputs live in the staging directory, which the build removes unless published;
         // partial files are removed by the conversion itself.
         Ok(())
+    }
+}
+
+impl Describe for ConvertStage {
+    fn describe(&self, v: &PlanView) -> Option<Described> {
+        let plan = v.plan;
+        Some(Described {
+            inputs: serde_json::to_value(&plan.outputs).unwrap_or_default(),
+            commands: plan
+                .outputs
+                .iter()
+                .flat_map(|o| {
+                    convert::planned(&Job {
+                        src: v.disk(),
+                        src_format: "qcow2".into(),
+                        out: o.clone(),
+                        dst: v.out.join(o.file_name(&plan.slug())),
+                    })
+                })
+                .chain([format!("write {}", v.out.join("SHA256SUMS").display())])
+                .collect(),
+        })
     }
 }

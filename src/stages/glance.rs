@@ -6,6 +6,7 @@
 use anyhow::Context as _;
 
 use crate::pipeline::context::{BuildContext, Resource};
+use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 
 pub struct GlanceStage;
@@ -20,15 +21,16 @@ impl Stage<BuildContext> for GlanceStage {
             tracing::debug!("no publish.glance: nothing to upload");
             return Ok(());
         };
-        let t = std::time::Instant::now();
         let dir = ctx
             .published
             .clone()
             .context("the build was not published locally")?;
         let cancel = ctx.cancel.clone();
         let mut created = Vec::new();
+        let manifest = ctx.manifest();
         let res = crate::glance::publish::publish_dir(
             &dir,
+            &manifest,
             &settings,
             None,
             &cancel,
@@ -53,22 +55,43 @@ impl Stage<BuildContext> for GlanceStage {
         for r in &created {
             ctx.forget(r);
         }
+        // The runner rewrites manifest.json with these once the stage is done.
         ctx.glance_published = published;
-        // The manifest was written before this stage ran: record it there too.
-        let seconds = (t.elapsed().as_secs_f64() * 10.0).round() / 10.0;
-        crate::manifest::update(&dir, |m| {
-            for s in m["stages"].as_array_mut().into_iter().flatten() {
-                if s["name"] == "glance" {
-                    s["status"] = "ok".into();
-                    s["seconds"] = seconds.into();
-                }
-            }
-        })
-        .context("recording the glance stage in manifest.json")?;
         Ok(())
     }
 
     fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
         ctx.release(self.name(), outcome)
+    }
+}
+
+impl Describe for GlanceStage {
+    fn describe(&self, v: &PlanView) -> Option<Described> {
+        let g = v.plan.publish.glance.as_ref()?;
+        Some(Described {
+            inputs: serde_json::to_value(g).unwrap_or_default(),
+            commands: g
+                .formats
+                .iter()
+                .map(|f| {
+                    let name = g.names.get(f).map(String::as_str).unwrap_or("?");
+                    format!(
+                        "glance ({}): {} {f} output as `{name}` ({}{}), verify SHA-512{}{}",
+                        g.cloud.as_deref().unwrap_or("$OS_CLOUD"),
+                        g.method.as_str(),
+                        g.visibility,
+                        if g.protected { ", protected" } else { "" },
+                        if g.members.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", share with {}", g.members.join(", "))
+                        },
+                        g.keep
+                            .map(|k| format!(", keep newest {k}"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect(),
+        })
     }
 }

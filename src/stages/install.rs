@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 
 use crate::installer::{self, CpioFile};
 use crate::pipeline::context::{BaseDisk, BuildContext, Resource};
+use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 use crate::plan::{InstallerPlan, Media, SourcePlan};
 use crate::process::{self, Opts};
@@ -291,5 +292,87 @@ impl Stage<BuildContext> for InstallStage {
 
     fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
         ctx.release(self.name(), outcome)
+    }
+}
+
+impl Describe for InstallStage {
+    fn describe(&self, v: &PlanView) -> Option<Described> {
+        let plan = v.plan;
+        let SourcePlan::Installer(inst) = &plan.source else {
+            return None;
+        };
+        let dir = v.work.join("install");
+        let mut cmds = Vec::new();
+        if inst.mirror_check && inst.kind == AnswerKind::Preseed {
+            cmds.push(format!(
+                "mirror check: GET {} and HEAD 8 of the udebs it names",
+                installer::udeb_index_url(&inst.answers.mirror, &inst.answers.suite)
+            ));
+        }
+        let (kernel, initrd) = match &inst.media {
+            Media::Iso {
+                kernel_paths,
+                initrd_paths,
+                ..
+            } => {
+                let iso = std::path::PathBuf::from("<iso>");
+                for (paths, to) in [(kernel_paths, "vmlinuz"), (initrd_paths, "initrd.orig")] {
+                    cmds.push(format!(
+                        "{}  (first of: {})",
+                        process::display(&installer::xorriso_extract_argv(
+                            &iso,
+                            &paths[0],
+                            &dir.join(to)
+                        )),
+                        paths.join(", ")
+                    ));
+                }
+                (dir.join("vmlinuz"), dir.join("initrd.orig"))
+            }
+            Media::Netboot { .. } => ("<kernel>".into(), "<initrd>".into()),
+        };
+        match inst.delivery {
+            Delivery::Initrd => cmds.push(format!(
+                "append /{} (rendered {} answers) to {} as a cpio archive -> {}",
+                inst.answer_file_name(),
+                inst.kind.as_str(),
+                initrd.display(),
+                dir.join("initrd.img").display()
+            )),
+            Delivery::Seed => {
+                let (label, files) = installer::seed_files(inst, &plan.slug(), "");
+                let paths: Vec<std::path::PathBuf> = files
+                    .iter()
+                    .map(|(n, _)| dir.join("seed").join(n))
+                    .collect();
+                cmds.push(format!(
+                    "{} answers on a seed disk: {}",
+                    inst.kind.as_str(),
+                    process::display(&installer::seed_iso_argv(
+                        &dir.join("answers.iso"),
+                        label,
+                        &paths
+                    ))
+                ))
+            }
+        }
+        cmds.push(process::display(&crate::qemu_img::create_argv(
+            &v.base().0,
+            plan.vm.disk_bytes.unwrap_or(8 << 30),
+        )));
+        cmds.push(format!(
+            "libvirt: boot {} + initrd with `{}`; wait up to {} s for the installer to power off; undefine (media detached)",
+            kernel.display(),
+            inst.cmdline,
+            inst.timeout_secs
+        ));
+        Some(Described {
+            inputs: serde_json::json!({
+                "kind": inst.kind.as_str(), "delivery": inst.delivery,
+                "cmdline": inst.cmdline, "timeout_secs": inst.timeout_secs,
+                "mirror_check": inst.mirror_check,
+            }),
+            commands: cmds,
+        })
     }
 }

@@ -24,9 +24,15 @@ pub mod sysprep;
 pub mod undefine;
 
 use crate::pipeline::context::BuildContext;
+use crate::pipeline::describe::Describe;
 use crate::pipeline::Stage;
 
-pub fn all() -> Vec<Box<dyn Stage<BuildContext>>> {
+/// A build stage: it runs, and it says what it would run.
+pub trait BuildStage: Stage<BuildContext> + Describe {}
+impl<T: Stage<BuildContext> + Describe> BuildStage for T {}
+
+/// The stages, in order: the one list the build runs and `kiln plan` describes.
+pub fn all() -> Vec<Box<dyn BuildStage>> {
     vec![
         Box::new(source::SourceStage),
         Box::new(install::InstallStage),

@@ -8,6 +8,7 @@ use anyhow::{bail, Context as _};
 
 use crate::libvirt::console::{rand_bytes, wait_for_poweroff, CLOUD_INIT_GRACE};
 use crate::pipeline::context::{BuildContext, Resource};
+use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 use crate::plan::SourcePlan;
 use crate::process::{self, Opts};
@@ -190,4 +191,52 @@ fn check_cloud_init(path: &Path, format: &str, tcg: bool, cache: &Path) -> anyho
         }
     }
     Ok(())
+}
+
+impl Describe for ProvisionStage {
+    fn describe(&self, v: &PlanView) -> Option<Described> {
+        let plan = v.plan;
+        let (base, base_format) = v.base();
+        let mut cmds = vec![format!(
+            "{}  (size: the larger of vm.disk and the base's)",
+            process::display(&crate::qemu_img::create_overlay_argv(
+                &base,
+                base_format.as_deref().unwrap_or("<probed>"),
+                &v.disk(),
+                plan.vm.disk_bytes,
+            ))
+        )];
+        if !v.booted() {
+            cmds.push("no provisioning steps: the build VM is not booted".into());
+        } else {
+            if matches!(plan.source, SourcePlan::Image { .. }) {
+                cmds.push(format!(
+                    "libguestfs (read-only) on {}: check for /usr/bin/cloud-init before booting (cached per image)",
+                    base.display()
+                ));
+            }
+            let tctx = TemplateContext::new(plan, "kiln-NAME-XXXXXXXX", "qemu", &v.work);
+            let mut seed = vec![v.work.join("user-data"), v.work.join("meta-data")];
+            if templates::render(plan, Kind::NetworkConfig, &tctx)
+                .map(|t| !templates::is_blank(&t))
+                .unwrap_or(false)
+            {
+                seed.push(v.work.join("network-config"));
+            }
+            cmds.push(process::display(&seed::xorriso_argv(
+                &tctx.domain.seed_path,
+                &seed,
+            )));
+            cmds.push(format!(
+                "libvirt {}: define domain.xml, start, wait for power-off (timeout {} s; ends early on a kernel panic, or {} s after cloud-init finished)",
+                plan.vm.uri,
+                plan.vm.timeout_secs,
+                CLOUD_INIT_GRACE.as_secs()
+            ));
+        }
+        Some(Described {
+            inputs: serde_json::json!({ "vm": plan.vm, "steps": plan.provision }),
+            commands: cmds,
+        })
+    }
 }

@@ -2,12 +2,11 @@
 //! is then renamed into place in one step; a previous build of the same version is replaced only
 //! after the new one is complete.
 
-use std::time::Instant;
-
 use anyhow::Context as _;
 
 use crate::pipeline::context::BuildContext;
-use crate::pipeline::{Outcome, Stage, StageStatus};
+use crate::pipeline::describe::{Describe, Described, PlanView};
+use crate::pipeline::{Outcome, Stage};
 
 pub struct PublishStage;
 
@@ -17,18 +16,10 @@ impl Stage<BuildContext> for PublishStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        let t = Instant::now();
         std::fs::create_dir_all(&ctx.out)?;
         // The console log is already there (provision copies it); build.log is written there
-        // directly by the logger.
-        if let Some(rec) = ctx.records.iter_mut().find(|r| r.name == "publish") {
-            rec.status = StageStatus::Ok;
-            rec.seconds = (t.elapsed().as_secs_f64() * 10.0).round() / 10.0;
-        }
-        let manifest = ctx.manifest();
-        let path = ctx.out.join("manifest.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&manifest)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+        // directly by the logger. The runner rewrites the manifest with this stage's record.
+        crate::manifest::write(&ctx.out, &ctx.manifest())?;
 
         let final_dir = ctx.final_dir.clone();
         let old = ctx.staging.join("previous");
@@ -54,5 +45,18 @@ impl Stage<BuildContext> for PublishStage {
 
     fn cleanup(&mut self, _ctx: &mut BuildContext, _outcome: Outcome) -> anyhow::Result<()> {
         Ok(())
+    }
+}
+
+impl Describe for PublishStage {
+    fn describe(&self, v: &PlanView) -> Option<Described> {
+        Some(Described {
+            inputs: serde_json::json!({ "local_dir": v.plan.publish.local_dir }),
+            commands: vec![format!(
+                "write manifest.json; rename {} to {}",
+                v.out.display(),
+                v.final_dir.display()
+            )],
+        })
     }
 }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256, Sha512};
 
 use crate::bootstrap;
 use crate::pipeline::context::{BaseDisk, BuildContext, InstallMedia, Resource};
+use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 use crate::plan::BootstrapPlan;
 use crate::plan::{Checksum, SourcePlan};
@@ -338,42 +339,10 @@ impl Hasher {
 
 /// Download `url` into the cache (keyed by checksum) unless it is there already; verify while
 /// streaming; the partial file is recorded so an interrupt removes it.
-/// Where a download with checksum `sum` is cached.
-pub fn cached_download(cache: &Path, sum: &Checksum) -> PathBuf {
-    cache
-        .join("images")
-        .join(format!("{}-{}", sum.algorithm, sum.hex))
-}
-
-/// What [`fetch_file`] does for `f` with the cache at `cache`, for `kiln plan`.
-pub fn planned_fetch(what: &str, cache: &Path, f: &crate::plan::FilePlan) -> String {
-    match (&f.url, &f.path, &f.checksum, &f.checksum_url) {
-        (Some(u), _, Some(sum), _) => {
-            let dest = cached_download(cache, sum);
-            if dest.is_file() {
-                format!(
-                    "cache hit: {what} {} (verified when it was downloaded)",
-                    dest.display()
-                )
-            } else {
-                format!("download {what} {u} -> {} (verify {sum})", dest.display())
-            }
-        }
-        (Some(u), _, None, Some(sums)) => format!(
-            "download {what} {u}: its checksum is looked up in {sums} first, then the cache \
-             ({}/images) is checked",
-            cache.display()
-        ),
-        (None, Some(p), Some(sum), _) => format!("verify {what} {} ({sum})", p.display()),
-        (None, Some(p), None, _) => format!("use {what} {} as it is", p.display()),
-        _ => format!("{what}: no source"),
-    }
-}
-
 fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow::Result<PathBuf> {
     let dir = ctx.cache_dir.join("images");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dest = cached_download(&ctx.cache_dir, sum);
+    let dest = crate::fetch::cached_download(&ctx.cache_dir, sum);
     if dest.is_file() {
         tracing::info!("using cached image {}", dest.display());
         return Ok(dest);
@@ -434,6 +403,44 @@ fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow:
         start.elapsed().as_secs_f64()
     );
     Ok(dest)
+}
+
+impl Describe for SourceStage {
+    fn describe(&self, v: &PlanView) -> Option<Described> {
+        let plan = v.plan;
+        let commands = match &plan.source {
+            SourcePlan::Installer(inst) => match &inst.media {
+                crate::plan::Media::Iso { iso, .. } => {
+                    vec![crate::fetch::planned_fetch("ISO", &v.cache, iso)]
+                }
+                crate::plan::Media::Netboot { kernel, initrd } => vec![
+                    crate::fetch::planned_fetch("kernel", &v.cache, kernel),
+                    crate::fetch::planned_fetch("initrd", &v.cache, initrd),
+                ],
+            },
+            SourcePlan::Bootstrap(b) => bootstrap::planned(&v.cache, b),
+            SourcePlan::Image {
+                url,
+                path,
+                checksum,
+                checksum_url,
+                ..
+            } => vec![crate::fetch::planned_fetch(
+                "image",
+                &v.cache,
+                &crate::plan::FilePlan {
+                    url: url.clone(),
+                    path: path.clone(),
+                    checksum: checksum.clone(),
+                    checksum_url: checksum_url.clone(),
+                },
+            )],
+        };
+        Some(Described {
+            inputs: serde_json::to_value(&plan.source).unwrap_or_default(),
+            commands,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use anyhow::Context as _;
 
 use crate::pipeline::context::BuildContext;
+use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 use crate::sysprep::engine::run_all;
 
@@ -92,4 +93,26 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+impl Describe for SysprepStage {
+    fn describe(&self, v: &PlanView) -> Option<Described> {
+        let plan = v.plan;
+        Some(Described {
+            inputs: serde_json::json!({
+                "operations": plan.sysprep,
+                "options": plan.sysprep_options,
+            }),
+            commands: plan
+                .sysprep_options
+                .customize
+                .iter()
+                .map(|c| format!("customize: {c}"))
+                .chain(std::iter::once(format!(
+                    "libguestfs (same launch): {}; fstrim",
+                    plan.sysprep.join(", ")
+                )))
+                .collect(),
+        })
+    }
 }

@@ -3,6 +3,7 @@
 use anyhow::bail;
 
 use crate::pipeline::context::{BuildContext, Resource};
+use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 
 pub struct UndefineStage;
@@ -34,5 +35,18 @@ impl Stage<BuildContext> for UndefineStage {
 
     fn cleanup(&mut self, _ctx: &mut BuildContext, _outcome: Outcome) -> anyhow::Result<()> {
         Ok(())
+    }
+}
+
+impl Describe for UndefineStage {
+    fn describe(&self, v: &PlanView) -> Option<Described> {
+        Some(Described {
+            inputs: serde_json::json!({ "uri": v.plan.vm.uri }),
+            commands: vec![if v.booted() {
+                "libvirt: destroy (if running) and undefine the build domain".into()
+            } else {
+                "nothing: no domain was defined".into()
+            }],
+        })
     }
 }
