@@ -1,0 +1,239 @@
+//! Resolving `publish`: the local catalog and `publish.glance`.
+
+use super::*;
+
+impl Resolver<'_> {
+    pub(super) fn publish(
+        &mut self,
+        r: &Recipe,
+        outputs: &[OutputPlan],
+        properties: &BTreeMap<String, String>,
+        vars: &BTreeMap<String, String>,
+    ) -> PublishPlan {
+        let p = r.publish.clone().unwrap_or_default();
+        let glance = p
+            .glance
+            .as_ref()
+            .and_then(|g| self.glance(g, r, outputs, properties, vars));
+        PublishPlan {
+            local_dir: p.local.and_then(|l| l.dir).map(PathBuf::from),
+            glance,
+        }
+    }
+
+    /// `publish.glance` → settings with rendered names; every problem reported with its place.
+    pub(super) fn glance(
+        &mut self,
+        g: &GlancePublish,
+        r: &Recipe,
+        outputs: &[OutputPlan],
+        properties: &BTreeMap<String, String>,
+        vars: &BTreeMap<String, String>,
+    ) -> Option<crate::plan::GlanceSettings> {
+        use crate::plan::GlanceSettings as Settings;
+        use crate::vocab::Method;
+        let before = self.errors.len();
+        let formats: Vec<Format> = if g.formats.is_empty() {
+            outputs.iter().map(|o| o.format).take(1).collect()
+        } else {
+            g.formats.clone()
+        };
+        for (i, f) in g.formats.iter().enumerate() {
+            if !outputs.iter().any(|o| o.format == *f) {
+                self.err(
+                    &format!("/publish/glance/formats/{i}"),
+                    format!(
+                        "format {} is not among the outputs ({})",
+                        f.as_str(),
+                        outputs
+                            .iter()
+                            .map(|o| o.format.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+        for f in &formats {
+            if f.glance_disk_format().is_none() {
+                let ptr = if g.formats.is_empty() {
+                    "/publish/glance".to_string()
+                } else {
+                    "/publish/glance/formats".to_string()
+                };
+                self.err(
+                    &ptr,
+                    format!(
+                        "Glance has no disk_format for {}: publish another output",
+                        f.as_str()
+                    ),
+                );
+            }
+        }
+        let template = g
+            .name
+            .clone()
+            .unwrap_or_else(|| "{{name}}-{{version}}".into());
+        let date = utc_date();
+        let mut names = BTreeMap::new();
+        let mut uris = BTreeMap::new();
+        for f in &formats {
+            let Some(df) = f.glance_disk_format() else {
+                continue;
+            };
+            let ctx = serde_json::json!({
+                "name": r.name, "version": r.version, "format": df, "date": date, "vars": vars,
+            });
+            match crate::templates::render_str("publish.glance.name", &template, false, &ctx) {
+                Ok(n) if n.trim().is_empty() => {
+                    self.err("/publish/glance/name", "the image name renders empty")
+                }
+                Ok(n) => {
+                    if names.values().any(|v| v == &n) {
+                        self.err(
+                            "/publish/glance/name",
+                            format!(
+                                "several formats would all be named `{n}`: put {{{{format}}}} in the name"
+                            ),
+                        );
+                    }
+                    names.insert(df.to_string(), n);
+                }
+                Err(e) => self.err("/publish/glance/name", format!("name template: {e}")),
+            }
+            if let Some(u) = &g.uri {
+                match crate::templates::render_str("publish.glance.uri", u, false, &ctx) {
+                    Ok(v) => {
+                        uris.insert(df.to_string(), v);
+                    }
+                    Err(e) => self.err("/publish/glance/uri", format!("uri template: {e}")),
+                }
+            }
+        }
+        // cloud and members may use {{vars.X}} (so one recipe serves several clouds).
+        let var_ctx = serde_json::json!({ "name": r.name, "version": r.version, "vars": vars });
+        let cloud = match &g.cloud {
+            Some(c) => {
+                match crate::templates::render_str("publish.glance.cloud", c, false, &var_ctx) {
+                    Ok(v) if v.trim().is_empty() => None,
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        self.err("/publish/glance/cloud", format!("cloud template: {e}"));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let mut members = Vec::new();
+        for (i, m) in g.members.iter().enumerate() {
+            match crate::templates::render_str("publish.glance.members", m, false, &var_ctx) {
+                Ok(v) if v.trim().is_empty() => {}
+                Ok(v) => members.push((i, v.trim().to_string())),
+                Err(e) => self.err(&format!("/publish/glance/members/{i}"), format!("{e}")),
+            }
+        }
+        let visibility = g.visibility.unwrap_or(if members.is_empty() {
+            Visibility::Private
+        } else {
+            Visibility::Shared
+        });
+        if !members.is_empty() && visibility != Visibility::Shared {
+            self.err(
+                "/publish/glance/visibility",
+                format!(
+                    "members need visibility `shared`, not `{}` (Glance refuses members otherwise)",
+                    visibility.as_str()
+                ),
+            );
+        }
+        for (i, m) in &members {
+            if !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                self.err(
+                    &format!("/publish/glance/members/{i}"),
+                    "expected a project id (hex digits)",
+                );
+            }
+        }
+        match g.method {
+            Method::WebDownload if g.uri.is_none() => self.err(
+                "/publish/glance/method",
+                "web-download needs `uri`: where Glance fetches the image",
+            ),
+            Method::CopyImage if g.stores.is_empty() => self.err(
+                "/publish/glance/method",
+                "copy-image needs `stores`: the stores to copy the image into",
+            ),
+            Method::Upload if g.stores.len() > 1 => self.err(
+                "/publish/glance/stores",
+                "an upload goes into one store; use method copy-image for several",
+            ),
+            _ => {}
+        }
+        if g.uri.is_some() && g.method != Method::WebDownload {
+            self.err(
+                "/publish/glance/uri",
+                "`uri` is only for method web-download",
+            );
+        }
+        if g.keep == Some(0) {
+            self.err(
+                "/publish/glance/keep",
+                "keep must be at least 1 (the image just published)",
+            );
+        }
+        for (i, t) in g.tags.iter().enumerate() {
+            if t.is_empty() || t.len() > 255 {
+                self.err(
+                    &format!("/publish/glance/tags/{i}"),
+                    "expected a tag of 1 to 255 characters",
+                );
+            }
+        }
+        let mut all_props = properties.clone();
+        all_props.extend(g.properties.clone());
+        for k in all_props.keys() {
+            let reserved = crate::vocab::GLANCE_CORE_ATTRIBUTES.contains(&k.as_str())
+                || crate::vocab::GLANCE_READ_ONLY_ATTRIBUTES.contains(&k.as_str())
+                || k.starts_with("os_glance")
+                || k == "kiln_recipe"
+                || k == "kiln_format";
+            if reserved {
+                let ptr = if g.properties.contains_key(k) {
+                    format!("/publish/glance/properties/{k}")
+                } else {
+                    format!("/properties/{k}")
+                };
+                self.err(
+                    &ptr,
+                    format!("`{k}` is an image attribute Glance or kiln sets, not a property"),
+                );
+            }
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Settings {
+            cloud,
+            names,
+            container_format: g.container_format.clone().unwrap_or_else(|| "bare".into()),
+            visibility: visibility.as_str().into(),
+            protected: g.protected,
+            min_ram: g.min_ram,
+            min_disk: g.min_disk,
+            tags: g.tags.clone(),
+            properties: all_props,
+            members: members.into_iter().map(|(_, m)| m).collect(),
+            method: g.method,
+            uris,
+            stores: g.stores.clone(),
+            keep: g.keep,
+            formats: formats
+                .iter()
+                .filter_map(|f| f.glance_disk_format().map(str::to_string))
+                .collect(),
+            import_timeout: g.import_timeout.unwrap_or(3600),
+            recipe: r.name.clone(),
+        })
+    }
+}
