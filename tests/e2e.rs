@@ -472,23 +472,8 @@ fn sigint_during_provisioning_cleans_up_and_exits_130() {
         .arg(out_dir.path());
     let (mut child, rx) = spawn_reading_stderr(build);
     // Wait until the guest has been booting for a while (bootstrap may run first).
-    let start = Instant::now();
-    let mut domain = None;
-    let mut console_seen = false;
-    while start.elapsed() < Duration::from_secs(900) {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
-            continue;
-        };
-        if let Some(rest) = line.split("started domain ").nth(1) {
-            domain = rest.split_whitespace().next().map(str::to_string);
-        }
-        if domain.is_some() && line.contains("console| ") {
-            console_seen = true;
-            break;
-        }
-    }
-    let domain = domain.expect("the build never started its domain");
-    assert!(console_seen, "the guest never wrote to its console");
+    let domain = wait_for_domain_console(&rx, "started domain ")
+        .expect("the build never started its domain, or the guest never wrote to its console");
     assert_eq!(
         domains(&domain),
         std::slice::from_ref(&domain),

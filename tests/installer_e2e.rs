@@ -270,7 +270,6 @@ publish:
 #[test]
 #[ignore = "slow: a real install under TCG; run by scripts/test.sh"]
 fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
-    use std::time::{Duration, Instant};
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
     let iso = installer_iso(work.path());
     let recipe = installer_recipe(work.path(), &iso, TEST_HASH);
@@ -283,20 +282,8 @@ fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
         .arg(&out_dir);
     let (mut child, rx) = spawn_reading_stderr(build);
     // Until the installer is running in its domain and writing to its console.
-    let start = Instant::now();
-    let mut domain = None;
-    while start.elapsed() < Duration::from_secs(900) {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
-            continue;
-        };
-        if let Some(rest) = line.split("installing: domain ").nth(1) {
-            domain = rest.split_whitespace().next().map(str::to_string);
-        }
-        if domain.is_some() && line.contains("console| ") {
-            break;
-        }
-    }
-    let domain = domain.expect("the install stage never started its domain");
+    let domain = wait_for_domain_console(&rx, "installing: domain ")
+        .expect("the install stage never started its domain, or it wrote nothing");
     let listed = |name: &str| domains(name).iter().any(|d| d == name);
     assert!(listed(&domain), "{domain} should exist while installing");
     let staging: Vec<PathBuf> = std::fs::read_dir(&out_dir)

@@ -83,3 +83,24 @@ pub fn interrupt(child: &Child) {
         .expect("kill");
     assert!(st.success());
 }
+
+/// Read a running build's stderr until the line naming its domain (`marker` then the name)
+/// has come and the guest has written to its console; the domain's name, or None if that did
+/// not happen within 15 minutes.
+pub fn wait_for_domain_console(rx: &Receiver<String>, marker: &str) -> Option<String> {
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    let mut domain = None;
+    while start.elapsed() < Duration::from_secs(900) {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+            continue;
+        };
+        if let Some(rest) = line.split(marker).nth(1) {
+            domain = rest.split_whitespace().next().map(str::to_string);
+        }
+        if domain.is_some() && line.contains("console| ") {
+            return domain;
+        }
+    }
+    None
+}
