@@ -41,6 +41,8 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
     std::fs::create_dir_all(&opts.out_root)
         .with_context(|| format!("creating output directory {}", opts.out_root.display()))?;
     let out_root = std::fs::canonicalize(&opts.out_root)?;
+    // Held for the whole build: a second build of the same output fails here, not halfway.
+    let _lock = crate::outdir::lock(&out_root, &plan.slug())?;
     let mut ctx = BuildContext::new(plan, &out_root, opts.cache_dir.clone(), cancel.clone());
     ctx.keep_on_error = opts.keep_on_error;
     ctx.jobs = opts.jobs.max(1);
@@ -103,16 +105,28 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
     Ok(Finished { code, ctx, error })
 }
 
+/// The logs of a failed build into `dest`, replacing those of an earlier failure (kiln's own:
+/// nothing but these log files is ever written there).
 fn save_logs(out: &Path, work: &Path, dest: &Path) {
+    const LOGS: &[&str] = &["build.log", "console.log", "install-console.log"];
+    if dest.is_dir()
+        && std::fs::read_dir(dest).is_ok_and(|rd| {
+            rd.flatten()
+                .all(|e| LOGS.contains(&e.file_name().to_string_lossy().as_ref()))
+        })
+    {
+        let _ = std::fs::remove_dir_all(dest);
+    }
     if std::fs::create_dir_all(dest).is_err() {
         return;
     }
-    for (dir, name) in [
-        (out, "build.log"),
-        (out, "console.log"),
-        (work, "console.log"),
+    for (src, name) in [
+        (out.join("build.log"), "build.log"),
+        (out.join("console.log"), "console.log"),
+        (work.join("console.log"), "console.log"),
+        (out.join("install-console.log"), "install-console.log"),
+        (work.join("install/console.log"), "install-console.log"),
     ] {
-        let src = dir.join(name);
         if src.is_file() && !dest.join(name).exists() {
             if name == "build.log" {
                 // The logger keeps writing to the moved file.

@@ -16,6 +16,7 @@ pub mod installer;
 pub mod libvirt;
 pub mod logging;
 pub mod manifest;
+pub mod outdir;
 pub mod pipeline;
 pub mod plan;
 pub mod process;

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("qemu_img", 5),
     ("vmdk", 5),
     ("manifest", 5),
+    ("outdir", 5),
     ("sysprep", 5),
     ("customize::apply", 5),
     ("guest", 6),

@@ -932,3 +932,61 @@ fn values_that_would_break_out_of_their_file_are_refused() {
         );
     }
 }
+
+/// Kiln replaces only its own outputs (issue 12): `name: x86_64`, `version: linux-gnu` into
+/// /usr/lib would have replaced /usr/lib/x86_64-linux-gnu.
+#[test]
+fn a_build_never_replaces_a_directory_kiln_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lib");
+    let theirs = out.join("x86_64-linux-gnu");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("libc.so.6"), "precious").unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "name: x86_64\nversion: linux-gnu\nelements: [cloud-init]\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\n",
+    )
+    .unwrap();
+    let o = kiln_in(&["build", "r.yaml", "-o", "lib"], dir.path());
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is not a kiln build of x86_64 linux-gnu"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(theirs.join("libc.so.6")).unwrap(),
+        "precious"
+    );
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["x86_64-linux-gnu"], "nothing was started");
+}
+
+#[test]
+fn a_second_build_of_the_same_output_fails_at_once() {
+    use std::os::unix::io::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "name: t\nversion: \"1\"\nelements: [cloud-init]\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\n",
+    )
+    .unwrap();
+    // The first build's lock, held here.
+    let lock = std::fs::File::create(dir.path().join("out/.t-1.lock")).unwrap();
+    assert_eq!(
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    let o = kiln_in(
+        &["build", "r.yaml", "-o", "out", "--cache-dir", "cache"],
+        dir.path(),
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("another kiln build of t-1"), "{err}");
+    assert!(!dir.path().join("cache").exists(), "nothing was started");
+}

@@ -243,6 +243,12 @@ pub(super) fn build(
         }
     };
     let out_root = out_root(output, &plan);
+    // Refused before anything starts: kiln replaces only what it made.
+    if let Err(e) =
+        crate::outdir::check_replaceable(&out_root.join(plan.slug()), &plan.name, &plan.version)
+    {
+        return usage_error(e);
+    }
     let opts = crate::build::Options {
         out_root,
         cache_dir: cache_dir.unwrap_or_else(crate::build::default_cache_dir),

@@ -22,19 +22,10 @@ impl Stage<BuildContext> for PublishStage {
         crate::manifest::write(&ctx.out, &ctx.manifest())?;
 
         let final_dir = ctx.final_dir.clone();
-        let old = ctx.staging.join("previous");
-        let replaced = final_dir.exists();
-        if replaced {
-            std::fs::rename(&final_dir, &old)
-                .with_context(|| format!("moving the previous {} aside", final_dir.display()))?;
-        }
-        if let Err(e) = std::fs::rename(&ctx.out, &final_dir) {
-            if replaced {
-                let _ = std::fs::rename(&old, &final_dir);
-            }
-            return Err(e)
-                .with_context(|| format!("moving the output into {}", final_dir.display()));
-        }
+        // Checked before the build too; again now, as the directory may have appeared since.
+        crate::outdir::check_replaceable(&final_dir, &ctx.plan.name, &ctx.plan.version)?;
+        let replaced = crate::outdir::install(&ctx.out, &final_dir)
+            .with_context(|| format!("moving the output into {}", final_dir.display()))?;
         if replaced {
             tracing::info!("replaced the previous {}", final_dir.display());
         }
