@@ -12,6 +12,7 @@ pub mod customize;
 pub mod fetch;
 pub mod glance;
 pub mod guest;
+pub mod hostfile;
 pub mod installer;
 pub mod libvirt;
 pub mod logging;

@@ -37,6 +37,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("vocab", 7),
     ("suggest", 7),
     ("quote", 7),
+    ("hostfile", 7),
 ];
 
 fn layer(module: &str) -> Option<u8> {

@@ -201,10 +201,8 @@ fn abs(path: &str) -> Result<String, String> {
 }
 
 fn read_host(base: &Path, p: &str) -> Result<(PathBuf, Vec<u8>), String> {
-    let full = base.join(p);
-    std::fs::read(&full)
-        .map(|b| (full.clone(), b))
-        .map_err(|e| format!("cannot read {}: {e}", full.display()))
+    // Keys and password files often live outside the recipe (~/.ssh): bounded regular files.
+    crate::hostfile::read(base, p, false)
 }
 
 fn user_name(u: &str) -> Result<String, String> {

@@ -687,19 +687,14 @@ fn step(
                 };
                 let (origin, content) = match (&f.content, &f.source) {
                     (Some(c), None) => ("inline".to_string(), c.as_bytes().to_vec()),
-                    (None, Some(src)) => {
-                        let full = dir.join(src);
-                        match std::fs::read(&full) {
-                            Ok(b) => (full.display().to_string(), b),
-                            Err(e) => {
-                                errors.push(doc.diag(
-                                    &format!("{fp}/source"),
-                                    format!("cannot read {}: {e}", full.display()),
-                                ));
-                                continue;
-                            }
+                    // Copied into the image: only files that belong to the recipe.
+                    (None, Some(src)) => match crate::hostfile::read(dir, src, true) {
+                        Ok((full, b)) => (full.display().to_string(), b),
+                        Err(m) => {
+                            errors.push(doc.diag(&format!("{fp}/source"), m));
+                            continue;
                         }
-                    }
+                    },
                     _ => {
                         errors.push(doc.diag(&fp, "expected exactly one of `content` or `source`"));
                         continue;
