@@ -363,3 +363,27 @@ pub const BASE_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "ca-certificates",
 ];
+
+/// What `kiln plan` renders in place of a password hash.
+pub const REDACTED_HASH: &str = "<password hash, not shown>";
+
+impl Plan {
+    /// This plan with every password hash replaced by [`REDACTED_HASH`]: what `kiln plan`
+    /// renders its files from, so that they hold no secret.
+    pub fn redacted(&self) -> Plan {
+        let mut p = self.clone();
+        for step in &mut p.provision {
+            if let ProvisionStep::Users(users) = step {
+                for u in users.iter_mut().filter(|u| u.password_hash.is_some()) {
+                    u.password_hash = Some(REDACTED_HASH.into());
+                }
+            }
+        }
+        if let SourcePlan::Installer(i) = &mut p.source {
+            if i.answers.password_hash.is_some() {
+                i.answers.password_hash = Some(REDACTED_HASH.into());
+            }
+        }
+        p
+    }
+}

@@ -176,15 +176,6 @@ pub fn is_blank(rendered: &str) -> bool {
         .all(|l| l.is_empty() || l.starts_with('#'))
 }
 
-/// Write every rendered template into `dir` (for `kiln plan`).
-pub fn write_all(dir: &Path, files: &[(Kind, String)]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for (kind, text) in files {
-        std::fs::write(dir.join(kind.file_name()), text)?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

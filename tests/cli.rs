@@ -990,3 +990,40 @@ fn a_second_build_of_the_same_output_fails_at_once() {
     assert!(err.contains("another kiln build of t-1"), "{err}");
     assert!(!dir.path().join("cache").exists(), "nothing was started");
 }
+
+#[test]
+fn plan_files_hold_no_password_hash_and_only_the_owner_reads_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let hash = "$6$plansalt$Yx0kLQ7cJz2Bq9vW0f1mTgZ0lQ3xR8sH5nA2pD4eK6uV9wC1yE7iO3aS5dF8gH0jK2lM4n";
+    let recipe = example_copy(dir.path(), |t| {
+        t.replace(
+            "      - name: alice\n",
+            &format!("      - name: alice\n        password_hash: \"{hash}\"\n"),
+        )
+    });
+    let o = kiln_in(
+        &["plan", recipe.to_str().unwrap(), "--render-dir", "p"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let p = dir.path().join("p");
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let mut saw_redaction = false;
+    for e in std::fs::read_dir(&p).unwrap() {
+        let f = e.unwrap().path();
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            f.display()
+        );
+        let t = std::fs::read_to_string(&f).unwrap();
+        assert!(!t.contains(hash), "{} holds the hash", f.display());
+        saw_redaction |= t.contains(kiln::plan::REDACTED_HASH);
+    }
+    assert!(saw_redaction, "provision.sh shows where the hash goes");
+}

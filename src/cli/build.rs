@@ -98,15 +98,13 @@ pub(super) fn plan(
     let stages = planned_stages(&plan, &out_root, &cache);
     let (_, work, _, _) = crate::pipeline::context::build_paths(&out_root, &plan.slug(), "PID");
     let render_dir = render_dir.unwrap_or_else(|| PathBuf::from(format!("{}.plan", plan.slug())));
-    let tctx = TemplateContext::new(
-        &plan,
-        &format!("kiln-{}-XXXXXXXX", plan.name),
-        "qemu",
-        &work,
-    );
+    // The rendered files are for reading: no password hash in them, and only the owner reads.
+    let shown = plan.redacted();
+    let plan = &shown;
+    let tctx = TemplateContext::new(plan, &format!("kiln-{}-XXXXXXXX", plan.name), "qemu", &work);
     let mut rendered = Vec::new();
     for kind in Kind::ALL {
-        match templates::render(&plan, kind, &tctx) {
+        match templates::render(plan, kind, &tctx) {
             Ok(t) => rendered.push((kind, t)),
             Err(e) => {
                 print_diagnostics(&[template_diag(e)]);
@@ -114,7 +112,7 @@ pub(super) fn plan(
             }
         }
     }
-    let answers = match templates::render_answers(&plan) {
+    let answers = match templates::render_answers(plan) {
         Ok(a) => a,
         Err(e) => {
             print_diagnostics(&[template_diag(e)]);
@@ -122,15 +120,19 @@ pub(super) fn plan(
         }
     };
     let script = crate::seed::provision_script(&plan.provision);
-    let write = templates::write_all(&render_dir, &rendered)
-        .and_then(|_| std::fs::write(render_dir.join("provision.sh"), &script))
+    let write = private_dir(&render_dir)
+        .and_then(|_| {
+            rendered
+                .iter()
+                .try_for_each(|(kind, text)| private_file(&render_dir.join(kind.file_name()), text))
+        })
+        .and_then(|_| private_file(&render_dir.join("provision.sh"), &script))
         .and_then(|_| match (&answers, &plan.source) {
             // In a subdirectory: autoinstall's file is a `user-data` too.
-            (Some(a), SourcePlan::Installer(i)) => {
-                std::fs::create_dir_all(render_dir.join("install")).and_then(|_| {
-                    std::fs::write(render_dir.join("install").join(i.answer_file_name()), a)
-                })
-            }
+            (Some(a), SourcePlan::Installer(i)) => private_dir(&render_dir.join("install"))
+                .and_then(|_| {
+                    private_file(&render_dir.join("install").join(i.answer_file_name()), a)
+                }),
             _ => Ok(()),
         });
     if let Err(e) = write {
@@ -333,4 +335,28 @@ pub(super) fn out_root(output: Option<PathBuf>, plan: &Plan) -> PathBuf {
     output
         .or_else(|| plan.publish.local_dir.clone())
         .unwrap_or_else(|| PathBuf::from("kiln-output"))
+}
+
+/// A directory only its owner can enter (created if needed; an existing one is narrowed).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// A file only its owner can read, replaced whole.
+fn private_file(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())
 }
