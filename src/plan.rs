@@ -365,7 +365,7 @@ pub const BASE_PACKAGES: &[&str] = &[
 ];
 
 /// What `kiln plan` renders in place of a password hash.
-pub const REDACTED_HASH: &str = "<password hash, not shown>";
+pub const REDACTED_HASH: &str = "$6$REDACTED$password.hash.not.shown.by.kiln.plan";
 
 impl Plan {
     /// This plan with every password hash replaced by [`REDACTED_HASH`]: what `kiln plan`
