@@ -1027,3 +1027,61 @@ fn plan_files_hold_no_password_hash_and_only_the_owner_reads_them() {
     }
     assert!(saw_redaction, "provision.sh shows where the hash goes");
 }
+
+/// A source's backing file could name any host file (issue 12): refused, nothing published.
+#[test]
+fn a_source_image_with_a_backing_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("host-secret"), vec![b'S'; 1 << 20]).unwrap();
+    // A qcow2 named .raw whose backing file is a host file.
+    let st = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(dir.path().join("host-secret"))
+        .arg(dir.path().join("disk.raw"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(
+        dir.path().join("r.yaml"),
+        "name: t\nsource:\n  image: {path: disk.raw}\n",
+    )
+    .unwrap();
+    let o = kiln_in(
+        &["build", "r.yaml", "-o", "out", "--cache-dir", "cache"],
+        dir.path(),
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("has a backing file"), "{err}");
+    assert!(!dir.path().join("out/t-0").exists(), "nothing published");
+}
+
+#[test]
+fn checksum_lists_over_plain_http_are_refused_but_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("r.yaml");
+    for (url, ok) in [
+        ("http://mirror.example/SHA256SUMS", false),
+        ("https://mirror.example/SHA256SUMS", true),
+        ("http://127.0.0.1:8000/SHA256SUMS", true),
+    ] {
+        std::fs::write(
+            &r,
+            format!("name: t\nsource:\n  image:\n    url: https://mirror.example/disk.img\n    checksum: \"file:{url}\"\n"),
+        )
+        .unwrap();
+        let o = kiln_in(&["validate", "r.yaml"], dir.path());
+        let err = text(&o.stderr);
+        assert_eq!(
+            o.status.code(),
+            Some(if ok { 0 } else { 2 }),
+            "{url}: {err}"
+        );
+        if !ok {
+            assert!(
+                err.contains("r.yaml:5:15: a checksum list must come over https"),
+                "{err}"
+            );
+        }
+    }
+}

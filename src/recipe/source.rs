@@ -16,6 +16,12 @@ impl Resolver<'_> {
                     &format!("{ptr}/checksum"),
                     "expected `file:` followed by the http(s) URL of a SHA256SUMS or CHECKSUM file",
                 );
+            } else if u.starts_with("http://") && !values::loopback_url(u) {
+                // Over plain http one network attacker would choose both the file and its sum.
+                self.err(
+                    &format!("{ptr}/checksum"),
+                    "a checksum list must come over https (or give `sha256:HEX` in the recipe): over plain http whoever can change the download can change its checksum too",
+                );
             }
         }
         let checksum = f

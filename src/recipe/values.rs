@@ -163,6 +163,26 @@ pub fn url(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An http(s) URL whose host is this machine (127.0.0.0/8, ::1, localhost): no network between.
+pub fn loopback_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .unwrap_or("");
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
+    let host = if let Some(h) = host.strip_prefix('[') {
+        h.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    host == "localhost"
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A cloud-init datasource name (`NoCloud`, `ConfigDrive`, `OpenStack`, `None`).
 pub fn datasource(s: &str) -> Result<(), String> {
     if !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -267,6 +287,9 @@ mod tests {
         ] {
             assert!(url(bad).is_err(), "{bad:?}");
         }
+        assert!(loopback_url("http://127.0.0.1:8080/SUMS") && loopback_url("http://[::1]/x"));
+        assert!(loopback_url("http://localhost/x") && !loopback_url("http://127.0.0.1.evil/x"));
+        assert!(!loopback_url("http://mirror.example/SUMS"));
         assert!(datasource("NoCloud").is_ok());
         assert!(datasource("None\nssh_pwauth: true").is_err() && datasource("a b").is_err());
         assert!(element_name("qemu-guest-agent").is_ok());

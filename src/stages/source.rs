@@ -64,6 +64,14 @@ impl Stage<BuildContext> for SourceStage {
             .with_context(|| format!("resolving {}", path.display()))?;
         let info = crate::qemu_img::info(&path, &ctx.cancel)
             .with_context(|| format!("inspecting base disk {}", path.display()))?;
+        // A backing file (or a json: filename) can name any file on the host, which would end
+        // up inside the published image: sources must stand alone.
+        if let Some(b) = &info.backing_filename {
+            bail!(
+                "the base disk {} has a backing file ({b}); kiln does not follow a source's backing files (they can point anywhere on the host): flatten it first (qemu-img convert)",
+                path.display()
+            );
+        }
         if let SourcePlan::Image {
             format: Some(f), ..
         } = &ctx.plan.source
