@@ -163,10 +163,15 @@ pub(crate) fn cancel_on_signals() -> Cancel {
     })
 }
 
-/// The one place SIGINT and SIGTERM are turned into a cancellation flag.
+/// The one place SIGINT, SIGTERM and SIGHUP are turned into a cancellation flag.
 pub(crate) fn try_cancel_on_signals() -> std::io::Result<Cancel> {
     let cancel = Cancel::new();
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    // SIGHUP too: a closed terminal or ssh session must not leave a domain behind.
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
         signal_hook::flag::register(sig, cancel.flag())?;
     }
     Ok(cancel)

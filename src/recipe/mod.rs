@@ -782,13 +782,20 @@ pub fn parse_size(s: &SizeSpec, unit: u64) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| "size too large".into())
 }
 
+/// The longest wait a recipe may ask for (vm.timeout, installer timeout).
+pub const MAX_WAIT_SECS: u64 = 7 * 24 * 3600;
+
 /// Parse a duration: integer seconds or "90s", "20m", "1h", "1h30m".
 pub fn parse_duration(d: &DurationSpec) -> Result<u64, String> {
     let text = match d {
+        DurationSpec::Seconds(s) if *s > MAX_WAIT_SECS => {
+            return Err(format!("{s} s is longer than a week ({MAX_WAIT_SECS} s)"))
+        }
         DurationSpec::Seconds(s) => return Ok(*s),
         DurationSpec::Text(t) => t.trim(),
     };
     let bad = || format!("expected a duration like \"90s\", \"20m\" or \"1h\", found `{text}`");
+    let too_long = || format!("`{text}` is longer than a week ({MAX_WAIT_SECS} s)");
     let mut total = 0u64;
     let mut num = String::new();
     for c in text.chars() {
@@ -798,18 +805,27 @@ pub fn parse_duration(d: &DurationSpec) -> Result<u64, String> {
         }
         let n: u64 = num.parse().map_err(|_| bad())?;
         num.clear();
-        total += n * match c {
+        let unit = match c {
             's' => 1,
             'm' => 60,
             'h' => 3600,
             _ => return Err(bad()),
         };
+        total = n
+            .checked_mul(unit)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(too_long)?;
     }
     if !num.is_empty() {
-        total += num.parse::<u64>().map_err(|_| bad())?;
+        let n = num.parse::<u64>().map_err(|_| bad())?;
+        total = total.checked_add(n).ok_or_else(too_long)?;
     }
     if total == 0 {
         return Err(bad());
+    }
+    // Beyond a week nobody waits for a guest: a typo, or a number that would wrap later.
+    if total > MAX_WAIT_SECS {
+        return Err(too_long());
     }
     Ok(total)
 }

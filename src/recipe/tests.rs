@@ -289,6 +289,15 @@ fn sizes_and_durations() {
     assert_eq!(parse_duration(&D::Text("90s".into())).unwrap(), 90);
     assert_eq!(parse_duration(&D::Seconds(5)).unwrap(), 5);
     assert!(parse_duration(&D::Text("0s".into())).is_err());
+    // No wrap-around into a short timeout (it became 3584 s), nothing past a week.
+    let e = parse_duration(&D::Text("5124095576030432h".into())).unwrap_err();
+    assert!(e.contains("longer than a week"), "{e}");
+    assert!(parse_duration(&D::Text("169h".into())).is_err());
+    assert!(parse_duration(&D::Seconds(u64::MAX)).is_err());
+    assert_eq!(
+        parse_duration(&D::Text("168h".into())).unwrap(),
+        MAX_WAIT_SECS
+    );
 }
 
 #[test]
