@@ -109,6 +109,49 @@ pub fn load_file(path: &Path) -> Result<Document, Vec<Diagnostic>> {
     load_str(path, &text)
 }
 
+/// The largest recipe or element file kiln reads.
+pub const MAX_BYTES: usize = 1 << 20;
+/// The deepest nesting of sequences and mappings a recipe may have.
+pub const MAX_DEPTH: usize = 64;
+
+/// Refuse, from the parser's events alone (nothing is built yet), what would make building the
+/// tree blow up: aliases (a few hundred bytes of them expand to gigabytes) and nesting deep
+/// enough to overflow the stack.
+fn precheck(text: &str) -> Result<(), (usize, usize, String)> {
+    use saphyr_parser::{Event, Parser};
+    if text.len() > MAX_BYTES {
+        return Err((
+            1,
+            1,
+            format!("the file is larger than {} KiB", MAX_BYTES >> 10),
+        ));
+    }
+    let mut depth = 0usize;
+    for ev in Parser::new_from_str(text) {
+        // Syntax errors are reported by the loader, with its own message.
+        let Ok((ev, span)) = ev else { return Ok(()) };
+        let at = (span.start.line(), span.start.col() + 1);
+        match ev {
+            Event::Alias(_) => {
+                return Err((
+                    at.0,
+                    at.1,
+                    "YAML aliases (*name) are not supported: repeat the value, or use vars".into(),
+                ))
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err((at.0, at.1, format!("nested deeper than {MAX_DEPTH} levels")));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Parse YAML text; `path` is only used in diagnostics.
 pub fn load_str(path: &Path, text: &str) -> Result<Document, Vec<Diagnostic>> {
     let diag = |line: usize, column: usize, message: String| Diagnostic {
@@ -117,6 +160,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<Document, Vec<Diagnostic>> {
         column,
         message,
     };
+    precheck(text).map_err(|(l, c, m)| vec![diag(l, c, m)])?;
     let docs = MarkedYaml::load_from_str(text).map_err(|e| {
         let m = e.marker();
         vec![diag(
@@ -234,6 +278,38 @@ fn scalar(s: &Scalar) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aliases_depth_and_size_are_refused_before_the_tree_is_built() {
+        // Billion laughs inside complex keys: refused at the first alias, at once.
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..9 {
+            bomb.push_str(&format!(
+                "b{i}: &b{i} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n",
+                p = if i == 0 {
+                    "a".to_string()
+                } else {
+                    format!("b{}", i - 1)
+                }
+            ));
+        }
+        bomb.push_str("? [*b8, *b8]\n: x\n");
+        let t = std::time::Instant::now();
+        let e = load_str(Path::new("b.yaml"), &bomb).unwrap_err();
+        assert!(e[0].message.contains("aliases"), "{:?}", e);
+        assert_eq!(e[0].line, 2);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        // Block sequences have no limit of their own in the parser.
+        let deep = "- ".repeat(10_000) + "x\n";
+        let e = load_str(Path::new("d.yaml"), &deep).unwrap_err();
+        assert!(e[0].message.contains("nested deeper than 64"), "{:?}", e);
+        let flow = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert!(load_str(Path::new("f.yaml"), &flow).is_err());
+        let big = format!("a: \"{}\"\n", "x".repeat(MAX_BYTES));
+        assert!(load_str(Path::new("s.yaml"), &big).unwrap_err()[0]
+            .message
+            .contains("larger than"));
+    }
 
     #[test]
     fn positions_point_at_values_and_keys() {
