@@ -298,6 +298,24 @@ fn walk(
                     ));
                 }
             }
+            // schemars states the width of Rust's integer types as a format, not a maximum.
+            let max = match schema.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some(u64::from(u8::MAX)),
+                Some("uint16") => Some(u64::from(u16::MAX)),
+                Some("uint32") => Some(u64::from(u32::MAX)),
+                _ => None,
+            };
+            if let Some(max) = max {
+                if n.as_u64().is_some_and(|x| x > max)
+                    || (n.is_f64() && n.as_f64().is_some_and(|x| x > max as f64))
+                {
+                    out.push(Finding::at(
+                        doc,
+                        ptr,
+                        format!("expected a number <= {max}, found {n}"),
+                    ));
+                }
+            }
         }
         _ => {}
     }

@@ -404,3 +404,10 @@ fn a_base_without_cloud_init_is_an_error_before_anything_runs() {
     let p = dir.write("ai.yaml", &installer("autoinstall"));
     load_plan(&p, &[]).unwrap();
 }
+
+#[test]
+fn integers_past_their_type_are_positioned_errors() {
+    let dir = Dir::new();
+    let d = errors(&dir, &format!("{MINIMAL}vm: {{vcpus: 4294967296}}\n"));
+    at(&d, 5, 13, "expected a number <= 4294967295");
+}
