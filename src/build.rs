@@ -46,6 +46,14 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
     let mut ctx = BuildContext::new(plan, &out_root, opts.cache_dir.clone(), cancel.clone());
     ctx.keep_on_error = opts.keep_on_error;
     ctx.jobs = opts.jobs.max(1);
+    // Seeds, answer files and the injected initrd carry hashes: only the owner enters.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&ctx.staging)
+            .with_context(|| format!("creating staging directory {}", ctx.staging.display()))?;
+    }
     std::fs::create_dir_all(&ctx.out)
         .with_context(|| format!("creating staging directory {}", ctx.staging.display()))?;
     std::fs::create_dir_all(&ctx.work)?;

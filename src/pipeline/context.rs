@@ -140,8 +140,14 @@ pub fn build_paths(out_root: &Path, slug: &str, run: &str) -> (PathBuf, PathBuf,
 impl BuildContext {
     pub fn new(plan: Plan, out_root: &Path, cache_dir: PathBuf, cancel: Cancel) -> Self {
         let slug = plan.slug();
-        let (staging, work, out, final_dir) =
-            build_paths(out_root, &slug, &std::process::id().to_string());
+        // The pid tells concurrent builds apart, the random part builds of reused pids (and
+        // containers, where every build can be pid 1).
+        let run = format!(
+            "{}-{}",
+            std::process::id(),
+            hex::encode(&crate::libvirt::console::rand_bytes()[..4])
+        );
+        let (staging, work, out, final_dir) = build_paths(out_root, &slug, &run);
         BuildContext {
             built_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
