@@ -68,7 +68,9 @@ fn tail_text(t: &str) -> String {
 
 /// A command line as a user would paste it into a shell.
 pub fn display(argv: &[String]) -> String {
-    argv.iter()
+    // What is shown (logs, plan, error messages) never carries a URL's password.
+    let shown = argv
+        .iter()
         .map(|a| {
             if !a.is_empty()
                 && a.chars()
@@ -80,7 +82,8 @@ pub fn display(argv: &[String]) -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    crate::quote::redact_url_passwords(&shown)
 }
 
 /// Receives each line (split on `\n` or `\r`, as progress meters redraw) of a command's stdout.

@@ -229,9 +229,12 @@ impl Glance {
                 endpoint = base.to_string();
             }
         }
+        // No redirects: the token travels in X-Auth-Token, which a redirect to another host
+        // would carry along (only standard credentials headers are dropped on the way).
         let http = reqwest::blocking::Client::builder()
             .timeout(None)
             .connect_timeout(std::time::Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| auth(e.to_string()))?;
         Ok(Glance {
@@ -341,7 +344,19 @@ impl Glance {
             if let Some(images) = page.get("images").and_then(Value::as_array) {
                 out.extend(images.iter().cloned());
             }
-            next = page.get("next").and_then(Value::as_str).map(str::to_string);
+            next = match page.get("next").and_then(Value::as_str) {
+                // Glance's `next` is a path on the same endpoint; anything else would send the
+                // token elsewhere.
+                Some(n) if n.starts_with('/') && !n.starts_with("//") => Some(n.to_string()),
+                Some(n) => {
+                    return Err(GlanceError::Transport {
+                        method: "GET".into(),
+                        path,
+                        message: format!("refusing a `next` link that leaves the endpoint: {n}"),
+                    })
+                }
+                None => None,
+            };
         }
         Ok(out)
     }

@@ -291,7 +291,8 @@ impl BuildContext {
             }),
             crate::plan::SourcePlan::Bootstrap(b) => serde_json::json!({
                 "bootstrap": {
-                    "distro": b.distro, "suite": b.suite, "mirror": b.mirror,
+                    "distro": b.distro, "suite": b.suite,
+                    "mirror": crate::quote::redact_url_passwords(&b.mirror),
                     "packages": b.packages, "cache_key": b.cache_key(),
                 }
             }),
@@ -302,7 +303,7 @@ impl BuildContext {
                 ..
             } => serde_json::json!({
                 "image": {
-                    "url": url, "path": path,
+                    "url": url.as_deref().map(crate::quote::redact_url_passwords), "path": path,
                     "checksum": checksum.as_ref().map(|c| c.to_string()),
                 }
             }),

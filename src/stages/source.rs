@@ -362,13 +362,14 @@ fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow:
         std::process::id()
     ));
     ctx.record(Resource::File(part.clone()));
-    tracing::info!("downloading {url}");
+    let shown = crate::quote::redact_url_passwords(url);
+    tracing::info!("downloading {shown}");
     let mut resp = http()?
         .get(url)
         .send()
-        .with_context(|| format!("downloading {url}"))?;
+        .with_context(|| format!("downloading {shown}"))?;
     if !resp.status().is_success() {
-        bail!("downloading {url}: HTTP {}", resp.status());
+        bail!("downloading {shown}: HTTP {}", resp.status());
     }
     let total = resp.content_length();
     let mut out = File::create(&part).with_context(|| format!("creating {}", part.display()))?;
