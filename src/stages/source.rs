@@ -266,10 +266,7 @@ pub fn lookup_checksum(text: &str, image_url: &str) -> anyhow::Result<Checksum> 
                     if algorithm != "sha256" && algorithm != "sha512" {
                         bail!("unsupported checksum {algo} for {name}");
                     }
-                    return Ok(Checksum {
-                        algorithm,
-                        hex: hex.trim().to_ascii_lowercase(),
-                    });
+                    return checked(&algorithm, hex.trim(), name);
                 }
                 continue;
             }
@@ -284,13 +281,17 @@ pub fn lookup_checksum(text: &str, image_url: &str) -> anyhow::Result<Checksum> 
                 128 => "sha512",
                 _ => bail!("unrecognized checksum length for {name}"),
             };
-            return Ok(Checksum {
-                algorithm: algorithm.into(),
-                hex: hex.to_ascii_lowercase(),
-            });
+            return checked(algorithm, hex, name);
         }
     }
     bail!("no checksum for {name}")
+}
+
+/// A checksum read from a sums file, held to the rules of one written in a recipe (it becomes
+/// part of a cache path).
+fn checked(algorithm: &str, hex: &str, name: &str) -> anyhow::Result<Checksum> {
+    crate::recipe::parse_checksum(&format!("{algorithm}:{hex}"))
+        .map_err(|m| anyhow::anyhow!("the checksum file's entry for {name}: {m}"))
 }
 
 /// Hash a file and compare with `sum`.
@@ -352,8 +353,22 @@ fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow:
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dest = crate::fetch::cached_download(&ctx.cache_dir, sum);
     if dest.is_file() {
-        tracing::info!("using cached image {}", dest.display());
-        return Ok(dest);
+        // The cache is a plain directory: whatever changed the file since it was verified,
+        // the build only uses it if it still has the checksum.
+        match verify_file(&dest, sum) {
+            Ok(()) => {
+                tracing::info!("using cached image {} (verified again)", dest.display());
+                return Ok(dest);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "the cached {} no longer verifies ({e:#}); downloading it again",
+                    dest.display()
+                );
+                std::fs::remove_file(&dest)
+                    .with_context(|| format!("removing {}", dest.display()))?;
+            }
+        }
     }
     let part = dir.join(format!(
         ".{}-{}.part-{}",
@@ -474,6 +489,11 @@ mod tests {
         );
         let c = lookup_checksum(&bsd, "https://h/Rocky-9.5-x86_64-boot.iso").unwrap();
         assert_eq!((c.algorithm.as_str(), c.hex), ("sha256", "c".repeat(64)));
+        // What becomes part of a cache path is held to a recipe checksum's rules.
+        let evil = format!("SHA256 (x.iso) = ../../{}\n", "c".repeat(58));
+        assert!(lookup_checksum(&evil, "https://h/x.iso").is_err());
+        let evil = format!("{}  y.img\n", "z".repeat(64));
+        assert!(lookup_checksum(&evil, "https://h/y.img").is_err());
     }
 
     #[test]
