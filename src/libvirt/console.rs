@@ -39,6 +39,7 @@ pub fn wait_for_poweroff(
     let start = Instant::now();
     let mut tail = ConsoleTail::new(console);
     let mut last_note = Instant::now();
+    let mut failures = 0u32;
     loop {
         tail.pump();
         if tail.panicked {
@@ -60,7 +61,22 @@ pub fn wait_for_poweroff(
                 );
             }
         }
-        match lv.state(domain) {
+        let state = match lv.try_state(domain) {
+            Ok(s) => {
+                failures = 0;
+                s
+            }
+            // A libvirtd restart or a slow answer is not a powered-off guest: keep asking for
+            // a while before giving up.
+            Err(e) => {
+                failures += 1;
+                if failures >= 20 {
+                    bail!("libvirt does not answer about domain {domain}: {e}");
+                }
+                State::Other
+            }
+        };
+        match state {
             State::Shutoff | State::Missing => {
                 tail.pump();
                 tracing::info!(

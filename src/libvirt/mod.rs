@@ -109,18 +109,29 @@ impl Libvirt {
     }
 
     pub fn state(&self, name: &str) -> State {
-        let Some(d) = self.lookup(name) else {
-            return State::Missing;
+        self.try_state(name).unwrap_or(State::Other)
+    }
+
+    /// The domain's state; `Missing` only when libvirt says there is no such domain, an error
+    /// for anything else (a libvirtd that does not answer is not a powered-off guest).
+    pub fn try_state(&self, name: &str) -> Result<State, String> {
+        let d = match self.conn.lookup_domain_by_name(name) {
+            Ok(d) => d,
+            Err(e) if e.code() == Enum::Known(virt::error::ErrorNumber::NoDomain) => {
+                return Ok(State::Missing)
+            }
+            Err(e) => return Err(e.message().to_string()),
         };
         match d.state() {
-            Ok((Enum::Known(s), _)) => match s {
+            Ok((Enum::Known(s), _)) => Ok(match s {
                 DomainState::Running | DomainState::Blocked => State::Running,
                 DomainState::Paused | DomainState::PMSuspended => State::Paused,
                 DomainState::Shutoff => State::Shutoff,
                 DomainState::Crashed => State::Crashed,
                 _ => State::Other,
-            },
-            _ => State::Other,
+            }),
+            Ok(_) => Ok(State::Other),
+            Err(e) => Err(e.message().to_string()),
         }
     }
 
