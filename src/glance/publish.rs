@@ -473,6 +473,9 @@ pub fn rotate(
     let mut q = vec![
         ("kiln_recipe".to_string(), s.recipe.clone()),
         ("kiln_format".to_string(), disk_format.to_string()),
+        // Only finished images: one still uploading (another build of the same recipe) is
+        // never rotated out from under it.
+        ("status".to_string(), "active".to_string()),
         ("sort".to_string(), "created_at:desc".to_string()),
     ];
     if let Some(p) = &g.project_id {
