@@ -52,7 +52,8 @@ pub fn check_replaceable(dir: &Path, name: &str, version: &str) -> Result<(), Ou
 /// An exclusive lock on building `slug` into `root`, held until dropped (flock: released by
 /// the kernel if kiln dies).
 pub struct BuildLock {
-    file: File,
+    /// Holding the open file holds the lock.
+    _file: File,
     path: PathBuf,
 }
 
@@ -75,14 +76,13 @@ pub fn lock(root: &Path, slug: &str) -> Result<BuildLock, OutdirError> {
             lock: path,
         });
     }
-    Ok(BuildLock { file, path })
+    Ok(BuildLock { _file: file, path })
 }
 
 impl Drop for BuildLock {
     fn drop(&mut self) {
         // Unlinked while still held: a build waiting on it retries on a fresh file.
         let _ = std::fs::remove_file(&self.path);
-        let _ = &self.file;
     }
 }
 

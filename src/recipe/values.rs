@@ -132,17 +132,8 @@ pub fn suite(s: &str) -> Result<(), String> {
 /// A mirror or proxy URL as sources.list, preseed and mmdebstrap take it: http(s), a host, no
 /// spaces or quotes.
 pub fn url(s: &str) -> Result<(), String> {
-    let rest = s
-        .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"))
+    let host = url_host(s)
         .ok_or_else(|| format!("`{}` is not an http:// or https:// URL", s.escape_debug()))?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() => h,
-        _ => host,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty()
         || !host
             .chars()
@@ -165,22 +156,26 @@ pub fn url(s: &str) -> Result<(), String> {
 
 /// An http(s) URL whose host is this machine (127.0.0.0/8, ::1, localhost): no network between.
 pub fn loopback_url(s: &str) -> bool {
+    url_host(s).is_some_and(|host| {
+        host == "localhost"
+            || host == "::1"
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
+}
+
+/// The host of an http(s) URL: without user, port or the brackets of an IPv6 address.
+fn url_host(s: &str) -> Option<&str> {
     let rest = s
         .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"))
-        .unwrap_or("");
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
-    let host = if let Some(h) = host.strip_prefix('[') {
-        h.split(']').next().unwrap_or("")
-    } else {
-        host.split(':').next().unwrap_or("")
-    };
-    host == "localhost"
-        || host == "::1"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        .or_else(|| s.strip_prefix("https://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(match host.strip_prefix('[') {
+        Some(h) => h.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    })
 }
 
 /// A cloud-init datasource name (`NoCloud`, `ConfigDrive`, `OpenStack`, `None`).
