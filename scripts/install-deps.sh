@@ -99,3 +99,8 @@ if [ ! -x "$tools/bin/ksvalidator" ]; then
   python3 -m venv "$tools"
   "$tools/bin/pip" install -q pykickstart
 fi
+
+# tests/quoting.rs reads YAML back with Debian's PyYAML (the one cloud-init uses).
+if ! /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
+  apt-get install -y -q python3-yaml
+fi

@@ -47,10 +47,11 @@ pub fn mmdebstrap_argv(b: &BootstrapPlan, rootfs: &Path, customize: &Path) -> Ve
     ));
     v.push(b.suite.clone());
     v.push(rootfs.display().to_string());
-    v.push(format!("deb {} {} main", b.mirror, b.suite));
-    v.push(format!("deb {} {}-updates main", b.mirror, b.suite));
+    let q = crate::quote::sources_list;
+    v.push(format!("deb {} {} main", q(&b.mirror), q(&b.suite)));
+    v.push(format!("deb {} {}-updates main", q(&b.mirror), q(&b.suite)));
     if let Some(sec) = &b.security_mirror {
-        v.push(format!("deb {sec} {}-security main", b.suite));
+        v.push(format!("deb {} {}-security main", q(sec), q(&b.suite)));
     }
     v
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use handlebars::{handlebars_helper, Handlebars};
+use handlebars::Handlebars;
 use serde::Serialize;
 
 use crate::plan::Plan;
@@ -62,6 +62,9 @@ pub enum TemplateError {
         column: usize,
         message: String,
     },
+    /// A value the file's format cannot carry (the template does not say where it went).
+    #[error("{origin}: {message}")]
+    Refused { origin: String, message: String },
     #[error("cannot read template {path}: {source}")]
     Read {
         path: PathBuf,
@@ -69,16 +72,121 @@ pub enum TemplateError {
     },
 }
 
-handlebars_helper!(json: |v: Json| serde_json::to_string(v).unwrap_or_default());
+/// The format of a rendered file: it decides how `{{value}}` is quoted. `{{{value}}}` inserts
+/// a value as it is; `{{json v}}`, `{{yaml v}}`, `{{sh v}}`, `{{xml v}}`, `{{preseed v}}` and
+/// `{{kickstart v}}` quote for a format explicitly (for a shell line inside YAML, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Xml,
+    Yaml,
+    Preseed,
+    Kickstart,
+    /// Names and URLs kiln renders for itself (`publish.glance.name`): validated afterwards.
+    Plain,
+}
 
-fn registry(xml: bool) -> Handlebars<'static> {
+type Quoter = fn(&str) -> Result<String, String>;
+
+fn quoter(f: Format) -> Quoter {
+    match f {
+        Format::Xml => |s| Ok(crate::quote::xml(s)),
+        Format::Yaml => |s| Ok(crate::quote::yaml(s)),
+        Format::Preseed => crate::quote::preseed,
+        Format::Kickstart => crate::quote::kickstart,
+        Format::Plain => |s| Ok(s.to_string()),
+    }
+}
+
+/// A helper that quotes its one argument for a format and writes it as it is (the file's
+/// own quoting does not apply on top).
+struct QuoteHelper(Quoter);
+
+fn helper_arg(h: &handlebars::Helper<'_>) -> Result<String, handlebars::RenderError> {
+    let v = h
+        .param(0)
+        .ok_or_else(|| handlebars::RenderErrorReason::ParamNotFoundForIndex("quote", 0))?
+        .value();
+    Ok(match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}
+
+impl handlebars::HelperDef for QuoteHelper {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc handlebars::Context,
+        _: &mut handlebars::RenderContext<'reg, 'rc>,
+    ) -> Result<handlebars::ScopedJson<'rc>, handlebars::RenderError> {
+        let q = (self.0)(&helper_arg(h)?).map_err(handlebars::RenderErrorReason::Other)?;
+        Ok(handlebars::ScopedJson::Derived(serde_json::Value::String(
+            q,
+        )))
+    }
+
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc handlebars::Context,
+        _: &mut handlebars::RenderContext<'reg, 'rc>,
+        out: &mut dyn handlebars::Output,
+    ) -> handlebars::HelperResult {
+        let q = (self.0)(&helper_arg(h)?).map_err(handlebars::RenderErrorReason::Other)?;
+        out.write(&q)?;
+        Ok(())
+    }
+}
+
+/// `{{json v}}`: the value as JSON (a number stays a number), written as it is.
+struct JsonHelper;
+
+impl handlebars::HelperDef for JsonHelper {
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        _: &'reg Handlebars<'reg>,
+        _: &'rc handlebars::Context,
+        _: &mut handlebars::RenderContext<'reg, 'rc>,
+        out: &mut dyn handlebars::Output,
+    ) -> handlebars::HelperResult {
+        let v = h
+            .param(0)
+            .ok_or_else(|| handlebars::RenderErrorReason::ParamNotFoundForIndex("json", 0))?
+            .value();
+        out.write(&serde_json::to_string(v).unwrap_or_default())?;
+        Ok(())
+    }
+}
+
+/// A registry whose `{{value}}` quotes for `format`. A value the format cannot carry is
+/// recorded in `refused` (an escape function cannot fail) and the render is failed after.
+fn registry(
+    format: Format,
+    refused: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> Handlebars<'static> {
     let mut h = Handlebars::new();
     h.set_strict_mode(true);
-    h.register_helper("json", Box::new(json));
-    if !xml {
-        // YAML and answer files: values are inserted as they are (use {{json x}} to quote).
-        h.register_escape_fn(handlebars::no_escape);
+    h.register_helper("json", Box::new(JsonHelper));
+    for (name, q) in [
+        ("yaml", quoter(Format::Yaml)),
+        ("xml", quoter(Format::Xml)),
+        ("preseed", quoter(Format::Preseed)),
+        ("kickstart", quoter(Format::Kickstart)),
+        ("sh", (|s| Ok(crate::quote::sh(s))) as Quoter),
+    ] {
+        h.register_helper(name, Box::new(QuoteHelper(q)));
     }
+    let q = quoter(format);
+    h.register_escape_fn(move |s| match q(s) {
+        Ok(v) => v,
+        Err(m) => {
+            refused.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+            String::new()
+        }
+    });
     h
 }
 
@@ -100,17 +208,23 @@ pub fn render(plan: &Plan, kind: Kind, ctx: &impl Serialize) -> Result<String, T
             kind.builtin().to_string(),
         ),
     };
-    render_str(&origin, &text, kind == Kind::Domain, ctx)
+    let format = if kind == Kind::Domain {
+        Format::Xml
+    } else {
+        Format::Yaml
+    };
+    render_str(&origin, &text, format, ctx)
 }
 
 pub fn render_str(
     origin: &str,
     text: &str,
-    xml: bool,
+    format: Format,
     ctx: &impl Serialize,
 ) -> Result<String, TemplateError> {
-    let h = registry(xml);
-    h.render_template(text, ctx).map_err(|e| {
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = registry(format, refused.clone());
+    let out = h.render_template(text, ctx).map_err(|e| {
         let (line, column) = match (e.line_no, e.column_no) {
             (Some(l), Some(c)) => (l, c),
             _ => template_position(&e).unwrap_or((1, 1)),
@@ -121,7 +235,16 @@ pub fn render_str(
             column,
             message: e.reason().to_string(),
         }
-    })
+    })?;
+    let refused = std::mem::take(&mut *refused.lock().unwrap_or_else(|e| e.into_inner()));
+    if refused.is_empty() {
+        Ok(out)
+    } else {
+        Err(TemplateError::Refused {
+            origin: origin.to_string(),
+            message: refused.join("; "),
+        })
+    }
 }
 
 fn template_position(e: &handlebars::RenderError) -> Option<(usize, usize)> {
@@ -165,7 +288,12 @@ pub fn render_answers(plan: &Plan) -> Result<Option<String>, TemplateError> {
     // Ubuntu's debian-installer names some tasks differently (openssh-server).
     ctx["ubuntu"] = serde_json::json!(inst.answers.mirror.contains("ubuntu"));
     ctx["vars"] = serde_json::to_value(&plan.vars).unwrap_or_default();
-    render_str(&origin, &text, false, &ctx).map(Some)
+    let format = match inst.kind {
+        AnswerKind::Preseed => Format::Preseed,
+        AnswerKind::Kickstart => Format::Kickstart,
+        AnswerKind::Autoinstall => Format::Yaml,
+    };
+    render_str(&origin, &text, format, &ctx).map(Some)
 }
 
 /// Is a rendered file empty apart from comments (then it is left out of the seed)?
@@ -186,7 +314,7 @@ mod tests {
         let err = render_str(
             "t.hbs",
             "a\nb {{vars.missing}}\n",
-            false,
+            Format::Yaml,
             &json!({"vars": {}}),
         )
         .unwrap_err();
@@ -196,20 +324,41 @@ mod tests {
     }
 
     #[test]
-    fn xml_templates_escape_and_yaml_templates_do_not() {
-        let ctx = json!({"v": "a<b & 'c'"});
+    fn each_format_quotes_values_its_own_way() {
+        let ctx = json!({"v": "a<b & 'c'", "n": 5, "plain": "bookworm", "bs": "x\\"});
+        let r = |f, t: &str| render_str("t", t, f, &ctx);
         assert_eq!(
-            render_str("x", "<n>{{v}}</n>", true, &ctx).unwrap(),
-            "<n>a&lt;b &amp; &#x27;c&#x27;</n>"
+            r(Format::Xml, "<n a='{{v}}'>{{v}}</n>").unwrap(),
+            "<n a='a&lt;b &amp; &apos;c&apos;'>a&lt;b &amp; &apos;c&apos;</n>"
+        );
+        assert_eq!(r(Format::Yaml, "k: {{v}}").unwrap(), r#"k: "a<b & 'c'""#);
+        assert_eq!(r(Format::Yaml, "k: {{plain}}").unwrap(), "k: bookworm");
+        assert_eq!(r(Format::Yaml, "k: {{n}}").unwrap(), r#"k: "5""#);
+        assert_eq!(r(Format::Yaml, "k: {{json n}}").unwrap(), "k: 5");
+        assert_eq!(
+            r(Format::Yaml, "k: {{json v}}").unwrap(),
+            r#"k: "a<b & 'c'""#
+        );
+        assert_eq!(r(Format::Yaml, "k: {{{v}}}").unwrap(), "k: a<b & 'c'");
+        assert_eq!(
+            r(Format::Yaml, "- {{yaml (sh v)}}").unwrap(),
+            r#"- "'a<b & '\\''c'\\'''""#
         );
         assert_eq!(
-            render_str("y", "k: {{v}}", false, &ctx).unwrap(),
-            "k: a<b & 'c'"
+            r(Format::Kickstart, "user --gecos={{v}}").unwrap(),
+            r#"user --gecos="a<b & 'c'""#
         );
         assert_eq!(
-            render_str("y", "k: {{json v}}", false, &ctx).unwrap(),
-            "k: \"a<b & 'c'\""
+            r(Format::Preseed, "d-i x string {{v}}").unwrap(),
+            "d-i x string a<b & 'c'"
         );
+        // A value the format cannot carry fails the render, naming the value.
+        let e = r(Format::Preseed, "d-i x string {{bs}}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t: ") && e.contains("trailing"), "{e}");
+        let e = r(Format::Yaml, "{{preseed bs}}").unwrap_err().to_string();
+        assert!(e.contains("trailing"), "{e}");
     }
 
     #[test]

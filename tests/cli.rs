@@ -248,7 +248,7 @@ fn plan_renders_templates_and_shows_commands_without_libvirt() {
     let script = std::fs::read_to_string(dir.path().join("rendered/provision.sh")).unwrap();
     assert!(script.contains("pkg_install 'tree'"));
     let md = std::fs::read_to_string(dir.path().join("rendered/meta-data")).unwrap();
-    assert!(md.contains("local-hostname: \"golden\""), "{md}");
+    assert!(md.contains("local-hostname: golden\n"), "{md}");
 }
 
 #[test]
@@ -268,7 +268,7 @@ fn var_overrides_reach_the_templates() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let md = std::fs::read_to_string(dir.path().join("r/meta-data")).unwrap();
-    assert!(md.contains("\"override\""), "{md}");
+    assert!(md.contains("local-hostname: override\n"), "{md}");
 }
 
 #[test]
@@ -853,11 +853,13 @@ fn values_that_would_break_out_of_their_file_are_refused() {
     for f in ["vmlinuz", "initrd.gz"] {
         std::fs::copy(fixtures.join(f), dir.path().join(f)).unwrap();
     }
+    let n = std::cell::Cell::new(0);
     let fixture = |kind: &str, edit: &dyn Fn(String) -> String| {
         let text = std::fs::read_to_string(fixtures.join(format!("{kind}.yaml"))).unwrap();
         let edited = edit(text.clone());
         assert_ne!(edited, text, "{kind}: the edit changed nothing");
-        let p = dir.path().join(format!("{kind}-bad.yaml"));
+        n.set(n.get() + 1);
+        let p = dir.path().join(format!("{kind}-bad{}.yaml", n.get()));
         std::fs::write(&p, edited).unwrap();
         p
     };
@@ -879,7 +881,7 @@ fn values_that_would_break_out_of_their_file_are_refused() {
                 )
             }),
             vec![],
-            "preseed-bad.yaml:13:",
+            "preseed-bad1.yaml:13:",
         ),
         (
             fixture("kickstart", &|t| t.replace("# Fixture", "# Through --var: fixture")),
@@ -891,7 +893,7 @@ fn values_that_would_break_out_of_their_file_are_refused() {
                 t.replace("hostname: snaphost", "hostname: \"snaphost\\nruncmd: [id]\"")
             }),
             vec![],
-            "autoinstall-bad.yaml:4:",
+            "autoinstall-bad3.yaml:4:",
         ),
         (
             bootstrap(
@@ -913,6 +915,20 @@ fn values_that_would_break_out_of_their_file_are_refused() {
             ),
             vec![],
             "mirror.yaml:4:",
+        ),
+        (
+            fixture("kickstart", &|t| {
+                t.replace("packages: [cloud-init", "packages: [\"--nogpgcheck\", cloud-init")
+            }),
+            vec![],
+            "kickstart-bad4.yaml:18:",
+        ),
+        (
+            fixture("preseed", &|t| {
+                t.replace("full_name: Alice Example", "full_name: \"Alice\\\\\"")
+            }),
+            vec![],
+            "preseed-bad5.yaml:13:",
         ),
     ];
     for (recipe, extra, want) in cases {

@@ -30,6 +30,9 @@ pub fn load_checked(path: &Path, vars: &[(String, String)]) -> Result<Plan, Vec<
             errs.push(template_diag(e));
         }
     }
+    if let Err(e) = templates::render_answers(&plan) {
+        errs.push(template_diag(e));
+    }
     if errs.is_empty() {
         Ok(plan)
     } else {
@@ -49,6 +52,12 @@ pub(super) fn template_diag(e: templates::TemplateError) -> Diagnostic {
             file: PathBuf::from(origin),
             line,
             column,
+            message,
+        },
+        templates::TemplateError::Refused { origin, message } => Diagnostic {
+            file: PathBuf::from(origin),
+            line: 1,
+            column: 1,
             message,
         },
         templates::TemplateError::Read { path, source } => Diagnostic {

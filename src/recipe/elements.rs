@@ -161,6 +161,18 @@ pub fn load(name: &str, origin: &Origin) -> Result<Loaded, Vec<Diagnostic>> {
     }
     let file: ElementFile = serde_json::from_value(doc.value.clone())
         .map_err(|e| vec![doc.diag("", format!("invalid element: {e}"))])?;
+    let bad: Vec<Diagnostic> = file
+        .packages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let m = super::values::package(p).err()?;
+            Some(doc.diag(&format!("/packages/{i}"), m))
+        })
+        .collect();
+    if !bad.is_empty() {
+        return Err(bad);
+    }
     Ok(Loaded {
         name: name.to_string(),
         dir: origin.base_dir(),

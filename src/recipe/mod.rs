@@ -618,9 +618,7 @@ fn dedup(it: impl Iterator<Item = String>) -> Vec<String> {
 }
 
 fn valid_package_name(p: &str) -> bool {
-    !p.is_empty()
-        && p.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.:_=~".contains(c))
+    values::package(p).is_ok()
 }
 
 /// Parse customize steps (host paths relative to `dir`); errors point into `doc`.

@@ -84,7 +84,12 @@ impl Resolver<'_> {
             let ctx = serde_json::json!({
                 "name": r.name, "version": r.version, "format": df, "date": date, "vars": vars,
             });
-            match crate::templates::render_str("publish.glance.name", &template, false, &ctx) {
+            match crate::templates::render_str(
+                "publish.glance.name",
+                &template,
+                crate::templates::Format::Plain,
+                &ctx,
+            ) {
                 Ok(n) if n.trim().is_empty() => {
                     self.err("/publish/glance/name", "the image name renders empty")
                 }
@@ -102,7 +107,12 @@ impl Resolver<'_> {
                 Err(e) => self.err("/publish/glance/name", format!("name template: {e}")),
             }
             if let Some(u) = &g.uri {
-                match crate::templates::render_str("publish.glance.uri", u, false, &ctx) {
+                match crate::templates::render_str(
+                    "publish.glance.uri",
+                    u,
+                    crate::templates::Format::Plain,
+                    &ctx,
+                ) {
                     Ok(v) => {
                         uris.insert(df.to_string(), v);
                     }
@@ -114,7 +124,12 @@ impl Resolver<'_> {
         let var_ctx = serde_json::json!({ "name": r.name, "version": r.version, "vars": vars });
         let cloud = match &g.cloud {
             Some(c) => {
-                match crate::templates::render_str("publish.glance.cloud", c, false, &var_ctx) {
+                match crate::templates::render_str(
+                    "publish.glance.cloud",
+                    c,
+                    crate::templates::Format::Plain,
+                    &var_ctx,
+                ) {
                     Ok(v) if v.trim().is_empty() => None,
                     Ok(v) => Some(v),
                     Err(e) => {
@@ -127,7 +142,12 @@ impl Resolver<'_> {
         };
         let mut members = Vec::new();
         for (i, m) in g.members.iter().enumerate() {
-            match crate::templates::render_str("publish.glance.members", m, false, &var_ctx) {
+            match crate::templates::render_str(
+                "publish.glance.members",
+                m,
+                crate::templates::Format::Plain,
+                &var_ctx,
+            ) {
                 Ok(v) if v.trim().is_empty() => {}
                 Ok(v) => members.push((i, v.trim().to_string())),
                 Err(e) => self.err(&format!("/publish/glance/members/{i}"), format!("{e}")),

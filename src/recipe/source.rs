@@ -204,6 +204,11 @@ impl Resolver<'_> {
                 0
             }),
         };
+        for (n, p) in i.packages.iter().enumerate() {
+            if let Err(m) = values::package(p) {
+                self.err(&format!("/source/installer/packages/{n}"), m);
+            }
+        }
         let packages = dedup(
             loaded
                 .iter()

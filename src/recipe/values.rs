@@ -207,15 +207,35 @@ pub fn element_name(s: &str) -> Result<(), String> {
     }
 }
 
-/// A full name for the installer's user (GECOS: no `:`, `,` or `=`, one line).
+/// A full name for the installer's user (GECOS: no `:`, `,` or `=`; one line without `\\`
+/// or surrounding blanks, which a preseed line cannot carry).
 pub fn full_name(s: &str) -> Result<(), String> {
-    match s.chars().find(|c| ":,=".contains(*c) || c.is_control()) {
+    match s.chars().find(|c| ":,=\\".contains(*c) || c.is_control()) {
         Some(c) => Err(format!(
             "`{}` is not allowed in a full name",
             c.escape_debug()
         )),
         None if s.len() > 128 => Err("a full name of at most 128 characters".into()),
+        None if s.trim() != s => Err("a full name cannot start or end with blanks".into()),
         None => Ok(()),
+    }
+}
+
+/// A package name (with apt's `=version` or `:arch` if need be): one word of an apt, dnf or
+/// mmdebstrap command line, a preseed list and a kickstart `%packages` line; never an option.
+pub fn package(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.:_=~".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a valid package name",
+            s.escape_debug()
+        ))
     }
 }
 

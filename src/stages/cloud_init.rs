@@ -19,10 +19,14 @@ pub fn config_text(ci: &CloudInitPlan) -> String {
     let mut s = String::from("# Written by kiln: what this golden image expects from the cloud.\n");
     s.push_str(&format!(
         "datasource_list: [ {} ]\n",
-        ci.datasources.join(", ")
+        ci.datasources
+            .iter()
+            .map(|d| crate::quote::yaml(d))
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     if let Some(u) = &ci.default_user {
-        let q = |v: &str| serde_json::to_string(v).unwrap_or_default();
+        let q = crate::quote::yaml;
         s.push_str("system_info:\n  default_user:\n");
         s.push_str(&format!("    name: {}\n", q(&u.name)));
         s.push_str("    lock_passwd: true\n");
@@ -139,8 +143,9 @@ mod tests {
             }),
         });
         assert!(text.contains("datasource_list: [ ConfigDrive, OpenStack, None ]\n"));
-        assert!(text.contains("    name: \"debian\"\n"));
-        assert!(text.contains("    groups: [\"sudo\"]\n"));
+        assert!(text.contains("    name: debian\n"));
+        assert!(text.contains("    groups: [sudo]\n"), "{text}");
+        assert!(text.contains("    shell: /bin/bash\n"));
         assert!(text.contains("NOPASSWD"));
     }
 }

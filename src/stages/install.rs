@@ -48,7 +48,7 @@ pub fn domain_xml(
     crate::templates::render_str(
         "built-in template install-domain.xml",
         include_str!("../../templates/install-domain.xml.hbs"),
-        true,
+        crate::templates::Format::Xml,
         &ctx,
     )
 }
