@@ -141,6 +141,10 @@ os service create -f value -c id --name glance image >/dev/null
 for e in public=127.0.0.1 internal=127.0.0.2 admin=127.0.0.3; do
   os endpoint create -f value -c id --region RegionOne image "${e%%=*}" "http://${e#*=}:9292" >/dev/null
 done
+# RegionTLS: the same Glance behind stunnel's TLS (scripts: tls_front below), for cacert and
+# verify in clouds.yaml.
+os region create RegionTLS >/dev/null
+os endpoint create -f value -c id --region RegionTLS image public "https://127.0.0.1:9443" >/dev/null
 for p in alpha beta; do
   os project create -f value -c id --domain default "$p" >/dev/null
   os user create -f value -c id --domain default --password "$p-pw" "$p-user" >/dev/null
@@ -193,6 +197,41 @@ uwsgi_ini "$gl/uwsgi.ini" 9292 glance.wsgi.api:application "$dir/glance-uwsgi.lo
 start_uwsgi glance OS_GLANCE_CONFIG_DIR "$gl"
 wait_for glance http://127.0.0.1:9292/versions "$dir/glance-uwsgi.log"
 
+# TLS: a CA and a server certificate for 127.0.0.1; stunnel terminates TLS for Keystone
+# (5443) and Glance (9443) and forwards to them.
+tls=$dir/tls
+mkdir -p "$tls"
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=kiln test CA" \
+  -keyout "$tls/ca.key" -out "$tls/ca.pem" -addext basicConstraints=critical,CA:TRUE \
+  -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$tls/server.key" \
+  -out "$tls/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$tls/ext.cnf"
+openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+  -days 30 -extfile "$tls/ext.cnf" -out "$tls/server.pem" 2>/dev/null
+cat > "$tls/stunnel.conf" <<CONF
+foreground = yes
+pid =
+output = $dir/stunnel.log
+cert = $tls/server.pem
+key = $tls/server.key
+[keystone]
+accept = 127.0.0.1:5443
+connect = 127.0.0.1:5000
+[glance]
+accept = 127.0.0.1:9443
+connect = 127.0.0.1:9292
+CONF
+setsid stunnel4 "$tls/stunnel.conf" </dev/null >/dev/null 2>&1 3>&- 4>&- &
+echo $! >> "$dir/pids"
+if [ -n "${KILN_SERVICES_PIDFILE:-}" ]; then echo $! >> "$KILN_SERVICES_PIDFILE"; fi
+for _ in $(seq 1 100); do
+  curl -s -o /dev/null --max-time 2 --cacert "$tls/ca.pem" https://127.0.0.1:9443/versions && break
+  sleep 0.1
+done
+curl -s -o /dev/null --max-time 2 --cacert "$tls/ca.pem" https://127.0.0.1:9443/versions \
+  || { echo "stunnel does not answer on 9443; its log:" >&4; tail -20 "$dir/stunnel.log" >&4; exit 1; }
+
 cat > "$dir/clouds.yaml" <<YAML
 clouds:
   kiln-admin:
@@ -208,6 +247,27 @@ clouds:
     auth: {auth_url: "http://127.0.0.1:5000/v3", username: beta-user, password: beta-pw,
            project_name: beta, user_domain_id: default, project_domain_id: default}
     region_name: RegionOne
+  # TLS: Keystone and Glance over https with the test CA; the same without the CA (fails),
+  # with verify off; plain Keystone with Glance over TLS (kiln's own client alone).
+  kiln-tls:
+    auth: {auth_url: "https://127.0.0.1:5443/v3", username: alpha-user, password: alpha-pw,
+           project_name: alpha, user_domain_id: default, project_domain_id: default}
+    region_name: RegionTLS
+    cacert: $tls/ca.pem
+  kiln-tls-noverify:
+    auth: {auth_url: "https://127.0.0.1:5443/v3", username: alpha-user, password: alpha-pw,
+           project_name: alpha, user_domain_id: default, project_domain_id: default}
+    region_name: RegionTLS
+    verify: false
+  kiln-tls-glance:
+    auth: {auth_url: "http://127.0.0.1:5000/v3", username: alpha-user, password: alpha-pw,
+           project_name: alpha, user_domain_id: default, project_domain_id: default}
+    region_name: RegionTLS
+    cacert: $tls/ca.pem
+  kiln-tls-glance-untrusted:
+    auth: {auth_url: "http://127.0.0.1:5000/v3", username: alpha-user, password: alpha-pw,
+           project_name: alpha, user_domain_id: default, project_domain_id: default}
+    region_name: RegionTLS
 YAML
 exec 1>&3 2>&4
 echo "Keystone http://127.0.0.1:5000/v3 and Glance http://127.0.0.1:9292 are up (log: $dir)"

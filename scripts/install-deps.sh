@@ -45,6 +45,7 @@ commands=(
   "gcc gcc"                                    # build: crates with C parts; uWSGI for Glance
   "openssl openssl"                            # tests: SHA-512 crypt hashes, checked independently
   "curl curl"                                  # scripts/glance-setup.sh waits for the services
+  "stunnel4 stunnel4"                          # TLS in front of the test Keystone and Glance
 )
 # Packages without a command of their own: headers, the host kernel libguestfs boots, venv.
 packages=(

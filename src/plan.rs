@@ -345,8 +345,11 @@ pub struct GlanceSettings {
     /// Formats to publish (qemu-img names), in order.
     pub formats: Vec<String>,
     pub import_timeout: u64,
-    /// The recipe's name: the `kiln_recipe` property rotation selects by.
+    /// The recipe's name (the `kiln_recipe` property).
     pub recipe: String,
+    /// The `kiln_recipe_id` property rotation selects by (with the project and format).
+    #[serde(default)]
+    pub recipe_id: String,
 }
 
 /// What any bootable base needs; elements add the rest (cloud-init, ssh, ...).

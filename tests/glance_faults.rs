@@ -23,6 +23,10 @@ fn one_gib(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn start_upload(name: &str, file: &std::path::Path) -> Child {
+    start_upload_with(name, file, &[])
+}
+
+fn start_upload_with(name: &str, file: &std::path::Path, env: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args([
             "image",
@@ -37,6 +41,7 @@ fn start_upload(name: &str, file: &std::path::Path) -> Child {
         .arg(file)
         .env_remove("OS_CLOUD")
         .env("KILN_GLANCE_CLEANUP_TIMEOUT", "180")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -104,6 +109,47 @@ fn glance_stopped_mid_upload_gives_a_clear_error_and_no_record_once_it_is_back()
     assert!(err.contains("PUT /v2/images/"), "{err}");
     assert!(err.contains("was deleted"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        ids_named("kiln-alpha", &name).is_empty(),
+        "a record was left behind"
+    );
+}
+
+/// A Glance that stops answering (its processes stopped with SIGSTOP: connections stay open,
+/// nothing is read or answered) fails the upload after KILN_GLANCE_TIMEOUT, not never; the
+/// record is deleted once Glance answers again.
+#[test]
+#[ignore = "needs the real Glance of scripts/glance-setup.sh; run by scripts/test.sh"]
+fn a_stalled_glance_fails_the_upload_after_the_timeout_and_the_record_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = one_gib(dir.path());
+    let name = unique("kiln-stall");
+    let child = start_upload_with(&name, &big, &[("KILN_GLANCE_TIMEOUT", "4")]);
+    wait_saving(&name);
+    let gdir = std::env::var("KILN_GLANCE_DIR").unwrap_or_else(|_| "/var/tmp/kiln-glance".into());
+    let pid: i32 = std::fs::read_to_string(format!("{gdir}/glance.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // uWSGI runs in its own session (setsid): its process group is its pid.
+    unsafe { kill(-pid, 19) };
+    let stopped = Instant::now();
+    std::thread::sleep(Duration::from_secs(10));
+    unsafe { kill(-pid, 18) };
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("took no data and gave no answer for 4 s"),
+        "{err}"
+    );
+    assert!(err.contains("was deleted"), "{err}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(120),
+        "kiln waited {:?}",
+        stopped.elapsed()
+    );
     assert!(
         ids_named("kiln-alpha", &name).is_empty(),
         "a record was left behind"

@@ -70,6 +70,8 @@ pub struct Glance {
     pub endpoint: String,
     token: SecretString,
     http: reqwest::blocking::Client,
+    /// How long a request may go without progress (no answer, no byte accepted).
+    stall: std::time::Duration,
     /// The cloud's name, for messages.
     pub cloud: String,
     /// The token's project (owner of the images this session creates).
@@ -83,6 +85,65 @@ impl std::fmt::Debug for Glance {
             .field("cloud", &self.cloud)
             .finish_non_exhaustive()
     }
+}
+
+/// `KILN_GLANCE_TIMEOUT` (seconds, default 120): how long any Glance request may make no
+/// progress before kiln gives up on it.
+fn stall_timeout() -> Result<std::time::Duration, String> {
+    match std::env::var("KILN_GLANCE_TIMEOUT") {
+        Err(_) => Ok(std::time::Duration::from_secs(120)),
+        Ok(v) => match v.parse::<u64>() {
+            Ok(n) if (1..=86_400).contains(&n) => Ok(std::time::Duration::from_secs(n)),
+            _ => Err(format!(
+                "KILN_GLANCE_TIMEOUT={v}: expected whole seconds from 1 to 86400"
+            )),
+        },
+    }
+}
+
+/// The HTTP client for the image endpoint, with the cloud's TLS settings (`cacert`, `verify`
+/// from clouds.yaml or OS_CACERT, as the SDK uses them for Keystone).
+fn http_client(
+    cacert: Option<&str>,
+    verify: Option<bool>,
+    stall: std::time::Duration,
+) -> Result<reqwest::blocking::Client, String> {
+    // No redirects: the token travels in X-Auth-Token, which a redirect to another host
+    // would carry along (only standard credentials headers are dropped on the way).
+    // No overall timeout (an upload takes as long as it takes); a dead peer is noticed by
+    // TCP (keepalive, unacknowledged data) and a silent one by the per-request stall limit.
+    let mut b = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .tcp_keepalive(std::time::Duration::from_secs(15))
+        .tcp_user_timeout(stall)
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = cacert {
+        let expanded = match path.strip_prefix("~/") {
+            Some(rest) => std::env::var_os("HOME")
+                .map(|h| std::path::Path::new(&h).join(rest))
+                .unwrap_or_else(|| path.into()),
+            None => path.into(),
+        };
+        let pem =
+            std::fs::read(&expanded).map_err(|e| format!("cacert {}: {e}", expanded.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("cacert {}: {e}", expanded.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "cacert {}: no PEM certificate in it",
+                expanded.display()
+            ));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if verify == Some(false) {
+        tracing::warn!("TLS certificates of the image endpoint are not verified (verify: false)");
+        b = b.tls_danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| e.to_string())
 }
 
 /// Glance's message from an error body (`{"message": …}`, HTML tags dropped), or the body.
@@ -229,18 +290,13 @@ impl Glance {
                 endpoint = base.to_string();
             }
         }
-        // No redirects: the token travels in X-Auth-Token, which a redirect to another host
-        // would carry along (only standard credentials headers are dropped on the way).
-        let http = reqwest::blocking::Client::builder()
-            .timeout(None)
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| auth(e.to_string()))?;
+        let stall = stall_timeout().map_err(&auth)?;
+        let http = http_client(profile.cacert.as_deref(), profile.verify, stall).map_err(auth)?;
         Ok(Glance {
             endpoint,
             token,
             http,
+            stall,
             cloud: name,
             project_id,
         })
@@ -285,21 +341,124 @@ impl Glance {
         }
     }
 
-    /// One attempt (uploads: their body is a stream that cannot be sent twice).
+    /// One attempt. Without a body stream the request has the stall limit for an answer
+    /// (and each read of the answer's body has it again).
     fn send_once(
         &self,
         method: reqwest::Method,
         path: &str,
         f: impl FnOnce(reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder,
     ) -> Result<reqwest::blocking::Response, GlanceError> {
-        let resp =
-            f(self.request(method.clone(), path))
-                .send()
-                .map_err(|e| GlanceError::Transport {
+        let req = f(self.request(method.clone(), path).timeout(self.stall));
+        let resp = req
+            .send()
+            .map_err(|e| self.transport_error(&method, path, &e))?;
+        self.check_status(&method, path, resp)
+    }
+
+    fn transport_error(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        e: &reqwest::Error,
+    ) -> GlanceError {
+        let message = if e.is_timeout() {
+            format!(
+                "no answer for {} s (KILN_GLANCE_TIMEOUT): is Glance at {} stalled?",
+                self.stall.as_secs(),
+                self.endpoint
+            )
+        } else {
+            // The whole chain: "error sending request" alone hides a certificate problem.
+            let mut m = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                m.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            if m.contains("certificate") {
+                format!(
+                    "{m} (name the CA that signed {}'s certificate with `cacert:` in clouds.yaml or OS_CACERT)",
+                    self.endpoint
+                )
+            } else {
+                format!("{m} (is Glance at {} reachable?)", self.endpoint)
+            }
+        };
+        GlanceError::Transport {
+            method: method.to_string(),
+            path: path.to_string(),
+            message,
+        }
+    }
+
+    /// Send a request whose body is a stream (an upload) on a thread of its own, watched:
+    /// it ends with an error as soon as the build is cancelled, or when `sent` has not moved
+    /// and no answer came for the stall limit, even if the connection itself still hangs.
+    fn send_streaming(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        req: reqwest::blocking::RequestBuilder,
+        sent: &dyn Fn() -> u64,
+        cancel: &crate::process::Cancel,
+    ) -> Result<reqwest::blocking::Response, GlanceError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("glance-upload".into())
+            .spawn(move || {
+                let _ = tx.send(req.send());
+            })
+            .map_err(|e| GlanceError::Transport {
+                method: method.to_string(),
+                path: path.to_string(),
+                message: format!("starting the upload thread: {e}"),
+            })?;
+        let mut last = (sent(), std::time::Instant::now());
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok(Ok(resp)) => return self.check_status(&method, path, resp),
+                Ok(Err(e)) => return Err(self.transport_error(&method, path, &e)),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(GlanceError::Transport {
+                        method: method.to_string(),
+                        path: path.to_string(),
+                        message: "the upload thread ended without an answer".into(),
+                    })
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if cancel.is_cancelled() {
+                // The thread is left blocked on the socket; it ends with the process.
+                return Err(GlanceError::Transport {
                     method: method.to_string(),
                     path: path.to_string(),
-                    message: format!("{e} (is Glance at {} reachable?)", self.endpoint),
-                })?;
+                    message: "interrupted".into(),
+                });
+            }
+            let now = sent();
+            if now != last.0 {
+                last = (now, std::time::Instant::now());
+            } else if last.1.elapsed() >= self.stall {
+                return Err(GlanceError::Transport {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    message: format!(
+                        "Glance at {} took no data and gave no answer for {} s after {now} bytes (KILN_GLANCE_TIMEOUT)",
+                        self.endpoint,
+                        self.stall.as_secs()
+                    ),
+                });
+            }
+        }
+    }
+
+    fn check_status(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        resp: reqwest::blocking::Response,
+    ) -> Result<reqwest::blocking::Response, GlanceError> {
         let status = resp.status().as_u16();
         if status >= 400 {
             let body = resp.text().unwrap_or_default();

@@ -365,6 +365,9 @@ pub fn image_body(s: &Settings, name: &str, out: &Output) -> Value {
         body[k] = Value::String(v.clone());
     }
     body["kiln_recipe"] = json!(s.recipe);
+    if !s.recipe_id.is_empty() {
+        body["kiln_recipe_id"] = json!(s.recipe_id);
+    }
     body["kiln_format"] = json!(out.disk_format);
     body
 }
@@ -470,7 +473,14 @@ pub fn rotate(
     current: &str,
     keep: usize,
 ) -> Result<Vec<String>, GlanceError> {
+    if s.recipe_id.is_empty() {
+        // A manifest from before kiln_recipe_id: the name alone could match another
+        // recipe's images, so nothing is rotated.
+        tracing::warn!("keep {keep}: this build's settings carry no kiln_recipe_id; not rotating");
+        return Ok(Vec::new());
+    }
     let mut q = vec![
+        ("kiln_recipe_id".to_string(), s.recipe_id.clone()),
         ("kiln_recipe".to_string(), s.recipe.clone()),
         ("kiln_format".to_string(), disk_format.to_string()),
         // Only finished images: one still uploading (another build of the same recipe) is
@@ -615,6 +625,7 @@ pub fn default_settings(manifest: &crate::manifest::Manifest) -> anyhow::Result<
         formats: vec![fmt],
         import_timeout: 3600,
         recipe: name.to_string(),
+        recipe_id: String::new(),
     })
 }
 
@@ -675,6 +686,7 @@ mod tests {
             formats: vec!["qcow2".into()],
             import_timeout: 60,
             recipe: "debian-12".into(),
+            recipe_id: "path:0123456789abcdef".into(),
         };
         let out = Output {
             file: "x.qcow2".into(),
@@ -688,6 +700,7 @@ mod tests {
         assert_eq!(b["min_ram"], 512);
         assert_eq!(b["hw_qemu_guest_agent"], "yes");
         assert_eq!(b["kiln_recipe"], "debian-12");
+        assert_eq!(b["kiln_recipe_id"], "path:0123456789abcdef");
         assert_eq!(b["kiln_format"], "qcow2");
         assert!(b.get("protected").is_none(), "protection is set last");
     }

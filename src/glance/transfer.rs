@@ -43,6 +43,8 @@ struct Tee<R> {
 struct TeeState {
     sha: Sha512,
     done: u64,
+    /// Set when kiln gave up on the request (stalled): the next read ends the body.
+    abandoned: bool,
 }
 
 impl<R: Read> Read for Tee<R> {
@@ -52,6 +54,9 @@ impl<R: Read> Read for Tee<R> {
                 std::io::ErrorKind::Interrupted,
                 "interrupted",
             ));
+        }
+        if self.state.lock().expect("tee state").abandoned {
+            return Err(std::io::Error::other("abandoned"));
         }
         let n = self.inner.read(buf)?;
         let mut st = self.state.lock().expect("tee state");
@@ -91,6 +96,7 @@ impl Glance {
         let state = Arc::new(Mutex::new(TeeState {
             sha: Sha512::new(),
             done: 0,
+            abandoned: false,
         }));
         let label = format!(
             "uploading {}",
@@ -104,14 +110,19 @@ impl Glance {
             cancel: cancel.clone(),
         };
         let t = Instant::now();
-        let res = self.send_once(reqwest::Method::PUT, &path, |r| {
-            let r = r.header("Content-Type", "application/octet-stream");
-            let r = match &opts.store {
-                Some(store) => r.header("X-Image-Meta-Store", store),
-                None => r,
-            };
-            r.body(reqwest::blocking::Body::sized(tee, len))
-        });
+        let req = self
+            .request(reqwest::Method::PUT, &path)
+            .header("Content-Type", "application/octet-stream");
+        let req = match &opts.store {
+            Some(store) => req.header("X-Image-Meta-Store", store),
+            None => req,
+        };
+        let req = req.body(reqwest::blocking::Body::sized(tee, len));
+        let sent = || state.lock().map(|s| s.done).unwrap_or(0);
+        let res = self.send_streaming(reqwest::Method::PUT, &path, req, &sent, cancel);
+        if res.is_err() {
+            state.lock().expect("tee state").abandoned = true;
+        }
         progress.finish();
         if cancel.is_cancelled() {
             return Err(transport("PUT", &path, "interrupted".into()));

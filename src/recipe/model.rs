@@ -537,6 +537,11 @@ pub struct GlancePublish {
     /// never deleted.
     #[serde(default)]
     pub keep: Option<usize>,
+    /// What makes images "this recipe's" for `keep` (the `kiln_recipe_id` property). Default:
+    /// a digest of the recipe file's absolute path; set it when the same recipe is built from
+    /// several checkouts (CI workspaces), e.g. `infra/debian-golden`.
+    #[serde(default)]
+    pub rotation_id: Option<String>,
     /// Seconds to follow an import before failing (default 3600).
     #[serde(default)]
     pub import_timeout: Option<u64>,

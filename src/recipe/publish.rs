@@ -217,6 +217,7 @@ impl Resolver<'_> {
                 || crate::vocab::GLANCE_READ_ONLY_ATTRIBUTES.contains(&k.as_str())
                 || k.starts_with("os_glance")
                 || k == "kiln_recipe"
+                || k == "kiln_recipe_id"
                 || k == "kiln_format";
             if reserved {
                 let ptr = if g.properties.contains_key(k) {
@@ -230,6 +231,24 @@ impl Resolver<'_> {
                 );
             }
         }
+        let recipe_id = match &g.rotation_id {
+            Some(id) => {
+                if id.is_empty() || id.len() > 255 {
+                    self.err(
+                        "/publish/glance/rotation_id",
+                        "expected 1 to 255 characters",
+                    );
+                }
+                id.clone()
+            }
+            None => {
+                use sha2::Digest as _;
+                let path =
+                    std::fs::canonicalize(&self.doc.file).unwrap_or_else(|_| self.doc.file.clone());
+                let h = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
+                format!("path:{}", &hex::encode(h)[..16])
+            }
+        };
         if self.errors.len() > before {
             return None;
         }
@@ -254,6 +273,7 @@ impl Resolver<'_> {
                 .collect(),
             import_timeout: g.import_timeout.unwrap_or(3600),
             recipe: r.name.clone(),
+            recipe_id,
         })
     }
 }
