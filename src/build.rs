@@ -54,6 +54,10 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
             .create(&ctx.staging)
             .with_context(|| format!("creating staging directory {}", ctx.staging.display()))?;
     }
+    // `kiln gc` removes it only once this process is gone.
+    crate::owner::Owner::current()
+        .write_into(&ctx.staging)
+        .with_context(|| format!("writing the owner of {}", ctx.staging.display()))?;
     std::fs::create_dir_all(&ctx.out)
         .with_context(|| format!("creating staging directory {}", ctx.staging.display()))?;
     std::fs::create_dir_all(&ctx.work)?;

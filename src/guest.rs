@@ -15,6 +15,8 @@ pub struct GuestError {
 }
 
 pub struct Guest {
+    /// First: dropped (stopped) before the handle closes the appliance and its pid is reaped.
+    watch: Option<CancelWatch>,
     g: Handle,
     disk: PathBuf,
     /// Distribution as inspected (e.g. "debian").
@@ -138,6 +140,7 @@ impl Guest {
             g.mount(device, "/")
                 .map_err(ge(disk, &format!("mounting {device}")))?;
             Ok(Guest {
+                watch: None,
                 g,
                 disk: disk.to_path_buf(),
                 distro: "unknown".into(),
@@ -197,6 +200,7 @@ impl Guest {
                 found.mounts
             );
             return Ok(Guest {
+                watch: None,
                 g,
                 disk: disk.to_path_buf(),
                 distro: found.distro,
@@ -240,6 +244,7 @@ impl Guest {
                 .map_err(ge(&format!("mounting {dev} on {mp}")))?;
         }
         Ok(Guest {
+            watch: None,
             g,
             disk: disk.to_path_buf(),
             distro,
@@ -542,11 +547,52 @@ impl Guest {
         Ok(())
     }
 
+    /// Kill the appliance once `cancel` is set: libguestfs never looks at kiln's cancellation,
+    /// so a long call in flight (a package install, a big copy) would run to its end; with the
+    /// appliance gone it fails at once and the stage's cleanup runs. Direct backend only (the
+    /// libvirt backend has no appliance pid; its calls end on their own).
+    pub fn kill_on_cancel(&mut self, cancel: &crate::process::Cancel) {
+        let Ok(pid) = self.g.get_pid() else {
+            return;
+        };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop2, cancel) = (stop.clone(), cancel.clone());
+        let thread = std::thread::spawn(move || {
+            use std::sync::atomic::Ordering;
+            while !stop2.load(Ordering::SeqCst) {
+                if cancel.is_cancelled() {
+                    tracing::debug!("cancelled: killing the libguestfs appliance (pid {pid})");
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        self.watch = Some(CancelWatch {
+            stop,
+            thread: Some(thread),
+        });
+    }
+
     /// Unmount and shut the appliance down, flushing every write to the disk.
     pub fn close(self) -> Result<(), GuestError> {
         self.g.umount_all().map_err(self.e("umount_all"))?;
         self.g.shutdown().map_err(self.e("shutdown"))?;
         Ok(())
+    }
+}
+
+struct CancelWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -59,24 +59,57 @@ pub struct BuildLock {
 
 pub fn lock(root: &Path, slug: &str) -> Result<BuildLock, OutdirError> {
     let path = root.join(format!(".{slug}.lock"));
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| OutdirError::Io {
-            op: "opening",
-            path: path.clone(),
-            source,
-        })?;
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(OutdirError::Busy {
+    match try_lock_file(&path)? {
+        Some(file) => Ok(BuildLock { _file: file, path }),
+        None => Err(OutdirError::Busy {
             slug: slug.into(),
             root: root.to_path_buf(),
             lock: path,
-        });
+        }),
     }
-    Ok(BuildLock { _file: file, path })
+}
+
+/// Open and flock `path` without waiting: None when another process holds it. The lock is
+/// only good while `path` still names the locked file: a holder unlinks it when done (and
+/// `kiln gc` removes stale ones), so a lock taken on an unlinked file is retried.
+pub fn try_lock_file(path: &Path) -> Result<Option<File>, OutdirError> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|source| OutdirError::Io {
+                op: "opening",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Ok(None);
+        }
+        let held = file.metadata().map(|m| (m.dev(), m.ino())).ok();
+        let named = std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
+        if held.is_some() && held == named {
+            return Ok(Some(file));
+        }
+    }
+}
+
+/// Remove a lock file nobody holds (left by a build that was killed); false when it is held.
+pub fn remove_stale_lock(path: &Path) -> Result<bool, OutdirError> {
+    match try_lock_file(path)? {
+        Some(_held) => {
+            // Unlinked while held: anyone who opened it meanwhile retries on a fresh file.
+            std::fs::remove_file(path).map_err(|source| OutdirError::Io {
+                op: "removing",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 impl Drop for BuildLock {

@@ -243,7 +243,22 @@ pub fn run(argv: &[String], opts: &Opts, cancel: &Cancel) -> Result<Output, Comm
     Ok(Output { stdout })
 }
 
-/// SIGTERM the whole process group, then SIGKILL after a grace period.
+/// Signals received so far (SIGINT, SIGTERM, SIGHUP): the first cancels the build, a second
+/// one makes the cleanup hurry (children are killed at once, no more waiting for Glance).
+static SIGNALS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Called from the signal handler (only an atomic add: async-signal-safe).
+pub fn count_signal() {
+    SIGNALS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A second signal came: stop waiting for anything that can be cut short.
+pub fn urgent() -> bool {
+    SIGNALS.load(Ordering::SeqCst) >= 2
+}
+
+/// SIGTERM the whole process group, then SIGKILL after a grace period (at once after a
+/// second signal).
 fn terminate_group(pgid: i32) {
     unsafe {
         libc::kill(-pgid, libc::SIGTERM);
@@ -252,6 +267,9 @@ fn terminate_group(pgid: i32) {
         std::thread::sleep(Duration::from_millis(50));
         if unsafe { libc::kill(-pgid, 0) } != 0 {
             return;
+        }
+        if urgent() {
+            break;
         }
     }
     unsafe {

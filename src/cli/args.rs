@@ -125,6 +125,23 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
     },
+    /// Remove what builds that died left behind (domains, staging directories, partial files),
+    /// never a live build's.
+    Gc {
+        /// Catalog directories to look in (repeatable; default ./kiln-output).
+        #[arg(short, long)]
+        output: Vec<PathBuf>,
+        /// Cache to look in (default: $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else
+        /// ~/.cache/kiln).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// libvirt connection to look for domains on.
+        #[arg(long, default_value = "qemu:///system")]
+        connect: String,
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the JSON Schema of recipes (for editors).
     Schema,
     /// Built-in and local elements.

@@ -304,8 +304,22 @@ pub(super) fn build(
                         outln!("    {:<11} {:>7.1} s", r.name, r.seconds);
                     }
                 }
-                exit::INTERRUPTED => errln!("interrupted: the build was cleaned up"),
+                exit::INTERRUPTED => match &f.ctx.published {
+                    // The signal came once the catalog had the complete build.
+                    Some(dir) => errln!(
+                        "interrupted: {} is complete in the catalog; the stages after publish did not run (kiln publish DIR does the Glance part)",
+                        dir.display()
+                    ),
+                    None => errln!("interrupted: the build was cleaned up"),
+                },
                 _ => {}
+            }
+            // Once the image is in the catalog its random passwords are needed, even when a
+            // later stage (Glance) failed; they are printed here once and kept nowhere.
+            if f.ctx.published.is_some() {
+                for s in &f.ctx.secrets {
+                    outln!("  random password {s}  (shown once: kiln keeps no copy)");
+                }
             }
             if let Some(e) = f.error {
                 if f.code == exit::OK {

@@ -309,13 +309,14 @@ pub(super) fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Custo
             readonly: a.dry_run,
             network: !a.dry_run && crate::customize::needs_network(&opts.customize),
         };
-        let g = match crate::guest::Guest::open_with(&path, &fmt, launch) {
+        let mut g = match crate::guest::Guest::open_with(&path, &fmt, launch) {
             Ok(g) => g,
             Err(e) => {
                 errln!("error: {e}");
                 return exit::BUILD_FAILED;
             }
         };
+        g.kill_on_cancel(&cancel);
         outln!("{}:", path.display());
         let verb = if a.dry_run { "would" } else { "did" };
         let res = ops::run_all(

@@ -68,6 +68,8 @@ pub fn write_err(args: std::fmt::Arguments) {
     write_to(&STDERR_GONE, std::io::stderr().lock(), args)
 }
 
+use std::path::PathBuf;
+
 use crate::exit;
 use crate::plan::{Plan, SourcePlan};
 use crate::process::{self, Cancel};
@@ -123,6 +125,12 @@ pub fn main() -> i32 {
             }
         }
         Command::Info { image, format } => info_cmd(&image, format),
+        Command::Gc {
+            output,
+            cache_dir,
+            connect,
+            dry_run,
+        } => gc_cmd(output, cache_dir, &connect, dry_run),
         Command::Schema => {
             outln!(
                 "{}",
@@ -137,6 +145,41 @@ pub fn main() -> i32 {
             name,
         } => publish_cmd(&dir, os_cloud.as_deref(), name),
         Command::Image { os_cloud, command } => image::run(os_cloud.as_deref(), command),
+    }
+}
+
+fn gc_cmd(output: Vec<PathBuf>, cache_dir: Option<PathBuf>, uri: &str, dry_run: bool) -> i32 {
+    let roots = if output.is_empty() {
+        vec![PathBuf::from("kiln-output")]
+    } else {
+        output
+    };
+    let cache = cache_dir.unwrap_or_else(crate::build::default_cache_dir);
+    let lv = match crate::libvirt::Libvirt::connect(uri) {
+        Ok(lv) => Some(lv),
+        Err(e) => {
+            errln!("warning: {e}; domains are not collected");
+            None
+        }
+    };
+    let r = crate::gc::collect(lv.as_ref(), &roots, &cache, dry_run);
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for item in &r.orphans {
+        outln!("{verb} {item}");
+    }
+    for (item, owner) in &r.live {
+        outln!("kept {item}: its build still runs ({owner})");
+    }
+    if r.orphans.is_empty() {
+        outln!("nothing to collect");
+    }
+    for e in &r.errors {
+        errln!("error: {e}");
+    }
+    if r.errors.is_empty() && lv.is_some() {
+        exit::OK
+    } else {
+        exit::BUILD_FAILED
     }
 }
 
@@ -167,12 +210,21 @@ pub(crate) fn cancel_on_signals() -> Cancel {
 pub(crate) fn try_cancel_on_signals() -> std::io::Result<Cancel> {
     let cancel = Cancel::new();
     // SIGHUP too: a closed terminal or ssh session must not leave a domain behind.
+    // A second signal escalates (process::urgent): children are killed at once and nothing
+    // waits on Glance any more; domains are still destroyed, which is immediate anyway.
     for sig in [
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
     ] {
-        signal_hook::flag::register(sig, cancel.flag())?;
+        let flag = cancel.flag();
+        // SAFETY: the handler only does atomic stores and adds (async-signal-safe).
+        unsafe {
+            signal_hook::low_level::register(sig, move || {
+                process::count_signal();
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            })?;
+        }
     }
     Ok(cancel)
 }

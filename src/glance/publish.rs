@@ -47,7 +47,7 @@ fn cleanup_timeout() -> Duration {
 }
 
 /// Delete a record kiln made, retrying transport errors and 5xx (Glance restarting) until the
-/// cleanup timeout. Ignores cancellation: this is the cleanup.
+/// cleanup timeout. Ignores cancellation (this is the cleanup), but not a second signal.
 pub fn delete_created(g: &Glance, id: &str) -> Result<(), GlanceError> {
     let end = Instant::now() + cleanup_timeout();
     let mut said = false;
@@ -56,7 +56,7 @@ pub fn delete_created(g: &Glance, id: &str) -> Result<(), GlanceError> {
             Ok(()) | Err(GlanceError::Http { status: 404, .. }) => return Ok(()),
             Err(e @ GlanceError::Transport { .. })
             | Err(e @ GlanceError::Http { status: 500.., .. }) => {
-                if Instant::now() >= end {
+                if Instant::now() >= end || crate::process::urgent() {
                     return Err(e);
                 }
                 if !said {

@@ -25,6 +25,14 @@ pub fn rand_bytes() -> [u8; 8] {
 /// cloud-init that never ran the script (no NoCloud datasource, a broken seed).
 pub const CLOUD_INIT_GRACE: Duration = Duration::from_secs(120);
 
+/// What the console showed while kiln waited: for each marker asked for, the first line that
+/// held it, and the last lines (the console is followed, never read whole into memory).
+#[derive(Debug, Default)]
+pub struct Watched {
+    pub marked: Vec<Option<String>>,
+    pub tail: String,
+}
+
 /// Poll the domain until it is shut off, streaming new console lines with a prefix. Ends early
 /// with the console tail when the guest cannot finish any more: its kernel panicked, or (with
 /// `cloud_init_grace`) cloud-init finished that long ago and the guest is still running.
@@ -34,10 +42,12 @@ pub fn wait_for_poweroff(
     console: &Path,
     timeout_secs: u64,
     cloud_init_grace: Option<Duration>,
+    markers: &[&str],
     cancel: &process::Cancel,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Watched> {
     let start = Instant::now();
     let mut tail = ConsoleTail::new(console);
+    tail.markers = markers.iter().map(|m| (m.to_string(), None)).collect();
     let mut last_note = Instant::now();
     let mut failures = 0u32;
     loop {
@@ -83,10 +93,23 @@ pub fn wait_for_poweroff(
                     "guest powered off after {:.0} s",
                     start.elapsed().as_secs_f64()
                 );
-                return Ok(());
+                let last = tail.last(30);
+                return Ok(Watched {
+                    marked: tail.markers.into_iter().map(|(_, l)| l).collect(),
+                    tail: last,
+                });
             }
             State::Crashed => bail!(
                 "the guest crashed; console tail:\n{}",
+                tail.last(30)
+            ),
+            State::Paused if lv.paused_by_io_error(domain) => bail!(
+                "the guest was paused after a disk I/O error: the filesystem holding {} is most \
+                 likely full ({} free); console tail:\n{}",
+                console.parent().unwrap_or(console).display(),
+                free_space(console.parent().unwrap_or(console))
+                    .map(crate::progress::human_bytes)
+                    .unwrap_or_else(|| "unknown".into()),
                 tail.last(30)
             ),
             State::Paused => bail!(
@@ -114,12 +137,39 @@ pub fn wait_for_poweroff(
     }
 }
 
-/// Follows a growing console log file.
+/// Bytes free for an unprivileged writer on the filesystem of `dir`.
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail * st.f_frsize)
+}
+
+/// The last `n` lines of a file, reading at most its last 256 KiB.
+pub fn file_tail(path: &Path, n: usize) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(256 << 10)));
+    let mut buf = Vec::new();
+    let _ = f.take(256 << 10).read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<String> = text.lines().map(strip_controls).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Longest console line kept whole; a guest writing without newlines cannot grow it further.
+const MAX_LINE: usize = 64 << 10;
+
+/// Follows a growing console log file, keeping only its last lines.
 struct ConsoleTail {
     path: std::path::PathBuf,
     pos: u64,
     partial: String,
-    lines: Vec<String>,
+    lines: std::collections::VecDeque<String>,
+    /// (marker, first line holding it).
+    markers: Vec<(String, Option<String>)>,
     /// A kernel panic was printed.
     panicked: bool,
     /// When cloud-init's "finished" line was first seen.
@@ -132,7 +182,8 @@ impl ConsoleTail {
             path: path.to_path_buf(),
             pos: 0,
             partial: String::new(),
-            lines: Vec::new(),
+            lines: std::collections::VecDeque::new(),
+            markers: Vec::new(),
             panicked: false,
             cloud_init_finished: None,
         }
@@ -145,12 +196,16 @@ impl ConsoleTail {
         if f.seek(SeekFrom::Start(self.pos)).is_err() {
             return;
         }
+        // At most 4 MiB a poll: a guest flooding its console cannot make kiln hold it all.
         let mut buf = Vec::new();
-        if f.read_to_end(&mut buf).is_err() {
+        if f.take(4 << 20).read_to_end(&mut buf).is_err() {
             return;
         }
         self.pos += buf.len() as u64;
         self.partial.push_str(&String::from_utf8_lossy(&buf));
+        if !self.partial.contains('\n') && self.partial.len() > MAX_LINE {
+            self.partial.push('\n');
+        }
         while let Some(i) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=i).collect();
             let line = strip_controls(line.trim_end());
@@ -161,16 +216,24 @@ impl ConsoleTail {
             if self.cloud_init_finished.is_none() && is_cloud_init_finished(&line) {
                 self.cloud_init_finished = Some(Instant::now());
             }
-            self.lines.push(line);
-        }
-        if self.lines.len() > 500 {
-            self.lines.drain(..self.lines.len() - 200);
+            for (m, first) in self.markers.iter_mut() {
+                if first.is_none() && line.contains(m.as_str()) {
+                    *first = Some(line.clone());
+                }
+            }
+            self.lines.push_back(line);
+            if self.lines.len() > 200 {
+                self.lines.pop_front();
+            }
+            if !self.partial.contains('\n') && self.partial.len() > MAX_LINE {
+                self.partial.push('\n');
+            }
         }
     }
 
     fn last(&mut self, n: usize) -> String {
         self.pump();
-        let mut v = self.lines.clone();
+        let mut v: Vec<String> = self.lines.iter().cloned().collect();
         if !self.partial.is_empty() {
             v.push(strip_controls(&self.partial));
         }

@@ -135,6 +135,21 @@ impl Libvirt {
         }
     }
 
+    /// Was the domain paused because a disk write failed (qemu's default on ENOSPC)?
+    pub fn paused_by_io_error(&self, name: &str) -> bool {
+        use virt::domain::{DomainPausedReason, DomainStateReason};
+        self.lookup(name)
+            .and_then(|d| d.state().ok())
+            .is_some_and(|(_, reason)| {
+                matches!(
+                    reason,
+                    Enum::Known(DomainStateReason::Paused(Enum::Known(
+                        DomainPausedReason::IOError
+                    )))
+                )
+            })
+    }
+
     pub fn exists(&self, name: &str) -> bool {
         self.lookup(name).is_some()
     }
@@ -156,6 +171,32 @@ impl Libvirt {
             })
             .filter_map(|d| d.name().ok())
             .collect()
+    }
+
+    /// Every domain kiln made (its XML carries kiln's metadata): name, the owner recorded in
+    /// it (none for domains of older kilns) and whether it runs.
+    pub fn kiln_domains(
+        &self,
+    ) -> Result<Vec<(String, Option<crate::owner::Owner>, bool)>, LibvirtError> {
+        let doms = self
+            .conn
+            .list_all_domains(0)
+            .map_err(|e| Self::err("listing", "(all)", e))?;
+        Ok(doms
+            .into_iter()
+            .filter_map(|d| {
+                let xml = d.xml_desc(0).ok()?;
+                if !xml.contains("https://kiln.invalid/") {
+                    return None;
+                }
+                let name = d.name().ok()?;
+                Some((
+                    name,
+                    crate::owner::Owner::from_domain_xml(&xml),
+                    d.is_active().unwrap_or(false),
+                ))
+            })
+            .collect())
     }
 
     /// Stop the domain if it runs. Missing domains are fine.
@@ -202,7 +243,8 @@ impl Libvirt {
             ));
         };
         let name = format!("kiln-kvm-probe-{}", std::process::id());
-        let xml = probe_xml(&name, &kernel);
+        let xml =
+            crate::owner::with_owner(&probe_xml(&name, &kernel), &crate::owner::Owner::current());
         self.create_transient(&name, &xml)?;
         let start = Instant::now();
         let result = loop {

@@ -68,6 +68,9 @@ pub struct BuildContext {
     pub cancel: Cancel,
     /// `--on-error keep`: on failure keep domain, disks and logs for inspection.
     pub keep_on_error: bool,
+    /// Random passwords the build set ("USER: PASSWORD"): in memory only, shown once when the
+    /// build ends; never logged, serialized or written to a file.
+    pub secrets: Vec<String>,
     /// Everything of this build lives here until it is published.
     pub staging: PathBuf,
     /// Intermediate files (build disk, seed, rendered templates, console log).
@@ -160,6 +163,7 @@ impl BuildContext {
             plan,
             cancel,
             keep_on_error: false,
+            secrets: Vec::new(),
             cache_dir,
             tools: Tools::default(),
             records: Vec::new(),

@@ -54,7 +54,7 @@ impl Stage<BuildContext> for CloudInitStage {
         let tcg = ctx.need_tcg()?;
         tracing::info!("opening the build disk with libguestfs");
         // Package installs in customize steps need the appliance's network.
-        let g = Guest::open_with(
+        let mut g = Guest::open_with(
             &disk,
             "qcow2",
             crate::guest::Launch {
@@ -63,6 +63,7 @@ impl Stage<BuildContext> for CloudInitStage {
                 network: crate::customize::needs_network(&ctx.plan.sysprep_options.customize),
             },
         )?;
+        g.kill_on_cancel(&ctx.cancel);
         ctx.tools.libguestfs = crate::guest::version();
 
         // The provisioning script's own verdict, written inside the guest (when it booted).

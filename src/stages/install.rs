@@ -185,7 +185,8 @@ impl Stage<BuildContext> for InstallStage {
             uid: unsafe { libc::geteuid() },
             gid: unsafe { libc::getegid() },
         };
-        let xml = domain_xml(&ctx.plan, &d)?;
+        let xml =
+            crate::owner::with_owner(&domain_xml(&ctx.plan, &d)?, &crate::owner::Owner::current());
         std::fs::write(dir.join("domain.xml"), &xml)?;
         let uri = ctx.plan.vm.uri.clone();
         let lv = ctx.libvirt()?;
@@ -211,6 +212,7 @@ impl Stage<BuildContext> for InstallStage {
             inst.timeout_secs,
             // Installers run cloud-init themselves (subiquity) and go on: no grace rule.
             None,
+            &[],
             &ctx.cancel,
         );
         std::fs::create_dir_all(&ctx.out)?;
@@ -220,11 +222,10 @@ impl Stage<BuildContext> for InstallStage {
         // off leaves an (almost) empty disk, which would only time out in provision.
         let written = crate::manifest::allocated(&disk);
         if written < 32 << 20 {
-            let text = std::fs::read_to_string(&console).unwrap_or_default();
             bail!(
                 "the installer powered the VM off, but the disk holds only {}: the install failed; console tail:\n{}",
                 crate::progress::human_bytes(written),
-                process::last_lines(&text, 30)
+                crate::libvirt::console::file_tail(&console, 30)
             );
         }
         tracing::info!(
@@ -261,15 +262,15 @@ impl Stage<BuildContext> for InstallStage {
             }
             Ok((distro, kernels, _)) if !kernels.is_empty() => bail!(
                 "the installer powered the VM off, but the installed {distro} has no boot loader configuration (grub.cfg, BLS entries or an EFI partition): the install failed; console tail:\n{}",
-                process::last_lines(&std::fs::read_to_string(&console).unwrap_or_default(), 30)
+                crate::libvirt::console::file_tail(&console, 30)
             ),
             Ok((distro, _, _)) => bail!(
                 "the installer powered the VM off, but the installed {distro} has no kernel in /boot: the install failed; console tail:\n{}",
-                process::last_lines(&std::fs::read_to_string(&console).unwrap_or_default(), 30)
+                crate::libvirt::console::file_tail(&console, 30)
             ),
             Err(e) => bail!(
                 "the installer powered the VM off, but no installed system is on the disk ({e:#}): the install failed; console tail:\n{}",
-                process::last_lines(&std::fs::read_to_string(&console).unwrap_or_default(), 30)
+                crate::libvirt::console::file_tail(&console, 30)
             ),
         }
         // Detach the media: the install domain goes; the disk stays as the base.

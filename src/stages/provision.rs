@@ -90,7 +90,11 @@ impl Stage<BuildContext> for ProvisionStage {
         for f in &seed_files {
             std::fs::remove_file(f).ok();
         }
-        let xml = templates::render(&ctx.plan, Kind::Domain, &tctx)?;
+        // Whatever the template, the domain says who made it (for `kiln gc`).
+        let xml = crate::owner::with_owner(
+            &templates::render(&ctx.plan, Kind::Domain, &tctx)?,
+            &crate::owner::Owner::current(),
+        );
         std::fs::write(ctx.work.join("domain.xml"), &xml)?;
         let console = tctx.domain.console_log.clone();
 
@@ -118,21 +122,21 @@ impl Stage<BuildContext> for ProvisionStage {
             &console,
             ctx.plan.vm.timeout_secs,
             Some(CLOUD_INIT_GRACE),
+            &[seed::FAILED_MARKER, seed::DONE_MARKER],
             &ctx.cancel,
         );
         // Keep the console in the output whatever happened.
         std::fs::create_dir_all(&ctx.out)?;
         std::fs::copy(&console, ctx.out.join("console.log")).ok();
-        result?;
-        let text = std::fs::read_to_string(&console).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains(seed::FAILED_MARKER)) {
+        let watched = result?;
+        if let Some(line) = &watched.marked[0] {
             bail!(
                 "a provisioning step failed ({}); console tail:\n{}",
                 line.trim(),
-                process::last_lines(&text, 30)
+                watched.tail
             );
         }
-        if !text.contains(seed::DONE_MARKER) {
+        if watched.marked[1].is_none() {
             tracing::warn!(
                 "the console shows no provisioning result; the guest's status file decides"
             );

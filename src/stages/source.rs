@@ -124,6 +124,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     let scratch = bootstrap::scratch_dir(&ctx.cache_dir, &key, std::process::id());
     ctx.record(Resource::Dir(scratch.clone()));
     std::fs::create_dir_all(&scratch)?;
+    crate::owner::Owner::current().write_into(&scratch)?;
     let rootfs = scratch.join("rootfs");
     let customize = scratch.join("customize.sh");
     let uuid = bootstrap::fs_uuid(&key);

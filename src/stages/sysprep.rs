@@ -1,6 +1,7 @@
 //! Sysprep stage: virt-sysprep's operations (the engine in `crate::sysprep::engine`) in the
 //! appliance the cloud-init stage launched (one launch for both), then fstrim so outputs stay
-//! small. Random passwords set by customize steps go to NAME-VERSION.passwords, never the log.
+//! small. Random passwords set by customize steps stay in memory until the build
+//! ends and are shown once on the terminal: no log, file or manifest holds them.
 
 use anyhow::Context as _;
 
@@ -48,16 +49,11 @@ impl Stage<BuildContext> for SysprepStage {
         );
         ctx.sysprep_removed.extend(removed);
         if !secrets.is_empty() {
-            // Beside the image, not in it or its log: readable by the owner only.
-            let file = ctx
-                .final_dir
-                .with_file_name(format!("{}.passwords", ctx.plan.slug()));
-            write_private(&file, &(secrets.join("\n") + "\n"))
-                .with_context(|| format!("writing the random passwords to {}", file.display()))?;
             tracing::info!(
-                "random passwords are in {} (mode 0600; not in the log or the manifest)",
-                file.display()
+                "{} random password(s) set: shown once when the build ends, kept nowhere",
+                secrets.len()
             );
+            ctx.secrets.extend(secrets);
         }
         if let Err((op, e)) = result {
             ctx.guest = Some(g);
@@ -81,18 +77,6 @@ impl Stage<BuildContext> for SysprepStage {
         ctx.guest.take();
         Ok(())
     }
-}
-
-/// Write `text` to `path` with mode 0600 from the start (a temporary file renamed into place).
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    // tempfile creates its files with mode 0600.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 impl Describe for SysprepStage {

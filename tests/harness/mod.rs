@@ -104,3 +104,51 @@ pub fn wait_for_domain_console(rx: &Receiver<String>, marker: &str) -> Option<St
     }
     None
 }
+
+/// Send `sig` (`INT`, `TERM`, `HUP`, `KILL`) to `child`.
+pub fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+}
+
+/// Read a running build's stderr until a line containing `marker`; false after `secs`.
+pub fn wait_for_line(rx: &Receiver<String>, marker: &str, secs: u64) -> bool {
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) if line.contains(marker) => return true,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Every file and directory under `dir` (relative), with sizes of files: a fingerprint that
+/// shows whether anything in it changed.
+pub fn tree(dir: &Path) -> Vec<(String, u64)> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<(String, u64)>) {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                out.push((rel + "/", 0));
+                walk(base, &p, out);
+            } else {
+                out.push((rel, m.len()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

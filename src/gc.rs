@@ -1,0 +1,221 @@
+//! `kiln gc`: what builds that died (SIGKILL, a crash, a power cut) left behind: libvirt
+//! domains, staging directories in a catalog, bootstrap scratch directories and partial
+//! downloads in the cache, partial conversions. Only what kiln made, and only when its owner
+//! (pid, boot id and start time, see `owner`) is gone: a live build's resources are reported
+//! and kept.
+
+use std::path::{Path, PathBuf};
+
+use crate::libvirt::Libvirt;
+use crate::owner::{self, Owner};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    Domain(String),
+    Dir(PathBuf),
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Domain(n) => write!(f, "domain {n}"),
+            Item::Dir(p) => write!(f, "directory {}", p.display()),
+            Item::File(p) => write!(f, "file {}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Orphans (removed unless this was a dry run).
+    pub orphans: Vec<Item>,
+    /// Resources of builds that still run, with their owner.
+    pub live: Vec<(Item, String)>,
+    /// What could not be looked at or removed.
+    pub errors: Vec<String>,
+}
+
+/// The pid in a name that ends in `-PID` or `.part-PID`, or `-PID-RANDOM` (staging).
+fn pid_in(name: &str, staging: bool) -> Option<u32> {
+    let mut parts = name.rsplit('-');
+    if staging {
+        parts.next()?;
+    }
+    parts.next()?.parse().ok()
+}
+
+/// Dead or alive: by the owner file when there is one, else by the pid in the name.
+fn dir_owner_dead(dir: &Path, pid: Option<u32>) -> (bool, String) {
+    match Owner::read_from(dir) {
+        Some(o) => (!o.is_alive(), o.encode()),
+        None => match pid {
+            Some(p) => (owner::pid_is_dead(p, dir), format!("pid={p}")),
+            // Neither: not knowably kiln's leftover.
+            None => (false, "unknown owner".into()),
+        },
+    }
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Find (and unless `dry_run`, remove) orphans: domains on `lv`, staging directories and
+/// partial conversions in each catalog of `out_roots`, scratch and partial downloads in `cache`.
+pub fn collect(lv: Option<&Libvirt>, out_roots: &[PathBuf], cache: &Path, dry_run: bool) -> Report {
+    let mut r = Report::default();
+    let mut found: Vec<(Item, bool, String)> = Vec::new();
+
+    if let Some(lv) = lv {
+        match lv.kiln_domains() {
+            Ok(doms) => {
+                for (name, o, _active) in doms {
+                    match o {
+                        Some(o) => found.push((Item::Domain(name), !o.is_alive(), o.encode())),
+                        // A domain from a kiln that recorded no owner: its name's pid, if any.
+                        None => {
+                            let dead = pid_in(&name, false)
+                                .is_some_and(|p| std::fs::metadata(format!("/proc/{p}")).is_err());
+                            found.push((Item::Domain(name), dead, "no owner recorded".into()));
+                        }
+                    }
+                }
+            }
+            Err(e) => r.errors.push(e.to_string()),
+        }
+    }
+    for root in out_roots {
+        for p in entries(root) {
+            let n = name_of(&p);
+            if n.starts_with(".kiln-staging-") && p.is_dir() {
+                let (dead, who) = dir_owner_dead(&p, pid_in(&n, true));
+                found.push((Item::Dir(p), dead, who));
+            } else if n.starts_with('.') && n.ends_with(".lock") && p.is_file() {
+                // A build's lock: stale when nobody holds it (removed under the lock).
+                let res = if dry_run {
+                    crate::outdir::try_lock_file(&p).map(|f| f.is_some())
+                } else {
+                    crate::outdir::remove_stale_lock(&p)
+                };
+                match res {
+                    Ok(true) => r.orphans.push(Item::File(p)),
+                    Ok(false) => r
+                        .live
+                        .push((Item::File(p), "held by a running build".into())),
+                    Err(e) => r.errors.push(e.to_string()),
+                }
+            } else if n.starts_with('.') && n.contains(".part-") {
+                if let Some(pid) = pid_in(&n, false) {
+                    let dead = owner::pid_is_dead(pid, &p);
+                    found.push((Item::File(p), dead, format!("pid={pid}")));
+                }
+            }
+        }
+    }
+    let boot = cache.join("bootstrap");
+    for p in entries(&boot) {
+        let n = name_of(&p);
+        if n.starts_with(".build-") && p.is_dir() {
+            let (dead, who) = dir_owner_dead(&p, pid_in(&n, false));
+            found.push((Item::Dir(p), dead, who));
+        }
+    }
+    for dir in [cache.join("downloads"), cache.to_path_buf()] {
+        for p in entries(&dir) {
+            let n = name_of(&p);
+            if n.starts_with('.') && n.contains(".part-") && p.is_file() {
+                if let Some(pid) = pid_in(&n, false) {
+                    let dead = owner::pid_is_dead(pid, &p);
+                    found.push((Item::File(p), dead, format!("pid={pid}")));
+                }
+            }
+        }
+    }
+
+    for (item, dead, who) in found {
+        if !dead {
+            r.live.push((item, who));
+            continue;
+        }
+        if !dry_run {
+            let res = match &item {
+                Item::Domain(n) => lv
+                    .map(|lv| lv.destroy_and_undefine(n).map_err(|e| e.to_string()))
+                    .unwrap_or(Ok(())),
+                Item::Dir(p) => {
+                    std::fs::remove_dir_all(p).map_err(|e| format!("{}: {e}", p.display()))
+                }
+                Item::File(p) => {
+                    std::fs::remove_file(p).map_err(|e| format!("{}: {e}", p.display()))
+                }
+            };
+            if let Err(e) = res {
+                r.errors.push(format!("removing {item}: {e}"));
+                continue;
+            }
+        }
+        r.orphans.push(item);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_come_out_of_kiln_names() {
+        assert_eq!(
+            pid_in(".kiln-staging-debian-12-1-4242-a1b2c3d4", true),
+            Some(4242)
+        );
+        assert_eq!(pid_in(".sha256-ab12.part-77", false), Some(77));
+        assert_eq!(pid_in(".build-0123abcd-99", false), Some(99));
+        assert_eq!(pid_in("kiln-kvm-probe-5", false), Some(5));
+        assert_eq!(pid_in("kiln-debian-1a2b3c4d", false), None);
+    }
+
+    #[test]
+    fn live_and_dead_directories_are_told_apart() {
+        let root = tempfile::tempdir().unwrap();
+        let live = root.path().join(".kiln-staging-x-1-1-aa");
+        let dead = root.path().join(".kiln-staging-x-1-2-bb");
+        let theirs = root.path().join("x-1");
+        for d in [&live, &dead, &theirs] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        Owner::current().write_into(&live).unwrap();
+        Owner {
+            start: Owner::current().start + 1,
+            ..Owner::current()
+        }
+        .write_into(&dead)
+        .unwrap();
+        let r = collect(
+            None,
+            &[root.path().to_path_buf()],
+            &root.path().join("cache"),
+            true,
+        );
+        assert_eq!(r.orphans, vec![Item::Dir(dead.clone())]);
+        assert_eq!(r.live.len(), 1);
+        assert!(dead.exists(), "a dry run removes nothing");
+        let r = collect(
+            None,
+            &[root.path().to_path_buf()],
+            &root.path().join("cache"),
+            false,
+        );
+        assert_eq!(r.orphans, vec![Item::Dir(dead.clone())]);
+        assert!(!dead.exists() && live.exists() && theirs.exists());
+    }
+}
