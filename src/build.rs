@@ -60,7 +60,16 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
         .with_context(|| format!("writing the owner of {}", ctx.staging.display()))?;
     std::fs::create_dir_all(&ctx.out)
         .with_context(|| format!("creating staging directory {}", ctx.staging.display()))?;
-    std::fs::create_dir_all(&ctx.work)?;
+    if ctx.work.starts_with(&ctx.staging) {
+        std::fs::create_dir_all(&ctx.work)?;
+    } else {
+        // The VM's files, where its unprivileged user can reach them.
+        crate::libvirt::vmuser::make_vm_dir(&ctx.work, ctx.vm_user)
+            .with_context(|| format!("creating the build VM's directory {}", ctx.work.display()))?;
+        crate::owner::Owner::current()
+            .write_into(&ctx.work)
+            .with_context(|| format!("writing the owner of {}", ctx.work.display()))?;
+    }
     crate::logging::open_build_log(&ctx.out.join("build.log"))?;
     ctx.tools.kiln = env!("CARGO_PKG_VERSION").to_string();
     ctx.tools.qemu_img = crate::process::tool_version("qemu-img");
@@ -86,8 +95,9 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
     match report.outcome {
         Outcome::Failed if ctx.keep_on_error => {
             tracing::warn!(
-                "kept the staging directory {} (build disk, seed, console.log, build.log)",
-                ctx.staging.display()
+                "kept the staging directory {} and the VM directory {} (build disk, seed, console.log, build.log)",
+                ctx.staging.display(),
+                ctx.work.display()
             );
         }
         Outcome::Failed => {
@@ -97,10 +107,12 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
             tracing::warn!("logs of the failed build are in {}", logs.display());
             crate::logging::close_build_log();
             remove_dir(&ctx.staging);
+            remove_dir(&ctx.work);
         }
         _ => {
             crate::logging::close_build_log();
             remove_dir(&ctx.staging);
+            remove_dir(&ctx.work);
         }
     }
     for r in ctx.held() {

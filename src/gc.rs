@@ -70,8 +70,15 @@ fn name_of(p: &Path) -> String {
 }
 
 /// Find (and unless `dry_run`, remove) orphans: domains on `lv`, staging directories and
-/// partial conversions in each catalog of `out_roots`, scratch and partial downloads in `cache`.
-pub fn collect(lv: Option<&Libvirt>, out_roots: &[PathBuf], cache: &Path, dry_run: bool) -> Report {
+/// partial conversions in each catalog of `out_roots`, scratch and partial downloads in `cache`,
+/// the build VMs' directories in `vm_root`.
+pub fn collect(
+    lv: Option<&Libvirt>,
+    out_roots: &[PathBuf],
+    cache: &Path,
+    vm_root: &Path,
+    dry_run: bool,
+) -> Report {
     let mut r = Report::default();
     let mut found: Vec<(Item, bool, String)> = Vec::new();
 
@@ -119,6 +126,14 @@ pub fn collect(lv: Option<&Libvirt>, out_roots: &[PathBuf], cache: &Path, dry_ru
                     found.push((Item::File(p), dead, format!("pid={pid}")));
                 }
             }
+        }
+    }
+    // The build VMs' directories (when qemu runs as libvirt's own user).
+    for p in entries(vm_root) {
+        let n = name_of(&p);
+        if !n.starts_with('.') && p.is_dir() {
+            let (dead, who) = dir_owner_dead(&p, pid_in(&n, true));
+            found.push((Item::Dir(p), dead, who));
         }
     }
     let boot = cache.join("bootstrap");
@@ -204,6 +219,7 @@ mod tests {
             None,
             &[root.path().to_path_buf()],
             &root.path().join("cache"),
+            &root.path().join("vm"),
             true,
         );
         assert_eq!(r.orphans, vec![Item::Dir(dead.clone())]);
@@ -213,6 +229,7 @@ mod tests {
             None,
             &[root.path().to_path_buf()],
             &root.path().join("cache"),
+            &root.path().join("vm"),
             false,
         );
         assert_eq!(r.orphans, vec![Item::Dir(dead.clone())]);

@@ -10,6 +10,20 @@ pub const LIMIT: u64 = 64 << 20;
 
 /// `rel` under `base`: a regular file of at most [`LIMIT`] bytes. With `inside`, the file
 /// (symlinks resolved) must be below `base`.
+/// Create `path` (replacing it) with mode 0600 from the first byte: for files that hold a
+/// password hash or a key, whatever the umask and the directory.
+pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)
+}
+
 pub fn read(base: &Path, rel: &str, inside: bool) -> Result<(PathBuf, Vec<u8>), String> {
     let full = base.join(rel);
     let real = full

@@ -173,6 +173,11 @@ pub struct DomainContext {
     pub disk_format: String,
     pub seed_path: PathBuf,
     pub console_log: PathBuf,
+    /// The overlay's backing file as the VM reaches it (declared so that libvirt does not
+    /// relabel it: it is the shared cache's file) and its format; null when not known yet.
+    pub backing_path: Option<PathBuf>,
+    pub backing_format: Option<String>,
+    /// Who qemu runs as (libvirt's unprivileged user when kiln is root on qemu:///system).
     pub uid: u32,
     pub gid: u32,
 }
@@ -212,8 +217,10 @@ impl TemplateContext {
                 disk_format: "qcow2".into(),
                 seed_path: work.join("seed.iso"),
                 console_log: work.join("console.log"),
-                uid: unsafe { libc::geteuid() },
-                gid: unsafe { libc::getegid() },
+                backing_path: None,
+                backing_format: None,
+                uid: crate::libvirt::vmuser::VmUser::for_uri(&plan.vm.uri).uid,
+                gid: crate::libvirt::vmuser::VmUser::for_uri(&plan.vm.uri).gid,
             },
             seed: SeedContext {
                 instance_id: format!("kiln-{domain_name}"),

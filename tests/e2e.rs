@@ -482,16 +482,30 @@ fn sigint_during_provisioning_cleans_up_and_exits_130() {
         std::slice::from_ref(&domain),
         "domain should exist while provisioning"
     );
-    let staging: Vec<PathBuf> = std::fs::read_dir(out_dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    // The VM runs as libvirt's unprivileged qemu user (issue 12), its overlay and seed in a
+    // directory of their own that that user can reach (not the catalog under root's home).
+    let disk = domain_disk(&domain);
+    let work = disk.parent().unwrap().to_path_buf();
     assert!(
-        staging
-            .iter()
-            .any(|p| p.join("work/disk.qcow2").is_file() && p.join("work/seed.iso").is_file()),
-        "overlay and seed should exist while provisioning: {staging:?}"
+        disk.ends_with("disk.qcow2") && work.join("seed.iso").is_file(),
+        "overlay and seed should exist while provisioning: {}",
+        disk.display()
     );
+    assert!(!work.starts_with(out_dir.path()), "{}", work.display());
+    let (uid, user) = qemu_user(&domain);
+    assert_ne!(uid, 0, "qemu runs as root");
+    assert_eq!(user, "libvirt-qemu");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&disk).unwrap().uid(),
+        uid,
+        "the overlay is labelled for qemu"
+    );
+    let cache = PathBuf::from(std::env::var("KILN_CACHE_DIR").unwrap());
+    for (p, _) in tree(&cache.join("bootstrap")) {
+        let m = std::fs::metadata(cache.join("bootstrap").join(&p)).unwrap();
+        assert_eq!(m.uid(), 0, "the cache's {p} was relabelled for qemu");
+    }
 
     interrupt(&child);
     let t = Instant::now();
@@ -502,6 +516,7 @@ fn sigint_during_provisioning_cleans_up_and_exits_130() {
         "cleanup took too long"
     );
     assert!(domains(&domain).is_empty(), "domain {domain} left behind");
+    assert!(!work.exists(), "{} left behind", work.display());
     let left: Vec<String> = std::fs::read_dir(out_dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -595,7 +610,14 @@ fn on_error_keep_leaves_domain_and_disks_for_inspection() {
         })
         .collect();
     assert_eq!(staging.len(), 1, "the staging directory is kept");
-    assert!(staging[0].join("work/disk.qcow2").is_file());
+    let work = stderr
+        .split("and the VM directory ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("the kept VM directory is named: {stderr}"));
+    assert!(work.join("disk.qcow2").is_file());
+    std::fs::remove_dir_all(&work).unwrap();
     // Clean up what was kept, as the printed hint says.
     for d in kept {
         let _ = Command::new("virsh")
@@ -607,6 +629,39 @@ fn on_error_keep_leaves_domain_and_disks_for_inspection() {
             .unwrap();
         assert!(st.success());
     }
+}
+
+/// The file behind a running domain's first disk.
+fn domain_disk(domain: &str) -> PathBuf {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system", "domblklist", domain, "--details"])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 4 && f[1] == "disk").then(|| PathBuf::from(f[3]))
+        })
+        .unwrap_or_else(|| panic!("no disk in {}", text(&out.stdout)))
+}
+
+/// The uid and user name a running domain's qemu process has.
+fn qemu_user(domain: &str) -> (u32, String) {
+    let pid = std::fs::read_to_string(format!("/run/libvirt/qemu/{domain}.pid")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let uid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let out = Command::new("id")
+        .args(["-nu", &uid.to_string()])
+        .output()
+        .unwrap();
+    (uid, text(&out.stdout).trim().to_string())
 }
 
 /// A base disk to sysprep: the bootstrap cache (filled by any build of the example), or a
@@ -1641,6 +1696,10 @@ fn sigkill_during_provisioning_then_kiln_gc_leaves_nothing() {
 
     let done = gc(&[]);
     assert!(done.contains(&format!("removed domain {domain}")), "{done}");
+    assert!(
+        done.contains("removed directory /var/lib/kiln/vm/debian-12-1.0-"),
+        "the VM directory goes too: {done}"
+    );
     assert!(domains(&domain).is_empty(), "{domain} still there");
     assert!(
         tree(&out).is_empty(),

@@ -162,7 +162,8 @@ fn gc_cmd(output: Vec<PathBuf>, cache_dir: Option<PathBuf>, uri: &str, dry_run: 
             None
         }
     };
-    let r = crate::gc::collect(lv.as_ref(), &roots, &cache, dry_run);
+    let vm_root = crate::libvirt::vmuser::vm_root();
+    let r = crate::gc::collect(lv.as_ref(), &roots, &cache, &vm_root, dry_run);
     let verb = if dry_run { "would remove" } else { "removed" };
     for item in &r.orphans {
         outln!("{verb} {item}");

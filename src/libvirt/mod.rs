@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod probe;
+pub mod vmuser;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -68,6 +68,9 @@ pub struct BuildContext {
     pub cancel: Cancel,
     /// `--on-error keep`: on failure keep domain, disks and logs for inspection.
     pub keep_on_error: bool,
+    /// Who the build VM's qemu runs as; when that is not kiln's own user, `work` is a
+    /// directory it can reach under `libvirt::vmuser::vm_root()`, not inside `staging`.
+    pub vm_user: crate::libvirt::vmuser::VmUser,
     /// Random passwords the build set ("USER: PASSWORD"): in memory only, shown once when the
     /// build ends; never logged, serialized or written to a file.
     pub secrets: Vec<String>,
@@ -150,7 +153,11 @@ impl BuildContext {
             std::process::id(),
             hex::encode(&crate::libvirt::console::rand_bytes()[..4])
         );
-        let (staging, work, out, final_dir) = build_paths(out_root, &slug, &run);
+        let (staging, mut work, out, final_dir) = build_paths(out_root, &slug, &run);
+        let vm_user = crate::libvirt::vmuser::VmUser::for_uri(&plan.vm.uri);
+        if vm_user.is_other() {
+            work = crate::libvirt::vmuser::vm_root().join(format!("{slug}-{run}"));
+        }
         BuildContext {
             built_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -163,6 +170,7 @@ impl BuildContext {
             plan,
             cancel,
             keep_on_error: false,
+            vm_user,
             secrets: Vec::new(),
             cache_dir,
             tools: Tools::default(),

@@ -105,6 +105,17 @@ impl Stage<BuildContext> for InstallStage {
                 media.initrd.clone().context("no initrd")?,
             ),
         };
+        // What the VM's own user opens must be where it can reach it.
+        let vm = |p: &std::path::Path| -> anyhow::Result<std::path::PathBuf> {
+            if ctx.vm_user.is_other() {
+                crate::libvirt::vmuser::reachable(p, &dir, ctx.vm_user)
+                    .with_context(|| format!("giving the installer VM access to {}", p.display()))
+            } else {
+                Ok(p.to_path_buf())
+            }
+        };
+        let kernel = vm(&kernel)?;
+        let iso_for_vm = media.iso.as_deref().map(vm).transpose()?;
 
         // The answer file, into the initrd or onto a seed disk.
         let answers = crate::templates::render_answers(&ctx.plan)?.context("no answer file")?;
@@ -136,7 +147,7 @@ impl Stage<BuildContext> for InstallStage {
                 let mut paths = Vec::new();
                 for (name, text) in files {
                     let p = files_dir.join(name);
-                    std::fs::write(&p, text)?;
+                    crate::hostfile::write_private(&p, text.as_bytes())?;
                     paths.push(p);
                 }
                 let iso = dir.join("answers.iso");
@@ -150,6 +161,8 @@ impl Stage<BuildContext> for InstallStage {
                 initrd
             }
         };
+
+        let initrd = vm(&initrd)?;
 
         // The target disk.
         let disk = ctx.work.join("install.qcow2");
@@ -180,10 +193,10 @@ impl Stage<BuildContext> for InstallStage {
             cmdline: inst.cmdline.clone(),
             disk_path: disk.clone(),
             seed_path,
-            iso_path: media.iso.clone(),
+            iso_path: iso_for_vm,
             console_log: console.clone(),
-            uid: unsafe { libc::geteuid() },
-            gid: unsafe { libc::getegid() },
+            uid: ctx.vm_user.uid,
+            gid: ctx.vm_user.gid,
         };
         let xml =
             crate::owner::with_owner(&domain_xml(&ctx.plan, &d)?, &crate::owner::Owner::current());

@@ -39,9 +39,21 @@ impl Stage<BuildContext> for ProvisionStage {
                 );
             }
         }
+        // The VM's own user must read the base through the overlay: a hard link in its
+        // directory (the cache may be under root's home, which it cannot enter).
+        let backing = if ctx.vm_user.is_other() {
+            let b = crate::libvirt::vmuser::reachable(&base.path, &ctx.work, ctx.vm_user)
+                .with_context(|| {
+                    format!("giving the build VM access to {}", base.path.display())
+                })?;
+            ctx.record(Resource::File(b.clone()));
+            b
+        } else {
+            base.path.clone()
+        };
         ctx.record(Resource::File(disk.clone()));
         process::run(
-            &crate::qemu_img::create_overlay_argv(&base.path, &base.format, &disk, size),
+            &crate::qemu_img::create_overlay_argv(&backing, &base.format, &disk, size),
             &Opts::default(),
             &ctx.cancel,
         )
@@ -61,12 +73,14 @@ impl Stage<BuildContext> for ProvisionStage {
 
         // Seed and domain from the templates.
         let domain = format!("kiln-{}-{}", ctx.plan.name, &hex::encode(rand_bytes())[..8]);
-        let tctx = TemplateContext::new(
+        let mut tctx = TemplateContext::new(
             &ctx.plan,
             &domain,
             if tcg { "qemu" } else { "kvm" },
             &ctx.work,
         );
+        tctx.domain.backing_path = Some(backing.clone());
+        tctx.domain.backing_format = Some(base.format.clone());
         let mut seed_files = Vec::new();
         for kind in [Kind::UserData, Kind::MetaData, Kind::NetworkConfig] {
             let text = templates::render(&ctx.plan, kind, &tctx)?;
@@ -74,7 +88,8 @@ impl Stage<BuildContext> for ProvisionStage {
                 continue;
             }
             let p = ctx.work.join(kind.file_name());
-            std::fs::write(&p, text)?;
+            // user-data carries the provisioning script and any password hash.
+            crate::hostfile::write_private(&p, text.as_bytes())?;
             seed_files.push(p);
         }
         let seed_iso = tctx.domain.seed_path.clone();
