@@ -1720,8 +1720,8 @@ impl Drop for Tmpfs {
     }
 }
 
-/// A build disk that cannot grow (the catalog, where the staging directory and the build
-/// disk live, on a 40 MiB tmpfs): qemu pauses the guest on ENOSPC, and the build says the
+/// A build disk that cannot grow (the catalog and KILN_VM_DIR, where the build disk lives, on
+/// a 40 MiB tmpfs): qemu pauses the guest on ENOSPC, and the build says the
 /// filesystem is full instead of blaming emulation, then cleans up (issue 12).
 #[test]
 #[ignore = "slow: real VM boot; run by scripts/test.sh"]
@@ -1736,9 +1736,15 @@ fn a_full_disk_pauses_the_guest_and_the_error_names_it() {
         .unwrap();
     assert!(st.success(), "mounting a tmpfs");
     let _guard = Tmpfs(small.clone());
+    // The build VM's files (KILN_VM_DIR) on it too, reachable by libvirt's qemu user.
+    use std::os::unix::fs::PermissionsExt;
+    for d in [dir.path(), small.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
     let out = kiln()
         .args(["build", "examples/debian-12.yaml", "--no-glance", "-o"])
         .arg(&small)
+        .env("KILN_VM_DIR", small.join("vm"))
         .output()
         .unwrap();
     let err = text(&out.stderr);
@@ -1752,7 +1758,7 @@ fn a_full_disk_pauses_the_guest_and_the_error_names_it() {
     let left: Vec<String> = tree(&small)
         .into_iter()
         .map(|(p, _)| p)
-        .filter(|p| p.starts_with(".kiln-staging-"))
+        .filter(|p| p.starts_with(".kiln-staging-") || p.starts_with("vm/debian-12"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
