@@ -631,39 +631,6 @@ fn on_error_keep_leaves_domain_and_disks_for_inspection() {
     }
 }
 
-/// The file behind a running domain's first disk.
-fn domain_disk(domain: &str) -> PathBuf {
-    let out = Command::new("virsh")
-        .args(["-c", "qemu:///system", "domblklist", domain, "--details"])
-        .output()
-        .unwrap();
-    text(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 4 && f[1] == "disk").then(|| PathBuf::from(f[3]))
-        })
-        .unwrap_or_else(|| panic!("no disk in {}", text(&out.stdout)))
-}
-
-/// The uid and user name a running domain's qemu process has.
-fn qemu_user(domain: &str) -> (u32, String) {
-    let pid = std::fs::read_to_string(format!("/run/libvirt/qemu/{domain}.pid")).unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
-    let uid: u32 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    let out = Command::new("id")
-        .args(["-nu", &uid.to_string()])
-        .output()
-        .unwrap();
-    (uid, text(&out.stdout).trim().to_string())
-}
-
 /// A base disk to sysprep: the bootstrap cache (filled by any build of the example), or a
 /// fresh build of the example when the cache is empty.
 fn a_debian_disk(dir: &Path) -> PathBuf {

@@ -286,20 +286,20 @@ fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
         .expect("the install stage never started its domain, or it wrote nothing");
     let listed = |name: &str| domains(name).iter().any(|d| d == name);
     assert!(listed(&domain), "{domain} should exist while installing");
-    let staging: Vec<PathBuf> = std::fs::read_dir(&out_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    // The installer VM runs as libvirt's unprivileged qemu user, its disk in a VM directory.
+    let disk = domain_disk(&domain);
     assert!(
-        staging
-            .iter()
-            .any(|p| p.join("work/install.qcow2").is_file()),
-        "the install disk should exist while installing: {staging:?}"
+        disk.ends_with("install.qcow2") && disk.is_file(),
+        "the install disk should exist while installing: {}",
+        disk.display()
     );
+    assert_ne!(qemu_user(&domain).0, 0, "the installer's qemu runs as root");
+    let work = disk.parent().unwrap().to_path_buf();
     interrupt(&child);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "exit code after SIGINT");
     assert!(!listed(&domain), "domain {domain} left behind");
+    assert!(!work.exists(), "{} left behind", work.display());
     let left: Vec<String> = std::fs::read_dir(&out_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

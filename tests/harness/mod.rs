@@ -152,3 +152,36 @@ pub fn tree(dir: &Path) -> Vec<(String, u64)> {
     out.sort();
     out
 }
+
+/// The file behind a running domain's first disk.
+pub fn domain_disk(domain: &str) -> PathBuf {
+    let out = Command::new("virsh")
+        .args(["-c", "qemu:///system", "domblklist", domain, "--details"])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 4 && f[1] == "disk").then(|| PathBuf::from(f[3]))
+        })
+        .unwrap_or_else(|| panic!("no disk in {}", text(&out.stdout)))
+}
+
+/// The uid and user name a running domain's qemu process has.
+pub fn qemu_user(domain: &str) -> (u32, String) {
+    let pid = std::fs::read_to_string(format!("/run/libvirt/qemu/{domain}.pid")).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let uid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let out = Command::new("id")
+        .args(["-nu", &uid.to_string()])
+        .output()
+        .unwrap();
+    (uid, text(&out.stdout).trim().to_string())
+}
