@@ -154,7 +154,7 @@ pub fn tree(dir: &Path) -> Vec<(String, u64)> {
 }
 
 /// The file behind a running domain's first disk.
-pub fn domain_disk(domain: &str) -> PathBuf {
+pub fn domain_disk(domain: &str) -> std::path::PathBuf {
     let out = Command::new("virsh")
         .args(["-c", "qemu:///system", "domblklist", domain, "--details"])
         .output()
@@ -163,7 +163,7 @@ pub fn domain_disk(domain: &str) -> PathBuf {
         .lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 4 && f[1] == "disk").then(|| PathBuf::from(f[3]))
+            (f.len() == 4 && f[1] == "disk").then(|| std::path::PathBuf::from(f[3]))
         })
         .unwrap_or_else(|| panic!("no disk in {}", text(&out.stdout)))
 }
