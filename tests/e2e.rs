@@ -1688,7 +1688,7 @@ impl Drop for Tmpfs {
 }
 
 /// A build disk that cannot grow (the catalog and KILN_VM_DIR, where the build disk lives, on
-/// a 40 MiB tmpfs): qemu pauses the guest on ENOSPC, and the build says the
+/// a tmpfs with room for the base disk and little more): qemu pauses the guest on ENOSPC, and the build says the
 /// filesystem is full instead of blaming emulation, then cleans up (issue 12).
 #[test]
 #[ignore = "slow: real VM boot; run by scripts/test.sh"]
@@ -1697,7 +1697,7 @@ fn a_full_disk_pauses_the_guest_and_the_error_names_it() {
     let small = dir.path().join("small");
     std::fs::create_dir_all(&small).unwrap();
     let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=40m", "kiln-test-full"])
+        .args(["-t", "tmpfs", "-o", "size=700m", "kiln-test-full"])
         .arg(&small)
         .status()
         .unwrap();
@@ -1708,8 +1708,26 @@ fn a_full_disk_pauses_the_guest_and_the_error_names_it() {
     for d in [dir.path(), small.as_path()] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
     }
+    // The base disk (535 MiB) is copied there (another filesystem: no hard link); the first
+    // step then writes 400 MiB the overlay cannot hold.
+    let example = std::fs::read_to_string(root().join("examples/debian-12.yaml")).unwrap();
+    let fill = example.replace(
+        "  - run:\n",
+        "  - run:\n      - head -c 400M /dev/urandom > /var/tmp/fill\n",
+    );
+    assert_ne!(fill, example);
+    let recipe = dir.path().join("full.yaml");
+    std::fs::write(&recipe, fill).unwrap();
+    std::fs::create_dir_all(dir.path().join("files")).unwrap();
+    std::fs::copy(
+        root().join("examples/files/hello.sh"),
+        dir.path().join("files/hello.sh"),
+    )
+    .unwrap();
     let out = kiln()
-        .args(["build", "examples/debian-12.yaml", "--no-glance", "-o"])
+        .arg("build")
+        .arg(&recipe)
+        .args(["--no-glance", "-o"])
         .arg(&small)
         .env("KILN_VM_DIR", small.join("vm"))
         .output()
