@@ -16,6 +16,10 @@ pub struct Options {
     pub keep_on_error: bool,
     /// Concurrent conversions (`-j`).
     pub jobs: usize,
+    /// `--no-cache`: the stage cache is neither read nor written.
+    pub no_cache: bool,
+    /// `--rebuild-from STAGE`.
+    pub rebuild_from: Option<String>,
 }
 
 /// `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
@@ -46,6 +50,10 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
     let mut ctx = BuildContext::new(plan, &out_root, opts.cache_dir.clone(), cancel.clone());
     ctx.keep_on_error = opts.keep_on_error;
     ctx.jobs = opts.jobs.max(1);
+    if opts.no_cache {
+        ctx.cache = None;
+    }
+    ctx.rebuild_from = opts.rebuild_from.clone();
     // Seeds, answer files and the injected initrd carry hashes: only the owner enters.
     {
         use std::os::unix::fs::DirBuilderExt;

@@ -28,6 +28,7 @@ pub mod qemu_img;
 pub mod quote;
 pub mod recipe;
 pub mod seed;
+pub mod stagecache;
 pub mod stages;
 pub mod suggest;
 pub mod sysprep;

@@ -123,6 +123,12 @@ pub struct StageRecord {
     pub name: String,
     pub status: StageStatus,
     pub seconds: f64,
+    /// The stage's cache key (stages whose results are cached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Its result came from the stage cache instead of being made again.
+    #[serde(default)]
+    pub reused: bool,
 }
 
 #[cfg(test)]
@@ -136,6 +142,8 @@ mod tests {
             name: "n".into(),
             version: "1".into(),
             stages: vec![StageRecord {
+                key: None,
+                reused: false,
                 name: "convert".into(),
                 status: StageStatus::Ok,
                 seconds: 1.5,

@@ -29,6 +29,24 @@ pub fn raw_to_qcow2_argv(raw: &Path, qcow2: &Path) -> Vec<String> {
 }
 
 /// A qcow2 overlay over `base` (absolute path recorded as the backing file), optionally larger.
+/// Point `disk`'s backing file at `backing` without touching data (`rebase -u`): for an
+/// overlay whose backing moved (the VM's hard link to the cached base, then the base itself).
+pub fn rebase_unsafe_argv(disk: &Path, backing: &Path, backing_format: &str) -> Vec<String> {
+    let mut v = process::argv([
+        "qemu-img",
+        "rebase",
+        "-u",
+        "-f",
+        "qcow2",
+        "-F",
+        backing_format,
+        "-b",
+    ]);
+    v.push(s(backing));
+    v.push(s(disk));
+    v
+}
+
 pub fn create_overlay_argv(
     base: &Path,
     base_format: &str,

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("manifest", 5),
     ("outdir", 5),
     ("gc", 5),
+    ("stagecache", 5),
     ("sysprep", 5),
     ("customize::apply", 5),
     ("guest", 6),

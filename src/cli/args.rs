@@ -94,6 +94,12 @@ pub enum Command {
         /// Skip publish.glance (publish later with `kiln publish DIR`).
         #[arg(long)]
         no_glance: bool,
+        /// Take nothing from the stage cache and store nothing in it.
+        #[arg(long, conflicts_with = "rebuild_from")]
+        no_cache: bool,
+        /// Run this stage and every one after it again, even when the stage cache has them.
+        #[arg(long, value_name = "STAGE", value_parser = ["source", "provision", "cloud-init", "sysprep", "convert"])]
+        rebuild_from: Option<String>,
     },
     /// Publish a finished build (a catalog directory with manifest.json) to Glance, with the
     /// recipe's publish.glance settings (or defaults); records the image ids in the manifest.

@@ -203,6 +203,13 @@ pub(super) fn plan(
     exit::OK
 }
 
+/// `--no-cache`, `--rebuild-from STAGE`.
+pub(super) struct StageCacheFlags {
+    pub no_cache: bool,
+    pub rebuild_from: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(super) fn build(
     recipe_path: &Path,
     output: Option<PathBuf>,
@@ -211,6 +218,7 @@ pub(super) fn build(
     cache_dir: Option<PathBuf>,
     jobs: Option<usize>,
     no_glance: bool,
+    cache_flags: StageCacheFlags,
 ) -> i32 {
     let mut plan = match load_checked(recipe_path, vars) {
         Ok(p) => p,
@@ -256,6 +264,8 @@ pub(super) fn build(
         cache_dir: cache_dir.unwrap_or_else(crate::build::default_cache_dir),
         keep_on_error: on_error == OnError::Keep,
         jobs: jobs.unwrap_or_else(crate::convert::default_jobs),
+        no_cache: cache_flags.no_cache,
+        rebuild_from: cache_flags.rebuild_from,
     };
     match crate::build::run(plan, &opts, &cancel) {
         Err(e) => {

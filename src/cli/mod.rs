@@ -112,7 +112,21 @@ pub fn main() -> i32 {
             cache_dir,
             jobs,
             no_glance,
-        } => build(&recipe, output, on_error, &vars, cache_dir, jobs, no_glance),
+            no_cache,
+            rebuild_from,
+        } => build(
+            &recipe,
+            output,
+            on_error,
+            &vars,
+            cache_dir,
+            jobs,
+            no_glance,
+            StageCacheFlags {
+                no_cache,
+                rebuild_from,
+            },
+        ),
         Command::Convert(args) => convert_cmd(args),
         Command::Sysprep(args) => {
             // Customize flags apply in command-line order, across flags (as virt-customize).

@@ -112,6 +112,22 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl Password {
+    /// What the stage cache keys a password step on: a digest of the secret (never the secret
+    /// itself), None for `random` (a new one every build: never reused).
+    pub fn key_material(&self) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        Some(match self {
+            Password::Set(Secret(s)) => {
+                format!("set:{}", hex::encode(Sha256::digest(s.as_bytes())))
+            }
+            Password::Random => return None,
+            Password::Disabled => "disabled".into(),
+            Password::Locked(p) => format!("locked:{}", p.key_material()?),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Password {
     Set(Secret),

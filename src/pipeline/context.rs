@@ -85,6 +85,18 @@ pub struct BuildContext {
     pub cache_dir: PathBuf,
     pub tools: Tools,
     pub records: Vec<StageRecord>,
+    /// The stage cache (None with --no-cache).
+    pub cache: Option<crate::stagecache::Store>,
+    /// `--rebuild-from STAGE`: from that stage on nothing is taken from the cache.
+    pub rebuild_from: Option<String>,
+    lookups_off: bool,
+    /// The key of the last result in the chain so far (the base disk's, then each cached
+    /// stage's); None once a stage cannot be cached (nothing after it is, either).
+    pub chain: Option<crate::stagecache::Key>,
+    /// The libguestfs stages (cloud-init and sysprep) were reused as one.
+    pub guestfs_reused: bool,
+    /// Their key while they run (held locked), committed at the end of sysprep.
+    pub guestfs_pending: Option<(crate::stagecache::Key, crate::stagecache::KeyLock)>,
     held: Vec<Held>,
     current_stage: &'static str,
 
@@ -119,6 +131,17 @@ impl Records for BuildContext {
 
     fn enter(&mut self, stage: &'static str) {
         self.current_stage = stage;
+        // cloud-init and sysprep are one cache unit: rebuilding either rebuilds both.
+        fn unit(s: &str) -> &str {
+            if s == "sysprep" {
+                "cloud-init"
+            } else {
+                s
+            }
+        }
+        if self.rebuild_from.as_deref().map(unit) == Some(unit(stage)) {
+            self.lookups_off = true;
+        }
     }
 
     /// Once the build is in the catalog, its manifest follows every stage's record.
@@ -144,7 +167,27 @@ pub fn build_paths(out_root: &Path, slug: &str, run: &str) -> (PathBuf, PathBuf,
 }
 
 impl BuildContext {
+    /// The committed cache entry of `key`, unless caching is off for this stage.
+    pub fn cache_get(&self, key: &crate::stagecache::Key) -> Option<crate::stagecache::Entry> {
+        if self.lookups_off {
+            return None;
+        }
+        self.cache.as_ref()?.get(key)
+    }
+
+    /// Record `stage`'s key and whether its result was reused (the manifest shows both).
+    pub fn note_cache(&mut self, stage: &str, key: &crate::stagecache::Key, reused: bool) {
+        if let Some(r) = self.records.iter_mut().find(|r| r.name == stage) {
+            r.key = Some(key.0.clone());
+            r.reused = reused;
+        }
+        if reused {
+            tracing::info!("stage {stage}: reused cache entry {}", key.short());
+        }
+    }
+
     pub fn new(plan: Plan, out_root: &Path, cache_dir: PathBuf, cancel: Cancel) -> Self {
+        let cache_dir_for_store = cache_dir.clone();
         let slug = plan.slug();
         // The pid tells concurrent builds apart, the random part builds of reused pids (and
         // containers, where every build can be pid 1).
@@ -175,6 +218,12 @@ impl BuildContext {
             cache_dir,
             tools: Tools::default(),
             records: Vec::new(),
+            cache: Some(crate::stagecache::Store::new(&cache_dir_for_store)),
+            rebuild_from: None,
+            lookups_off: false,
+            chain: None,
+            guestfs_reused: false,
+            guestfs_pending: None,
             held: Vec::new(),
             current_stage: "build",
             base: None,

@@ -55,6 +55,8 @@ pub fn run<C: Records>(
         name: s.name().to_string(),
         status: StageStatus::Skipped,
         seconds: 0.0,
+        key: None,
+        reused: false,
     }));
     let mut started = 0;
     let mut error = None;

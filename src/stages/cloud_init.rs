@@ -50,6 +50,36 @@ impl Stage<BuildContext> for CloudInitStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
+        // The stage cache: cloud-init, customize and sysprep are one unit (one launch).
+        let key = match (
+            ctx.chain.take(),
+            crate::stagecache::guestfs_inputs(&ctx.plan)?,
+        ) {
+            (Some(prev), Some(inputs)) => Some(crate::stagecache::derive(
+                "guestfs",
+                crate::stagecache::GUESTFS_VERSION,
+                Some(&prev),
+                &inputs,
+            )),
+            _ => None,
+        };
+        if let (Some(k), Some(store)) = (&key, ctx.cache.clone()) {
+            let lock = store.lock(k, "cloud-init")?;
+            if let Some(e) = ctx.cache_get(k) {
+                let d = &e.meta.data;
+                ctx.sysprep_removed =
+                    serde_json::from_value(d["sysprep_removed"].clone()).unwrap_or_default();
+                ctx.sparsify = serde_json::from_value(d["sparsify"].clone()).ok();
+                ctx.tools.libguestfs = d["libguestfs"].as_str().unwrap_or_default().to_string();
+                ctx.disk = Some(e.file("disk.qcow2"));
+                ctx.guestfs_reused = true;
+                ctx.chain = Some(k.clone());
+                ctx.note_cache("cloud-init", k, true);
+                ctx.note_cache("sysprep", k, true);
+                return Ok(());
+            }
+            ctx.guestfs_pending = Some((k.clone(), lock));
+        }
         let disk = ctx.disk.clone().context("no build disk")?;
         let tcg = ctx.need_tcg()?;
         tracing::info!("opening the build disk with libguestfs");

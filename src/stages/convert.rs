@@ -7,6 +7,7 @@ use crate::convert::{self, Job};
 use crate::pipeline::context::BuildContext;
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
+use crate::stagecache::Key;
 
 pub struct ConvertStage;
 
@@ -26,23 +27,95 @@ impl Stage<BuildContext> for ConvertStage {
             crate::progress::human_bytes(source.allocated_size)
         );
         ctx.source_disk = Some(source);
-        convert::check_source(&disk, "qcow2", &ctx.cancel)?;
-        let jobs: Vec<Job> = ctx
+        // The stage cache, per output: an output whose key is there is linked in (cached
+        // files are read-only), the others are converted.
+        let keys: Vec<Option<Key>> = ctx
             .plan
             .outputs
             .iter()
-            .map(|o| Job {
-                src: disk.clone(),
-                src_format: "qcow2".into(),
-                out: o.clone(),
-                dst: ctx.out.join(o.file_name(&slug)),
+            .map(|o| {
+                ctx.chain.as_ref().map(|prev| {
+                    crate::stagecache::derive(
+                        "convert",
+                        crate::stagecache::CONVERT_VERSION,
+                        Some(prev),
+                        &crate::stagecache::output_inputs(o),
+                    )
+                })
+            })
+            .collect();
+        let mut done: Vec<Option<convert::Converted>> = vec![None; keys.len()];
+        for (i, k) in keys.iter().enumerate() {
+            let Some(e) = k.as_ref().and_then(|k| ctx.cache_get(k)) else {
+                continue;
+            };
+            let Ok(mut c) = serde_json::from_value::<convert::Converted>(e.meta.data.clone())
+            else {
+                continue;
+            };
+            let name = ctx.plan.outputs[i].file_name(&slug);
+            let dst = ctx.out.join(&name);
+            let _ = std::fs::remove_file(&dst);
+            if std::fs::hard_link(e.file("output"), &dst).is_err() {
+                std::fs::copy(e.file("output"), &dst)?;
+            }
+            c.path = name;
+            tracing::info!("{}: reused from the stage cache", c.path);
+            done[i] = Some(c);
+        }
+        let todo: Vec<usize> = (0..keys.len()).filter(|i| done[*i].is_none()).collect();
+        if !todo.is_empty() {
+            convert::check_source(&disk, "qcow2", &ctx.cancel)?;
+        }
+        let jobs: Vec<Job> = todo
+            .iter()
+            .map(|&i| {
+                let o = &ctx.plan.outputs[i];
+                Job {
+                    src: disk.clone(),
+                    src_format: "qcow2".into(),
+                    out: o.clone(),
+                    dst: ctx.out.join(o.file_name(&slug)),
+                }
             })
             .collect();
         let results = convert::convert_all(&jobs, ctx.jobs, &ctx.cancel);
         let mut first_err = None;
-        for r in results {
+        for (&i, r) in todo.iter().zip(results) {
             match r {
-                Ok(c) => ctx.outputs.push(c),
+                Ok(c) => {
+                    if let (Some(k), Some(store)) = (&keys[i], &ctx.cache) {
+                        // Into the store as a hard link: the catalog keeps its file.
+                        let out = ctx.out.join(&c.path);
+                        let link = ctx.work.join(format!(".cache-{}", c.path));
+                        let _ = std::fs::remove_file(&link);
+                        let stored = std::fs::hard_link(&out, &link)
+                            .or_else(|_| std::fs::copy(&out, &link).map(drop))
+                            .map_err(anyhow::Error::from)
+                            .and_then(|()| {
+                                use std::os::unix::fs::PermissionsExt;
+                                std::fs::set_permissions(
+                                    &link,
+                                    std::fs::Permissions::from_mode(0o444),
+                                )?;
+                                let prev = ctx.chain.clone();
+                                store
+                                    .commit(
+                                        "convert",
+                                        k,
+                                        prev.as_ref(),
+                                        &[(link.clone(), "output")],
+                                        serde_json::to_value(&c)?,
+                                    )
+                                    .map_err(anyhow::Error::from)
+                            });
+                        if let Err(e) = stored {
+                            tracing::warn!("not stored in the stage cache: {}: {e:#}", c.path);
+                            let _ = std::fs::remove_file(&link);
+                        }
+                    }
+                    done[i] = Some(c);
+                }
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
@@ -50,6 +123,18 @@ impl Stage<BuildContext> for ConvertStage {
         }
         if let Some(e) = first_err {
             bail!(e);
+        }
+        ctx.outputs = done.into_iter().flatten().collect();
+        // The stage's key: all outputs' keys; reused when none was converted.
+        if keys.iter().all(Option::is_some) && !keys.is_empty() {
+            let all: Vec<&str> = keys.iter().flatten().map(|k| k.0.as_str()).collect();
+            let k = crate::stagecache::derive(
+                "convert",
+                crate::stagecache::CONVERT_VERSION,
+                ctx.chain.as_ref(),
+                &serde_json::json!(all),
+            );
+            ctx.note_cache("convert", &k, todo.is_empty());
         }
         convert::write_sha256sums(&ctx.out, &ctx.outputs)
             .with_context(|| format!("writing {}/SHA256SUMS", ctx.out.display()))?;

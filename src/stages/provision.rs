@@ -24,6 +24,86 @@ impl Stage<BuildContext> for ProvisionStage {
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
         let base = ctx.base.clone().context("no base disk")?;
+        // The stage cache: the same base and the same seed make the same disk.
+        let key = match ctx.chain.clone() {
+            Some(prev) => Some(crate::stagecache::derive(
+                "provision",
+                crate::stagecache::PROVISION_VERSION,
+                Some(&prev),
+                &crate::stagecache::provision_inputs(&ctx.plan)?,
+            )),
+            None => None,
+        };
+        let _lock = match (&key, &ctx.cache) {
+            (Some(k), Some(store)) => Some(store.lock(k, "provision")?),
+            _ => None,
+        };
+        if let Some(k) = &key {
+            if let Some(e) = ctx.cache_get(k) {
+                top_overlay(ctx, &e.file("disk.qcow2"))?;
+                ctx.chain = Some(k.clone());
+                ctx.note_cache("provision", k, true);
+                return Ok(());
+            }
+        }
+        ctx.chain = None;
+        provision(ctx, &base)?;
+        let (Some(k), Some(store)) = (key, ctx.cache.clone()) else {
+            return Ok(());
+        };
+        // Commit: the overlay goes into the store (backed by the base itself, not the VM's
+        // link to it), and the next stage writes into a fresh overlay on top of it.
+        let disk = ctx.disk.clone().context("no build disk")?;
+        process::run(
+            &crate::qemu_img::rebase_unsafe_argv(&disk, &base.path, &base.format),
+            &Opts::default(),
+            &ctx.cancel,
+        )
+        .context("pointing the build disk at the cached base")?;
+        let entry = store
+            .commit(
+                "provision",
+                &k,
+                None,
+                &[(disk.clone(), "disk.qcow2")],
+                serde_json::json!({}),
+            )
+            .context("storing the provisioned disk in the stage cache")?;
+        ctx.forget(&Resource::File(disk));
+        top_overlay(ctx, &entry.file("disk.qcow2"))?;
+        ctx.chain = Some(k.clone());
+        ctx.note_cache("provision", &k, false);
+        Ok(())
+    }
+
+    fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
+        ctx.release(self.name(), outcome)
+    }
+}
+
+/// A new empty overlay over `below` (a cached disk) for the next stage to write into.
+fn top_overlay(ctx: &mut BuildContext, below: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&ctx.work)?;
+    let disk = ctx.work.join("top.qcow2");
+    let _ = std::fs::remove_file(&disk);
+    ctx.record(Resource::File(disk.clone()));
+    process::run(
+        &crate::qemu_img::create_overlay_argv(below, "qcow2", &disk, None),
+        &Opts::default(),
+        &ctx.cancel,
+    )
+    .context("creating an overlay over the cached disk")?;
+    ctx.disk = Some(disk);
+    Ok(())
+}
+
+/// Boot the VM on an overlay of `base` and run the steps (no boot without steps).
+fn provision(
+    ctx: &mut BuildContext,
+    base: &crate::pipeline::context::BaseDisk,
+) -> anyhow::Result<()> {
+    {
+        let base = base.clone();
         let tcg = ctx.need_tcg()?;
         std::fs::create_dir_all(&ctx.work)?;
 
@@ -157,10 +237,6 @@ impl Stage<BuildContext> for ProvisionStage {
             );
         }
         Ok(())
-    }
-
-    fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
-        ctx.release(self.name(), outcome)
     }
 }
 

@@ -90,6 +90,12 @@ impl Stage<BuildContext> for SourceStage {
             info.format,
             crate::progress::human_bytes(info.virtual_size)
         );
+        // The chain of cache keys starts with the base disk's identity.
+        ctx.chain = crate::stagecache::base_key(&ctx.plan, &path, &ctx.cache_dir)
+            .with_context(|| format!("identifying {} for the stage cache", path.display()))?;
+        if let Some(k) = ctx.chain.clone() {
+            ctx.note_cache("source", &k, false);
+        }
         ctx.base = Some(BaseDisk {
             path,
             format: info.format,

@@ -18,6 +18,10 @@ impl Stage<BuildContext> for SysprepStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
+        if ctx.guestfs_reused {
+            tracing::info!("sysprep: reused with the cloud-init stage's cache entry");
+            return Ok(());
+        }
         let g = ctx
             .guest
             .take()
@@ -70,6 +74,34 @@ impl Stage<BuildContext> for SysprepStage {
             allocated_before: before,
             allocated_after: after,
         });
+        // Commit the libguestfs stages' disk (an overlay over the provisioned entry).
+        if let (Some((k, _lock)), Some(store)) = (ctx.guestfs_pending.take(), ctx.cache.clone()) {
+            let prev = ctx
+                .records
+                .iter()
+                .find(|r| r.name == "provision")
+                .and_then(|r| r.key.clone())
+                .map(crate::stagecache::Key);
+            let data = serde_json::json!({
+                "sysprep_removed": ctx.sysprep_removed,
+                "sparsify": ctx.sparsify,
+                "libguestfs": ctx.tools.libguestfs,
+            });
+            let entry = store
+                .commit(
+                    "guestfs",
+                    &k,
+                    prev.as_ref(),
+                    &[(disk.clone(), "disk.qcow2")],
+                    data,
+                )
+                .context("storing the sysprepped disk in the stage cache")?;
+            ctx.forget(&crate::pipeline::context::Resource::File(disk));
+            ctx.disk = Some(entry.file("disk.qcow2"));
+            ctx.chain = Some(k.clone());
+            ctx.note_cache("cloud-init", &k, false);
+            ctx.note_cache("sysprep", &k, false);
+        }
         Ok(())
     }
 
