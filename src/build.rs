@@ -128,6 +128,21 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
             tracing::warn!("still held after cleanup: {r}");
         }
     }
+    // The stage cache stays within its bound (least recently used entries go first).
+    if let Some(store) = &ctx.cache {
+        match crate::stagecache::max_size() {
+            Ok(max) => match store.prune(max) {
+                Ok(gone) if !gone.is_empty() => tracing::info!(
+                    "stage cache: evicted {} least recently used entries to stay within {}",
+                    gone.len(),
+                    crate::progress::human_bytes(max)
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("stage cache: pruning {}: {e}", store.root.display()),
+            },
+            Err(e) => tracing::warn!("stage cache: {e}"),
+        }
+    }
     let mut error = report.error;
     if error.is_none() && report.outcome == Outcome::Success {
         if let Some(e) = report.cleanup_errors.into_iter().next() {

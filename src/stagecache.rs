@@ -348,6 +348,15 @@ impl Entry {
     }
 }
 
+/// The store's bound: `KILN_CACHE_MAX_SIZE` (e.g. `50G`), default 20 GiB.
+pub fn max_size() -> Result<u64, String> {
+    match std::env::var("KILN_CACHE_MAX_SIZE") {
+        Err(_) => Ok(20 << 30),
+        Ok(v) => crate::recipe::parse_size(&crate::recipe::model::SizeSpec::Text(v.clone()), 1)
+            .map_err(|e| format!("KILN_CACHE_MAX_SIZE={v}: {e}")),
+    }
+}
+
 /// Implementation versions: bump one when its stage would make a different result from the
 /// same inputs, and every entry of that stage (and after) is rebuilt.
 pub const SOURCE_VERSION: u32 = 1;

@@ -471,7 +471,13 @@ fn sigint_during_provisioning_cleans_up_and_exits_130() {
     let out_dir = tempfile::tempdir().unwrap();
     let mut build = kiln();
     build
-        .args(["build", "examples/debian-12.yaml", "--no-glance", "-o"])
+        .args([
+            "build",
+            "examples/debian-12.yaml",
+            "--no-glance",
+            "--no-cache",
+            "-o",
+        ])
         .arg(out_dir.path());
     let (mut child, rx) = spawn_reading_stderr(build);
     // Wait until the guest has been booting for a while (bootstrap may run first).
@@ -648,7 +654,13 @@ fn a_debian_disk(dir: &Path) -> PathBuf {
         Some(p) => p,
         None => {
             let status = kiln()
-                .args(["build", "examples/debian-12.yaml", "--no-glance", "-o"])
+                .args([
+                    "build",
+                    "examples/debian-12.yaml",
+                    "--no-glance",
+                    "--no-cache",
+                    "-o",
+                ])
                 .arg(dir)
                 .status()
                 .unwrap();
@@ -1390,7 +1402,7 @@ fn builds_that_cannot_or_need_not_boot_the_guest_do_not_wait_for_it() {
         let out = kiln()
             .arg("build")
             .arg(r)
-            .arg("-o")
+            .args(["--no-cache", "-o"])
             .arg(dir.path().join("out"))
             .output()
             .unwrap();
@@ -1491,10 +1503,11 @@ fn an_interrupt_at_every_stage_cleans_up_and_keeps_the_previous_output() {
     );
     let recipe = quick_recipe(dir.path(), &prefix);
     let out = dir.path().join("out");
+    // --no-cache: every build does the stages' work (that is what is interrupted).
     let first = kiln()
         .arg("build")
         .arg(&recipe)
-        .args(["--no-glance", "-o"])
+        .args(["--no-glance", "--no-cache", "-o"])
         .arg(&out)
         .output()
         .unwrap();
@@ -1527,7 +1540,7 @@ fn an_interrupt_at_every_stage_cleans_up_and_keeps_the_previous_output() {
         let mut cmd = kiln();
         cmd.arg("build")
             .arg(&recipe)
-            .args(["--var", &format!("run={run}"), "-o"])
+            .args(["--var", &format!("run={run}"), "--no-cache", "-o"])
             .arg(&out);
         let (mut child, rx) = spawn_reading_stderr(cmd);
         assert!(
@@ -1596,7 +1609,13 @@ fn sigkill_during_provisioning_then_kiln_gc_leaves_nothing() {
     let out = dir.path().join("out");
     let mut build = kiln();
     build
-        .args(["build", "examples/debian-12.yaml", "--no-glance", "-o"])
+        .args([
+            "build",
+            "examples/debian-12.yaml",
+            "--no-glance",
+            "--no-cache",
+            "-o",
+        ])
         .arg(&out);
     let (mut child, rx) = spawn_reading_stderr(build);
     let domain = wait_for_domain_console(&rx, "started domain ").expect("no domain started");
@@ -1727,7 +1746,7 @@ fn a_full_disk_pauses_the_guest_and_the_error_names_it() {
     let out = kiln()
         .arg("build")
         .arg(&recipe)
-        .args(["--no-glance", "-o"])
+        .args(["--no-glance", "--no-cache", "-o"])
         .arg(&small)
         .env("KILN_VM_DIR", small.join("vm"))
         .output()
@@ -1746,4 +1765,222 @@ fn a_full_disk_pauses_the_guest_and_the_error_names_it() {
         .filter(|p| p.starts_with(".kiln-staging-") || p.starts_with("vm/debian-12"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// virt-diff between two images says they hold the same files with the same content, modes
+/// and sizes (times and the device number may differ).
+fn same_content(a: &Path, b: &Path) {
+    let out = Command::new("virt-diff")
+        .arg("-a")
+        .arg(a)
+        .arg("-A")
+        .arg(b)
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .output()
+        .unwrap();
+    let diff = text(&out.stdout);
+    assert!(out.status.success(), "virt-diff: {}", text(&out.stderr));
+    let mut lines = diff.lines().peekable();
+    let (mut minus, mut plus) = (Vec::new(), Vec::new());
+    while let Some(l) = lines.next() {
+        if let Some(fields) = l.strip_prefix("# changed: ") {
+            for f in fields.split_whitespace() {
+                assert!(
+                    f == "st_dev" || f.contains("time"),
+                    "{f} differs:\n{}",
+                    diff.lines().take(60).collect::<Vec<_>>().join("\n")
+                );
+            }
+        } else if let Some(rest) = l.strip_prefix("= ") {
+            assert_eq!(
+                lines.peek().copied(),
+                Some("@@ End of diff @@"),
+                "content differs: {rest}"
+            );
+        } else if let Some(p) = l.strip_prefix("- ") {
+            minus.push(p.to_string());
+        } else if let Some(p) = l.strip_prefix("+ ") {
+            plus.push(p.to_string());
+        }
+    }
+    assert_eq!(minus, plus, "files added or removed");
+}
+
+/// The stage cache (issue 13): an unchanged rebuild reuses every stage (no VM, no libguestfs
+/// launch, no conversion), a changed output converts only that output, a changed customize
+/// step reruns the libguestfs stages but not the VM, --rebuild-from reruns from its stage,
+/// and the image a cached build gives has the content of a cold build's.
+#[test]
+#[ignore = "slow: VM builds; run by scripts/test.sh"]
+fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() {
+    let dir = tempfile::tempdir().unwrap();
+    // A cache of its own (with the shared cache's base disk), so that nothing else's entries
+    // are hit and this test's are not left for others.
+    let shared = PathBuf::from(std::env::var("KILN_CACHE_DIR").expect("KILN_CACHE_DIR"));
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(cache.join("bootstrap")).unwrap();
+    for e in std::fs::read_dir(shared.join("bootstrap"))
+        .unwrap()
+        .flatten()
+    {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "qcow2") {
+            let d = cache.join("bootstrap").join(e.file_name());
+            std::fs::hard_link(&p, &d)
+                .or_else(|_| std::fs::copy(&p, &d).map(drop))
+                .unwrap();
+        }
+    }
+    let quick = quick_recipe(dir.path(), "unused");
+    let base = std::fs::read_to_string(&quick).unwrap().replace(
+        "\n# What the golden image keeps",
+        "\nprovision:\n  - run: [\"echo cached > /etc/kiln-cached\"]\n\n# What the golden image keeps",
+    );
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let a = write("a.yaml", &base);
+    let build = |recipe: &Path, out: &str, extra: &[&str]| {
+        let o = kiln()
+            .arg("build")
+            .arg(recipe)
+            .args(["--no-glance", "--cache-dir"])
+            .arg(&cache)
+            .arg("-o")
+            .arg(dir.path().join(out))
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        let m: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(out).join("debian-12-1.0/manifest.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let reused: Vec<(String, bool)> = m["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["key"].is_string() && s["name"] != "source")
+            .map(|s| (s["name"].as_str().unwrap().to_string(), s["reused"] == true))
+            .collect();
+        (err, reused, m)
+    };
+    let r = |p: bool, c: bool, s: bool, v: bool| {
+        vec![
+            ("provision".to_string(), p),
+            ("cloud-init".to_string(), c),
+            ("sysprep".to_string(), s),
+            ("convert".to_string(), v),
+        ]
+    };
+    let converted = |err: &str| err.matches("INFO converting to ").count();
+
+    // Cold: everything made.
+    let (err, reused, cold) = build(&a, "out", &[]);
+    assert_eq!(reused, r(false, false, false, false), "{err}");
+    assert!(err.contains("started domain"));
+
+    // Unchanged: everything reused, nothing booted, launched or converted.
+    let (err, reused, again) = build(&a, "out", &[]);
+    assert_eq!(reused, r(true, true, true, true), "{err}");
+    assert!(!err.contains("started domain"), "{err}");
+    assert!(
+        !err.contains("opening the build disk with libguestfs"),
+        "{err}"
+    );
+    assert_eq!(converted(&err), 0, "{err}");
+    assert_eq!(again["outputs"], cold["outputs"]);
+
+    // One output changed: only it is converted.
+    let b = write(
+        "b.yaml",
+        &base.replace(
+            "{format: vmdk, subformat: monolithicSparse}",
+            "{format: vmdk, subformat: streamOptimized}",
+        ),
+    );
+    let (err, reused, _) = build(&b, "out", &[]);
+    assert_eq!(reused, r(true, true, true, false), "{err}");
+    assert_eq!(converted(&err), 1, "{err}");
+    assert!(
+        err.contains("debian-12-1.0.qcow2: reused from the stage cache"),
+        "{err}"
+    );
+
+    // A customize step changed: libguestfs again, the VM not.
+    let c_text = base.replace("Built by kiln", "Built by kiln, cached");
+    assert_ne!(c_text, base);
+    let c = write("c.yaml", &c_text);
+    let (err, reused, _) = build(&c, "out", &[]);
+    assert_eq!(reused, r(true, false, false, false), "{err}");
+    assert!(!err.contains("started domain"), "{err}");
+    assert!(
+        err.contains("opening the build disk with libguestfs"),
+        "{err}"
+    );
+
+    // --rebuild-from sysprep: the libguestfs stages (one unit) and what follows.
+    let (err, reused, _) = build(&c, "out", &["--rebuild-from", "sysprep"]);
+    assert_eq!(reused, r(true, false, false, false), "{err}");
+
+    // The cached build's image is a cold build's image.
+    let (err, reused, _) = build(&c, "cold", &["--no-cache"]);
+    assert!(reused.is_empty(), "no keys with --no-cache: {reused:?}");
+    assert!(err.contains("started domain"));
+    same_content(
+        &dir.path().join("out/debian-12-1.0/debian-12-1.0.qcow2"),
+        &dir.path().join("cold/debian-12-1.0/debian-12-1.0.qcow2"),
+    );
+
+    // kiln cache: list, then prune to nothing (dependents before what they build on).
+    let list = kiln()
+        .args(["cache", "--cache-dir"])
+        .arg(&cache)
+        .args(["list", "--format", "json"])
+        .output()
+        .unwrap();
+    let entries: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let stages: Vec<&str> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stage"].as_str().unwrap())
+        .collect();
+    assert!(
+        stages.contains(&"provision") && stages.contains(&"guestfs") && stages.contains(&"convert"),
+        "{stages:?}"
+    );
+    let prune = kiln()
+        .args(["cache", "--cache-dir"])
+        .arg(&cache)
+        .args(["prune", "0"])
+        .output()
+        .unwrap();
+    assert!(prune.status.success(), "{}", text(&prune.stderr));
+    let evicted: Vec<&str> = text(&prune.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("evicted "))
+        .map(|l| {
+            if l.contains("(provision") {
+                "provision"
+            } else if l.contains("(guestfs") {
+                "guestfs"
+            } else {
+                "convert"
+            }
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(evicted.len(), stages.len());
+    assert_eq!(evicted.last(), Some(&"provision"), "{evicted:?}");
+    // The catalog keeps its outputs (hard links): evicting the cache loses no build.
+    assert!(dir
+        .path()
+        .join("out/debian-12-1.0/debian-12-1.0.qcow2")
+        .is_file());
 }

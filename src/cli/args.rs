@@ -148,6 +148,15 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The stage cache: what builds reuse (list, show, prune, clear).
+    Cache {
+        /// Cache directory (default: $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else
+        /// ~/.cache/kiln).
+        #[arg(long, global = true)]
+        cache_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Print the JSON Schema of recipes (for editors).
     Schema,
     /// Built-in and local elements.
@@ -322,6 +331,22 @@ pub(super) fn customize_in_order(
             crate::customize::parse(&name, &arg, &cwd).map_err(|e| format!("--{name}: {e}"))
         })
         .collect()
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// Every entry: key, stage, size, last use, what it builds on.
+    List {
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+        format: PlanFormat,
+    },
+    /// One entry (a key or a unique prefix of one).
+    Show { key: String },
+    /// Evict least recently used entries until the cache holds at most SIZE (e.g. 20G);
+    /// an entry another one builds on goes only after it.
+    Prune { max_size: String },
+    /// Remove every entry.
+    Clear,
 }
 
 #[derive(Subcommand, Debug)]
