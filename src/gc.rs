@@ -136,6 +136,14 @@ pub fn collect(
             found.push((Item::Dir(p), dead, who));
         }
     }
+    // Stage cache entries being committed when their build died.
+    for p in entries(&cache.join("stages")) {
+        let n = name_of(&p);
+        if n.starts_with(".tmp-") && p.is_dir() {
+            let (dead, who) = dir_owner_dead(&p, pid_in(&n, false));
+            found.push((Item::Dir(p), dead, who));
+        }
+    }
     let boot = cache.join("bootstrap");
     for p in entries(&boot) {
         let n = name_of(&p);

@@ -348,6 +348,104 @@ impl Entry {
     }
 }
 
+impl Store {
+    /// Is `key` committed (without marking it used: for `kiln plan`)?
+    pub fn has(&self, key: &Key) -> bool {
+        let dir = self.dir(key);
+        std::fs::read(dir.join("meta.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
+            .is_some_and(|m| m.files.iter().all(|f| dir.join(f).is_file()))
+    }
+}
+
+/// One stage's key as `kiln plan` shows it, and whether the store has it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub key: Key,
+    pub hit: bool,
+}
+
+/// The keys `kiln build` would use, stage by stage (`source`, `provision`, `cloud-init`,
+/// `sysprep`, `convert`), from the same functions; empty where the chain is unknown before the
+/// build (an image whose checksum list is read at fetch time and is not cached yet) or breaks
+/// (installer sources, a random password).
+pub fn planned(
+    plan: &crate::plan::Plan,
+    cache_dir: &Path,
+) -> std::collections::BTreeMap<&'static str, Planned> {
+    use crate::plan::SourcePlan;
+    let store = Store::new(cache_dir);
+    let mut out = std::collections::BTreeMap::new();
+    let base = match &plan.source {
+        SourcePlan::Bootstrap(b) => Some(crate::bootstrap::cached_disk(cache_dir, b)),
+        SourcePlan::Image { path: Some(p), .. } => Some(p.clone()),
+        SourcePlan::Image {
+            checksum: Some(sum),
+            ..
+        } => Some(crate::fetch::cached_download(cache_dir, sum)),
+        _ => None,
+    };
+    let Some(Ok(Some(mut chain))) = base.map(|b| {
+        if matches!(plan.source, SourcePlan::Bootstrap(_)) || b.is_file() {
+            base_key(plan, &b, cache_dir)
+        } else {
+            Ok(None)
+        }
+    }) else {
+        return out;
+    };
+    out.insert(
+        "source",
+        Planned {
+            key: chain.clone(),
+            hit: false,
+        },
+    );
+    let Ok(inputs) = provision_inputs(plan) else {
+        return out;
+    };
+    chain = derive("provision", PROVISION_VERSION, Some(&chain), &inputs);
+    out.insert(
+        "provision",
+        Planned {
+            hit: store.has(&chain),
+            key: chain.clone(),
+        },
+    );
+    let Ok(Some(inputs)) = guestfs_inputs(plan) else {
+        return out;
+    };
+    chain = derive("guestfs", GUESTFS_VERSION, Some(&chain), &inputs);
+    let p = Planned {
+        hit: store.has(&chain),
+        key: chain.clone(),
+    };
+    out.insert("cloud-init", p.clone());
+    out.insert("sysprep", p);
+    let keys: Vec<Key> = plan
+        .outputs
+        .iter()
+        .map(|o| derive("convert", CONVERT_VERSION, Some(&chain), &output_inputs(o)))
+        .collect();
+    if !keys.is_empty() {
+        let all: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+        out.insert(
+            "convert",
+            Planned {
+                key: derive(
+                    "convert",
+                    CONVERT_VERSION,
+                    Some(&chain),
+                    &serde_json::json!(all),
+                ),
+                hit: keys.iter().all(|k| store.has(k)),
+            },
+        );
+    }
+    out
+}
+
 /// The store's bound: `KILN_CACHE_MAX_SIZE` (e.g. `50G`), default 20 GiB.
 pub fn max_size() -> Result<u64, String> {
     match std::env::var("KILN_CACHE_MAX_SIZE") {
@@ -377,7 +475,7 @@ pub fn base_key(
         SourcePlan::Bootstrap(b) => serde_json::json!({"bootstrap": b.cache_key()}),
         SourcePlan::Installer(_) => return Ok(None),
         SourcePlan::Image { .. } => {
-            let downloads = cache_dir.join("downloads");
+            let downloads = cache_dir.join("images");
             match base.strip_prefix(&downloads) {
                 Ok(name) => serde_json::json!({"download": name.display().to_string()}),
                 Err(_) => serde_json::json!({"sha256": remembered_digest(base, cache_dir)?}),

@@ -1101,3 +1101,108 @@ fn checksum_lists_over_plain_http_are_refused_but_loopback() {
         }
     }
 }
+
+/// `kiln cache` over a store with a chain of entries (made with the library, as builds make
+/// them): list, show by prefix, prune in dependency order, clear; `kiln plan` shows each
+/// stage's key and the hit.
+#[test]
+fn kiln_cache_lists_shows_prunes_and_clears_and_plan_shows_hits() {
+    use kiln::stagecache::{derive, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let store = Store::new(&cache);
+    let file = |n: &str, len: usize| {
+        let p = dir.path().join(n);
+        std::fs::write(&p, vec![1u8; len]).unwrap();
+        p
+    };
+    let k1 = derive("provision", 1, None, &serde_json::json!("a"));
+    let k2 = derive("guestfs", 1, Some(&k1), &serde_json::json!("b"));
+    let k3 = derive("convert", 1, Some(&k2), &serde_json::json!("c"));
+    store
+        .commit(
+            "provision",
+            &k1,
+            None,
+            &[(file("1", 40_000), "disk.qcow2")],
+            serde_json::json!({}),
+        )
+        .unwrap();
+    store
+        .commit(
+            "guestfs",
+            &k2,
+            Some(&k1),
+            &[(file("2", 8_000), "disk.qcow2")],
+            serde_json::json!({}),
+        )
+        .unwrap();
+    store
+        .commit(
+            "convert",
+            &k3,
+            Some(&k2),
+            &[(file("3", 90_000), "output")],
+            serde_json::json!({}),
+        )
+        .unwrap();
+    let c = cache.to_str().unwrap();
+    let out = kiln_in(&["cache", "--cache-dir", c, "list"], dir.path());
+    let list = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for (k, stage) in [(&k1, "provision"), (&k2, "guestfs"), (&k3, "convert")] {
+        assert!(
+            list.lines()
+                .any(|l| l.starts_with(k.short()) && l.contains(stage)),
+            "{list}"
+        );
+    }
+    assert!(list.contains("3 entries"), "{list}");
+    let out = kiln_in(
+        &["cache", "--cache-dir", c, "show", &k2.0[..10]],
+        dir.path(),
+    );
+    let shown = text(&out.stdout);
+    assert!(shown.contains(&format!("builds on:  {}", k1.0)), "{shown}");
+    let out = kiln_in(&["cache", "--cache-dir", c, "show", "zz"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    // Pruning to nothing goes from the top of the chain down.
+    let out = kiln_in(&["cache", "--cache-dir", c, "prune", "0"], dir.path());
+    let pruned = text(&out.stdout);
+    let order: Vec<&str> = pruned
+        .lines()
+        .filter_map(|l| l.strip_prefix("evicted "))
+        .map(|l| l.split(" (").nth(1).unwrap().split(',').next().unwrap())
+        .collect();
+    assert_eq!(order, ["convert", "guestfs", "provision"], "{pruned}");
+    let out = kiln_in(&["cache", "--cache-dir", c, "list"], dir.path());
+    assert!(text(&out.stdout).contains("0 entries"));
+    let out = kiln_in(&["cache", "--cache-dir", c, "clear"], dir.path());
+    assert!(out.status.success());
+    let out = kiln_in(&["cache", "--cache-dir", c, "prune", "lots"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+
+    // plan: keys for every cached stage, all misses in an empty cache.
+    let recipe = root().join("examples/debian-12.yaml");
+    let out = kiln_in(
+        &[
+            "plan",
+            recipe.to_str().unwrap(),
+            "--cache-dir",
+            c,
+            "--render-dir",
+            "r",
+        ],
+        dir.path(),
+    );
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for stage in ["provision", "cloud-init", "sysprep", "convert"] {
+        assert!(
+            plan.lines().any(|l| l
+                .trim_start()
+                .starts_with(&format!("{stage}  (cache miss "))),
+            "{stage}: {plan}"
+        );
+    }
+}

@@ -1964,17 +1964,7 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
     let evicted: Vec<&str> = text(&prune.stdout)
         .lines()
         .filter_map(|l| l.strip_prefix("evicted "))
-        .map(|l| {
-            if l.contains("(provision") {
-                "provision"
-            } else if l.contains("(guestfs") {
-                "guestfs"
-            } else {
-                "convert"
-            }
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
+        .map(|l| l.split(" (").nth(1).unwrap().split(',').next().unwrap())
         .collect();
     assert_eq!(evicted.len(), stages.len());
     assert_eq!(evicted.last(), Some(&"provision"), "{evicted:?}");

@@ -192,7 +192,18 @@ pub(super) fn plan(
             }
             outln!("stages:");
             for s in &stages {
-                outln!("  {}", s.name);
+                match &s.cache {
+                    Some(c) if s.name == "source" => {
+                        outln!("  {}  (cache key {})", s.name, c.key.short())
+                    }
+                    Some(c) if c.hit => outln!(
+                        "  {}  (cache hit {}: reused, none of this runs)",
+                        s.name,
+                        c.key.short()
+                    ),
+                    Some(c) => outln!("  {}  (cache miss {})", s.name, c.key.short()),
+                    None => outln!("  {}", s.name),
+                }
                 for c in &s.commands {
                     outln!("      $ {c}");
                 }

@@ -10,10 +10,15 @@ pub(super) struct PlannedStage {
     pub name: &'static str,
     pub inputs: serde_json::Value,
     pub commands: Vec<String>,
+    /// The stage cache: the key `build` would use and whether it is there (then the stage's
+    /// result is reused and none of its commands runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::stagecache::Planned>,
 }
 
 pub(super) fn planned_stages(plan: &Plan, out_root: &Path, cache: &Path) -> Vec<PlannedStage> {
     let view = crate::pipeline::describe::PlanView::new(plan, out_root, cache);
+    let keys = crate::stagecache::planned(plan, cache);
     crate::stages::all()
         .iter()
         .filter_map(|s| {
@@ -21,6 +26,7 @@ pub(super) fn planned_stages(plan: &Plan, out_root: &Path, cache: &Path) -> Vec<
                 name: s.name(),
                 inputs: d.inputs,
                 commands: d.commands,
+                cache: keys.get(s.name()).cloned(),
             })
         })
         .collect()
