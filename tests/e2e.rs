@@ -1961,7 +1961,8 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
         .output()
         .unwrap();
     assert!(prune.status.success(), "{}", text(&prune.stderr));
-    let evicted: Vec<&str> = text(&prune.stdout)
+    let pruned = text(&prune.stdout);
+    let evicted: Vec<&str> = pruned
         .lines()
         .filter_map(|l| l.strip_prefix("evicted "))
         .map(|l| l.split(" (").nth(1).unwrap().split(',').next().unwrap())
