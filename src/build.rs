@@ -20,6 +20,10 @@ pub struct Options {
     pub no_cache: bool,
     /// `--rebuild-from STAGE`.
     pub rebuild_from: Option<String>,
+    /// `--until STAGE`.
+    pub until: Option<String>,
+    /// `--refresh`.
+    pub refresh: bool,
 }
 
 /// `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
@@ -54,6 +58,8 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
         ctx.cache = None;
     }
     ctx.rebuild_from = opts.rebuild_from.clone();
+    ctx.until = opts.until.clone();
+    ctx.refresh = opts.refresh;
     // Seeds, answer files and the injected initrd carry hashes: only the owner enters.
     {
         use std::os::unix::fs::DirBuilderExt;

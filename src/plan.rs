@@ -31,6 +31,8 @@ pub struct Plan {
     pub publish: PublishPlan,
     pub templates: TemplateSources,
     pub properties: BTreeMap<String, String>,
+    /// `cache.max_age` in seconds: provisioned disks older than this are rebuilt.
+    pub cache_max_age_secs: Option<u64>,
 }
 
 impl Plan {

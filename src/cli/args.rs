@@ -100,6 +100,13 @@ pub enum Command {
         /// Run this stage and every one after it again, even when the stage cache has them.
         #[arg(long, value_name = "STAGE", value_parser = ["source", "provision", "cloud-init", "sysprep", "convert"])]
         rebuild_from: Option<String>,
+        /// Stop after this stage; its result stays in the stage cache (to inspect the
+        /// provisioned disk, say). Nothing is published.
+        #[arg(long, value_name = "STAGE", conflicts_with = "no_cache", value_parser = ["provision", "sysprep", "convert"])]
+        until: Option<String>,
+        /// Provision again even if the cache has the disk (newer packages from the mirror).
+        #[arg(long, conflicts_with = "no_cache")]
+        refresh: bool,
     },
     /// Publish a finished build (a catalog directory with manifest.json) to Glance, with the
     /// recipe's publish.glance settings (or defaults); records the image ids in the manifest.

@@ -218,6 +218,8 @@ pub(super) fn plan(
 pub(super) struct StageCacheFlags {
     pub no_cache: bool,
     pub rebuild_from: Option<String>,
+    pub until: Option<String>,
+    pub refresh: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -277,6 +279,8 @@ pub(super) fn build(
         jobs: jobs.unwrap_or_else(crate::convert::default_jobs),
         no_cache: cache_flags.no_cache,
         rebuild_from: cache_flags.rebuild_from,
+        until: cache_flags.until,
+        refresh: cache_flags.refresh,
     };
     match crate::build::run(plan, &opts, &cancel) {
         Err(e) => {
@@ -285,6 +289,27 @@ pub(super) fn build(
         }
         Ok(f) => {
             match f.code {
+                exit::OK if f.ctx.until.is_some() && f.ctx.published.is_none() => {
+                    let stage = f.ctx.until.clone().unwrap_or_default();
+                    let key = f
+                        .ctx
+                        .records
+                        .iter()
+                        .find(|r| r.name == stage)
+                        .and_then(|r| r.key.clone());
+                    match (key, &f.ctx.cache) {
+                        (Some(k), Some(store)) => {
+                            let entry = store.root.join(&k);
+                            outln!("stopped after {stage} (--until): nothing published; its result is the stage cache entry {k}");
+                            if stage == "convert" {
+                                outln!("  {}", entry.join("output").display());
+                            } else {
+                                outln!("  {} (a qcow2 overlay: inspect it read-only, e.g. guestfish --ro -a FILE -i)", entry.join("disk.qcow2").display());
+                            }
+                        }
+                        _ => outln!("stopped after {stage} (--until): nothing published (this source's stages are not cached)"),
+                    }
+                }
                 exit::OK => {
                     let dir = f.ctx.published.clone().unwrap_or_default();
                     outln!("built {}", dir.display());

@@ -114,6 +114,8 @@ pub fn main() -> i32 {
             no_glance,
             no_cache,
             rebuild_from,
+            until,
+            refresh,
         } => build(
             &recipe,
             output,
@@ -125,6 +127,8 @@ pub fn main() -> i32 {
             StageCacheFlags {
                 no_cache,
                 rebuild_from,
+                until,
+                refresh,
             },
         ),
         Command::Convert(args) => convert_cmd(args),

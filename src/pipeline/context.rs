@@ -89,6 +89,10 @@ pub struct BuildContext {
     pub cache: Option<crate::stagecache::Store>,
     /// `--rebuild-from STAGE`: from that stage on nothing is taken from the cache.
     pub rebuild_from: Option<String>,
+    /// `--until STAGE`: stop after it (its result stays in the stage cache).
+    pub until: Option<String>,
+    /// `--refresh`: provisioned disks are made again (new packages from the mirror).
+    pub refresh: bool,
     lookups_off: bool,
     /// The key of the last result in the chain so far (the base disk's, then each cached
     /// stage's); None once a stage cannot be cached (nothing after it is, either).
@@ -127,6 +131,10 @@ pub struct BuildContext {
 impl Records for BuildContext {
     fn records(&mut self) -> &mut Vec<StageRecord> {
         &mut self.records
+    }
+
+    fn stop_after(&self, stage: &str) -> bool {
+        self.until.as_deref() == Some(stage)
     }
 
     fn enter(&mut self, stage: &'static str) {
@@ -220,6 +228,8 @@ impl BuildContext {
             records: Vec::new(),
             cache: Some(crate::stagecache::Store::new(&cache_dir_for_store)),
             rebuild_from: None,
+            until: None,
+            refresh: false,
             lookups_off: false,
             chain: None,
             guestfs_reused: false,

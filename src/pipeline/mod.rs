@@ -27,6 +27,10 @@ pub trait Records {
     fn enter(&mut self, _stage: &'static str) {}
     /// A stage ended; its record says how.
     fn finished(&mut self) {}
+    /// Stop after `stage` (it succeeded) without running the rest: `--until`.
+    fn stop_after(&self, _stage: &str) -> bool {
+        false
+    }
 }
 
 pub trait Stage<C> {
@@ -97,6 +101,10 @@ pub fn run<C: Records>(
         };
         ctx.finished();
         if stop {
+            break;
+        }
+        if ctx.stop_after(stage.name()) {
+            tracing::info!("stopping after stage {} (--until)", stage.name());
             break;
         }
     }

@@ -475,7 +475,18 @@ impl Resolver<'_> {
             }
             return (None, self.errors);
         };
+        let cache_max_age_secs = match &r.cache.max_age {
+            None => None,
+            Some(d) => match parse_max_age(d) {
+                Ok(s) => Some(s),
+                Err(m) => {
+                    self.err("/cache/max_age", m);
+                    None
+                }
+            },
+        };
         let plan = Plan {
+            cache_max_age_secs,
             recipe_path: self.doc.file.clone(),
             recipe_sha256,
             name: r.name,
@@ -778,6 +789,21 @@ pub fn parse_size(s: &SizeSpec, unit: u64) -> Result<u64, String> {
         }
     };
     n.checked_mul(mult).ok_or_else(|| "size too large".into())
+}
+
+/// `cache.max_age`: a duration, or days ("7d"), up to ten years.
+fn parse_max_age(d: &DurationSpec) -> Result<u64, String> {
+    if let DurationSpec::Text(t) = d {
+        if let Some(days) = t.trim().strip_suffix('d') {
+            return days
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 3650)
+                .map(|n| n * 86_400)
+                .ok_or_else(|| format!("expected a number of days up to 3650, found `{t}`"));
+        }
+    }
+    parse_duration(d)
 }
 
 /// The longest wait a recipe may ask for (vm.timeout, installer timeout).

@@ -56,6 +56,20 @@ pub struct Recipe {
     /// Image properties recorded in the manifest (and sent to Glance when publishing there).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// The stage cache.
+    #[serde(default)]
+    pub cache: CacheSettings,
+}
+
+/// How long stage results that depend on the network stay good.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// A provisioned disk (its steps install packages from a mirror, or fetch anything) older
+    /// than this is made again, and everything built on it (e.g. "7d", "12h"; default: kept
+    /// until evicted). `--refresh` makes it again now.
+    #[serde(default)]
+    pub max_age: Option<DurationSpec>,
 }
 
 fn default_version() -> String {

@@ -39,7 +39,7 @@ impl Stage<BuildContext> for ProvisionStage {
             _ => None,
         };
         if let Some(k) = &key {
-            if let Some(e) = ctx.cache_get(k) {
+            if let Some(e) = ctx.cache_get(k).filter(|e| !expired(ctx, e)) {
                 top_overlay(ctx, &e.file("disk.qcow2"))?;
                 ctx.chain = Some(k.clone());
                 ctx.note_cache("provision", k, true);
@@ -79,6 +79,42 @@ impl Stage<BuildContext> for ProvisionStage {
     fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
         ctx.release(self.name(), outcome)
     }
+}
+
+/// Is a provisioned disk too old to reuse (`cache.max_age`, `--refresh`)? Its steps may have
+/// installed packages from a mirror that has newer ones now. An expired entry is removed with
+/// everything built on it (their keys would name the new disk's results).
+fn expired(ctx: &BuildContext, e: &crate::stagecache::Entry) -> bool {
+    if ctx.plan.provision.is_empty() {
+        return false;
+    }
+    let age = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .saturating_sub(e.meta.created);
+    let why = if ctx.refresh {
+        "--refresh".to_string()
+    } else {
+        match ctx.plan.cache_max_age_secs {
+            Some(max) if age > max => format!("older than cache.max_age ({max} s)"),
+            _ => return false,
+        }
+    };
+    tracing::info!(
+        "stage provision: cache entry {} is {} s old, {why}: provisioning again",
+        e.meta.key.short(),
+        age
+    );
+    if let Some(store) = &ctx.cache {
+        if let Err(err) = store.remove(&e.meta.key) {
+            tracing::warn!(
+                "removing the expired cache entry {}: {err}",
+                e.meta.key.short()
+            );
+        }
+    }
+    true
 }
 
 /// A new empty overlay over `below` (a cached disk) for the next stage to write into.
