@@ -25,7 +25,7 @@ run() { # name recipe -> seconds on stdout; the log in $work/NAME.log
   "$kiln" build "$work/recipes/$2.yaml" -o "$work/out" >"$work/$1.log" 2>&1 \
     || { tail -30 "$work/$1.log" >&2; exit 1; }
   end=$(date +%s%N)
-  echo "scale=2; ($end - $start) / 1000000000" | bc
+  python3 -c "print(f'{($end - $start) / 1e9:.2f}')"
 }
 for round in 1 2 3; do
   "$kiln" cache clear >/dev/null
