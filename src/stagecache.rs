@@ -459,6 +459,7 @@ pub fn max_size() -> Result<u64, String> {
 /// same inputs, and every entry of that stage (and after) is rebuilt.
 pub const SOURCE_VERSION: u32 = 1;
 pub const PROVISION_VERSION: u32 = 1;
+pub const INSTALL_VERSION: u32 = 1;
 pub const GUESTFS_VERSION: u32 = 1;
 pub const CONVERT_VERSION: u32 = 1;
 
@@ -507,6 +508,46 @@ fn remembered_digest(path: &Path, cache_dir: &Path) -> std::io::Result<String> {
     std::fs::create_dir_all(memo.parent().expect("parent"))?;
     std::fs::write(&memo, &d)?;
     Ok(d)
+}
+
+/// The install stage's key: the media's content (ISO, or kernel and initrd), the answer file
+/// as rendered (with its hash: a digest in the key, never the hash itself), the kernel command
+/// line and the disk size.
+pub fn install_key(
+    plan: &crate::plan::Plan,
+    media: &[&Path],
+    cache_dir: &Path,
+) -> Result<Option<Key>, String> {
+    let crate::plan::SourcePlan::Installer(inst) = &plan.source else {
+        return Ok(None);
+    };
+    let mut digests = Vec::new();
+    for m in media {
+        let images = cache_dir.join("images");
+        digests.push(match m.strip_prefix(&images) {
+            Ok(name) => name.display().to_string(),
+            Err(_) => {
+                remembered_digest(m, cache_dir).map_err(|e| format!("{}: {e}", m.display()))?
+            }
+        });
+    }
+    let answers = crate::templates::render_answers(plan)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let answers_digest = hex::encode(Sha256::digest(answers.as_bytes()));
+    Ok(Some(derive(
+        "install",
+        INSTALL_VERSION,
+        None,
+        &serde_json::json!({
+            "media": digests,
+            "answers": answers_digest,
+            "kind": format!("{:?}", inst.kind),
+            "delivery": format!("{:?}", inst.delivery),
+            "cmdline": inst.cmdline,
+            "disk_bytes": plan.vm.disk_bytes,
+        }),
+    )))
 }
 
 /// What the provision stage's result depends on: the seed cloud-init reads (user-data with the

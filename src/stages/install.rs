@@ -64,6 +64,70 @@ impl Stage<BuildContext> for InstallStage {
         };
         let inst: InstallerPlan = *inst;
         let media = ctx.install_media.clone().context("no installer media")?;
+        // The stage cache: the same media and answers install the same system.
+        let files: Vec<&std::path::Path> = [&media.iso, &media.kernel, &media.initrd]
+            .into_iter()
+            .flatten()
+            .map(|p| p.as_path())
+            .collect();
+        let key =
+            crate::stagecache::install_key(&ctx.plan, &files, &ctx.cache_dir).map_err(|e| {
+                anyhow::anyhow!("identifying the installer media for the stage cache: {e}")
+            })?;
+        let _lock = match (&key, &ctx.cache) {
+            (Some(k), Some(store)) => Some(store.lock(k, "install")?),
+            _ => None,
+        };
+        if let Some(k) = &key {
+            if let Some(e) = ctx.cache_get(k) {
+                let disk = e.file("disk.qcow2");
+                let info = crate::qemu_img::info(&disk, &ctx.cancel)?;
+                ctx.base = Some(BaseDisk {
+                    path: disk,
+                    format: "qcow2".into(),
+                    virtual_size: info.virtual_size,
+                });
+                ctx.chain = Some(k.clone());
+                ctx.note_cache("install", k, true);
+                return Ok(());
+            }
+        }
+        install(ctx, &inst, &media)?;
+        if let (Some(k), Some(store)) = (key, ctx.cache.clone()) {
+            let base = ctx.base.clone().context("no installed disk")?;
+            let entry = store
+                .commit(
+                    "install",
+                    &k,
+                    None,
+                    &[(base.path.clone(), "disk.qcow2")],
+                    serde_json::json!({}),
+                )
+                .context("storing the installed disk in the stage cache")?;
+            ctx.forget(&Resource::File(base.path));
+            ctx.base = Some(BaseDisk {
+                path: entry.file("disk.qcow2"),
+                ..base
+            });
+            ctx.chain = Some(k.clone());
+            ctx.note_cache("install", &k, false);
+        }
+        Ok(())
+    }
+
+    fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
+        ctx.release(self.name(), outcome)
+    }
+}
+
+/// Boot the installer on an empty disk with the answer file; the installed disk becomes the
+/// base (`ctx.base`).
+fn install(
+    ctx: &mut BuildContext,
+    inst: &InstallerPlan,
+    media: &crate::pipeline::context::InstallMedia,
+) -> anyhow::Result<()> {
+    {
         if inst.mirror_check && inst.kind == AnswerKind::Preseed {
             if inst.answers.suite.is_empty() {
                 tracing::warn!("no `suite`: the installer mirror is not checked");
@@ -302,10 +366,6 @@ impl Stage<BuildContext> for InstallStage {
             virtual_size: info.virtual_size,
         });
         Ok(())
-    }
-
-    fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
-        ctx.release(self.name(), outcome)
     }
 }
 
