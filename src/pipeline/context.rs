@@ -183,6 +183,19 @@ impl BuildContext {
         self.cache.as_ref()?.get(key)
     }
 
+    /// Before committing `key`: with `--rebuild-from`, the entry being rebuilt (and everything
+    /// built on it) goes, so that the new result replaces it instead of losing to it.
+    pub fn cache_replacing(&self, key: &crate::stagecache::Key) {
+        if let (true, Some(store)) = (self.lookups_off, &self.cache) {
+            if let Err(e) = store.remove(key) {
+                tracing::warn!(
+                    "removing the cache entry {} to rebuild it: {e}",
+                    key.short()
+                );
+            }
+        }
+    }
+
     /// Record `stage`'s key and whether its result was reused (the manifest shows both).
     pub fn note_cache(&mut self, stage: &str, key: &crate::stagecache::Key, reused: bool) {
         if let Some(r) = self.records.iter_mut().find(|r| r.name == stage) {

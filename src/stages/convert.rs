@@ -99,6 +99,7 @@ impl Stage<BuildContext> for ConvertStage {
                                     std::fs::Permissions::from_mode(0o444),
                                 )?;
                                 let prev = ctx.chain.clone();
+                                ctx.cache_replacing(k);
                                 store
                                     .commit(
                                         "convert",

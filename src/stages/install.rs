@@ -95,6 +95,7 @@ impl Stage<BuildContext> for InstallStage {
         install(ctx, &inst, &media)?;
         if let (Some(k), Some(store)) = (key, ctx.cache.clone()) {
             let base = ctx.base.clone().context("no installed disk")?;
+            ctx.cache_replacing(&k);
             let entry = store
                 .commit(
                     "install",

@@ -60,6 +60,7 @@ impl Stage<BuildContext> for ProvisionStage {
             &ctx.cancel,
         )
         .context("pointing the build disk at the cached base")?;
+        ctx.cache_replacing(&k);
         let entry = store
             .commit(
                 "provision",

@@ -87,6 +87,7 @@ impl Stage<BuildContext> for SysprepStage {
                 "sparsify": ctx.sparsify,
                 "libguestfs": ctx.tools.libguestfs,
             });
+            ctx.cache_replacing(&k);
             let entry = store
                 .commit(
                     "guestfs",
