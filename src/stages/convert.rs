@@ -11,6 +11,15 @@ use crate::stagecache::Key;
 
 pub struct ConvertStage;
 
+/// Size and modification time of a file, to notice a change without reading it.
+fn stamp(p: &std::path::Path) -> serde_json::Value {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(p) {
+        Ok(m) => serde_json::json!([m.size(), m.mtime(), m.mtime_nsec()]),
+        Err(_) => serde_json::Value::Null,
+    }
+}
+
 impl Stage<BuildContext> for ConvertStage {
     fn name(&self) -> &'static str {
         "convert"
@@ -53,6 +62,18 @@ impl Stage<BuildContext> for ConvertStage {
             else {
                 continue;
             };
+            // The file is shared with catalogs by hard links: one changed in place since it
+            // was stored (a later `kiln sysprep -a` on the output, say) is not reused.
+            if stamp(&e.file("output")) != e.meta.data["stamp"] {
+                tracing::warn!(
+                    "{}: the cached output changed since it was stored; converting again",
+                    ctx.plan.outputs[i].file_name(&slug)
+                );
+                if let Some(store) = &ctx.cache {
+                    let _ = store.remove(&e.meta.key);
+                }
+                continue;
+            }
             let name = ctx.plan.outputs[i].file_name(&slug);
             let dst = ctx.out.join(&name);
             let _ = std::fs::remove_file(&dst);
@@ -106,7 +127,11 @@ impl Stage<BuildContext> for ConvertStage {
                                         k,
                                         prev.as_ref(),
                                         &[(link.clone(), "output")],
-                                        serde_json::to_value(&c)?,
+                                        {
+                                            let mut d = serde_json::to_value(&c)?;
+                                            d["stamp"] = stamp(&link);
+                                            d
+                                        },
                                     )
                                     .map_err(anyhow::Error::from)
                             });
