@@ -1206,3 +1206,201 @@ fn kiln_cache_lists_shows_prunes_and_clears_and_plan_shows_hits() {
         );
     }
 }
+
+/// Stage cache invalidation, one kind of input at a time (issue 13): `kiln plan` shows the
+/// keys `build` uses (the same functions); exactly the stages whose result the change can
+/// alter get new keys, from the first such stage on.
+#[test]
+fn each_kind_of_input_changes_exactly_the_stage_keys_it_can_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read_to_string(root().join("examples/debian-12.yaml")).unwrap();
+    std::fs::create_dir_all(dir.path().join("files")).unwrap();
+    std::fs::create_dir_all(dir.path().join("elements/extra")).unwrap();
+    let hello = std::fs::read(root().join("examples/files/hello.sh")).unwrap();
+    let base = src.replace(
+        "elements: [debian, cloud-init, growroot, qemu-guest-agent, sysprep-default]",
+        "elements: [debian, cloud-init, growroot, qemu-guest-agent, sysprep-default, extra]",
+    );
+    assert_ne!(base, src);
+    let element = "description: test\nprovision:\n  - files:\n      - {path: /etc/extra, source: extra.txt}\n";
+    let user_data = std::fs::read_to_string(root().join("templates/user-data.hbs")).unwrap();
+    // (name, recipe text, files to write, --var, stages whose keys must change)
+    type Case<'a> = (
+        &'a str,
+        String,
+        Vec<(&'a str, Vec<u8>)>,
+        Vec<&'a str>,
+        Vec<&'a str>,
+    );
+    let after = |from: &str| -> Vec<&'static str> {
+        let all = ["source", "provision", "cloud-init", "sysprep", "convert"];
+        all[all.iter().position(|s| *s == from).unwrap()..].to_vec()
+    };
+    let same_files = || {
+        vec![
+            ("files/hello.sh", hello.clone()),
+            ("elements/extra/element.yaml", element.as_bytes().to_vec()),
+            ("elements/extra/extra.txt", b"one\n".to_vec()),
+        ]
+    };
+    let with = |f: &str, c: &[u8]| {
+        let mut v = same_files();
+        v.retain(|(n, _)| *n != f);
+        v.push((
+            Box::leak(f.to_string().into_boxed_str()) as &str,
+            c.to_vec(),
+        ));
+        v
+    };
+    let cases: Vec<Case> = vec![
+        ("baseline", base.clone(), same_files(), vec![], vec![]),
+        (
+            "a provision step",
+            base.replace("packages: [tree]", "packages: [htop]"),
+            same_files(),
+            vec![],
+            after("provision"),
+        ),
+        (
+            "a copied file's content",
+            base.clone(),
+            with("files/hello.sh", b"echo changed\n"),
+            vec![],
+            after("provision"),
+        ),
+        (
+            "an element's file",
+            base.clone(),
+            with("elements/extra/extra.txt", b"two\n"),
+            vec![],
+            after("provision"),
+        ),
+        (
+            "an element's packages",
+            base.clone(),
+            with(
+                "elements/extra/element.yaml",
+                format!("{element}packages: [jq]\n").as_bytes(),
+            ),
+            vec![],
+            after("source"),
+        ),
+        (
+            "a template",
+            base.replace("publish:\n", "templates: {user_data: ud.hbs}\npublish:\n"),
+            {
+                let mut v = same_files();
+                v.push(("ud.hbs", format!("{user_data}# changed\n").into_bytes()));
+                v
+            },
+            vec![],
+            after("provision"),
+        ),
+        (
+            "a --var",
+            base.clone(),
+            same_files(),
+            vec!["hostname=other"],
+            after("provision"),
+        ),
+        (
+            "a customize step",
+            base.replace("Built by kiln", "Built by kiln!"),
+            same_files(),
+            vec![],
+            after("cloud-init"),
+        ),
+        (
+            "a sysprep option",
+            base.replace(
+                "operations: [defaults]",
+                "operations: [defaults, -bash-history]",
+            ),
+            same_files(),
+            vec![],
+            after("cloud-init"),
+        ),
+        (
+            "an output",
+            base.replace(
+                "{format: vmdk, subformat: monolithicSparse}",
+                "{format: vmdk, subformat: streamOptimized}",
+            ),
+            same_files(),
+            vec![],
+            vec!["convert"],
+        ),
+        (
+            "a publish setting",
+            base.replace("dir: kiln-output", "dir: elsewhere"),
+            same_files(),
+            vec![],
+            vec![],
+        ),
+        (
+            "the VM's memory",
+            base.replace("memory: 2G", "memory: 3G"),
+            same_files(),
+            vec![],
+            vec![],
+        ),
+    ];
+    let mut baseline: Option<std::collections::BTreeMap<String, String>> = None;
+    for (i, (name, recipe, files, vars, changed)) in cases.into_iter().enumerate() {
+        assert!(
+            i == 0 || recipe != base || !files.is_empty() || !vars.is_empty(),
+            "{name}"
+        );
+        for (f, c) in &files {
+            std::fs::write(dir.path().join(f), c).unwrap();
+        }
+        let r = dir.path().join(format!("r{i}.yaml"));
+        std::fs::write(&r, &recipe).unwrap();
+        let mut args = vec![
+            "plan",
+            r.to_str().unwrap(),
+            "--format",
+            "json",
+            "--render-dir",
+            "rd",
+            "--cache-dir",
+            "cache",
+        ];
+        let var_args: Vec<String> = vars.iter().map(|v| v.to_string()).collect();
+        for v in &var_args {
+            args.extend(["--var", v.as_str()]);
+        }
+        let out = kiln_in(&args, dir.path());
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        let _ = std::fs::remove_dir_all(dir.path().join("rd"));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let keys: std::collections::BTreeMap<String, String> = v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s["name"].as_str()?.to_string(),
+                    s["cache"]["key"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        assert_eq!(
+            keys.len(),
+            5,
+            "{name}: keys for every cached stage: {keys:?}"
+        );
+        let Some(b) = &baseline else {
+            baseline = Some(keys);
+            continue;
+        };
+        let mut got: Vec<&str> = keys
+            .iter()
+            .filter(|(s, k)| b.get(*s) != Some(k))
+            .map(|(s, _)| s.as_str())
+            .collect();
+        let order = ["source", "provision", "cloud-init", "sysprep", "convert"];
+        got.sort_by_key(|s| order.iter().position(|o| o == s));
+        assert_eq!(got, changed, "{name}");
+    }
+}
