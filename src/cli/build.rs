@@ -347,7 +347,8 @@ pub(super) fn build(
                     }
                     outln!("  stages:");
                     for r in &f.ctx.records {
-                        outln!("    {:<11} {:>7.1} s", r.name, r.seconds);
+                        let note = if r.reused { "  (reused from the stage cache)" } else { "" };
+                        outln!("    {:<11} {:>7.1} s{note}", r.name, r.seconds);
                     }
                 }
                 exit::INTERRUPTED => match &f.ctx.published {
