@@ -3,7 +3,6 @@
 //! (`qemu-img compare`), hashed (sha256 + sha512 in one read), then renamed into place. A failed
 //! output leaves no partial file. Used by the convert stage and by `kiln convert`.
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -82,18 +81,12 @@ pub enum ConvertError {
 
 /// sha256 and sha512 of a file, reading it once.
 pub fn checksums(path: &Path) -> std::io::Result<(String, String)> {
-    let mut f = std::fs::File::open(path)?;
     let mut a = Sha256::new();
     let mut b = Sha512::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        a.update(&buf[..n]);
-        b.update(&buf[..n]);
-    }
+    crate::hostfile::each_chunk(path, |d| {
+        a.update(d);
+        b.update(d);
+    })?;
     Ok((hex::encode(a.finalize()), hex::encode(b.finalize())))
 }
 

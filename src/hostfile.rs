@@ -10,6 +10,20 @@ pub const LIMIT: u64 = 64 << 20;
 
 /// `rel` under `base`: a regular file of at most [`LIMIT`] bytes. With `inside`, the file
 /// (symlinks resolved) must be below `base`.
+/// Feed a file to `f` in 1 MiB pieces (hashing without holding it in memory).
+pub fn each_chunk(path: &Path, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        f(&buf[..n]);
+    }
+}
+
 /// Create `path` (replacing it) with mode 0600 from the first byte: for files that hold a
 /// password hash or a key, whatever the umask and the directory.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {

@@ -48,17 +48,8 @@ pub fn derive(stage: &str, version: u32, prev: Option<&Key>, inputs: &Value) -> 
 
 /// SHA-256 of a file's content.
 pub fn file_digest(path: &Path) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    crate::hostfile::each_chunk(path, |b| h.update(b))?;
     Ok(hex::encode(h.finalize()))
 }
 

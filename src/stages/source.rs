@@ -303,16 +303,9 @@ fn checked(algorithm: &str, hex: &str, name: &str) -> anyhow::Result<Checksum> {
 
 /// Hash a file and compare with `sum`.
 pub fn verify_file(path: &Path, sum: &Checksum) -> anyhow::Result<()> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut h = Hasher::new(&sum.algorithm);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
+    crate::hostfile::each_chunk(path, |b| h.update(b))
+        .with_context(|| format!("reading {}", path.display()))?;
     let got = h.hex();
     if got != sum.hex {
         bail!(
