@@ -208,7 +208,7 @@ fn install(
             Delivery::Seed => {
                 let files_dir = dir.join("seed");
                 std::fs::create_dir_all(&files_dir)?;
-                let (label, files) = installer::seed_files(&inst, &ctx.plan.slug(), &answers);
+                let (label, files) = installer::seed_files(inst, &ctx.plan.slug(), &answers);
                 let mut paths = Vec::new();
                 for (name, text) in files {
                     let p = files_dir.join(name);
