@@ -209,7 +209,50 @@ impl Store {
             .join(format!(".tmp-{}-{}", key.short(), std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp)?;
-        crate::owner::Owner::current().write_into(&tmp)?;
+        let mut moved = Vec::new();
+        let result = self.fill(&tmp, stage, key, depends_on, files, data, &mut moved);
+        if let Err(e) = result {
+            // Nothing is lost to a cache that cannot take it (full, read-only): the files go
+            // back where the build had them.
+            for (src, dst) in moved.iter().rev() {
+                if std::fs::rename(dst, src).is_err() {
+                    let _ = std::fs::copy(dst, src);
+                }
+            }
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let dir = self.dir(key);
+        match std::fs::rename(&tmp, &dir) {
+            Ok(()) => {}
+            // Committed meanwhile by another build (without the lock): keep theirs.
+            Err(_) if dir.join("meta.json").is_file() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            Err(e) => {
+                for (src, dst) in moved.iter().rev() {
+                    let _ = std::fs::rename(dst, src);
+                }
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        }
+        self.get(key)
+            .ok_or_else(|| std::io::Error::other(format!("cache entry {} unreadable", key.0)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &self,
+        tmp: &Path,
+        stage: &str,
+        key: &Key,
+        depends_on: Option<&Key>,
+        files: &[(PathBuf, &str)],
+        data: Value,
+        moved: &mut Vec<(PathBuf, PathBuf)>,
+    ) -> std::io::Result<()> {
+        crate::owner::Owner::current().write_into(tmp)?;
         let mut size = 0;
         for (src, name) in files {
             let dst = tmp.join(name);
@@ -217,6 +260,7 @@ impl Store {
                 std::fs::copy(src, &dst)?;
                 std::fs::remove_file(src)?;
             }
+            moved.push((src.clone(), dst.clone()));
             size += allocated(&dst);
         }
         let meta = Meta {
@@ -232,20 +276,7 @@ impl Store {
         f.write_all(&serde_json::to_vec_pretty(&meta).expect("JSON"))?;
         f.sync_all()?;
         std::fs::File::create(tmp.join("used"))?;
-        let dir = self.dir(key);
-        match std::fs::rename(&tmp, &dir) {
-            Ok(()) => {}
-            // Committed meanwhile by another build (without the lock): keep theirs.
-            Err(_) if dir.join("meta.json").is_file() => {
-                let _ = std::fs::remove_dir_all(&tmp);
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Err(e);
-            }
-        }
-        self.get(key)
-            .ok_or_else(|| std::io::Error::other(format!("cache entry {} unreadable", key.0)))
+        Ok(())
     }
 
     /// Every committed entry.
@@ -683,6 +714,26 @@ mod tests {
         s.commit("s", &k4, Some(&k3), &[(f, "f")], json!(null))
             .unwrap();
         assert_eq!(s.remove(&k3).unwrap(), vec![k3.clone(), k4.clone()]);
+        assert!(s.list().is_empty());
+    }
+
+    #[test]
+    fn a_commit_that_fails_gives_the_files_back() {
+        let (t, s) = store();
+        let k = derive("x", 1, None, &json!(2));
+        let a = file(t.path(), "a", 10);
+        let b = file(t.path(), "b", 10);
+        // The second file cannot go in (no such directory in the entry): the first comes back.
+        let r = s.commit(
+            "x",
+            &k,
+            None,
+            &[(a.clone(), "disk"), (b.clone(), "no/such/dir")],
+            json!(null),
+        );
+        assert!(r.is_err());
+        assert!(a.is_file() && b.is_file(), "files lost");
+        assert!(s.get(&k).is_none());
         assert!(s.list().is_empty());
     }
 

@@ -96,15 +96,22 @@ impl Stage<BuildContext> for InstallStage {
         if let (Some(k), Some(store)) = (key, ctx.cache.clone()) {
             let base = ctx.base.clone().context("no installed disk")?;
             ctx.cache_replacing(&k);
-            let entry = store
-                .commit(
-                    "install",
-                    &k,
-                    None,
-                    &[(base.path.clone(), "disk.qcow2")],
-                    serde_json::json!({}),
-                )
-                .context("storing the installed disk in the stage cache")?;
+            let entry = match store.commit(
+                "install",
+                &k,
+                None,
+                &[(base.path.clone(), "disk.qcow2")],
+                serde_json::json!({}),
+            ) {
+                Ok(e) => e,
+                Err(e) => {
+                    // A cache that cannot take it (full, read-only) costs caching, not the build.
+                    tracing::warn!(
+                        "stage cache: the installed disk was not stored ({e}); going on without it"
+                    );
+                    return Ok(());
+                }
+            };
             ctx.forget(&Resource::File(base.path));
             ctx.base = Some(BaseDisk {
                 path: entry.file("disk.qcow2"),

@@ -61,15 +61,22 @@ impl Stage<BuildContext> for ProvisionStage {
         )
         .context("pointing the build disk at the cached base")?;
         ctx.cache_replacing(&k);
-        let entry = store
-            .commit(
-                "provision",
-                &k,
-                None,
-                &[(disk.clone(), "disk.qcow2")],
-                serde_json::json!({}),
-            )
-            .context("storing the provisioned disk in the stage cache")?;
+        let entry = match store.commit(
+            "provision",
+            &k,
+            None,
+            &[(disk.clone(), "disk.qcow2")],
+            serde_json::json!({}),
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                // A cache that cannot take it (full, read-only) costs caching, not the build.
+                tracing::warn!(
+                    "stage cache: the provisioned disk was not stored ({e}); going on without it"
+                );
+                return Ok(());
+            }
+        };
         ctx.forget(&Resource::File(disk));
         top_overlay(ctx, &entry.file("disk.qcow2"))?;
         ctx.chain = Some(k.clone());

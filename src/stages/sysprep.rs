@@ -88,15 +88,20 @@ impl Stage<BuildContext> for SysprepStage {
                 "libguestfs": ctx.tools.libguestfs,
             });
             ctx.cache_replacing(&k);
-            let entry = store
-                .commit(
-                    "guestfs",
-                    &k,
-                    prev.as_ref(),
-                    &[(disk.clone(), "disk.qcow2")],
-                    data,
-                )
-                .context("storing the sysprepped disk in the stage cache")?;
+            let entry = match store.commit(
+                "guestfs",
+                &k,
+                prev.as_ref(),
+                &[(disk.clone(), "disk.qcow2")],
+                data,
+            ) {
+                Ok(e) => e,
+                Err(e) => {
+                    // A cache that cannot take it (full, read-only) costs caching, not the build.
+                    tracing::warn!("stage cache: the sysprepped disk was not stored ({e}); going on without it");
+                    return Ok(());
+                }
+            };
             ctx.forget(&crate::pipeline::context::Resource::File(disk));
             ctx.disk = Some(entry.file("disk.qcow2"));
             ctx.chain = Some(k.clone());
