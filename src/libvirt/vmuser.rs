@@ -116,7 +116,8 @@ pub fn reachable(file: &Path, dir: &Path, user: VmUser) -> std::io::Result<PathB
     let name = file
         .file_name()
         .ok_or_else(|| std::io::Error::other(format!("{} has no file name", file.display())))?;
-    let dest = dir.join(name);
+    // Prefixed: the file may share its name with one the build makes there (disk.qcow2).
+    let dest = dir.join(format!("linked-{}", name.to_string_lossy()));
     let m = std::fs::metadata(file)?;
     let mode = m.permissions().mode();
     let readable = m.uid() == user.uid && mode & 0o400 != 0
@@ -172,7 +173,7 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         let me = VmUser::current();
         let got = reachable(&src, &dir, me).unwrap();
-        assert_eq!(got, dir.join("base.qcow2"));
+        assert_eq!(got, dir.join("linked-base.qcow2"));
         assert_eq!(std::fs::read_to_string(&got).unwrap(), "base");
         assert_eq!(reachable(&got, &dir, me).unwrap(), got, "already inside");
         assert!(src.exists());
