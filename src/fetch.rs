@@ -5,11 +5,14 @@ use std::path::{Path, PathBuf};
 
 use crate::plan::Checksum;
 
+/// The directory of verified downloads, each named by its checksum.
+pub fn downloads_dir(cache: &Path) -> PathBuf {
+    cache.join("images")
+}
+
 /// Where a download with checksum `sum` is cached.
 pub fn cached_download(cache: &Path, sum: &Checksum) -> PathBuf {
-    cache
-        .join("images")
-        .join(format!("{}-{}", sum.algorithm, sum.hex))
+    downloads_dir(cache).join(format!("{}-{}", sum.algorithm, sum.hex))
 }
 
 /// What [`fetch_file`] does for `f` with the cache at `cache`, for `kiln plan`.

@@ -108,6 +108,11 @@ impl Entry {
         self.dir.join(name)
     }
 
+    /// Seconds since it was committed.
+    pub fn age_secs(&self) -> u64 {
+        now().saturating_sub(self.meta.created)
+    }
+
     /// When it was last used (the mtime of its `used` stamp).
     pub fn last_used(&self) -> std::time::SystemTime {
         std::fs::metadata(self.dir.join("used"))
@@ -152,6 +157,18 @@ impl Store {
 
     /// The committed entry of `key`, if it is complete; marks it used.
     pub fn get(&self, key: &Key) -> Option<Entry> {
+        let e = self.read(key)?;
+        e.touch();
+        Some(e)
+    }
+
+    /// Is `key` committed (without marking it used: for `kiln plan`)? The same test as `get`.
+    pub fn has(&self, key: &Key) -> bool {
+        self.read(key).is_some()
+    }
+
+    /// The entry of `key` if it is complete and what it builds on is there, unmarked.
+    fn read(&self, key: &Key) -> Option<Entry> {
         let dir = self.dir(key);
         let meta: Meta =
             serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
@@ -164,9 +181,7 @@ impl Store {
                 return None;
             }
         }
-        let e = Entry { dir, meta };
-        e.touch();
-        Some(e)
+        Some(Entry { dir, meta })
     }
 
     /// Lock `key` so that two builds needing it build it once: the second waits (saying so)
@@ -370,17 +385,6 @@ impl Entry {
     }
 }
 
-impl Store {
-    /// Is `key` committed (without marking it used: for `kiln plan`)?
-    pub fn has(&self, key: &Key) -> bool {
-        let dir = self.dir(key);
-        std::fs::read(dir.join("meta.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
-            .is_some_and(|m| m.files.iter().all(|f| dir.join(f).is_file()))
-    }
-}
-
 /// One stage's key as `kiln plan` shows it, and whether the store has it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Planned {
@@ -424,10 +428,10 @@ pub fn planned(
             hit: false,
         },
     );
-    let Ok(inputs) = provision_inputs(plan) else {
+    let Ok(k) = provision_key(plan, &chain) else {
         return out;
     };
-    chain = derive("provision", PROVISION_VERSION, Some(&chain), &inputs);
+    chain = k;
     out.insert(
         "provision",
         Planned {
@@ -435,32 +439,22 @@ pub fn planned(
             key: chain.clone(),
         },
     );
-    let Ok(Some(inputs)) = guestfs_inputs(plan) else {
+    let Ok(Some(k)) = guestfs_key(plan, &chain) else {
         return out;
     };
-    chain = derive("guestfs", GUESTFS_VERSION, Some(&chain), &inputs);
+    chain = k;
     let p = Planned {
         hit: store.has(&chain),
         key: chain.clone(),
     };
     out.insert("cloud-init", p.clone());
     out.insert("sysprep", p);
-    let keys: Vec<Key> = plan
-        .outputs
-        .iter()
-        .map(|o| derive("convert", CONVERT_VERSION, Some(&chain), &output_inputs(o)))
-        .collect();
+    let keys: Vec<Key> = plan.outputs.iter().map(|o| output_key(&chain, o)).collect();
     if !keys.is_empty() {
-        let all: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
         out.insert(
             "convert",
             Planned {
-                key: derive(
-                    "convert",
-                    CONVERT_VERSION,
-                    Some(&chain),
-                    &serde_json::json!(all),
-                ),
+                key: convert_key(&chain, &keys),
                 hit: keys.iter().all(|k| store.has(k)),
             },
         );
@@ -497,15 +491,29 @@ pub fn base_key(
     let inputs = match &plan.source {
         SourcePlan::Bootstrap(b) => serde_json::json!({"bootstrap": b.cache_key()}),
         SourcePlan::Installer(_) => return Ok(None),
-        SourcePlan::Image { .. } => {
-            let downloads = cache_dir.join("images");
-            match base.strip_prefix(&downloads) {
-                Ok(name) => serde_json::json!({"download": name.display().to_string()}),
-                Err(_) => serde_json::json!({"sha256": remembered_digest(base, cache_dir)?}),
-            }
-        }
+        SourcePlan::Image { .. } => match content_id(base, cache_dir)? {
+            ContentId::Download(name) => serde_json::json!({ "download": name }),
+            ContentId::Sha256(d) => serde_json::json!({ "sha256": d }),
+        },
     };
     Ok(Some(derive("source", SOURCE_VERSION, None, &inputs)))
+}
+
+/// What identifies a file's content for a key.
+enum ContentId {
+    /// A verified download: its name in the cache is its checksum.
+    Download(String),
+    /// Anything else: its SHA-256 (remembered).
+    Sha256(String),
+}
+
+fn content_id(path: &Path, cache_dir: &Path) -> std::io::Result<ContentId> {
+    Ok(
+        match path.strip_prefix(crate::fetch::downloads_dir(cache_dir)) {
+            Ok(name) => ContentId::Download(name.display().to_string()),
+            Err(_) => ContentId::Sha256(remembered_digest(path, cache_dir)?),
+        },
+    )
 }
 
 fn remembered_digest(path: &Path, cache_dir: &Path) -> std::io::Result<String> {
@@ -545,13 +553,11 @@ pub fn install_key(
     };
     let mut digests = Vec::new();
     for m in media {
-        let images = cache_dir.join("images");
-        digests.push(match m.strip_prefix(&images) {
-            Ok(name) => name.display().to_string(),
-            Err(_) => {
-                remembered_digest(m, cache_dir).map_err(|e| format!("{}: {e}", m.display()))?
-            }
-        });
+        digests.push(
+            match content_id(m, cache_dir).map_err(|e| format!("{}: {e}", m.display()))? {
+                ContentId::Download(name) | ContentId::Sha256(name) => name,
+            },
+        );
     }
     let answers = crate::templates::render_answers(plan)
         .map_err(|e| e.to_string())?
@@ -575,9 +581,7 @@ pub fn install_key(
 /// What the provision stage's result depends on: the seed cloud-init reads (user-data with the
 /// provisioning script and everything it writes, meta-data, network-config, rendered with a
 /// fixed domain name), the disk size, whether the VM boots at all.
-pub fn provision_inputs(
-    plan: &crate::plan::Plan,
-) -> Result<Value, crate::templates::TemplateError> {
+fn provision_inputs(plan: &crate::plan::Plan) -> Result<Value, crate::templates::TemplateError> {
     use crate::templates::Kind;
     let tctx =
         crate::seed::TemplateContext::new(plan, "kiln-cache-key", "qemu", Path::new("/kiln"));
@@ -594,7 +598,7 @@ pub fn provision_inputs(
 
 /// What the libguestfs stages' (cloud-init, customize, sysprep) result depends on; None when a
 /// step makes something new every time (a random password), so the result is never reused.
-pub fn guestfs_inputs(plan: &crate::plan::Plan) -> std::io::Result<Option<Value>> {
+fn guestfs_inputs(plan: &crate::plan::Plan) -> std::io::Result<Option<Value>> {
     use crate::customize::Customize;
     let mut steps = Vec::new();
     for c in &plan.sysprep_options.customize {
@@ -624,8 +628,46 @@ pub fn guestfs_inputs(plan: &crate::plan::Plan) -> std::io::Result<Option<Value>
 }
 
 /// What one output depends on: its format and options (not its file name).
-pub fn output_inputs(o: &crate::plan::OutputPlan) -> Value {
+fn output_inputs(o: &crate::plan::OutputPlan) -> Value {
     serde_json::json!(format!("{o:?}"))
+}
+
+// One function per stage key, used by the stages and by `kiln plan` alike: the key plan shows
+// is the key build uses.
+
+/// The provision stage's key after `prev` (the base disk's key).
+pub fn provision_key(
+    plan: &crate::plan::Plan,
+    prev: &Key,
+) -> Result<Key, crate::templates::TemplateError> {
+    Ok(derive(
+        "provision",
+        PROVISION_VERSION,
+        Some(prev),
+        &provision_inputs(plan)?,
+    ))
+}
+
+/// The libguestfs unit's key (cloud-init and sysprep) after `prev`; None when it is not
+/// cacheable (a random password).
+pub fn guestfs_key(plan: &crate::plan::Plan, prev: &Key) -> std::io::Result<Option<Key>> {
+    Ok(guestfs_inputs(plan)?.map(|inputs| derive("guestfs", GUESTFS_VERSION, Some(prev), &inputs)))
+}
+
+/// One output's key after `prev` (the libguestfs unit's key).
+pub fn output_key(prev: &Key, o: &crate::plan::OutputPlan) -> Key {
+    derive("convert", CONVERT_VERSION, Some(prev), &output_inputs(o))
+}
+
+/// The convert stage's key: all of its outputs' keys.
+pub fn convert_key(prev: &Key, outputs: &[Key]) -> Key {
+    let all: Vec<&str> = outputs.iter().map(|k| k.0.as_str()).collect();
+    derive(
+        "convert",
+        CONVERT_VERSION,
+        Some(prev),
+        &serde_json::json!(all),
+    )
 }
 
 #[cfg(test)]

@@ -51,17 +51,9 @@ impl Stage<BuildContext> for CloudInitStage {
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
         // The stage cache: cloud-init, customize and sysprep are one unit (one launch).
-        let key = match (
-            ctx.chain.take(),
-            crate::stagecache::guestfs_inputs(&ctx.plan)?,
-        ) {
-            (Some(prev), Some(inputs)) => Some(crate::stagecache::derive(
-                "guestfs",
-                crate::stagecache::GUESTFS_VERSION,
-                Some(&prev),
-                &inputs,
-            )),
-            _ => None,
+        let key = match ctx.chain.take() {
+            Some(prev) => crate::stagecache::guestfs_key(&ctx.plan, &prev)?,
+            None => None,
         };
         if let (Some(k), Some(store)) = (&key, ctx.cache.clone()) {
             let lock = store.lock(k, "cloud-init")?;

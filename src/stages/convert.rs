@@ -43,14 +43,9 @@ impl Stage<BuildContext> for ConvertStage {
             .outputs
             .iter()
             .map(|o| {
-                ctx.chain.as_ref().map(|prev| {
-                    crate::stagecache::derive(
-                        "convert",
-                        crate::stagecache::CONVERT_VERSION,
-                        Some(prev),
-                        &crate::stagecache::output_inputs(o),
-                    )
-                })
+                ctx.chain
+                    .as_ref()
+                    .map(|prev| crate::stagecache::output_key(prev, o))
             })
             .collect();
         let mut done: Vec<Option<convert::Converted>> = vec![None; keys.len()];
@@ -152,14 +147,9 @@ impl Stage<BuildContext> for ConvertStage {
         }
         ctx.outputs = done.into_iter().flatten().collect();
         // The stage's key: all outputs' keys; reused when none was converted.
-        if keys.iter().all(Option::is_some) && !keys.is_empty() {
-            let all: Vec<&str> = keys.iter().flatten().map(|k| k.0.as_str()).collect();
-            let k = crate::stagecache::derive(
-                "convert",
-                crate::stagecache::CONVERT_VERSION,
-                ctx.chain.as_ref(),
-                &serde_json::json!(all),
-            );
+        if let (Some(prev), false) = (ctx.chain.clone(), keys.is_empty()) {
+            let all: Vec<Key> = keys.iter().flatten().cloned().collect();
+            let k = crate::stagecache::convert_key(&prev, &all);
             ctx.note_cache("convert", &k, todo.is_empty());
         }
         convert::write_sha256sums(&ctx.out, &ctx.outputs)

@@ -25,13 +25,8 @@ impl Stage<BuildContext> for ProvisionStage {
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
         let base = ctx.base.clone().context("no base disk")?;
         // The stage cache: the same base and the same seed make the same disk.
-        let key = match ctx.chain.clone() {
-            Some(prev) => Some(crate::stagecache::derive(
-                "provision",
-                crate::stagecache::PROVISION_VERSION,
-                Some(&prev),
-                &crate::stagecache::provision_inputs(&ctx.plan)?,
-            )),
+        let key = match &ctx.chain {
+            Some(prev) => Some(crate::stagecache::provision_key(&ctx.plan, prev)?),
             None => None,
         };
         let _lock = match (&key, &ctx.cache) {
@@ -96,11 +91,7 @@ fn expired(ctx: &BuildContext, e: &crate::stagecache::Entry) -> bool {
     if ctx.plan.provision.is_empty() {
         return false;
     }
-    let age = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-        .saturating_sub(e.meta.created);
+    let age = e.age_secs();
     let why = if ctx.refresh {
         "--refresh".to_string()
     } else {

@@ -349,7 +349,7 @@ impl Hasher {
 /// Download `url` into the cache (keyed by checksum) unless it is there already; verify while
 /// streaming; the partial file is recorded so an interrupt removes it.
 fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow::Result<PathBuf> {
-    let dir = ctx.cache_dir.join("images");
+    let dir = crate::fetch::downloads_dir(&ctx.cache_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dest = crate::fetch::cached_download(&ctx.cache_dir, sum);
     if dest.is_file() {
