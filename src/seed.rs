@@ -203,6 +203,7 @@ impl TemplateContext {
     /// Context for `plan`: the paths the build would use under `work`.
     pub fn new(plan: &Plan, domain_name: &str, domain_type: &str, work: &Path) -> Self {
         let script = provision_script(&plan.provision);
+        let vm_user = crate::libvirt::vmuser::VmUser::for_uri(&plan.vm.uri);
         TemplateContext {
             name: plan.name.clone(),
             version: plan.version.clone(),
@@ -219,8 +220,8 @@ impl TemplateContext {
                 console_log: work.join("console.log"),
                 backing_path: None,
                 backing_format: None,
-                uid: crate::libvirt::vmuser::VmUser::for_uri(&plan.vm.uri).uid,
-                gid: crate::libvirt::vmuser::VmUser::for_uri(&plan.vm.uri).gid,
+                uid: vm_user.uid,
+                gid: vm_user.gid,
             },
             seed: SeedContext {
                 instance_id: format!("kiln-{domain_name}"),

@@ -96,7 +96,8 @@ pub(super) fn plan(
     let out_root = out_root(output, &plan);
     let cache = cache_dir.unwrap_or_else(crate::build::default_cache_dir);
     let stages = planned_stages(&plan, &out_root, &cache);
-    let (_, work, _, _) = crate::pipeline::context::build_paths(&out_root, &plan.slug(), "PID");
+    let (_, work, _, _) =
+        crate::pipeline::context::build_paths(&out_root, &plan.slug(), "PID", &plan.vm.uri);
     let render_dir = render_dir.unwrap_or_else(|| PathBuf::from(format!("{}.plan", plan.slug())));
     // The rendered files are for reading: no password hash in them, and only the owner reads.
     let shown = plan.redacted();

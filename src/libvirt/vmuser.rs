@@ -104,6 +104,12 @@ pub fn make_vm_dir(dir: &Path, user: VmUser) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where [`reachable`] puts `file` in `dir`. Prefixed: the file may share its name with one the
+/// build makes there (disk.qcow2).
+pub fn linked_path(file: &Path, dir: &Path) -> Option<PathBuf> {
+    Some(dir.join(format!("linked-{}", file.file_name()?.to_string_lossy())))
+}
+
 /// A path to `file` that the VM (as `user`) can read without libvirt relabelling it:
 /// `file` itself when it is in `dir`, else a hard link in `dir` when its mode lets `user` read
 /// it, else (another filesystem, or a file only its owner reads) a copy readable by the VM's
@@ -113,11 +119,8 @@ pub fn reachable(file: &Path, dir: &Path, user: VmUser) -> std::io::Result<PathB
     if file.starts_with(dir) {
         return Ok(file.to_path_buf());
     }
-    let name = file
-        .file_name()
+    let dest = linked_path(file, dir)
         .ok_or_else(|| std::io::Error::other(format!("{} has no file name", file.display())))?;
-    // Prefixed: the file may share its name with one the build makes there (disk.qcow2).
-    let dest = dir.join(format!("linked-{}", name.to_string_lossy()));
     let m = std::fs::metadata(file)?;
     let mode = m.permissions().mode();
     let readable = m.uid() == user.uid && mode & 0o400 != 0

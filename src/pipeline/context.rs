@@ -163,12 +163,23 @@ impl Records for BuildContext {
 }
 
 /// Where a build of `slug` in the catalog `out_root` works: (staging, work, out, final_dir).
-/// `run` tells builds apart (the process id).
-pub fn build_paths(out_root: &Path, slug: &str, run: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+/// `run` tells builds apart (the process id). `work` holds the VM's files: inside the staging
+/// directory, or in a VM directory of its own when qemu runs as another user on `uri`.
+pub fn build_paths(
+    out_root: &Path,
+    slug: &str,
+    run: &str,
+    uri: &str,
+) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
     let staging = out_root.join(format!(".kiln-staging-{slug}-{run}"));
+    let work = if crate::libvirt::vmuser::VmUser::for_uri(uri).is_other() {
+        crate::libvirt::vmuser::vm_root().join(format!("{slug}-{run}"))
+    } else {
+        staging.join("work")
+    };
     (
         staging.clone(),
-        staging.join("work"),
+        work,
         staging.join(slug),
         out_root.join(slug),
     )
@@ -217,11 +228,8 @@ impl BuildContext {
             std::process::id(),
             hex::encode(&crate::libvirt::console::rand_bytes()[..4])
         );
-        let (staging, mut work, out, final_dir) = build_paths(out_root, &slug, &run);
+        let (staging, work, out, final_dir) = build_paths(out_root, &slug, &run, &plan.vm.uri);
         let vm_user = crate::libvirt::vmuser::VmUser::for_uri(&plan.vm.uri);
-        if vm_user.is_other() {
-            work = crate::libvirt::vmuser::vm_root().join(format!("{slug}-{run}"));
-        }
         BuildContext {
             built_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

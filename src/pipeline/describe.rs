@@ -21,7 +21,8 @@ pub struct PlanView<'a> {
 
 impl<'a> PlanView<'a> {
     pub fn new(plan: &'a Plan, out_root: &Path, cache: &Path) -> Self {
-        let (_, work, out, final_dir) = super::context::build_paths(out_root, &plan.slug(), "PID");
+        let (_, work, out, final_dir) =
+            super::context::build_paths(out_root, &plan.slug(), "PID", &plan.vm.uri);
         PlanView {
             plan,
             cache: cache.to_path_buf(),

@@ -327,15 +327,29 @@ impl Describe for ProvisionStage {
     fn describe(&self, v: &PlanView) -> Option<Described> {
         let plan = v.plan;
         let (base, base_format) = v.base();
-        let mut cmds = vec![format!(
+        let mut cmds = Vec::new();
+        // As the stage does: the VM's own user reaches the base through a link in its directory.
+        let link = crate::libvirt::vmuser::VmUser::for_uri(&plan.vm.uri)
+            .is_other()
+            .then(|| crate::libvirt::vmuser::linked_path(&base, &v.work))
+            .flatten();
+        if let Some(l) = &link {
+            cmds.push(format!(
+                "hard-link {} to {} (a copy on another filesystem) for the build VM's user",
+                base.display(),
+                l.display()
+            ));
+        }
+        let backing = link.unwrap_or_else(|| base.clone());
+        cmds.push(format!(
             "{}  (size: the larger of vm.disk and the base's)",
             process::display(&crate::qemu_img::create_overlay_argv(
-                &base,
+                &backing,
                 base_format.as_deref().unwrap_or("<probed>"),
                 &v.disk(),
                 plan.vm.disk_bytes,
             ))
-        )];
+        ));
         if !v.booted() {
             cmds.push("no provisioning steps: the build VM is not booted".into());
         } else {
