@@ -62,17 +62,23 @@ fn yaml_printable(c: char) -> bool {
         && !matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}' | '\u{feff}')
 }
 
+/// Refuse control characters, which no line-based format can carry in a value.
+fn no_controls(s: &str, target: &str) -> Result<(), String> {
+    match s.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!(
+            "`{}` cannot be written into {target} ({} is not allowed)",
+            s.escape_debug(),
+            c.escape_debug()
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A debconf value (preseed files, `debconf-set-selections`): the rest of the line after one
 /// space, with no quoting at all. So it must be one line, not end in `\` (a continuation)
 /// and carry no leading or trailing blanks (d-i's own parser trims them).
 pub fn preseed(s: &str) -> Result<String, String> {
-    if let Some(c) = s.chars().find(|c| c.is_control()) {
-        return Err(format!(
-            "`{}` cannot be written into a preseed file ({} is not allowed)",
-            s.escape_debug(),
-            c.escape_debug()
-        ));
-    }
+    no_controls(s, "a preseed file")?;
     if s.ends_with('\\') {
         return Err(format!(
             "`{}` cannot end a preseed line (a trailing `\\` continues it)",
@@ -91,13 +97,7 @@ pub fn preseed(s: &str) -> Result<String, String> {
 /// One kickstart word (pykickstart splits lines with `shlex.split(line, comments=True)`): as
 /// it is when plain, else double-quoted with `\` and `"` escaped.
 pub fn kickstart(s: &str) -> Result<String, String> {
-    if let Some(c) = s.chars().find(|c| c.is_control()) {
-        return Err(format!(
-            "`{}` cannot be written into a kickstart file ({} is not allowed)",
-            s.escape_debug(),
-            c.escape_debug()
-        ));
-    }
+    no_controls(s, "a kickstart file")?;
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-.,/:=+@%".contains(c))

@@ -101,15 +101,19 @@ fn quoter(f: Format) -> Quoter {
 /// own quoting does not apply on top).
 struct QuoteHelper(Quoter);
 
-fn helper_arg(h: &handlebars::Helper<'_>) -> Result<String, handlebars::RenderError> {
-    let v = h
-        .param(0)
-        .ok_or_else(|| handlebars::RenderErrorReason::ParamNotFoundForIndex("quote", 0))?
-        .value();
-    Ok(match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    })
+impl QuoteHelper {
+    /// The helper's one argument (a string, or JSON for anything else), quoted.
+    fn quoted(&self, h: &handlebars::Helper<'_>) -> Result<String, handlebars::RenderError> {
+        let v = h
+            .param(0)
+            .ok_or_else(|| handlebars::RenderErrorReason::ParamNotFoundForIndex("quote", 0))?
+            .value();
+        let s = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Ok((self.0)(&s).map_err(handlebars::RenderErrorReason::Other)?)
+    }
 }
 
 impl handlebars::HelperDef for QuoteHelper {
@@ -120,9 +124,8 @@ impl handlebars::HelperDef for QuoteHelper {
         _: &'rc handlebars::Context,
         _: &mut handlebars::RenderContext<'reg, 'rc>,
     ) -> Result<handlebars::ScopedJson<'rc>, handlebars::RenderError> {
-        let q = (self.0)(&helper_arg(h)?).map_err(handlebars::RenderErrorReason::Other)?;
         Ok(handlebars::ScopedJson::Derived(serde_json::Value::String(
-            q,
+            self.quoted(h)?,
         )))
     }
 
@@ -134,8 +137,7 @@ impl handlebars::HelperDef for QuoteHelper {
         _: &mut handlebars::RenderContext<'reg, 'rc>,
         out: &mut dyn handlebars::Output,
     ) -> handlebars::HelperResult {
-        let q = (self.0)(&helper_arg(h)?).map_err(handlebars::RenderErrorReason::Other)?;
-        out.write(&q)?;
+        out.write(&self.quoted(h)?)?;
         Ok(())
     }
 }
