@@ -57,6 +57,17 @@ fn dir_owner_dead(dir: &Path, pid: Option<u32>) -> (bool, String) {
     }
 }
 
+/// A partial file (`.NAME.part-PID`: a conversion or a download): dead or alive by its pid.
+fn part_file(p: PathBuf) -> Option<(Item, bool, String)> {
+    let n = name_of(&p);
+    if !(n.starts_with('.') && n.contains(".part-")) {
+        return None;
+    }
+    let pid = pid_in(&n, false)?;
+    let dead = owner::pid_is_dead(pid, &p);
+    Some((Item::File(p), dead, format!("pid={pid}")))
+}
+
 fn entries(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
@@ -120,11 +131,8 @@ pub fn collect(
                         .push((Item::File(p), "held by a running build".into())),
                     Err(e) => r.errors.push(e.to_string()),
                 }
-            } else if n.starts_with('.') && n.contains(".part-") {
-                if let Some(pid) = pid_in(&n, false) {
-                    let dead = owner::pid_is_dead(pid, &p);
-                    found.push((Item::File(p), dead, format!("pid={pid}")));
-                }
+            } else {
+                found.extend(part_file(p));
             }
         }
     }
@@ -152,14 +160,11 @@ pub fn collect(
             found.push((Item::Dir(p), dead, who));
         }
     }
-    for dir in [cache.join("downloads"), cache.to_path_buf()] {
+    // Partial downloads are written beside the verified ones.
+    for dir in [crate::fetch::downloads_dir(cache), cache.to_path_buf()] {
         for p in entries(&dir) {
-            let n = name_of(&p);
-            if n.starts_with('.') && n.contains(".part-") && p.is_file() {
-                if let Some(pid) = pid_in(&n, false) {
-                    let dead = owner::pid_is_dead(pid, &p);
-                    found.push((Item::File(p), dead, format!("pid={pid}")));
-                }
+            if p.is_file() {
+                found.extend(part_file(p));
             }
         }
     }
@@ -205,6 +210,26 @@ mod tests {
         assert_eq!(pid_in(".build-0123abcd-99", false), Some(99));
         assert_eq!(pid_in("kiln-kvm-probe-5", false), Some(5));
         assert_eq!(pid_in("kiln-debian-1a2b3c4d", false), None);
+    }
+
+    #[test]
+    fn partial_downloads_of_dead_builds_are_found_where_downloads_go() {
+        let root = tempfile::tempdir().unwrap();
+        let cache = root.path().join("cache");
+        let images = crate::fetch::downloads_dir(&cache);
+        std::fs::create_dir_all(&images).unwrap();
+        let dead_pid = (100_000..4_000_000)
+            .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+            .unwrap();
+        let dead = images.join(format!(".sha256-ab.part-{dead_pid}"));
+        let live = images.join(format!(".sha256-cd.part-{}", std::process::id()));
+        let done = images.join("sha256-ab");
+        for f in [&dead, &live, &done] {
+            std::fs::write(f, "x").unwrap();
+        }
+        let r = collect(None, &[], &cache, &root.path().join("vm"), false);
+        assert_eq!(r.orphans, vec![Item::File(dead.clone())]);
+        assert!(!dead.exists() && live.exists() && done.exists());
     }
 
     #[test]
