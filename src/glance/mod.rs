@@ -64,6 +64,15 @@ impl GlanceError {
     }
 }
 
+/// A transport error of `method path` (no answer, a broken connection, cancellation).
+fn transport(method: &str, path: &str, message: String) -> GlanceError {
+    GlanceError::Transport {
+        method: method.into(),
+        path: path.into(),
+        message,
+    }
+}
+
 /// An authenticated session with the image endpoint.
 pub struct Glance {
     /// Base URL of the image service, without a trailing slash (e.g. http://host:9292).
@@ -409,10 +418,12 @@ impl Glance {
             .spawn(move || {
                 let _ = tx.send(req.send());
             })
-            .map_err(|e| GlanceError::Transport {
-                method: method.to_string(),
-                path: path.to_string(),
-                message: format!("starting the upload thread: {e}"),
+            .map_err(|e| {
+                transport(
+                    method.as_str(),
+                    path,
+                    format!("starting the upload thread: {e}"),
+                )
             })?;
         let mut last = (sent(), std::time::Instant::now());
         loop {
@@ -420,35 +431,31 @@ impl Glance {
                 Ok(Ok(resp)) => return self.check_status(&method, path, resp),
                 Ok(Err(e)) => return Err(self.transport_error(&method, path, &e)),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(GlanceError::Transport {
-                        method: method.to_string(),
-                        path: path.to_string(),
-                        message: "the upload thread ended without an answer".into(),
-                    })
+                    return Err(transport(
+                        method.as_str(),
+                        path,
+                        "the upload thread ended without an answer".into(),
+                    ))
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             }
             if cancel.is_cancelled() {
                 // The thread is left blocked on the socket; it ends with the process.
-                return Err(GlanceError::Transport {
-                    method: method.to_string(),
-                    path: path.to_string(),
-                    message: "interrupted".into(),
-                });
+                return Err(transport(method.as_str(), path, "interrupted".into()));
             }
             let now = sent();
             if now != last.0 {
                 last = (now, std::time::Instant::now());
             } else if last.1.elapsed() >= self.stall {
-                return Err(GlanceError::Transport {
-                    method: method.to_string(),
-                    path: path.to_string(),
-                    message: format!(
+                return Err(transport(
+                    method.as_str(),
+                    path,
+                    format!(
                         "Glance at {} took no data and gave no answer for {} s after {now} bytes (KILN_GLANCE_TIMEOUT)",
                         self.endpoint,
                         self.stall.as_secs()
                     ),
-                });
+                ));
             }
         }
     }

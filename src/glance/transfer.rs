@@ -11,7 +11,7 @@ use md5::Md5;
 use serde_json::Value;
 use sha2::{Digest, Sha512};
 
-use super::{Glance, GlanceError};
+use super::{transport, Glance, GlanceError};
 use crate::process::Cancel;
 use crate::progress::Progress;
 
@@ -64,14 +64,6 @@ impl<R: Read> Read for Tee<R> {
         st.done += n as u64;
         self.progress.set(st.done);
         Ok(n)
-    }
-}
-
-fn transport(method: &str, path: &str, message: String) -> GlanceError {
-    GlanceError::Transport {
-        method: method.into(),
-        path: path.into(),
-        message,
     }
 }
 
