@@ -96,8 +96,13 @@ done
 token=$(curl -s -i -H "X-Auth-User: kiln:cache" -H "X-Auth-Key: $key" http://127.0.0.1:8080/auth/v1.0 \
   | awk -F': ' 'tolower($1) == "x-auth-token" {print $2}' | tr -d '\r')
 [ -n "$token" ] || { echo "swift-setup: the proxy gives no token" >&2; exit 1; }
-code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "X-Auth-Token: $token" \
-  http://127.0.0.1:8080/v1/AUTH_kiln/kiln-cache)
+# The account and container servers may still be starting: a 503 until they answer.
+for _ in $(seq 1 50); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "X-Auth-Token: $token" \
+    http://127.0.0.1:8080/v1/AUTH_kiln/kiln-cache)
+  case $code in 201|202) break ;; esac
+  sleep 0.2
+done
 case $code in 201|202) ;; *) echo "swift-setup: creating the container: HTTP $code" >&2; exit 1 ;; esac
 echo "Swift on http://127.0.0.1:8080 (tempauth kiln:cache; S3 API, bucket kiln-cache)"
 echo "export AWS_ACCESS_KEY_ID=kiln:cache AWS_SECRET_ACCESS_KEY=$key AWS_ENDPOINT_URL=http://127.0.0.1:8080"

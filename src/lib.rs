@@ -27,6 +27,7 @@ pub mod progress;
 pub mod qemu_img;
 pub mod quote;
 pub mod recipe;
+pub mod remotecache;
 pub mod seed;
 pub mod stagecache;
 pub mod stages;

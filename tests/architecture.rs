@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("outdir", 5),
     ("gc", 5),
     ("stagecache", 5),
+    ("remotecache", 5),
     ("sysprep", 5),
     ("customize::apply", 5),
     ("guest", 6),
