@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# A real one-node OpenStack Swift (Debian's swift packages) on 127.0.0.1 for the stage cache's
-# remote tests: account, container and object servers on one device, the proxy on :8080 with
-# tempauth (account `kiln`, user `cache`) and the s3api middleware (S3 access key
-# `kiln:cache`), memcached for tokens. Groundwork for issue 13's remote cache.
+# A real one-node OpenStack Swift (Debian's swift packages) on 127.0.0.1 for the remote stage
+# cache's tests: account, container and object servers on one device, the proxy on :8080 with
+# Keystone auth from the Keystone of scripts/glance-setup.sh (authtoken + keystoneauth for
+# Swift's own API; s3api + s3token for the S3 API, whose access keys are Keystone EC2
+# credentials), memcached for tokens. Creates a `cache` project with a member user, its EC2
+# credential and the container `kiln-cache`; prints the S3 environment kiln reads.
 #
-#   scripts/swift-setup.sh          # configure and start; prints the environment
+# Needs Keystone up (scripts/glance-setup.sh first).
+#
+#   scripts/swift-setup.sh          # configure and start; writes the S3 environment to $dir/s3.env
 #   scripts/swift-setup.sh stop     # stop what it started
 #
 # State in $KILN_SWIFT_DIR (default /var/tmp/kiln-swift); PIDs in its run/pids (and in
 # $KILN_SERVICES_PIDFILE if set).
 set -euo pipefail
 dir=${KILN_SWIFT_DIR:-/var/tmp/kiln-swift}
-key=kiln-swift-secret
+venv=${KILN_GLANCE_VENV:-/opt/kiln-glance-venv}
+admin_pw=${KILN_GLANCE_ADMIN_PASSWORD:-kiln-admin-pw}
+svc_pw=kiln-swift-svc-pw
+user_pw=kiln-cache-pw
+ks=http://127.0.0.1:5000/v3
 
 stop() {
   [ -f "$dir/run/pids" ] || return 0
@@ -20,9 +28,12 @@ stop() {
 }
 if [ "${1:-}" = stop ]; then stop; exit 0; fi
 
-for c in swift-ring-builder swift-proxy-server swift-object-server memcached curl; do
-  command -v "$c" >/dev/null || { echo "swift-setup: $c missing (scripts/install-deps.sh)" >&2; exit 1; }
+for c in swift-ring-builder swift-proxy-server swift-object-server memcached curl "$venv/bin/openstack"; do
+  command -v "$c" >/dev/null || { echo "swift-setup: $c missing (scripts/install-deps.sh, scripts/glance-setup.sh)" >&2; exit 1; }
 done
+python3 -c 'import keystonemiddleware' 2>/dev/null \
+  || { echo "swift-setup: python3-keystonemiddleware missing (scripts/install-deps.sh)" >&2; exit 1; }
+curl -sf -o /dev/null "$ks" || { echo "swift-setup: no Keystone on $ks (scripts/glance-setup.sh)" >&2; exit 1; }
 stop
 rm -rf "$dir" && mkdir -p "$dir/devices/d1" "$dir/run"
 cd "$dir"
@@ -53,6 +64,28 @@ pipeline = $n-server
 use = egg:swift#$n
 EOF
 done
+# Identity: the proxy's service user, the object-store endpoint, a `cache` project whose member
+# user holds the EC2 credential the S3 API takes. Recreated each run (fresh secret).
+os() {
+  env -u OS_CLOUD OS_AUTH_URL=$ks OS_IDENTITY_API_VERSION=3 OS_USERNAME=admin OS_PASSWORD="$admin_pw" \
+    OS_PROJECT_NAME=admin OS_USER_DOMAIN_ID=default OS_PROJECT_DOMAIN_ID=default \
+    OS_REGION_NAME=RegionOne "$venv/bin/openstack" "$@"
+}
+for u in swift cache-user; do
+  if os user show -f value -c id "$u" >/dev/null 2>&1; then os user delete "$u"; fi
+done
+os project show cache >/dev/null 2>&1 || os project create --domain default cache >/dev/null
+os project show service >/dev/null 2>&1 || os project create --domain default service >/dev/null
+os user create --domain default --password "$svc_pw" swift >/dev/null
+os role add --project service --user swift admin
+os user create --domain default --password "$user_pw" cache-user >/dev/null
+os role add --project cache --user cache-user member
+if ! os service show object-store >/dev/null 2>&1; then
+  os service create --name swift object-store >/dev/null
+  os endpoint create --region RegionOne object-store public 'http://127.0.0.1:8080/v1/AUTH_%(project_id)s' >/dev/null
+fi
+read -r access secret < <(os ec2 credentials create --project cache --user cache-user -f value -c access -c secret)
+[ -n "$secret" ] || { echo "swift-setup: no EC2 credential from Keystone" >&2; exit 1; }
 # The servers drop to the swift user: it must own the device.
 chown -R swift:swift "$dir/devices"
 cat > proxy-server.conf <<EOF
@@ -62,15 +95,30 @@ bind_port = 8080
 swift_dir = $dir
 workers = 1
 [pipeline:main]
-pipeline = catch_errors proxy-logging cache s3api tempauth proxy-logging proxy-server
+pipeline = catch_errors proxy-logging cache s3api s3token authtoken keystoneauth proxy-logging proxy-server
 [app:proxy-server]
 use = egg:swift#proxy
 account_autocreate = true
-[filter:tempauth]
-use = egg:swift#tempauth
-user_kiln_cache = $key .admin
 [filter:s3api]
 use = egg:swift#s3api
+[filter:s3token]
+use = egg:swift#s3token
+auth_uri = $ks
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+www_authenticate_uri = $ks
+auth_url = $ks
+auth_type = password
+project_domain_id = default
+user_domain_id = default
+project_name = service
+username = swift
+password = $svc_pw
+delay_auth_decision = True
+memcached_servers = 127.0.0.1:11211
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+operator_roles = admin, member
 [filter:cache]
 use = egg:swift#memcache
 memcache_servers = 127.0.0.1:11211
@@ -88,21 +136,26 @@ start() { # log command…
 start memcached memcached -l 127.0.0.1 -p 11211 -u nobody
 for n in account container object; do start "$n" "swift-$n-server" "$n-server.conf"; done
 start proxy swift-proxy-server proxy-server.conf
+# The container through Swift's own API, with the cache user's Keystone token.
+cos() {
+  env -u OS_CLOUD OS_AUTH_URL=$ks OS_IDENTITY_API_VERSION=3 OS_USERNAME=cache-user OS_PASSWORD="$user_pw" \
+    OS_PROJECT_NAME=cache OS_USER_DOMAIN_ID=default OS_PROJECT_DOMAIN_ID=default \
+    OS_REGION_NAME=RegionOne "$venv/bin/openstack" "$@"
+}
+read -r token project < <(cos token issue -f value -c id -c project_id)
 for _ in $(seq 1 100); do
-  curl -s -o /dev/null -f -H "X-Auth-User: kiln:cache" -H "X-Auth-Key: $key" \
-    http://127.0.0.1:8080/auth/v1.0 && break
+  curl -s -o /dev/null http://127.0.0.1:8080/healthcheck && break
   sleep 0.2
 done
-token=$(curl -s -i -H "X-Auth-User: kiln:cache" -H "X-Auth-Key: $key" http://127.0.0.1:8080/auth/v1.0 \
-  | awk -F': ' 'tolower($1) == "x-auth-token" {print $2}' | tr -d '\r')
-[ -n "$token" ] || { echo "swift-setup: the proxy gives no token" >&2; exit 1; }
 # The account and container servers may still be starting: a 503 until they answer.
 for _ in $(seq 1 50); do
   code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "X-Auth-Token: $token" \
-    http://127.0.0.1:8080/v1/AUTH_kiln/kiln-cache)
+    "http://127.0.0.1:8080/v1/AUTH_$project/kiln-cache") || true
   case $code in 201|202) break ;; esac
   sleep 0.2
 done
-case $code in 201|202) ;; *) echo "swift-setup: creating the container: HTTP $code" >&2; exit 1 ;; esac
-echo "Swift on http://127.0.0.1:8080 (tempauth kiln:cache; S3 API, bucket kiln-cache)"
-echo "export AWS_ACCESS_KEY_ID=kiln:cache AWS_SECRET_ACCESS_KEY=$key AWS_ENDPOINT_URL=http://127.0.0.1:8080"
+case $code in 201|202) ;; *) echo "swift-setup: creating the container: HTTP $code (log: $dir/run/proxy.log)" >&2; exit 1 ;; esac
+echo "Swift on http://127.0.0.1:8080 (Keystone auth; S3 API with the cache project's EC2 credential, bucket kiln-cache)"
+# The secret goes to a private file, not to the log.
+(umask 077; echo "export AWS_ACCESS_KEY_ID=$access AWS_SECRET_ACCESS_KEY=$secret AWS_ENDPOINT_URL=http://127.0.0.1:8080" > "$dir/s3.env")
+echo ". $dir/s3.env  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL for kiln --cache-remote s3://kiln-cache"

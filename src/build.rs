@@ -24,6 +24,8 @@ pub struct Options {
     pub until: Option<String>,
     /// `--refresh`.
     pub refresh: bool,
+    /// The remote stage cache, opened (credentials checked) before the build.
+    pub remote: Option<std::sync::Arc<crate::remotecache::Remote>>,
 }
 
 /// `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
@@ -56,6 +58,8 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
     ctx.jobs = opts.jobs.max(1);
     if opts.no_cache {
         ctx.cache = None;
+    } else {
+        ctx.remote = opts.remote.clone();
     }
     ctx.rebuild_from = opts.rebuild_from.clone();
     ctx.until = opts.until.clone();
@@ -100,6 +104,14 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
         .collect();
     let report = pipeline::run(&mut stages, &mut ctx, cancel);
     drop(stages);
+    // What the stages made reaches the remote cache before the build says it is done (a
+    // failed build's finished stages too: another machine resumes from them). Interrupted:
+    // the pushes are dropped (an unfinished upload leaves no entry: meta.json goes last).
+    if report.outcome == Outcome::Cancelled {
+        ctx.remote = None;
+    } else {
+        ctx.finish_pushes();
+    }
 
     let code = match report.outcome {
         Outcome::Success => exit::OK,

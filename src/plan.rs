@@ -33,6 +33,8 @@ pub struct Plan {
     pub properties: BTreeMap<String, String>,
     /// `cache.max_age` in seconds: provisioned disks older than this are rebuilt.
     pub cache_max_age_secs: Option<u64>,
+    /// `cache.remote`: the remote stage cache's URL (s3://BUCKET[/PREFIX]).
+    pub cache_remote: Option<String>,
 }
 
 impl Plan {

@@ -1,23 +1,29 @@
 //! The stage cache shared between machines: entries pushed to and pulled from object storage
 //! through its S3 API (OpenStack Swift's s3api, Ceph RGW, MinIO, AWS), with the `object_store`
-//! crate on a tokio runtime (the files of an entry go concurrently). An entry is
-//! `PREFIX/KEY/FILE` plus `PREFIX/KEY/meta.json` written last, which carries each file's
-//! SHA-256: a pull verifies every byte before the entry is committed locally.
+//! crate on a tokio runtime. An entry is `PREFIX/KEY/FILE` plus `PREFIX/KEY/meta.json`, written
+//! last, which carries each file's SHA-256 and mode: a pull verifies every byte (hashed as it
+//! streams in) before the entry is committed locally, and a half-pushed entry is never seen.
 //!
-//! Work in progress (issue 13): not yet wired into the build.
+//! Pushes run in the background while the build goes on (`push`), several files at once and
+//! large files in parallel multipart parts; `wait` collects them when the build ends. A remote
+//! that fails costs sharing, never the build: the callers warn and go on.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use futures::StreamExt;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     #[error("remote cache {url}: {message}")]
     Config { url: String, message: String },
-    #[error("remote cache {op} {path}: {message}")]
+    #[error("remote cache: {op} {path}: {message}")]
     Io {
         op: &'static str,
         path: String,
@@ -31,28 +37,77 @@ pub enum RemoteError {
     },
 }
 
+/// Parts of a multipart upload (S3 wants at least 5 MiB but the last), and how many go at once.
+const PART: usize = 16 << 20;
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// What a push did, for the line at the end of the build.
+#[derive(Debug, Default)]
+pub struct PushReport {
+    pub pushed: Vec<(String, u64)>,
+    /// Already on the remote (another machine pushed it, or this one earlier).
+    pub present: usize,
+    pub failed: Vec<(String, RemoteError)>,
+    pub secs: f64,
+}
+
+type Pending = tokio::task::JoinHandle<Result<Option<u64>, RemoteError>>;
+
 pub struct Remote {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     rt: tokio::runtime::Runtime,
     pub url: String,
+    pushes: Mutex<Vec<(String, Pending)>>,
+    started: Mutex<Option<Instant>>,
 }
 
-/// `s3://BUCKET[/PREFIX]`; the endpoint from `AWS_ENDPOINT_URL`, credentials from
-/// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (never from a recipe).
+/// `s3://BUCKET[/PREFIX]`. The endpoint comes from `AWS_ENDPOINT_URL` and the credentials from
+/// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (never from a recipe or the command line).
 pub fn parse_url(url: &str) -> Result<(String, String), String> {
     let rest = url
         .strip_prefix("s3://")
         .ok_or_else(|| format!("`{url}` is not an s3://BUCKET[/PREFIX] URL"))?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if bucket.is_empty()
+    // S3's bucket rules (Swift's containers allow more, but a name S3 takes works everywhere).
+    if bucket.len() < 3
+        || bucket.len() > 63
         || !bucket
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c))
+        || bucket.starts_with(['-', '.'])
+        || bucket.ends_with(['-', '.'])
     {
-        return Err(format!("`{url}`: no valid bucket name"));
+        return Err(format!(
+            "`{url}`: `{bucket}` is not a bucket name (3-63 of a-z, 0-9, `-`, `.`)"
+        ));
     }
-    Ok((bucket.to_string(), prefix.trim_matches('/').to_string()))
+    let prefix = prefix.trim_matches('/');
+    if let Some(bad) = prefix
+        .split('/')
+        .find(|s| !prefix.is_empty() && (s.is_empty() || *s == "." || *s == ".."))
+    {
+        return Err(format!(
+            "`{url}`: the prefix has an empty, `.` or `..` part (`{bad}`)"
+        ));
+    }
+    if let Some(c) = prefix
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._/".contains(*c)))
+    {
+        return Err(format!(
+            "`{url}`: {c:?} in the prefix (letters, digits, `-`, `.`, `_` and `/`)"
+        ));
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
+}
+
+fn io(op: &'static str, path: impl std::fmt::Display, e: impl std::fmt::Display) -> RemoteError {
+    RemoteError::Io {
+        op,
+        path: path.to_string(),
+        message: e.to_string(),
+    }
 }
 
 impl Remote {
@@ -62,6 +117,14 @@ impl Remote {
             message,
         };
         let (bucket, prefix) = parse_url(url).map_err(cfg)?;
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            return Err(cfg(
+                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for Swift, an \
+                 EC2 credential from Keystone: `openstack ec2 credentials create`) and \
+                 AWS_ENDPOINT_URL for a store that is not AWS"
+                    .into(),
+            ));
+        }
         let mut b = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
             .with_virtual_hosted_style_request(false);
@@ -84,174 +147,301 @@ impl Remote {
             prefix,
             rt,
             url: url.to_string(),
+            pushes: Mutex::new(Vec::new()),
+            started: Mutex::new(None),
         })
     }
 
     fn path(&self, key: &str, file: &str) -> ObjPath {
-        if self.prefix.is_empty() {
-            ObjPath::from(format!("{key}/{file}"))
-        } else {
-            ObjPath::from(format!("{}/{key}/{file}", self.prefix))
-        }
+        object_path(&self.prefix, key, file)
     }
 
-    /// Upload `files` (local path, name) of entry `key` concurrently, then `meta` with their
-    /// digests; meta.json last, so a half-pushed entry is never seen.
-    pub fn push(
-        &self,
-        key: &str,
-        files: &[(PathBuf, String)],
-        mut meta: Value,
-    ) -> Result<(), RemoteError> {
-        let mut digests = serde_json::Map::new();
-        for (p, name) in files {
-            let d = crate::stagecache::file_digest(p).map_err(|e| RemoteError::Io {
-                op: "hashing",
-                path: p.display().to_string(),
-                message: e.to_string(),
-            })?;
-            digests.insert(name.clone(), Value::String(d));
-        }
-        meta["digests"] = Value::Object(digests);
-        self.rt.block_on(async {
-            let uploads = files.iter().map(|(p, name)| {
-                let store = self.store.clone();
-                let dest = self.path(key, name);
-                let p = p.clone();
-                async move {
-                    let data = tokio::fs::read(&p).await.map_err(|e| RemoteError::Io {
-                        op: "reading",
-                        path: p.display().to_string(),
-                        message: e.to_string(),
-                    })?;
-                    store
-                        .put(&dest, PutPayload::from(data))
-                        .await
-                        .map_err(|e| RemoteError::Io {
-                            op: "uploading",
-                            path: dest.to_string(),
-                            message: e.to_string(),
-                        })
-                        .map(drop)
-                }
-            });
-            for r in futures_join(uploads).await {
-                r?;
+    /// The remote meta.json of `key`, if the entry is there (complete).
+    pub fn meta(&self, key: &str) -> Result<Option<Value>, RemoteError> {
+        self.rt
+            .block_on(get_meta(self.store.clone(), self.path(key, "meta.json")))
+    }
+
+    /// Push entry `key` in the background unless the remote has it: `files` (local path, name)
+    /// concurrently, then `meta` with their digests and modes. `wait` collects the result.
+    pub fn push(&self, key: &str, files: Vec<(PathBuf, String)>, meta: Value) {
+        let store = self.store.clone();
+        let prefix = self.prefix.clone();
+        let k = key.to_string();
+        self.started
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Instant::now);
+        let task = self.rt.spawn(async move {
+            let m = object_path(&prefix, &k, "meta.json");
+            if get_meta(store.clone(), m.clone()).await?.is_some() {
+                return Ok(None);
             }
-            let m = self.path(key, "meta.json");
-            self.store
+            tracing::info!("remote cache: pushing entry {}", short(&k));
+            let uploads: Vec<_> = files
+                .into_iter()
+                .map(|(p, name)| {
+                    let store = store.clone();
+                    let dest = object_path(&prefix, &k, &name);
+                    tokio::spawn(async move {
+                        upload(store, &p, &dest).await.map(|(d, n)| (name, p, d, n))
+                    })
+                })
+                .collect();
+            let mut meta = meta;
+            let mut files = serde_json::Map::new();
+            let mut bytes = 0;
+            for u in uploads {
+                let (name, p, digest, n) = u.await.map_err(|e| io("uploading", &k, e))??;
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&p)
+                    .map(|m| m.permissions().mode() & 0o777)
+                    .unwrap_or(0o644);
+                files.insert(
+                    name,
+                    serde_json::json!({"sha256": digest, "size": n, "mode": mode}),
+                );
+                bytes += n;
+            }
+            meta["remote_files"] = Value::Object(files);
+            store
                 .put(
                     &m,
                     PutPayload::from(serde_json::to_vec(&meta).expect("JSON")),
                 )
                 .await
-                .map_err(|e| RemoteError::Io {
-                    op: "uploading",
-                    path: m.to_string(),
-                    message: e.to_string(),
-                })?;
-            Ok(())
-        })
+                .map_err(|e| io("uploading", &m, e))?;
+            Ok(Some(bytes))
+        });
+        self.pushes.lock().unwrap().push((key.to_string(), task));
     }
 
-    /// The remote meta.json of `key`, if the entry is there.
-    pub fn meta(&self, key: &str) -> Result<Option<Value>, RemoteError> {
-        let m = self.path(key, "meta.json");
+    /// Wait for every push started so far.
+    pub fn wait(&self) -> PushReport {
+        let pending: Vec<_> = std::mem::take(&mut *self.pushes.lock().unwrap());
+        let started = self.started.lock().unwrap().take();
+        let mut r = PushReport::default();
+        if pending.is_empty() {
+            return r;
+        }
         self.rt.block_on(async {
-            match self.store.get(&m).await {
-                Ok(r) => {
-                    let bytes = r.bytes().await.map_err(|e| RemoteError::Io {
-                        op: "downloading",
-                        path: m.to_string(),
-                        message: e.to_string(),
-                    })?;
-                    Ok(serde_json::from_slice(&bytes).ok())
+            for (key, t) in pending {
+                match t.await {
+                    Ok(Ok(Some(n))) => r.pushed.push((key, n)),
+                    Ok(Ok(None)) => r.present += 1,
+                    Ok(Err(e)) => r.failed.push((key, e)),
+                    Err(e) => r.failed.push((key.clone(), io("pushing", key, e))),
                 }
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(RemoteError::Io {
-                    op: "looking up",
-                    path: m.to_string(),
-                    message: e.to_string(),
-                }),
             }
-        })
+        });
+        r.secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        r
     }
 
-    /// Download the entry's files into `dir`, each verified against the meta's digest.
-    pub fn pull_files(
-        &self,
-        key: &str,
-        meta: &Value,
-        dir: &Path,
-    ) -> Result<Vec<PathBuf>, RemoteError> {
-        let files: Vec<String> = meta["files"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|f| f.as_str().map(String::from))
+    /// Download the files `meta` lists for `key` into `dir`, concurrently, each hashed as it
+    /// streams in and refused (removed) unless it matches its digest; modes as pushed.
+    pub fn pull(&self, key: &str, meta: &Value, dir: &Path) -> Result<Vec<PathBuf>, RemoteError> {
+        let files: Vec<(String, String, u64, u32)> = meta["remote_files"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(name, f)| {
+                        (
+                            name.clone(),
+                            f["sha256"].as_str().unwrap_or_default().to_string(),
+                            f["size"].as_u64().unwrap_or(0),
+                            f["mode"].as_u64().unwrap_or(0o644) as u32,
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
-        self.rt.block_on(async {
+        if files.iter().any(|(name, ..)| !safe_name(name)) {
+            return Err(io(
+                "reading",
+                self.path(key, "meta.json"),
+                "a file name that is not plain",
+            ));
+        }
+        let total: u64 = files.iter().map(|f| f.2).sum();
+        let progress = Arc::new(crate::progress::Progress::bytes(
+            &format!("remote cache: pulling {}", short(key)),
+            Some(total),
+        ));
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let result = self.rt.block_on(async {
+            let tasks: Vec<_> = files
+                .into_iter()
+                .map(|(name, sha, _, mode)| {
+                    let store = self.store.clone();
+                    let src = self.path(key, &name);
+                    let dest = dir.join(&name);
+                    let (progress, done) = (progress.clone(), done.clone());
+                    tokio::spawn(async move {
+                        let r = download(store, &src, &dest, &sha, mode, &|n| {
+                            let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                            progress.set(d);
+                        })
+                        .await;
+                        if r.is_err() {
+                            let _ = tokio::fs::remove_file(&dest).await;
+                        }
+                        r.map(|()| dest)
+                    })
+                })
+                .collect();
             let mut out = Vec::new();
-            for name in &files {
-                let src = self.path(key, name);
-                let bytes = self
-                    .store
-                    .get(&src)
-                    .await
-                    .map_err(|e| RemoteError::Io {
-                        op: "downloading",
-                        path: src.to_string(),
-                        message: e.to_string(),
-                    })?
-                    .bytes()
-                    .await
-                    .map_err(|e| RemoteError::Io {
-                        op: "downloading",
-                        path: src.to_string(),
-                        message: e.to_string(),
-                    })?;
-                let dest = dir.join(name);
-                tokio::fs::write(&dest, &bytes)
-                    .await
-                    .map_err(|e| RemoteError::Io {
-                        op: "writing",
-                        path: dest.display().to_string(),
-                        message: e.to_string(),
-                    })?;
-                let got = crate::stagecache::file_digest(&dest).unwrap_or_default();
-                let expected = meta["digests"][name]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                if got != expected {
-                    let _ = std::fs::remove_file(&dest);
-                    return Err(RemoteError::Digest {
-                        path: src.to_string(),
-                        expected,
-                        got,
-                    });
+            let mut first_err = None;
+            for t in tasks {
+                match t.await.map_err(|e| io("downloading", key, e)) {
+                    Ok(Ok(p)) => out.push(p),
+                    Ok(Err(e)) | Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
                 }
-                out.push(dest);
             }
-            Ok(out)
-        })
+            match first_err {
+                Some(e) => {
+                    for p in &out {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    Err(e)
+                }
+                None => Ok(out),
+            }
+        });
+        progress.finish();
+        result
     }
 }
 
-/// Await every future concurrently, results in order.
-async fn futures_join<F, T>(futs: impl Iterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futs.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        out.push(h.await.expect("upload task"));
+fn short(key: &str) -> &str {
+    &key[..key.len().min(12)]
+}
+
+/// A file name of an entry: one plain component (a remote's meta cannot name `../x`).
+fn safe_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
+
+fn object_path(prefix: &str, key: &str, file: &str) -> ObjPath {
+    if prefix.is_empty() {
+        ObjPath::from(format!("{key}/{file}"))
+    } else {
+        ObjPath::from(format!("{prefix}/{key}/{file}"))
     }
-    out
+}
+
+async fn get_meta(store: Arc<dyn ObjectStore>, m: ObjPath) -> Result<Option<Value>, RemoteError> {
+    match store.get(&m).await {
+        Ok(r) => {
+            let bytes = r.bytes().await.map_err(|e| io("downloading", &m, e))?;
+            // An unreadable meta is no entry (it is replaced by the next push).
+            Ok(serde_json::from_slice(&bytes).ok())
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(io("looking up", &m, e)),
+    }
+}
+
+/// Upload `p` to `dest`, hashing it on the way: one PUT when small, parts in parallel when not.
+async fn upload(
+    store: Arc<dyn ObjectStore>,
+    p: &Path,
+    dest: &ObjPath,
+) -> Result<(String, u64), RemoteError> {
+    let mut f = tokio::fs::File::open(p)
+        .await
+        .map_err(|e| io("reading", p.display(), e))?;
+    let len = f
+        .metadata()
+        .await
+        .map_err(|e| io("reading", p.display(), e))?
+        .len();
+    let mut hash = Sha256::new();
+    if len <= PART as u64 {
+        let mut data = Vec::with_capacity(len as usize);
+        f.read_to_end(&mut data)
+            .await
+            .map_err(|e| io("reading", p.display(), e))?;
+        hash.update(&data);
+        let n = data.len() as u64;
+        store
+            .put(dest, PutPayload::from(data))
+            .await
+            .map_err(|e| io("uploading", dest, e))?;
+        return Ok((hex::encode(hash.finalize()), n));
+    }
+    let up = store
+        .put_multipart(dest)
+        .await
+        .map_err(|e| io("uploading", dest, e))?;
+    let mut w = WriteMultipart::new_with_chunk_size(up, PART);
+    let mut buf = vec![0u8; 4 << 20];
+    let mut n = 0u64;
+    loop {
+        let r = match f.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(r) => r,
+            Err(e) => {
+                let _ = w.abort().await;
+                return Err(io("reading", p.display(), e));
+            }
+        };
+        hash.update(&buf[..r]);
+        if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+            let _ = w.abort().await;
+            return Err(io("uploading", dest, e));
+        }
+        w.write(&buf[..r]);
+        n += r as u64;
+    }
+    w.finish().await.map_err(|e| io("uploading", dest, e))?;
+    Ok((hex::encode(hash.finalize()), n))
+}
+
+/// Stream `src` into `dest` (mode `mode`), hashing as it comes; a wrong digest is an error.
+async fn download(
+    store: Arc<dyn ObjectStore>,
+    src: &ObjPath,
+    dest: &Path,
+    sha: &str,
+    mode: u32,
+    step: &(dyn Fn(u64) + Send + Sync),
+) -> Result<(), RemoteError> {
+    let mut stream = store
+        .get(src)
+        .await
+        .map_err(|e| io("downloading", src, e))?
+        .into_stream();
+    let mut f = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| io("writing", dest.display(), e))?;
+    let mut hash = Sha256::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| io("downloading", src, e))?;
+        hash.update(&chunk);
+        f.write_all(&chunk)
+            .await
+            .map_err(|e| io("writing", dest.display(), e))?;
+        step(chunk.len() as u64);
+    }
+    f.sync_all()
+        .await
+        .map_err(|e| io("writing", dest.display(), e))?;
+    let got = hex::encode(hash.finalize());
+    if got != sha {
+        return Err(RemoteError::Digest {
+            path: src.to_string(),
+            expected: sha.to_string(),
+            got,
+        });
+    }
+    use std::os::unix::fs::PermissionsExt;
+    tokio::fs::set_permissions(dest, std::fs::Permissions::from_mode(mode & 0o755))
+        .await
+        .map_err(|e| io("writing", dest.display(), e))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -260,16 +450,41 @@ mod tests {
 
     #[test]
     fn urls_name_a_bucket_and_a_prefix() {
+        let ok = |u: &str| parse_url(u).unwrap();
+        assert_eq!(ok("s3://kiln-cache"), ("kiln-cache".into(), "".into()));
         assert_eq!(
-            parse_url("s3://kiln-cache").unwrap(),
-            ("kiln-cache".into(), "".into())
-        );
-        assert_eq!(
-            parse_url("s3://kiln-cache/team/a/").unwrap(),
+            ok("s3://kiln-cache/team/a/"),
             ("kiln-cache".into(), "team/a".into())
         );
-        assert!(parse_url("http://x").is_err());
-        assert!(parse_url("s3://").is_err());
-        assert!(parse_url("s3://a b").is_err());
+        assert_eq!(ok("s3://a.b-c/x_y.z"), ("a.b-c".into(), "x_y.z".into()));
+        for bad in [
+            "http://x",
+            "s3://",
+            "s3://a b",
+            "s3://ab",
+            "s3://UPPER",
+            "s3://-lead",
+            "s3://bucket/../x",
+            "s3://bucket/a//b",
+            "s3://bucket/a b",
+            "s3://bucket/a?x=1",
+            "s3://bucket/%2e%2e",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn entry_files_are_plain_names() {
+        assert!(safe_name("disk.qcow2"));
+        for bad in ["", ".", "..", "../x", "a/b", "a\0"] {
+            assert!(!safe_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn objects_sit_under_the_prefix() {
+        assert_eq!(object_path("", "k", "meta.json").as_ref(), "k/meta.json");
+        assert_eq!(object_path("team/a", "k", "disk").as_ref(), "team/a/k/disk");
     }
 }

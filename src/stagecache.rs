@@ -151,7 +151,7 @@ impl Store {
         }
     }
 
-    fn dir(&self, key: &Key) -> PathBuf {
+    pub fn dir(&self, key: &Key) -> PathBuf {
         self.root.join(&key.0)
     }
 
@@ -218,6 +218,20 @@ impl Store {
         files: &[(PathBuf, &str)],
         data: Value,
     ) -> std::io::Result<Entry> {
+        self.commit_at(stage, key, depends_on, files, data, now())
+    }
+
+    /// `commit` with the time the result was made (a pulled entry keeps its age, which
+    /// `cache.max_age` judges).
+    pub fn commit_at(
+        &self,
+        stage: &str,
+        key: &Key,
+        depends_on: Option<&Key>,
+        files: &[(PathBuf, &str)],
+        data: Value,
+        created: u64,
+    ) -> std::io::Result<Entry> {
         std::fs::create_dir_all(&self.root)?;
         let tmp = self
             .root
@@ -225,7 +239,13 @@ impl Store {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp)?;
         let mut moved = Vec::new();
-        let result = self.fill(&tmp, stage, key, depends_on, files, data, &mut moved);
+        let result = self.fill(
+            &tmp,
+            (stage, key, depends_on, created),
+            files,
+            data,
+            &mut moved,
+        );
         if let Err(e) = result {
             // Nothing is lost to a cache that cannot take it (full, read-only): the files go
             // back where the build had them.
@@ -256,13 +276,10 @@ impl Store {
             .ok_or_else(|| std::io::Error::other(format!("cache entry {} unreadable", key.0)))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn fill(
         &self,
         tmp: &Path,
-        stage: &str,
-        key: &Key,
-        depends_on: Option<&Key>,
+        (stage, key, depends_on, created): (&str, &Key, Option<&Key>, u64),
         files: &[(PathBuf, &str)],
         data: Value,
         moved: &mut Vec<(PathBuf, PathBuf)>,
@@ -282,7 +299,7 @@ impl Store {
             stage: stage.to_string(),
             key: key.clone(),
             depends_on: depends_on.cloned(),
-            created: now(),
+            created,
             files: files.iter().map(|(_, n)| n.to_string()).collect(),
             size,
             data,
@@ -488,15 +505,49 @@ pub fn base_key(
     cache_dir: &Path,
 ) -> std::io::Result<Option<Key>> {
     use crate::plan::SourcePlan;
-    let inputs = match &plan.source {
-        SourcePlan::Bootstrap(b) => serde_json::json!({"bootstrap": b.cache_key()}),
+    Ok(Some(match &plan.source {
+        SourcePlan::Bootstrap(b) => bootstrap_key(b),
         SourcePlan::Installer(_) => return Ok(None),
         SourcePlan::Image { .. } => match content_id(base, cache_dir)? {
-            ContentId::Download(name) => serde_json::json!({ "download": name }),
-            ContentId::Sha256(d) => serde_json::json!({ "sha256": d }),
+            ContentId::Download(name) => download_key(&name),
+            ContentId::Sha256(d) => derive(
+                "source",
+                SOURCE_VERSION,
+                None,
+                &serde_json::json!({ "sha256": d }),
+            ),
         },
-    };
-    Ok(Some(derive("source", SOURCE_VERSION, None, &inputs)))
+    }))
+}
+
+/// A bootstrapped base disk's key (known before it is built: the remote cache may have it).
+pub fn bootstrap_key(b: &crate::plan::BootstrapPlan) -> Key {
+    derive(
+        "source",
+        SOURCE_VERSION,
+        None,
+        &serde_json::json!({"bootstrap": b.cache_key()}),
+    )
+}
+
+/// A downloaded image's key, from its name in the download cache (its checksum).
+pub fn download_key(name: &str) -> Key {
+    derive(
+        "source",
+        SOURCE_VERSION,
+        None,
+        &serde_json::json!({ "download": name }),
+    )
+}
+
+/// Size and modification time of a file an entry shares with a catalog by a hard link: a
+/// change in place shows as a different stamp.
+pub fn file_stamp(p: &Path) -> Value {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(p) {
+        Ok(m) => serde_json::json!([m.size(), m.mtime(), m.mtime_nsec()]),
+        Err(_) => Value::Null,
+    }
 }
 
 /// What identifies a file's content for a key.

@@ -1404,3 +1404,55 @@ fn each_kind_of_input_changes_exactly_the_stage_keys_it_can_change() {
         assert_eq!(got, changed, "{name}");
     }
 }
+
+#[test]
+fn a_remote_cache_is_checked_before_the_build_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = example_copy(dir.path(), |t| {
+        format!("{t}\ncache:\n  remote: s3://Bad_Bucket/x\n")
+    });
+    let r = recipe.to_str().unwrap();
+    // A URL in the recipe that names no bucket: a validation error with its position.
+    let out = kiln_in(&["validate", r], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("debian-12.yaml:") && err.contains("`Bad_Bucket` is not a bucket name"),
+        "{err}"
+    );
+    // A good URL without credentials: refused before anything is built, saying how to get them.
+    let good = example_copy(dir.path(), |t| t);
+    let mut cmd = kiln();
+    cmd.current_dir(dir.path())
+        .args([
+            "build",
+            good.to_str().unwrap(),
+            "--cache-remote",
+            "s3://kiln-cache",
+        ])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("KILN_CACHE_REMOTE");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--cache-remote")
+            && err.contains("AWS_ACCESS_KEY_ID")
+            && err.contains("openstack ec2 credentials create"),
+        "{err}"
+    );
+    assert!(!dir.path().join("kiln-output").exists(), "nothing built");
+    // --no-cache and --cache-remote contradict each other.
+    let out = kiln_in(
+        &[
+            "build",
+            good.to_str().unwrap(),
+            "--no-cache",
+            "--cache-remote",
+            "s3://kiln-cache",
+        ],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

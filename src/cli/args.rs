@@ -107,6 +107,12 @@ pub enum Command {
         /// Provision again even if the cache has the disk (newer packages from the mirror).
         #[arg(long, conflicts_with = "no_cache")]
         refresh: bool,
+        /// Share the stage cache through object storage: s3://BUCKET[/PREFIX] (Swift's S3
+        /// API, Ceph RGW, MinIO, AWS). Local misses are pulled from it, results pushed to it.
+        /// Default: $KILN_CACHE_REMOTE, else the recipe's cache.remote. Credentials from
+        /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the endpoint from AWS_ENDPOINT_URL.
+        #[arg(long, value_name = "URL", conflicts_with = "no_cache")]
+        cache_remote: Option<String>,
     },
     /// Publish a finished build (a catalog directory with manifest.json) to Glance, with the
     /// recipe's publish.glance settings (or defaults); records the image ids in the manifest.

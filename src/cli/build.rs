@@ -221,6 +221,26 @@ pub(super) struct StageCacheFlags {
     pub rebuild_from: Option<String>,
     pub until: Option<String>,
     pub refresh: bool,
+    pub cache_remote: Option<String>,
+}
+
+/// The remote stage cache's URL and where it came from: `--cache-remote`, else
+/// `$KILN_CACHE_REMOTE` (empty: none), else the recipe's `cache.remote`; none with --no-cache.
+fn remote_url(flags: &StageCacheFlags, plan: &crate::plan::Plan) -> Option<(String, String)> {
+    if flags.no_cache {
+        return None;
+    }
+    if let Some(u) = &flags.cache_remote {
+        return Some((u.clone(), "--cache-remote".into()));
+    }
+    match std::env::var("KILN_CACHE_REMOTE") {
+        Ok(u) if u.is_empty() => None,
+        Ok(u) => Some((u, "KILN_CACHE_REMOTE".into())),
+        Err(_) => plan
+            .cache_remote
+            .clone()
+            .map(|u| (u, "cache.remote in the recipe".into())),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -258,6 +278,17 @@ pub(super) fn build(
             };
         }
     }
+    // The remote cache is opened (URL and credentials checked) before a long build, too.
+    let remote = match remote_url(&cache_flags, &plan) {
+        None => None,
+        Some((url, from)) => match crate::remotecache::Remote::open(&url) {
+            Ok(r) => Some(std::sync::Arc::new(r)),
+            Err(e) => {
+                errln!("error: {from}: {e}\n  (or build without it: --no-cache, or unset {from})");
+                return exit::INVALID_INPUT;
+            }
+        },
+    };
     // A build must be able to clean up when interrupted: no handler, no build.
     let cancel = match try_cancel_on_signals() {
         Ok(c) => c,
@@ -282,6 +313,7 @@ pub(super) fn build(
         rebuild_from: cache_flags.rebuild_from,
         until: cache_flags.until,
         refresh: cache_flags.refresh,
+        remote,
     };
     match crate::build::run(plan, &opts, &cancel) {
         Err(e) => {

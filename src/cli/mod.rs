@@ -116,6 +116,7 @@ pub fn main() -> i32 {
             rebuild_from,
             until,
             refresh,
+            cache_remote,
         } => build(
             &recipe,
             output,
@@ -129,6 +130,7 @@ pub fn main() -> i32 {
                 rebuild_from,
                 until,
                 refresh,
+                cache_remote,
             },
         ),
         Command::Convert(args) => convert_cmd(args),

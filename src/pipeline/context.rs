@@ -87,13 +87,17 @@ pub struct BuildContext {
     pub records: Vec<StageRecord>,
     /// The stage cache (None with --no-cache).
     pub cache: Option<crate::stagecache::Store>,
+    /// The remote stage cache (`--cache-remote`, `KILN_CACHE_REMOTE`, `cache.remote`).
+    pub remote: Option<std::sync::Arc<crate::remotecache::Remote>>,
+    /// Keys pushed (or pulled) in this build: each goes to the remote once.
+    pub(super) shared: std::sync::Mutex<std::collections::HashSet<crate::stagecache::Key>>,
     /// `--rebuild-from STAGE`: from that stage on nothing is taken from the cache.
     pub rebuild_from: Option<String>,
     /// `--until STAGE`: stop after it (its result stays in the stage cache).
     pub until: Option<String>,
     /// `--refresh`: provisioned disks are made again (new packages from the mirror).
     pub refresh: bool,
-    lookups_off: bool,
+    pub(super) lookups_off: bool,
     /// The key of the last result in the chain so far (the base disk's, then each cached
     /// stage's); None once a stage cannot be cached (nothing after it is, either).
     pub chain: Option<crate::stagecache::Key>,
@@ -191,7 +195,8 @@ impl BuildContext {
         if self.lookups_off {
             return None;
         }
-        self.cache.as_ref()?.get(key)
+        let store = self.cache.as_ref()?;
+        store.get(key).or_else(|| self.remote_pull(store, key))
     }
 
     /// Before committing `key`: with `--rebuild-from`, the entry being rebuilt (and everything
@@ -216,6 +221,8 @@ impl BuildContext {
         if reused {
             tracing::info!("stage {stage}: reused cache entry {}", key.short());
         }
+        // Built or reused, the entry goes to the remote cache (if it is not there yet).
+        self.share(key);
     }
 
     pub fn new(plan: Plan, out_root: &Path, cache_dir: PathBuf, cancel: Cancel) -> Self {
@@ -248,6 +255,8 @@ impl BuildContext {
             tools: Tools::default(),
             records: Vec::new(),
             cache: Some(crate::stagecache::Store::new(&cache_dir_for_store)),
+            remote: None,
+            shared: Default::default(),
             rebuild_from: None,
             until: None,
             refresh: false,

@@ -4,6 +4,7 @@
 
 pub mod context;
 pub mod describe;
+mod remote;
 
 use std::time::Instant;
 

@@ -485,8 +485,20 @@ impl Resolver<'_> {
                 }
             },
         };
+        let cache_remote =
+            r.cache
+                .remote
+                .clone()
+                .filter(|u| match crate::remotecache::parse_url(u) {
+                    Ok(_) => true,
+                    Err(m) => {
+                        self.err("/cache/remote", m);
+                        false
+                    }
+                });
         let plan = Plan {
             cache_max_age_secs,
+            cache_remote,
             recipe_path: self.doc.file.clone(),
             recipe_sha256,
             name: r.name,

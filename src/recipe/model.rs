@@ -70,6 +70,11 @@ pub struct CacheSettings {
     /// until evicted). `--refresh` makes it again now.
     #[serde(default)]
     pub max_age: Option<DurationSpec>,
+    /// A remote stage cache shared by the machines that build this recipe:
+    /// s3://BUCKET[/PREFIX] (credentials come from the environment, never from here).
+    /// `--cache-remote` and `$KILN_CACHE_REMOTE` override it.
+    #[serde(default)]
+    pub remote: Option<String>,
 }
 
 fn default_version() -> String {

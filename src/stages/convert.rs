@@ -11,15 +11,6 @@ use crate::stagecache::Key;
 
 pub struct ConvertStage;
 
-/// Size and modification time of a file, to notice a change without reading it.
-fn stamp(p: &std::path::Path) -> serde_json::Value {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(p) {
-        Ok(m) => serde_json::json!([m.size(), m.mtime(), m.mtime_nsec()]),
-        Err(_) => serde_json::Value::Null,
-    }
-}
-
 impl Stage<BuildContext> for ConvertStage {
     fn name(&self) -> &'static str {
         "convert"
@@ -59,7 +50,7 @@ impl Stage<BuildContext> for ConvertStage {
             };
             // The file is shared with catalogs by hard links: one changed in place since it
             // was stored (a later `kiln sysprep -a` on the output, say) is not reused.
-            if stamp(&e.file("output")) != e.meta.data["stamp"] {
+            if crate::stagecache::file_stamp(&e.file("output")) != e.meta.data["stamp"] {
                 tracing::warn!(
                     "{}: the cached output changed since it was stored; converting again",
                     ctx.plan.outputs[i].file_name(&slug)
@@ -124,7 +115,7 @@ impl Stage<BuildContext> for ConvertStage {
                                         &[(link.clone(), "output")],
                                         {
                                             let mut d = serde_json::to_value(&c)?;
-                                            d["stamp"] = stamp(&link);
+                                            d["stamp"] = crate::stagecache::file_stamp(&link);
                                             d
                                         },
                                     )
@@ -146,6 +137,9 @@ impl Stage<BuildContext> for ConvertStage {
             bail!(e);
         }
         ctx.outputs = done.into_iter().flatten().collect();
+        for k in keys.iter().flatten() {
+            ctx.share(k);
+        }
         // The stage's key: all outputs' keys; reused when none was converted.
         if let (Some(prev), false) = (ctx.chain.clone(), keys.is_empty()) {
             let all: Vec<Key> = keys.iter().flatten().cloned().collect();

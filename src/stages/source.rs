@@ -95,6 +95,15 @@ impl Stage<BuildContext> for SourceStage {
             .with_context(|| format!("identifying {} for the stage cache", path.display()))?;
         if let Some(k) = ctx.chain.clone() {
             ctx.note_cache("source", &k, false);
+            // What another machine would have to bootstrap or download goes to the remote.
+            let made_here = match &ctx.plan.source {
+                SourcePlan::Bootstrap(_) => true,
+                SourcePlan::Image { url, .. } => url.is_some(),
+                SourcePlan::Installer(_) => false,
+            };
+            if made_here {
+                ctx.share_base(&k, &path);
+            }
         }
         ctx.base = Some(BaseDisk {
             path,
@@ -121,6 +130,10 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     let dest = bootstrap::cached_disk(&ctx.cache_dir, b);
     if dest.is_file() {
         tracing::info!("using cached base disk {}", dest.display());
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if ctx.pull_base(&crate::stagecache::bootstrap_key(b), &dest) {
         return Ok(dest);
     }
     if unsafe { libc::geteuid() } != 0 {
@@ -367,6 +380,21 @@ fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow:
                 );
                 std::fs::remove_file(&dest)
                     .with_context(|| format!("removing {}", dest.display()))?;
+            }
+        }
+    }
+    if let Some(name) = dest.file_name() {
+        let key = crate::stagecache::download_key(&name.to_string_lossy());
+        // The recipe's checksum decides, not the remote's word.
+        if ctx.pull_base(&key, &dest) {
+            match verify_file(&dest, sum) {
+                Ok(()) => return Ok(dest),
+                Err(e) => {
+                    tracing::warn!(
+                        "the image from the remote cache does not verify ({e:#}); downloading it"
+                    );
+                    let _ = std::fs::remove_file(&dest);
+                }
             }
         }
     }
