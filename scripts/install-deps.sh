@@ -46,6 +46,12 @@ commands=(
   "openssl openssl"                            # tests: SHA-512 crypt hashes, checked independently
   "curl curl"                                  # scripts/glance-setup.sh waits for the services
   "stunnel4 stunnel4"                          # TLS in front of the test Keystone and Glance
+  "swift-proxy-server swift-proxy"             # the remote stage cache's real Swift
+  "swift-object-server swift-object"
+  "swift-container-server swift-container"
+  "swift-account-server swift-account"
+  "swift-ring-builder swift"
+  "memcached memcached"                        # Swift's token cache
 )
 # Packages without a command of their own: headers, the host kernel libguestfs boots, venv.
 packages=(
@@ -58,6 +64,7 @@ packages=(
   "python3-venv"
   "python3-dev"                                # uWSGI for the test Glance
   "ca-certificates"
+  "python3-keystonemiddleware"                 # Swift's Keystone auth (authtoken, s3token)
 )
 
 missing() { # prints "package bpo?" for every missing command or package

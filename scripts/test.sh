@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian 12 (root): installs the packages, starts
 # virtlogd/libvirtd if needed, then runs the unit and CLI tests and the real end-to-end VM
 # builds (libvirt + qemu under TCG, cloud-init in the guest, libguestfs, qemu-img), and
-# `kiln image` against a real Keystone + Glance (scripts/glance-setup.sh).
+# `kiln image` against a real Keystone + Glance (scripts/glance-setup.sh) and the remote stage
+# cache against a real Swift (scripts/swift-setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (1.80+) first" >&2; exit 1; }
@@ -23,6 +24,12 @@ cargo test --locked
 bash scripts/glance-setup.sh
 export OS_CLIENT_CONFIG_FILE=${KILN_GLANCE_DIR:-/var/tmp/kiln-glance}/clouds.yaml
 export KILN_GLANCE_VENV=${KILN_GLANCE_VENV:-/opt/kiln-glance-venv}
+# A real Swift with Keystone auth for the remote stage cache; its S3 credentials (a Keystone
+# EC2 credential) come from a private file, not the log.
+bash scripts/swift-setup.sh
+# shellcheck disable=SC1091
+. "${KILN_SWIFT_DIR:-/var/tmp/kiln-swift}/s3.env"
+cargo test --locked --test remote_cache -- --ignored
 # One test at a time: Glance on sqlite answers 500 "database is locked" when several clients
 # write at once (sqlite cannot upgrade two readers to writers; it fails one immediately).
 cargo test --locked --test glance --test glance_faults -- --ignored --test-threads=1

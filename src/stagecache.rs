@@ -407,6 +407,9 @@ impl Entry {
 pub struct Planned {
     pub key: Key,
     pub hit: bool,
+    /// The hit is on the remote cache only (the build pulls it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
 }
 
 /// The keys `kiln build` would use, stage by stage (`source`, `provision`, `cloud-init`,
@@ -416,9 +419,26 @@ pub struct Planned {
 pub fn planned(
     plan: &crate::plan::Plan,
     cache_dir: &Path,
+    remote: Option<&crate::remotecache::Remote>,
 ) -> std::collections::BTreeMap<&'static str, Planned> {
     use crate::plan::SourcePlan;
     let store = Store::new(cache_dir);
+    // Where a key is: (hit, on the remote only).
+    let look = |k: &Key| -> (bool, bool) {
+        if store.has(k) {
+            return (true, false);
+        }
+        let r = remote.is_some_and(|r| matches!(r.meta(&k.0), Ok(Some(_))));
+        (r, r)
+    };
+    let planned = |k: &Key| {
+        let (hit, remote) = look(k);
+        Planned {
+            key: k.clone(),
+            hit,
+            remote,
+        }
+    };
     let mut out = std::collections::BTreeMap::new();
     let base = match &plan.source {
         SourcePlan::Bootstrap(b) => Some(crate::bootstrap::cached_disk(cache_dir, b)),
@@ -443,36 +463,30 @@ pub fn planned(
         Planned {
             key: chain.clone(),
             hit: false,
+            remote: false,
         },
     );
     let Ok(k) = provision_key(plan, &chain) else {
         return out;
     };
     chain = k;
-    out.insert(
-        "provision",
-        Planned {
-            hit: store.has(&chain),
-            key: chain.clone(),
-        },
-    );
+    out.insert("provision", planned(&chain));
     let Ok(Some(k)) = guestfs_key(plan, &chain) else {
         return out;
     };
     chain = k;
-    let p = Planned {
-        hit: store.has(&chain),
-        key: chain.clone(),
-    };
+    let p = planned(&chain);
     out.insert("cloud-init", p.clone());
     out.insert("sysprep", p);
     let keys: Vec<Key> = plan.outputs.iter().map(|o| output_key(&chain, o)).collect();
     if !keys.is_empty() {
+        let found: Vec<(bool, bool)> = keys.iter().map(look).collect();
         out.insert(
             "convert",
             Planned {
                 key: convert_key(&chain, &keys),
-                hit: keys.iter().all(|k| store.has(k)),
+                hit: found.iter().all(|f| f.0),
+                remote: found.iter().any(|f| f.1),
             },
         );
     }

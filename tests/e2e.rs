@@ -1866,12 +1866,12 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
         p
     };
     let a = write("a.yaml", &base);
-    let build = |recipe: &Path, out: &str, extra: &[&str]| {
+    let build_in = |cache: &Path, recipe: &Path, out: &str, extra: &[&str]| {
         let o = kiln()
             .arg("build")
             .arg(recipe)
             .args(["--no-glance", "--cache-dir"])
-            .arg(&cache)
+            .arg(cache)
             .arg("-o")
             .arg(dir.path().join(out))
             .args(extra)
@@ -1893,6 +1893,7 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
             .collect();
         (err, reused, m)
     };
+    let build = |recipe: &Path, out: &str, extra: &[&str]| build_in(&cache, recipe, out, extra);
     let r = |p: bool, c: bool, s: bool, v: bool| {
         vec![
             ("provision".to_string(), p),
@@ -1903,10 +1904,58 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
     };
     let converted = |err: &str| err.matches("INFO converting to ").count();
 
-    // Cold: everything made.
-    let (err, reused, cold) = build(&a, "out", &[]);
+    // Cold: everything made, and pushed to the remote cache (a real Swift, S3 API, Keystone's
+    // EC2 credentials: scripts/swift-setup.sh), under a prefix of this run's own.
+    let remote = format!(
+        "s3://kiln-cache/e2e-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    );
+    assert!(
+        std::env::var_os("AWS_ACCESS_KEY_ID").is_some(),
+        "the remote cache test needs scripts/swift-setup.sh's s3.env (scripts/test.sh sources it)"
+    );
+    let (err, reused, cold) = build(&a, "out", &["--cache-remote", &remote]);
     assert_eq!(reused, r(false, false, false, false), "{err}");
     assert!(err.contains("started domain"));
+    // source, provision, guestfs, two outputs.
+    assert!(err.contains("pushed 5 entries"), "{err}");
+
+    // Another machine: an empty cache of its own (not even the base disk). Everything comes
+    // from the remote, verified: no bootstrap, no VM, no libguestfs launch, no conversion,
+    // and the same image bytes.
+    let cache_b = dir.path().join("cache-b");
+    let (err, reused, from_remote) = build_in(&cache_b, &a, "out-b", &["--cache-remote", &remote]);
+    assert_eq!(reused, r(true, true, true, true), "{err}");
+    for absent in [
+        "started domain",
+        "mmdebstrap",
+        "opening the build disk with libguestfs",
+    ] {
+        assert!(!err.contains(absent), "{absent}: {err}");
+    }
+    assert_eq!(converted(&err), 0, "{err}");
+    assert!(err.contains("remote cache: pulled the base disk"), "{err}");
+    assert_eq!(
+        err.matches("remote cache: pulled entry").count(),
+        4,
+        "{err}"
+    );
+    assert_eq!(from_remote["outputs"], cold["outputs"]);
+    for f in ["debian-12-1.0.qcow2", "debian-12-1.0.vmdk"] {
+        assert_eq!(
+            sha256_of(&dir.path().join("out/debian-12-1.0").join(f)),
+            sha256_of(&dir.path().join("out-b/debian-12-1.0").join(f)),
+            "{f}"
+        );
+    }
+    // And the second machine's cache now has it all: offline, it rebuilds from its own.
+    let (err, reused, _) = build_in(&cache_b, &a, "out-b", &[]);
+    assert_eq!(reused, r(true, true, true, true), "{err}");
+    assert!(!err.contains("remote cache"), "{err}");
 
     // Unchanged: everything reused, nothing booted, launched or converted.
     let (err, reused, again) = build(&a, "out", &[]);

@@ -73,6 +73,10 @@ pub enum Command {
         /// $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
+        /// The remote stage cache to look keys up in, as for `build` (default:
+        /// $KILN_CACHE_REMOTE, else the recipe's cache.remote).
+        #[arg(long, value_name = "URL")]
+        cache_remote: Option<String>,
     },
     /// Build the image.
     Build {

@@ -85,6 +85,7 @@ pub(super) fn plan(
     render_dir: Option<PathBuf>,
     output: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    cache_remote: Option<String>,
 ) -> i32 {
     let plan = match load_checked(recipe, vars) {
         Ok(p) => p,
@@ -95,7 +96,11 @@ pub(super) fn plan(
     };
     let out_root = out_root(output, &plan);
     let cache = cache_dir.unwrap_or_else(crate::build::default_cache_dir);
-    let stages = planned_stages(&plan, &out_root, &cache);
+    let remote = match open_remote(remote_url(false, cache_remote.as_deref(), &plan)) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let stages = planned_stages(&plan, &out_root, &cache, remote.as_deref());
     let (_, work, _, _) =
         crate::pipeline::context::build_paths(&out_root, &plan.slug(), "PID", &plan.vm.uri);
     let render_dir = render_dir.unwrap_or_else(|| PathBuf::from(format!("{}.plan", plan.slug())));
@@ -197,6 +202,11 @@ pub(super) fn plan(
                     Some(c) if s.name == "source" => {
                         outln!("  {}  (cache key {})", s.name, c.key.short())
                     }
+                    Some(c) if c.remote => outln!(
+                        "  {}  (cache hit {} on the remote: pulled, none of this runs)",
+                        s.name,
+                        c.key.short()
+                    ),
                     Some(c) if c.hit => outln!(
                         "  {}  (cache hit {}: reused, none of this runs)",
                         s.name,
@@ -226,12 +236,16 @@ pub(super) struct StageCacheFlags {
 
 /// The remote stage cache's URL and where it came from: `--cache-remote`, else
 /// `$KILN_CACHE_REMOTE` (empty: none), else the recipe's `cache.remote`; none with --no-cache.
-fn remote_url(flags: &StageCacheFlags, plan: &crate::plan::Plan) -> Option<(String, String)> {
-    if flags.no_cache {
+fn remote_url(
+    no_cache: bool,
+    flag: Option<&str>,
+    plan: &crate::plan::Plan,
+) -> Option<(String, String)> {
+    if no_cache {
         return None;
     }
-    if let Some(u) = &flags.cache_remote {
-        return Some((u.clone(), "--cache-remote".into()));
+    if let Some(u) = flag {
+        return Some((u.to_string(), "--cache-remote".into()));
     }
     match std::env::var("KILN_CACHE_REMOTE") {
         Ok(u) if u.is_empty() => None,
@@ -240,6 +254,22 @@ fn remote_url(flags: &StageCacheFlags, plan: &crate::plan::Plan) -> Option<(Stri
             .cache_remote
             .clone()
             .map(|u| (u, "cache.remote in the recipe".into())),
+    }
+}
+
+/// Open the remote (URL and credentials checked) before anything long starts; exit 2 if not.
+fn open_remote(
+    url: Option<(String, String)>,
+) -> Result<Option<std::sync::Arc<crate::remotecache::Remote>>, i32> {
+    let Some((url, from)) = url else {
+        return Ok(None);
+    };
+    match crate::remotecache::Remote::open(&url) {
+        Ok(r) => Ok(Some(std::sync::Arc::new(r))),
+        Err(e) => {
+            errln!("error: {from}: {e}\n  (or without it: --no-cache, or unset {from})");
+            Err(exit::INVALID_INPUT)
+        }
     }
 }
 
@@ -279,15 +309,13 @@ pub(super) fn build(
         }
     }
     // The remote cache is opened (URL and credentials checked) before a long build, too.
-    let remote = match remote_url(&cache_flags, &plan) {
-        None => None,
-        Some((url, from)) => match crate::remotecache::Remote::open(&url) {
-            Ok(r) => Some(std::sync::Arc::new(r)),
-            Err(e) => {
-                errln!("error: {from}: {e}\n  (or build without it: --no-cache, or unset {from})");
-                return exit::INVALID_INPUT;
-            }
-        },
+    let remote = match open_remote(remote_url(
+        cache_flags.no_cache,
+        cache_flags.cache_remote.as_deref(),
+        &plan,
+    )) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     // A build must be able to clean up when interrupted: no handler, no build.
     let cancel = match try_cancel_on_signals() {

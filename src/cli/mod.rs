@@ -103,7 +103,16 @@ pub fn main() -> i32 {
             render_dir,
             output,
             cache_dir,
-        } => plan(&recipe, format, &vars, render_dir, output, cache_dir),
+            cache_remote,
+        } => plan(
+            &recipe,
+            format,
+            &vars,
+            render_dir,
+            output,
+            cache_dir,
+            cache_remote,
+        ),
         Command::Build {
             recipe,
             output,

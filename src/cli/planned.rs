@@ -16,9 +16,14 @@ pub(super) struct PlannedStage {
     pub cache: Option<crate::stagecache::Planned>,
 }
 
-pub(super) fn planned_stages(plan: &Plan, out_root: &Path, cache: &Path) -> Vec<PlannedStage> {
+pub(super) fn planned_stages(
+    plan: &Plan,
+    out_root: &Path,
+    cache: &Path,
+    remote: Option<&crate::remotecache::Remote>,
+) -> Vec<PlannedStage> {
     let view = crate::pipeline::describe::PlanView::new(plan, out_root, cache);
-    let keys = crate::stagecache::planned(plan, cache);
+    let keys = crate::stagecache::planned(plan, cache, remote);
     crate::stages::all()
         .iter()
         .filter_map(|s| {
