@@ -31,7 +31,7 @@ if [ "${1:-}" = stop ]; then stop; exit 0; fi
 for c in swift-ring-builder swift-proxy-server swift-object-server memcached curl "$venv/bin/openstack"; do
   command -v "$c" >/dev/null || { echo "swift-setup: $c missing (scripts/install-deps.sh, scripts/glance-setup.sh)" >&2; exit 1; }
 done
-python3 -c 'import keystonemiddleware' 2>/dev/null \
+/usr/bin/python3 -c 'import keystonemiddleware' 2>/dev/null \
   || { echo "swift-setup: python3-keystonemiddleware missing (scripts/install-deps.sh)" >&2; exit 1; }
 curl -sf -o /dev/null "$ks" || { echo "swift-setup: no Keystone on $ks (scripts/glance-setup.sh)" >&2; exit 1; }
 stop
@@ -78,13 +78,16 @@ os project show cache >/dev/null 2>&1 || os project create --domain default cach
 os project show service >/dev/null 2>&1 || os project create --domain default service >/dev/null
 os user create --domain default --password "$svc_pw" swift >/dev/null
 os role add --project service --user swift admin
+os role show service >/dev/null 2>&1 || os role create service >/dev/null
+os role add --project service --user swift service
 os user create --domain default --password "$user_pw" cache-user >/dev/null
 os role add --project cache --user cache-user member
 if ! os service show object-store >/dev/null 2>&1; then
   os service create --name swift object-store >/dev/null
   os endpoint create --region RegionOne object-store public 'http://127.0.0.1:8080/v1/AUTH_%(project_id)s' >/dev/null
 fi
-read -r access secret < <(os ec2 credentials create --project cache --user cache-user -f value -c access -c secret)
+# One value per line.
+{ read -r access; read -r secret; } < <(os ec2 credentials create --project cache --user cache-user -f value -c access -c secret)
 [ -n "$secret" ] || { echo "swift-setup: no EC2 credential from Keystone" >&2; exit 1; }
 # The servers drop to the swift user: it must own the device.
 chown -R swift:swift "$dir/devices"
@@ -95,7 +98,8 @@ bind_port = 8080
 swift_dir = $dir
 workers = 1
 [pipeline:main]
-pipeline = catch_errors proxy-logging cache s3api s3token authtoken keystoneauth proxy-logging proxy-server
+# authtoken first: it strips identity headers, which s3token sets for keystoneauth.
+pipeline = catch_errors proxy-logging cache authtoken s3api s3token keystoneauth copy slo dlo proxy-logging proxy-server
 [app:proxy-server]
 use = egg:swift#proxy
 account_autocreate = true
@@ -104,6 +108,14 @@ use = egg:swift#s3api
 [filter:s3token]
 use = egg:swift#s3token
 auth_uri = $ks
+# Keystone 30 lets only services validate S3 signatures (identity:s3tokens_validate).
+auth_type = password
+auth_url = $ks
+project_domain_id = default
+user_domain_id = default
+project_name = service
+username = swift
+password = $svc_pw
 [filter:authtoken]
 paste.filter_factory = keystonemiddleware.auth_token:filter_factory
 www_authenticate_uri = $ks
@@ -122,6 +134,12 @@ operator_roles = admin, member
 [filter:cache]
 use = egg:swift#memcache
 memcache_servers = 127.0.0.1:11211
+[filter:copy]
+use = egg:swift#copy
+[filter:slo]
+use = egg:swift#slo
+[filter:dlo]
+use = egg:swift#dlo
 [filter:catch_errors]
 use = egg:swift#catch_errors
 [filter:proxy-logging]
@@ -142,7 +160,7 @@ cos() {
     OS_PROJECT_NAME=cache OS_USER_DOMAIN_ID=default OS_PROJECT_DOMAIN_ID=default \
     OS_REGION_NAME=RegionOne "$venv/bin/openstack" "$@"
 }
-read -r token project < <(cos token issue -f value -c id -c project_id)
+{ read -r token; read -r project; } < <(cos token issue -f value -c id -c project_id)
 for _ in $(seq 1 100); do
   curl -s -o /dev/null http://127.0.0.1:8080/healthcheck && break
   sleep 0.2
