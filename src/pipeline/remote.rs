@@ -140,10 +140,11 @@ impl BuildContext {
         let (Some(remote), Some(store)) = (&self.remote, &self.cache) else {
             return;
         };
+        // Only store entries (the base disk's key is no entry: `share_base` sends it).
+        let Some(e) = store.get(key) else { return };
         if !self.shared.lock().unwrap().insert(key.clone()) {
             return;
         }
-        let Some(e) = store.get(key) else { return };
         let files = e
             .meta
             .files
