@@ -5,6 +5,7 @@
 //! component: `libvirt`, `guest` (libguestfs), `qemu_img`, `seed` (cloud-init NoCloud).
 
 pub mod bootstrap;
+pub mod boottest;
 pub mod build;
 pub mod cli;
 pub mod convert;

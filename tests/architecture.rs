@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("glance", 5),
     ("installer", 5),
     ("bootstrap", 5),
+    ("boottest", 5),
     ("fetch", 5),
     ("templates", 5),
     ("seed", 5),

@@ -1,0 +1,918 @@
+//! The boot test: start an image the way a cloud starts a new instance (a throwaway overlay
+//! larger than the image, a fresh NoCloud seed with a new instance-id, hostname and a test
+//! user's ssh key), log in over ssh from the host through user networking, wait for
+//! cloud-init, and run the checks. Used by the build's `test` stage and by `kiln test IMAGE`.
+//!
+//! The argv, seed and check commands are pure functions (table-tested); `run` drives libvirt,
+//! qemu-img, xorriso, ssh-keygen and ssh.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::libvirt::Libvirt;
+use crate::process::{self, Cancel, Opts};
+use crate::quote;
+
+/// The user the test logs in as (created by the seed, never in the published image: the test
+/// boots a throwaway overlay).
+pub const TEST_USER: &str = "kiln-test";
+
+/// One check, as the recipe (`test:`) or `kiln test --check` gives it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Check {
+    /// A shell command; it must exit 0 and, if `expect` is set, print it.
+    Run { run: String, expect: Option<String> },
+    /// A file that must contain `contains` (read as root).
+    File { file: String, contains: String },
+    /// A systemd unit that must be active (or not).
+    Service { service: String, active: bool },
+}
+
+impl Check {
+    pub fn name(&self) -> String {
+        match self {
+            Check::Run { run, expect: None } => format!("run: {run}"),
+            Check::Run {
+                run,
+                expect: Some(e),
+            } => format!("run: {run} (expect {e:?})"),
+            Check::File { file, contains } => format!("file {file} contains {contains:?}"),
+            Check::Service { service, active } => format!(
+                "service {service} {}",
+                if *active { "active" } else { "inactive" }
+            ),
+        }
+    }
+
+    /// The command run in the guest (as the test user, through sudo where root is needed).
+    pub fn command(&self) -> String {
+        match self {
+            Check::Run { run, .. } => run.clone(),
+            Check::File { file, .. } => format!("sudo cat -- {}", quote::sh(file)),
+            Check::Service { service, .. } => {
+                format!("systemctl is-active -- {}", quote::sh(service))
+            }
+        }
+    }
+
+    /// Judge the command's exit status and output.
+    pub fn judge(&self, status: i32, out: &str) -> Result<(), String> {
+        match self {
+            Check::Run { expect, .. } => {
+                if status != 0 {
+                    return Err(format!("exit status {status}: {}", tail(out)));
+                }
+                match expect {
+                    Some(e) if !out.contains(e.as_str()) => {
+                        Err(format!("output lacks {e:?}: {}", tail(out)))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Check::File { contains, .. } => {
+                if status != 0 {
+                    Err(format!("cannot read it: {}", tail(out)))
+                } else if !out.contains(contains.as_str()) {
+                    Err(format!("it does not contain {contains:?}"))
+                } else {
+                    Ok(())
+                }
+            }
+            Check::Service { active, .. } => {
+                let is = out.trim() == "active";
+                match (is, active) {
+                    (true, true) | (false, false) => Ok(()),
+                    (false, true) => Err(format!("it is {}", out.trim())),
+                    (true, false) => Err("it is active".into()),
+                }
+            }
+        }
+    }
+}
+
+fn tail(s: &str) -> String {
+    let t = s.trim();
+    let lines: Vec<&str> = t.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+/// The result of one check.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub ok: bool,
+    /// A warning that does not fail the test (cloud-init "degraded").
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
+    pub detail: String,
+    pub seconds: f64,
+}
+
+/// What the boot test found, for manifest.json, the JUnit file and the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub instance_id: String,
+    pub hostname: String,
+    pub checks: Vec<CheckResult>,
+    /// Seconds per phase: boot to ssh, cloud-init, checks.
+    pub phases: Vec<(String, f64)>,
+}
+
+impl Report {
+    pub fn failed(&self) -> Vec<&CheckResult> {
+        self.checks.iter().filter(|c| !c.ok).collect()
+    }
+}
+
+/// What to boot and how.
+pub struct Options {
+    /// The image, reachable by the VM's user (a hard link in `work` when needed).
+    pub image: PathBuf,
+    pub format: String,
+    pub virtual_size: u64,
+    /// Scratch directory for the overlay, seed, key and console (the caller removes it).
+    pub work: PathBuf,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub tcg: bool,
+    pub timeout: Duration,
+    pub uid: u32,
+    pub gid: u32,
+    /// The recipe's checks, after the default ones.
+    pub checks: Vec<Check>,
+    /// Public host keys of the build VM (from its console): the image must not boot with them.
+    pub build_host_keys: Vec<String>,
+    /// Domain name prefix, e.g. `kiln-test-debian-12`.
+    pub name: String,
+}
+
+/// The seed's meta-data.
+pub fn meta_data(instance_id: &str, hostname: &str) -> String {
+    format!(
+        "instance-id: {}\nlocal-hostname: {}\n",
+        quote::yaml(instance_id),
+        quote::yaml(hostname)
+    )
+}
+
+/// The seed's user-data: the test user with the key, passwordless sudo, nothing else.
+pub fn user_data(public_key: &str) -> String {
+    format!(
+        "#cloud-config\n# kiln boot test: a throwaway user on a throwaway overlay\nusers:\n  - default\n  - name: {}\n    shell: /bin/sh\n    sudo: {}\n    lock_passwd: true\n    ssh_authorized_keys:\n      - {}\nssh_pwauth: false\n",
+        TEST_USER,
+        quote::yaml("ALL=(ALL) NOPASSWD:ALL"),
+        quote::yaml(public_key.trim())
+    )
+}
+
+/// The test VM: the overlay and the seed on virtio, the serial console to a file, and qemu's
+/// user networking with the guest's port 22 forwarded to `port` on the host's loopback (libvirt
+/// forwards ports only with passt; qemu's own `hostfwd` needs no extra daemon).
+pub fn domain_xml(
+    o: &Options,
+    name: &str,
+    overlay: &Path,
+    seed: &Path,
+    console: &Path,
+    port: u16,
+) -> String {
+    let x = |p: &Path| quote::xml(&p.display().to_string());
+    format!(
+        "<domain type='{dtype}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>{name}</name>
+  <memory unit='MiB'>{mem}</memory>
+  <vcpu>{vcpus}</vcpu>
+  <os><type arch='x86_64' machine='q35'>hvm</type><boot dev='hd'/></os>
+  <features><acpi/><apic/></features>
+  <cpu mode='{cpu}'/>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <seclabel type='static' model='dac' relabel='yes'><label>+{uid}:+{gid}</label></seclabel>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2' discard='unmap'/>
+      <source file='{overlay}'/>
+      <backingStore type='file'>
+        <format type='{bfmt}'/>
+        <source file='{image}'><seclabel model='dac' relabel='no'/></source>
+        <backingStore/>
+      </backingStore>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{seed}'/>
+      <target dev='vdb' bus='virtio'/>
+      <readonly/>
+    </disk>
+    <serial type='file'><source path='{console}'/><target port='0'/></serial>
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+  </devices>
+  <qemu:commandline>
+    <qemu:arg value='-netdev'/>
+    <qemu:arg value='user,id=kilntest,hostfwd=tcp:127.0.0.1:{port}-:22'/>
+    <qemu:arg value='-device'/>
+    <qemu:arg value='virtio-net-pci,netdev=kilntest'/>
+  </qemu:commandline>
+</domain>
+",
+        dtype = if o.tcg { "qemu" } else { "kvm" },
+        name = quote::xml(name),
+        mem = o.memory_mib,
+        vcpus = o.vcpus,
+        cpu = crate::seed::cpu_mode(if o.tcg { "qemu" } else { "kvm" }),
+        uid = o.uid,
+        gid = o.gid,
+        overlay = x(overlay),
+        bfmt = quote::xml(&o.format),
+        image = x(&o.image),
+        seed = x(seed),
+        console = x(console),
+    )
+}
+
+/// ssh to the test VM: the test key only, its own known_hosts (the host key is learnt on the
+/// first login and must not change), no agent, no config from the invoking user.
+pub fn ssh_argv(key: &Path, known_hosts: &Path, port: u16, command: &str) -> Vec<String> {
+    let mut v = process::argv(["ssh", "-F", "/dev/null", "-i"]);
+    v.push(key.display().to_string());
+    for o in [
+        "IdentitiesOnly=yes".to_string(),
+        "BatchMode=yes".into(),
+        "StrictHostKeyChecking=accept-new".into(),
+        format!("UserKnownHostsFile={}", known_hosts.display()),
+        "ConnectTimeout=10".into(),
+        "ServerAliveInterval=10".into(),
+        "LogLevel=ERROR".into(),
+    ] {
+        v.push("-o".into());
+        v.push(o);
+    }
+    v.push("-p".into());
+    v.push(port.to_string());
+    v.push(format!("{TEST_USER}@127.0.0.1"));
+    v.push("--".into());
+    v.push(command.to_string());
+    v
+}
+
+/// The default checks, each a command in the guest and how to judge it.
+pub struct Builtin {
+    pub name: &'static str,
+    pub command: String,
+}
+
+/// The checks every boot test runs after cloud-init is done (the ssh login itself is one).
+pub fn builtin_checks() -> Vec<Builtin> {
+    vec![
+        Builtin {
+            name: "cloud-init used the seed (NoCloud, this instance-id)",
+            command: "sudo cloud-init query v1.platform; sudo cloud-init query v1.instance_id"
+                .into(),
+        },
+        Builtin {
+            name: "the root filesystem grew to the disk",
+            command: "df -B1 --output=size / | tail -n 1".into(),
+        },
+        Builtin {
+            name: "/etc/machine-id was made on this boot",
+            command: "cat /etc/machine-id; echo $(( $(date +%s) - $(cut -d. -f1 /proc/uptime) )); stat -c %Y /etc/machine-id".into(),
+        },
+        Builtin {
+            name: "the ssh host keys were made on this boot",
+            command: "echo $(( $(date +%s) - $(cut -d. -f1 /proc/uptime) )); stat -c %Y /etc/ssh/ssh_host_*_key.pub".into(),
+        },
+        Builtin {
+            name: "the hostname is the seed's",
+            command: "hostname".into(),
+        },
+        Builtin {
+            name: "no failed systemd units",
+            command: "systemctl --failed --plain --no-legend --no-pager".into(),
+        },
+    ]
+}
+
+/// Judge a built-in check's output.
+pub fn judge_builtin(
+    name: &str,
+    status: i32,
+    out: &str,
+    instance_id: &str,
+    hostname: &str,
+    image_virtual: u64,
+) -> Result<(), String> {
+    if status != 0 && !name.starts_with("no failed") {
+        return Err(format!("exit status {status}: {}", tail(out)));
+    }
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    match name {
+        n if n.starts_with("cloud-init used") => {
+            let platform = lines.first().copied().unwrap_or("");
+            let id = lines.get(1).copied().unwrap_or("");
+            if platform != "nocloud" {
+                Err(format!("datasource platform is {platform:?}, not nocloud"))
+            } else if id != instance_id {
+                Err(format!(
+                    "instance-id is {id:?}, not the seed's {instance_id:?}"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        n if n.starts_with("the root filesystem") => {
+            let size: u64 = lines.first().and_then(|l| l.parse().ok()).unwrap_or(0);
+            if size > image_virtual {
+                Ok(())
+            } else {
+                Err(format!(
+                    "/ is {} on a disk larger than the image's {}: it did not grow",
+                    crate::progress::human_bytes(size),
+                    crate::progress::human_bytes(image_virtual)
+                ))
+            }
+        }
+        n if n.starts_with("/etc/machine-id") => {
+            let id = lines.first().copied().unwrap_or("");
+            let boot: i64 = lines
+                .get(1)
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(i64::MAX);
+            let mtime: i64 = lines.get(2).and_then(|l| l.parse().ok()).unwrap_or(0);
+            if id.len() != 32 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+                Err(format!("/etc/machine-id is {id:?}"))
+            } else if mtime + 5 < boot {
+                Err("/etc/machine-id is older than this boot: the image carries one".into())
+            } else {
+                Ok(())
+            }
+        }
+        n if n.starts_with("the ssh host keys") => {
+            let boot: i64 = lines
+                .first()
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(i64::MAX);
+            let stamps: Vec<i64> = lines[1.min(lines.len())..]
+                .iter()
+                .filter_map(|l| l.parse().ok())
+                .collect();
+            if stamps.is_empty() {
+                Err("no ssh host keys".into())
+            } else if stamps.iter().any(|m| m + 5 < boot) {
+                Err("a host key is older than this boot: the image carries its keys".into())
+            } else {
+                Ok(())
+            }
+        }
+        n if n.starts_with("the hostname") => {
+            let h = lines.first().copied().unwrap_or("");
+            if h == hostname {
+                Ok(())
+            } else {
+                Err(format!("hostname is {h:?}, not {hostname:?}"))
+            }
+        }
+        n if n.starts_with("no failed") => {
+            let failed: Vec<&str> = lines
+                .iter()
+                .filter(|l| !l.is_empty())
+                .map(|l| l.split_whitespace().next().unwrap_or(l))
+                .collect();
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("failed: {}", failed.join(", ")))
+            }
+        }
+        _ => Err(format!("unknown check {name}")),
+    }
+}
+
+/// cloud-init's verdict from `cloud-init status --wait`'s exit status: 0 done, 2 "degraded"
+/// (recoverable errors: a warning), anything else an error.
+pub fn judge_cloud_init(status: i32, out: &str) -> (bool, bool, String) {
+    match status {
+        0 => (true, false, out.trim().to_string()),
+        2 => (true, true, format!("degraded: {}", tail(out))),
+        s => (false, false, format!("exit status {s}: {}", tail(out))),
+    }
+}
+
+/// Public keys printed by cloud-init on a console (`-----BEGIN SSH HOST KEY KEYS-----`): the
+/// key blobs (type and base64), without comments.
+pub fn console_host_keys(console: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut inside = false;
+    for l in console.lines() {
+        if l.contains("-----BEGIN SSH HOST KEY KEYS-----") {
+            inside = true;
+        } else if l.contains("-----END SSH HOST KEY KEYS-----") {
+            inside = false;
+        } else if inside {
+            // Console lines may carry a prefix (ec2: ...): from the key type on.
+            if let Some(i) = l.find("ssh-").or_else(|| l.find("ecdsa-")) {
+                let mut w = l[i..].split_whitespace();
+                if let (Some(t), Some(b)) = (w.next(), w.next()) {
+                    keys.push(format!("{t} {b}"));
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// The host keys ssh learnt (its known_hosts file): type and base64.
+pub fn known_host_keys(known_hosts: &str) -> Vec<String> {
+    known_hosts
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let _host = w.next()?;
+            Some(format!("{} {}", w.next()?, w.next()?))
+        })
+        .collect()
+}
+
+/// JUnit XML, one test case per check (CI systems show it).
+pub fn junit_xml(suite: &str, r: &Report) -> String {
+    let failures = r.failed().len();
+    let total: f64 = r.checks.iter().map(|c| c.seconds).sum();
+    let mut s = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{total:.3}\">\n",
+        quote::xml(suite),
+        r.checks.len()
+    );
+    for c in &r.checks {
+        s.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+            quote::xml(suite),
+            quote::xml(&c.name),
+            c.seconds
+        ));
+        if c.ok && !c.warning {
+            s.push_str("/>\n");
+        } else if c.ok {
+            s.push_str(&format!(
+                ">\n      <system-out>{}</system-out>\n    </testcase>\n",
+                quote::xml(&c.detail)
+            ));
+        } else {
+            s.push_str(&format!(
+                ">\n      <failure message=\"{}\"/>\n    </testcase>\n",
+                quote::xml(&c.detail)
+            ));
+        }
+    }
+    s.push_str("  </testsuite>\n</testsuites>\n");
+    s
+}
+
+/// Run an ssh command: its exit status and its output (stdout; the remote commands send
+/// stderr there too). Killed when the build is cancelled or `limit` passes.
+fn ssh_run(argv: &[String], cancel: &Cancel, limit: Duration) -> Result<(i32, String), TestError> {
+    use std::io::Read;
+    tracing::debug!(target: "kiln::command", "running: {}", process::display(argv));
+    let mut child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| TestError::Setup(format!("cannot run ssh: {e}")))?;
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if cancel.is_cancelled() || start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(TestError::Setup(if cancel.is_cancelled() {
+                "interrupted".into()
+            } else {
+                format!(
+                    "`{}` took longer than {} s",
+                    argv.last().map(String::as_str).unwrap_or(""),
+                    limit.as_secs()
+                )
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut text = reader.join().unwrap_or_default();
+    let e = err_reader.join().unwrap_or_default();
+    if !e.trim().is_empty() {
+        text.push_str(&e);
+    }
+    Ok((status.code().unwrap_or(-1), text))
+}
+
+/// A free TCP port on the loopback (bound and released; qemu binds it right after).
+fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error("boot test: {0}")]
+    Setup(String),
+    #[error("boot test: {0}")]
+    Command(#[from] crate::process::CommandError),
+    #[error("boot test: {0}")]
+    Libvirt(#[from] crate::libvirt::LibvirtError),
+    #[error("boot test: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Boot `o.image` and run the checks. `on_domain` is called with the domain's name the moment
+/// it is defined (the caller records it for cleanup); the domain is destroyed and undefined
+/// before `run` returns, whatever happened.
+pub fn run(
+    o: &Options,
+    lv: &Libvirt,
+    cancel: &Cancel,
+    on_domain: &mut dyn FnMut(&str),
+) -> Result<Report, TestError> {
+    let suffix = hex::encode(&crate::libvirt::console::rand_bytes()[..4]);
+    let instance_id = format!("kiln-test-{suffix}");
+    let hostname = format!("kiln-test-{suffix}");
+    std::fs::create_dir_all(&o.work)?;
+    // The throwaway overlay, larger than the image (the root filesystem must grow).
+    let overlay = o.work.join("test-disk.qcow2");
+    let _ = std::fs::remove_file(&overlay);
+    process::run(
+        &crate::qemu_img::create_overlay_argv(
+            &o.image,
+            &o.format,
+            &overlay,
+            Some(o.virtual_size + (1 << 30)),
+        ),
+        &Opts::default(),
+        cancel,
+    )?;
+    // The test user's key: made here, used once, removed with the directory.
+    let key = o.work.join("test-key");
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(o.work.join("test-key.pub"));
+    process::run(
+        &process::argv([
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "kiln-boot-test",
+            "-f",
+            &key.display().to_string(),
+        ]),
+        &Opts::default(),
+        cancel,
+    )?;
+    let public = std::fs::read_to_string(o.work.join("test-key.pub"))?;
+    let seed_dir = o.work.join("test-seed");
+    let _ = std::fs::remove_dir_all(&seed_dir);
+    std::fs::create_dir_all(&seed_dir)?;
+    let (ud, md) = (seed_dir.join("user-data"), seed_dir.join("meta-data"));
+    std::fs::write(&ud, user_data(&public))?;
+    std::fs::write(&md, meta_data(&instance_id, &hostname))?;
+    let seed = o.work.join("test-seed.iso");
+    let _ = std::fs::remove_file(&seed);
+    process::run(
+        &crate::seed::xorriso_argv(&seed, &[ud, md]),
+        &Opts::default(),
+        cancel,
+    )?;
+    let console = o.work.join("test-console.log");
+    let _ = std::fs::remove_file(&console);
+    let known_hosts = o.work.join("test-known-hosts");
+    let _ = std::fs::remove_file(&known_hosts);
+    let port = free_port()?;
+    let name = format!("{}-{suffix}", o.name);
+    let xml = crate::owner::with_owner(
+        &domain_xml(o, &name, &overlay, &seed, &console, port),
+        &crate::owner::Owner::current(),
+    );
+    std::fs::write(o.work.join("test-domain.xml"), &xml)?;
+    lv.define(&name, &xml)?;
+    on_domain(&name);
+    let result = boot_and_check(
+        o,
+        lv,
+        cancel,
+        &name,
+        port,
+        &key,
+        &known_hosts,
+        &instance_id,
+        &hostname,
+    );
+    if let Err(e) = lv.destroy_and_undefine(&name) {
+        tracing::warn!("removing the test domain {name}: {e}");
+    }
+    let mut report = result?;
+    report.instance_id = instance_id;
+    report.hostname = hostname;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn boot_and_check(
+    o: &Options,
+    lv: &Libvirt,
+    cancel: &Cancel,
+    name: &str,
+    port: u16,
+    key: &Path,
+    known_hosts: &Path,
+    instance_id: &str,
+    hostname: &str,
+) -> Result<Report, TestError> {
+    lv.start(name)?;
+    tracing::info!(
+        "boot test: started domain {name} ({}, {} MiB); ssh on 127.0.0.1:{port}",
+        if o.tcg { "tcg" } else { "kvm" },
+        o.memory_mib
+    );
+    let start = Instant::now();
+    let ssh = |cmd: &str| -> Result<(i32, String), TestError> {
+        ssh_run(&ssh_argv(key, known_hosts, port, cmd), cancel, o.timeout)
+    };
+    let mut checks = Vec::new();
+    let mut phases = Vec::new();
+    // Boot to ssh: retry until sshd takes the key (or the guest is gone, or the time is up).
+    let mut last = String::new();
+    loop {
+        if cancel.is_cancelled() {
+            return Err(TestError::Setup("interrupted".into()));
+        }
+        if start.elapsed() > o.timeout {
+            return Err(TestError::Setup(format!(
+                "no ssh login within {} s (last: {}); console tail:\n{}",
+                o.timeout.as_secs(),
+                last.trim(),
+                crate::libvirt::console::file_tail(&o.work.join("test-console.log"), 20)
+            )));
+        }
+        if !matches!(lv.state(name), crate::libvirt::State::Running) {
+            return Err(TestError::Setup(format!(
+                "the test VM stopped before ssh answered; console tail:\n{}",
+                crate::libvirt::console::file_tail(&o.work.join("test-console.log"), 20)
+            )));
+        }
+        match ssh("true") {
+            Ok((0, _)) => break,
+            Ok((_, out)) => last = out,
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let booted = start.elapsed().as_secs_f64();
+    phases.push(("boot to ssh login".to_string(), booted));
+    checks.push(CheckResult {
+        name: format!("ssh login as {TEST_USER} with the seed's key"),
+        ok: true,
+        warning: false,
+        detail: format!("after {booted:.1} s"),
+        seconds: booted,
+    });
+    let t = Instant::now();
+    let (status, out) = ssh("cloud-init status --wait --long 2>&1 || exit $?")?;
+    let (ok, warning, detail) = judge_cloud_init(status, &out);
+    checks.push(CheckResult {
+        name: "cloud-init finished".into(),
+        ok,
+        warning,
+        detail,
+        seconds: t.elapsed().as_secs_f64(),
+    });
+    phases.push(("cloud-init".into(), t.elapsed().as_secs_f64()));
+    let t = Instant::now();
+    for b in builtin_checks() {
+        let c = Instant::now();
+        let (status, out) = ssh(&format!("{} 2>&1", b.command))?;
+        let r = judge_builtin(b.name, status, &out, instance_id, hostname, o.virtual_size);
+        checks.push(CheckResult {
+            name: b.name.into(),
+            ok: r.is_ok(),
+            warning: false,
+            detail: r.err().unwrap_or_default(),
+            seconds: c.elapsed().as_secs_f64(),
+        });
+    }
+    // The keys sshd showed are not the build VM's.
+    let learnt = known_host_keys(&std::fs::read_to_string(known_hosts).unwrap_or_default());
+    let reused: Vec<&String> = learnt
+        .iter()
+        .filter(|k| o.build_host_keys.contains(k))
+        .collect();
+    checks.push(CheckResult {
+        name: "the ssh host keys are not the build VM's".into(),
+        ok: !learnt.is_empty() && reused.is_empty(),
+        warning: false,
+        detail: if learnt.is_empty() {
+            "ssh recorded no host key".into()
+        } else if reused.is_empty() {
+            String::new()
+        } else {
+            format!("sshd presented the build VM's key {}", reused[0])
+        },
+        seconds: 0.0,
+    });
+    for c in &o.checks {
+        let t = Instant::now();
+        let (status, out) = ssh(&format!("{} 2>&1", c.command()))?;
+        let r = c.judge(status, &out);
+        checks.push(CheckResult {
+            name: c.name(),
+            ok: r.is_ok(),
+            warning: false,
+            detail: r.err().unwrap_or_default(),
+            seconds: t.elapsed().as_secs_f64(),
+        });
+    }
+    phases.push(("checks".into(), t.elapsed().as_secs_f64()));
+    Ok(Report {
+        instance_id: String::new(),
+        hostname: String::new(),
+        checks,
+        phases,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_files_quote_what_they_carry() {
+        assert_eq!(
+            meta_data("kiln-test-1", "kiln-test-1"),
+            "instance-id: kiln-test-1\nlocal-hostname: kiln-test-1\n"
+        );
+        let ud = user_data("ssh-ed25519 AAAA kiln-boot-test\n");
+        assert!(ud.starts_with("#cloud-config\n"));
+        assert!(
+            ud.contains("      - ssh-ed25519 AAAA kiln-boot-test\n"),
+            "{ud}"
+        );
+        assert!(ud.contains("sudo: \"ALL=(ALL) NOPASSWD:ALL\""), "{ud}");
+    }
+
+    #[test]
+    fn checks_run_quoted_commands_and_judge_their_output() {
+        let f = Check::File {
+            file: "/etc/it's".into(),
+            contains: "kiln".into(),
+        };
+        assert_eq!(f.command(), "sudo cat -- '/etc/it'\\''s'");
+        assert!(f.judge(0, "built by kiln").is_ok());
+        assert!(f
+            .judge(0, "nothing")
+            .unwrap_err()
+            .contains("does not contain"));
+        assert!(f.judge(1, "No such file").is_err());
+        let s = Check::Service {
+            service: "ssh".into(),
+            active: true,
+        };
+        assert_eq!(s.command(), "systemctl is-active -- 'ssh'");
+        assert!(s.judge(0, "active\n").is_ok());
+        assert_eq!(s.judge(3, "inactive\n").unwrap_err(), "it is inactive");
+        let off = Check::Service {
+            service: "ssh".into(),
+            active: false,
+        };
+        assert!(off.judge(3, "inactive").is_ok());
+        let r = Check::Run {
+            run: "tree --version".into(),
+            expect: Some("tree v2".into()),
+        };
+        assert!(r.judge(0, "tree v2.1.0 (c) 1996").is_ok());
+        assert!(r.judge(0, "tree v1").unwrap_err().contains("lacks"));
+        assert!(r.judge(127, "not found").unwrap_err().contains("127"));
+    }
+
+    #[test]
+    fn builtin_checks_judge_the_guest() {
+        let j = |name: &str, status, out: &str| {
+            judge_builtin(name, status, out, "kiln-test-ab", "kiln-test-ab", 3 << 30)
+        };
+        let names: Vec<&str> = builtin_checks().iter().map(|b| b.name).collect();
+        assert_eq!(names.len(), 6);
+        assert!(j(names[0], 0, "nocloud\nkiln-test-ab\n").is_ok());
+        assert!(j(names[0], 0, "ec2\nkiln-test-ab\n")
+            .unwrap_err()
+            .contains("not nocloud"));
+        assert!(j(names[0], 0, "nocloud\ni-old\n")
+            .unwrap_err()
+            .contains("instance-id"));
+        assert!(j(names[1], 0, &format!("{}\n", 4u64 << 30)).is_ok());
+        assert!(j(names[1], 0, &format!("{}\n", 2u64 << 30))
+            .unwrap_err()
+            .contains("did not grow"));
+        let id = "0123456789abcdef0123456789abcdef";
+        assert!(j(names[2], 0, &format!("{id}\n1000\n1001\n")).is_ok());
+        assert!(j(names[2], 0, &format!("{id}\n1000\n900\n"))
+            .unwrap_err()
+            .contains("older"));
+        assert!(j(names[2], 0, "uninitialized\n1000\n1001\n").is_err());
+        assert!(j(names[3], 0, "1000\n1002\n1003\n").is_ok());
+        assert!(j(names[3], 0, "1000\n1002\n10\n")
+            .unwrap_err()
+            .contains("older"));
+        assert!(j(names[4], 0, "kiln-test-ab\n").is_ok());
+        assert!(j(names[4], 0, "golden\n").is_err());
+        assert!(j(names[5], 0, "").is_ok());
+        assert_eq!(
+            j(
+                names[5],
+                0,
+                "ssh.service loaded failed failed OpenBSD Secure Shell server\n"
+            )
+            .unwrap_err(),
+            "failed: ssh.service"
+        );
+    }
+
+    #[test]
+    fn cloud_init_status_and_host_keys() {
+        assert_eq!(
+            judge_cloud_init(0, "status: done\n"),
+            (true, false, "status: done".into())
+        );
+        assert!(judge_cloud_init(2, "status: done\nrecoverable").1);
+        assert!(!judge_cloud_init(1, "status: error").0);
+        let console = "ec2: \n-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3 root@golden\necdsa-sha2-nistp256 AAAAE2 root@golden\n-----END SSH HOST KEY KEYS-----\n";
+        assert_eq!(
+            console_host_keys(console),
+            vec!["ssh-ed25519 AAAAC3", "ecdsa-sha2-nistp256 AAAAE2"]
+        );
+        assert_eq!(
+            known_host_keys("[127.0.0.1]:2222 ssh-ed25519 AAAAC3\n"),
+            vec!["ssh-ed25519 AAAAC3"]
+        );
+    }
+
+    #[test]
+    fn ssh_uses_only_the_test_key_and_its_own_known_hosts() {
+        let v = ssh_argv(Path::new("/w/test-key"), Path::new("/w/kh"), 2222, "true");
+        assert_eq!(&v[..5], ["ssh", "-F", "/dev/null", "-i", "/w/test-key"]);
+        assert!(v.contains(&"UserKnownHostsFile=/w/kh".to_string()));
+        assert!(v.contains(&"BatchMode=yes".to_string()));
+        assert_eq!(&v[v.len() - 3..], ["kiln-test@127.0.0.1", "--", "true"]);
+    }
+
+    #[test]
+    fn junit_names_each_check_and_its_failure() {
+        let r = Report {
+            instance_id: "i".into(),
+            hostname: "h".into(),
+            checks: vec![
+                CheckResult {
+                    name: "a <b>".into(),
+                    ok: true,
+                    warning: false,
+                    detail: String::new(),
+                    seconds: 1.0,
+                },
+                CheckResult {
+                    name: "c".into(),
+                    ok: false,
+                    warning: false,
+                    detail: "it is \"inactive\"".into(),
+                    seconds: 0.5,
+                },
+            ],
+            phases: vec![],
+        };
+        let x = junit_xml("debian-12-1.0", &r);
+        assert!(x.contains("tests=\"2\" failures=\"1\""), "{x}");
+        assert!(x.contains("name=\"a &lt;b&gt;\""), "{x}");
+        assert!(
+            x.contains("<failure message=\"it is &quot;inactive&quot;\"/>"),
+            "{x}"
+        );
+    }
+}
