@@ -774,7 +774,7 @@ mod tests {
         let ud = user_data("ssh-ed25519 AAAA kiln-boot-test\n");
         assert!(ud.starts_with("#cloud-config\n"));
         assert!(
-            ud.contains("      - ssh-ed25519 AAAA kiln-boot-test\n"),
+            ud.contains("      - \"ssh-ed25519 AAAA kiln-boot-test\"\n"),
             "{ud}"
         );
         assert!(ud.contains("sudo: \"ALL=(ALL) NOPASSWD:ALL\""), "{ud}");
