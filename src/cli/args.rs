@@ -134,6 +134,10 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Sysprep disk images in place (virt-sysprep's operations, machine-id left empty).
     Sysprep(Box<SysprepArgs>),
+    /// Boot an image like a new cloud instance (throwaway overlay, fresh NoCloud seed, ssh
+    /// login over user networking) and check it: cloud-init, growth, machine-id, host keys,
+    /// hostname, failed units, and the --check-* checks. Exit 1 when a check fails.
+    Test(Box<super::boot::TestArgs>),
     /// Images in Glance, like `openstack image` (auth from clouds.yaml or OS_* variables).
     Image {
         /// Cloud in clouds.yaml (default: $OS_CLOUD, else the OS_* variables).

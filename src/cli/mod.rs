@@ -25,6 +25,7 @@ macro_rules! errln {
 }
 
 mod args;
+mod boot;
 mod build;
 mod cache;
 mod check;
@@ -143,6 +144,7 @@ pub fn main() -> i32 {
             },
         ),
         Command::Convert(args) => convert_cmd(args),
+        Command::Test(args) => boot::test_cmd(*args),
         Command::Sysprep(args) => {
             // Customize flags apply in command-line order, across flags (as virt-customize).
             let m = matches

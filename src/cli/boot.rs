@@ -1,0 +1,276 @@
+//! `kiln test IMAGE`: the build's boot test on any image (a vendor cloud image, a Packer
+//! output): booted through a throwaway overlay like a new cloud instance, then checked.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::boottest::{self, Check};
+
+#[derive(clap::Args, Debug)]
+pub struct TestArgs {
+    /// The image to boot (never modified: it boots through a throwaway overlay).
+    pub image: PathBuf,
+    /// Image format (default: probed).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// A shell command that must succeed, as the test user (sudo works): `CMD`, or
+    /// `CMD=>TEXT` when its output must contain TEXT. Repeatable.
+    #[arg(long = "check-run", value_name = "CMD[=>TEXT]")]
+    pub runs: Vec<String>,
+    /// A file that must contain TEXT: `PATH=TEXT`. Repeatable.
+    #[arg(long = "check-file", value_name = "PATH=TEXT")]
+    pub files: Vec<String>,
+    /// A systemd unit that must be active (`UNIT`) or not (`UNIT=inactive`). Repeatable.
+    #[arg(long = "check-service", value_name = "UNIT[=inactive]")]
+    pub services: Vec<String>,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub memory: u64,
+    #[arg(long, default_value_t = 2)]
+    pub vcpus: u32,
+    /// libvirt connection.
+    #[arg(long, default_value = "qemu:///system")]
+    pub connect: String,
+    /// Seconds for the boot, cloud-init and each check.
+    #[arg(long, default_value_t = 1800)]
+    pub timeout: u64,
+    #[arg(long, value_enum, default_value_t = crate::recipe::model::Accel::Auto)]
+    pub accel: crate::recipe::model::Accel,
+    /// Write the results as JUnit XML here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Keep the test VM's serial console here.
+    #[arg(long, value_name = "FILE")]
+    pub console: Option<PathBuf>,
+}
+
+/// `--check-*` values as checks (errors name the flag).
+pub(super) fn checks(a: &TestArgs) -> Result<Vec<Check>, String> {
+    let mut v = Vec::new();
+    for r in &a.runs {
+        let (run, expect) = match r.split_once("=>") {
+            Some((c, e)) => (c.trim().to_string(), Some(e.trim().to_string())),
+            None => (r.clone(), None),
+        };
+        if run.is_empty() {
+            return Err(format!("--check-run {r:?}: no command"));
+        }
+        v.push(Check::Run { run, expect });
+    }
+    for f in &a.files {
+        let Some((file, contains)) = f.split_once('=') else {
+            return Err(format!("--check-file {f:?}: expected PATH=TEXT"));
+        };
+        if !file.starts_with('/') {
+            return Err(format!("--check-file {f:?}: the path must be absolute"));
+        }
+        v.push(Check::File {
+            file: file.into(),
+            contains: contains.into(),
+        });
+    }
+    for s in &a.services {
+        let (service, active) = match s.split_once('=') {
+            None => (s.clone(), true),
+            Some((u, "inactive")) => (u.to_string(), false),
+            Some((u, "active")) => (u.to_string(), true),
+            Some(_) => {
+                return Err(format!(
+                    "--check-service {s:?}: expected UNIT or UNIT=inactive"
+                ))
+            }
+        };
+        if service.is_empty() || service.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(format!("--check-service {s:?}: not a unit name"));
+        }
+        v.push(Check::Service { service, active });
+    }
+    Ok(v)
+}
+
+pub(super) fn test_cmd(a: TestArgs) -> i32 {
+    let checks = match checks(&a) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    let cancel = match try_cancel_on_signals() {
+        Ok(c) => c,
+        Err(e) => {
+            errln!("error: cannot install signal handler: {e}");
+            return exit::BUILD_FAILED;
+        }
+    };
+    let image = match std::fs::canonicalize(&a.image) {
+        Ok(p) => p,
+        Err(e) => return usage_error(format!("{}: {e}", a.image.display())),
+    };
+    let info = match crate::qemu_img::info_as(&image, a.format.as_deref(), &cancel) {
+        Ok(i) => i,
+        Err(e) => return usage_error(format!("cannot read {}: {e}", image.display())),
+    };
+    let tcg = crate::libvirt::probe::tcg_for_tools(
+        a.accel,
+        &crate::build::default_cache_dir(),
+        &a.connect,
+        &cancel,
+    );
+    let lv = match crate::libvirt::Libvirt::connect(&a.connect) {
+        Ok(l) => l,
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::BUILD_FAILED;
+        }
+    };
+    let user = crate::libvirt::vmuser::VmUser::for_uri(&a.connect);
+    let work = if user.is_other() {
+        crate::libvirt::vmuser::vm_root().join(format!("test-{}", std::process::id()))
+    } else {
+        std::env::temp_dir().join(format!("kiln-test-{}", std::process::id()))
+    };
+    let made = if user.is_other() {
+        crate::libvirt::vmuser::make_vm_dir(&work, user)
+    } else {
+        std::fs::create_dir_all(&work)
+    };
+    if let Err(e) = made.and_then(|()| crate::owner::Owner::current().write_into(&work)) {
+        errln!("error: creating {}: {e}", work.display());
+        return exit::BUILD_FAILED;
+    }
+    let result = (|| -> anyhow::Result<boottest::Report> {
+        let reachable = crate::libvirt::vmuser::reachable(&image, &work, user)?;
+        let o = boottest::Options {
+            image: reachable,
+            format: info.format.clone(),
+            virtual_size: info.virtual_size,
+            work: work.clone(),
+            memory_mib: a.memory,
+            vcpus: a.vcpus,
+            tcg,
+            timeout: Duration::from_secs(a.timeout),
+            uid: user.uid,
+            gid: user.gid,
+            checks,
+            build_host_keys: Vec::new(),
+            name: "kiln-test".into(),
+        };
+        Ok(boottest::run(&o, &lv, &cancel, &mut |_| {})?)
+    })();
+    if let Some(dst) = &a.console {
+        let _ = std::fs::copy(work.join("test-console.log"), dst);
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            errln!("error: {e:#}");
+            return if cancel.is_cancelled() {
+                exit::INTERRUPTED
+            } else {
+                exit::BUILD_FAILED
+            };
+        }
+    };
+    print_report(&report);
+    if let Some(j) = &a.junit {
+        let suite = image
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(e) = std::fs::write(j, boottest::junit_xml(&suite, &report)) {
+            errln!("error: writing {}: {e}", j.display());
+            return exit::BUILD_FAILED;
+        }
+    }
+    if report.failed().is_empty() {
+        exit::OK
+    } else {
+        exit::BUILD_FAILED
+    }
+}
+
+pub(crate) fn print_report(r: &boottest::Report) {
+    outln!("boot test ({}, hostname {}):", r.instance_id, r.hostname);
+    for c in &r.checks {
+        let mark = match (c.ok, c.warning) {
+            (true, false) => "ok  ",
+            (true, true) => "warn",
+            (false, _) => "FAIL",
+        };
+        if c.detail.is_empty() || (c.ok && !c.warning) {
+            outln!("  {mark}  {}", c.name);
+        } else {
+            outln!("  {mark}  {}: {}", c.name, c.detail);
+        }
+    }
+    let phases: Vec<String> = r
+        .phases
+        .iter()
+        .map(|(p, s)| format!("{p} {s:.1} s"))
+        .collect();
+    outln!("  ({})", phases.join(", "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct T {
+        #[command(flatten)]
+        a: TestArgs,
+    }
+
+    #[test]
+    fn check_flags_become_checks() {
+        let t = T::parse_from([
+            "t",
+            "img",
+            "--check-run",
+            "tree --version=>tree v2",
+            "--check-run",
+            "true",
+            "--check-file",
+            "/etc/motd=kiln",
+            "--check-service",
+            "ssh",
+            "--check-service",
+            "apache2=inactive",
+        ]);
+        assert_eq!(
+            checks(&t.a).unwrap(),
+            vec![
+                Check::Run {
+                    run: "tree --version".into(),
+                    expect: Some("tree v2".into())
+                },
+                Check::Run {
+                    run: "true".into(),
+                    expect: None
+                },
+                Check::File {
+                    file: "/etc/motd".into(),
+                    contains: "kiln".into()
+                },
+                Check::Service {
+                    service: "ssh".into(),
+                    active: true
+                },
+                Check::Service {
+                    service: "apache2".into(),
+                    active: false
+                },
+            ]
+        );
+        for bad in [
+            ["--check-file", "motd=kiln"],
+            ["--check-file", "/etc/motd"],
+            ["--check-service", "ssh=maybe"],
+            ["--check-run", "=>x"],
+        ] {
+            let t = T::parse_from(["t", "img", bad[0], bad[1]]);
+            assert!(checks(&t.a).is_err(), "{bad:?}");
+        }
+    }
+}
