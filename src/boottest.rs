@@ -19,17 +19,7 @@ use crate::quote;
 /// boots a throwaway overlay).
 pub const TEST_USER: &str = "kiln-test";
 
-/// One check, as the recipe (`test:`) or `kiln test --check` gives it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Check {
-    /// A shell command; it must exit 0 and, if `expect` is set, print it.
-    Run { run: String, expect: Option<String> },
-    /// A file that must contain `contains` (read as root).
-    File { file: String, contains: String },
-    /// A systemd unit that must be active (or not).
-    Service { service: String, active: bool },
-}
+pub use crate::plan::TestCheck as Check;
 
 impl Check {
     pub fn name(&self) -> String {

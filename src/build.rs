@@ -173,7 +173,13 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
 /// The logs of a failed build into `dest`, replacing those of an earlier failure (kiln's own:
 /// nothing but these log files is ever written there).
 fn save_logs(out: &Path, work: &Path, dest: &Path) {
-    const LOGS: &[&str] = &["build.log", "console.log", "install-console.log"];
+    const LOGS: &[&str] = &[
+        "build.log",
+        "console.log",
+        "install-console.log",
+        "test-console.log",
+        "test-results.xml",
+    ];
     if dest.is_dir()
         && std::fs::read_dir(dest).is_ok_and(|rd| {
             rd.flatten()
@@ -191,6 +197,9 @@ fn save_logs(out: &Path, work: &Path, dest: &Path) {
         (work.join("console.log"), "console.log"),
         (out.join("install-console.log"), "install-console.log"),
         (work.join("install/console.log"), "install-console.log"),
+        (out.join("test-console.log"), "test-console.log"),
+        (work.join("test/test-console.log"), "test-console.log"),
+        (out.join("test-results.xml"), "test-results.xml"),
     ] {
         if src.is_file() && !dest.join(name).exists() {
             if name == "build.log" {

@@ -32,6 +32,8 @@ pub struct Manifest {
     pub published: Published,
     /// The recipe's `publish.glance`, resolved (names rendered): what `kiln publish` repeats.
     pub publish_glance: Option<crate::plan::GlanceSettings>,
+    /// The boot test: each check's result, the seconds per phase.
+    pub test: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

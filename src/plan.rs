@@ -33,6 +33,9 @@ pub struct Plan {
     pub properties: BTreeMap<String, String>,
     /// `cache.max_age` in seconds: provisioned disks older than this are rebuilt.
     pub cache_max_age_secs: Option<u64>,
+    /// The boot test's checks after the default ones (`test:`); None: no boot test
+    /// (`test: false`, `--no-test`).
+    pub test: Option<Vec<TestCheck>>,
     /// `cache.remote`: the remote stage cache's URL (s3://BUCKET[/PREFIX]).
     pub cache_remote: Option<String>,
 }
@@ -393,4 +396,16 @@ impl Plan {
         }
         p
     }
+}
+
+/// One check of the boot test (`test:` in the recipe, `kiln test --check-*`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestCheck {
+    /// A shell command; it must exit 0 and, if `expect` is set, print it.
+    Run { run: String, expect: Option<String> },
+    /// A file that must contain `contains` (read as root).
+    File { file: String, contains: String },
+    /// A systemd unit that must be active (or not).
+    Service { service: String, active: bool },
 }

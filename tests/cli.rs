@@ -194,6 +194,7 @@ fn plan_renders_templates_and_shows_commands_without_libvirt() {
             "sysprep",
             "undefine",
             "convert",
+            "test",
             "publish",
         ]
     );

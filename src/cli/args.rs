@@ -98,6 +98,9 @@ pub enum Command {
         /// Skip publish.glance (publish later with `kiln publish DIR`).
         #[arg(long)]
         no_glance: bool,
+        /// Skip the boot test (the recipe's `test:`).
+        #[arg(long)]
+        no_test: bool,
         /// Take nothing from the stage cache and store nothing in it.
         #[arg(long, conflicts_with = "rebuild_from")]
         no_cache: bool,

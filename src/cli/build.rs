@@ -281,7 +281,7 @@ pub(super) fn build(
     vars: &[(String, String)],
     cache_dir: Option<PathBuf>,
     jobs: Option<usize>,
-    no_glance: bool,
+    (no_glance, no_test): (bool, bool),
     cache_flags: StageCacheFlags,
 ) -> i32 {
     let mut plan = match load_checked(recipe_path, vars) {
@@ -293,6 +293,9 @@ pub(super) fn build(
     };
     if no_glance {
         plan.publish.glance = None;
+    }
+    if no_test {
+        plan.test = None;
     }
     // Credentials are checked before a long build, not after it.
     if let Some(g) = &plan.publish.glance {

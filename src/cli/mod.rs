@@ -122,6 +122,7 @@ pub fn main() -> i32 {
             cache_dir,
             jobs,
             no_glance,
+            no_test,
             no_cache,
             rebuild_from,
             until,
@@ -134,7 +135,7 @@ pub fn main() -> i32 {
             &vars,
             cache_dir,
             jobs,
-            no_glance,
+            (no_glance, no_test),
             StageCacheFlags {
                 no_cache,
                 rebuild_from,

@@ -130,6 +130,8 @@ pub struct BuildContext {
     pub published: Option<PathBuf>,
     /// Images published to Glance by the glance stage.
     pub glance_published: Vec<crate::glance::publish::Published>,
+    /// The boot test's report (manifest.json's `test`).
+    pub test_report: Option<serde_json::Value>,
 }
 
 impl Records for BuildContext {
@@ -280,6 +282,7 @@ impl BuildContext {
             sparsify: None,
             published: None,
             glance_published: Vec::new(),
+            test_report: None,
         }
     }
 
@@ -434,6 +437,7 @@ impl BuildContext {
                 glance: ctx.glance_published.clone(),
             },
             publish_glance: plan.publish.glance.clone(),
+            test: ctx.test_report.clone(),
         }
     }
 }

@@ -166,6 +166,73 @@ fn utc_date() -> String {
 }
 
 impl Resolver<'_> {
+    /// `test:` as checks (None: off), each validated for the shell or path it reaches.
+    fn test_checks(
+        &mut self,
+        t: &Option<model::TestSetting>,
+    ) -> Option<Vec<crate::plan::TestCheck>> {
+        use crate::plan::TestCheck as C;
+        let list = match t {
+            None | Some(model::TestSetting::Enabled(true)) => return Some(Vec::new()),
+            Some(model::TestSetting::Enabled(false)) => return None,
+            Some(model::TestSetting::Checks(l)) => l,
+        };
+        let mut out = Vec::new();
+        for (i, c) in list.iter().enumerate() {
+            let at = format!("/test/{i}");
+            let text_ok = |s: &str| !s.contains('\0');
+            let check = match (&c.run, &c.file, &c.service) {
+                (Some(run), None, None) if c.contains.is_none() && c.active.is_none() => {
+                    if run.trim().is_empty() || !text_ok(run) {
+                        self.err(&format!("{at}/run"), "an empty command (or a NUL byte)");
+                        continue;
+                    }
+                    C::Run {
+                        run: run.clone(),
+                        expect: c.expect.clone(),
+                    }
+                }
+                (None, Some(file), None) if c.expect.is_none() && c.active.is_none() => {
+                    if !file.starts_with('/') || !text_ok(file) || file.contains('\n') {
+                        self.err(&format!("{at}/file"), "an absolute path, on one line");
+                        continue;
+                    }
+                    let Some(contains) = c.contains.clone() else {
+                        self.err(&at, "`file` needs `contains` (the text it must hold)");
+                        continue;
+                    };
+                    C::File {
+                        file: file.clone(),
+                        contains,
+                    }
+                }
+                (None, None, Some(service)) if c.expect.is_none() && c.contains.is_none() => {
+                    if service.is_empty()
+                        || !service
+                            .chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || "-_.@:\\".contains(ch))
+                    {
+                        self.err(&format!("{at}/service"), "not a systemd unit name");
+                        continue;
+                    }
+                    C::Service {
+                        service: service.clone(),
+                        active: c.active.unwrap_or(true),
+                    }
+                }
+                _ => {
+                    self.err(
+                        &at,
+                        "a check is one of `run` (with `expect`), `file` (with `contains`) or `service` (with `active`)",
+                    );
+                    continue;
+                }
+            };
+            out.push(check);
+        }
+        Some(out)
+    }
+
     fn err(&mut self, pointer: &str, msg: impl Into<String>) {
         let repeats = self
             .suppressed
@@ -496,7 +563,9 @@ impl Resolver<'_> {
                         false
                     }
                 });
+        let test = self.test_checks(&r.test);
         let plan = Plan {
+            test,
             cache_max_age_secs,
             cache_remote,
             recipe_path: self.doc.file.clone(),

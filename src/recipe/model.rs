@@ -59,6 +59,40 @@ pub struct Recipe {
     /// The stage cache.
     #[serde(default)]
     pub cache: CacheSettings,
+    /// The boot test after convert, before anything is published: `false` skips it; a list
+    /// adds checks to the default ones (`run` + `expect`, `file` + `contains`, `service` +
+    /// `active`). Default: on, default checks.
+    #[serde(default)]
+    pub test: Option<TestSetting>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TestSetting {
+    Enabled(bool),
+    Checks(Vec<TestCheck>),
+}
+
+/// One check: exactly one of `run`, `file`, `service`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestCheck {
+    /// A shell command run as the test user (sudo works); it must exit 0.
+    #[serde(default)]
+    pub run: Option<String>,
+    /// With `run`: text its output must contain.
+    #[serde(default)]
+    pub expect: Option<String>,
+    /// An absolute path that must exist and contain `contains`.
+    #[serde(default)]
+    pub file: Option<String>,
+    #[serde(default)]
+    pub contains: Option<String>,
+    /// A systemd unit that must be active (`active: false`: must not be).
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub active: Option<bool>,
 }
 
 /// How long stage results that depend on the network stay good.

@@ -10,6 +10,7 @@
 //! | sysprep     | libguestfs (same launch): sysprep operations, fstrim               |
 //! | undefine    | remove the build domain from libvirt                               |
 //! | convert     | qemu-img to each output format, sizes and checksums                |
+//! | test        | boot an output like a new cloud instance, ssh in, check it          |
 //! | publish     | manifest.json, rename the staged output directory into place       |
 //! | glance      | publish.glance: upload/import the outputs, verify, share, rotate   |
 
@@ -21,6 +22,7 @@ pub mod provision;
 pub mod publish;
 pub mod source;
 pub mod sysprep;
+pub mod test;
 pub mod undefine;
 
 use crate::pipeline::context::BuildContext;
@@ -41,6 +43,7 @@ pub fn all() -> Vec<Box<dyn BuildStage>> {
         Box::new(sysprep::SysprepStage),
         Box::new(undefine::UndefineStage),
         Box::new(convert::ConvertStage),
+        Box::new(test::TestStage),
         Box::new(publish::PublishStage),
         Box::new(glance::GlanceStage),
     ]

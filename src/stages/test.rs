@@ -1,0 +1,166 @@
+//! Test stage: boot the converted image like a new cloud instance and check it (the
+//! `boottest` module) before anything is published. A failed check fails the build: nothing
+//! is published and the previous output stays.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+use crate::pipeline::context::{BuildContext, Resource};
+use crate::pipeline::describe::{Describe, Described, PlanView};
+use crate::pipeline::{Outcome, Stage};
+
+pub struct TestStage;
+
+/// The output the test boots: a qcow2 or raw one if there is one (qemu reads the others too,
+/// through the overlay).
+fn pick(outputs: &[crate::convert::Converted]) -> Option<&crate::convert::Converted> {
+    outputs
+        .iter()
+        .find(|o| o.format == "qcow2" || o.format == "raw")
+        .or_else(|| outputs.first())
+}
+
+impl Stage<BuildContext> for TestStage {
+    fn name(&self) -> &'static str {
+        "test"
+    }
+
+    fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
+        let Some(checks) = ctx.plan.test.clone() else {
+            tracing::info!("boot test off (test: false or --no-test)");
+            return Ok(());
+        };
+        let Some(out) = pick(&ctx.outputs).cloned() else {
+            tracing::info!("no output to boot: no boot test");
+            return Ok(());
+        };
+        let image = ctx.out.join(&out.path);
+        let info = crate::qemu_img::info_as(&image, Some(&out.format), &ctx.cancel)?;
+        let tcg = ctx.need_tcg()?;
+        // The build VM's host keys (cloud-init printed them on its console): the image must
+        // not come up with them.
+        let build_host_keys = crate::boottest::console_host_keys(
+            &std::fs::read_to_string(ctx.out.join("console.log")).unwrap_or_default(),
+        );
+        let dir = ctx.work.join("test");
+        std::fs::create_dir_all(&dir)?;
+        ctx.record(Resource::Dir(dir.clone()));
+        let reachable = if ctx.vm_user.is_other() {
+            let r = crate::libvirt::vmuser::reachable(&image, &dir, ctx.vm_user)
+                .with_context(|| format!("giving the test VM access to {}", image.display()))?;
+            ctx.record(Resource::File(r.clone()));
+            r
+        } else {
+            image.clone()
+        };
+        let o = crate::boottest::Options {
+            image: reachable,
+            format: out.format.clone(),
+            virtual_size: info.virtual_size,
+            work: dir.clone(),
+            memory_mib: ctx.plan.vm.memory_mib,
+            vcpus: ctx.plan.vm.vcpus,
+            tcg,
+            timeout: Duration::from_secs(ctx.plan.vm.timeout_secs),
+            uid: ctx.vm_user.uid,
+            gid: ctx.vm_user.gid,
+            checks,
+            build_host_keys,
+            name: format!("kiln-test-{}", ctx.plan.name),
+        };
+        ctx.libvirt()?;
+        let lv = ctx.libvirt.take().context("no libvirt connection")?;
+        let uri = ctx.plan.vm.uri.clone();
+        let cancel = ctx.cancel.clone();
+        let mut domains = Vec::new();
+        let result = crate::boottest::run(&o, &lv, &cancel, &mut |name| {
+            // Recorded the moment it exists (for cleanup if the run itself cannot remove it).
+            domains.push(name.to_string());
+            ctx.record(Resource::Domain {
+                uri: uri.clone(),
+                name: name.to_string(),
+            });
+        });
+        ctx.libvirt = Some(lv);
+        for name in domains {
+            if !ctx.libvirt.as_ref().is_some_and(|l| l.exists(&name)) {
+                ctx.forget(&Resource::Domain {
+                    uri: uri.clone(),
+                    name,
+                });
+            }
+        }
+        // The evidence goes into the output (and into NAME.failed when the build fails).
+        std::fs::copy(
+            dir.join("test-console.log"),
+            ctx.out.join("test-console.log"),
+        )
+        .ok();
+        let report = result?;
+        std::fs::write(
+            ctx.out.join("test-results.xml"),
+            crate::boottest::junit_xml(&ctx.plan.slug(), &report),
+        )
+        .context("writing test-results.xml")?;
+        for c in &report.checks {
+            match (c.ok, c.warning) {
+                (true, false) => tracing::info!("boot test: ok: {}", c.name),
+                (true, true) => tracing::warn!("boot test: {}: {}", c.name, c.detail),
+                (false, _) => tracing::error!("boot test: FAILED: {}: {}", c.name, c.detail),
+            }
+        }
+        let failed: Vec<String> = report
+            .failed()
+            .iter()
+            .map(|c| format!("{} ({})", c.name, c.detail))
+            .collect();
+        ctx.test_report = Some(serde_json::to_value(&report).expect("JSON"));
+        if !failed.is_empty() {
+            bail!(
+                "the boot test of {} failed: {}; nothing is published (test-console.log and test-results.xml are kept)",
+                out.path,
+                failed.join("; ")
+            );
+        }
+        tracing::info!(
+            "boot test of {} passed: {} checks",
+            out.path,
+            report.checks.len()
+        );
+        Ok(())
+    }
+
+    fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
+        ctx.release(self.name(), outcome)
+    }
+}
+
+impl Describe for TestStage {
+    fn describe(&self, v: &PlanView) -> Option<Described> {
+        let plan = v.plan;
+        let Some(checks) = &plan.test else {
+            return Some(Described {
+                inputs: serde_json::json!({ "test": false }),
+                commands: vec!["nothing: test: false".into()],
+            });
+        };
+        let mut commands = vec![
+            "qemu-img create -f qcow2 -b OUTPUT (a throwaway overlay 1 GiB larger than the image)"
+                .to_string(),
+            "ssh-keygen -t ed25519 (the test user's key); xorriso: a NoCloud seed with a new instance-id and hostname".into(),
+            "libvirt: boot the overlay, qemu user networking with guest port 22 on 127.0.0.1".into(),
+            "ssh: cloud-init status --wait".into(),
+        ];
+        for b in crate::boottest::builtin_checks() {
+            commands.push(format!("ssh: {} ({})", b.command, b.name));
+        }
+        for c in checks {
+            commands.push(format!("ssh: {} ({})", c.command(), c.name()));
+        }
+        Some(Described {
+            inputs: serde_json::json!({ "checks": checks }),
+            commands,
+        })
+    }
+}
