@@ -516,6 +516,38 @@ fn ssh_run(argv: &[String], cancel: &Cancel, limit: Duration) -> Result<(i32, St
     Ok((status.code().unwrap_or(-1), text))
 }
 
+/// How long sshd may take after cloud-init said it finished.
+const SSH_GRACE: Duration = Duration::from_secs(90);
+
+/// cloud-init's last line on the console ("Cloud-init v. 22.4.2 finished at …").
+pub fn cloud_init_finished(console: &str) -> bool {
+    console
+        .lines()
+        .any(|l| l.contains("Cloud-init v.") && l.contains(" finished at "))
+}
+
+/// A boot that will never reach sshd, from the console.
+pub fn boot_failure(console: &str) -> Option<String> {
+    for (needle, what) in [
+        (
+            "You are in emergency mode",
+            "the guest booted into emergency mode",
+        ),
+        (
+            "Give root password for maintenance",
+            "the guest booted into emergency mode",
+        ),
+        ("Kernel panic - not syncing", "the guest's kernel panicked"),
+        ("ALERT!  ", "the initramfs did not find the root filesystem"),
+        ("grub rescue>", "GRUB did not find its files (grub rescue)"),
+    ] {
+        if let Some(l) = console.lines().find(|l| l.contains(needle)) {
+            return Some(format!("{what} ({})", l.trim()));
+        }
+    }
+    None
+}
+
 /// A free TCP port on the loopback (bound and released; qemu binds it right after).
 fn free_port() -> std::io::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -651,25 +683,66 @@ fn boot_and_check(
     };
     let mut checks = Vec::new();
     let mut phases = Vec::new();
-    // Boot to ssh: retry until sshd takes the key (or the guest is gone, or the time is up).
+    // Boot to ssh: retry until sshd takes the key. A guest that cannot get there fails the
+    // login check with the reason (and the JUnit file says so), instead of waiting out the
+    // timeout: emergency mode, a stopped VM, or cloud-init done while sshd still refuses.
+    let console_path = o.work.join("test-console.log");
     let mut last = String::new();
+    let mut cloud_init_done: Option<Instant> = None;
+    let login = format!("ssh login as {TEST_USER} with the seed's key");
+    let failed_login = |why: String, checks: &mut Vec<CheckResult>| {
+        checks.push(CheckResult {
+            name: login.clone(),
+            ok: false,
+            warning: false,
+            detail: format!(
+                "{why}; console tail:\n{}",
+                crate::libvirt::console::file_tail(&console_path, 15)
+            ),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    };
     loop {
         if cancel.is_cancelled() {
             return Err(TestError::Setup("interrupted".into()));
         }
-        if start.elapsed() > o.timeout {
-            return Err(TestError::Setup(format!(
-                "no ssh login within {} s (last: {}); console tail:\n{}",
+        let console = std::fs::read_to_string(&console_path).unwrap_or_default();
+        let why = if start.elapsed() > o.timeout {
+            Some(format!(
+                "no login within {} s (last: {})",
                 o.timeout.as_secs(),
-                last.trim(),
-                crate::libvirt::console::file_tail(&o.work.join("test-console.log"), 20)
-            )));
-        }
-        if !matches!(lv.state(name), crate::libvirt::State::Running) {
-            return Err(TestError::Setup(format!(
-                "the test VM stopped before ssh answered; console tail:\n{}",
-                crate::libvirt::console::file_tail(&o.work.join("test-console.log"), 20)
-            )));
+                last.trim()
+            ))
+        } else if let Some(m) = boot_failure(&console) {
+            Some(m)
+        } else if !matches!(lv.state(name), crate::libvirt::State::Running) {
+            Some("the test VM stopped before sshd answered".into())
+        } else {
+            if cloud_init_done.is_none() && cloud_init_finished(&console) {
+                cloud_init_done = Some(Instant::now());
+            }
+            cloud_init_done
+                .filter(|t| t.elapsed() > SSH_GRACE)
+                .map(|_| {
+                    format!(
+                        "cloud-init finished {} s ago and sshd still refuses the key (last: {})",
+                        SSH_GRACE.as_secs(),
+                        last.trim()
+                    )
+                })
+        };
+        if let Some(why) = why {
+            failed_login(why, &mut checks);
+            phases.push((
+                "boot to ssh login".to_string(),
+                start.elapsed().as_secs_f64(),
+            ));
+            return Ok(Report {
+                instance_id: String::new(),
+                hostname: String::new(),
+                checks,
+                phases,
+            });
         }
         match ssh("true") {
             Ok((0, _)) => break,
@@ -863,6 +936,25 @@ mod tests {
             known_host_keys("[127.0.0.1]:2222 ssh-ed25519 AAAAC3\n"),
             vec!["ssh-ed25519 AAAAC3"]
         );
+    }
+
+    #[test]
+    fn the_console_tells_a_boot_that_cannot_reach_sshd() {
+        assert!(cloud_init_finished("Cloud-init v. 22.4.2 finished at Tue, 01 Dec 2026 13:00:00 +0000. Datasource DataSourceNoCloud.  Up 60.1 seconds"));
+        assert!(!cloud_init_finished(
+            "Cloud-init v. 22.4.2 running 'modules:final'"
+        ));
+        assert!(
+            boot_failure("[  OK  ] ok\nYou are in emergency mode. After logging in, type")
+                .unwrap()
+                .contains("emergency")
+        );
+        assert!(
+            boot_failure("ALERT!  UUID=1234 does not exist.  Dropping to a shell!")
+                .unwrap()
+                .contains("root filesystem")
+        );
+        assert!(boot_failure("[  OK  ] Reached target Multi-User System").is_none());
     }
 
     #[test]
