@@ -1457,3 +1457,29 @@ fn a_remote_cache_is_checked_before_the_build_starts() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn boot_test_checks_are_validated_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = example_copy(dir.path(), |t| {
+        format!("{t}\ntest:\n  - {{file: etc/motd, contains: x}}\n  - {{run: \"true\", file: /x}}\n  - {{service: \"ssh; reboot\"}}\n  - {{file: /etc/motd}}\n")
+    });
+    let out = kiln_in(&["validate", recipe.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    for (line, msg) in [
+        (0, "an absolute path"),
+        (1, "a check is one of"),
+        (2, "not a systemd unit name"),
+        (3, "`file` needs `contains`"),
+    ] {
+        assert!(err.contains(msg), "{line}: {msg}: {err}");
+    }
+    assert!(err.contains("4 errors found"), "{err}");
+    // test: false is accepted, and so are good checks.
+    let ok = example_copy(dir.path(), |t| {
+        format!("{t}\ntest:\n  - {{run: \"tree --version\", expect: \"tree v2\"}}\n  - {{file: /etc/motd, contains: kiln}}\n  - {{service: ssh, active: true}}\n")
+    });
+    let out = kiln_in(&["validate", ok.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
