@@ -90,19 +90,19 @@ fn tail(s: &str) -> String {
 }
 
 /// The result of one check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CheckResult {
     pub name: String,
     pub ok: bool,
     /// A warning that does not fail the test (cloud-init "degraded").
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub warning: bool,
     pub detail: String,
     pub seconds: f64,
 }
 
 /// What the boot test found, for manifest.json, the JUnit file and the summary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Report {
     pub instance_id: String,
     pub hostname: String,

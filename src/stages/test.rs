@@ -12,6 +12,9 @@ use crate::pipeline::{Outcome, Stage};
 
 pub struct TestStage;
 
+/// Bump when the test would judge the same image differently.
+const TEST_VERSION: u32 = 1;
+
 /// The output the test boots: a qcow2 or raw one if there is one (qemu reads the others too,
 /// through the overlay).
 fn pick(outputs: &[crate::convert::Converted]) -> Option<&crate::convert::Converted> {
@@ -36,6 +39,45 @@ impl Stage<BuildContext> for TestStage {
             return Ok(());
         };
         let image = ctx.out.join(&out.path);
+        // The stage cache: the same image (the chain's key) and the same checks pass again
+        // without a boot. Only passing results are stored.
+        let key = ctx.chain.as_ref().map(|prev| {
+            crate::stagecache::derive(
+                "test",
+                TEST_VERSION,
+                Some(prev),
+                &serde_json::json!({
+                    "output": out.path, "checks": checks,
+                    "memory_mib": ctx.plan.vm.memory_mib, "vcpus": ctx.plan.vm.vcpus,
+                }),
+            )
+        });
+        let _lock = match (&key, &ctx.cache) {
+            (Some(k), Some(store)) => Some(store.lock(k, "test")?),
+            _ => None,
+        };
+        if let Some(k) = &key {
+            if let Some(e) = ctx.cache_get(k) {
+                let report: crate::boottest::Report =
+                    serde_json::from_value(e.meta.data.clone())
+                        .context("reading the cached boot test result")?;
+                std::fs::copy(e.file("test-console.log"), ctx.out.join("test-console.log")).ok();
+                std::fs::write(
+                    ctx.out.join("test-results.xml"),
+                    crate::boottest::junit_xml(&ctx.plan.slug(), &report),
+                )
+                .context("writing test-results.xml")?;
+                tracing::info!(
+                    "boot test of {}: passed before on this image ({} checks; cache entry {})",
+                    out.path,
+                    report.checks.len(),
+                    k.short()
+                );
+                ctx.test_report = Some(e.meta.data.clone());
+                ctx.note_cache("test", k, true);
+                return Ok(());
+            }
+        }
         let info = crate::qemu_img::info_as(&image, Some(&out.format), &ctx.cancel)?;
         let tcg = ctx.need_tcg()?;
         // The build VM's host keys (cloud-init printed them on its console): the image must
@@ -128,6 +170,28 @@ impl Stage<BuildContext> for TestStage {
             out.path,
             report.checks.len()
         );
+        if let (Some(k), Some(store)) = (key, ctx.cache.clone()) {
+            let console = dir.join("cached-test-console.log");
+            let stored = std::fs::copy(dir.join("test-console.log"), &console)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| {
+                    ctx.cache_replacing(&k);
+                    Ok(store.commit(
+                        "test",
+                        &k,
+                        // The chain's key names convert's outputs together, not an entry.
+                        None,
+                        &[(console.clone(), "test-console.log")],
+                        serde_json::to_value(&report)?,
+                    )?)
+                });
+            match stored {
+                Ok(_) => ctx.note_cache("test", &k, false),
+                Err(e) => {
+                    tracing::warn!("stage cache: the boot test result was not stored ({e:#})")
+                }
+            }
+        }
         Ok(())
     }
 
