@@ -2146,5 +2146,37 @@ fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
         "{junit}"
     );
     assert!(failed.join("test-console.log").is_file());
+
+    // `kiln test` on the published image: the same test, the checks from flags.
+    let junit = dir.path().join("kiln-test.xml");
+    let t = kiln()
+        .arg("test")
+        .arg(out.join("debian-12-1.0/debian-12-1.0.qcow2"))
+        .args([
+            "--check-service",
+            "ssh",
+            "--check-file",
+            "/etc/issue=not in this image",
+            "--junit",
+        ])
+        .arg(&junit)
+        .output()
+        .unwrap();
+    let said = text(&t.stdout);
+    assert_eq!(t.status.code(), Some(1), "{said}{}", text(&t.stderr));
+    assert!(said.contains("ok    ssh login as kiln-test"), "{said}");
+    assert!(said.contains("ok    service ssh active"), "{said}");
+    assert!(
+        said.contains("FAIL  file /etc/issue contains \"not in this image\""),
+        "{said}"
+    );
+    assert!(std::fs::read_to_string(&junit)
+        .unwrap()
+        .contains("failures=\"1\""));
+    assert_eq!(
+        std::fs::read_to_string(&manifest).unwrap(),
+        previous,
+        "kiln test changed the image"
+    );
     assert_eq!(domains("kiln-"), before, "leftover domains");
 }
