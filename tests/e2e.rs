@@ -2149,6 +2149,7 @@ fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
 
     // `kiln test` on the published image: the same test, the checks from flags.
     let junit = dir.path().join("kiln-test.xml");
+    let image_sum = sha256_of(&out.join("debian-12-1.0/debian-12-1.0.qcow2"));
     let t = kiln()
         .arg("test")
         .arg(out.join("debian-12-1.0/debian-12-1.0.qcow2"))
