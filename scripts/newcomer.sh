@@ -30,11 +30,15 @@ m = json.load(open(sys.argv[1]))
 assert m["name"] == "debian-12" and m["version"] == "1.0", m["name"]
 assert all(s["status"] in ("ok", "skipped") for s in m["stages"]), m["stages"]
 assert not m.get("published", {}).get("glance"), "published to Glance without a cloud"
+# The image booted as a new instance and passed the boot test before it was published.
+t = m.get("test") or {}
+assert t.get("checks") and all(c["ok"] for c in t["checks"]), t
 d = os.path.dirname(sys.argv[1])
 for o in m["outputs"]:
     p = os.path.join(d, o["path"])
     assert os.path.getsize(p) == o["size"] > 0, p
-print("manifest: ok,", ", ".join(f'{o["path"]} ({o["format"]})' for o in m["outputs"]))
+print("manifest: ok,", ", ".join(f'{o["path"]} ({o["format"]})' for o in m["outputs"]),
+      f'; boot test: {len(t["checks"])} checks passed')
 PY
 (cd "$dir" && sha256sum -c SHA256SUMS) || fail "SHA256SUMS does not verify"
 qemu-img check -q "$dir/debian-12-1.0.qcow2" || fail "the qcow2 output does not check"
