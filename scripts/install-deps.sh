@@ -101,11 +101,12 @@ if [ -n "$need" ]; then
   fi
 fi
 
-# pykickstart's ksvalidator (kickstart files), from PyPI into its own venv.
+# pykickstart's ksvalidator (kickstart files) and the SPDX project's validator (SBOMs), from
+# PyPI into their own venv.
 tools=${KILN_TOOLS_VENV:-/opt/kiln-tools-venv}
-if [ ! -x "$tools/bin/ksvalidator" ]; then
-  python3 -m venv "$tools"
-  "$tools/bin/pip" install -q pykickstart
+if [ ! -x "$tools/bin/ksvalidator" ] || [ ! -x "$tools/bin/pyspdxtools" ]; then
+  [ -x "$tools/bin/pip" ] || python3 -m venv "$tools"
+  "$tools/bin/pip" install -q pykickstart spdx-tools
 fi
 
 # tests/quoting.rs reads YAML back with Debian's PyYAML (the one cloud-init uses).

@@ -16,6 +16,7 @@ pub mod glance;
 pub mod guest;
 pub mod hostfile;
 pub mod installer;
+pub mod inventory;
 pub mod libvirt;
 pub mod logging;
 pub mod manifest;

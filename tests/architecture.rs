@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("recipe", 5),
     ("glance", 5),
     ("installer", 5),
+    ("inventory", 5),
     ("bootstrap", 5),
     ("boottest", 5),
     ("fetch", 5),
