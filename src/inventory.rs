@@ -4,10 +4,44 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// What the libguestfs stage read from the image.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Inventory {
+    pub os: BTreeMap<String, String>,
+    pub packages: Vec<Package>,
+    pub kernels: Vec<String>,
+}
+
+/// Read the inventory from a mounted guest (package database, os-release, /boot's kernels).
+/// Guests without dpkg give no packages (rpm: not yet).
+pub fn read(g: &crate::guest::Guest) -> Inventory {
+    let text = |p: &str| {
+        g.read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let mut os = parse_os_release(&text("/etc/os-release"));
+    if os.is_empty() {
+        os = parse_os_release(&text("/usr/lib/os-release"));
+    }
+    let mut kernels: Vec<String> = g
+        .glob("/boot/vmlinuz-*")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|k| k.strip_prefix("/boot/vmlinuz-").map(String::from))
+        .collect();
+    kernels.sort();
+    Inventory {
+        os,
+        packages: parse_dpkg_status(&text("/var/lib/dpkg/status")),
+        kernels,
+    }
+}
 
 /// An installed package.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Package {
     pub name: String,
     pub version: String,

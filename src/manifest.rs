@@ -34,6 +34,8 @@ pub struct Manifest {
     pub publish_glance: Option<crate::plan::GlanceSettings>,
     /// The boot test: each check's result, the seconds per phase.
     pub test: Option<serde_json::Value>,
+    /// The image's inventory: os-release, package count, kernels, the SBOM file and digest.
+    pub inventory: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -342,6 +342,8 @@ pub struct Output {
     pub disk_format: String,
     pub sha512: String,
     pub virtual_size: u64,
+    /// The build's SBOM digest (`kiln_sbom_sha256`), when it has one.
+    pub sbom_sha256: Option<String>,
 }
 
 /// GiB, rounded up: Glance's min_disk unit.
@@ -369,6 +371,9 @@ pub fn image_body(s: &Settings, name: &str, out: &Output) -> Value {
         body["kiln_recipe_id"] = json!(s.recipe_id);
     }
     body["kiln_format"] = json!(out.disk_format);
+    if let Some(d) = &out.sbom_sha256 {
+        body["kiln_sbom_sha256"] = json!(d);
+    }
     body
 }
 
@@ -539,6 +544,11 @@ pub fn publish_dir(
                 disk_format: fmt.clone(),
                 sha512: o.sha512.clone(),
                 virtual_size: o.virtual_size,
+                sbom_sha256: manifest
+                    .inventory
+                    .as_ref()
+                    .and_then(|i| i["sbom_sha256"].as_str())
+                    .map(String::from),
             },
         ));
     }
@@ -693,8 +703,10 @@ mod tests {
             disk_format: "qcow2".into(),
             sha512: "00".into(),
             virtual_size: (3 << 30) + 5,
+            sbom_sha256: Some("ab".repeat(32)),
         };
         let b = image_body(&s, "debian-12-1.0", &out);
+        assert_eq!(b["kiln_sbom_sha256"], "ab".repeat(32));
         assert_eq!(b["visibility"], "private");
         assert_eq!(b["min_disk"], 4);
         assert_eq!(b["min_ram"], 512);

@@ -132,6 +132,10 @@ pub struct BuildContext {
     pub glance_published: Vec<crate::glance::publish::Published>,
     /// The boot test's report (manifest.json's `test`).
     pub test_report: Option<serde_json::Value>,
+    /// What the libguestfs stage found in the image (packages, os-release, kernels).
+    pub inventory: Option<crate::inventory::Inventory>,
+    /// The SBOM's summary for manifest.json (file, digest, counts).
+    pub inventory_summary: Option<serde_json::Value>,
 }
 
 impl Records for BuildContext {
@@ -283,6 +287,8 @@ impl BuildContext {
             published: None,
             glance_published: Vec::new(),
             test_report: None,
+            inventory: None,
+            inventory_summary: None,
         }
     }
 
@@ -438,6 +444,7 @@ impl BuildContext {
             },
             publish_glance: plan.publish.glance.clone(),
             test: ctx.test_report.clone(),
+            inventory: ctx.inventory_summary.clone(),
         }
     }
 }

@@ -63,6 +63,7 @@ impl Stage<BuildContext> for CloudInitStage {
                     serde_json::from_value(d["sysprep_removed"].clone()).unwrap_or_default();
                 ctx.sparsify = serde_json::from_value(d["sparsify"].clone()).ok();
                 ctx.tools.libguestfs = d["libguestfs"].as_str().unwrap_or_default().to_string();
+                ctx.inventory = serde_json::from_value(d["inventory"].clone()).ok();
                 ctx.disk = Some(e.file("disk.qcow2"));
                 ctx.guestfs_reused = true;
                 ctx.chain = Some(k.clone());

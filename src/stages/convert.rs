@@ -148,6 +148,7 @@ impl Stage<BuildContext> for ConvertStage {
         }
         convert::write_sha256sums(&ctx.out, &ctx.outputs)
             .with_context(|| format!("writing {}/SHA256SUMS", ctx.out.display()))?;
+        write_sbom(ctx)?;
         Ok(())
     }
 
@@ -178,4 +179,39 @@ impl Describe for ConvertStage {
                 .collect(),
         })
     }
+}
+
+/// NAME-VERSION.spdx.json beside the outputs, from the libguestfs stage's inventory; its
+/// summary and digest go into manifest.json (and the digest onto the Glance images).
+fn write_sbom(ctx: &mut BuildContext) -> anyhow::Result<()> {
+    let Some(inv) = &ctx.inventory else {
+        return Ok(());
+    };
+    let slug = ctx.plan.slug();
+    let name = format!("{slug}.spdx.json");
+    let suffix = hex::encode(crate::libvirt::console::rand_bytes());
+    let doc = crate::inventory::spdx(
+        &ctx.plan.name,
+        &ctx.plan.version,
+        &inv.os,
+        &inv.packages,
+        &crate::inventory::rfc3339(ctx.built_at),
+        &format!("https://kiln.invalid/spdx/{slug}-{suffix}"),
+        &format!("kiln-{}", env!("CARGO_PKG_VERSION")),
+    );
+    let bytes = serde_json::to_vec_pretty(&doc).expect("JSON");
+    let path = ctx.out.join(&name);
+    std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    use sha2::Digest as _;
+    ctx.inventory_summary = Some(serde_json::json!({
+        "os": inv.os.get("PRETTY_NAME"),
+        "os_id": inv.os.get("ID"),
+        "os_version": inv.os.get("VERSION_ID"),
+        "packages": inv.packages.len(),
+        "kernels": inv.kernels,
+        "sbom": name,
+        "sbom_sha256": hex::encode(sha2::Sha256::digest(&bytes)),
+    }));
+    tracing::info!("SBOM: {name} ({} packages)", inv.packages.len());
+    Ok(())
 }

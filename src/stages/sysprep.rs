@@ -63,6 +63,18 @@ impl Stage<BuildContext> for SysprepStage {
             ctx.guest = Some(g);
             return Err(anyhow::Error::new(e).context(format!("sysprep operation {op}")));
         }
+        // The inventory in the same launch: what the SBOM lists.
+        let inv = crate::inventory::read(&g);
+        tracing::info!(
+            "inventory: {} ({} packages, kernels: {})",
+            inv.os
+                .get("PRETTY_NAME")
+                .map(String::as_str)
+                .unwrap_or("unknown OS"),
+            inv.packages.len(),
+            inv.kernels.join(", ")
+        );
+        ctx.inventory = Some(inv);
         g.close().context("closing the libguestfs appliance")?;
         let after = crate::manifest::allocated(&disk);
         tracing::info!(
@@ -86,6 +98,7 @@ impl Stage<BuildContext> for SysprepStage {
                 "sysprep_removed": ctx.sysprep_removed,
                 "sparsify": ctx.sparsify,
                 "libguestfs": ctx.tools.libguestfs,
+                "inventory": ctx.inventory,
             });
             ctx.cache_replacing(&k);
             let entry = match store.commit(
