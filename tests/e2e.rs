@@ -198,6 +198,7 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
         "build.log",
         "test-console.log",
         "test-results.xml",
+        "debian-12-1.0.spdx.json",
     ] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
@@ -266,6 +267,31 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
         "the test console is the test VM's"
     );
     assert!(domains("kiln-test-").is_empty(), "the test domain is gone");
+    // The SBOM: read in the sysprep launch, valid for the SPDX project's validator, listing
+    // what the provisioning installed with its package URL.
+    let inv = &m["inventory"];
+    assert_eq!(inv["os_id"], "debian", "{inv}");
+    assert!(inv["packages"].as_u64().unwrap() > 100, "{inv}");
+    assert!(!inv["kernels"].as_array().unwrap().is_empty(), "{inv}");
+    let sbom = dir.join(inv["sbom"].as_str().unwrap());
+    assert_eq!(sha256_of(&sbom), inv["sbom_sha256"].as_str().unwrap());
+    let sbom_text = std::fs::read_to_string(&sbom).unwrap();
+    assert!(
+        sbom_text.contains("\"pkg:deb/debian/tree@"),
+        "tree missing from the SBOM"
+    );
+    let tools = std::env::var("KILN_TOOLS_VENV").unwrap_or_else(|_| "/opt/kiln-tools-venv".into());
+    let v = Command::new(format!("{tools}/bin/pyspdxtools"))
+        .arg("-i")
+        .arg(&sbom)
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "pyspdxtools: {}{}",
+        text(&v.stdout),
+        text(&v.stderr)
+    );
     for t in ["kiln", "qemu-img", "libvirt", "libguestfs"] {
         let v = m["tools"][t].as_str().unwrap();
         assert!(!v.is_empty() && v != "unknown", "tool {t}: {v}");
