@@ -21,9 +21,15 @@ svc_pw=kiln-swift-svc-pw
 user_pw=kiln-cache-pw
 ks=http://127.0.0.1:5000/v3
 
-stop() {
+stop() { # and wait until they are gone: new servers must find their ports free
   [ -f "$dir/run/pids" ] || return 0
   while read -r pid; do kill "$pid" 2>/dev/null || true; done < "$dir/run/pids"
+  for _ in $(seq 1 100); do
+    alive=0
+    while read -r pid; do kill -0 "$pid" 2>/dev/null && alive=1; done < "$dir/run/pids"
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
   rm -f "$dir/run/pids"
 }
 if [ "${1:-}" = stop ]; then stop; exit 0; fi
@@ -151,6 +157,14 @@ start() { # log command…
   echo $! >> "$dir/run/pids"
   if [ -n "${KILN_SERVICES_PIDFILE:-}" ]; then echo $! >> "$KILN_SERVICES_PIDFILE"; fi
 }
+# Ports still taken (a Swift this script did not start, or one that will not die) would give
+# servers that exit at once and a proxy answering 503: say so instead.
+for p in 6200 6201 6202 8080 11211; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "swift-setup: port $p on 127.0.0.1 is in use (another Swift or memcached?)" >&2
+    exit 1
+  fi
+done
 start memcached memcached -l 127.0.0.1 -p 11211 -u nobody
 for n in account container object; do start "$n" "swift-$n-server" "$n-server.conf"; done
 start proxy swift-proxy-server proxy-server.conf
@@ -165,8 +179,9 @@ for _ in $(seq 1 100); do
   curl -s -o /dev/null http://127.0.0.1:8080/healthcheck && break
   sleep 0.2
 done
-# The account and container servers may still be starting: a 503 until they answer.
-for _ in $(seq 1 50); do
+# The account and container servers may still be starting: a 503 until they answer (on a
+# loaded machine that takes a while).
+for _ in $(seq 1 300); do
   code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H "X-Auth-Token: $token" \
     "http://127.0.0.1:8080/v1/AUTH_$project/kiln-cache") || true
   case $code in 201|202) break ;; esac
