@@ -187,7 +187,7 @@ for _ in $(seq 1 300); do
   case $code in 201|202) break ;; esac
   sleep 0.2
 done
-case $code in 201|202) ;; *) echo "swift-setup: creating the container: HTTP $code (log: $dir/run/proxy.log)" >&2; exit 1 ;; esac
+case $code in 201|202) ;; *) echo "swift-setup: creating the container: HTTP $code (503: the servers are not up, or the disk under $dir is nearly full: Swift refuses writes with less than 1% free)" >&2; exit 1 ;; esac
 echo "Swift on http://127.0.0.1:8080 (Keystone auth; S3 API with the cache project's EC2 credential, bucket kiln-cache)"
 # The secret goes to a private file, not to the log.
 (umask 077; echo "export AWS_ACCESS_KEY_ID=$access AWS_SECRET_ACCESS_KEY=$secret AWS_ENDPOINT_URL=http://127.0.0.1:8080" > "$dir/s3.env")
