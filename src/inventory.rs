@@ -367,3 +367,149 @@ mod spdx_validator {
 fn tests_status() -> &'static str {
     "Package: tree\nStatus: install ok installed\nArchitecture: amd64\nVersion: 2.1.0-1\n\nPackage: libc6\nStatus: install ok installed\nArchitecture: amd64\nSource: glibc\nVersion: 2.36-9+deb12u4\n"
 }
+
+/// Packages back from an SPDX document kiln wrote (name, version, and arch/upstream from the
+/// purl), the image's own package left out.
+pub fn packages_from_spdx(doc: &serde_json::Value) -> Vec<Package> {
+    let mut out = Vec::new();
+    for p in doc["packages"].as_array().into_iter().flatten() {
+        let Some(purl) = p["externalRefs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["referenceType"] == "purl")
+            .and_then(|r| r["referenceLocator"].as_str())
+        else {
+            continue;
+        };
+        let query = purl.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let param = |k: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .map(purl_unescape)
+        };
+        out.push(Package {
+            name: p["name"].as_str().unwrap_or_default().to_string(),
+            version: p["versionInfo"].as_str().unwrap_or_default().to_string(),
+            arch: param("arch").unwrap_or_default(),
+            source: param("upstream"),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
+    out
+}
+
+fn purl_unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What changed between two package lists (by name and architecture).
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PackageDiff {
+    pub added: Vec<Package>,
+    pub removed: Vec<Package>,
+    /// (name, arch, from version, to version)
+    pub changed: Vec<(String, String, String, String)>,
+}
+
+pub fn diff_packages(a: &[Package], b: &[Package]) -> PackageDiff {
+    let key = |p: &Package| (p.name.clone(), p.arch.clone());
+    let am: BTreeMap<_, &Package> = a.iter().map(|p| (key(p), p)).collect();
+    let bm: BTreeMap<_, &Package> = b.iter().map(|p| (key(p), p)).collect();
+    let mut d = PackageDiff::default();
+    for (k, p) in &bm {
+        match am.get(k) {
+            None => d.added.push((*p).clone()),
+            Some(old) if old.version != p.version => d.changed.push((
+                p.name.clone(),
+                p.arch.clone(),
+                old.version.clone(),
+                p.version.clone(),
+            )),
+            Some(_) => {}
+        }
+    }
+    for (k, p) in &am {
+        if !bm.contains_key(k) {
+            d.removed.push((*p).clone());
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod diff_tests {
+    use super::*;
+
+    fn pkg(n: &str, v: &str) -> Package {
+        Package {
+            name: n.into(),
+            version: v.into(),
+            arch: "amd64".into(),
+            source: None,
+        }
+    }
+
+    #[test]
+    fn packages_come_back_from_the_sbom() {
+        let pk = vec![
+            Package {
+                source: Some("glibc".into()),
+                ..pkg("libc6", "2.36-9+deb12u4")
+            },
+            pkg("tree", "1:2.1.0-1"),
+        ];
+        let doc = spdx(
+            "img",
+            "1",
+            &BTreeMap::new(),
+            &pk,
+            "2026-12-01T00:00:00Z",
+            "https://x/y",
+            "kiln",
+        );
+        assert_eq!(packages_from_spdx(&doc), pk);
+    }
+
+    #[test]
+    fn added_removed_and_changed() {
+        let a = vec![
+            pkg("bash", "5.2"),
+            pkg("tree", "2.1.0-1"),
+            pkg("vim", "9.0"),
+        ];
+        let b = vec![
+            pkg("bash", "5.2"),
+            pkg("tree", "2.1.1-1"),
+            pkg("curl", "7.88"),
+        ];
+        let d = diff_packages(&a, &b);
+        assert_eq!(d.added, vec![pkg("curl", "7.88")]);
+        assert_eq!(d.removed, vec![pkg("vim", "9.0")]);
+        assert_eq!(
+            d.changed,
+            vec![(
+                "tree".into(),
+                "amd64".into(),
+                "2.1.0-1".into(),
+                "2.1.1-1".into()
+            )]
+        );
+        assert_eq!(diff_packages(&a, &a), PackageDiff::default());
+    }
+}

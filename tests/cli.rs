@@ -1483,3 +1483,93 @@ fn boot_test_checks_are_validated_with_positions() {
     let out = kiln_in(&["validate", ok.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[test]
+fn kiln_diff_reports_exactly_the_packages_that_changed() {
+    use kiln::inventory::{spdx, Package};
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = |n: &str, v: &str| Package {
+        name: n.into(),
+        version: v.into(),
+        arch: "amd64".into(),
+        source: None,
+    };
+    let build = |name: &str, pkgs: &[Package]| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let os = std::collections::BTreeMap::from([("ID".to_string(), "debian".to_string())]);
+        let doc = spdx(
+            "debian-12",
+            "1.0",
+            &os,
+            pkgs,
+            "2026-12-01T00:00:00Z",
+            "https://kiln.invalid/x",
+            "kiln",
+        );
+        std::fs::write(
+            d.join("debian-12-1.0.spdx.json"),
+            serde_json::to_vec(&doc).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("manifest.json"),
+            r#"{"name": "debian-12", "inventory": {"sbom": "debian-12-1.0.spdx.json"}}"#,
+        )
+        .unwrap();
+        d
+    };
+    let a = build(
+        "a",
+        &[
+            pkg("bash", "5.2.15-2"),
+            pkg("tree", "2.1.0-1"),
+            pkg("vim-tiny", "2:9.0.1378-2"),
+        ],
+    );
+    let b = build(
+        "b",
+        &[
+            pkg("bash", "5.2.15-2"),
+            pkg("tree", "2.1.1-1"),
+            pkg("curl", "7.88.1-10"),
+        ],
+    );
+    let out = kiln_in(
+        &["diff", a.to_str().unwrap(), b.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "packages: 1 added, 1 removed, 1 changed\n  + curl 7.88.1-10 (amd64)\n  - vim-tiny 2:9.0.1378-2 (amd64)\n  ~ tree 2.1.0-1 -> 2.1.1-1 (amd64)\n"
+    );
+    let same = kiln_in(
+        &["diff", a.to_str().unwrap(), a.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(same.status.code(), Some(0));
+    let json = kiln_in(
+        &[
+            "diff",
+            "--format",
+            "json",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["packages"]["added"][0]["name"], "curl");
+    // Not an output directory: exit 2, saying what is missing.
+    let bad = kiln_in(
+        &["diff", dir.path().to_str().unwrap(), b.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("manifest.json"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -141,6 +141,9 @@ pub enum Command {
     /// login over user networking) and check it: cloud-init, growth, machine-id, host keys,
     /// hostname, failed units, and the --check-* checks. Exit 1 when a check fails.
     Test(Box<super::boot::TestArgs>),
+    /// What changed between two builds (kiln output directories): packages added, removed and
+    /// changed, from their SBOMs. Exit 0: the same; 1: they differ.
+    Diff(super::diff::DiffArgs),
     /// Images in Glance, like `openstack image` (auth from clouds.yaml or OS_* variables).
     Image {
         /// Cloud in clouds.yaml (default: $OS_CLOUD, else the OS_* variables).

@@ -29,6 +29,7 @@ mod boot;
 mod build;
 mod cache;
 mod check;
+mod diff;
 mod disk;
 mod elements;
 mod image;
@@ -146,6 +147,7 @@ pub fn main() -> i32 {
         ),
         Command::Convert(args) => convert_cmd(args),
         Command::Test(args) => boot::test_cmd(*args),
+        Command::Diff(args) => diff::diff_cmd(args),
         Command::Sysprep(args) => {
             // Customize flags apply in command-line order, across flags (as virt-customize).
             let m = matches
