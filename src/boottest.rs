@@ -84,9 +84,7 @@ impl Check {
 }
 
 fn tail(s: &str) -> String {
-    let t = s.trim();
-    let lines: Vec<&str> = t.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join(" | ")
+    crate::process::last_lines(s.trim(), 5).replace('\n', " | ")
 }
 
 /// The result of one check.

@@ -315,7 +315,8 @@ impl Remote {
     }
 }
 
-fn short(key: &str) -> &str {
+/// A key as the logs show it.
+pub fn short(key: &str) -> &str {
     &key[..key.len().min(12)]
 }
 

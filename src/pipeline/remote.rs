@@ -9,18 +9,22 @@ use crate::process::{self, Opts};
 use crate::stagecache::{Entry, Key, Meta, Store};
 
 impl BuildContext {
+    /// The remote's meta.json of `key`: None when there is no remote or no such entry, or the
+    /// lookup failed (warned, with `then` after the error).
+    fn remote_meta(&self, key: &Key, then: &str) -> Option<serde_json::Value> {
+        match self.remote.as_ref()?.meta(&key.0) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("{e}{then}");
+                None
+            }
+        }
+    }
+
     /// Pull `key` (and what it builds on, first) from the remote into the local store.
     /// Any failure is a miss, with a warning: the stage is built instead.
     pub(super) fn remote_pull(&self, store: &Store, key: &Key) -> Option<Entry> {
-        let remote = self.remote.as_ref()?;
-        let raw = match remote.meta(&key.0) {
-            Ok(Some(m)) => m,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!("{e}; building instead");
-                return None;
-            }
-        };
+        let raw = self.remote_meta(key, "; building instead")?;
         let meta = match serde_json::from_value::<Meta>(raw.clone()) {
             Ok(m) if m.key == *key => m,
             _ => {
@@ -191,13 +195,8 @@ impl BuildContext {
         if self.lookups_off {
             return false;
         }
-        let raw = match remote.meta(&key.0) {
-            Ok(Some(m)) => m,
-            Ok(None) => return false,
-            Err(e) => {
-                tracing::warn!("{e}");
-                return false;
-            }
+        let Some(raw) = self.remote_meta(key, "") else {
+            return false;
         };
         let Some(dir) = dest.parent() else {
             return false;
@@ -246,7 +245,7 @@ impl BuildContext {
         for (k, e) in &r.failed {
             tracing::warn!(
                 "remote cache: entry {} not pushed: {e}",
-                &k[..k.len().min(12)]
+                crate::remotecache::short(k)
             );
         }
     }

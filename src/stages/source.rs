@@ -139,7 +139,6 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     if unsafe { libc::geteuid() } != 0 {
         bail!("bootstrapping a base disk needs root (mmdebstrap --mode=root and mkfs.ext4 -d keep file ownership)");
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let scratch = bootstrap::scratch_dir(&ctx.cache_dir, &key, std::process::id());
     ctx.record(Resource::Dir(scratch.clone()));
     std::fs::create_dir_all(&scratch)?;
