@@ -395,6 +395,155 @@ impl Guest {
         Ok((st.st_mode as u32, st.st_uid, st.st_gid, st.st_size))
     }
 
+    /// lstat of many absolute paths in few round trips: one `lstatnslist` per directory (it
+    /// takes plain names), up to `LSTAT_BATCH` names a call. Results in the order of `paths`.
+    pub fn lstat_many(&self, paths: &[String]) -> Result<Vec<Stat>, GuestError> {
+        self.per_directory(paths, |dir, names| {
+            Ok(self
+                .g
+                .lstatnslist(dir, names)
+                .map_err(self.e(format!("lstat of {} names in {dir}", names.len())))?
+                .into_iter()
+                .map(|s| Stat {
+                    mode: s.st_mode as u32,
+                    uid: s.st_uid,
+                    gid: s.st_gid,
+                    size: s.st_size,
+                    mtime_ns: s.st_mtime_sec * 1_000_000_000 + s.st_mtime_nsec,
+                })
+                .collect())
+        })
+    }
+
+    /// Targets of many symlinks (absolute paths), batched like `lstat_many`.
+    pub fn readlink_many(&self, paths: &[String]) -> Result<Vec<String>, GuestError> {
+        self.per_directory(paths, |dir, names| {
+            self.g
+                .readlinklist(dir, names)
+                .map_err(self.e(format!("readlink of {} names in {dir}", names.len())))
+        })
+    }
+
+    fn per_directory<T>(
+        &self,
+        paths: &[String],
+        call: impl Fn(&str, &[&str]) -> Result<Vec<T>, GuestError>,
+    ) -> Result<Vec<T>, GuestError> {
+        let mut groups: std::collections::BTreeMap<&str, Vec<(usize, &str)>> = Default::default();
+        for (i, p) in paths.iter().enumerate() {
+            let (dir, name) = match p.rsplit_once('/') {
+                Some(("", n)) => ("/", n),
+                Some((d, n)) => (d, n),
+                None => ("/", p.as_str()),
+            };
+            groups.entry(dir).or_default().push((i, name));
+        }
+        let mut out: Vec<Option<T>> = (0..paths.len()).map(|_| None).collect();
+        for (dir, entries) in groups {
+            for chunk in entries.chunks(LSTAT_BATCH) {
+                let names: Vec<&str> = chunk.iter().map(|(_, n)| *n).collect();
+                let got = call(dir, &names)?;
+                if got.len() != chunk.len() {
+                    return Err(GuestError {
+                        disk: self.disk.clone(),
+                        op: format!("listing {dir}"),
+                        message: format!("{} answers for {} names", got.len(), chunk.len()),
+                    });
+                }
+                for ((i, _), v) in chunk.iter().zip(got) {
+                    out[*i] = Some(v);
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|v| v.expect("every path answered"))
+            .collect())
+    }
+
+    /// SHA-256 of a regular file, computed in the appliance.
+    pub fn sha256(&self, path: &str) -> Result<String, GuestError> {
+        self.g
+            .checksum("sha256", path)
+            .map_err(self.e(format!("sha256 {path}")))
+    }
+
+    pub fn fs_label(&self, device: &str) -> String {
+        self.g.vfs_label(device).unwrap_or_default()
+    }
+
+    pub fn readlink(&self, path: &str) -> Option<String> {
+        self.g.readlink(path).ok()
+    }
+
+    /// GRUB's boot code is in the first disk's MBR.
+    pub fn mbr_has_grub(&self) -> bool {
+        let Some(dev) = self
+            .g
+            .list_devices()
+            .ok()
+            .and_then(|d| d.into_iter().next())
+        else {
+            return false;
+        };
+        self.g
+            .pread_device(&dev, 512, 0)
+            .map(|b| b.windows(4).any(|w| w == b"GRUB"))
+            .unwrap_or(false)
+    }
+
+    /// What `open` mounted: (mountpoint, device), parents first.
+    pub fn mounts(&self) -> &[(String, String)] {
+        &self.mounts
+    }
+
+    /// (size, used) in bytes of the filesystem holding `path`.
+    pub fn statvfs(&self, path: &str) -> Option<(u64, u64)> {
+        let s = self.g.statvfs(path).ok()?;
+        let size = (s.blocks.max(0) as u64) * s.frsize.max(0) as u64;
+        let free = (s.bfree.max(0) as u64) * s.frsize.max(0) as u64;
+        Some((size, size.saturating_sub(free)))
+    }
+
+    /// The disk's partition table and partitions (none for a whole-disk filesystem).
+    pub fn partitions(&self) -> (Option<String>, Vec<PartitionInfo>) {
+        let Ok(devices) = self.g.list_devices() else {
+            return (None, Vec::new());
+        };
+        let Some(dev) = devices.first() else {
+            return (None, Vec::new());
+        };
+        let Ok(table) = self.g.part_get_parttype(dev) else {
+            return (None, Vec::new());
+        };
+        let parts = self
+            .g
+            .part_list(dev)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let n = p.part_num;
+                let kind = if table == "gpt" {
+                    self.g.part_get_gpt_type(dev, n).unwrap_or_default()
+                } else {
+                    self.g
+                        .part_get_mbr_id(dev, n)
+                        .map(|id| format!("0x{id:02x}"))
+                        .unwrap_or_default()
+                };
+                PartitionInfo {
+                    device: format!("{}{}", dev, n),
+                    number: n,
+                    start: p.part_start,
+                    size: p.part_size,
+                    kind,
+                    bootable: table == "msdos" && self.g.part_get_bootable(dev, n).unwrap_or(false),
+                }
+            })
+            .collect();
+        (Some(table), parts)
+    }
+
     /// Run a shell command inside the guest's root; returns its stdout.
     pub fn sh(&self, command: &str) -> Result<String, GuestError> {
         self.g
@@ -663,6 +812,34 @@ fn quick_inspect(g: &Handle) -> Option<Found> {
         package_management,
         mounts,
     })
+}
+
+/// Names per `lstatnslist`/`readlinklist` call: well under the protocol's 4 MiB message.
+const LSTAT_BATCH: usize = 4000;
+
+/// What lstat says about one path (the fields a diff compares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub mode: u32,
+    pub uid: i64,
+    pub gid: i64,
+    pub size: i64,
+    /// Modification time in nanoseconds since the epoch.
+    pub mtime_ns: i64,
+}
+
+/// One partition of the disk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionInfo {
+    pub device: String,
+    pub number: i32,
+    pub start: u64,
+    pub size: u64,
+    /// GPT type GUID or MBR type id.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// MBR active flag.
+    pub bootable: bool,
 }
 
 /// (spec, mountpoint, type, options) of fstab's entries.

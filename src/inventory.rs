@@ -419,7 +419,7 @@ fn purl_unescape(s: &str) -> String {
 }
 
 /// What changed between two package lists (by name and architecture).
-#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PackageDiff {
     pub added: Vec<Package>,
     pub removed: Vec<Package>,

@@ -15,6 +15,8 @@ pub mod gc;
 pub mod glance;
 pub mod guest;
 pub mod hostfile;
+pub mod imagediff;
+pub mod inspect;
 pub mod installer;
 pub mod inventory;
 pub mod libvirt;

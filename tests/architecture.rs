@@ -17,6 +17,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("glance", 5),
     ("installer", 5),
     ("inventory", 5),
+    ("inspect", 5),
+    ("imagediff", 5),
     ("bootstrap", 5),
     ("boottest", 5),
     ("fetch", 5),

@@ -1535,8 +1535,24 @@ fn kiln_diff_reports_exactly_the_packages_that_changed() {
             pkg("curl", "7.88.1-10"),
         ],
     );
-    let out = kiln_in(
+    // Without images only the SBOMs can be compared, and kiln says so.
+    let no_image = kiln_in(
         &["diff", a.to_str().unwrap(), b.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(no_image.status.code(), Some(2));
+    assert!(
+        text(&no_image.stderr).contains("--packages-only"),
+        "{}",
+        text(&no_image.stderr)
+    );
+    let out = kiln_in(
+        &[
+            "diff",
+            "--packages-only",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -1545,13 +1561,19 @@ fn kiln_diff_reports_exactly_the_packages_that_changed() {
         "packages: 1 added, 1 removed, 1 changed\n  + curl 7.88.1-10 (amd64)\n  - vim-tiny 2:9.0.1378-2 (amd64)\n  ~ tree 2.1.0-1 -> 2.1.1-1 (amd64)\n"
     );
     let same = kiln_in(
-        &["diff", a.to_str().unwrap(), a.to_str().unwrap()],
+        &[
+            "diff",
+            "--packages-only",
+            a.to_str().unwrap(),
+            a.to_str().unwrap(),
+        ],
         dir.path(),
     );
     assert_eq!(same.status.code(), Some(0));
     let json = kiln_in(
         &[
             "diff",
+            "--packages-only",
             "--format",
             "json",
             a.to_str().unwrap(),
@@ -1572,4 +1594,159 @@ fn kiln_diff_reports_exactly_the_packages_that_changed() {
         "{}",
         text(&bad.stderr)
     );
+}
+
+/// `kiln diff` on two root filesystem trees: exactly the package, the files and the service
+/// that differ; the package's own files attributed to it; ignored paths left out.
+#[test]
+fn kiln_diff_on_root_trees_reports_files_services_and_packages() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let status = |extra: &str| {
+        format!(
+            "Package: bash\nStatus: install ok installed\nArchitecture: amd64\nVersion: 5.2.15-2\n\n{extra}"
+        )
+    };
+    let root = |name: &str| {
+        let r = dir.path().join(name);
+        for d in [
+            "etc/systemd/system/multi-user.target.wants",
+            "var/lib/dpkg/info",
+            "var/log",
+            "usr/bin",
+        ] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        std::fs::write(r.join("etc/motd"), "hello\n").unwrap();
+        std::fs::write(r.join("etc/hostname"), "golden\n").unwrap();
+        std::fs::write(r.join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
+        symlink(
+            "/lib/systemd/system/ssh.service",
+            r.join("etc/systemd/system/multi-user.target.wants/ssh.service"),
+        )
+        .unwrap();
+        std::fs::write(r.join("var/lib/dpkg/status"), status("")).unwrap();
+        std::fs::write(
+            r.join("var/log/build.log"),
+            if name == "a" {
+                "one line\n"
+            } else {
+                "two\nlines\n"
+            },
+        )
+        .unwrap();
+        r
+    };
+    let a = root("a");
+    let b = root("b");
+    // b: one package (with its files), one file, one content change, one mode change, one
+    // service enabled and one disabled; a log that differs (ignored).
+    std::fs::write(
+        b.join("var/lib/dpkg/status"),
+        status(
+            "Package: jq\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.6-2.1\n\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        b.join("var/lib/dpkg/info/jq.list"),
+        "/.\n/usr\n/usr/bin\n/usr/bin/jq\n",
+    )
+    .unwrap();
+    std::fs::write(b.join("usr/bin/jq"), "jq").unwrap();
+    std::fs::write(b.join("etc/kiln-release"), "1.0\n").unwrap();
+    // Same size, other content: hashed because the mtimes differ (b is the later build) …
+    std::fs::write(b.join("etc/motd"), "HELLO\n").unwrap();
+    let t0 = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let set_mtime = |p: &Path, t| {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap()
+    };
+    set_mtime(&a.join("etc/motd"), t0);
+    // … while a same-size edit that kept the mtime is only seen with --checksum.
+    std::fs::write(b.join("etc/hostname"), "GOLDEN\n").unwrap();
+    set_mtime(&a.join("etc/hostname"), t0);
+    set_mtime(&b.join("etc/hostname"), t0);
+    std::fs::set_permissions(
+        b.join("usr/bin/tool"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        a.join("usr/bin/tool"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::remove_file(b.join("etc/systemd/system/multi-user.target.wants/ssh.service")).unwrap();
+    symlink(
+        "/lib/systemd/system/kiln.service",
+        b.join("etc/systemd/system/multi-user.target.wants/kiln.service"),
+    )
+    .unwrap();
+    let out = kiln_in(
+        &["diff", a.to_str().unwrap(), b.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "packages: 1 added, 0 removed, 0 changed\n  + jq 1.6-2.1 (amd64)\n\
+         files: 2 added, 1 removed, 2 changed (and 1 of the changed packages: --package-files lists them)\n\
+         \x20 + /etc/kiln-release (file)\n\
+         \x20 + /etc/systemd/system/multi-user.target.wants/kiln.service (link)\n\
+         \x20 - /etc/systemd/system/multi-user.target.wants/ssh.service (link)\n\
+         \x20 ~ /etc/motd: content\n\
+         \x20 ~ /usr/bin/tool: mode 0644 -> 0755\n\
+         services: 1 enabled, 1 disabled, 0 masked, 0 unmasked\n\
+         \x20 + multi-user.target.wants/kiln.service\n\
+         \x20 - multi-user.target.wants/ssh.service\n"
+    );
+    let listed = kiln_in(
+        &[
+            "diff",
+            "--package-files",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(
+        text(&listed.stdout).contains("  + /usr/bin/jq (file) [jq]\n"),
+        "{}",
+        text(&listed.stdout)
+    );
+    // The ignored log differs, and --all shows it.
+    let all = kiln_in(
+        &["diff", "--all", a.to_str().unwrap(), b.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(
+        text(&all.stdout).contains("/var/log/build.log"),
+        "{}",
+        text(&all.stdout)
+    );
+    assert!(!text(&out.stdout).contains("/etc/hostname"));
+    let checksum = kiln_in(
+        &[
+            "diff",
+            "--checksum",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(
+        text(&checksum.stdout).contains("  ~ /etc/hostname: content\n"),
+        "{}",
+        text(&checksum.stdout)
+    );
+    let same = kiln_in(
+        &["diff", a.to_str().unwrap(), a.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same.stdout));
 }

@@ -141,9 +141,12 @@ pub enum Command {
     /// login over user networking) and check it: cloud-init, growth, machine-id, host keys,
     /// hostname, failed units, and the --check-* checks. Exit 1 when a check fails.
     Test(Box<super::boot::TestArgs>),
-    /// What changed between two builds (kiln output directories): packages added, removed and
-    /// changed, from their SBOMs. Exit 0: the same; 1: they differ.
+    /// What changed between two builds (kiln output directories, images or root trees):
+    /// packages, files and services added, removed and changed. Exit 0: the same; 1: they differ.
     Diff(super::diff::DiffArgs),
+    /// What an image holds: os-release, kernels, boot loader, partitions, filesystems, fstab,
+    /// packages, services, cloud-init, sshd, accounts, machine-id, and warnings.
+    Inspect(super::inspect::InspectArgs),
     /// Images in Glance, like `openstack image` (auth from clouds.yaml or OS_* variables).
     Image {
         /// Cloud in clouds.yaml (default: $OS_CLOUD, else the OS_* variables).

@@ -33,6 +33,7 @@ mod diff;
 mod disk;
 mod elements;
 mod image;
+mod inspect;
 mod planned;
 
 pub use args::*;
@@ -148,6 +149,7 @@ pub fn main() -> i32 {
         Command::Convert(args) => convert_cmd(args),
         Command::Test(args) => boot::test_cmd(*args),
         Command::Diff(args) => diff::diff_cmd(args),
+        Command::Inspect(args) => inspect::inspect_cmd(args),
         Command::Sysprep(args) => {
             // Customize flags apply in command-line order, across flags (as virt-customize).
             let m = matches
@@ -191,6 +193,25 @@ fn print_size_row(name: &str, format: &str, size: u64, allocated: u64, virtual_s
         h(allocated),
         h(virtual_size)
     );
+}
+
+/// Text read from an image (file names, config values) made safe for a terminal: control
+/// characters are shown escaped instead of reaching it.
+pub(crate) fn safe(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
 }
 
 pub(crate) fn usage_error(msg: impl std::fmt::Display) -> i32 {
