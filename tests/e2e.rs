@@ -2208,3 +2208,145 @@ fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
     );
     assert_eq!(domains("kiln-"), before, "leftover domains");
 }
+
+/// The quick recipe with extra customize steps (before its own), with the boot test on when
+/// `test`.
+fn quick_variant(dir: &Path, name: &str, steps: &str, test: bool) -> PathBuf {
+    let quick = quick_recipe(dir, "unused");
+    let text_of = std::fs::read_to_string(&quick).unwrap();
+    let mut t = text_of.replace("\ncustomize:\n", &format!("\ncustomize:\n{steps}"));
+    assert_ne!(t, text_of);
+    if test {
+        t = t.replace("test: false\n", "");
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, t).unwrap();
+    p
+}
+
+#[test]
+#[ignore = "slow: two builds, libguestfs launches and a boot; run by scripts/test.sh"]
+fn kiln_diff_and_inspect_show_exactly_what_changed_and_a_bad_fstab_fails_the_boot_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = domains("kiln-");
+    let build = |recipe: &Path, out: &Path| {
+        kiln()
+            .arg("build")
+            .arg(recipe)
+            .args(["--no-glance", "-o"])
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    // A: the quick recipe. B: the same plus one package (a local .deb that dpkg installs in
+    // the appliance) and one file.
+    let (out_a, out_b) = (dir.path().join("a"), dir.path().join("b"));
+    let a = build(&quick_recipe(dir.path(), "unused"), &out_a);
+    assert_eq!(a.status.code(), Some(0), "{}", text(&a.stderr));
+    let pkg = dir.path().join("pkg");
+    std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(pkg.join("usr/share/kiln-probe")).unwrap();
+    std::fs::write(
+        pkg.join("DEBIAN/control"),
+        "Package: kiln-probe\nVersion: 1.0\nArchitecture: all\nMaintainer: kiln tests <kiln@invalid>\nDescription: probe for kiln diff\n",
+    )
+    .unwrap();
+    std::fs::write(pkg.join("usr/share/kiln-probe/README"), "probe\n").unwrap();
+    let deb = Command::new("dpkg-deb")
+        .args(["--build", "--root-owner-group"])
+        .arg(&pkg)
+        .arg(dir.path().join("kiln-probe_1.0_all.deb"))
+        .output()
+        .unwrap();
+    assert!(deb.status.success(), "{}", text(&deb.stderr));
+    let recipe_b = quick_variant(
+        dir.path(),
+        "b.yaml",
+        "  - upload: \"kiln-probe_1.0_all.deb:/var/tmp/kiln-probe.deb\"\n  - run-command: \"dpkg -i /var/tmp/kiln-probe.deb && rm /var/tmp/kiln-probe.deb\"\n  - write: \"/etc/kiln-probe.conf:probe=1\"\n",
+        false,
+    );
+    let b = build(&recipe_b, &out_b);
+    assert_eq!(b.status.code(), Some(0), "{}", text(&b.stderr));
+    let (da, db) = (out_a.join("debian-12-1.0"), out_b.join("debian-12-1.0"));
+
+    let diff = kiln().arg("diff").arg(&da).arg(&db).output().unwrap();
+    assert_eq!(diff.status.code(), Some(1), "{}", text(&diff.stderr));
+    assert_eq!(
+        text(&diff.stdout),
+        "packages: 1 added, 0 removed, 0 changed\n  + kiln-probe 1.0 (all)\n\
+         files: 1 added, 0 removed, 0 changed (and 2 of the changed packages: --package-files lists them)\n\
+         \x20 + /etc/kiln-probe.conf (file)\n\
+         services: 0 enabled, 0 disabled, 0 masked, 0 unmasked\n",
+        "{}",
+        text(&diff.stderr)
+    );
+    // The same build against itself: nothing.
+    let same = kiln().arg("diff").arg(&da).arg(&da).output().unwrap();
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same.stdout));
+
+    // kiln inspect on B, checked against guestfish on the same image.
+    let img_b = db.join("debian-12-1.0.qcow2");
+    let ins = kiln()
+        .args(["inspect", "--format", "json"])
+        .arg(&img_b)
+        .output()
+        .unwrap();
+    assert_eq!(ins.status.code(), Some(0), "{}", text(&ins.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&ins.stdout).unwrap();
+    assert_eq!(v["os"]["VERSION_CODENAME"], "bookworm");
+    assert_eq!(v["machine_id"]["state"], "empty");
+    assert_eq!(v["sshd"]["host_keys"], serde_json::json!([]));
+    assert_eq!(v["boot"]["loader"], "grub2");
+    assert_eq!(
+        v["cloud_init"]["datasources"],
+        serde_json::json!(["ConfigDrive", "OpenStack", "NoCloud", "None"])
+    );
+    assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
+    assert!(v["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "kiln-probe"));
+    assert!(v["services"]["enabled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == "multi-user.target.wants/ssh.service"));
+    let root = v["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "root")
+        .cloned()
+        .unwrap();
+    assert_ne!(root["password"], "set", "root-password: disabled");
+    let uuid = guestfish(&img_b, "vfs-uuid /dev/sda1");
+    assert_eq!(v["filesystems"][0]["uuid"], uuid.trim());
+    assert_eq!(v["fstab"][0]["found"], true);
+
+    // An fstab entry for a filesystem that does not exist: the boot test fails (emergency
+    // mode; the short device timeout only spares the test systemd's 90 s wait), exit 1, the
+    // check named, B's output untouched, nothing left running.
+    let manifest = db.join("manifest.json");
+    let previous = std::fs::read_to_string(&manifest).unwrap();
+    let bad = quick_variant(
+        dir.path(),
+        "bad-fstab.yaml",
+        "  - append-line: \"/etc/fstab:UUID=0badf00d-0000-4000-8000-000000000000 /srv ext4 defaults,x-systemd.device-timeout=5s 0 2\"\n",
+        true,
+    );
+    let o = build(&bad, &out_b);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the boot test of debian-12-1.0.qcow2 failed: ssh login as kiln-test"),
+        "{err}"
+    );
+    assert!(err.contains("emergency mode"), "{err}");
+    assert_eq!(std::fs::read_to_string(&manifest).unwrap(), previous);
+    assert!(!db.join("debian-12-1.0.qcow2.part").exists());
+    let junit =
+        std::fs::read_to_string(out_b.join("debian-12-1.0.failed/test-results.xml")).unwrap();
+    assert!(junit.contains("emergency mode"), "{junit}");
+    assert_eq!(domains("kiln-"), before, "leftover domains");
+}
