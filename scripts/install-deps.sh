@@ -52,6 +52,7 @@ commands=(
   "swift-account-server swift-account"
   "swift-ring-builder swift"
   "memcached memcached"                        # Swift's token cache
+  "rpmbuild rpm"                               # tests: a real rpm database for kiln inspect
 )
 # Packages without a command of their own: headers, the host kernel libguestfs boots, venv.
 packages=(

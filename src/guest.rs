@@ -492,6 +492,34 @@ impl Guest {
             .unwrap_or(false)
     }
 
+    /// The rpm database's packages, through libguestfs's inspection (the appliance's librpm
+    /// reads the guest's database with the guest's rpm configuration). Filesystems are
+    /// unmounted for `inspect_os` and mounted again.
+    pub fn rpm_packages(&self) -> Result<Vec<RpmPackage>, GuestError> {
+        self.umount_all()?;
+        let roots = self.g.inspect_os().map_err(self.e("inspect_os"));
+        self.remount()?;
+        let root = roots?.into_iter().next().ok_or_else(|| GuestError {
+            disk: self.disk.clone(),
+            op: "inspect_os".into(),
+            message: "no operating system found".into(),
+        })?;
+        Ok(self
+            .g
+            .inspect_list_applications2(&root)
+            .map_err(self.e("listing rpm packages"))?
+            .into_iter()
+            .map(|a| RpmPackage {
+                name: a.app2_name,
+                epoch: a.app2_epoch,
+                version: a.app2_version,
+                release: a.app2_release,
+                arch: a.app2_arch,
+                source: Some(a.app2_source_package).filter(|s| !s.is_empty()),
+            })
+            .collect())
+    }
+
     /// What `open` mounted: (mountpoint, device), parents first.
     pub fn mounts(&self) -> &[(String, String)] {
         &self.mounts
@@ -826,6 +854,17 @@ pub struct Stat {
     pub size: i64,
     /// Modification time in nanoseconds since the epoch.
     pub mtime_ns: i64,
+}
+
+/// One package of an rpm database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpmPackage {
+    pub name: String,
+    pub epoch: i32,
+    pub version: String,
+    pub release: String,
+    pub arch: String,
+    pub source: Option<String>,
 }
 
 /// One partition of the disk.

@@ -228,10 +228,10 @@ pub fn read(g: &Guest) -> Report {
         &text("/etc/shadow").unwrap_or_default(),
     );
     let machine_id = machine_id(text("/etc/machine-id").as_deref());
-    let package_manager = if inv.packages.is_empty() {
-        g.package_management.clone()
-    } else {
-        "dpkg".into()
+    let package_manager = match (inv.packages.is_empty(), inv.package_format) {
+        (true, _) => g.package_management.clone(),
+        (false, inventory::PackageFormat::Deb) => "dpkg".into(),
+        (false, inventory::PackageFormat::Rpm) => "rpm".into(),
     };
     let mut r = Report {
         os: inv.os,

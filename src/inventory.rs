@@ -11,11 +11,25 @@ use serde::{Deserialize, Serialize};
 pub struct Inventory {
     pub os: BTreeMap<String, String>,
     pub packages: Vec<Package>,
+    /// Where `packages` came from.
+    #[serde(default)]
+    pub package_format: PackageFormat,
     pub kernels: Vec<String>,
 }
 
+/// The package database an inventory was read from (and the purl type of its packages).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageFormat {
+    #[default]
+    Deb,
+    Rpm,
+}
+
 /// Read the inventory from a mounted guest (package database, os-release, /boot's kernels).
-/// Guests without dpkg give no packages (rpm: not yet).
+/// RHEL-family guests (rpm package management) are read through libguestfs's inspection,
+/// which opens the rpm database with the appliance's librpm (a few seconds more under TCG);
+/// the others from dpkg's status file.
 pub fn read(g: &crate::guest::Guest) -> Inventory {
     let text = |p: &str| {
         g.read(p)
@@ -33,10 +47,54 @@ pub fn read(g: &crate::guest::Guest) -> Inventory {
         .filter_map(|k| k.strip_prefix("/boot/vmlinuz-").map(String::from))
         .collect();
     kernels.sort();
+    let rpm = matches!(
+        g.package_management.as_str(),
+        "dnf" | "yum" | "zypper" | "urpmi"
+    );
+    let (packages, package_format) = if rpm {
+        let packages = match g.rpm_packages() {
+            Ok(list) => list
+                .into_iter()
+                .map(|a| Package {
+                    name: a.name,
+                    version: rpm_version(a.epoch, &a.version, &a.release),
+                    arch: a.arch,
+                    source: a.source,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!("no package list: {e}");
+                Vec::new()
+            }
+        };
+        (packages, PackageFormat::Rpm)
+    } else {
+        (
+            parse_dpkg_status(&text("/var/lib/dpkg/status")),
+            PackageFormat::Deb,
+        )
+    };
+    let mut packages = packages;
+    packages.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
     Inventory {
         os,
-        packages: parse_dpkg_status(&text("/var/lib/dpkg/status")),
+        packages,
+        package_format,
         kernels,
+    }
+}
+
+/// rpm's EPOCH:VERSION-RELEASE (no epoch when it is 0).
+pub fn rpm_version(epoch: i32, version: &str, release: &str) -> String {
+    let vr = if release.is_empty() {
+        version.to_string()
+    } else {
+        format!("{version}-{release}")
+    };
+    if epoch > 0 {
+        format!("{epoch}:{vr}")
+    } else {
+        vr
     }
 }
 
@@ -120,15 +178,31 @@ fn purl_escape(s: &str) -> String {
 
 /// The package URL of a deb: `pkg:deb/debian/tree@2.1.0-1?arch=amd64`.
 pub fn deb_purl(distro: &str, p: &Package) -> String {
+    purl(PackageFormat::Deb, distro, p)
+}
+
+/// A package URL: `pkg:deb/debian/tree@2.1.0-1?arch=amd64`, or for rpm (whose purl keeps the
+/// epoch as a qualifier) `pkg:rpm/rhel/bash@5.1.8-6.el9?arch=x86_64&epoch=1`.
+pub fn purl(format: PackageFormat, distro: &str, p: &Package) -> String {
+    let (kind, version, epoch) = match format {
+        PackageFormat::Deb => ("deb", p.version.as_str(), None),
+        PackageFormat::Rpm => match p.version.split_once(':') {
+            Some((e, v)) if e.chars().all(|c| c.is_ascii_digit()) => ("rpm", v, Some(e)),
+            _ => ("rpm", p.version.as_str(), None),
+        },
+    };
     let mut s = format!(
-        "pkg:deb/{}/{}@{}",
+        "pkg:{kind}/{}/{}@{}",
         purl_escape(&distro.to_ascii_lowercase()),
         purl_escape(&p.name),
-        purl_escape(&p.version)
+        purl_escape(version)
     );
     let mut q = Vec::new();
     if !p.arch.is_empty() {
         q.push(format!("arch={}", purl_escape(&p.arch)));
+    }
+    if let Some(e) = epoch {
+        q.push(format!("epoch={e}"));
     }
     if let Some(src) = &p.source {
         q.push(format!("upstream={}", purl_escape(src)));
@@ -160,12 +234,12 @@ fn spdx_id(prefix: &str, i: usize, name: &str) -> String {
 pub fn spdx(
     image: &str,
     image_version: &str,
-    os: &BTreeMap<String, String>,
-    packages: &[Package],
+    inv: &Inventory,
     created: &str,
     namespace: &str,
     tool: &str,
 ) -> serde_json::Value {
+    let (os, packages, format) = (&inv.os, &inv.packages, inv.package_format);
     let distro = os.get("ID").map(String::as_str).unwrap_or("unknown");
     let image_id = spdx_id("Image", 0, image);
     let mut pkgs = vec![serde_json::json!({
@@ -199,7 +273,7 @@ pub fn spdx(
             "externalRefs": [{
                 "referenceCategory": "PACKAGE-MANAGER",
                 "referenceType": "purl",
-                "referenceLocator": deb_purl(distro, p),
+                "referenceLocator": purl(format, distro, p),
             }],
         }));
         rels.push(serde_json::json!({
@@ -298,13 +372,37 @@ mod tests {
     }
 
     #[test]
+    fn rpm_versions_and_purls_keep_the_epoch() {
+        assert_eq!(rpm_version(0, "5.1.8", "6.el9"), "5.1.8-6.el9");
+        assert_eq!(rpm_version(2, "1.0", "3"), "2:1.0-3");
+        let p = Package {
+            name: "kiln-probe".into(),
+            version: "2:1.0-3".into(),
+            arch: "noarch".into(),
+            source: None,
+        };
+        assert_eq!(
+            purl(PackageFormat::Rpm, "rhel", &p),
+            "pkg:rpm/rhel/kiln-probe@1.0-3?arch=noarch&epoch=2"
+        );
+        assert_eq!(
+            purl(PackageFormat::Deb, "debian", &p),
+            "pkg:deb/debian/kiln-probe@2%3A1.0-3?arch=noarch"
+        );
+    }
+
+    #[test]
     fn spdx_document_describes_the_image_and_contains_the_packages() {
         let os = parse_os_release("ID=debian\nPRETTY_NAME=\"Debian 12\"\n");
         let d = spdx(
             "debian-12",
             "1.0",
-            &os,
-            &parse_dpkg_status(STATUS),
+            &Inventory {
+                os: os.clone(),
+                packages: parse_dpkg_status(STATUS),
+                package_format: PackageFormat::Deb,
+                kernels: vec![],
+            },
             "2026-12-01T13:00:00Z",
             "https://kiln.invalid/spdx/debian-12-1.0-abc",
             "kiln-0.1.0",
@@ -338,8 +436,12 @@ mod spdx_validator {
         let d = super::spdx(
             "debian-12",
             "1.0",
-            &os,
-            &super::parse_dpkg_status(super::tests_status()),
+            &super::Inventory {
+                os: os.clone(),
+                packages: super::parse_dpkg_status(super::tests_status()),
+                package_format: super::PackageFormat::Deb,
+                kernels: vec![],
+            },
             "2026-12-01T13:00:00Z",
             "https://kiln.invalid/spdx/debian-12-1.0-abc",
             "kiln-0.1.0",
@@ -391,6 +493,8 @@ pub fn packages_from_spdx(doc: &serde_json::Value) -> Vec<Package> {
         };
         out.push(Package {
             name: p["name"].as_str().unwrap_or_default().to_string(),
+            // versionInfo keeps the epoch for both formats (the purl moves rpm's into a
+            // qualifier).
             version: p["versionInfo"].as_str().unwrap_or_default().to_string(),
             arch: param("arch").unwrap_or_default(),
             source: param("upstream"),
@@ -477,8 +581,10 @@ mod diff_tests {
         let doc = spdx(
             "img",
             "1",
-            &BTreeMap::new(),
-            &pk,
+            &Inventory {
+                packages: pk.clone(),
+                ..Default::default()
+            },
             "2026-12-01T00:00:00Z",
             "https://x/y",
             "kiln",

@@ -1501,8 +1501,11 @@ fn kiln_diff_reports_exactly_the_packages_that_changed() {
         let doc = spdx(
             "debian-12",
             "1.0",
-            &os,
-            pkgs,
+            &kiln::inventory::Inventory {
+                os,
+                packages: pkgs.to_vec(),
+                ..Default::default()
+            },
             "2026-12-01T00:00:00Z",
             "https://kiln.invalid/x",
             "kiln",

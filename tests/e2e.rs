@@ -2350,3 +2350,75 @@ fn kiln_diff_and_inspect_show_exactly_what_changed_and_a_bad_fstab_fails_the_boo
     assert!(junit.contains("emergency mode"), "{junit}");
     assert_eq!(domains("kiln-"), before, "leftover domains");
 }
+
+#[test]
+#[ignore = "slow: real libguestfs launches; run by scripts/test.sh"]
+fn kiln_inspect_reads_the_rpm_database_of_a_red_hat_style_guest() {
+    // A real rpm database (rpmbuild and rpm from Debian's rpm package, sqlite backend) with
+    // one package, planted with the rpm configuration a RHEL guest has into a Debian disk that
+    // says it is RHEL 9.
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path().join("rpmbuild");
+    std::fs::create_dir_all(top.join("SPECS")).unwrap();
+    std::fs::write(
+        top.join("SPECS/kiln-probe.spec"),
+        "Name: kiln-probe\nVersion: 1.0\nRelease: 3\nEpoch: 2\nSummary: probe\nLicense: MIT\n\
+         BuildArch: noarch\n%description\nprobe\n%install\nmkdir -p %{buildroot}/usr/share/kiln-probe\n\
+         echo probe > %{buildroot}/usr/share/kiln-probe/README\n%files\n/usr/share/kiln-probe/README\n",
+    )
+    .unwrap();
+    let run = |cmd: &mut Command| {
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{:?}: {}", cmd, text(&o.stderr));
+    };
+    run(Command::new("rpmbuild")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .args(["-bb"])
+        .arg(top.join("SPECS/kiln-probe.spec")));
+    let root = dir.path().join("root");
+    let rpm = |args: &[&str]| {
+        let mut c = Command::new("rpm");
+        c.arg("--root")
+            .arg(&root)
+            .args(["--define", "_dbpath /var/lib/rpm"])
+            .args(args);
+        c
+    };
+    std::fs::create_dir_all(&root).unwrap();
+    run(&mut rpm(&["--initdb"]));
+    run(rpm(&["--nodeps", "-i"]).arg(top.join("RPMS/noarch/kiln-probe-1.0-3.noarch.rpm")));
+    std::fs::write(dir.path().join("macros.dbpath"), "%_dbpath /var/lib/rpm\n").unwrap();
+    let disk = a_debian_disk(dir.path());
+    guestfish_rw(
+        &disk,
+        &format!(
+            "{}mkdir-p /usr/lib/rpm\ncopy-in /usr/lib/rpm/rpmrc /usr/lib/rpm/macros /usr/lib/rpm\n\
+             mkdir-p /etc/rpm\ncopy-in {} /etc/rpm\ncopy-in {} /var/lib\n",
+            // os-release and redhat-release only: the rest of PLANT_RHEL needs PLANT's dirs.
+            PLANT_RHEL.lines().take(2).collect::<Vec<_>>().join("\n") + "\n",
+            dir.path().join("macros.dbpath").display(),
+            root.join("var/lib/rpm").display()
+        ),
+    );
+    let out = kiln()
+        .args(["inspect", "--format", "json"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["os"]["ID"], "rhel");
+    assert_eq!(v["package_manager"], "rpm");
+    assert_eq!(
+        v["packages"],
+        serde_json::json!([{"name": "kiln-probe", "version": "2:1.0-3", "arch": "noarch"}])
+    );
+    // The text form names the database too.
+    let t = kiln().arg("inspect").arg(&disk).output().unwrap();
+    assert!(
+        text(&t.stdout).contains("packages:    1 (rpm)"),
+        "{}",
+        text(&t.stdout)
+    );
+}

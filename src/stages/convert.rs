@@ -193,8 +193,7 @@ fn write_sbom(ctx: &mut BuildContext) -> anyhow::Result<()> {
     let doc = crate::inventory::spdx(
         &ctx.plan.name,
         &ctx.plan.version,
-        &inv.os,
-        &inv.packages,
+        inv,
         &crate::inventory::rfc3339(ctx.built_at),
         &format!("https://kiln.invalid/spdx/{slug}-{suffix}"),
         &format!("kiln-{}", env!("CARGO_PKG_VERSION")),
@@ -208,6 +207,7 @@ fn write_sbom(ctx: &mut BuildContext) -> anyhow::Result<()> {
         "os_id": inv.os.get("ID"),
         "os_version": inv.os.get("VERSION_ID"),
         "packages": inv.packages.len(),
+        "package_format": inv.package_format,
         "kernels": inv.kernels,
         "sbom": name,
         "sbom_sha256": hex::encode(sha2::Sha256::digest(&bytes)),
