@@ -251,135 +251,151 @@ pub fn ssh_argv(key: &Path, known_hosts: &Path, port: u16, command: &str) -> Vec
     v
 }
 
-/// The default checks, each a command in the guest and how to judge it.
-pub struct Builtin {
-    pub name: &'static str,
-    pub command: String,
+/// The default checks: each has a name, a command in the guest and its own judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    CloudInitSeed,
+    RootGrew,
+    MachineId,
+    HostKeys,
+    Hostname,
+    NoFailedUnits,
+}
+
+/// What a built-in check's judge compares against.
+pub struct Expected<'a> {
+    pub instance_id: &'a str,
+    pub hostname: &'a str,
+    /// The image's virtual size (the test disk is larger).
+    pub image_virtual: u64,
 }
 
 /// The checks every boot test runs after cloud-init is done (the ssh login itself is one).
 pub fn builtin_checks() -> Vec<Builtin> {
+    use Builtin::*;
     vec![
-        Builtin {
-            name: "cloud-init used the seed (NoCloud, this instance-id)",
-            command: "sudo cloud-init query v1.platform; sudo cloud-init query v1.instance_id"
-                .into(),
-        },
-        Builtin {
-            name: "the root filesystem grew to the disk",
-            command: "df -B1 --output=size / | tail -n 1".into(),
-        },
-        Builtin {
-            name: "/etc/machine-id was made on this boot",
-            command: "cat /etc/machine-id; echo $(( $(date +%s) - $(cut -d. -f1 /proc/uptime) )); stat -c %Y /etc/machine-id".into(),
-        },
-        Builtin {
-            name: "the ssh host keys were made on this boot",
-            command: "echo $(( $(date +%s) - $(cut -d. -f1 /proc/uptime) )); stat -c %Y /etc/ssh/ssh_host_*_key.pub".into(),
-        },
-        Builtin {
-            name: "the hostname is the seed's",
-            command: "hostname".into(),
-        },
-        Builtin {
-            name: "no failed systemd units",
-            command: "systemctl --failed --plain --no-legend --no-pager".into(),
-        },
+        CloudInitSeed,
+        RootGrew,
+        MachineId,
+        HostKeys,
+        Hostname,
+        NoFailedUnits,
     ]
 }
 
-/// Judge a built-in check's output.
-pub fn judge_builtin(
-    name: &str,
-    status: i32,
-    out: &str,
-    instance_id: &str,
-    hostname: &str,
-    image_virtual: u64,
-) -> Result<(), String> {
-    if status != 0 && !name.starts_with("no failed") {
-        return Err(format!("exit status {status}: {}", tail(out)));
+/// A number on line `i` of a check's output.
+fn num(lines: &[&str], i: usize) -> Option<i64> {
+    lines.get(i).and_then(|l| l.parse().ok())
+}
+
+impl Builtin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::CloudInitSeed => "cloud-init used the seed (NoCloud, this instance-id)",
+            Builtin::RootGrew => "the root filesystem grew to the disk",
+            Builtin::MachineId => "/etc/machine-id was made on this boot",
+            Builtin::HostKeys => "the ssh host keys were made on this boot",
+            Builtin::Hostname => "the hostname is the seed's",
+            Builtin::NoFailedUnits => "no failed systemd units",
+        }
     }
-    let lines: Vec<&str> = out.lines().map(str::trim).collect();
-    match name {
-        n if n.starts_with("cloud-init used") => {
-            let platform = lines.first().copied().unwrap_or("");
-            let id = lines.get(1).copied().unwrap_or("");
-            if platform != "nocloud" {
-                Err(format!("datasource platform is {platform:?}, not nocloud"))
-            } else if id != instance_id {
-                Err(format!(
-                    "instance-id is {id:?}, not the seed's {instance_id:?}"
-                ))
-            } else {
-                Ok(())
+
+    /// The shell command run in the guest (as the test user).
+    pub fn command(self) -> &'static str {
+        match self {
+            Builtin::CloudInitSeed => {
+                "sudo cloud-init query v1.platform; sudo cloud-init query v1.instance_id"
+            }
+            Builtin::RootGrew => "df -B1 --output=size / | tail -n 1",
+            Builtin::MachineId => {
+                "cat /etc/machine-id; echo $(( $(date +%s) - $(cut -d. -f1 /proc/uptime) )); stat -c %Y /etc/machine-id"
+            }
+            Builtin::HostKeys => {
+                "echo $(( $(date +%s) - $(cut -d. -f1 /proc/uptime) )); stat -c %Y /etc/ssh/ssh_host_*_key.pub"
+            }
+            Builtin::Hostname => "hostname",
+            Builtin::NoFailedUnits => "systemctl --failed --plain --no-legend --no-pager",
+        }
+    }
+
+    /// Judge the command's exit status and output.
+    pub fn judge(self, status: i32, out: &str, want: &Expected) -> Result<(), String> {
+        // systemctl --failed exits 0 either way; every other command must succeed.
+        if status != 0 && self != Builtin::NoFailedUnits {
+            return Err(format!("exit status {status}: {}", tail(out)));
+        }
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        let line = |i: usize| lines.get(i).copied().unwrap_or("");
+        match self {
+            Builtin::CloudInitSeed => {
+                let (platform, id) = (line(0), line(1));
+                if platform != "nocloud" {
+                    Err(format!("datasource platform is {platform:?}, not nocloud"))
+                } else if id != want.instance_id {
+                    Err(format!(
+                        "instance-id is {id:?}, not the seed's {:?}",
+                        want.instance_id
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            Builtin::RootGrew => {
+                let size = num(&lines, 0).unwrap_or(0).max(0) as u64;
+                if size > want.image_virtual {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "/ is {} on a disk larger than the image's {}: it did not grow",
+                        crate::progress::human_bytes(size),
+                        crate::progress::human_bytes(want.image_virtual)
+                    ))
+                }
+            }
+            Builtin::MachineId => {
+                let id = line(0);
+                let boot = num(&lines, 1).unwrap_or(i64::MAX);
+                let mtime = num(&lines, 2).unwrap_or(0);
+                if id.len() != 32 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+                    Err(format!("/etc/machine-id is {id:?}"))
+                } else if mtime + 5 < boot {
+                    Err("/etc/machine-id is older than this boot: the image carries one".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Builtin::HostKeys => {
+                let boot = num(&lines, 0).unwrap_or(i64::MAX);
+                let stamps: Vec<i64> = (1..lines.len()).filter_map(|i| num(&lines, i)).collect();
+                if stamps.is_empty() {
+                    Err("no ssh host keys".into())
+                } else if stamps.iter().any(|m| m + 5 < boot) {
+                    Err("a host key is older than this boot: the image carries its keys".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Builtin::Hostname => {
+                let h = line(0);
+                if h == want.hostname {
+                    Ok(())
+                } else {
+                    Err(format!("hostname is {h:?}, not {:?}", want.hostname))
+                }
+            }
+            Builtin::NoFailedUnits => {
+                let failed: Vec<&str> = lines
+                    .iter()
+                    .filter(|l| !l.is_empty())
+                    .map(|l| l.split_whitespace().next().unwrap_or(l))
+                    .collect();
+                if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("failed: {}", failed.join(", ")))
+                }
             }
         }
-        n if n.starts_with("the root filesystem") => {
-            let size: u64 = lines.first().and_then(|l| l.parse().ok()).unwrap_or(0);
-            if size > image_virtual {
-                Ok(())
-            } else {
-                Err(format!(
-                    "/ is {} on a disk larger than the image's {}: it did not grow",
-                    crate::progress::human_bytes(size),
-                    crate::progress::human_bytes(image_virtual)
-                ))
-            }
-        }
-        n if n.starts_with("/etc/machine-id") => {
-            let id = lines.first().copied().unwrap_or("");
-            let boot: i64 = lines
-                .get(1)
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(i64::MAX);
-            let mtime: i64 = lines.get(2).and_then(|l| l.parse().ok()).unwrap_or(0);
-            if id.len() != 32 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-                Err(format!("/etc/machine-id is {id:?}"))
-            } else if mtime + 5 < boot {
-                Err("/etc/machine-id is older than this boot: the image carries one".into())
-            } else {
-                Ok(())
-            }
-        }
-        n if n.starts_with("the ssh host keys") => {
-            let boot: i64 = lines
-                .first()
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(i64::MAX);
-            let stamps: Vec<i64> = lines[1.min(lines.len())..]
-                .iter()
-                .filter_map(|l| l.parse().ok())
-                .collect();
-            if stamps.is_empty() {
-                Err("no ssh host keys".into())
-            } else if stamps.iter().any(|m| m + 5 < boot) {
-                Err("a host key is older than this boot: the image carries its keys".into())
-            } else {
-                Ok(())
-            }
-        }
-        n if n.starts_with("the hostname") => {
-            let h = lines.first().copied().unwrap_or("");
-            if h == hostname {
-                Ok(())
-            } else {
-                Err(format!("hostname is {h:?}, not {hostname:?}"))
-            }
-        }
-        n if n.starts_with("no failed") => {
-            let failed: Vec<&str> = lines
-                .iter()
-                .filter(|l| !l.is_empty())
-                .map(|l| l.split_whitespace().next().unwrap_or(l))
-                .collect();
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("failed: {}", failed.join(", ")))
-            }
-        }
-        _ => Err(format!("unknown check {name}")),
     }
 }
 
@@ -817,15 +833,20 @@ fn boot_and_check(
     let builtins = builtin_checks();
     let commands: Vec<String> = builtins
         .iter()
-        .map(|b| format!("{} 2>/dev/null", b.command))
+        .map(|b| format!("{} 2>/dev/null", b.command()))
         .collect();
     let (_, out) = ssh(&batch_script(&commands))?;
     let results = split_batch(&out, commands.len());
     let each = t.elapsed().as_secs_f64() / builtins.len().max(1) as f64;
+    let want = Expected {
+        instance_id,
+        hostname,
+        image_virtual: o.virtual_size,
+    };
     for (b, (status, out)) in builtins.iter().zip(results) {
-        let r = judge_builtin(b.name, status, &out, instance_id, hostname, o.virtual_size);
+        let r = b.judge(status, &out, &want);
         checks.push(CheckResult {
-            name: b.name.into(),
+            name: b.name().into(),
             ok: r.is_ok(),
             warning: false,
             detail: r.err().unwrap_or_default(),
@@ -936,10 +957,13 @@ mod tests {
 
     #[test]
     fn builtin_checks_judge_the_guest() {
-        let j = |name: &str, status, out: &str| {
-            judge_builtin(name, status, out, "kiln-test-ab", "kiln-test-ab", 3 << 30)
+        let want = Expected {
+            instance_id: "kiln-test-ab",
+            hostname: "kiln-test-ab",
+            image_virtual: 3 << 30,
         };
-        let names: Vec<&str> = builtin_checks().iter().map(|b| b.name).collect();
+        let j = |b: Builtin, status, out: &str| b.judge(status, out, &want);
+        let names = builtin_checks();
         assert_eq!(names.len(), 6);
         assert!(j(names[0], 0, "nocloud\nkiln-test-ab\n").is_ok());
         assert!(j(names[0], 0, "ec2\nkiln-test-ab\n")

@@ -525,6 +525,15 @@ impl Guest {
         &self.mounts
     }
 
+    /// (size, used) of an ext2/3/4 filesystem from its superblock (blocks × block size, and
+    /// blocks not free), as the host reader computes them.
+    pub fn ext_sizes(&self, device: &str) -> Option<(u64, u64)> {
+        let t = self.g.tune2fs_l(device).ok()?;
+        let n = |k: &str| t.get(k).and_then(|v| v.trim().parse::<u64>().ok());
+        let (blocks, free, bs) = (n("Block count")?, n("Free blocks")?, n("Block size")?);
+        Some((blocks * bs, blocks.saturating_sub(free) * bs))
+    }
+
     /// (size, used) in bytes of the filesystem holding `path`.
     pub fn statvfs(&self, path: &str) -> Option<(u64, u64)> {
         let s = self.g.statvfs(path).ok()?;

@@ -168,6 +168,46 @@ impl Root for crate::guest::Guest {
     }
 }
 
+impl Root for inspect::HostView {
+    fn tree(&self, all: bool) -> Result<Tree, String> {
+        use inspect::View;
+        let mut tree = Tree::new();
+        let mut dirs = vec!["/".to_string()];
+        while let Some(dir) = dirs.pop() {
+            for name in View::list(self, &dir) {
+                let p = if dir == "/" {
+                    format!("/{name}")
+                } else {
+                    format!("{dir}/{name}")
+                };
+                if !all && ignored(&p) {
+                    continue;
+                }
+                let Some((mode, uid, gid, size, mtime)) = self.lstat(&p) else {
+                    continue;
+                };
+                let mut e = Entry::from_mode(mode, uid, gid, size, mtime);
+                match e.kind {
+                    Kind::Dir => dirs.push(p.clone()),
+                    Kind::Link => e.target = View::readlink(self, &p),
+                    _ => {}
+                }
+                tree.insert(p, e);
+            }
+        }
+        Ok(tree)
+    }
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        inspect::View::read(self, path)
+    }
+    fn list(&self, dir: &str) -> Vec<String> {
+        inspect::View::list(self, dir)
+    }
+    fn sha256(&self, path: &str) -> Result<String, String> {
+        inspect::HostView::sha256(self, path)
+    }
+}
+
 /// A directory tree on the host (an unpacked image, a chroot).
 pub struct HostDir<'a>(pub &'a Path);
 

@@ -115,15 +115,101 @@ pub enum MachineId {
     Set(String),
 }
 
+/// Read access to a guest's mounted filesystems: libguestfs, or the host reader.
+pub trait View {
+    fn read(&self, path: &str) -> Option<Vec<u8>>;
+    /// Names in a directory (empty when it is missing or not a directory).
+    fn list(&self, dir: &str) -> Vec<String>;
+    fn readlink(&self, path: &str) -> Option<String>;
+    fn is_symlink(&self, path: &str) -> bool;
+    fn exists(&self, path: &str) -> bool;
+}
+
+impl View for Guest {
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        Guest::read(self, path).ok()
+    }
+    fn list(&self, dir: &str) -> Vec<String> {
+        if self.is_dir(dir) {
+            self.ls(dir).unwrap_or_default()
+        } else {
+            Vec::new()
+        }
+    }
+    fn readlink(&self, path: &str) -> Option<String> {
+        // Asked first: readlink on anything else makes libguestfs print an error.
+        Guest::is_symlink(self, path)
+            .then(|| Guest::readlink(self, path))
+            .flatten()
+    }
+    fn is_symlink(&self, path: &str) -> bool {
+        Guest::is_symlink(self, path)
+    }
+    fn exists(&self, path: &str) -> bool {
+        Guest::exists(self, path).unwrap_or(false)
+    }
+}
+
+/// Shell-style match of one path segment: `*`, `?` and `[abc]`.
+pub fn wild_match(pattern: &str, name: &str) -> bool {
+    fn m(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|i| m(&p[1..], &n[i..])),
+            Some('?') => !n.is_empty() && m(&p[1..], &n[1..]),
+            Some('[') => match p.iter().position(|c| *c == ']') {
+                Some(end) if !n.is_empty() => {
+                    p[1..end].contains(&n[0]) && m(&p[end + 1..], &n[1..])
+                }
+                _ => false,
+            },
+            Some(c) => n.first() == Some(c) && m(&p[1..], &n[1..]),
+        }
+    }
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    m(&p, &n)
+}
+
+/// Absolute paths matching a glob, sorted (wildcards in any segment; dot-files only when the
+/// segment starts with a dot, as in sh).
+pub fn glob(v: &dyn View, pattern: &str) -> Vec<String> {
+    let mut found = vec![String::new()];
+    for seg in pattern.trim_start_matches('/').split('/') {
+        let mut next = Vec::new();
+        for base in &found {
+            if seg.contains(['*', '?', '[']) {
+                let dir = if base.is_empty() { "/" } else { base.as_str() };
+                for name in v.list(dir) {
+                    if (seg.starts_with('.') || !name.starts_with('.')) && wild_match(seg, &name) {
+                        next.push(format!("{base}/{name}"));
+                    }
+                }
+            } else {
+                let p = format!("{base}/{seg}");
+                if v.exists(&p) || v.is_symlink(&p) {
+                    next.push(p);
+                }
+            }
+        }
+        found = next;
+    }
+    found.sort();
+    found
+}
+
+/// What the disk is, beside its files.
+pub struct DiskFacts {
+    pub partition_table: Option<String>,
+    pub partitions: Vec<PartitionInfo>,
+    pub filesystems: Vec<Filesystem>,
+    /// GRUB's boot code in the MBR.
+    pub mbr_grub: bool,
+    pub package_management: String,
+}
+
 /// Read everything from a mounted guest. Missing files give empty sections, never an error:
 /// an image is inspected as it is.
 pub fn read(g: &Guest) -> Report {
-    let text = |p: &str| {
-        g.read(p)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .ok()
-    };
-    let inv = inventory::read(g);
     let fs_list = g.filesystems().unwrap_or_default();
     let mounted: BTreeMap<&str, &str> = g
         .mounts()
@@ -135,7 +221,12 @@ pub fn read(g: &Guest) -> Report {
         .filter(|(_, t)| t != "unknown")
         .map(|(dev, t)| {
             let mp = mounted.get(dev.as_str()).map(|m| m.to_string());
-            let (size, used) = match mp.as_deref().and_then(|m| g.statvfs(m)) {
+            let sizes = if t.starts_with("ext") {
+                g.ext_sizes(dev)
+            } else {
+                mp.as_deref().and_then(|m| g.statvfs(m))
+            };
+            let (size, used) = match sizes {
                 Some((s, u)) => (Some(s), Some(u)),
                 None => (None, None),
             };
@@ -151,54 +242,67 @@ pub fn read(g: &Guest) -> Report {
         })
         .collect();
     let (partition_table, partitions) = g.partitions();
+    let facts = DiskFacts {
+        partition_table,
+        partitions,
+        filesystems,
+        mbr_grub: g.mbr_has_grub(),
+        package_management: g.package_management.clone(),
+    };
+    report(g, facts, inventory::read(g))
+}
+
+/// The report from a view of the guest's files and the disk's facts.
+pub fn report(v: &dyn View, facts: DiskFacts, inv: inventory::Inventory) -> Report {
+    let text = |p: &str| v.read(p).map(|b| String::from_utf8_lossy(&b).into_owned());
+    let DiskFacts {
+        partition_table,
+        partitions,
+        filesystems,
+        mbr_grub,
+        package_management,
+    } = facts;
     let fstab = fstab(&text("/etc/fstab").unwrap_or_default(), &filesystems);
 
     let grub_cfg = ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"]
         .iter()
         .find_map(|p| text(p));
-    let efi = g.glob("/boot/efi/EFI/*/*.[Ee][Ff][Ii]").unwrap_or_default();
-    let mbr_grub = g.mbr_has_grub();
+    let efi = glob(v, "/boot/efi/EFI/*/*.[Ee][Ff][Ii]");
     let boot = boot(
         grub_cfg.as_deref(),
-        g.exists("/boot/extlinux/extlinux.conf").unwrap_or(false),
-        !g.glob("/boot/efi/loader/entries/*")
-            .unwrap_or_default()
-            .is_empty(),
+        v.exists("/boot/extlinux/extlinux.conf"),
+        !glob(v, "/boot/efi/loader/entries/*").is_empty(),
         mbr_grub || partitions.iter().any(|p| p.kind == BIOS_BOOT_GUID),
         efi,
     );
 
-    let services = services(
-        &g.glob("/etc/systemd/system/*.wants/*")
-            .unwrap_or_default()
-            .into_iter()
-            .chain(
-                g.glob("/etc/systemd/system/*.requires/*")
-                    .unwrap_or_default(),
-            )
-            .collect::<Vec<_>>(),
-        &g.glob("/etc/systemd/system/*")
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|p| g.is_symlink(p))
-            .filter_map(|p| g.readlink(&p).map(|t| (p, t)))
-            .collect::<Vec<_>>(),
-    );
+    let sys = "/etc/systemd/system";
+    let mut wants = Vec::new();
+    let mut links = Vec::new();
+    for name in v.list(sys) {
+        let p = format!("{sys}/{name}");
+        if name.ends_with(".wants") || name.ends_with(".requires") {
+            wants.extend(v.list(&p).into_iter().map(|n| format!("{p}/{n}")));
+        } else if let Some(t) = v.readlink(&p) {
+            links.push((p, t));
+        }
+    }
+    let services = services(&wants, &links);
 
-    let cloud_init = g.exists("/etc/cloud/cloud.cfg").unwrap_or(false).then(|| {
+    let cloud_init = v.exists("/etc/cloud/cloud.cfg").then(|| {
         let mut files = vec![text("/etc/cloud/cloud.cfg").unwrap_or_default()];
-        let mut extra = g.glob("/etc/cloud/cloud.cfg.d/*.cfg").unwrap_or_default();
-        extra.sort();
-        files.extend(extra.iter().filter_map(|p| text(p)));
+        files.extend(
+            glob(v, "/etc/cloud/cloud.cfg.d/*.cfg")
+                .iter()
+                .filter_map(|p| text(p)),
+        );
         let mut ci = cloud_init_config(&files);
-        let dir = "/var/lib/cloud/instances";
-        let names = if g.is_dir(dir) {
-            g.ls(dir).unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        ci.previous_instances = names.into_iter().filter(|n| !n.starts_with('.')).collect();
-        ci.disabled = g.exists("/etc/cloud/cloud-init.disabled").unwrap_or(false);
+        ci.previous_instances = v
+            .list("/var/lib/cloud/instances")
+            .into_iter()
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        ci.disabled = v.exists("/etc/cloud/cloud-init.disabled");
         ci
     });
 
@@ -209,14 +313,10 @@ pub fn read(g: &Guest) -> Report {
             } else {
                 format!("/etc/ssh/{pattern}")
             };
-            let mut files = g.glob(&abs).unwrap_or_default();
-            files.sort();
-            files.iter().filter_map(|p| text(p)).collect()
+            glob(v, &abs).iter().filter_map(|p| text(p)).collect()
         };
         let mut s = sshd(&main, &include);
-        s.host_keys = g
-            .glob("/etc/ssh/ssh_host_*_key")
-            .unwrap_or_default()
+        s.host_keys = glob(v, "/etc/ssh/ssh_host_*_key")
             .into_iter()
             .map(|p| p.trim_start_matches("/etc/ssh/").to_string())
             .collect();
@@ -229,7 +329,7 @@ pub fn read(g: &Guest) -> Report {
     );
     let machine_id = machine_id(text("/etc/machine-id").as_deref());
     let package_manager = match (inv.packages.is_empty(), inv.package_format) {
-        (true, _) => g.package_management.clone(),
+        (true, _) => package_management,
         (false, inventory::PackageFormat::Deb) => "dpkg".into(),
         (false, inventory::PackageFormat::Rpm) => "rpm".into(),
     };
@@ -252,6 +352,285 @@ pub fn read(g: &Guest) -> Report {
     };
     r.warnings = warnings(&r);
     r
+}
+
+/// The host reader's view: ext2/3/4 filesystems mounted by mountpoint (longest first).
+pub struct HostView {
+    mounts: Vec<(String, ext4_view::Ext4)>,
+}
+
+impl HostView {
+    fn at<'a>(&'a self, path: &'a str) -> Option<(&'a ext4_view::Ext4, String)> {
+        self.mounts.iter().find_map(|(mp, fs)| {
+            let rest = if mp == "/" {
+                Some(path)
+            } else {
+                path.strip_prefix(mp.as_str())
+                    .filter(|r| r.is_empty() || r.starts_with('/'))
+            }?;
+            Some((
+                fs,
+                if rest.is_empty() {
+                    "/".into()
+                } else {
+                    rest.into()
+                },
+            ))
+        })
+    }
+}
+
+impl HostView {
+    /// (mode, uid, gid, size, mtime in ns) without following a final symlink.
+    pub fn lstat(&self, path: &str) -> Option<(u32, i64, i64, i64, i64)> {
+        let (fs, p) = self.at(path)?;
+        let m = fs.symlink_metadata(p.as_str()).ok()?;
+        let t = m.modified();
+        Some((
+            m.mode() as u32 & 0o7777 | kind_bits(&m),
+            m.uid() as i64,
+            m.gid() as i64,
+            m.len() as i64,
+            t.seconds() * 1_000_000_000 + t.nanoseconds() as i64,
+        ))
+    }
+
+    /// SHA-256 of a regular file, read in 1 MiB pieces.
+    pub fn sha256(&self, path: &str) -> Result<String, String> {
+        use sha2::Digest;
+        let (fs, p) = self.at(path).ok_or_else(|| format!("{path}: not found"))?;
+        let mut f = fs.open(p.as_str()).map_err(|e| format!("{path}: {e}"))?;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read_bytes(&mut buf).map_err(|e| format!("{path}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+}
+
+/// ext4-view's mode has the permission bits; the type bits come from the file type.
+fn kind_bits(m: &ext4_view::Metadata) -> u32 {
+    let t = m.file_type();
+    if t.is_dir() {
+        0o040000
+    } else if t.is_symlink() {
+        0o120000
+    } else if t.is_regular_file() {
+        0o100000
+    } else {
+        0o010000
+    }
+}
+
+impl View for HostView {
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        let (fs, p) = self.at(path)?;
+        fs.read(p.as_str()).ok()
+    }
+    fn list(&self, dir: &str) -> Vec<String> {
+        let Some((fs, p)) = self.at(dir) else {
+            return Vec::new();
+        };
+        let Ok(rd) = fs.read_dir(p.as_str()) else {
+            return Vec::new();
+        };
+        rd.filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().as_str().ok().map(String::from))
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    }
+    fn readlink(&self, path: &str) -> Option<String> {
+        let (fs, p) = self.at(path)?;
+        fs.read_link(p.as_str())
+            .ok()
+            .map(|t| t.display().to_string())
+    }
+    fn is_symlink(&self, path: &str) -> bool {
+        self.at(path)
+            .and_then(|(fs, p)| fs.symlink_metadata(p.as_str()).ok())
+            .is_some_and(|m| m.is_symlink())
+    }
+    fn exists(&self, path: &str) -> bool {
+        self.at(path)
+            .is_some_and(|(fs, p)| fs.exists(p.as_str()).unwrap_or(false))
+    }
+}
+
+/// Inspect without an appliance: a raw or qcow2 image whose filesystems are all ext2/3/4 (or
+/// swap, or empty BIOS boot partitions), read in-process by ext4-view (pure Rust, read-only:
+/// the image's bytes are parsed by memory-safe code, nothing is mounted or run). An error
+/// means "use libguestfs" (another format or filesystem, LVM, an rpm database, no single
+/// root), not that the image is bad.
+pub fn read_host(image: &std::path::Path) -> Result<Report, String> {
+    let (view, facts) = open_host(image)?;
+    let kernels = glob(&view, "/boot/vmlinuz-*")
+        .into_iter()
+        .filter_map(|k| k.strip_prefix("/boot/vmlinuz-").map(String::from))
+        .collect();
+    let read_text = |p: &str| {
+        view.read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    let inv = inventory::from_files(&read_text, kernels);
+    Ok(report(&view, facts, inv))
+}
+
+/// The host reader's view of an image and its disk facts (see `read_host` for what it
+/// refuses).
+pub fn open_host(image: &std::path::Path) -> Result<(HostView, DiskFacts), String> {
+    use crate::diskread::{self, Slice};
+    let disk = diskread::open(image).map_err(|e| e.to_string())?;
+    let mut head = vec![0u8; 34 * 512];
+    disk.read_at(0, &mut head).map_err(|e| e.to_string())?;
+    let (table, parts) = match diskread::partitions(&head) {
+        Some((t, p)) => (Some(t), p),
+        None => (None, Vec::new()),
+    };
+    let slices: Vec<(String, Slice, Option<&diskread::Part>)> = if parts.is_empty() {
+        vec![(
+            "/dev/sda".to_string(),
+            Slice {
+                disk: disk.clone(),
+                start: 0,
+                len: disk.size(),
+            },
+            None,
+        )]
+    } else {
+        parts
+            .iter()
+            .map(|p| {
+                (
+                    format!("/dev/sda{}", p.number),
+                    Slice {
+                        disk: disk.clone(),
+                        start: p.start,
+                        len: p.size.min(disk.size().saturating_sub(p.start)),
+                    },
+                    Some(p),
+                )
+            })
+            .collect()
+    };
+    let mut filesystems = Vec::new();
+    let mut ext4s: Vec<(String, Slice)> = Vec::new();
+    for (dev, slice, part) in &slices {
+        let mut sb = vec![0u8; 2048];
+        slice.read_at(0, &mut sb).map_err(|e| e.to_string())?;
+        if let Some((uuid, label, size, used)) = diskread::ext4_superblock(&sb[1024..]) {
+            filesystems.push(Filesystem {
+                device: dev.clone(),
+                fstype: "ext4".into(),
+                uuid,
+                label,
+                mountpoint: None,
+                size: Some(size),
+                used: Some(used),
+            });
+            ext4s.push((dev.clone(), slice.clone()));
+        } else if sb[..4096.min(sb.len())]
+            .windows(10)
+            .any(|w| w == b"SWAPSPACE2")
+        {
+            filesystems.push(Filesystem {
+                device: dev.clone(),
+                fstype: "swap".into(),
+                uuid: String::new(),
+                label: String::new(),
+                mountpoint: None,
+                size: None,
+                used: None,
+            });
+        } else if part.is_some_and(|p| p.kind == BIOS_BOOT_GUID) {
+        } else {
+            return Err(format!("{dev}: not an ext2/3/4 filesystem"));
+        }
+    }
+    let mut loaded: Vec<(String, ext4_view::Ext4)> = Vec::new();
+    for (dev, slice) in ext4s {
+        let fs = ext4_view::Ext4::load(Box::new(slice)).map_err(|e| format!("{dev}: {e}"))?;
+        loaded.push((dev, fs));
+    }
+    let roots: Vec<usize> = loaded
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, fs))| {
+            fs.exists("/etc/os-release").unwrap_or(false)
+                || fs.exists("/usr/lib/os-release").unwrap_or(false)
+        })
+        .filter(|(_, (_, fs))| fs.exists("/etc/fstab").unwrap_or(false))
+        .map(|(i, _)| i)
+        .collect();
+    let [root] = roots[..] else {
+        return Err(format!("{} operating system roots", roots.len()));
+    };
+    let text = |fs: &ext4_view::Ext4, p: &str| fs.read_to_string(p).ok();
+    let osr = text(&loaded[root].1, "/etc/os-release")
+        .or_else(|| text(&loaded[root].1, "/usr/lib/os-release"))
+        .unwrap_or_default();
+    let Some((_, package_management)) = crate::guest::distro_from_os_release(&osr) else {
+        return Err("a distribution kiln does not map".into());
+    };
+    if package_management != "apt" {
+        return Err("an rpm database (read through libguestfs)".into());
+    }
+    let fstab_text = text(&loaded[root].1, "/etc/fstab").unwrap_or_default();
+    let mut mounts = vec![("/".to_string(), root)];
+    for (spec, mp, ty, _) in crate::guest::fstab_entries(&fstab_text) {
+        if mp == "/" || ty == "swap" || ["proc", "sysfs", "tmpfs", "devpts"].contains(&ty.as_str())
+        {
+            continue;
+        }
+        let found = filesystems.iter().position(|f| match spec.split_once('=') {
+            Some(("UUID", u)) => f.uuid.eq_ignore_ascii_case(u),
+            Some(("LABEL", l)) => f.label == l,
+            _ => false,
+        });
+        match found.and_then(|i| loaded.iter().position(|(d, _)| *d == filesystems[i].device)) {
+            Some(i) => mounts.push((mp, i)),
+            // A filesystem the host reader cannot open, or one that is missing: libguestfs
+            // decides (it reports the missing one the same way).
+            None => return Err(format!("fstab's {mp}: not an ext4 filesystem of this disk")),
+        }
+    }
+    for (mp, i) in &mounts {
+        if let Some(f) = filesystems.iter_mut().find(|f| f.device == loaded[*i].0) {
+            f.mountpoint = Some(mp.clone());
+        }
+    }
+    mounts.sort_by_key(|(mp, _)| std::cmp::Reverse(mp.len()));
+    let mut by_index: Vec<Option<ext4_view::Ext4>> =
+        loaded.into_iter().map(|(_, fs)| Some(fs)).collect();
+    let mut view = HostView { mounts: Vec::new() };
+    for (mp, i) in mounts {
+        // A filesystem mounted twice is read through its first mountpoint only.
+        if let Some(fs) = by_index[i].take() {
+            view.mounts.push((mp, fs));
+        }
+    }
+    let facts = DiskFacts {
+        partition_table: table,
+        partitions: parts
+            .iter()
+            .map(|p| PartitionInfo {
+                device: format!("/dev/sda{}", p.number),
+                number: p.number,
+                start: p.start,
+                size: p.size,
+                kind: p.kind.clone(),
+                bootable: p.bootable,
+            })
+            .collect(),
+        filesystems,
+        mbr_grub: head[..512].windows(4).any(|w| w == b"GRUB"),
+        package_management,
+    };
+    Ok((view, facts))
 }
 
 /// The GPT type of a BIOS boot partition (GRUB's core image on GPT disks).

@@ -84,6 +84,22 @@ pub fn read(g: &crate::guest::Guest) -> Inventory {
     }
 }
 
+/// The inventory of a deb-based guest from its files (`read` returns a file's text): the
+/// host reader's path (`inspect::read_host`).
+pub fn from_files(read: &dyn Fn(&str) -> Option<String>, mut kernels: Vec<String>) -> Inventory {
+    let mut os = parse_os_release(&read("/etc/os-release").unwrap_or_default());
+    if os.is_empty() {
+        os = parse_os_release(&read("/usr/lib/os-release").unwrap_or_default());
+    }
+    kernels.sort();
+    Inventory {
+        os,
+        packages: parse_dpkg_status(&read("/var/lib/dpkg/status").unwrap_or_default()),
+        package_format: PackageFormat::Deb,
+        kernels,
+    }
+}
+
 /// rpm's EPOCH:VERSION-RELEASE (no epoch when it is 0).
 pub fn rpm_version(epoch: i32, version: &str, release: &str) -> String {
     let vr = if release.is_empty() {

@@ -10,6 +10,7 @@ pub mod build;
 pub mod cli;
 pub mod convert;
 pub mod customize;
+pub mod diskread;
 pub mod fetch;
 pub mod gc;
 pub mod glance;

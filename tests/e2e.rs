@@ -2280,6 +2280,14 @@ fn kiln_diff_and_inspect_show_exactly_what_changed_and_a_bad_fstab_fails_the_boo
         "{}",
         text(&diff.stderr)
     );
+    // libguestfs's appliance sees the same differences as the host reader.
+    let lg = kiln()
+        .args(["diff", "--libguestfs"])
+        .arg(&da)
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(text(&lg.stdout), text(&diff.stdout), "{}", text(&lg.stderr));
     // The same build against itself: nothing.
     let same = kiln().arg("diff").arg(&da).arg(&da).output().unwrap();
     assert_eq!(same.status.code(), Some(0), "{}", text(&same.stdout));
@@ -2323,6 +2331,18 @@ fn kiln_diff_and_inspect_show_exactly_what_changed_and_a_bad_fstab_fails_the_boo
     let uuid = guestfish(&img_b, "vfs-uuid /dev/sda1");
     assert_eq!(v["filesystems"][0]["uuid"], uuid.trim());
     assert_eq!(v["fstab"][0]["found"], true);
+    // The host reader (ext4-view) and libguestfs's appliance report the same image alike.
+    assert_eq!(v["reader"], "host (ext4-view)");
+    let lg = kiln()
+        .args(["inspect", "--libguestfs", "--format", "json"])
+        .arg(&img_b)
+        .output()
+        .unwrap();
+    assert_eq!(lg.status.code(), Some(0), "{}", text(&lg.stderr));
+    let mut w: serde_json::Value = serde_json::from_slice(&lg.stdout).unwrap();
+    assert_eq!(w["reader"], "libguestfs");
+    w["reader"] = v["reader"].clone();
+    assert_eq!(v, w, "the two readers disagree");
 
     // An fstab entry for a filesystem that does not exist: the boot test fails (emergency
     // mode; the short device timeout only spares the test systemd's 90 s wait), exit 1, the

@@ -34,6 +34,9 @@ pub struct DiffArgs {
     /// Accelerator for the libguestfs appliance.
     #[arg(long, value_enum, default_value_t = crate::vocab::Accel::Auto)]
     pub accel: crate::vocab::Accel,
+    /// Always read images through libguestfs's appliance, not kiln's host reader.
+    #[arg(long)]
+    pub libguestfs: bool,
 }
 
 /// One side of a diff.
@@ -153,6 +156,7 @@ pub(super) fn diff_cmd(a: DiffArgs) -> i32 {
         }
     }
     let cancel = Cancel::new();
+    // The KVM probe only matters when an appliance may run (the host reader may decline).
     let needs_appliance = [&sa, &sb].iter().any(|s| !matches!(s, Side::Tree(_)));
     let tcg = needs_appliance
         && crate::libvirt::probe::tcg_for_tools(
@@ -288,6 +292,7 @@ fn snapshots(
             snaps.push(snap_rx);
             asks.push(ask_tx);
             let all = a.all;
+            let libguestfs = a.libguestfs;
             workers.push(scope.spawn(move || -> Result<Answer, String> {
                 let work = |root: &dyn imagediff::Root| -> Result<Answer, String> {
                     snap_tx
@@ -316,6 +321,16 @@ fn snapshots(
                         let fmt = crate::qemu_img::info(&img, cancel)
                             .map_err(|e| format!("reading {}: {e}", img.display()))?
                             .format;
+                        // The host reader where it can (as `kiln inspect`), else libguestfs.
+                        if !libguestfs && (fmt == "raw" || fmt == "qcow2") {
+                            match crate::inspect::open_host(&img) {
+                                Ok((view, _)) => return work(&view),
+                                Err(why) => tracing::debug!(
+                                    "host reader on {}: {why}; using libguestfs",
+                                    img.display()
+                                ),
+                            }
+                        }
                         let mut g = crate::guest::Guest::open_readonly(&img, &fmt, tcg)
                             .map_err(|e| e.to_string())?;
                         g.kill_on_cancel(cancel);

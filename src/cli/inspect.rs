@@ -20,6 +20,9 @@ pub struct InspectArgs {
     /// Accelerator for the libguestfs appliance.
     #[arg(long, value_enum, default_value_t = crate::vocab::Accel::Auto)]
     pub accel: crate::vocab::Accel,
+    /// Always read through libguestfs's appliance, not kiln's host reader.
+    #[arg(long)]
+    pub libguestfs: bool,
 }
 
 pub(super) fn inspect_cmd(a: InspectArgs) -> i32 {
@@ -32,25 +35,39 @@ pub(super) fn inspect_cmd(a: InspectArgs) -> i32 {
         Err(e) => return usage_error(format!("cannot read {}: {e}", a.image.display())),
     };
     let (size, allocated) = crate::convert::file_sizes(&a.image).unwrap_or((0, 0));
-    let tcg = crate::libvirt::probe::tcg_for_tools(
-        a.accel,
-        &crate::build::default_cache_dir(),
-        "qemu:///system",
-        &cancel,
-    );
-    let mut g = match crate::guest::Guest::open_readonly(&a.image, &info.format, tcg) {
-        Ok(g) => g,
-        Err(e) => {
-            errln!("error: {e}");
-            return exit::BUILD_FAILED;
+    // The host reader first (raw or qcow2 with ext4: no appliance, a fraction of a second);
+    // anything it does not handle goes to libguestfs.
+    let host = if a.libguestfs || !["raw", "qcow2"].contains(&info.format.as_str()) {
+        Err("not tried".to_string())
+    } else {
+        crate::inspect::read_host(&a.image)
+    };
+    let (r, reader) = match host {
+        Ok(r) => (r, "host (ext4-view)"),
+        Err(why) => {
+            tracing::debug!("host reader: {why}; using libguestfs");
+            let tcg = crate::libvirt::probe::tcg_for_tools(
+                a.accel,
+                &crate::build::default_cache_dir(),
+                "qemu:///system",
+                &cancel,
+            );
+            let mut g = match crate::guest::Guest::open_readonly(&a.image, &info.format, tcg) {
+                Ok(g) => g,
+                Err(e) => {
+                    errln!("error: {e}");
+                    return exit::BUILD_FAILED;
+                }
+            };
+            g.kill_on_cancel(&cancel);
+            let r = crate::inspect::read(&g);
+            let _ = g.close();
+            if cancel.is_cancelled() {
+                return exit::INTERRUPTED;
+            }
+            (r, "libguestfs")
         }
     };
-    g.kill_on_cancel(&cancel);
-    let r = crate::inspect::read(&g);
-    let _ = g.close();
-    if cancel.is_cancelled() {
-        return exit::INTERRUPTED;
-    }
     match a.format {
         PlanFormat::Json => {
             let mut v = serde_json::to_value(&r).expect("JSON");
@@ -61,6 +78,7 @@ pub(super) fn inspect_cmd(a: InspectArgs) -> i32 {
                 "size": size,
                 "allocated_size": allocated,
             });
+            v["reader"] = serde_json::json!(reader);
             outln!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
         }
         PlanFormat::Text => {
@@ -71,6 +89,7 @@ pub(super) fn inspect_cmd(a: InspectArgs) -> i32 {
                 h(info.virtual_size),
                 h(allocated)
             );
+            outln!("read by:     {reader}");
             print_text(&r);
         }
     }

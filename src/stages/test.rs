@@ -217,7 +217,7 @@ impl Describe for TestStage {
             "ssh: cloud-init status --wait".into(),
         ];
         for b in crate::boottest::builtin_checks() {
-            commands.push(format!("ssh: {} ({})", b.command, b.name));
+            commands.push(format!("ssh: {} ({})", b.command(), b.name()));
         }
         for c in checks {
             commands.push(format!("ssh: {} ({})", c.command(), c.name()));
