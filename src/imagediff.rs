@@ -127,7 +127,7 @@ impl Root for crate::guest::Guest {
             .find("/")
             .map_err(|e| e.to_string())?
             .into_iter()
-            .map(|p| format!("/{p}"))
+            .map(|p| format!("/{}", p.trim_start_matches('/')))
             .filter(|p| all || !ignored(p))
             .collect();
         let stats = self.lstat_many(&paths).map_err(|e| e.to_string())?;

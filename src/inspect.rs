@@ -699,20 +699,18 @@ pub fn boot(
 /// Enabled units from the links in /etc/systemd/system's `.wants`/`.requires` directories,
 /// masked ones from its links to /dev/null: (link path, target).
 pub fn services(wants: &[String], links: &[(String, String)]) -> Services {
-    let enabled: BTreeSet<String> = wants
-        .iter()
-        .filter_map(|p| {
-            let rel = p.strip_prefix("/etc/systemd/system/")?;
-            rel.contains('/').then(|| rel.to_string())
-        })
-        .collect();
+    let enabled = inventory::enabled_units(
+        wants
+            .iter()
+            .filter_map(|p| p.strip_prefix("/etc/systemd/system/")),
+    );
     let masked: BTreeSet<String> = links
         .iter()
         .filter(|(_, t)| t == "/dev/null")
         .filter_map(|(p, _)| p.rsplit('/').next().map(String::from))
         .collect();
     Services {
-        enabled: enabled.into_iter().collect(),
+        enabled,
         masked: masked.into_iter().collect(),
     }
 }

@@ -15,6 +15,26 @@ pub struct Inventory {
     #[serde(default)]
     pub package_format: PackageFormat,
     pub kernels: Vec<String>,
+    /// Units enabled in /etc/systemd/system (`multi-user.target.wants/ssh.service`); None
+    /// when not read (an inventory cached by an older kiln).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<String>>,
+}
+
+/// Enabled units from paths relative to /etc/systemd/system: the entries of its `.wants` and
+/// `.requires` directories, sorted.
+pub fn enabled_units<'a>(rel: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let set: std::collections::BTreeSet<String> = rel
+        .filter(|r| {
+            r.split_once('/').is_some_and(|(dir, unit)| {
+                (dir.ends_with(".wants") || dir.ends_with(".requires"))
+                    && !unit.is_empty()
+                    && !unit.contains('/')
+            })
+        })
+        .map(String::from)
+        .collect();
+    set.into_iter().collect()
 }
 
 /// The package database an inventory was read from (and the purl type of its packages).
@@ -76,11 +96,18 @@ pub fn read(g: &crate::guest::Guest) -> Inventory {
     };
     let mut packages = packages;
     packages.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
+    // One `find` of /etc/systemd/system (its links are the enablement).
+    let services = g
+        .find("/etc/systemd/system")
+        .ok()
+        // libguestfs 1.48 returns them with a leading slash.
+        .map(|rel| enabled_units(rel.iter().map(|p| p.trim_start_matches('/'))));
     Inventory {
         os,
         packages,
         package_format,
         kernels,
+        services,
     }
 }
 
@@ -97,6 +124,7 @@ pub fn from_files(read: &dyn Fn(&str) -> Option<String>, mut kernels: Vec<String
         packages: parse_dpkg_status(&read("/var/lib/dpkg/status").unwrap_or_default()),
         package_format: PackageFormat::Deb,
         kernels,
+        services: None,
     }
 }
 
@@ -388,6 +416,25 @@ mod tests {
     }
 
     #[test]
+    fn enabled_units_are_the_wants_and_requires_entries() {
+        let rel = [
+            "multi-user.target.wants",
+            "multi-user.target.wants/ssh.service",
+            "sockets.target.requires/x.socket",
+            "ssh.service.d/override.conf",
+            "kiln-firstboot.service",
+            "a.wants/b/c",
+        ];
+        assert_eq!(
+            enabled_units(rel.into_iter()),
+            [
+                "multi-user.target.wants/ssh.service",
+                "sockets.target.requires/x.socket"
+            ]
+        );
+    }
+
+    #[test]
     fn rpm_versions_and_purls_keep_the_epoch() {
         assert_eq!(rpm_version(0, "5.1.8", "6.el9"), "5.1.8-6.el9");
         assert_eq!(rpm_version(2, "1.0", "3"), "2:1.0-3");
@@ -418,6 +465,7 @@ mod tests {
                 packages: parse_dpkg_status(STATUS),
                 package_format: PackageFormat::Deb,
                 kernels: vec![],
+                services: None,
             },
             "2026-12-01T13:00:00Z",
             "https://kiln.invalid/spdx/debian-12-1.0-abc",
@@ -457,6 +505,7 @@ mod spdx_validator {
                 packages: super::parse_dpkg_status(super::tests_status()),
                 package_format: super::PackageFormat::Deb,
                 kernels: vec![],
+                services: None,
             },
             "2026-12-01T13:00:00Z",
             "https://kiln.invalid/spdx/debian-12-1.0-abc",

@@ -507,7 +507,8 @@ pub fn max_size() -> Result<u64, String> {
 pub const SOURCE_VERSION: u32 = 1;
 pub const PROVISION_VERSION: u32 = 1;
 pub const INSTALL_VERSION: u32 = 1;
-pub const GUESTFS_VERSION: u32 = 1;
+/// 2: the inventory it reads (rpm databases, enabled services) is part of its result.
+pub const GUESTFS_VERSION: u32 = 2;
 pub const CONVERT_VERSION: u32 = 1;
 
 /// The base disk's key: the bootstrap's cache key, a downloaded image's verified checksum (its

@@ -273,6 +273,14 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
     assert_eq!(inv["os_id"], "debian", "{inv}");
     assert!(inv["packages"].as_u64().unwrap() > 100, "{inv}");
     assert!(!inv["kernels"].as_array().unwrap().is_empty(), "{inv}");
+    assert!(
+        inv["services_enabled"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "multi-user.target.wants/ssh.service"),
+        "{inv}"
+    );
     let sbom = dir.join(inv["sbom"].as_str().unwrap());
     assert_eq!(sha256_of(&sbom), inv["sbom_sha256"].as_str().unwrap());
     let sbom_text = std::fs::read_to_string(&sbom).unwrap();
@@ -2355,9 +2363,22 @@ fn kiln_diff_and_inspect_show_exactly_what_changed_and_a_bad_fstab_fails_the_boo
         "  - append-line: \"/etc/fstab:UUID=0badf00d-0000-4000-8000-000000000000 /srv ext4 defaults,x-systemd.device-timeout=5s 0 2\"\n",
         true,
     );
-    let o = build(&bad, &out_b);
+    // This build publishes to the test Glance (the quick recipe's `publish.glance`): the
+    // failed boot test must keep the image out of it.
+    assert!(glance_ids("unused-0").is_empty());
+    let o = kiln()
+        .arg("build")
+        .arg(&bad)
+        .arg("-o")
+        .arg(&out_b)
+        .output()
+        .unwrap();
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        glance_ids("unused-0").is_empty(),
+        "a failed build reached Glance"
+    );
     assert!(
         err.contains("the boot test of debian-12-1.0.qcow2 failed: ssh login as kiln-test"),
         "{err}"

@@ -208,6 +208,7 @@ fn write_sbom(ctx: &mut BuildContext) -> anyhow::Result<()> {
         "os_version": inv.os.get("VERSION_ID"),
         "packages": inv.packages.len(),
         "package_format": inv.package_format,
+        "services_enabled": inv.services,
         "kernels": inv.kernels,
         "sbom": name,
         "sbom_sha256": hex::encode(sha2::Sha256::digest(&bytes)),
