@@ -530,6 +530,25 @@ fn ssh_run(argv: &[String], cancel: &Cancel, limit: Duration) -> Result<(i32, St
     Ok((status.code().unwrap_or(-1), text))
 }
 
+/// How long a connection that ssh could not make is retried once the guest has let us in.
+const SSH_RETRY: Duration = Duration::from_secs(90);
+
+/// ssh's own failure to connect (exit 255 with a connection error), as opposed to the remote
+/// command's exit status.
+pub fn ssh_connection_failed(status: i32, output: &str) -> bool {
+    status == 255
+        && [
+            "kex_exchange_identification",
+            "ssh_exchange_identification",
+            "Connection reset",
+            "Connection refused",
+            "Connection closed",
+            "Connection timed out",
+        ]
+        .iter()
+        .any(|m| output.contains(m))
+}
+
 /// One shell script running `commands` in turn, each framed by markers with its exit status.
 pub fn batch_script(commands: &[String]) -> String {
     let mut s = String::new();
@@ -733,8 +752,19 @@ fn boot_and_check(
         o.memory_mib
     );
     let start = Instant::now();
+    // After the first login sshd can still restart (cloud-init's ssh module, a unit's
+    // reload): a connection that ssh itself could not make is retried for a while, a command's
+    // own failure never.
     let ssh = |cmd: &str| -> Result<(i32, String), TestError> {
-        ssh_run(&ssh_argv(key, known_hosts, port, cmd), cancel, o.timeout)
+        let first = Instant::now();
+        loop {
+            let (status, out) = ssh_run(&ssh_argv(key, known_hosts, port, cmd), cancel, o.timeout)?;
+            if !ssh_connection_failed(status, &out) || first.elapsed() > SSH_RETRY {
+                return Ok((status, out));
+            }
+            tracing::debug!("ssh could not connect ({}); retrying", out.trim());
+            std::thread::sleep(Duration::from_secs(2));
+        }
     };
     let mut checks = Vec::new();
     let mut phases = Vec::new();
@@ -799,7 +829,8 @@ fn boot_and_check(
                 phases,
             });
         }
-        match ssh("true") {
+        // One try a round: this loop watches the console between tries.
+        match ssh_run(&ssh_argv(key, known_hosts, port, "true"), cancel, o.timeout) {
             Ok((0, _)) => break,
             Ok((_, out)) => last = out,
             Err(e) => last = e.to_string(),
@@ -1017,6 +1048,21 @@ mod tests {
             known_host_keys("[127.0.0.1]:2222 ssh-ed25519 AAAAC3\n"),
             vec!["ssh-ed25519 AAAAC3"]
         );
+    }
+
+    #[test]
+    fn only_ssh_connection_failures_are_retried() {
+        assert!(ssh_connection_failed(
+            255,
+            "kex_exchange_identification: read: Connection reset by peer\r\n"
+        ));
+        assert!(ssh_connection_failed(
+            255,
+            "ssh: connect to host 127.0.0.1 port 2222: Connection refused"
+        ));
+        // The remote command exited 255, or failed otherwise: a result, not a retry.
+        assert!(!ssh_connection_failed(255, "my script's own output"));
+        assert!(!ssh_connection_failed(1, "Connection refused"));
     }
 
     #[test]
