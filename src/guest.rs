@@ -25,6 +25,8 @@ pub struct Guest {
     pub package_management: String,
     /// Filesystems mounted by `open`, parents first: (mountpoint, device).
     mounts: Vec<(String, String)>,
+    /// (device, type) as `open`'s quick inspection listed them (None when it did not list).
+    listed: Option<Vec<(String, String)>>,
 }
 
 /// How to launch the appliance.
@@ -146,6 +148,7 @@ impl Guest {
                 distro: "unknown".into(),
                 package_management: "unknown".into(),
                 mounts: vec![("/".into(), device.into())],
+                listed: None,
             })
         })
     }
@@ -206,6 +209,7 @@ impl Guest {
                 distro: found.distro,
                 package_management: found.package_management,
                 mounts: found.mounts,
+                listed: Some(found.filesystems),
             });
         }
         let roots = g.inspect_os().map_err(ge("inspect_os"))?;
@@ -250,6 +254,7 @@ impl Guest {
             distro,
             package_management,
             mounts: mps,
+            listed: None,
         })
     }
 
@@ -589,6 +594,16 @@ impl Guest {
     }
 
     /// Filesystems on the disk: (device, type).
+    /// The filesystems as `open` found them, without asking the appliance again (each
+    /// `list_filesystems` probes every device: a second or more under TCG); for read-only
+    /// handles, where nothing can have changed them since.
+    pub fn filesystems_at_open(&self) -> Result<Vec<(String, String)>, GuestError> {
+        match &self.listed {
+            Some(v) => Ok(v.clone()),
+            None => self.filesystems(),
+        }
+    }
+
     pub fn filesystems(&self) -> Result<Vec<(String, String)>, GuestError> {
         let mut v: Vec<(String, String)> = self
             .g
@@ -786,6 +801,7 @@ struct Found {
     distro: String,
     package_management: String,
     mounts: Vec<(String, String)>,
+    filesystems: Vec<(String, String)>,
 }
 
 /// Find the root filesystem (the one with /etc/os-release and /etc/fstab), name the
@@ -848,6 +864,7 @@ fn quick_inspect(g: &Handle) -> Option<Found> {
         distro,
         package_management,
         mounts,
+        filesystems: fss,
     })
 }
 

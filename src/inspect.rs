@@ -207,10 +207,10 @@ pub struct DiskFacts {
     pub package_management: String,
 }
 
-/// Read everything from a mounted guest. Missing files give empty sections, never an error:
+/// Read everything from a guest opened read-only. Missing files give empty sections, never an error:
 /// an image is inspected as it is.
 pub fn read(g: &Guest) -> Report {
-    let fs_list = g.filesystems().unwrap_or_default();
+    let fs_list = g.filesystems_at_open().unwrap_or_default();
     let mounted: BTreeMap<&str, &str> = g
         .mounts()
         .iter()

@@ -156,16 +156,20 @@ pub(super) fn diff_cmd(a: DiffArgs) -> i32 {
         }
     }
     let cancel = Cancel::new();
-    // The KVM probe only matters when an appliance may run (the host reader may decline).
-    let needs_appliance = [&sa, &sb].iter().any(|s| !matches!(s, Side::Tree(_)));
-    let tcg = needs_appliance
-        && crate::libvirt::probe::tcg_for_tools(
-            a.accel,
-            &crate::build::default_cache_dir(),
-            "qemu:///system",
-            &cancel,
-        );
-    let d = match snapshots([sa, sb], &a, tcg, &cancel) {
+    // The KVM probe (possibly a probe VM) only once an appliance is really needed: the host
+    // reader and root trees need none. Both workers share the one verdict.
+    let tcg = std::sync::OnceLock::new();
+    let tcg = || {
+        *tcg.get_or_init(|| {
+            crate::libvirt::probe::tcg_for_tools(
+                a.accel,
+                &crate::build::default_cache_dir(),
+                "qemu:///system",
+                &cancel,
+            )
+        })
+    };
+    let d = match snapshots([sa, sb], &a, &tcg, &cancel) {
         Ok((x, y)) => imagediff::diff(&x, &y),
         Err(e) => {
             errln!("error: {e}");
@@ -274,7 +278,7 @@ fn print_files(d: &Diff, package_files: bool) {
 fn snapshots(
     sides: [Side; 2],
     a: &DiffArgs,
-    tcg: bool,
+    tcg: &(dyn Fn() -> bool + Sync),
     cancel: &Cancel,
 ) -> Result<(Snapshot, Snapshot), String> {
     use std::collections::BTreeMap;
@@ -331,7 +335,7 @@ fn snapshots(
                                 ),
                             }
                         }
-                        let mut g = crate::guest::Guest::open_readonly(&img, &fmt, tcg)
+                        let mut g = crate::guest::Guest::open_readonly(&img, &fmt, tcg())
                             .map_err(|e| e.to_string())?;
                         g.kill_on_cancel(cancel);
                         let r = work(&g);
