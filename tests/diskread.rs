@@ -35,6 +35,14 @@ fn same_bytes(image: &Path, raw: &Path) {
     );
 }
 
+/// `qemu-img convert -f raw -O qcow2 OPTIONS… SRC DST`.
+fn to_qcow2(src: &str, dst: &str, options: &[&str]) {
+    let mut argv = vec!["qemu-img", "convert", "-f", "raw", "-O", "qcow2"];
+    argv.extend_from_slice(options);
+    argv.extend([src, dst]);
+    run(&argv);
+}
+
 #[test]
 fn qcow2_images_read_as_qemu_img_reads_them() {
     let d = tempfile::tempdir().unwrap();
@@ -48,39 +56,13 @@ fn qcow2_images_read_as_qemu_img_reads_them() {
         *b = b'k';
     }
     std::fs::write(p("src.raw"), &data).unwrap();
-    run(&[
-        "qemu-img",
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        &p("src.raw"),
-        &p("plain.qcow2"),
-    ]);
-    run(&[
-        "qemu-img",
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        "-c",
-        &p("src.raw"),
-        &p("zlib.qcow2"),
-    ]);
-    run(&[
-        "qemu-img",
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        "-o",
-        "cluster_size=4096",
+    to_qcow2(&p("src.raw"), &p("plain.qcow2"), &[]);
+    to_qcow2(&p("src.raw"), &p("zlib.qcow2"), &["-c"]);
+    to_qcow2(
         &p("src.raw"),
         &p("small.qcow2"),
-    ]);
+        &["-o", "cluster_size=4096"],
+    );
     run(&[
         "qemu-img",
         "create",
@@ -111,19 +93,11 @@ fn qcow2_images_read_as_qemu_img_reads_them() {
     // A raw file is read as it is.
     same_bytes(Path::new(&p("src.raw")), Path::new(&p("src.raw")));
     // zstd clusters are left to libguestfs.
-    run(&[
-        "qemu-img",
-        "convert",
-        "-f",
-        "raw",
-        "-O",
-        "qcow2",
-        "-c",
-        "-o",
-        "compression_type=zstd",
+    to_qcow2(
         &p("src.raw"),
         &p("zstd.qcow2"),
-    ]);
+        &["-c", "-o", "compression_type=zstd"],
+    );
     let e = kiln::diskread::open(Path::new(&p("zstd.qcow2")))
         .err()
         .unwrap();
