@@ -696,7 +696,7 @@ pub fn run(
     let seed = o.work.join("test-seed.iso");
     let _ = std::fs::remove_file(&seed);
     process::run(
-        &crate::seed::xorriso_argv(&seed, &[ud, md]),
+        &crate::seed::xorriso_argv(&seed, &[ud, md], None),
         &Opts::default(),
         cancel,
     )?;

@@ -4,6 +4,7 @@
 //! the typed build context), `stages` (one module per stage), and one module per external
 //! component: `libvirt`, `guest` (libguestfs), `qemu_img`, `seed` (cloud-init NoCloud).
 
+pub mod aptsandbox;
 pub mod bootstrap;
 pub mod boottest;
 pub mod build;

@@ -125,6 +125,18 @@ pub fn sources_list(s: &str) -> String {
     out
 }
 
+/// One apt.conf string value: double-quoted; the format has no escape for `"` and a value
+/// cannot span lines, so those are refused.
+pub fn apt_conf(s: &str) -> Result<String, String> {
+    no_controls(s, "an apt configuration file")?;
+    if s.contains('"') {
+        return Err(format!(
+            "{s:?}: a double quote cannot be written into an apt configuration file"
+        ));
+    }
+    Ok(format!("\"{s}\""))
+}
+
 /// `s` with the password of every `scheme://user:password@host` replaced by `***`: for logs,
 /// the manifest and `kiln plan`, never for what is run.
 pub fn redact_url_passwords(s: &str) -> String {
@@ -152,6 +164,13 @@ pub fn redact_url_passwords(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn apt_conf_strings_are_quoted_or_refused() {
+        assert_eq!(super::apt_conf("/var/tmp/a b").unwrap(), "\"/var/tmp/a b\"");
+        assert!(super::apt_conf("amd64\"; Dir \"/").is_err());
+        assert!(super::apt_conf("a\nb").is_err());
+    }
+
     #[test]
     fn sh_quotes_every_byte_into_one_word() {
         assert_eq!(super::sh("a b"), "'a b'");

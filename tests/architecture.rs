@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("installer", 5),
     ("inventory", 5),
     ("inspect", 5),
+    ("aptsandbox", 5),
     ("diskread", 6),
     ("imagediff", 5),
     ("bootstrap", 5),

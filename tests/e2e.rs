@@ -2463,3 +2463,127 @@ fn kiln_inspect_reads_the_rpm_database_of_a_red_hat_style_guest() {
         text(&t.stdout)
     );
 }
+
+/// `dpkg -l` of an image, by the host's dpkg on the image's status file (read by guestfish),
+/// and the packages its apt marks as automatically installed.
+fn dpkg_list(image: &Path, dir: &Path) -> (String, Vec<String>) {
+    let out = guestfish(
+        image,
+        "cat /var/lib/dpkg/status\necho ==EXT==\n-cat /var/lib/apt/extended_states\n",
+    );
+    let (status, ext) = out.split_once("==EXT==\n").unwrap();
+    let admin = dir.join(format!(
+        "admin-{}",
+        image.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::create_dir_all(admin.join("updates")).unwrap();
+    std::fs::write(admin.join("status"), status).unwrap();
+    std::fs::write(admin.join("available"), "").unwrap();
+    let l = Command::new("dpkg")
+        .arg(format!("--admindir={}", admin.display()))
+        .arg("-l")
+        .env("COLUMNS", "200")
+        .output()
+        .unwrap();
+    assert!(l.status.success(), "{}", text(&l.stderr));
+    let mut auto: Vec<String> = ext
+        .split("\n\n")
+        .filter(|p| p.contains("Auto-Installed: 1"))
+        .filter_map(|p| {
+            let name = p.lines().find_map(|l| l.strip_prefix("Package: "))?;
+            let arch = p.lines().find_map(|l| l.strip_prefix("Architecture: "))?;
+            Some(format!("{name}:{arch}"))
+        })
+        .collect();
+    auto.sort();
+    (text(&l.stdout), auto)
+}
+
+#[test]
+#[ignore = "slow: two VM builds; run by scripts/test.sh"]
+fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = domains("kiln-");
+    let example = std::fs::read_to_string(root().join("examples/debian-12.yaml")).unwrap();
+    let (head, rest) = example.split_once("\nprovision:\n").unwrap();
+    let (_, rest) = rest.split_once("\n# What the golden image keeps").unwrap();
+    let recipe = |name: &str, pkg: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "{head}\nprovision:\n  - packages: [{pkg}]\n  - run:\n      - jq --version > /opt/jq-version\n\n# What the golden image keeps{rest}"
+            )
+            .replace("\npublish:\n", "\ntest: false\npublish:\n"),
+        )
+        .unwrap();
+        p
+    };
+    let build = |recipe: &Path, out: &Path, host: bool| {
+        let mut c = kiln();
+        c.arg("build")
+            .arg(recipe)
+            .args(["--no-glance", "--no-cache", "-o"])
+            .arg(out);
+        if !host {
+            c.env("KILN_HOST_PACKAGES", "0");
+        }
+        c.output().unwrap()
+    };
+
+    // A package apt cannot resolve fails before the VM boots, with apt's own words.
+    let bad = build(
+        &recipe("bad.yaml", "kiln-no-such-package"),
+        &dir.path().join("bad"),
+        true,
+    );
+    let err = text(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Unable to locate package kiln-no-such-package"),
+        "{err}"
+    );
+    assert!(!err.contains("started domain"), "{err}");
+
+    let good = recipe("jq.yaml", "jq");
+    let (out_host, out_guest) = (dir.path().join("host"), dir.path().join("guest"));
+    let h = build(&good, &out_host, true);
+    let herr = text(&h.stderr);
+    assert_eq!(h.status.code(), Some(0), "{herr}");
+    assert!(herr.contains("packages resolved on the host"), "{herr}");
+    let g = build(&good, &out_guest, false);
+    let gerr = text(&g.stderr);
+    assert_eq!(g.status.code(), Some(0), "{gerr}");
+    assert!(!gerr.contains("packages resolved on the host"), "{gerr}");
+    let (dh, dg) = (
+        out_host.join("debian-12-1.0"),
+        out_guest.join("debian-12-1.0"),
+    );
+    // The in-guest build updated its package lists in the guest; the host-resolved one did not.
+    let ch = std::fs::read_to_string(dh.join("console.log")).unwrap();
+    let cg = std::fs::read_to_string(dg.join("console.log")).unwrap();
+    assert!(cg.contains("InRelease"), "{cg}");
+    assert!(!ch.contains("InRelease"), "{ch}");
+    assert!(ch.contains("KILN-PROVISION-DONE"), "{ch}");
+
+    let (ih, ig) = (
+        dh.join("debian-12-1.0.qcow2"),
+        dg.join("debian-12-1.0.qcow2"),
+    );
+    let (list_h, auto_h) = dpkg_list(&ih, dir.path());
+    let (list_g, auto_g) = dpkg_list(&ig, dir.path());
+    for p in ["jq", "libjq1", "libonig5"] {
+        assert!(
+            list_h.lines().any(|l| l.starts_with(&format!("ii  {p}"))),
+            "{p} not installed:\n{list_h}"
+        );
+    }
+    assert_eq!(list_h, list_g, "dpkg -l differs");
+    assert_eq!(auto_h, auto_g, "automatically installed marks differ");
+    assert!(auto_h.contains(&"libjq1:amd64".to_string()), "{auto_h:?}");
+    assert!(!auto_h.iter().any(|a| a.starts_with("jq:")), "{auto_h:?}");
+    let v = guestfish(&ih, "cat /opt/jq-version\n");
+    assert!(v.starts_with("jq-1."), "{v}");
+    assert_eq!(v, guestfish(&ig, "cat /opt/jq-version\n"));
+    assert_eq!(domains("kiln-"), before, "leftover domains");
+}

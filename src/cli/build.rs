@@ -125,7 +125,7 @@ pub(super) fn plan(
             return exit::INVALID_INPUT;
         }
     };
-    let script = crate::seed::provision_script(&plan.provision);
+    let script = crate::seed::provision_script(&plan.provision, None);
     let write = private_dir(&render_dir)
         .and_then(|_| {
             rendered

@@ -20,9 +20,10 @@ pub fn rand_bytes() -> [u8; 8] {
     b
 }
 
-/// How long a guest may keep running after cloud-init said it finished: the provisioning
-/// script's power_state powers it off right then, so a guest still up long after has a
-/// cloud-init that never ran the script (no NoCloud datasource, a broken seed).
+/// How long a guest may keep running after cloud-init said it finished without the
+/// provisioning script having started, or after the script ended: a guest still up long after
+/// has a cloud-init that never ran the script (no NoCloud datasource, a broken seed) or a
+/// power-off that did not happen.
 pub const CLOUD_INIT_GRACE: Duration = Duration::from_secs(120);
 
 /// What the console showed while kiln waited: for each marker asked for, the first line that
@@ -35,7 +36,10 @@ pub struct Watched {
 
 /// Poll the domain until it is shut off, streaming new console lines with a prefix. Ends early
 /// with the console tail when the guest cannot finish any more: its kernel panicked, or (with
-/// `cloud_init_grace`) cloud-init finished that long ago and the guest is still running.
+/// `cloud_init_grace`) cloud-init finished that long ago and the guest is still running. While
+/// the console shows `started` and none of `markers`, the guest is working whatever cloud-init
+/// says (the provisioning script runs beside cloud-init's last stages).
+#[allow(clippy::too_many_arguments)]
 pub fn wait_for_poweroff(
     lv: &Libvirt,
     domain: &str,
@@ -43,11 +47,15 @@ pub fn wait_for_poweroff(
     timeout_secs: u64,
     cloud_init_grace: Option<Duration>,
     markers: &[&str],
+    started: Option<&str>,
     cancel: &process::Cancel,
 ) -> anyhow::Result<Watched> {
     let start = Instant::now();
     let mut tail = ConsoleTail::new(console);
     tail.markers = markers.iter().map(|m| (m.to_string(), None)).collect();
+    if let Some(m) = started {
+        tail.markers.push((m.to_string(), None));
+    }
     let mut last_note = Instant::now();
     let mut failures = 0u32;
     loop {
@@ -60,8 +68,23 @@ pub fn wait_for_poweroff(
                 tail.last(30)
             );
         }
-        if let (Some(grace), Some(at)) = (cloud_init_grace, tail.cloud_init_finished) {
+        let (ended, began) = tail.markers.split_at(markers.len());
+        let ended_at = ended
+            .iter()
+            .filter_map(|(_, l)| l.as_ref().map(|(_, t)| *t))
+            .min();
+        let working = began.first().is_some_and(|(_, l)| l.is_some()) && ended_at.is_none();
+        // The clock runs from cloud-init's end or the script's, whichever came last.
+        let since = tail.cloud_init_finished.max(ended_at);
+        if let (Some(grace), Some(at), false) = (cloud_init_grace, since, working) {
             if at.elapsed() >= grace && lv.state(domain) == State::Running {
+                if ended_at.is_some() {
+                    bail!(
+                        "the provisioning script ended {} s ago but the guest did not power off; console tail:\n{}",
+                        at.elapsed().as_secs(),
+                        tail.last(30)
+                    );
+                }
                 bail!(
                     "cloud-init finished {} s ago but the guest did not power off: it never ran \
                      kiln's provisioning script (is the NoCloud datasource enabled in the base \
@@ -95,7 +118,12 @@ pub fn wait_for_poweroff(
                 );
                 let last = tail.last(30);
                 return Ok(Watched {
-                    marked: tail.markers.into_iter().map(|(_, l)| l).collect(),
+                    marked: tail
+                        .markers
+                        .into_iter()
+                        .take(markers.len())
+                        .map(|(_, l)| l.map(|(line, _)| line))
+                        .collect(),
                     tail: last,
                 });
             }
@@ -168,8 +196,8 @@ struct ConsoleTail {
     pos: u64,
     partial: String,
     lines: std::collections::VecDeque<String>,
-    /// (marker, first line holding it).
-    markers: Vec<(String, Option<String>)>,
+    /// (marker, first line holding it and when it came).
+    markers: Vec<(String, Option<(String, Instant)>)>,
     /// A kernel panic was printed.
     panicked: bool,
     /// When cloud-init's "finished" line was first seen.
@@ -218,7 +246,7 @@ impl ConsoleTail {
             }
             for (m, first) in self.markers.iter_mut() {
                 if first.is_none() && line.contains(m.as_str()) {
-                    *first = Some(line.clone());
+                    *first = Some((line.clone(), Instant::now()));
                 }
             }
             self.lines.push_back(line);

@@ -298,6 +298,7 @@ fn install(
             // Installers run cloud-init themselves (subiquity) and go on: no grace rule.
             None,
             &[],
+            None,
             &ctx.cancel,
         );
         std::fs::create_dir_all(&ctx.out)?;

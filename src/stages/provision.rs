@@ -196,6 +196,10 @@ fn provision(
         );
         tctx.domain.backing_path = Some(backing.clone());
         tctx.domain.backing_format = Some(base.format.clone());
+        let debs = host_packages(ctx, &base)?.map(|(local, dir)| {
+            tctx.seed.install_locally(&ctx.plan, &local);
+            dir
+        });
         let mut seed_files = Vec::new();
         for kind in [Kind::UserData, Kind::MetaData, Kind::NetworkConfig] {
             let text = templates::render(&ctx.plan, kind, &tctx)?;
@@ -210,15 +214,18 @@ fn provision(
         let seed_iso = tctx.domain.seed_path.clone();
         ctx.record(Resource::File(seed_iso.clone()));
         process::run(
-            &seed::xorriso_argv(&seed_iso, &seed_files),
+            &seed::xorriso_argv(&seed_iso, &seed_files, debs.as_deref()),
             &Opts::default(),
             &ctx.cancel,
         )
         .context("building the NoCloud seed")?;
         // user-data carries the provisioning script (and any password hash): only the ISO
-        // needs it now.
+        // needs it now (and the .debs are in it too).
         for f in &seed_files {
             std::fs::remove_file(f).ok();
+        }
+        if debs.is_some() {
+            std::fs::remove_dir_all(ctx.work.join("apt")).ok();
         }
         // Whatever the template, the domain says who made it (for `kiln gc`).
         let xml = crate::owner::with_owner(
@@ -253,6 +260,7 @@ fn provision(
             ctx.plan.vm.timeout_secs,
             Some(CLOUD_INIT_GRACE),
             &[seed::FAILED_MARKER, seed::DONE_MARKER],
+            Some(seed::STARTED_MARKER),
             &ctx.cancel,
         );
         // Keep the console in the output whatever happened.
@@ -273,6 +281,71 @@ fn provision(
         }
         Ok(())
     }
+}
+
+/// The leading package steps resolved and downloaded on the host against the base's own apt
+/// state (`aptsandbox`), and the directory of .debs for the seed; None when the guest installs
+/// them itself: no such steps, `KILN_HOST_PACKAGES=0`, a base the host reader cannot read or
+/// without apt, or sources the host cannot update from. Packages apt cannot resolve fail here,
+/// before the VM boots.
+fn host_packages(
+    ctx: &mut BuildContext,
+    base: &crate::pipeline::context::BaseDisk,
+) -> anyhow::Result<Option<(seed::LocalInstall, std::path::PathBuf)>> {
+    use crate::aptsandbox::{self, AptError};
+    let (steps, packages) = seed::leading_packages(&ctx.plan.provision);
+    if steps == 0 {
+        return Ok(None);
+    }
+    if std::env::var("KILN_HOST_PACKAGES").as_deref() == Ok("0") {
+        tracing::info!("KILN_HOST_PACKAGES=0: the guest installs the packages itself");
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let dir = ctx.work.join("apt");
+    let _ = std::fs::remove_dir_all(&dir);
+    ctx.record(Resource::Dir(dir.clone()));
+    let guest = crate::inspect::open_host(&base.path)
+        .map_err(|e| AptError::Unsupported(format!("the host reader cannot read the base: {e}")))
+        .and_then(|(view, _)| aptsandbox::read_guest(&view, &dir));
+    let resolved = guest.and_then(|g| aptsandbox::resolve(&g, &dir, &packages, &ctx.cancel));
+    let r = match resolved {
+        Ok(r) => r,
+        Err(AptError::Update(crate::process::CommandError::Cancelled { command }))
+        | Err(AptError::Resolve(crate::process::CommandError::Cancelled { command })) => {
+            bail!("`{command}` was interrupted")
+        }
+        Err(e @ (AptError::Unsupported(_) | AptError::Update(_))) => {
+            tracing::info!("packages are installed in the guest: {e}");
+            let _ = std::fs::remove_dir_all(&dir);
+            return Ok(None);
+        }
+        Err(e) => return Err(e).context("resolving the recipe's packages on the host"),
+    };
+    // Plain names on the seed: apt reads the package from the file, not from its name.
+    let seed_debs = dir.join(seed::SEED_DEBS);
+    std::fs::create_dir_all(&seed_debs)?;
+    let mut bytes = 0;
+    for (i, d) in r.debs.iter().enumerate() {
+        bytes += std::fs::metadata(d).map(|m| m.len()).unwrap_or(0);
+        std::fs::rename(d, seed_debs.join(format!("{:04}.deb", i + 1)))
+            .with_context(|| format!("moving {}", d.display()))?;
+    }
+    tracing::info!(
+        "packages resolved on the host against the base's apt state: {} .deb files ({}) for the seed, {} new dependencies, in {:.1} s",
+        r.debs.len(),
+        crate::progress::human_bytes(bytes),
+        r.auto.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Some((
+        seed::LocalInstall {
+            steps,
+            auto: r.auto,
+            manual: r.manual,
+        },
+        seed_debs,
+    )))
 }
 
 /// Fail unless the image at `path` has cloud-init (one read-only libguestfs launch; the answer
@@ -367,9 +440,23 @@ impl Describe for ProvisionStage {
             {
                 seed.push(v.work.join("network-config"));
             }
+            let (steps, packages) = seed::leading_packages(&plan.provision);
+            let mut debs = None;
+            if steps > 0 {
+                let sb = v.work.join("apt");
+                cmds.push(format!(
+                    "host apt in the sandbox {} (the base's dpkg status, sources, keys, pins; APT_CONFIG {}): {}; {}  (the .debs go on the seed; without an apt base readable on the host, or KILN_HOST_PACKAGES=0: apt-get update and install in the guest)",
+                    sb.display(),
+                    sb.join("apt.conf").display(),
+                    process::display(&crate::aptsandbox::update_argv()),
+                    process::display(&crate::aptsandbox::download_argv(&packages)),
+                ));
+                debs = Some(sb.join(seed::SEED_DEBS));
+            }
             cmds.push(process::display(&seed::xorriso_argv(
                 &tctx.domain.seed_path,
                 &seed,
+                debs.as_deref(),
             )));
             cmds.push(format!(
                 "libvirt {}: define domain.xml, start, wait for power-off (timeout {} s; ends early on a kernel panic, or {} s after cloud-init finished)",

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): a whole golden-image build from a cold stage cache, kiln against the
+# Packer pipeline it replaces, on the same base disk (kiln's own Debian 12 bootstrap) with the
+# same work: apt update + install `tree`, write a file, run a command, power off, sysprep with
+# the defaults, a zstd qcow2 and a streamOptimized vmdk.
+#
+#   Packer 1.6.6 (Debian's `packer`, qemu builder, TCG, the base as `disk_image`, the NoCloud
+#   seed as a vfat disk on virtio, `communicator: none`, `boot_wait: 0s`, the disk with
+#   cache=unsafe) + virt-sysprep + the two `qemu-img convert`s in parallel
+#   vs
+#   kiln build --no-cache --no-test (the base disk cached, every other stage runs)
+#
+# Rounds alternate the two; prints each time, kiln's stage seconds, the medians and the ratio
+# kiln/Packer (goal <= 0.60). Both images are checked for the same content (/opt/tree-version,
+# written by `tree --version` in the guest).
+# Usage: bench/whole-build.sh [ROUNDS] (default 3). Needs: apt-get install packer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+work=${BENCH_DIR:-/var/tmp}/kiln-bench-whole
+export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
+export KILN_CACHE_DIR=${KILN_CACHE_DIR:-$work/cache}
+command -v packer >/dev/null || { echo "needs Debian's packer: apt-get install packer" >&2; exit 1; }
+cargo build --release --quiet
+kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
+mkdir -p "$work"
+now() { date +%s.%N; }
+secs() { awk -v x="$1" -v y="$2" 'BEGIN{printf "%.1f", y-x}'; }
+
+cat > "$work/recipe.yaml" <<'YAML'
+name: bench-whole
+version: "1"
+elements: [debian, cloud-init, growroot]
+source:
+  bootstrap: {distro: debian, suite: bookworm, mirror: http://deb.debian.org/debian, size: 2G}
+vm: {memory: 2G, vcpus: 2, accel: tcg, timeout: 30m}
+provision:
+  - packages: [tree]
+  - files:
+      - {path: /etc/motd, content: "baked\n"}
+  - run:
+      - tree --version > /opt/tree-version
+sysprep:
+  operations: [defaults]
+outputs:
+  - {format: qcow2, compress: zstd}
+  - {format: vmdk, subformat: streamOptimized}
+publish:
+  local: {dir: out}
+YAML
+
+# The base disk: kiln bootstraps it once into the cache (not timed).
+base=$(ls "$KILN_CACHE_DIR"/bootstrap/*.qcow2 2>/dev/null | head -1 || true)
+if [ -z "$base" ]; then
+  echo "bootstrapping the base disk once (not timed)"
+  (cd "$work" && "$kiln" build recipe.yaml --no-test -o "$work/warm" >/dev/null)
+  base=$(ls "$KILN_CACHE_DIR"/bootstrap/*.qcow2 | head -1)
+fi
+echo "base disk: $base"
+
+# Packer's seed: the same work as the recipe, in cloud-init's runcmd.
+cat > "$work/user-data" <<'UD'
+#cloud-config
+runcmd:
+  - [sh, -ec, "export DEBIAN_FRONTEND=noninteractive; apt-get -o Acquire::Languages=none update -q; apt-get install -y -q --no-install-recommends tree; apt-get clean; printf 'baked\\n' > /etc/motd; tree --version > /opt/tree-version"]
+power_state: {mode: poweroff, delay: now, condition: true}
+UD
+printf 'instance-id: bench-packer\nlocal-hostname: bench\n' > "$work/meta-data"
+rm -f "$work/seed.img"
+mkfs.vfat -n CIDATA -C "$work/seed.img" 2048 >/dev/null
+mcopy -i "$work/seed.img" "$work/user-data" "$work/meta-data" ::
+cat > "$work/packer.json" <<JSON
+{"builders": [{
+  "type": "qemu", "accelerator": "tcg", "headless": true,
+  "disk_image": true, "iso_url": "$base", "iso_checksum": "none",
+  "format": "qcow2", "vm_name": "disk.qcow2", "output_directory": "$work/packer-out",
+  "memory": 2048, "cpus": 2, "disk_interface": "virtio", "net_device": "virtio-net",
+  "communicator": "none", "boot_wait": "0s", "shutdown_timeout": "30m",
+  "qemuargs": [
+    ["-drive", "file=$work/packer-out/disk.qcow2,if=virtio,cache=unsafe,discard=unmap,format=qcow2"],
+    ["-drive", "file=$work/seed.img,if=virtio,format=raw,readonly=on"]
+  ]
+}]}
+JSON
+
+packer_round() {
+  rm -rf "$work/packer-out" "$work/p.qcow2" "$work/p.vmdk"
+  PACKER_LOG=0 packer build -color=false "$work/packer.json" >"$work/packer.log" 2>&1 ||
+    { tail -20 "$work/packer.log" >&2; return 1; }
+  virt-sysprep -q -a "$work/packer-out/disk.qcow2" >/dev/null
+  qemu-img convert -O qcow2 -c -o compression_type=zstd "$work/packer-out/disk.qcow2" "$work/p.qcow2" &
+  qemu-img convert -O vmdk -o subformat=streamOptimized "$work/packer-out/disk.qcow2" "$work/p.vmdk" &
+  wait %1 && wait %2
+}
+kiln_round() {
+  rm -rf "$work/out"
+  (cd "$work" && "$kiln" build recipe.yaml --no-cache --no-test >"$work/kiln.log" 2>&1) ||
+    { tail -20 "$work/kiln.log" >&2; return 1; }
+}
+
+declare -a P K
+for r in $(seq 1 "$rounds"); do
+  t0=$(now); packer_round; t1=$(now)
+  t2=$(now); kiln_round; t3=$(now)
+  P+=("$(secs "$t0" "$t1")"); K+=("$(secs "$t2" "$t3")")
+  pv=$(virt-cat -a "$work/p.qcow2" /opt/tree-version)
+  kv=$(virt-cat -a "$work"/out/bench-whole-1/*.qcow2 /opt/tree-version)
+  [ "$pv" = "$kv" ] || { echo "content differs: packer '$pv', kiln '$kv'" >&2; exit 1; }
+  stages=$(python3 - "$work"/out/bench-whole-1/manifest.json <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+print(", ".join(f"{s['name']} {s.get('seconds', 0):.1f}" for s in m["stages"]))
+PY
+)
+  echo "round $r: packer pipeline ${P[-1]} s, kiln ${K[-1]} s (ratio $(awk -v a="${P[-1]}" -v b="${K[-1]}" 'BEGIN{printf "%.2f", b/a}')); both: $kv"
+  echo "  kiln stages: $stages"
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
+mp=$(median "${P[@]}"); mk=$(median "${K[@]}")
+printf 'median: packer pipeline %.1f s, kiln %.1f s, ratio %.2f (goal <= 0.60)\n' \
+  "$mp" "$mk" "$(awk -v a="$mp" -v b="$mk" 'BEGIN{print b/a}')"
