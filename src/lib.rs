@@ -11,6 +11,7 @@ pub mod build;
 pub mod cli;
 pub mod convert;
 pub mod customize;
+pub mod directboot;
 pub mod diskread;
 pub mod fetch;
 pub mod gc;

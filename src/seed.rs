@@ -111,11 +111,11 @@ pkg_install() {
         s.push_str(&format!(
             r#"local_debs() {{
   export DEBIAN_FRONTEND=noninteractive
-  dev=$(blkid -t LABEL=cidata -o device | head -n 1)
-  mkdir -p /run/kiln-seed
-  mount -o ro "$dev" /run/kiln-seed
+  if [ ! -d /run/kiln-seed/{SEED_DEBS} ]; then
+    mkdir -p /run/kiln-seed
+    mount -o ro "$(blkid -t LABEL=cidata -o device | head -n 1)" /run/kiln-seed
+  fi
   apt-get install -y -q --no-install-recommends /run/kiln-seed/{SEED_DEBS}/*.deb
-  umount /run/kiln-seed
 }}
 "#
         ));
@@ -236,6 +236,11 @@ pub struct DomainContext {
     /// relabel it: it is the shared cache's file) and its format; null when not known yet.
     pub backing_path: Option<PathBuf>,
     pub backing_format: Option<String>,
+    /// A direct kernel boot (`directboot`): the kernel and initrd copied from the base and
+    /// the command line; null for a boot through the firmware.
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Option<String>,
     /// Who qemu runs as (libvirt's unprivileged user when kiln is root on qemu:///system).
     pub uid: u32,
     pub gid: u32,
@@ -279,6 +284,9 @@ impl TemplateContext {
                 console_log: work.join("console.log"),
                 backing_path: None,
                 backing_format: None,
+                kernel: None,
+                initrd: None,
+                cmdline: None,
                 uid: vm_user.uid,
                 gid: vm_user.gid,
             },

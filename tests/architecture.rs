@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("inventory", 5),
     ("inspect", 5),
     ("aptsandbox", 5),
+    ("directboot", 5),
     ("diskread", 6),
     ("imagediff", 5),
     ("bootstrap", 5),

@@ -2526,7 +2526,8 @@ fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install()
             .args(["--no-glance", "--no-cache", "-o"])
             .arg(out);
         if !host {
-            c.env("KILN_HOST_PACKAGES", "0");
+            // The other path all the way: apt in the guest, a boot through GRUB and cloud-init.
+            c.env("KILN_HOST_PACKAGES", "0").env("KILN_DIRECT_BOOT", "0");
         }
         c.output().unwrap()
     };
@@ -2551,10 +2552,12 @@ fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install()
     let herr = text(&h.stderr);
     assert_eq!(h.status.code(), Some(0), "{herr}");
     assert!(herr.contains("packages resolved on the host"), "{herr}");
+    assert!(herr.contains("direct kernel boot: /boot/vmlinuz-"), "{herr}");
     let g = build(&good, &out_guest, false);
     let gerr = text(&g.stderr);
     assert_eq!(g.status.code(), Some(0), "{gerr}");
     assert!(!gerr.contains("packages resolved on the host"), "{gerr}");
+    assert!(!gerr.contains("direct kernel boot"), "{gerr}");
     let (dh, dg) = (
         out_host.join("debian-12-1.0"),
         out_guest.join("debian-12-1.0"),
@@ -2563,8 +2566,12 @@ fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install()
     let ch = std::fs::read_to_string(dh.join("console.log")).unwrap();
     let cg = std::fs::read_to_string(dg.join("console.log")).unwrap();
     assert!(cg.contains("InRelease"), "{cg}");
+    assert!(cg.contains("running 'init'"), "{cg}");
     assert!(!ch.contains("InRelease"), "{ch}");
     assert!(ch.contains("KILN-PROVISION-DONE"), "{ch}");
+    // The direct boot: no firmware menu, no cloud-init in the build VM.
+    assert!(ch.contains("cloud-init=disabled"), "{ch}");
+    assert!(!ch.contains("running 'init"), "{ch}");
 
     let (ih, ig) = (
         dh.join("debian-12-1.0.qcow2"),

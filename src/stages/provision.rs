@@ -196,11 +196,42 @@ fn provision(
         );
         tctx.domain.backing_path = Some(backing.clone());
         tctx.domain.backing_format = Some(base.format.clone());
-        let debs = host_packages(ctx, &base)?.map(|(local, dir)| {
-            tctx.seed.install_locally(&ctx.plan, &local);
-            dir
+        // The host reader's view of the base (ext4 disks): what apt and the boot need from it.
+        let view = match crate::inspect::open_host(&base.path) {
+            Ok((v, _)) => Some(v),
+            Err(e) => {
+                tracing::info!("the host reader cannot read the base ({e}): packages are installed and the VM is booted the usual way");
+                None
+            }
+        };
+        let local = host_packages(ctx, view.as_ref())?;
+        let debs = local.as_ref().map(|(l, dir)| {
+            tctx.seed.install_locally(&ctx.plan, l);
+            dir.clone()
         });
         let mut seed_files = Vec::new();
+        if let Some(boot) = direct_boot(ctx, view.as_ref())? {
+            // The kernel command line runs these from the seed; user-data stays for a domain
+            // template that boots through GRUB after all.
+            let script =
+                seed::provision_script(&ctx.plan.provision, local.as_ref().map(|(l, _)| l));
+            for (name, text) in [
+                ("provision.sh", script.as_str()),
+                (
+                    crate::directboot::BOOT_SCRIPT_NAME,
+                    crate::directboot::BOOT_SCRIPT,
+                ),
+            ] {
+                let p = ctx.work.join(name);
+                ctx.record(Resource::File(p.clone()));
+                crate::hostfile::write_private(&p, text.as_bytes())?;
+                seed_files.push(p);
+            }
+            tctx.domain.kernel = Some(boot.0);
+            tctx.domain.initrd = boot.1;
+            tctx.domain.cmdline = Some(boot.2);
+        }
+        drop(view);
         for kind in [Kind::UserData, Kind::MetaData, Kind::NetworkConfig] {
             let text = templates::render(&ctx.plan, kind, &tctx)?;
             if kind == Kind::NetworkConfig && templates::is_blank(&text) {
@@ -290,7 +321,7 @@ fn provision(
 /// before the VM boots.
 fn host_packages(
     ctx: &mut BuildContext,
-    base: &crate::pipeline::context::BaseDisk,
+    view: Option<&crate::inspect::HostView>,
 ) -> anyhow::Result<Option<(seed::LocalInstall, std::path::PathBuf)>> {
     use crate::aptsandbox::{self, AptError};
     let (steps, packages) = seed::leading_packages(&ctx.plan.provision);
@@ -305,9 +336,10 @@ fn host_packages(
     let dir = ctx.work.join("apt");
     let _ = std::fs::remove_dir_all(&dir);
     ctx.record(Resource::Dir(dir.clone()));
-    let guest = crate::inspect::open_host(&base.path)
-        .map_err(|e| AptError::Unsupported(format!("the host reader cannot read the base: {e}")))
-        .and_then(|(view, _)| aptsandbox::read_guest(&view, &dir));
+    let Some(view) = view else {
+        return Ok(None);
+    };
+    let guest = aptsandbox::read_guest(view, &dir);
     let resolved = guest.and_then(|g| aptsandbox::resolve(&g, &dir, &packages, &ctx.cancel));
     let r = match resolved {
         Ok(r) => r,
@@ -346,6 +378,50 @@ fn host_packages(
         },
         seed_debs,
     )))
+}
+
+/// The base's kernel and initrd copied next to the overlay and the command line that boots
+/// them straight into the steps (`directboot`); None (a boot through the firmware, GRUB and
+/// cloud-init) when the base does not allow it or with `KILN_DIRECT_BOOT=0`.
+fn direct_boot(
+    ctx: &mut BuildContext,
+    view: Option<&crate::inspect::HostView>,
+) -> anyhow::Result<Option<(std::path::PathBuf, Option<std::path::PathBuf>, String)>> {
+    let Some(view) = view else {
+        return Ok(None);
+    };
+    if std::env::var("KILN_DIRECT_BOOT").as_deref() == Ok("0") {
+        tracing::info!("KILN_DIRECT_BOOT=0: the build VM boots through GRUB and cloud-init");
+        return Ok(None);
+    }
+    let found = crate::directboot::find(view).and_then(|f| {
+        let c = crate::directboot::cmdline(&f.entry.args)?;
+        Ok((f.entry, f.kernel, f.initrd, c))
+    });
+    let (entry, kernel, initrd, cmdline) = match found {
+        Ok(f) => f,
+        Err(why) => {
+            tracing::info!("the build VM boots through GRUB and cloud-init: {why}");
+            return Ok(None);
+        }
+    };
+    let k = ctx.work.join("vmlinuz");
+    ctx.record(Resource::File(k.clone()));
+    std::fs::write(&k, kernel).with_context(|| format!("writing {}", k.display()))?;
+    let i = match initrd {
+        Some(b) => {
+            let p = ctx.work.join("initrd.img");
+            ctx.record(Resource::File(p.clone()));
+            std::fs::write(&p, b).with_context(|| format!("writing {}", p.display()))?;
+            Some(p)
+        }
+        None => None,
+    };
+    tracing::info!(
+        "direct kernel boot: {} from the base, cloud-init disabled for this boot, the steps started by systemd.run",
+        entry.kernel
+    );
+    Ok(Some((k, i, cmdline)))
 }
 
 /// Fail unless the image at `path` has cloud-init (one read-only libguestfs launch; the answer
@@ -458,6 +534,12 @@ impl Describe for ProvisionStage {
                 &seed,
                 debs.as_deref(),
             )));
+            cmds.push(format!(
+                "direct kernel boot when the base allows it (ext4, dpkg, systemd >= 240, a GRUB entry; not with KILN_DIRECT_BOOT=0): copy its kernel and initrd to {} and {}, boot them with the GRUB entry's arguments + `{}`",
+                v.work.join("vmlinuz").display(),
+                v.work.join("initrd.img").display(),
+                crate::directboot::cmdline(&[]).unwrap_or_default()
+            ));
             cmds.push(format!(
                 "libvirt {}: define domain.xml, start, wait for power-off (timeout {} s; ends early on a kernel panic, or {} s after cloud-init finished)",
                 plan.vm.uri,
