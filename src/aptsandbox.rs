@@ -93,6 +93,15 @@ pub fn read_guest(v: &dyn View, sandbox: &Path) -> Result<GuestApt, AptError> {
     }
     for (rel, body) in sources {
         let text = String::from_utf8_lossy(&body);
+        // The host's apt would read file:, copy: or cdrom: sources from the host itself.
+        if let Some(u) = source_uris(&text, rel.ends_with(".sources"))
+            .into_iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(AptError::Unsupported(format!(
+                "the guest's apt sources include {u}: only http(s) sources are resolved on the host"
+            )));
+        }
         let (text, used) = if rel.ends_with(".sources") {
             rewrite_deb822(&text, &guest_root)
         } else {
@@ -240,6 +249,33 @@ fn relocate(p: &str, root: &Path, used: &mut Vec<String>) -> String {
     } else {
         p.to_string()
     }
+}
+
+/// The URIs of a sources file (one-line or deb822), comments left out.
+pub fn source_uris(text: &str, deb822: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if deb822 {
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("uris") {
+                    out.extend(v.split_whitespace().map(String::from));
+                }
+            }
+            continue;
+        }
+        let mut rest = match line.split_once(char::is_whitespace) {
+            Some(("deb" | "deb-src", r)) => r.trim_start(),
+            _ => continue,
+        };
+        if rest.starts_with('[') {
+            rest = rest.split_once(']').map_or("", |(_, r)| r.trim_start());
+        }
+        if let Some(u) = rest.split_whitespace().next() {
+            out.push(u.to_string());
+        }
+    }
+    out
 }
 
 /// The sandbox's only apt configuration (APT_CONFIG): every directory inside it, the guest's
@@ -447,6 +483,25 @@ Package: base-files\nStatus: install ok installed\nArchitecture: all\n";
         );
         assert!(text.contains("Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n"));
         assert_eq!(used, ["/usr/share/keyrings/debian-archive-keyring.gpg"]);
+    }
+
+    #[test]
+    fn source_uris_of_both_formats() {
+        assert_eq!(
+            source_uris(
+                "deb [signed-by=/k] http://m/debian bookworm main\n# deb file:/x ./\n\
+                 deb-src https://m/debian bookworm main\ndeb file:/srv/repo ./\n",
+                false
+            ),
+            ["http://m/debian", "https://m/debian", "file:/srv/repo"]
+        );
+        assert_eq!(
+            source_uris(
+                "Types: deb\nURIs: http://a https://b\n#URIs: file:/c\n",
+                true
+            ),
+            ["http://a", "https://b"]
+        );
     }
 
     #[test]

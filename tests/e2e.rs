@@ -2527,7 +2527,8 @@ fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install()
             .arg(out);
         if !host {
             // The other path all the way: apt in the guest, a boot through GRUB and cloud-init.
-            c.env("KILN_HOST_PACKAGES", "0").env("KILN_DIRECT_BOOT", "0");
+            c.env("KILN_HOST_PACKAGES", "0")
+                .env("KILN_DIRECT_BOOT", "0");
         }
         c.output().unwrap()
     };
@@ -2552,7 +2553,10 @@ fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install()
     let herr = text(&h.stderr);
     assert_eq!(h.status.code(), Some(0), "{herr}");
     assert!(herr.contains("packages resolved on the host"), "{herr}");
-    assert!(herr.contains("direct kernel boot: /boot/vmlinuz-"), "{herr}");
+    assert!(
+        herr.contains("direct kernel boot: /boot/vmlinuz-"),
+        "{herr}"
+    );
     let g = build(&good, &out_guest, false);
     let gerr = text(&g.stderr);
     assert_eq!(g.status.code(), Some(0), "{gerr}");
