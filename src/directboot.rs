@@ -143,8 +143,10 @@ if [ -e "/sys/class/block/$name/partition" ] && command -v growpart >/dev/null 2
     esac
   fi
 fi
+echo "kiln: the steps start $(cut -d ' ' -f 1 /proc/uptime) s after the kernel"
 rc=0
 /bin/sh /run/kiln-seed/provision.sh || rc=$?
+echo "kiln: the steps ended $(cut -d ' ' -f 1 /proc/uptime) s after the kernel"
 if mountpoint -q /etc/resolv.conf 2>/dev/null || grep -q ' /etc/resolv.conf ' /proc/mounts; then
   umount /etc/resolv.conf || true
 fi

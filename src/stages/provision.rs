@@ -529,19 +529,21 @@ impl Describe for ProvisionStage {
                 ));
                 debs = Some(sb.join(seed::SEED_DEBS));
             }
+            cmds.push(format!(
+                "direct kernel boot when the base allows it (ext4, dpkg, systemd >= 240, a GRUB entry; not with KILN_DIRECT_BOOT=0): copy its kernel and initrd to {} and {}, then the seed carries provision.sh and boot.sh too; boot them with the GRUB entry's arguments + `{}`",
+                v.work.join("vmlinuz").display(),
+                v.work.join("initrd.img").display(),
+                crate::directboot::cmdline(&[]).unwrap_or_default()
+            ));
+            seed.push(v.work.join("provision.sh"));
+            seed.push(v.work.join(crate::directboot::BOOT_SCRIPT_NAME));
             cmds.push(process::display(&seed::xorriso_argv(
                 &tctx.domain.seed_path,
                 &seed,
                 debs.as_deref(),
             )));
             cmds.push(format!(
-                "direct kernel boot when the base allows it (ext4, dpkg, systemd >= 240, a GRUB entry; not with KILN_DIRECT_BOOT=0): copy its kernel and initrd to {} and {}, boot them with the GRUB entry's arguments + `{}`",
-                v.work.join("vmlinuz").display(),
-                v.work.join("initrd.img").display(),
-                crate::directboot::cmdline(&[]).unwrap_or_default()
-            ));
-            cmds.push(format!(
-                "libvirt {}: define domain.xml, start, wait for power-off (timeout {} s; ends early on a kernel panic, or {} s after cloud-init finished)",
+                "libvirt {}: define domain.xml, start, wait for power-off (timeout {} s; ends early on a kernel panic, or {} s after the steps ended, or after cloud-init finished without starting them)",
                 plan.vm.uri,
                 plan.vm.timeout_secs,
                 CLOUD_INIT_GRACE.as_secs()
