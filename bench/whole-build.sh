@@ -20,6 +20,8 @@ rounds=${1:-3}
 work=${BENCH_DIR:-/var/tmp}/kiln-bench-whole
 export LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg
 export KILN_CACHE_DIR=${KILN_CACHE_DIR:-$work/cache}
+# Packer keeps its port locks and ISO cache here, not in the checkout.
+export PACKER_CACHE_DIR=$work/packer_cache
 command -v packer >/dev/null || { echo "needs Debian's packer: apt-get install packer" >&2; exit 1; }
 cargo build --release --quiet
 kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln

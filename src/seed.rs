@@ -66,7 +66,8 @@ pub struct LocalInstall {
     pub manual: Vec<String>,
 }
 
-/// The provisioning script run by cloud-init's runcmd. Steps run in recipe order under
+/// The provisioning script (started by the direct boot's `boot.sh`, or by a unit that
+/// cloud-init's bootcmd queues after its network stage). Steps run in recipe order under
 /// `set -e`; the outcome goes to the console and to [`STATUS_FILE`]. Secrets (password
 /// hashes) are in the script but never echoed, and the script deletes itself. With `local`,
 /// the leading package steps install the seed's .debs (no `apt-get update` in the guest) and
