@@ -17,6 +17,9 @@ use crate::plan::{Checksum, SourcePlan};
 use crate::process::{self, Opts};
 use crate::progress::Progress;
 
+/// How many fresh appliances GRUB's installation gets (see `install` below).
+const GRUB_ATTEMPTS: u32 = 5;
+
 pub struct SourceStage;
 
 impl Stage<BuildContext> for SourceStage {
@@ -190,7 +193,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     let tcg = ctx.need_tcg()?;
     // grub-bios-setup now and then refuses the disk ("embedding is not possible, but this is
     // required for cross-disk install") and succeeds in a fresh appliance on the same disk:
-    // the steps are idempotent, so they are run once more before giving up.
+    // the steps are idempotent, so they are run again before giving up.
     let install = || -> Result<(), crate::guest::GuestError> {
         let g = crate::guest::Guest::open_device(&raw, "raw", tcg, "/dev/sda1")?;
         for step in bootstrap::grub_steps() {
@@ -204,12 +207,20 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
         }
         g.close()
     };
-    if let Err(e) = install() {
+    // Seen here on about half of the attempts on some days (each a fresh appliance, ~10 s):
+    // up to five before giving up.
+    let mut attempt = 1;
+    while let Err(e) = install() {
         if ctx.cancel.is_cancelled() {
             bail!("interrupted");
         }
-        tracing::warn!("installing GRUB failed ({e}); trying once more in a new appliance");
-        install()?;
+        if attempt == GRUB_ATTEMPTS {
+            return Err(e.into());
+        }
+        attempt += 1;
+        tracing::warn!(
+            "installing GRUB failed ({e}); trying again in a new appliance ({attempt} of {GRUB_ATTEMPTS})"
+        );
     }
     if ctx.cancel.is_cancelled() {
         bail!("interrupted");
