@@ -143,34 +143,23 @@ pub fn read_guest(v: &dyn View, sandbox: &Path) -> Result<GuestApt, AptError> {
 
 /// The architecture of the guest's dpkg package (images without /var/lib/dpkg/arch).
 fn dpkg_arch(status: &str) -> Option<String> {
-    status.split("\n\n").find_map(|para| {
-        let field = |f: &str| {
-            para.lines()
-                .find_map(|l| l.strip_prefix(f).map(|v| v.trim().to_string()))
-        };
-        (field("Package:")? == "dpkg").then(|| field("Architecture:"))?
-    })
+    crate::inventory::dpkg_installed(status)
+        .find(|f| f.get("Package") == Some(&"dpkg"))
+        .and_then(|f| f.get("Architecture").map(|a| a.to_string()))
 }
 
 /// Installed packages of a dpkg status file, named as `apt-mark` takes them.
 pub fn installed(status: &str, native: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for para in status.split("\n\n") {
-        let (mut name, mut arch, mut ok) = (None, None, false);
-        for l in para.lines() {
-            if let Some(v) = l.strip_prefix("Package:") {
-                name = Some(v.trim());
-            } else if let Some(v) = l.strip_prefix("Architecture:") {
-                arch = Some(v.trim());
-            } else if let Some(v) = l.strip_prefix("Status:") {
-                ok = v.trim().ends_with(" installed");
-            }
-        }
-        if let (Some(n), true) = (name, ok) {
-            out.insert(qualified(n, arch.unwrap_or(native), native));
-        }
-    }
-    out
+    crate::inventory::dpkg_installed(status)
+        .filter_map(|f| {
+            let name = f.get("Package")?;
+            Some(qualified(
+                name,
+                f.get("Architecture").copied().unwrap_or(native),
+                native,
+            ))
+        })
+        .collect()
 }
 
 fn qualified(name: &str, arch: &str, native: &str) -> String {

@@ -55,14 +55,9 @@ pub fn major(version: &str) -> Option<u32> {
 
 /// The installed version of `package` in a dpkg status file.
 pub fn dpkg_version(status: &str, package: &str) -> Option<String> {
-    status.split("\n\n").find_map(|para| {
-        let field = |f: &str| {
-            para.lines()
-                .find_map(|l| l.strip_prefix(f).map(|v| v.trim().to_string()))
-        };
-        (field("Package:")? == package && field("Status:")?.ends_with(" installed"))
-            .then(|| field("Version:"))?
-    })
+    crate::inventory::dpkg_installed(status)
+        .find(|f| f.get("Package") == Some(&package))
+        .and_then(|f| f.get("Version").map(|v| v.to_string()))
 }
 
 /// The mount point of the seed and the script the kernel command line starts.

@@ -153,14 +153,13 @@ pub struct Package {
     pub source: Option<String>,
 }
 
-/// The packages dpkg has installed (`Status: install ok installed`), from
-/// /var/lib/dpkg/status, sorted by name.
-pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
-    let mut out = Vec::new();
-    for stanza in text.split("\n\n") {
+/// The stanzas of a dpkg status file whose package is on disk, as field maps: status
+/// "<want> ok installed" (held packages and ones marked for removal are still installed).
+/// Continuation lines (descriptions, conffiles) are skipped.
+pub fn dpkg_installed(text: &str) -> impl Iterator<Item = BTreeMap<&str, &str>> {
+    text.split("\n\n").filter_map(|stanza| {
         let mut f: BTreeMap<&str, &str> = BTreeMap::new();
         for line in stanza.lines() {
-            // Continuation lines (descriptions, conffiles) start with a blank.
             if line.starts_with([' ', '\t']) {
                 continue;
             }
@@ -168,9 +167,16 @@ pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
                 f.insert(k.trim(), v.trim());
             }
         }
-        if f.get("Status") != Some(&"install ok installed") {
-            continue;
-        }
+        let status: Vec<&str> = f.get("Status")?.split_whitespace().collect();
+        (status.len() == 3 && status[1] == "ok" && status[2] == "installed").then_some(f)
+    })
+}
+
+/// The packages dpkg has installed ([`dpkg_installed`]), from /var/lib/dpkg/status, sorted by
+/// name.
+pub fn parse_dpkg_status(text: &str) -> Vec<Package> {
+    let mut out = Vec::new();
+    for f in dpkg_installed(text) {
         let (Some(name), Some(version)) = (f.get("Package"), f.get("Version")) else {
             continue;
         };
@@ -373,6 +379,16 @@ mod tests {
         let p = parse_dpkg_status(STATUS);
         let names: Vec<&str> = p.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["libc6", "libgcc-s1", "tree"]);
+        // Held and to-be-removed packages are on disk; half-installed ones are not.
+        let held = "Package: a\nStatus: hold ok installed\nVersion: 1\n\n\
+                    Package: b\nStatus: deinstall ok installed\nVersion: 2\n\n\
+                    Package: c\nStatus: install ok half-installed\nVersion: 3\n\n\
+                    Package: d\nStatus: install reinstreq installed\nVersion: 4\n";
+        let names: Vec<String> = parse_dpkg_status(held)
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
         assert_eq!(p[0].source.as_deref(), Some("glibc"));
         assert_eq!(p[1].source.as_deref(), Some("gcc-12"));
         assert_eq!(p[2].version, "2.1.0-1");
