@@ -6,6 +6,8 @@
 # cache against a real Swift (scripts/swift-setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Where the time goes, in CI's log: each step's start, with the seconds since this script began.
+step() { echo "== test.sh +${SECONDS}s: $*"; }
 command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (1.80+) first" >&2; exit 1; }
 bash scripts/install-deps.sh
 export KILN_SERVICES_PIDFILE
@@ -15,28 +17,44 @@ stop_services() { # only what this script started
   rm -f "$KILN_SERVICES_PIDFILE"
 }
 trap stop_services EXIT
+step "bash scripts/start-services.sh"
 bash scripts/start-services.sh
 # Where KVM is unusable, libguestfs must not wait for it.
 export LIBGUESTFS_BACKEND=direct
+step "cargo build --locked"
 cargo build --locked
+step "cargo test --locked"
 cargo test --locked
 # The SBOM read back by the SPDX project's validator (installed by install-deps.sh).
 cargo test --locked --lib -- --ignored pyspdxtools
 # A real Keystone + Glance (installed from PyPI into a venv on first use) for `kiln image`.
+step "bash scripts/glance-setup.sh"
 bash scripts/glance-setup.sh
 export OS_CLIENT_CONFIG_FILE=${KILN_GLANCE_DIR:-/var/tmp/kiln-glance}/clouds.yaml
 export KILN_GLANCE_VENV=${KILN_GLANCE_VENV:-/opt/kiln-glance-venv}
 # A real Swift with Keystone auth for the remote stage cache; its S3 credentials (a Keystone
 # EC2 credential) come from a private file, not the log.
+step "bash scripts/swift-setup.sh"
 bash scripts/swift-setup.sh
 # shellcheck disable=SC1091
 . "${KILN_SWIFT_DIR:-/var/tmp/kiln-swift}/s3.env"
+step "cargo test --locked --test remote_cache"
 cargo test --locked --test remote_cache -- --ignored
 # One test at a time: Glance on sqlite answers 500 "database is locked" when several clients
 # write at once (sqlite cannot upgrade two readers to writers; it fails one immediately).
+step "cargo test --locked --test glance"
 cargo test --locked --test glance --test glance_faults -- --ignored --test-threads=1
-cargo test --locked --test e2e -- --ignored --test-threads=1
-# A real unattended install from an installer ISO the test builds itself.
-# One at a time: both install from the same cached installer medium, and two TCG guests at
-# once on 2 cores would only be slower.
-cargo test --locked --test installer_e2e -- --ignored --nocapture --test-threads=1
+# The real VM builds, then a real unattended install from an installer ISO the test builds
+# itself. One test at a time: two TCG guests at once on 2 cores are only slower (and the
+# installer tests share their cached medium). With cargo-nextest (when installed): each test's
+# time in the log, and every test runs even after one failed.
+if cargo nextest --version >/dev/null 2>&1; then
+  step "cargo nextest run --test e2e --test installer_e2e"
+  cargo nextest run --locked --test e2e --test installer_e2e --run-ignored only -j 1 \
+    --no-fail-fast --failure-output final
+else
+  step "cargo test --locked --test e2e"
+  cargo test --locked --test e2e -- --ignored --test-threads=1
+  step "cargo test --locked --test installer_e2e"
+  cargo test --locked --test installer_e2e -- --ignored --nocapture --test-threads=1
+fi

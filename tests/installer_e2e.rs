@@ -34,10 +34,7 @@ fn out(cmd: &str) -> String {
 }
 
 fn cache() -> PathBuf {
-    std::env::var("KILN_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/kiln"))
-        .join("test-installer")
+    kiln_cache_dir().join("test-installer")
 }
 
 /// A root filesystem tarball from Debian packages (mmdebstrap, kiln's own bootstrap recipe),
