@@ -176,6 +176,7 @@ fn save_logs(out: &Path, work: &Path, dest: &Path) {
     const LOGS: &[&str] = &[
         "build.log",
         "console.log",
+        "console-first-boot.log",
         "install-console.log",
         "test-console.log",
         "test-results.xml",
@@ -195,6 +196,7 @@ fn save_logs(out: &Path, work: &Path, dest: &Path) {
         (out.join("build.log"), "build.log"),
         (out.join("console.log"), "console.log"),
         (work.join("console.log"), "console.log"),
+        (out.join("console-first-boot.log"), "console-first-boot.log"),
         (out.join("install-console.log"), "install-console.log"),
         (work.join("install/console.log"), "install-console.log"),
         (out.join("test-console.log"), "test-console.log"),

@@ -193,6 +193,8 @@ pub struct VmPlan {
     pub disk_bytes: Option<u64>,
     pub accel: Accel,
     pub timeout_secs: u64,
+    /// From the guest's start to the steps' start; past it the guest is restarted once.
+    pub boot_timeout_secs: u64,
     pub uri: String,
 }
 

@@ -26,6 +26,15 @@ pub fn rand_bytes() -> [u8; 8] {
 /// power-off that did not happen.
 pub const CLOUD_INIT_GRACE: Duration = Duration::from_secs(120);
 
+/// The guest ran past its boot deadline without starting the steps (a guest hung in its boot:
+/// TCG guests on a loaded host have been seen stalling there for good). Callers may restart it.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest did not start the provisioning steps within {secs} s of its start (vm.boot_timeout); console tail:\n{tail}")]
+pub struct NotStarted {
+    pub secs: u64,
+    pub tail: String,
+}
+
 /// What the console showed while kiln waited: for each marker asked for, the first line that
 /// held it, and the last lines (the console is followed, never read whole into memory).
 #[derive(Debug, Default)]
@@ -38,7 +47,9 @@ pub struct Watched {
 /// with the console tail when the guest cannot finish any more: its kernel panicked, or (with
 /// `cloud_init_grace`) cloud-init finished that long ago and the guest is still running. While
 /// the console shows `started` and none of `markers`, the guest is working whatever cloud-init
-/// says (the provisioning script runs beside cloud-init's last stages).
+/// says (the provisioning script runs beside cloud-init's last stages). With `start_within`, a
+/// guest that has shown neither `started` nor a marker by then ends the wait with
+/// [`NotStarted`].
 #[allow(clippy::too_many_arguments)]
 pub fn wait_for_poweroff(
     lv: &Libvirt,
@@ -47,15 +58,16 @@ pub fn wait_for_poweroff(
     timeout_secs: u64,
     cloud_init_grace: Option<Duration>,
     markers: &[&str],
-    started: Option<&str>,
+    started: Option<(&str, Option<Duration>)>,
     cancel: &process::Cancel,
 ) -> anyhow::Result<Watched> {
     let start = Instant::now();
     let mut tail = ConsoleTail::new(console);
     tail.markers = markers.iter().map(|m| (m.to_string(), None)).collect();
-    if let Some(m) = started {
+    if let Some((m, _)) = started {
         tail.markers.push((m.to_string(), None));
     }
+    let start_within = started.and_then(|(_, d)| d);
     let mut last_note = Instant::now();
     let mut failures = 0u32;
     loop {
@@ -73,7 +85,17 @@ pub fn wait_for_poweroff(
             .iter()
             .filter_map(|(_, l)| l.as_ref().map(|(_, t)| *t))
             .min();
-        let working = began.first().is_some_and(|(_, l)| l.is_some()) && ended_at.is_none();
+        let began_at = began.first().and_then(|(_, l)| l.as_ref());
+        let working = began_at.is_some() && ended_at.is_none();
+        if let Some(limit) = start_within {
+            if began_at.is_none() && ended_at.is_none() && start.elapsed() >= limit {
+                return Err(NotStarted {
+                    secs: limit.as_secs(),
+                    tail: tail.last(30),
+                }
+                .into());
+            }
+        }
         // The clock runs from cloud-init's end or the script's, whichever came last.
         let since = tail.cloud_init_finished.max(ended_at);
         if let (Some(grace), Some(at), false) = (cloud_init_grace, since, working) {

@@ -632,12 +632,27 @@ impl Resolver<'_> {
                 1800
             }),
         };
+        let boot_timeout_secs = match &vm.boot_timeout {
+            None => 300,
+            Some(d) => match parse_duration(d) {
+                Ok(0) => {
+                    self.err("/vm/boot_timeout", "expected at least 1 s");
+                    300
+                }
+                Ok(s) => s,
+                Err(m) => {
+                    self.err("/vm/boot_timeout", m);
+                    300
+                }
+            },
+        };
         VmPlan {
             memory_mib,
             vcpus,
             disk_bytes,
             accel: vm.accel,
             timeout_secs,
+            boot_timeout_secs,
             uri: vm.uri.clone().unwrap_or_else(|| "qemu:///system".into()),
         }
     }

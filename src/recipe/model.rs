@@ -311,6 +311,10 @@ pub struct Vm {
     /// How long provisioning may take before the build fails (default 30m).
     #[serde(default)]
     pub timeout: Option<DurationSpec>,
+    /// How long the guest may take to start the steps (default 5m); a guest that has not
+    /// started them by then is restarted once on a fresh disk, then the build fails.
+    #[serde(default)]
+    pub boot_timeout: Option<DurationSpec>,
     /// libvirt connection URI (default qemu:///system).
     #[serde(default)]
     pub uri: Option<String>,
@@ -324,6 +328,7 @@ impl Default for Vm {
             disk: None,
             accel: Accel::Auto,
             timeout: None,
+            boot_timeout: None,
             uri: None,
         }
     }

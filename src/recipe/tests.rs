@@ -49,6 +49,7 @@ fn minimal_recipe_resolves_with_defaults() {
     assert_eq!(plan.slug(), "t-1");
     assert_eq!(plan.vm.memory_mib, 2048);
     assert_eq!(plan.vm.timeout_secs, 1800);
+    assert_eq!(plan.vm.boot_timeout_secs, 300);
     assert_eq!(plan.outputs.len(), 1);
     assert_eq!(plan.cloud_init.datasources, DEFAULT_DATASOURCES);
     assert!(
@@ -84,22 +85,23 @@ fn semantic_errors_are_collected_too() {
     let dir = Dir::new();
     let d = errors(
         &dir,
-        "name: 'bad name'\nsource:\n  image: {url: ftp://x/y.img}\nvm:\n  memory: 12Q\n  timeout: soon\nelements: [debain]\nsysprep:\n  operations: [defaults, -logfile]\nprovision:\n  - files:\n      - {path: relative, content: x, mode: '999'}\n",
+        "name: 'bad name'\nsource:\n  image: {url: ftp://x/y.img}\nvm:\n  memory: 12Q\n  timeout: soon\n  boot_timeout: 0\nelements: [debain]\nsysprep:\n  operations: [defaults, -logfile]\nprovision:\n  - files:\n      - {path: relative, content: x, mode: '999'}\n",
     );
     at(&d, 1, 7, "expected a name");
     at(&d, 3, 16, "http");
     at(&d, 3, 10, "missing `checksum`");
     at(&d, 5, 11, "expected a size");
     at(&d, 6, 12, "expected a duration");
+    at(&d, 7, 17, "at least 1 s");
     at(
         &d,
-        7,
+        8,
         12,
         "element `debain` not found (did you mean `debian`?)",
     );
-    at(&d, 9, 26, "did you mean `logfiles`");
-    at(&d, 12, 16, "expected an absolute path");
-    at(&d, 12, 44, "octal mode");
+    at(&d, 10, 26, "did you mean `logfiles`");
+    at(&d, 13, 16, "expected an absolute path");
+    at(&d, 13, 44, "octal mode");
 }
 
 #[test]

@@ -3,10 +3,11 @@
 //! itself off.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use crate::libvirt::console::{rand_bytes, wait_for_poweroff, CLOUD_INIT_GRACE};
+use crate::libvirt::console::{rand_bytes, wait_for_poweroff, NotStarted, CLOUD_INIT_GRACE};
 use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
@@ -167,12 +168,10 @@ fn provision(
             base.path.clone()
         };
         ctx.record(Resource::File(disk.clone()));
-        process::run(
-            &crate::qemu_img::create_overlay_argv(&backing, &base.format, &disk, size),
-            &Opts::default(),
-            &ctx.cancel,
-        )
-        .context("creating the build disk overlay")?;
+        let overlay_argv =
+            crate::qemu_img::create_overlay_argv(&backing, &base.format, &disk, size);
+        process::run(&overlay_argv, &Opts::default(), &ctx.cancel)
+            .context("creating the build disk overlay")?;
         ctx.disk = Some(disk.clone());
 
         // Nothing to run in the guest: booting it would only wait for cloud-init to power it
@@ -275,29 +274,54 @@ fn provision(
         });
         ctx.domain = Some(domain.clone());
         let lv = ctx.libvirt.as_ref().expect("connected");
-        lv.start(&domain)?;
-        tracing::info!(
-            "started domain {domain} ({}, {} MiB, {} vCPU); console: {}",
-            if tcg { "tcg" } else { "kvm" },
-            ctx.plan.vm.memory_mib,
-            ctx.plan.vm.vcpus,
-            console.display()
-        );
-
-        let result = wait_for_poweroff(
-            lv,
-            &domain,
-            &console,
-            ctx.plan.vm.timeout_secs,
-            Some(CLOUD_INIT_GRACE),
-            &[seed::FAILED_MARKER, seed::DONE_MARKER],
-            Some(seed::STARTED_MARKER),
-            &ctx.cancel,
-        );
-        // Keep the console in the output whatever happened.
-        std::fs::create_dir_all(&ctx.out)?;
-        std::fs::copy(&console, ctx.out.join("console.log")).ok();
-        let watched = result?;
+        let boot_timeout = Duration::from_secs(ctx.plan.vm.boot_timeout_secs);
+        let mut restarted = false;
+        let watched = loop {
+            lv.start(&domain)?;
+            tracing::info!(
+                "started domain {domain} ({}, {} MiB, {} vCPU); console: {}",
+                if tcg { "tcg" } else { "kvm" },
+                ctx.plan.vm.memory_mib,
+                ctx.plan.vm.vcpus,
+                console.display()
+            );
+            let result = wait_for_poweroff(
+                lv,
+                &domain,
+                &console,
+                ctx.plan.vm.timeout_secs,
+                Some(CLOUD_INIT_GRACE),
+                &[seed::FAILED_MARKER, seed::DONE_MARKER],
+                Some((seed::STARTED_MARKER, Some(boot_timeout))),
+                &ctx.cancel,
+            );
+            // Keep the console in the output whatever happened.
+            std::fs::create_dir_all(&ctx.out)?;
+            std::fs::copy(&console, ctx.out.join("console.log")).ok();
+            match result {
+                // A boot that hung before the steps changed nothing worth keeping: the same
+                // guest again on a fresh overlay, once (the serial log starts over with it).
+                Err(e) if !restarted && e.is::<NotStarted>() => {
+                    restarted = true;
+                    let first = ctx.out.join("console-first-boot.log");
+                    std::fs::rename(ctx.out.join("console.log"), &first).ok();
+                    tracing::warn!(
+                        "the guest did not start the steps within {} s (vm.boot_timeout): \
+                         restarting it once on a fresh disk; the first boot's console is in {}",
+                        boot_timeout.as_secs(),
+                        first.display()
+                    );
+                    lv.destroy(&domain)?;
+                    std::fs::remove_file(&disk)?;
+                    process::run(&overlay_argv, &Opts::default(), &ctx.cancel)
+                        .context("creating the build disk overlay again")?;
+                }
+                Err(e) if e.is::<NotStarted>() => {
+                    return Err(e.context("the guest hung in its boot twice"));
+                }
+                r => break r?,
+            }
+        };
         if let Some(line) = &watched.marked[0] {
             bail!(
                 "a provisioning step failed ({}); console tail:\n{}",
@@ -543,10 +567,11 @@ impl Describe for ProvisionStage {
                 debs.as_deref(),
             )));
             cmds.push(format!(
-                "libvirt {}: define domain.xml, start, wait for power-off (timeout {} s; ends early on a kernel panic, or {} s after the steps ended, or after cloud-init finished without starting them)",
+                "libvirt {}: define domain.xml, start, wait for power-off (timeout {} s; ends early on a kernel panic, or {} s after the steps ended, or after cloud-init finished without starting them; a guest that has not started the steps {} s after its start is restarted once on a fresh overlay)",
                 plan.vm.uri,
                 plan.vm.timeout_secs,
-                CLOUD_INIT_GRACE.as_secs()
+                CLOUD_INIT_GRACE.as_secs(),
+                plan.vm.boot_timeout_secs
             ));
         }
         Some(Described {
