@@ -178,6 +178,7 @@ fn save_logs(out: &Path, work: &Path, dest: &Path) {
         "console.log",
         "console-first-boot.log",
         "install-console.log",
+        "install-console-first-boot.log",
         "test-console.log",
         "test-results.xml",
     ];
@@ -199,6 +200,10 @@ fn save_logs(out: &Path, work: &Path, dest: &Path) {
         (out.join("console-first-boot.log"), "console-first-boot.log"),
         (out.join("install-console.log"), "install-console.log"),
         (work.join("install/console.log"), "install-console.log"),
+        (
+            out.join("install-console-first-boot.log"),
+            "install-console-first-boot.log",
+        ),
         (out.join("test-console.log"), "test-console.log"),
         (work.join("test/test-console.log"), "test-console.log"),
         (out.join("test-results.xml"), "test-results.xml"),

@@ -35,6 +35,33 @@ pub struct NotStarted {
     pub tail: String,
 }
 
+/// qemu died under the guest (libvirt: shut off, reason crashed): an emulator fault, not a
+/// power-off. Seen under TCG as an assertion in qemu's memory map code during the guest's PCI
+/// scan, a second after its start. Callers may start the guest again.
+#[derive(Debug, thiserror::Error)]
+#[error("qemu exited under the guest: {cause}; console tail:\n{tail}")]
+pub struct EmulatorDied {
+    pub cause: String,
+    /// Whether the console had shown the `started` marker.
+    pub started: bool,
+    pub tail: String,
+}
+
+/// The last error qemu wrote to libvirt's log of the domain ("qemu-system-x86_64: …", not a
+/// warning), when the log is where the system instance keeps it and readable.
+fn qemu_last_words(domain: &str) -> String {
+    let log = Path::new("/var/log/libvirt/qemu").join(format!("{domain}.log"));
+    std::fs::read_to_string(&log)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| l.contains("qemu-system-x86_64: ") && !l.contains("warning:"))
+                .map(|l| format!("{} (libvirt's log: {})", l.trim(), log.display()))
+        })
+        .unwrap_or_else(|| format!("libvirt says the domain {domain} crashed (see its qemu log)"))
+}
+
 /// What the console showed while kiln waited: for each marker asked for, the first line that
 /// held it, and the last lines (the console is followed, never read whole into memory).
 #[derive(Debug, Default)]
@@ -86,6 +113,7 @@ pub fn wait_for_poweroff(
             .filter_map(|(_, l)| l.as_ref().map(|(_, t)| *t))
             .min();
         let began_at = began.first().and_then(|(_, l)| l.as_ref());
+        let steps_started = began_at.is_some();
         let working = began_at.is_some() && ended_at.is_none();
         if let Some(limit) = start_within {
             if began_at.is_none() && ended_at.is_none() && start.elapsed() >= limit {
@@ -132,6 +160,14 @@ pub fn wait_for_poweroff(
             }
         };
         match state {
+            State::Shutoff if lv.shut_off_by_crash(domain) => {
+                return Err(EmulatorDied {
+                    cause: qemu_last_words(domain),
+                    started: steps_started,
+                    tail: tail.last(30),
+                }
+                .into())
+            }
             State::Shutoff | State::Missing => {
                 tail.pump();
                 tracing::info!(

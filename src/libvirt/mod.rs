@@ -151,6 +151,22 @@ impl Libvirt {
             })
     }
 
+    /// Did the domain stop because qemu itself died (libvirt: shut off, reason crashed), not
+    /// because the guest powered off?
+    pub fn shut_off_by_crash(&self, name: &str) -> bool {
+        use virt::domain::{DomainShutoffReason, DomainStateReason};
+        self.lookup(name)
+            .and_then(|d| d.state().ok())
+            .is_some_and(|(_, reason)| {
+                matches!(
+                    reason,
+                    Enum::Known(DomainStateReason::Shutoff(Enum::Known(
+                        DomainShutoffReason::Crashed
+                    )))
+                )
+            })
+    }
+
     pub fn exists(&self, name: &str) -> bool {
         self.lookup(name).is_some()
     }

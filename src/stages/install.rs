@@ -281,29 +281,58 @@ fn install(
             name: name.clone(),
         });
         let lv = ctx.libvirt.as_ref().expect("connected");
-        lv.start(&name)?;
-        tracing::info!(
-            "installing: domain {name} boots {} with `{}` ({}), timeout {} s",
-            d.kernel.display(),
-            d.cmdline,
-            if tcg { "tcg" } else { "kvm" },
-            inst.timeout_secs
-        );
         let t = std::time::Instant::now();
-        let waited = crate::libvirt::console::wait_for_poweroff(
-            lv,
-            &name,
-            &console,
-            inst.timeout_secs,
-            // Installers run cloud-init themselves (subiquity) and go on: no grace rule.
-            None,
-            &[],
-            None,
-            &ctx.cancel,
-        );
-        std::fs::create_dir_all(&ctx.out)?;
-        std::fs::copy(&console, ctx.out.join("install-console.log")).ok();
-        waited.context("installing")?;
+        let mut restarted = false;
+        loop {
+            lv.start(&name)?;
+            tracing::info!(
+                "installing: domain {name} boots {} with `{}` ({}), timeout {} s",
+                d.kernel.display(),
+                d.cmdline,
+                if tcg { "tcg" } else { "kvm" },
+                inst.timeout_secs
+            );
+            let waited = crate::libvirt::console::wait_for_poweroff(
+                lv,
+                &name,
+                &console,
+                inst.timeout_secs,
+                // Installers run cloud-init themselves (subiquity) and go on: no grace rule.
+                None,
+                &[],
+                None,
+                &ctx.cancel,
+            );
+            std::fs::create_dir_all(&ctx.out)?;
+            std::fs::copy(&console, ctx.out.join("install-console.log")).ok();
+            match waited {
+                // qemu died under the installer: the same install once more on a new disk.
+                Err(e) if !restarted && e.is::<crate::libvirt::console::EmulatorDied>() => {
+                    restarted = true;
+                    let first = ctx.out.join("install-console-first-boot.log");
+                    std::fs::rename(ctx.out.join("install-console.log"), &first).ok();
+                    tracing::warn!(
+                        "{}: installing once more on a new disk; the first console is in {}",
+                        format!("{e}")
+                            .split("; console tail")
+                            .next()
+                            .unwrap_or_default(),
+                        first.display()
+                    );
+                    std::fs::remove_file(&disk)?;
+                    process::run(
+                        &crate::qemu_img::create_argv(&disk, size),
+                        &Opts::default(),
+                        &ctx.cancel,
+                    )
+                    .context("creating the install disk again")?;
+                }
+                r => {
+                    r.context("installing")?;
+                    break;
+                }
+            }
+        }
         // A powered-off VM is not proof of an install: an installer that failed and powered
         // off leaves an (almost) empty disk, which would only time out in provision.
         let written = crate::manifest::allocated(&disk);

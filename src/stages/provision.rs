@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use crate::libvirt::console::{rand_bytes, wait_for_poweroff, NotStarted, CLOUD_INIT_GRACE};
+use crate::libvirt::console::{
+    rand_bytes, wait_for_poweroff, EmulatorDied, NotStarted, CLOUD_INIT_GRACE,
+};
 use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
@@ -301,14 +303,24 @@ fn provision(
             match result {
                 // A boot that hung before the steps changed nothing worth keeping: the same
                 // guest again on a fresh overlay, once (the serial log starts over with it).
-                Err(e) if !restarted && e.is::<NotStarted>() => {
+                Err(e) if !restarted && before_the_steps(&e) => {
                     restarted = true;
                     let first = ctx.out.join("console-first-boot.log");
                     std::fs::rename(ctx.out.join("console.log"), &first).ok();
+                    let why = if e.is::<NotStarted>() {
+                        format!(
+                            "the guest did not start the steps within {} s (vm.boot_timeout)",
+                            boot_timeout.as_secs()
+                        )
+                    } else {
+                        let e = format!("{e}");
+                        e.split("; console tail")
+                            .next()
+                            .unwrap_or_default()
+                            .to_string()
+                    };
                     tracing::warn!(
-                        "the guest did not start the steps within {} s (vm.boot_timeout): \
-                         restarting it once on a fresh disk; the first boot's console is in {}",
-                        boot_timeout.as_secs(),
+                        "{why}: restarting it once on a fresh disk; the first boot's console is in {}",
                         first.display()
                     );
                     lv.destroy(&domain)?;
@@ -316,8 +328,8 @@ fn provision(
                     process::run(&overlay_argv, &Opts::default(), &ctx.cancel)
                         .context("creating the build disk overlay again")?;
                 }
-                Err(e) if e.is::<NotStarted>() => {
-                    return Err(e.context("the guest hung in its boot twice"));
+                Err(e) if before_the_steps(&e) => {
+                    return Err(e.context("the build VM failed before its steps twice"));
                 }
                 r => break r?,
             }
@@ -336,6 +348,12 @@ fn provision(
         }
         Ok(())
     }
+}
+
+/// A first boot that ended before the steps began, for a reason a new boot may not share: it
+/// hung (no steps by vm.boot_timeout) or qemu died under it.
+fn before_the_steps(e: &anyhow::Error) -> bool {
+    e.is::<NotStarted>() || e.downcast_ref::<EmulatorDied>().is_some_and(|d| !d.started)
 }
 
 /// The leading package steps resolved and downloaded on the host against the base's own apt
