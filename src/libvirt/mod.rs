@@ -136,35 +136,38 @@ impl Libvirt {
         }
     }
 
+    /// Whether libvirt gives `pred` the domain's state reason (false when it is gone).
+    fn reason_is(
+        &self,
+        name: &str,
+        pred: impl Fn(&virt::domain::DomainStateReason) -> bool,
+    ) -> bool {
+        self.lookup(name)
+            .and_then(|d| d.state().ok())
+            .is_some_and(|(_, reason)| matches!(reason, Enum::Known(r) if pred(&r)))
+    }
+
     /// Was the domain paused because a disk write failed (qemu's default on ENOSPC)?
     pub fn paused_by_io_error(&self, name: &str) -> bool {
         use virt::domain::{DomainPausedReason, DomainStateReason};
-        self.lookup(name)
-            .and_then(|d| d.state().ok())
-            .is_some_and(|(_, reason)| {
-                matches!(
-                    reason,
-                    Enum::Known(DomainStateReason::Paused(Enum::Known(
-                        DomainPausedReason::IOError
-                    )))
-                )
-            })
+        self.reason_is(name, |r| {
+            matches!(
+                r,
+                DomainStateReason::Paused(Enum::Known(DomainPausedReason::IOError))
+            )
+        })
     }
 
     /// Did the domain stop because qemu itself died (libvirt: shut off, reason crashed), not
     /// because the guest powered off?
     pub fn shut_off_by_crash(&self, name: &str) -> bool {
         use virt::domain::{DomainShutoffReason, DomainStateReason};
-        self.lookup(name)
-            .and_then(|d| d.state().ok())
-            .is_some_and(|(_, reason)| {
-                matches!(
-                    reason,
-                    Enum::Known(DomainStateReason::Shutoff(Enum::Known(
-                        DomainShutoffReason::Crashed
-                    )))
-                )
-            })
+        self.reason_is(name, |r| {
+            matches!(
+                r,
+                DomainStateReason::Shutoff(Enum::Known(DomainShutoffReason::Crashed))
+            )
+        })
     }
 
     pub fn exists(&self, name: &str) -> bool {
