@@ -307,6 +307,63 @@ fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
 }
 
 #[test]
+#[ignore = "slow: two real installs under TCG; run by scripts/test.sh"]
+fn qemu_dying_under_the_installer_gets_one_new_install_on_a_new_disk() {
+    // CI saw qemu abort a second into an install under TCG: stood in for by SIGABRT.
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let iso = installer_iso(work.path());
+    let recipe = installer_recipe(work.path(), &iso, TEST_HASH);
+    let out_dir = work.path().join("out");
+    let mut build = kiln();
+    build
+        .args(["build", "--no-glance"])
+        .arg(&recipe)
+        .arg("-o")
+        .arg(&out_dir);
+    let (mut child, rx) = spawn_reading_stderr(build);
+    let domain = wait_for_domain_console(&rx, "installing: domain ")
+        .expect("the install stage never started its domain, or it wrote nothing");
+    // pgrep itself, not through sh (whose command line would match too).
+    let p = Command::new("pgrep")
+        .args(["-f", &format!("guest={domain},")])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&p.stdout).trim().to_string();
+    assert!(
+        !pid.is_empty() && !pid.contains('\n'),
+        "qemu of {domain}: {pid:?}"
+    );
+    out(&format!("kill -ABRT {pid}"));
+    let mut lines = Vec::new();
+    while let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(3600)) {
+        lines.push(l);
+    }
+    let status = child.wait().unwrap();
+    let stderr = lines.join("\n");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("qemu exited under the guest")
+            && stderr.contains("installing once more on a new disk"),
+        "{stderr}"
+    );
+    // The first boot's line was read before the kill: the lines after it hold the second.
+    assert_eq!(
+        stderr
+            .matches(&format!("installing: domain {domain} "))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(domains(&domain).is_empty(), "domain {domain} left behind");
+    let dir = out_dir.join("kiln-installer-test-1");
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "no output in {}",
+        dir.display()
+    );
+}
+
+#[test]
 #[ignore = "slow: a real install and build under TCG; run by scripts/test.sh"]
 fn an_installer_iso_is_installed_unattended_and_carried_through_every_stage() {
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
