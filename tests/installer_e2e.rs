@@ -266,9 +266,16 @@ publish:
     recipe
 }
 
-#[test]
-#[ignore = "slow: a real install under TCG; run by scripts/test.sh"]
-fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
+/// `kiln build --no-glance` of the test's installer recipe, followed until the installer runs
+/// in its domain and writes to its console: (work dir, output dir, kiln, its stderr lines, the
+/// domain).
+fn installing() -> (
+    tempfile::TempDir,
+    PathBuf,
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    String,
+) {
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
     let iso = installer_iso(work.path());
     let recipe = installer_recipe(work.path(), &iso, TEST_HASH);
@@ -279,10 +286,16 @@ fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
         .arg(&recipe)
         .arg("-o")
         .arg(&out_dir);
-    let (mut child, rx) = spawn_reading_stderr(build);
-    // Until the installer is running in its domain and writing to its console.
+    let (child, rx) = spawn_reading_stderr(build);
     let domain = wait_for_domain_console(&rx, "installing: domain ")
         .expect("the install stage never started its domain, or it wrote nothing");
+    (work, out_dir, child, rx, domain)
+}
+
+#[test]
+#[ignore = "slow: a real install under TCG; run by scripts/test.sh"]
+fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
+    let (_work, out_dir, mut child, _rx, domain) = installing();
     let listed = |name: &str| domains(name).iter().any(|d| d == name);
     assert!(listed(&domain), "{domain} should exist while installing");
     // The installer VM runs as libvirt's unprivileged qemu user, its disk in a VM directory.
@@ -310,19 +323,7 @@ fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
 #[ignore = "slow: two real installs under TCG; run by scripts/test.sh"]
 fn qemu_dying_under_the_installer_gets_one_new_install_on_a_new_disk() {
     // CI saw qemu abort a second into an install under TCG: stood in for by SIGABRT.
-    let work = tempfile::tempdir_in("/var/tmp").unwrap();
-    let iso = installer_iso(work.path());
-    let recipe = installer_recipe(work.path(), &iso, TEST_HASH);
-    let out_dir = work.path().join("out");
-    let mut build = kiln();
-    build
-        .args(["build", "--no-glance"])
-        .arg(&recipe)
-        .arg("-o")
-        .arg(&out_dir);
-    let (mut child, rx) = spawn_reading_stderr(build);
-    let domain = wait_for_domain_console(&rx, "installing: domain ")
-        .expect("the install stage never started its domain, or it wrote nothing");
+    let (_work, out_dir, mut child, rx, domain) = installing();
     // pgrep itself, not through sh (whose command line would match too).
     let p = Command::new("pgrep")
         .args(["-f", &format!("guest={domain},")])
