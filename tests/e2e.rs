@@ -722,26 +722,8 @@ fn qemu_dying_under_the_guest_before_the_steps_gets_one_new_boot_which_runs_them
         .arg(out_dir.path());
     let (mut child, rx) = spawn_reading_stderr(cmd);
     let domain = wait_for_domain_console(&rx, "started domain ").expect("no console");
-    let pids = Command::new("pgrep")
-        .args(["-f", &format!("guest={domain},")])
-        .output()
-        .unwrap();
-    let pid = text(&pids.stdout).trim().to_string();
-    assert!(
-        !pid.is_empty() && !pid.contains('\n'),
-        "qemu of {domain}: {pid:?}"
-    );
-    assert!(Command::new("kill")
-        .args(["-ABRT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let mut lines = Vec::new();
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(1200)) {
-        lines.push(l);
-    }
+    let stderr = abort_qemu_and_collect(&domain, &rx);
     let status = child.wait().unwrap();
-    let stderr = lines.join("\n");
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("qemu exited under the guest")

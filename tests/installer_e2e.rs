@@ -324,23 +324,8 @@ fn sigint_during_the_install_stage_cleans_up_and_exits_130() {
 fn qemu_dying_under_the_installer_gets_one_new_install_on_a_new_disk() {
     // CI saw qemu abort a second into an install under TCG: stood in for by SIGABRT.
     let (_work, out_dir, mut child, rx, domain) = installing();
-    // pgrep itself, not through sh (whose command line would match too).
-    let p = Command::new("pgrep")
-        .args(["-f", &format!("guest={domain},")])
-        .output()
-        .unwrap();
-    let pid = String::from_utf8_lossy(&p.stdout).trim().to_string();
-    assert!(
-        !pid.is_empty() && !pid.contains('\n'),
-        "qemu of {domain}: {pid:?}"
-    );
-    out(&format!("kill -ABRT {pid}"));
-    let mut lines = Vec::new();
-    while let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(3600)) {
-        lines.push(l);
-    }
+    let stderr = abort_qemu_and_collect(&domain, &rx);
     let status = child.wait().unwrap();
-    let stderr = lines.join("\n");
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(
         stderr.contains("qemu exited under the guest")

@@ -118,6 +118,31 @@ pub fn wait_for_domain_console(rx: &Receiver<String>, marker: &str) -> Option<St
     None
 }
 
+/// SIGABRT to the qemu of `domain` (a stand-in for qemu dying under the guest), then every
+/// stderr line `rx` gives until the build exits.
+pub fn abort_qemu_and_collect(domain: &str, rx: &Receiver<String>) -> String {
+    // pgrep itself, not through sh (whose command line would match too).
+    let p = Command::new("pgrep")
+        .args(["-f", &format!("guest={domain},")])
+        .output()
+        .expect("pgrep");
+    let pid = text(&p.stdout).trim().to_string();
+    assert!(
+        !pid.is_empty() && !pid.contains('\n'),
+        "qemu of {domain}: {pid:?}"
+    );
+    let st = Command::new("kill")
+        .args(["-ABRT", &pid])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let mut lines = Vec::new();
+    while let Ok(l) = rx.recv_timeout(std::time::Duration::from_secs(3600)) {
+        lines.push(l);
+    }
+    lines.join("\n")
+}
+
 /// Send `sig` (`INT`, `TERM`, `HUP`, `KILL`) to `child`.
 pub fn signal(child: &Child, sig: &str) {
     let st = Command::new("kill")
