@@ -39,12 +39,19 @@ pub struct NotStarted {
 /// power-off. Seen under TCG as an assertion in qemu's memory map code during the guest's PCI
 /// scan, a second after its start. Callers may start the guest again.
 #[derive(Debug, thiserror::Error)]
-#[error("qemu exited under the guest: {cause}; console tail:\n{tail}")]
+#[error("{}; console tail:\n{tail}", self.headline())]
 pub struct EmulatorDied {
     pub cause: String,
     /// Whether the console had shown the `started` marker.
     pub started: bool,
     pub tail: String,
+}
+
+impl EmulatorDied {
+    /// The error without its console tail.
+    pub fn headline(&self) -> String {
+        format!("qemu exited under the guest: {}", self.cause)
+    }
 }
 
 /// The last error qemu wrote to libvirt's log of the domain ("qemu-system-x86_64: …", not a
@@ -114,9 +121,9 @@ pub fn wait_for_poweroff(
             .min();
         let began_at = began.first().and_then(|(_, l)| l.as_ref());
         let steps_started = began_at.is_some();
-        let working = began_at.is_some() && ended_at.is_none();
+        let working = steps_started && ended_at.is_none();
         if let Some(limit) = start_within {
-            if began_at.is_none() && ended_at.is_none() && start.elapsed() >= limit {
+            if !steps_started && ended_at.is_none() && start.elapsed() >= limit {
                 return Err(NotStarted {
                     secs: limit.as_secs(),
                     tail: tail.last(30),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 
 use crate::installer::{self, CpioFile};
+use crate::libvirt::console::EmulatorDied;
 use crate::pipeline::context::{BaseDisk, BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
@@ -307,15 +308,14 @@ fn install(
             std::fs::copy(&console, ctx.out.join("install-console.log")).ok();
             match waited {
                 // qemu died under the installer: the same install once more on a new disk.
-                Err(e) if !restarted && e.is::<crate::libvirt::console::EmulatorDied>() => {
+                Err(e) if !restarted && e.is::<EmulatorDied>() => {
                     restarted = true;
                     let first = ctx.out.join("install-console-first-boot.log");
                     std::fs::rename(ctx.out.join("install-console.log"), &first).ok();
                     tracing::warn!(
                         "{}: installing once more on a new disk; the first console is in {}",
-                        format!("{e}")
-                            .split("; console tail")
-                            .next()
+                        e.downcast_ref::<EmulatorDied>()
+                            .map(EmulatorDied::headline)
                             .unwrap_or_default(),
                         first.display()
                     );

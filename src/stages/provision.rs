@@ -313,11 +313,9 @@ fn provision(
                             boot_timeout.as_secs()
                         )
                     } else {
-                        let e = format!("{e}");
-                        e.split("; console tail")
-                            .next()
+                        e.downcast_ref::<EmulatorDied>()
+                            .map(EmulatorDied::headline)
                             .unwrap_or_default()
-                            .to_string()
                     };
                     tracing::warn!(
                         "{why}: restarting it once on a fresh disk; the first boot's console is in {}",
