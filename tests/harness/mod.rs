@@ -32,17 +32,9 @@ pub fn kiln_in(args: &[&str], cwd: &Path) -> Output {
         .expect("run kiln")
 }
 
-/// The cache kiln uses when the test passes no `--cache-dir`: kiln's own rule
-/// (`$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`).
+/// The cache kiln uses when the test passes no `--cache-dir` (kiln's own rule).
 pub fn kiln_cache_dir() -> std::path::PathBuf {
-    use std::path::PathBuf;
-    if let Ok(d) = std::env::var("KILN_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Ok(d) = std::env::var("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("kiln");
-    }
-    PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/kiln")
+    kiln::build::default_cache_dir()
 }
 
 /// A shell command in `cwd`, to completion.
