@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::libvirt::domain::{Disk, DomainSpec, Machine};
+use crate::libvirt::vmuser::VmUser;
 use crate::libvirt::Libvirt;
 use crate::process::{self, Cancel, Opts};
 use crate::quote;
@@ -123,18 +125,45 @@ pub struct Options {
     pub virtual_size: u64,
     /// Scratch directory for the overlay, seed, key and console (the caller removes it).
     pub work: PathBuf,
-    pub memory_mib: u64,
-    pub vcpus: u32,
-    pub tcg: bool,
+    /// Accelerator, memory and vCPUs: the recipe's `vm:`, or `kiln test`'s flags.
+    pub machine: Machine,
+    pub runs_as: VmUser,
     pub timeout: Duration,
-    pub uid: u32,
-    pub gid: u32,
     /// The recipe's checks, after the default ones.
     pub checks: Vec<Check>,
     /// Public host keys of the build VM (from its console): the image must not boot with them.
     pub build_host_keys: Vec<String>,
     /// Domain name prefix, e.g. `kiln-test-debian-12`.
     pub name: String,
+}
+
+impl Options {
+    /// The one way the test stage and `kiln test` describe a boot test: `image` as qemu-img
+    /// read it (`info`), scratch files in `work`, domains named `name-XXXXXXXX`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        image: PathBuf,
+        info: &crate::qemu_img::Info,
+        work: PathBuf,
+        machine: Machine,
+        runs_as: VmUser,
+        timeout: Duration,
+        checks: Vec<Check>,
+        name: String,
+    ) -> Options {
+        Options {
+            image,
+            format: info.format.clone(),
+            virtual_size: info.virtual_size,
+            work,
+            machine,
+            runs_as,
+            timeout,
+            checks,
+            build_host_keys: Vec::new(),
+            name,
+        }
+    }
 }
 
 /// The seed's meta-data.
@@ -156,74 +185,18 @@ pub fn user_data(public_key: &str) -> String {
     )
 }
 
-/// The test VM: the overlay and the seed on virtio, the serial console to a file, and qemu's
-/// user networking with the guest's port 22 forwarded to `port` on the host's loopback (libvirt
-/// forwards ports only with passt; qemu's own `hostfwd` needs no extra daemon).
-pub fn domain_xml(
+/// The test VM: a throwaway overlay of the image (larger: the root filesystem must grow) and
+/// the seed, the console to a file, ssh forwarded to `port` on the host's loopback.
+pub fn domain(
     o: &Options,
     name: &str,
     overlay: &Path,
     seed: &Path,
     console: &Path,
     port: u16,
-) -> String {
-    let x = |p: &Path| quote::xml(&p.display().to_string());
-    format!(
-        "<domain type='{dtype}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>{name}</name>
-  <memory unit='MiB'>{mem}</memory>
-  <vcpu>{vcpus}</vcpu>
-  <os><type arch='x86_64' machine='q35'>hvm</type><boot dev='hd'/></os>
-  <features><acpi/><apic/></features>
-  <cpu mode='{cpu}'/>
-  <clock offset='utc'/>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>restart</on_reboot>
-  <on_crash>destroy</on_crash>
-  <seclabel type='static' model='dac' relabel='yes'><label>+{uid}:+{gid}</label></seclabel>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2' discard='unmap'/>
-      <source file='{overlay}'/>
-      <backingStore type='file'>
-        <format type='{bfmt}'/>
-        <source file='{image}'><seclabel model='dac' relabel='no'/></source>
-        <backingStore/>
-      </backingStore>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='{seed}'/>
-      <target dev='vdb' bus='virtio'/>
-      <readonly/>
-    </disk>
-    <serial type='file'><source path='{console}'/><target port='0'/></serial>
-    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
-    <controller type='usb' model='none'/>
-    <memballoon model='none'/>
-  </devices>
-  <qemu:commandline>
-    <qemu:arg value='-netdev'/>
-    <qemu:arg value='user,id=kilntest,hostfwd=tcp:127.0.0.1:{port}-:22'/>
-    <qemu:arg value='-device'/>
-    <qemu:arg value='virtio-net-pci,netdev=kilntest,bus=pcie.0,addr=0x10'/>
-  </qemu:commandline>
-</domain>
-",
-        dtype = if o.tcg { "qemu" } else { "kvm" },
-        name = quote::xml(name),
-        mem = o.memory_mib,
-        vcpus = o.vcpus,
-        cpu = crate::seed::cpu_mode(if o.tcg { "qemu" } else { "kvm" }),
-        uid = o.uid,
-        gid = o.gid,
-        overlay = x(overlay),
-        bfmt = quote::xml(&o.format),
-        image = x(&o.image),
-        seed = x(seed),
-        console = x(console),
-    )
+) -> DomainSpec {
+    let disk = Disk::system(overlay, false).backed_by(&o.image, &o.format);
+    DomainSpec::test_vm(name, o.machine, o.runs_as, &disk, seed, console, port)
 }
 
 /// ssh to the test VM: the test key only, its own known_hosts (the host key is learnt on the
@@ -638,6 +611,8 @@ pub enum TestError {
     Libvirt(#[from] crate::libvirt::LibvirtError),
     #[error("boot test: {0}")]
     Io(#[from] std::io::Error),
+    #[error("boot test: {0}")]
+    Template(#[from] crate::templates::TemplateError),
 }
 
 /// Boot `o.image` and run the checks. `on_domain` is called with the domain's name the moment
@@ -707,7 +682,7 @@ pub fn run(
     let port = free_port()?;
     let name = format!("{}-{suffix}", o.name);
     let xml = crate::owner::with_owner(
-        &domain_xml(o, &name, &overlay, &seed, &console, port),
+        &domain(o, &name, &overlay, &seed, &console, port).xml("", "")?,
         &crate::owner::Owner::current(),
     );
     std::fs::write(o.work.join("test-domain.xml"), &xml)?;
@@ -748,8 +723,8 @@ fn boot_and_check(
     lv.start(name)?;
     tracing::info!(
         "boot test: started domain {name} ({}, {} MiB); ssh on 127.0.0.1:{port}",
-        if o.tcg { "tcg" } else { "kvm" },
-        o.memory_mib
+        o.machine.engine.as_str(),
+        o.machine.memory_mib
     );
     let start = Instant::now();
     // After the first login sshd can still restart (cloud-init's ssh module, a unit's

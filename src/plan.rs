@@ -186,6 +186,13 @@ impl BootstrapPlan {
     }
 }
 
+/// The VM defaults a recipe's `vm:` and `kiln test` share.
+pub const DEFAULT_URI: &str = "qemu:///system";
+pub const DEFAULT_MEMORY_MIB: u64 = 2048;
+pub const DEFAULT_VCPUS: u32 = 2;
+/// `vm.timeout` (and `kiln test --timeout`) in seconds.
+pub const DEFAULT_VM_TIMEOUT_SECS: u64 = 1800;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct VmPlan {
     pub memory_mib: u64,

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::libvirt::domain::{DomainSpec, Machine};
 use crate::plan::{Plan, ProvisionStep};
+use crate::vocab::Engine;
 
 /// Where the script records its outcome inside the guest; the guest stage reads it back.
 pub const STATUS_FILE: &str = "/var/lib/kiln/status";
@@ -216,35 +218,8 @@ pub struct TemplateContext {
     pub name: String,
     pub version: String,
     pub vars: std::collections::BTreeMap<String, String>,
-    pub domain: DomainContext,
+    pub domain: crate::libvirt::domain::DomainSpec,
     pub seed: SeedContext,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DomainContext {
-    pub name: String,
-    /// libvirt domain type: `kvm` or `qemu` (TCG).
-    #[serde(rename = "type")]
-    pub domain_type: String,
-    pub cpu_mode: String,
-    pub memory_mib: u64,
-    pub vcpus: u32,
-    pub disk_path: PathBuf,
-    pub disk_format: String,
-    pub seed_path: PathBuf,
-    pub console_log: PathBuf,
-    /// The overlay's backing file as the VM reaches it (declared so that libvirt does not
-    /// relabel it: it is the shared cache's file) and its format; null when not known yet.
-    pub backing_path: Option<PathBuf>,
-    pub backing_format: Option<String>,
-    /// A direct kernel boot (`directboot`): the kernel and initrd copied from the base and
-    /// the command line; null for a boot through the firmware.
-    pub kernel: Option<PathBuf>,
-    pub initrd: Option<PathBuf>,
-    pub cmdline: Option<String>,
-    /// Who qemu runs as (libvirt's unprivileged user when kiln is root on qemu:///system).
-    pub uid: u32,
-    pub gid: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -254,43 +229,27 @@ pub struct SeedContext {
     pub provision_script_b64: String,
 }
 
-/// libvirt's `<cpu mode>` for a domain type: the host's CPU under KVM, qemu's most capable
-/// model under TCG.
-pub fn cpu_mode(domain_type: &str) -> &'static str {
-    if domain_type == "kvm" {
-        "host-passthrough"
-    } else {
-        "maximum"
+/// The recipe's `vm:` as every VM kiln starts for it sees it (build, installer and test VMs).
+pub fn machine(plan: &Plan, engine: Engine) -> Machine {
+    Machine {
+        engine,
+        memory_mib: plan.vm.memory_mib,
+        vcpus: plan.vm.vcpus,
     }
 }
 
 impl TemplateContext {
     /// Context for `plan`: the paths the build would use under `work`.
-    pub fn new(plan: &Plan, domain_name: &str, domain_type: &str, work: &Path) -> Self {
+    pub fn new(plan: &Plan, domain_name: &str, engine: Engine, work: &Path) -> Self {
         let script = provision_script(&plan.provision, None);
         let vm_user = crate::libvirt::vmuser::VmUser::for_uri(&plan.vm.uri);
+        let mut domain = DomainSpec::build_vm(domain_name, machine(plan, engine), vm_user, work);
+        domain.label = Some(plan.slug());
         TemplateContext {
             name: plan.name.clone(),
             version: plan.version.clone(),
             vars: plan.vars.clone(),
-            domain: DomainContext {
-                name: domain_name.to_string(),
-                domain_type: domain_type.to_string(),
-                cpu_mode: cpu_mode(domain_type).into(),
-                memory_mib: plan.vm.memory_mib,
-                vcpus: plan.vm.vcpus,
-                disk_path: work.join("disk.qcow2"),
-                disk_format: "qcow2".into(),
-                seed_path: work.join("seed.iso"),
-                console_log: work.join("console.log"),
-                backing_path: None,
-                backing_format: None,
-                kernel: None,
-                initrd: None,
-                cmdline: None,
-                uid: vm_user.uid,
-                gid: vm_user.gid,
-            },
+            domain,
             seed: SeedContext {
                 instance_id: format!("kiln-{domain_name}"),
                 hostname: plan

@@ -649,8 +649,12 @@ pub fn install_key(
 /// fixed domain name), the disk size, whether the VM boots at all.
 fn provision_inputs(plan: &crate::plan::Plan) -> Result<Value, crate::templates::TemplateError> {
     use crate::templates::Kind;
-    let tctx =
-        crate::seed::TemplateContext::new(plan, "kiln-cache-key", "qemu", Path::new("/kiln"));
+    let tctx = crate::seed::TemplateContext::new(
+        plan,
+        "kiln-cache-key",
+        crate::vocab::Engine::Tcg,
+        Path::new("/kiln"),
+    );
     let mut seed = Vec::new();
     for kind in [Kind::UserData, Kind::MetaData, Kind::NetworkConfig] {
         seed.push(crate::templates::render(plan, kind, &tctx)?);

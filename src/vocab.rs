@@ -221,3 +221,50 @@ pub const GLANCE_READ_ONLY_ATTRIBUTES: &[&str] = &[
     "locations",
     "stores",
 ];
+
+/// The accelerator a VM really runs with, once `accel: auto` has been decided (the KVM probe):
+/// one type for libvirt's domain type, the CPU model, libguestfs's backend and the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Kvm,
+    Tcg,
+}
+
+impl Engine {
+    pub fn from_tcg(tcg: bool) -> Engine {
+        if tcg {
+            Engine::Tcg
+        } else {
+            Engine::Kvm
+        }
+    }
+
+    pub fn is_tcg(self) -> bool {
+        self == Engine::Tcg
+    }
+
+    /// The name in logs and manifest.json: `kvm` or `tcg`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Kvm => "kvm",
+            Engine::Tcg => "tcg",
+        }
+    }
+
+    /// libvirt's `<domain type>`: `kvm`, or `qemu` for TCG.
+    pub fn domain_type(self) -> &'static str {
+        match self {
+            Engine::Kvm => "kvm",
+            Engine::Tcg => "qemu",
+        }
+    }
+
+    /// libvirt's `<cpu mode>`: the host's CPU under KVM, qemu's most capable model under TCG.
+    pub fn cpu_mode(self) -> &'static str {
+        match self {
+            Engine::Kvm => "host-passthrough",
+            Engine::Tcg => "maximum",
+        }
+    }
+}

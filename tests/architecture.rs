@@ -25,7 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("bootstrap", 5),
     ("boottest", 5),
     ("fetch", 5),
-    ("templates", 5),
+    ("templates", 6),
     ("seed", 5),
     ("convert", 5),
     ("qemu_img", 5),

@@ -172,7 +172,7 @@ pub enum Command {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
         /// libvirt connection to look for domains on.
-        #[arg(long, default_value = "qemu:///system")]
+        #[arg(long, default_value = crate::plan::DEFAULT_URI)]
         connect: String,
         /// List what would be removed; remove nothing.
         #[arg(long)]

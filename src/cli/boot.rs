@@ -25,15 +25,15 @@ pub struct TestArgs {
     #[arg(long = "check-service", value_name = "UNIT[=inactive]")]
     pub services: Vec<String>,
     /// Guest memory in MiB.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = crate::plan::DEFAULT_MEMORY_MIB)]
     pub memory: u64,
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = crate::plan::DEFAULT_VCPUS)]
     pub vcpus: u32,
     /// libvirt connection.
-    #[arg(long, default_value = "qemu:///system")]
+    #[arg(long, default_value = crate::plan::DEFAULT_URI)]
     pub connect: String,
     /// Seconds for the boot, cloud-init and each check.
-    #[arg(long, default_value_t = 1800)]
+    #[arg(long, default_value_t = crate::plan::DEFAULT_VM_TIMEOUT_SECS)]
     pub timeout: u64,
     #[arg(long, value_enum, default_value_t = crate::recipe::model::Accel::Auto)]
     pub accel: crate::recipe::model::Accel,
@@ -139,21 +139,21 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
     }
     let result = (|| -> anyhow::Result<boottest::Report> {
         let reachable = crate::libvirt::vmuser::reachable(&image, &work, user)?;
-        let o = boottest::Options {
-            image: reachable,
-            format: info.format.clone(),
-            virtual_size: info.virtual_size,
-            work: work.clone(),
+        let machine = crate::libvirt::domain::Machine {
+            engine: crate::vocab::Engine::from_tcg(tcg),
             memory_mib: a.memory,
             vcpus: a.vcpus,
-            tcg,
-            timeout: Duration::from_secs(a.timeout),
-            uid: user.uid,
-            gid: user.gid,
-            checks,
-            build_host_keys: Vec::new(),
-            name: "kiln-test".into(),
         };
+        let o = boottest::Options::new(
+            reachable,
+            &info,
+            work.clone(),
+            machine,
+            user,
+            Duration::from_secs(a.timeout),
+            checks,
+            "kiln-test".into(),
+        );
         Ok(boottest::run(&o, &lv, &cancel, &mut |_| {})?)
     })();
     if let Some(dst) = &a.console {

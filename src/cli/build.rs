@@ -107,7 +107,12 @@ pub(super) fn plan(
     // The rendered files are for reading: no password hash in them, and only the owner reads.
     let shown = plan.redacted();
     let plan = &shown;
-    let tctx = TemplateContext::new(plan, &format!("kiln-{}-XXXXXXXX", plan.name), "qemu", &work);
+    let tctx = TemplateContext::new(
+        plan,
+        &format!("kiln-{}-XXXXXXXX", plan.name),
+        crate::vocab::Engine::Tcg,
+        &work,
+    );
     let mut rendered = Vec::new();
     for kind in Kind::ALL {
         match templates::render(plan, kind, &tctx) {

@@ -24,7 +24,12 @@ pub fn load_checked(path: &Path, vars: &[(String, String)]) -> Result<Plan, Vec<
     let Some(plan) = plan else {
         return Err(errs);
     };
-    let ctx = TemplateContext::new(&plan, "kiln-validate", "qemu", Path::new("/nonexistent"));
+    let ctx = TemplateContext::new(
+        &plan,
+        "kiln-validate",
+        crate::vocab::Engine::Tcg,
+        Path::new("/nonexistent"),
+    );
     for kind in Kind::ALL {
         if let Err(e) = templates::render(&plan, kind, &ctx) {
             errs.push(template_diag(e));

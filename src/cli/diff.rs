@@ -164,7 +164,7 @@ pub(super) fn diff_cmd(a: DiffArgs) -> i32 {
             crate::libvirt::probe::tcg_for_tools(
                 a.accel,
                 &crate::build::default_cache_dir(),
-                "qemu:///system",
+                crate::plan::DEFAULT_URI,
                 &cancel,
             )
         })

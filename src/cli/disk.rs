@@ -268,7 +268,7 @@ pub(super) fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Custo
                 ));
             }
         }
-        if let Ok(lv) = crate::libvirt::Libvirt::connect("qemu:///system") {
+        if let Ok(lv) = crate::libvirt::Libvirt::connect(crate::plan::DEFAULT_URI) {
             let users = lv.running_domains_using(&path);
             if !users.is_empty() {
                 return usage_error(format!(
@@ -299,7 +299,7 @@ pub(super) fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Custo
     let tcg = crate::libvirt::probe::tcg_for_tools(
         a.accel,
         &crate::build::default_cache_dir(),
-        "qemu:///system",
+        crate::plan::DEFAULT_URI,
         &cancel,
     );
     for (path, fmt) in images {

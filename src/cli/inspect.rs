@@ -49,7 +49,7 @@ pub(super) fn inspect_cmd(a: InspectArgs) -> i32 {
             let tcg = crate::libvirt::probe::tcg_for_tools(
                 a.accel,
                 &crate::build::default_cache_dir(),
-                "qemu:///system",
+                crate::plan::DEFAULT_URI,
                 &cancel,
             );
             let mut g = match crate::guest::Guest::open_readonly(&a.image, &info.format, tcg) {

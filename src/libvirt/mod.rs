@@ -2,6 +2,7 @@
 //! probe whether KVM guests really run.
 
 pub mod console;
+pub mod domain;
 pub mod probe;
 pub mod vmuser;
 
@@ -24,6 +25,8 @@ pub enum LibvirtError {
         domain: String,
         message: String,
     },
+    #[error("rendering the domain XML: {0}")]
+    Template(String),
 }
 
 /// What kiln needs to know about a domain's state.
@@ -263,8 +266,11 @@ impl Libvirt {
             ));
         };
         let name = format!("kiln-kvm-probe-{}", std::process::id());
-        let xml =
-            crate::owner::with_owner(&probe_xml(&name, &kernel), &crate::owner::Owner::current());
+        let spec = domain::DomainSpec::kvm_probe(&name, &kernel);
+        let xml = spec
+            .xml("", "")
+            .map_err(|e| LibvirtError::Template(e.to_string()))?;
+        let xml = crate::owner::with_owner(&xml, &crate::owner::Owner::current());
         self.create_transient(&name, &xml)?;
         let start = Instant::now();
         let result = loop {
@@ -308,18 +314,4 @@ fn host_kernel() -> Option<std::path::PathBuf> {
         .collect();
     kernels.sort();
     kernels.pop()
-}
-
-fn probe_xml(name: &str, kernel: &Path) -> String {
-    format!(
-        "<domain type='kvm'><name>{name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>\
-<os><type arch='x86_64' machine='pc'>hvm</type><kernel>{}</kernel>\
-<cmdline>console=ttyS0 panic=-1 quiet</cmdline></os>\
-<on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>\
-<seclabel type='static' model='dac' relabel='no'><label>+{uid}:+{gid}</label></seclabel>\
-<devices><controller type='usb' model='none'/><memballoon model='none'/></devices></domain>",
-        kernel.display(),
-        uid = unsafe { libc::geteuid() },
-        gid = unsafe { libc::getegid() },
-    )
 }

@@ -40,7 +40,7 @@ impl VmUser {
     /// local system instance, else kiln's own user (qemu:///session runs as the caller).
     pub fn for_uri(uri: &str) -> VmUser {
         let me = VmUser::current();
-        if me.uid != 0 || uri != "qemu:///system" {
+        if me.uid != 0 || uri != crate::plan::DEFAULT_URI {
             return me;
         }
         ["libvirt-qemu", "qemu"]

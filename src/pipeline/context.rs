@@ -114,8 +114,8 @@ pub struct BuildContext {
     pub install_media: Option<InstallMedia>,
     /// The build disk (qcow2 overlay over the base).
     pub disk: Option<PathBuf>,
-    /// Whether guests (and the libguestfs appliance) must use TCG.
-    pub tcg: Option<bool>,
+    /// The accelerator guests (and the libguestfs appliance) use, once decided.
+    pub engine: Option<crate::vocab::Engine>,
     pub libvirt: Option<Libvirt>,
     pub domain: Option<String>,
     pub guest: Option<Guest>,
@@ -275,7 +275,7 @@ impl BuildContext {
             base: None,
             install_media: None,
             disk: None,
-            tcg: None,
+            engine: None,
             libvirt: None,
             domain: None,
             guest: None,
@@ -426,11 +426,7 @@ impl BuildContext {
             built_at: ctx.built_at,
             elements: plan.elements.iter().map(|e| e.name.clone()).collect(),
             source,
-            accelerator: match ctx.tcg {
-                Some(true) => "tcg".into(),
-                Some(false) => "kvm".into(),
-                None => "none".into(),
-            },
+            accelerator: ctx.engine.map_or("none", |e| e.as_str()).into(),
             tools: ctx.tools.clone(),
             stages: ctx.records.clone(),
             sysprep: ctx.sysprep_removed.iter().cloned().collect(),
@@ -462,11 +458,11 @@ impl BuildContext {
         Ok(ctx.libvirt.as_ref().expect("just set"))
     }
 
-    /// Decide (once) whether to use TCG: `accel: auto` probes whether a KVM guest really runs.
-    pub fn need_tcg(&mut self) -> anyhow::Result<bool> {
+    /// Decide (once) the accelerator: `accel: auto` probes whether a KVM guest really runs.
+    pub fn engine(&mut self) -> anyhow::Result<crate::vocab::Engine> {
         let ctx = self;
-        if let Some(t) = ctx.tcg {
-            return Ok(t);
+        if let Some(e) = ctx.engine {
+            return Ok(e);
         }
         let tcg = match ctx.plan.vm.accel {
             crate::vocab::Accel::Tcg => true,
@@ -497,7 +493,8 @@ impl BuildContext {
                 }
             }
         };
-        ctx.tcg = Some(tcg);
-        Ok(tcg)
+        let engine = crate::vocab::Engine::from_tcg(tcg);
+        ctx.engine = Some(engine);
+        Ok(engine)
     }
 }

@@ -601,20 +601,20 @@ impl Resolver<'_> {
 
     fn vm(&mut self, vm: &Vm) -> VmPlan {
         let memory_mib = match &vm.memory {
-            None => 2048,
+            None => crate::plan::DEFAULT_MEMORY_MIB,
             Some(s) => match parse_size(s, 1 << 20) {
                 Ok(b) if b >= 256 << 20 => b >> 20,
                 Ok(_) => {
                     self.err("/vm/memory", "expected at least 256M");
-                    2048
+                    crate::plan::DEFAULT_MEMORY_MIB
                 }
                 Err(m) => {
                     self.err("/vm/memory", m);
-                    2048
+                    crate::plan::DEFAULT_MEMORY_MIB
                 }
             },
         };
-        let vcpus = vm.vcpus.unwrap_or(2);
+        let vcpus = vm.vcpus.unwrap_or(crate::plan::DEFAULT_VCPUS);
         if vcpus == 0 {
             self.err("/vm/vcpus", "expected at least 1 vCPU");
         }
@@ -626,10 +626,10 @@ impl Resolver<'_> {
             }
         });
         let timeout_secs = match &vm.timeout {
-            None => 1800,
+            None => crate::plan::DEFAULT_VM_TIMEOUT_SECS,
             Some(d) => parse_duration(d).unwrap_or_else(|m| {
                 self.err("/vm/timeout", m);
-                1800
+                crate::plan::DEFAULT_VM_TIMEOUT_SECS
             }),
         };
         let boot_timeout_secs = match &vm.boot_timeout {
@@ -653,7 +653,10 @@ impl Resolver<'_> {
             accel: vm.accel,
             timeout_secs,
             boot_timeout_secs,
-            uri: vm.uri.clone().unwrap_or_else(|| "qemu:///system".into()),
+            uri: vm
+                .uri
+                .clone()
+                .unwrap_or_else(|| crate::plan::DEFAULT_URI.into()),
         }
     }
 

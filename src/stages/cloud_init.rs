@@ -74,7 +74,8 @@ impl Stage<BuildContext> for CloudInitStage {
             ctx.guestfs_pending = Some((k.clone(), lock));
         }
         let disk = ctx.disk.clone().context("no build disk")?;
-        let tcg = ctx.need_tcg()?;
+        let engine = ctx.engine()?;
+        let tcg = engine.is_tcg();
         tracing::info!("opening the build disk with libguestfs");
         // Package installs in customize steps need the appliance's network.
         let mut g = Guest::open_with(

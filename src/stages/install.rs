@@ -3,12 +3,11 @@
 //! a labelled seed disk; waits for the installer to power the VM off, then detaches the media.
 //! The installed disk becomes the base disk for provision, like a cloud image.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context as _};
 
 use crate::installer::{self, CpioFile};
 use crate::libvirt::console::EmulatorDied;
+use crate::libvirt::domain::{Disk, DomainSpec, KernelBoot};
 use crate::pipeline::context::{BaseDisk, BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
@@ -17,42 +16,6 @@ use crate::process::{self, Opts};
 use crate::recipe::model::{AnswerKind, Delivery};
 
 pub struct InstallStage;
-
-/// What the install domain template sees under `domain`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct InstallDomain {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub domain_type: String,
-    pub cpu_mode: String,
-    pub memory_mib: u64,
-    pub vcpus: u32,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub cmdline: String,
-    pub disk_path: PathBuf,
-    pub seed_path: Option<PathBuf>,
-    pub iso_path: Option<PathBuf>,
-    pub console_log: PathBuf,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// Render the install domain XML.
-pub fn domain_xml(
-    plan: &crate::plan::Plan,
-    d: &InstallDomain,
-) -> Result<String, crate::templates::TemplateError> {
-    let ctx = serde_json::json!({
-        "name": plan.name, "version": plan.version, "vars": plan.vars, "domain": d,
-    });
-    crate::templates::render_str(
-        "built-in template install-domain.xml",
-        include_str!("../../templates/install-domain.xml.hbs"),
-        crate::templates::Format::Xml,
-        &ctx,
-    )
-}
 
 impl Stage<BuildContext> for InstallStage {
     fn name(&self) -> &'static str {
@@ -149,7 +112,8 @@ fn install(
                 );
             }
         }
-        let tcg = ctx.need_tcg()?;
+        let engine = ctx.engine()?;
+        let tcg = engine.is_tcg();
         let dir = ctx.work.join("install");
         std::fs::create_dir_all(&dir)?;
         ctx.record(Resource::Dir(dir.clone()));
@@ -254,25 +218,25 @@ fn install(
             &hex::encode(crate::libvirt::console::rand_bytes())[..8]
         );
         let console = dir.join("console.log");
-        let domain_type = if tcg { "qemu" } else { "kvm" };
-        let d = InstallDomain {
-            name: name.clone(),
-            domain_type: domain_type.into(),
-            cpu_mode: crate::seed::cpu_mode(domain_type).into(),
-            memory_mib: ctx.plan.vm.memory_mib,
-            vcpus: ctx.plan.vm.vcpus,
-            kernel,
-            initrd,
-            cmdline: inst.cmdline.clone(),
-            disk_path: disk.clone(),
-            seed_path,
-            iso_path: iso_for_vm,
-            console_log: console.clone(),
-            uid: ctx.vm_user.uid,
-            gid: ctx.vm_user.gid,
-        };
-        let xml =
-            crate::owner::with_owner(&domain_xml(&ctx.plan, &d)?, &crate::owner::Owner::current());
+        let mut d = DomainSpec::install_vm(
+            &name,
+            crate::seed::machine(&ctx.plan, engine),
+            ctx.vm_user,
+            KernelBoot {
+                kernel,
+                initrd: Some(initrd),
+                cmdline: inst.cmdline.clone(),
+            },
+            &disk,
+            &console,
+        );
+        d.label = Some(ctx.plan.slug());
+        d.disks.extend(seed_path.as_deref().map(Disk::seed));
+        d.disks.extend(iso_for_vm.as_deref().map(Disk::cdrom));
+        let xml = crate::owner::with_owner(
+            &d.xml(&ctx.plan.name, &ctx.plan.version)?,
+            &crate::owner::Owner::current(),
+        );
         std::fs::write(dir.join("domain.xml"), &xml)?;
         let uri = ctx.plan.vm.uri.clone();
         let lv = ctx.libvirt()?;
@@ -288,9 +252,12 @@ fn install(
             lv.start(&name)?;
             tracing::info!(
                 "installing: domain {name} boots {} with `{}` ({}), timeout {} s",
-                d.kernel.display(),
-                d.cmdline,
-                if tcg { "tcg" } else { "kvm" },
+                d.kernel
+                    .as_ref()
+                    .map(|k| k.kernel.display().to_string())
+                    .unwrap_or_default(),
+                inst.cmdline,
+                engine.as_str(),
                 inst.timeout_secs
             );
             let waited = crate::libvirt::console::wait_for_poweroff(

@@ -10,6 +10,7 @@ use anyhow::{bail, Context as _};
 use crate::libvirt::console::{
     rand_bytes, wait_for_poweroff, EmulatorDied, NotStarted, CLOUD_INIT_GRACE,
 };
+use crate::libvirt::domain::KernelBoot;
 use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
@@ -142,7 +143,8 @@ fn provision(
 ) -> anyhow::Result<()> {
     {
         let base = base.clone();
-        let tcg = ctx.need_tcg()?;
+        let engine = ctx.engine()?;
+        let tcg = engine.is_tcg();
         std::fs::create_dir_all(&ctx.work)?;
 
         // The overlay: the cached base stays untouched.
@@ -189,14 +191,8 @@ fn provision(
 
         // Seed and domain from the templates.
         let domain = format!("kiln-{}-{}", ctx.plan.name, &hex::encode(rand_bytes())[..8]);
-        let mut tctx = TemplateContext::new(
-            &ctx.plan,
-            &domain,
-            if tcg { "qemu" } else { "kvm" },
-            &ctx.work,
-        );
-        tctx.domain.backing_path = Some(backing.clone());
-        tctx.domain.backing_format = Some(base.format.clone());
+        let mut tctx = TemplateContext::new(&ctx.plan, &domain, engine, &ctx.work);
+        tctx.domain.back_system_disk(&backing, &base.format);
         // The host reader's view of the base (ext4 disks): what apt and the boot need from it.
         let view = match crate::inspect::open_host(&base.path) {
             Ok((v, _)) => Some(v),
@@ -228,9 +224,11 @@ fn provision(
                 crate::hostfile::write_private(&p, text.as_bytes())?;
                 seed_files.push(p);
             }
-            tctx.domain.kernel = Some(boot.0);
-            tctx.domain.initrd = boot.1;
-            tctx.domain.cmdline = Some(boot.2);
+            tctx.domain.kernel = Some(KernelBoot {
+                kernel: boot.0,
+                initrd: boot.1,
+                cmdline: boot.2,
+            });
         }
         drop(view);
         for kind in [Kind::UserData, Kind::MetaData, Kind::NetworkConfig] {
@@ -243,7 +241,11 @@ fn provision(
             crate::hostfile::write_private(&p, text.as_bytes())?;
             seed_files.push(p);
         }
-        let seed_iso = tctx.domain.seed_path.clone();
+        let seed_iso = tctx
+            .domain
+            .seed_path()
+            .context("the build VM has no seed")?
+            .to_path_buf();
         ctx.record(Resource::File(seed_iso.clone()));
         process::run(
             &seed::xorriso_argv(&seed_iso, &seed_files, debs.as_deref()),
@@ -265,7 +267,11 @@ fn provision(
             &crate::owner::Owner::current(),
         );
         std::fs::write(ctx.work.join("domain.xml"), &xml)?;
-        let console = tctx.domain.console_log.clone();
+        let console = tctx
+            .domain
+            .console_log
+            .clone()
+            .context("the build VM has no console")?;
 
         let uri = ctx.plan.vm.uri.clone();
         let lv = ctx.libvirt()?;
@@ -282,7 +288,7 @@ fn provision(
             lv.start(&domain)?;
             tracing::info!(
                 "started domain {domain} ({}, {} MiB, {} vCPU); console: {}",
-                if tcg { "tcg" } else { "kvm" },
+                engine.as_str(),
                 ctx.plan.vm.memory_mib,
                 ctx.plan.vm.vcpus,
                 console.display()
@@ -548,7 +554,12 @@ impl Describe for ProvisionStage {
                     base.display()
                 ));
             }
-            let tctx = TemplateContext::new(plan, "kiln-NAME-XXXXXXXX", "qemu", &v.work);
+            let tctx = TemplateContext::new(
+                plan,
+                "kiln-NAME-XXXXXXXX",
+                crate::vocab::Engine::Tcg,
+                &v.work,
+            );
             let mut seed = vec![v.work.join("user-data"), v.work.join("meta-data")];
             if templates::render(plan, Kind::NetworkConfig, &tctx)
                 .map(|t| !templates::is_blank(&t))
@@ -578,7 +589,7 @@ impl Describe for ProvisionStage {
             seed.push(v.work.join("provision.sh"));
             seed.push(v.work.join(crate::directboot::BOOT_SCRIPT_NAME));
             cmds.push(process::display(&seed::xorriso_argv(
-                &tctx.domain.seed_path,
+                tctx.domain.seed_path().unwrap_or(&v.work),
                 &seed,
                 debs.as_deref(),
             )));

@@ -79,7 +79,7 @@ impl Stage<BuildContext> for TestStage {
             }
         }
         let info = crate::qemu_img::info_as(&image, Some(&out.format), &ctx.cancel)?;
-        let tcg = ctx.need_tcg()?;
+        let engine = ctx.engine()?;
         // The build VM's host keys (cloud-init printed them on its console): the image must
         // not come up with them.
         let build_host_keys = crate::boottest::console_host_keys(
@@ -96,21 +96,17 @@ impl Stage<BuildContext> for TestStage {
         } else {
             image.clone()
         };
-        let o = crate::boottest::Options {
-            image: reachable,
-            format: out.format.clone(),
-            virtual_size: info.virtual_size,
-            work: dir.clone(),
-            memory_mib: ctx.plan.vm.memory_mib,
-            vcpus: ctx.plan.vm.vcpus,
-            tcg,
-            timeout: Duration::from_secs(ctx.plan.vm.timeout_secs),
-            uid: ctx.vm_user.uid,
-            gid: ctx.vm_user.gid,
+        let mut o = crate::boottest::Options::new(
+            reachable,
+            &info,
+            dir.clone(),
+            crate::seed::machine(&ctx.plan, engine),
+            ctx.vm_user,
+            Duration::from_secs(ctx.plan.vm.timeout_secs),
             checks,
-            build_host_keys,
-            name: format!("kiln-test-{}", ctx.plan.name),
-        };
+            format!("kiln-test-{}", ctx.plan.name),
+        );
+        o.build_host_keys = build_host_keys;
         ctx.libvirt()?;
         let lv = ctx.libvirt.take().context("no libvirt connection")?;
         let uri = ctx.plan.vm.uri.clone();

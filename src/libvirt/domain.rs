@@ -1,0 +1,498 @@
+//! One definition of every VM kiln starts: the build VM, the installer VM, the boot test's VM
+//! and the KVM probe are each a [`DomainSpec`], rendered by the one built-in template
+//! `templates/domain.xml.hbs` (a recipe may replace it for its build VM). Firmware and
+//! architecture are fields here, so a new one is added once for all four.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::vmuser::VmUser;
+use crate::templates::{self, TemplateError};
+use crate::vocab::Engine;
+
+/// The one built-in domain template.
+pub const TEMPLATE: &str = include_str!("../../templates/domain.xml.hbs");
+
+/// What the VM is for: the metadata element's name and the template's comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Build,
+    Install,
+    Test,
+    Probe,
+}
+
+/// A disk or medium attached to the VM.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Disk {
+    pub path: PathBuf,
+    /// qemu's driver type: `qcow2`, `raw`.
+    pub format: String,
+    /// `disk` or `cdrom`.
+    pub device: &'static str,
+    /// `virtio` or `scsi`.
+    pub bus: &'static str,
+    pub target: &'static str,
+    /// qemu's cache mode, when not the default (`unsafe` for scratch overlays).
+    pub cache: Option<&'static str>,
+    pub discard: bool,
+    pub readonly: bool,
+    /// A file shared with others (the cache's medium): libvirt must not relabel it.
+    pub shared: bool,
+    /// The overlay's backing file as the VM reaches it, and its format (always shared).
+    pub backing_path: Option<PathBuf>,
+    pub backing_format: Option<String>,
+}
+
+impl Disk {
+    /// A qcow2 system disk of the VM's own, with discard; `scratch`: cache=unsafe (qemu writes
+    /// everything out when it exits after the guest's power-off).
+    pub fn system(path: &Path, scratch: bool) -> Disk {
+        Disk {
+            path: path.to_path_buf(),
+            format: "qcow2".into(),
+            device: "disk",
+            bus: "virtio",
+            target: "vda",
+            cache: scratch.then_some("unsafe"),
+            discard: true,
+            readonly: false,
+            shared: false,
+            backing_path: None,
+            backing_format: None,
+        }
+    }
+
+    /// Over a backing file that stays untouched (the cache's base, the image under test).
+    pub fn backed_by(mut self, path: &Path, format: &str) -> Disk {
+        self.backing_path = Some(path.to_path_buf());
+        self.backing_format = Some(format.to_string());
+        self
+    }
+
+    /// A read-only raw seed (NoCloud `cidata`, an `OEMDRV` kickstart disk) on virtio-blk.
+    pub fn seed(path: &Path) -> Disk {
+        Disk {
+            path: path.to_path_buf(),
+            format: "raw".into(),
+            device: "disk",
+            bus: "virtio",
+            target: "vdb",
+            cache: None,
+            discard: false,
+            readonly: true,
+            shared: false,
+            backing_path: None,
+            backing_format: None,
+        }
+    }
+
+    /// An installer ISO from the cache, as a CD on virtio-scsi.
+    pub fn cdrom(path: &Path) -> Disk {
+        Disk {
+            path: path.to_path_buf(),
+            format: "raw".into(),
+            device: "cdrom",
+            bus: "scsi",
+            target: "sda",
+            cache: None,
+            discard: false,
+            readonly: true,
+            shared: true,
+            backing_path: None,
+            backing_format: None,
+        }
+    }
+}
+
+/// A direct kernel boot: no firmware boot loader.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelBoot {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    None,
+    /// qemu's user networking (DHCP, outbound only).
+    User,
+    /// User networking with the guest's port 22 forwarded to this port on 127.0.0.1.
+    SshForward(u16),
+}
+
+/// Everything libvirt needs to start one of kiln's VMs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DomainSpec {
+    pub role: Role,
+    pub name: String,
+    /// The metadata element's text (`NAME-VERSION` of the build); none for throwaway VMs.
+    pub label: Option<String>,
+    pub arch: &'static str,
+    pub machine: &'static str,
+    pub engine: Engine,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+    pub kernel: Option<KernelBoot>,
+    /// `<boot dev='hd'/>`: the firmware boots the first disk (unless a kernel is given).
+    pub boot_from_disk: bool,
+    /// A reboot ends the VM (an installer would start again; the probe's panic reboots).
+    pub reboot_ends: bool,
+    pub disks: Vec<Disk>,
+    pub network: Network,
+    pub console_log: Option<PathBuf>,
+    pub rng: bool,
+    /// Who qemu runs as, and whether libvirt labels the VM's own files for that user.
+    pub runs_as: VmUser,
+    pub relabel: bool,
+}
+
+/// The VM's size and accelerator, as the recipe's `vm:` (or `kiln test`'s flags) give them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Machine {
+    pub engine: Engine,
+    pub memory_mib: u64,
+    pub vcpus: u32,
+}
+
+impl DomainSpec {
+    fn new(role: Role, name: &str, m: Machine, runs_as: VmUser) -> DomainSpec {
+        DomainSpec {
+            role,
+            name: name.to_string(),
+            label: None,
+            arch: "x86_64",
+            machine: "q35",
+            engine: m.engine,
+            memory_mib: m.memory_mib,
+            vcpus: m.vcpus,
+            kernel: None,
+            boot_from_disk: true,
+            reboot_ends: false,
+            disks: Vec::new(),
+            network: Network::User,
+            console_log: None,
+            rng: true,
+            runs_as,
+            relabel: true,
+        }
+    }
+
+    /// The build VM: its scratch overlay and the NoCloud seed, user networking, the console
+    /// to a file. The caller sets the backing file and, for a direct boot, the kernel.
+    pub fn build_vm(name: &str, m: Machine, runs_as: VmUser, work: &Path) -> DomainSpec {
+        DomainSpec {
+            disks: vec![
+                Disk::system(&work.join("disk.qcow2"), true),
+                Disk::seed(&work.join("seed.iso")),
+            ],
+            console_log: Some(work.join("console.log")),
+            ..DomainSpec::new(Role::Build, name, m, runs_as)
+        }
+    }
+
+    /// The installer VM: the installer's kernel and initrd booted directly onto a new disk; a
+    /// reboot ends the install like a power-off.
+    pub fn install_vm(
+        name: &str,
+        m: Machine,
+        runs_as: VmUser,
+        kernel: KernelBoot,
+        disk: &Path,
+        console: &Path,
+    ) -> DomainSpec {
+        DomainSpec {
+            kernel: Some(kernel),
+            boot_from_disk: false,
+            reboot_ends: true,
+            disks: vec![Disk::system(disk, false)],
+            console_log: Some(console.to_path_buf()),
+            ..DomainSpec::new(Role::Install, name, m, runs_as)
+        }
+    }
+
+    /// The boot test's VM: a throwaway overlay of the image, its seed, ssh forwarded.
+    pub fn test_vm(
+        name: &str,
+        m: Machine,
+        runs_as: VmUser,
+        overlay: &Disk,
+        seed: &Path,
+        console: &Path,
+        ssh_port: u16,
+    ) -> DomainSpec {
+        DomainSpec {
+            disks: vec![overlay.clone(), Disk::seed(seed)],
+            network: Network::SshForward(ssh_port),
+            console_log: Some(console.to_path_buf()),
+            ..DomainSpec::new(Role::Test, name, m, runs_as)
+        }
+    }
+
+    /// The KVM probe: the host's kernel without a root filesystem under KVM, as kiln's own
+    /// user; nothing of the host is relabelled.
+    pub fn kvm_probe(name: &str, kernel: &Path) -> DomainSpec {
+        let m = Machine {
+            engine: Engine::Kvm,
+            memory_mib: 128,
+            vcpus: 1,
+        };
+        DomainSpec {
+            kernel: Some(KernelBoot {
+                kernel: kernel.to_path_buf(),
+                initrd: None,
+                cmdline: "console=ttyS0 panic=-1 quiet".into(),
+            }),
+            boot_from_disk: false,
+            reboot_ends: true,
+            network: Network::None,
+            rng: false,
+            relabel: false,
+            ..DomainSpec::new(Role::Probe, name, m, VmUser::current())
+        }
+    }
+
+    /// The domain XML from the built-in template (`name`, `version`: the build's, for the
+    /// template's variables; the probe and `kiln test` have none).
+    pub fn xml(&self, name: &str, version: &str) -> Result<String, TemplateError> {
+        let ctx = serde_json::json!({
+            "name": name, "version": version, "vars": {}, "domain": self,
+        });
+        templates::render_str(
+            "built-in template domain.xml",
+            TEMPLATE,
+            templates::Format::Xml,
+            &ctx,
+        )
+    }
+
+    /// Put the system disk (the first) over a backing file.
+    pub fn back_system_disk(&mut self, path: &Path, format: &str) {
+        if let Some(d) = self.disks.first_mut() {
+            *d = d.clone().backed_by(path, format);
+        }
+    }
+
+    /// The NoCloud seed's path (the disk on `vdb`).
+    pub fn seed_path(&self) -> Option<&Path> {
+        self.disks
+            .iter()
+            .find(|d| d.target == "vdb")
+            .map(|d| d.path.as_path())
+    }
+}
+
+/// What a template sees under `domain`: the spec, plus the flat names a recipe's own build-VM
+/// template has used since before the spec (`disk_path`, `seed_path`, `backing_path`, …).
+#[derive(Serialize)]
+struct View<'a> {
+    role: Role,
+    name: &'a str,
+    label: Option<&'a str>,
+    #[serde(rename = "type")]
+    domain_type: &'static str,
+    cpu_mode: &'static str,
+    arch: &'static str,
+    machine: &'static str,
+    memory_mib: u64,
+    vcpus: u32,
+    kernel: Option<&'a Path>,
+    initrd: Option<&'a Path>,
+    cmdline: Option<&'a str>,
+    boot_from_disk: bool,
+    on_reboot: &'static str,
+    relabel: &'static str,
+    uid: u32,
+    gid: u32,
+    disks: &'a [Disk],
+    scsi: bool,
+    user_network: bool,
+    ssh_port: Option<u16>,
+    console_log: Option<&'a Path>,
+    rng: bool,
+    disk_path: Option<&'a Path>,
+    disk_format: Option<&'a str>,
+    backing_path: Option<&'a Path>,
+    backing_format: Option<&'a str>,
+    seed_path: Option<&'a Path>,
+}
+
+impl Serialize for DomainSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let system = self.disks.first();
+        let k = self.kernel.as_ref();
+        View {
+            role: self.role,
+            name: &self.name,
+            label: self.label.as_deref(),
+            domain_type: self.engine.domain_type(),
+            cpu_mode: self.engine.cpu_mode(),
+            arch: self.arch,
+            machine: self.machine,
+            memory_mib: self.memory_mib,
+            vcpus: self.vcpus,
+            kernel: k.map(|k| k.kernel.as_path()),
+            initrd: k.and_then(|k| k.initrd.as_deref()),
+            cmdline: k.map(|k| k.cmdline.as_str()),
+            boot_from_disk: self.boot_from_disk,
+            on_reboot: if self.reboot_ends {
+                "destroy"
+            } else {
+                "restart"
+            },
+            relabel: if self.relabel { "yes" } else { "no" },
+            uid: self.runs_as.uid,
+            gid: self.runs_as.gid,
+            disks: &self.disks,
+            scsi: self.disks.iter().any(|d| d.bus == "scsi"),
+            user_network: self.network == Network::User,
+            ssh_port: match self.network {
+                Network::SshForward(p) => Some(p),
+                _ => None,
+            },
+            console_log: self.console_log.as_deref(),
+            rng: self.rng,
+            disk_path: system.map(|d| d.path.as_path()),
+            disk_format: system.map(|d| d.format.as_str()),
+            backing_path: system.and_then(|d| d.backing_path.as_deref()),
+            backing_format: system.and_then(|d| d.backing_format.as_deref()),
+            seed_path: self.seed_path(),
+        }
+        .serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(engine: Engine) -> Machine {
+        Machine {
+            engine,
+            memory_mib: 2048,
+            vcpus: 2,
+        }
+    }
+
+    fn me() -> VmUser {
+        VmUser { uid: 64, gid: 65 }
+    }
+
+    #[test]
+    fn the_build_vm_boots_its_overlay_over_the_shared_base_with_the_seed() {
+        let mut d = DomainSpec::build_vm("kiln-x-1", m(Engine::Tcg), me(), Path::new("/w"));
+        d.label = Some("x-1.0".into());
+        d.back_system_disk(Path::new("/c/base'.qcow2"), "qcow2");
+        let x = d.xml("x", "1.0").unwrap();
+        assert!(x.contains("<domain type='qemu'>"), "{x}");
+        assert!(
+            x.contains("<kiln:build xmlns:kiln='https://kiln.invalid/build'>x-1.0</kiln:build>")
+        );
+        assert!(x.contains("<cpu mode='maximum'/>"));
+        assert!(x.contains("<driver name='qemu' type='qcow2' cache='unsafe' discard='unmap'/>\n      <source file='/w/disk.qcow2'/>"), "{x}");
+        assert!(x.contains("<source file='/c/base&apos;.qcow2'>\n          <seclabel model='dac' relabel='no'/>"), "{x}");
+        assert!(x.contains("<source file='/w/seed.iso'/>\n      <target dev='vdb' bus='virtio'/>\n      <readonly/>"), "{x}");
+        assert!(x.contains("<interface type='user'>"));
+        assert!(x.contains("<label>+64:+65</label>"));
+        assert!(x.contains("<on_reboot>restart</on_reboot>"));
+        assert!(x.contains("<boot dev='hd'/>"));
+        assert!(!x.contains("<kernel>") && !x.contains("qemu:commandline"));
+    }
+
+    #[test]
+    fn the_installer_vm_boots_its_kernel_and_a_reboot_ends_it() {
+        let k = KernelBoot {
+            kernel: "/w/linux".into(),
+            initrd: Some("/w/initrd.gz".into()),
+            cmdline: "auto=true priority=critical".into(),
+        };
+        let mut d = DomainSpec::install_vm(
+            "kiln-install-x",
+            m(Engine::Kvm),
+            me(),
+            k,
+            Path::new("/w/install.qcow2"),
+            Path::new("/w/console.log"),
+        );
+        d.disks.push(Disk::cdrom(Path::new("/c/netinst.iso")));
+        let x = d.xml("x", "1").unwrap();
+        assert!(
+            x.contains("<domain type='kvm'>") && x.contains("host-passthrough"),
+            "{x}"
+        );
+        assert!(x.contains("<kernel>/w/linux</kernel>\n    <initrd>/w/initrd.gz</initrd>\n    <cmdline>auto=true priority=critical</cmdline>"), "{x}");
+        assert!(!x.contains("<boot dev"));
+        assert!(x.contains("<on_reboot>destroy</on_reboot>"));
+        assert!(x.contains("<controller type='scsi' model='virtio-scsi'/>"));
+        assert!(x.contains("<disk type='file' device='cdrom'>\n      <driver name='qemu' type='raw'/>\n      <source file='/c/netinst.iso'>\n        <seclabel model='dac' relabel='no'/>"), "{x}");
+        assert!(
+            x.contains("<driver name='qemu' type='qcow2' discard='unmap'/>"),
+            "{x}"
+        );
+    }
+
+    #[test]
+    fn the_test_vm_forwards_ssh_through_qemus_user_network() {
+        let overlay =
+            Disk::system(Path::new("/w/t.qcow2"), false).backed_by(Path::new("/o/i.raw"), "raw");
+        let d = DomainSpec::test_vm(
+            "kiln-test-x",
+            m(Engine::Tcg),
+            me(),
+            &overlay,
+            Path::new("/w/seed.iso"),
+            Path::new("/w/c.log"),
+            40022,
+        );
+        let x = d.xml("", "").unwrap();
+        assert!(x.contains(
+            "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+        ));
+        assert!(x.contains("hostfwd=tcp:127.0.0.1:40022-:22"));
+        assert!(!x.contains("<interface"), "{x}");
+        assert!(x.contains("<format type='raw'/>"));
+        assert!(!x.contains("<metadata>"));
+    }
+
+    #[test]
+    fn the_kvm_probe_has_no_disks_network_or_relabelling() {
+        let x = DomainSpec::kvm_probe("kiln-kvm-probe-1", Path::new("/boot/vmlinuz-6"))
+            .xml("", "")
+            .unwrap();
+        assert!(x.contains("<domain type='kvm'>"));
+        assert!(x.contains("<memory unit='MiB'>128</memory>"));
+        assert!(x.contains("<cmdline>console=ttyS0 panic=-1 quiet</cmdline>"));
+        assert!(x.contains("relabel='no'"));
+        for absent in [
+            "<disk",
+            "<interface",
+            "<serial",
+            "<rng",
+            "<initrd>",
+            "<boot dev",
+        ] {
+            assert!(!x.contains(absent), "{absent} in {x}");
+        }
+    }
+
+    #[test]
+    fn every_rendering_is_well_formed_xml_with_one_domain() {
+        // Balanced tags: a cheap check that no branch of the template leaves one open.
+        for x in [
+            DomainSpec::kvm_probe("p", Path::new("/k"))
+                .xml("", "")
+                .unwrap(),
+            DomainSpec::build_vm("b", m(Engine::Tcg), me(), Path::new("/w"))
+                .xml("", "")
+                .unwrap(),
+        ] {
+            let opens = x.matches("<disk ").count();
+            assert_eq!(opens, x.matches("</disk>").count());
+            assert_eq!(x.matches("<domain").count(), 1);
+            assert!(x.trim_end().ends_with("</domain>"));
+        }
+    }
+}
