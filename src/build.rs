@@ -26,18 +26,8 @@ pub struct Options {
     pub refresh: bool,
     /// The remote stage cache, opened (credentials checked) before the build.
     pub remote: Option<std::sync::Arc<crate::remotecache::Remote>>,
-}
-
-/// `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
-pub fn default_cache_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("KILN_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Ok(d) = std::env::var("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("kiln");
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    PathBuf::from(home).join(".cache/kiln")
+    /// What the environment set (read once by `cli/`).
+    pub tunables: crate::tunables::Tunables,
 }
 
 pub struct Finished {
@@ -53,7 +43,13 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
     let out_root = std::fs::canonicalize(&opts.out_root)?;
     // Held for the whole build: a second build of the same output fails here, not halfway.
     let _lock = crate::outdir::lock(&out_root, &plan.slug())?;
-    let mut ctx = BuildContext::new(plan, &out_root, opts.cache_dir.clone(), cancel.clone());
+    let mut ctx = BuildContext::new(
+        plan,
+        &out_root,
+        opts.tunables.clone(),
+        opts.cache_dir.clone(),
+        cancel.clone(),
+    );
     ctx.keep_on_error = opts.keep_on_error;
     ctx.jobs = opts.jobs.max(1);
     if opts.no_cache {
@@ -148,7 +144,7 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
     }
     // The stage cache stays within its bound (least recently used entries go first).
     if let Some(store) = &ctx.cache {
-        match crate::stagecache::max_size() {
+        match crate::stagecache::max_size(ctx.tunables.cache_max_size.as_deref()) {
             Ok(max) => match store.prune(max) {
                 Ok(gone) if !gone.is_empty() => tracing::info!(
                     "stage cache: evicted {} least recently used entries to stay within {}",

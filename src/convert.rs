@@ -21,6 +21,8 @@ pub struct Job {
     pub src_format: String,
     pub out: OutputPlan,
     pub dst: PathBuf,
+    /// Which streamOptimized vmdk writer (`KILN_VMDK_WRITER`).
+    pub writer: crate::tunables::VmdkWriter,
 }
 
 /// One finished output, as recorded in the manifest.
@@ -119,10 +121,14 @@ impl Drop for PartGuard {
 
 /// streamOptimized vmdk outputs are written by kiln's parallel writer (`crate::vmdk`) unless
 /// `KILN_VMDK_WRITER=qemu-img` asks for qemu-img's single-threaded one.
-pub fn native_stream_vmdk(out: &OutputPlan) -> bool {
+pub fn native_stream_vmdk(out: &OutputPlan, writer: crate::tunables::VmdkWriter) -> bool {
+    is_stream_vmdk(out) && writer == crate::tunables::VmdkWriter::Kiln
+}
+
+/// A streamOptimized vmdk: the one output whose bytes depend on the writer.
+pub fn is_stream_vmdk(out: &OutputPlan) -> bool {
     out.format == crate::vocab::Format::Vmdk
         && out.subformat == Some(crate::vocab::Subformat::StreamOptimized)
-        && std::env::var("KILN_VMDK_WRITER").as_deref() != Ok("qemu-img")
 }
 
 impl Job {
@@ -146,7 +152,7 @@ pub fn planned(job: &Job) -> Vec<String> {
     let part = part_path(&job.dst);
     let fmt = job.out.format.as_str();
     let mut v = Vec::new();
-    if native_stream_vmdk(&job.out) {
+    if native_stream_vmdk(&job.out, job.writer) {
         let raw = raw_part_path(&job.dst, &name);
         let raw_plan = OutputPlan::new(crate::vocab::Format::Raw);
         v.push(process::display(&crate::qemu_img::convert_argv(
@@ -203,7 +209,7 @@ pub fn convert_one(job: &Job, cancel: &Cancel) -> Result<Converted, ConvertError
         }))),
         ..Default::default()
     };
-    if native_stream_vmdk(&job.out) {
+    if native_stream_vmdk(&job.out, job.writer) {
         // qemu-img expands the source to a sparse raw file (fast), kiln writes the vmdk with
         // parallel deflate (qemu-img's own writer compresses on one thread).
         let raw = raw_part_path(&job.dst, &name);

@@ -530,9 +530,8 @@ mod spdx_validator {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("sbom.spdx.json");
         std::fs::write(&f, serde_json::to_vec_pretty(&d).unwrap()).unwrap();
-        let tools =
-            std::env::var("KILN_TOOLS_VENV").unwrap_or_else(|_| "/opt/kiln-tools-venv".into());
-        let out = std::process::Command::new(format!("{tools}/bin/pyspdxtools"))
+        let tools = crate::tunables::Tunables::from_env().tools_venv;
+        let out = std::process::Command::new(tools.join("bin/pyspdxtools"))
             .arg("-i")
             .arg(&f)
             .output()

@@ -41,6 +41,7 @@ pub mod stages;
 pub mod suggest;
 pub mod sysprep;
 pub mod templates;
+pub mod tunables;
 pub mod vmdk;
 pub mod vocab;
 

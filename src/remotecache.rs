@@ -111,13 +111,13 @@ fn io(op: &'static str, path: impl std::fmt::Display, e: impl std::fmt::Display)
 }
 
 impl Remote {
-    pub fn open(url: &str) -> Result<Remote, RemoteError> {
+    pub fn open(url: &str, env: &crate::tunables::S3Env) -> Result<Remote, RemoteError> {
         let cfg = |message: String| RemoteError::Config {
             url: url.to_string(),
             message,
         };
         let (bucket, prefix) = parse_url(url).map_err(cfg)?;
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        if !env.access_key_set {
             return Err(cfg(
                 "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (for Swift, an \
                  EC2 credential from Keystone: `openstack ec2 credentials create`) and \
@@ -128,12 +128,12 @@ impl Remote {
         let mut b = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(&bucket)
             .with_virtual_hosted_style_request(false);
-        if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
-            b = b.with_allow_http(e.starts_with("http://")).with_endpoint(e);
+        if let Some(e) = &env.endpoint_url {
+            b = b
+                .with_allow_http(e.starts_with("http://"))
+                .with_endpoint(e.clone());
         }
-        if std::env::var_os("AWS_REGION").is_none()
-            && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-        {
+        if !env.region_set {
             b = b.with_region("us-east-1");
         }
         let store = b.build().map_err(|e| cfg(e.to_string()))?;

@@ -418,6 +418,7 @@ pub struct Planned {
 /// (installer sources, a random password).
 pub fn planned(
     plan: &crate::plan::Plan,
+    tunables: &crate::tunables::Tunables,
     cache_dir: &Path,
     remote: Option<&crate::remotecache::Remote>,
 ) -> std::collections::BTreeMap<&'static str, Planned> {
@@ -466,7 +467,7 @@ pub fn planned(
             remote: false,
         },
     );
-    let Ok(k) = provision_key(plan, &chain) else {
+    let Ok(k) = provision_key(plan, tunables, &chain) else {
         return out;
     };
     chain = k;
@@ -478,7 +479,11 @@ pub fn planned(
     let p = planned(&chain);
     out.insert("cloud-init", p.clone());
     out.insert("sysprep", p);
-    let keys: Vec<Key> = plan.outputs.iter().map(|o| output_key(&chain, o)).collect();
+    let keys: Vec<Key> = plan
+        .outputs
+        .iter()
+        .map(|o| output_key(&chain, o, tunables.vmdk_writer))
+        .collect();
     if !keys.is_empty() {
         let found: Vec<(bool, bool)> = keys.iter().map(look).collect();
         out.insert(
@@ -494,10 +499,10 @@ pub fn planned(
 }
 
 /// The store's bound: `KILN_CACHE_MAX_SIZE` (e.g. `50G`), default 20 GiB.
-pub fn max_size() -> Result<u64, String> {
-    match std::env::var("KILN_CACHE_MAX_SIZE") {
-        Err(_) => Ok(20 << 30),
-        Ok(v) => crate::recipe::parse_size(&crate::recipe::model::SizeSpec::Text(v.clone()), 1)
+pub fn max_size(setting: Option<&str>) -> Result<u64, String> {
+    match setting {
+        None => Ok(20 << 30),
+        Some(v) => crate::recipe::parse_size(&crate::recipe::model::SizeSpec::Text(v.into()), 1)
             .map_err(|e| format!("KILN_CACHE_MAX_SIZE={v}: {e}")),
     }
 }
@@ -647,7 +652,10 @@ pub fn install_key(
 /// What the provision stage's result depends on: the seed cloud-init reads (user-data with the
 /// provisioning script and everything it writes, meta-data, network-config, rendered with a
 /// fixed domain name), the disk size, whether the VM boots at all.
-fn provision_inputs(plan: &crate::plan::Plan) -> Result<Value, crate::templates::TemplateError> {
+fn provision_inputs(
+    plan: &crate::plan::Plan,
+    tunables: &crate::tunables::Tunables,
+) -> Result<Value, crate::templates::TemplateError> {
     use crate::templates::Kind;
     let tctx = crate::seed::TemplateContext::new(
         plan,
@@ -659,11 +667,20 @@ fn provision_inputs(plan: &crate::plan::Plan) -> Result<Value, crate::templates:
     for kind in [Kind::UserData, Kind::MetaData, Kind::NetworkConfig] {
         seed.push(crate::templates::render(plan, kind, &tctx)?);
     }
-    Ok(serde_json::json!({
+    let mut inputs = serde_json::json!({
         "booted": !plan.provision.is_empty(),
         "seed": seed,
         "disk_bytes": plan.vm.disk_bytes,
-    }))
+    });
+    // apt in the guest and a boot through GRUB and cloud-init leave other bytes (logs, apt's
+    // lists): their own keys. The defaults add nothing, so the keys they always had stay.
+    if !tunables.host_packages {
+        inputs["apt_in_guest"] = true.into();
+    }
+    if !tunables.direct_boot {
+        inputs["firmware_boot"] = true.into();
+    }
+    Ok(inputs)
 }
 
 /// What the libguestfs stages' (cloud-init, customize, sysprep) result depends on; None when a
@@ -698,8 +715,15 @@ fn guestfs_inputs(plan: &crate::plan::Plan) -> std::io::Result<Option<Value>> {
 }
 
 /// What one output depends on: its format and options (not its file name).
-fn output_inputs(o: &crate::plan::OutputPlan) -> Value {
-    serde_json::json!(format!("{o:?}"))
+fn output_inputs(o: &crate::plan::OutputPlan, writer: crate::tunables::VmdkWriter) -> Value {
+    let described = serde_json::json!(format!("{o:?}"));
+    // qemu-img's streamOptimized writer makes other bytes than kiln's: its own key (the
+    // default writer keeps the keys it always had).
+    if writer == crate::tunables::VmdkWriter::QemuImg && crate::convert::is_stream_vmdk(o) {
+        serde_json::json!([described, "vmdk-writer:qemu-img"])
+    } else {
+        described
+    }
 }
 
 // One function per stage key, used by the stages and by `kiln plan` alike: the key plan shows
@@ -708,13 +732,14 @@ fn output_inputs(o: &crate::plan::OutputPlan) -> Value {
 /// The provision stage's key after `prev` (the base disk's key).
 pub fn provision_key(
     plan: &crate::plan::Plan,
+    tunables: &crate::tunables::Tunables,
     prev: &Key,
 ) -> Result<Key, crate::templates::TemplateError> {
     Ok(derive(
         "provision",
         PROVISION_VERSION,
         Some(prev),
-        &provision_inputs(plan)?,
+        &provision_inputs(plan, tunables)?,
     ))
 }
 
@@ -725,8 +750,17 @@ pub fn guestfs_key(plan: &crate::plan::Plan, prev: &Key) -> std::io::Result<Opti
 }
 
 /// One output's key after `prev` (the libguestfs unit's key).
-pub fn output_key(prev: &Key, o: &crate::plan::OutputPlan) -> Key {
-    derive("convert", CONVERT_VERSION, Some(prev), &output_inputs(o))
+pub fn output_key(
+    prev: &Key,
+    o: &crate::plan::OutputPlan,
+    writer: crate::tunables::VmdkWriter,
+) -> Key {
+    derive(
+        "convert",
+        CONVERT_VERSION,
+        Some(prev),
+        &output_inputs(o, writer),
+    )
 }
 
 /// The convert stage's key: all of its outputs' keys.

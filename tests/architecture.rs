@@ -49,6 +49,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("suggest", 7),
     ("quote", 7),
     ("hostfile", 7),
+    ("tunables", 7),
 ];
 
 fn layer(module: &str) -> Option<u8> {

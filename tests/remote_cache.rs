@@ -6,7 +6,11 @@
 #[ignore = "needs the Swift of scripts/swift-setup.sh and its AWS_* environment"]
 fn entries_pushed_to_swift_come_back_verified_and_a_mismatch_is_refused() {
     let prefix = format!("test-{}-{}", std::process::id(), rand_suffix());
-    let remote = kiln::remotecache::Remote::open(&format!("s3://kiln-cache/{prefix}")).unwrap();
+    let remote = kiln::remotecache::Remote::open(
+        &format!("s3://kiln-cache/{prefix}"),
+        &kiln::tunables::Tunables::from_env().s3,
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     // One file over the multipart threshold (16 MiB parts, not a multiple), one small.
     let big = dir.path().join("disk.qcow2");

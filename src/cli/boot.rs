@@ -111,7 +111,7 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
     };
     let tcg = crate::libvirt::probe::tcg_for_tools(
         a.accel,
-        &crate::build::default_cache_dir(),
+        &super::tunables().cache_dir,
         &a.connect,
         &cancel,
     );
@@ -124,7 +124,10 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
     };
     let user = crate::libvirt::vmuser::VmUser::for_uri(&a.connect);
     let work = if user.is_other() {
-        crate::libvirt::vmuser::vm_root().join(format!("test-{}", std::process::id()))
+        super::tunables()
+            .vm_dir
+            .clone()
+            .join(format!("test-{}", std::process::id()))
     } else {
         std::env::temp_dir().join(format!("kiln-test-{}", std::process::id()))
     };

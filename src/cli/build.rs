@@ -30,6 +30,7 @@ pub(super) fn publish_cmd(dir: &Path, cloud: Option<&str>, name: Option<String>)
         &manifest,
         &settings,
         cloud,
+        &super::tunables().glance,
         &cancel,
         &mut |_, _| {},
     )
@@ -95,14 +96,19 @@ pub(super) fn plan(
         }
     };
     let out_root = out_root(output, &plan);
-    let cache = cache_dir.unwrap_or_else(crate::build::default_cache_dir);
+    let cache = cache_dir.unwrap_or_else(|| super::tunables().cache_dir.clone());
     let remote = match open_remote(remote_url(false, cache_remote.as_deref(), &plan)) {
         Ok(r) => r,
         Err(code) => return code,
     };
     let stages = planned_stages(&plan, &out_root, &cache, remote.as_deref());
-    let (_, work, _, _) =
-        crate::pipeline::context::build_paths(&out_root, &plan.slug(), "PID", &plan.vm.uri);
+    let (_, work, _, _) = crate::pipeline::context::build_paths(
+        &out_root,
+        &plan.slug(),
+        "PID",
+        &plan.vm.uri,
+        &super::tunables().vm_dir,
+    );
     let render_dir = render_dir.unwrap_or_else(|| PathBuf::from(format!("{}.plan", plan.slug())));
     // The rendered files are for reading: no password hash in them, and only the owner reads.
     let shown = plan.redacted();
@@ -252,10 +258,10 @@ fn remote_url(
     if let Some(u) = flag {
         return Some((u.to_string(), "--cache-remote".into()));
     }
-    match std::env::var("KILN_CACHE_REMOTE") {
-        Ok(u) if u.is_empty() => None,
-        Ok(u) => Some((u, "KILN_CACHE_REMOTE".into())),
-        Err(_) => plan
+    match super::tunables().cache_remote.clone() {
+        Some(u) if u.is_empty() => None,
+        Some(u) => Some((u, "KILN_CACHE_REMOTE".into())),
+        None => plan
             .cache_remote
             .clone()
             .map(|u| (u, "cache.remote in the recipe".into())),
@@ -269,7 +275,7 @@ fn open_remote(
     let Some((url, from)) = url else {
         return Ok(None);
     };
-    match crate::remotecache::Remote::open(&url) {
+    match crate::remotecache::Remote::open(&url, &super::tunables().s3) {
         Ok(r) => Ok(Some(std::sync::Arc::new(r))),
         Err(e) => {
             errln!("error: {from}: {e}\n  (or without it: --no-cache, or unset {from})");
@@ -304,7 +310,9 @@ pub(super) fn build(
     }
     // Credentials are checked before a long build, not after it.
     if let Some(g) = &plan.publish.glance {
-        if let Err(e) = crate::glance::Glance::connect(g.cloud.as_deref()) {
+        if let Err(e) =
+            crate::glance::Glance::connect(g.cloud.as_deref(), &super::tunables().glance)
+        {
             errln!(
                 "error: publish.glance: {e}\n  (fix the cloud configuration, or build without \
                  Glance with --no-glance and publish later with `kiln publish DIR`)"
@@ -342,7 +350,7 @@ pub(super) fn build(
     }
     let opts = crate::build::Options {
         out_root,
-        cache_dir: cache_dir.unwrap_or_else(crate::build::default_cache_dir),
+        cache_dir: cache_dir.unwrap_or_else(|| super::tunables().cache_dir.clone()),
         keep_on_error: on_error == OnError::Keep,
         jobs: jobs.unwrap_or_else(crate::convert::default_jobs),
         no_cache: cache_flags.no_cache,
@@ -350,6 +358,7 @@ pub(super) fn build(
         until: cache_flags.until,
         refresh: cache_flags.refresh,
         remote,
+        tunables: super::tunables().clone(),
     };
     match crate::build::run(plan, &opts, &cancel) {
         Err(e) => {

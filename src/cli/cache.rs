@@ -6,8 +6,9 @@ use super::*;
 
 pub(super) fn cache_cmd(cache_dir: Option<PathBuf>, command: CacheCommand) -> i32 {
     use crate::progress::human_bytes as h;
-    let store =
-        crate::stagecache::Store::new(&cache_dir.unwrap_or_else(crate::build::default_cache_dir));
+    let store = crate::stagecache::Store::new(
+        &cache_dir.unwrap_or_else(|| super::tunables().cache_dir.clone()),
+    );
     let ago = |e: &crate::stagecache::Entry| {
         let s = e.last_used().elapsed().map(|d| d.as_secs()).unwrap_or(0);
         match s {
@@ -152,7 +153,7 @@ pub(super) fn gc_cmd(
     } else {
         output
     };
-    let cache = cache_dir.unwrap_or_else(crate::build::default_cache_dir);
+    let cache = cache_dir.unwrap_or_else(|| super::tunables().cache_dir.clone());
     let lv = match crate::libvirt::Libvirt::connect(uri) {
         Ok(lv) => Some(lv),
         Err(e) => {
@@ -160,7 +161,7 @@ pub(super) fn gc_cmd(
             None
         }
     };
-    let vm_root = crate::libvirt::vmuser::vm_root();
+    let vm_root = super::tunables().vm_dir.clone();
     let r = crate::gc::collect(lv.as_ref(), &roots, &cache, &vm_root, dry_run);
     let verb = if dry_run { "would remove" } else { "removed" };
     for item in &r.orphans {

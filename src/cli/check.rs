@@ -20,7 +20,7 @@ pub(super) fn print_diagnostics(diags: &[Diagnostic]) {
 /// Every problem at once: the recipe's, its elements', and the templates' (rendered even when
 /// the recipe has other errors, as far as it resolved).
 pub fn load_checked(path: &Path, vars: &[(String, String)]) -> Result<Plan, Vec<Diagnostic>> {
-    let (plan, mut errs) = recipe::load_all(path, vars);
+    let (plan, mut errs) = recipe::load_all(path, vars, &super::tunables().elements_path);
     let Some(plan) = plan else {
         return Err(errs);
     };

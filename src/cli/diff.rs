@@ -163,7 +163,7 @@ pub(super) fn diff_cmd(a: DiffArgs) -> i32 {
         *tcg.get_or_init(|| {
             crate::libvirt::probe::tcg_for_tools(
                 a.accel,
-                &crate::build::default_cache_dir(),
+                &super::tunables().cache_dir,
                 crate::plan::DEFAULT_URI,
                 &cancel,
             )

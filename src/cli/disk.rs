@@ -101,6 +101,7 @@ pub(super) fn convert_cmd(a: ConvertArgs) -> i32 {
             src_format: src_format.clone(),
             out,
             dst,
+            writer: super::tunables().vmdk_writer,
         });
     }
     if let Err(e) = convert::check_source(&a.src, &src_format, &cancel) {
@@ -298,7 +299,7 @@ pub(super) fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Custo
     }
     let tcg = crate::libvirt::probe::tcg_for_tools(
         a.accel,
-        &crate::build::default_cache_dir(),
+        &super::tunables().cache_dir,
         crate::plan::DEFAULT_URI,
         &cancel,
     );

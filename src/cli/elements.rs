@@ -4,7 +4,7 @@ use super::*;
 
 pub(super) fn elements(cmd: ElementsCommand) -> i32 {
     let cwd = std::env::current_dir().ok();
-    let search = recipe::elements::search_path(cwd.as_deref());
+    let search = recipe::elements::search_path(cwd.as_deref(), &super::tunables().elements_path);
     match cmd {
         ElementsCommand::List => {
             for (name, origin) in recipe::elements::all(&search) {

@@ -433,7 +433,7 @@ pub fn run(cloud: Option<&str>, command: ImageCommand) -> i32 {
             );
         }
     }
-    let g = match Glance::connect(cloud) {
+    let g = match Glance::connect(cloud, &super::tunables().glance) {
         Ok(g) => g,
         Err(e) => return fail(e),
     };

@@ -48,7 +48,7 @@ pub(super) fn inspect_cmd(a: InspectArgs) -> i32 {
             tracing::debug!("host reader: {why}; using libguestfs");
             let tcg = crate::libvirt::probe::tcg_for_tools(
                 a.accel,
-                &crate::build::default_cache_dir(),
+                &super::tunables().cache_dir,
                 crate::plan::DEFAULT_URI,
                 &cancel,
             );

@@ -80,6 +80,12 @@ use crate::recipe::{self, Diagnostic};
 use crate::seed::TemplateContext;
 use crate::templates::{self, Kind};
 
+/// The environment's settings, read once for the whole process and passed down from here.
+pub(crate) fn tunables() -> &'static crate::tunables::Tunables {
+    static T: std::sync::OnceLock<crate::tunables::Tunables> = std::sync::OnceLock::new();
+    T.get_or_init(crate::tunables::Tunables::from_env)
+}
+
 pub fn main() -> i32 {
     use clap::{CommandFactory, FromArgMatches};
     let parsed = Cli::command()

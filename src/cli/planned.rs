@@ -22,8 +22,9 @@ pub(super) fn planned_stages(
     cache: &Path,
     remote: Option<&crate::remotecache::Remote>,
 ) -> Vec<PlannedStage> {
-    let view = crate::pipeline::describe::PlanView::new(plan, out_root, cache);
-    let keys = crate::stagecache::planned(plan, cache, remote);
+    let tunables = super::tunables();
+    let view = crate::pipeline::describe::PlanView::new(plan, tunables, out_root, cache);
+    let keys = crate::stagecache::planned(plan, tunables, cache, remote);
     crate::stages::all()
         .iter()
         .filter_map(|s| {

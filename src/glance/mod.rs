@@ -85,6 +85,8 @@ pub struct Glance {
     pub cloud: String,
     /// The token's project (owner of the images this session creates).
     pub project_id: Option<String>,
+    /// The environment's settings (page size, cleanup timeout).
+    pub env: crate::tunables::GlanceEnv,
 }
 
 impl std::fmt::Debug for Glance {
@@ -98,10 +100,10 @@ impl std::fmt::Debug for Glance {
 
 /// `KILN_GLANCE_TIMEOUT` (seconds, default 120): how long any Glance request may make no
 /// progress before kiln gives up on it.
-fn stall_timeout() -> Result<std::time::Duration, String> {
-    match std::env::var("KILN_GLANCE_TIMEOUT") {
-        Err(_) => Ok(std::time::Duration::from_secs(120)),
-        Ok(v) => match v.parse::<u64>() {
+fn stall_timeout(setting: Option<&str>) -> Result<std::time::Duration, String> {
+    match setting {
+        None => Ok(std::time::Duration::from_secs(120)),
+        Some(v) => match v.parse::<u64>() {
             Ok(n) if (1..=86_400).contains(&n) => Ok(std::time::Duration::from_secs(n)),
             _ => Err(format!(
                 "KILN_GLANCE_TIMEOUT={v}: expected whole seconds from 1 to 86400"
@@ -113,6 +115,7 @@ fn stall_timeout() -> Result<std::time::Duration, String> {
 /// The HTTP client for the image endpoint, with the cloud's TLS settings (`cacert`, `verify`
 /// from clouds.yaml or OS_CACERT, as the SDK uses them for Keystone).
 fn http_client(
+    home: Option<&std::path::Path>,
     cacert: Option<&str>,
     verify: Option<bool>,
     stall: std::time::Duration,
@@ -129,9 +132,7 @@ fn http_client(
         .redirect(reqwest::redirect::Policy::none());
     if let Some(path) = cacert {
         let expanded = match path.strip_prefix("~/") {
-            Some(rest) => std::env::var_os("HOME")
-                .map(|h| std::path::Path::new(&h).join(rest))
-                .unwrap_or_else(|| path.into()),
+            Some(rest) => home.map(|h| h.join(rest)).unwrap_or_else(|| path.into()),
             None => path.into(),
         };
         let pem =
@@ -199,19 +200,18 @@ pub fn hint(status: u16) -> &'static str {
 /// (and $OS_CLIENT_CONFIG_FILE, which python-openstackclient honours), or the OS_* variables.
 fn cloud_config(
     cloud: Option<&str>,
+    env: &crate::tunables::GlanceEnv,
 ) -> Result<(String, openstack_sdk::config::CloudConfig), GlanceError> {
     use openstack_sdk::config::{CloudConfig, ConfigFile};
-    let name = cloud
-        .map(str::to_string)
-        .or_else(|| std::env::var("OS_CLOUD").ok().filter(|s| !s.is_empty()));
+    let name = cloud.map(str::to_string).or_else(|| env.os_cloud.clone());
     match name {
         Some(name) => {
             // python-openstackclient's variables for extra clouds.yaml / secure.yaml files.
-            let extra = std::env::var("OS_CLIENT_CONFIG_FILE").ok();
-            let secure = std::env::var("OS_CLIENT_SECURE_FILE").ok();
-            let cfg =
-                ConfigFile::new_with_user_specified_configs(extra.as_deref(), secure.as_deref())
-                    .map_err(|e| GlanceError::Config(e.to_string()))?;
+            let cfg = ConfigFile::new_with_user_specified_configs(
+                env.config_file.as_deref(),
+                env.secure_file.as_deref(),
+            )
+            .map_err(|e| GlanceError::Config(e.to_string()))?;
             let profile = cfg
                 .get_cloud_config(&name)
                 .map_err(|e| GlanceError::Config(e.to_string()))?
@@ -224,7 +224,7 @@ fn cloud_config(
             Ok((name, profile))
         }
         None => {
-            if std::env::var("OS_AUTH_URL").is_err() {
+            if !env.auth_url_set {
                 return Err(GlanceError::Config(
                     "no cloud given: use --os-cloud NAME, OS_CLOUD, or the OS_* variables \
                      (OS_AUTH_URL, OS_USERNAME, …)"
@@ -240,13 +240,16 @@ fn cloud_config(
 
 impl Glance {
     /// Authenticate and find the image endpoint in the catalog.
-    pub fn connect(cloud: Option<&str>) -> Result<Glance, GlanceError> {
+    pub fn connect(
+        cloud: Option<&str>,
+        env: &crate::tunables::GlanceEnv,
+    ) -> Result<Glance, GlanceError> {
         use openstack_sdk::types::ServiceType;
         // The SDK finds its auth plugins through `inventory`; a plugin crate that nothing
         // references is dropped by the linker (then `v3applicationcredential` is "not a
         // supported type"), so reference it.
         std::hint::black_box(&openstack_sdk_auth_applicationcredential::ANCHOR);
-        let (name, mut profile) = cloud_config(cloud)?;
+        let (name, mut profile) = cloud_config(cloud, env)?;
         // The SDK mis-joins Keystone's URL when `interface` is not public (it POSTs to
         // /auth/tokens without /v3), so it authenticates with the default and kiln picks the
         // image endpoint for the wanted interface from the token's catalog itself.
@@ -299,8 +302,14 @@ impl Glance {
                 endpoint = base.to_string();
             }
         }
-        let stall = stall_timeout().map_err(&auth)?;
-        let http = http_client(profile.cacert.as_deref(), profile.verify, stall).map_err(auth)?;
+        let stall = stall_timeout(env.stall_timeout.as_deref()).map_err(&auth)?;
+        let http = http_client(
+            env.home.as_deref(),
+            profile.cacert.as_deref(),
+            profile.verify,
+            stall,
+        )
+        .map_err(auth)?;
         Ok(Glance {
             endpoint,
             token,
@@ -308,6 +317,7 @@ impl Glance {
             stall,
             cloud: name,
             project_id,
+            env: env.clone(),
         })
     }
 
@@ -498,10 +508,7 @@ impl Glance {
             .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
             .collect();
         // KILN_GLANCE_PAGE_SIZE: a debugging knob (the tests use it to prove paging).
-        let limit = std::env::var("KILN_GLANCE_PAGE_SIZE")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .unwrap_or(100);
+        let limit = self.env.page_size;
         q.push(format!("limit={limit}"));
         let mut next = Some(format!("/v2/images?{}", q.join("&")));
         let mut out = Vec::new();

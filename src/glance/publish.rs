@@ -37,19 +37,10 @@ pub struct NewImage {
     pub import_timeout: Duration,
 }
 
-/// How long kiln keeps trying to delete a failed image while Glance does not answer.
-fn cleanup_timeout() -> Duration {
-    let secs = std::env::var("KILN_GLANCE_CLEANUP_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(120);
-    Duration::from_secs(secs)
-}
-
 /// Delete a record kiln made, retrying transport errors and 5xx (Glance restarting) until the
 /// cleanup timeout. Ignores cancellation (this is the cleanup), but not a second signal.
 pub fn delete_created(g: &Glance, id: &str) -> Result<(), GlanceError> {
-    let end = Instant::now() + cleanup_timeout();
+    let end = Instant::now() + g.env.cleanup_timeout;
     let mut said = false;
     loop {
         match g.delete(id) {
@@ -62,7 +53,7 @@ pub fn delete_created(g: &Glance, id: &str) -> Result<(), GlanceError> {
                 if !said {
                     tracing::warn!(
                         "Glance does not answer ({e}); retrying the deletion of {id} for up to {} s",
-                        cleanup_timeout().as_secs()
+                        g.env.cleanup_timeout.as_secs()
                     );
                     said = true;
                 }
@@ -519,6 +510,7 @@ pub fn publish_dir(
     manifest: &crate::manifest::Manifest,
     settings: &Settings,
     cloud: Option<&str>,
+    env: &crate::tunables::GlanceEnv,
     cancel: &Cancel,
     on_created: &mut dyn FnMut(&str, &str),
 ) -> anyhow::Result<Vec<Published>> {
@@ -553,7 +545,7 @@ pub fn publish_dir(
         ));
     }
     let cloud = cloud.or(settings.cloud.as_deref());
-    let g = Glance::connect(cloud).context("connecting to Glance")?;
+    let g = Glance::connect(cloud, env).context("connecting to Glance")?;
     let mut done: Vec<Published> = Vec::new();
     for (name, out) in &todo {
         match publish(&g, settings, name, out, cancel) {

@@ -55,14 +55,7 @@ impl VmUser {
     }
 }
 
-/// Where the build VM's directories go (`KILN_VM_DIR`, default /var/lib/kiln/vm).
-pub fn vm_root() -> PathBuf {
-    std::env::var_os("KILN_VM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/kiln/vm"))
-}
-
-/// Make `dir` (a build's VM directory under [`vm_root`]) for `user`: the parents kiln creates
+/// Make `dir` (a build's VM directory under `Tunables::vm_dir`, `KILN_VM_DIR`) for `user`: the parents kiln creates
 /// are 0711 (traversable, not listable), `dir` itself 0710 root:GID, so only root and the
 /// VM's group enter. Refuses a parent the VM user cannot traverse.
 pub fn make_vm_dir(dir: &Path, user: VmUser) -> std::io::Result<()> {

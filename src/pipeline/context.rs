@@ -12,6 +12,7 @@ use crate::libvirt::Libvirt;
 use crate::manifest::{Manifest, Tools};
 use crate::plan::Plan;
 use crate::process::Cancel;
+use crate::tunables::Tunables;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resource {
@@ -83,6 +84,8 @@ pub struct BuildContext {
     /// Where the output directory lands.
     pub final_dir: PathBuf,
     pub cache_dir: PathBuf,
+    /// What the environment set (read once by `cli/`).
+    pub tunables: Tunables,
     pub tools: Tools,
     pub records: Vec<StageRecord>,
     /// The stage cache (None with --no-cache).
@@ -180,10 +183,11 @@ pub fn build_paths(
     slug: &str,
     run: &str,
     uri: &str,
+    vm_dir: &Path,
 ) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
     let staging = out_root.join(format!(".kiln-staging-{slug}-{run}"));
     let work = if crate::libvirt::vmuser::VmUser::for_uri(uri).is_other() {
-        crate::libvirt::vmuser::vm_root().join(format!("{slug}-{run}"))
+        vm_dir.join(format!("{slug}-{run}"))
     } else {
         staging.join("work")
     };
@@ -231,7 +235,13 @@ impl BuildContext {
         self.share(key);
     }
 
-    pub fn new(plan: Plan, out_root: &Path, cache_dir: PathBuf, cancel: Cancel) -> Self {
+    pub fn new(
+        plan: Plan,
+        out_root: &Path,
+        tunables: Tunables,
+        cache_dir: PathBuf,
+        cancel: Cancel,
+    ) -> Self {
         let cache_dir_for_store = cache_dir.clone();
         let slug = plan.slug();
         // The pid tells concurrent builds apart, the random part builds of reused pids (and
@@ -241,7 +251,8 @@ impl BuildContext {
             std::process::id(),
             hex::encode(&crate::libvirt::console::rand_bytes()[..4])
         );
-        let (staging, work, out, final_dir) = build_paths(out_root, &slug, &run, &plan.vm.uri);
+        let (staging, work, out, final_dir) =
+            build_paths(out_root, &slug, &run, &plan.vm.uri, &tunables.vm_dir);
         let vm_user = crate::libvirt::vmuser::VmUser::for_uri(&plan.vm.uri);
         BuildContext {
             built_at: std::time::SystemTime::now()
@@ -258,6 +269,7 @@ impl BuildContext {
             vm_user,
             secrets: Vec::new(),
             cache_dir,
+            tunables,
             tools: Tools::default(),
             records: Vec::new(),
             cache: Some(crate::stagecache::Store::new(&cache_dir_for_store)),
@@ -344,9 +356,11 @@ impl BuildContext {
                     }
                     _ => Ok(()),
                 },
-                Resource::GlanceImage { cloud, id } => crate::glance::Glance::connect(Some(cloud))
-                    .and_then(|g| crate::glance::publish::delete_created(&g, id))
-                    .map_err(|e| anyhow::anyhow!("deleting Glance image {id}: {e}")),
+                Resource::GlanceImage { cloud, id } => {
+                    crate::glance::Glance::connect(Some(cloud), &self.tunables.glance)
+                        .and_then(|g| crate::glance::publish::delete_created(&g, id))
+                        .map_err(|e| anyhow::anyhow!("deleting Glance image {id}: {e}"))
+                }
                 Resource::Dir(p) => match std::fs::remove_dir_all(p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         Err(anyhow::anyhow!("removing {}: {e}", p.display()))

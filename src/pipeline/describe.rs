@@ -11,6 +11,7 @@ use crate::plan::{Plan, SourcePlan};
 /// A plan seen from a build that would start now: the paths the stages would use.
 pub struct PlanView<'a> {
     pub plan: &'a Plan,
+    pub tunables: &'a crate::tunables::Tunables,
     pub cache: PathBuf,
     pub work: PathBuf,
     /// The staged output directory.
@@ -20,11 +21,22 @@ pub struct PlanView<'a> {
 }
 
 impl<'a> PlanView<'a> {
-    pub fn new(plan: &'a Plan, out_root: &Path, cache: &Path) -> Self {
-        let (_, work, out, final_dir) =
-            super::context::build_paths(out_root, &plan.slug(), "PID", &plan.vm.uri);
+    pub fn new(
+        plan: &'a Plan,
+        tunables: &'a crate::tunables::Tunables,
+        out_root: &Path,
+        cache: &Path,
+    ) -> Self {
+        let (_, work, out, final_dir) = super::context::build_paths(
+            out_root,
+            &plan.slug(),
+            "PID",
+            &plan.vm.uri,
+            &tunables.vm_dir,
+        );
         PlanView {
             plan,
+            tunables,
             cache: cache.to_path_buf(),
             work,
             out,

@@ -64,19 +64,13 @@ impl Origin {
 }
 
 /// The directories searched for elements before the built-in ones, in order.
-pub fn search_path(recipe_dir: Option<&Path>) -> Vec<PathBuf> {
+/// `configured`: `KILN_ELEMENTS_PATH` then `KILN_DATA_DIR/elements` (`Tunables::elements_path`).
+pub fn search_path(recipe_dir: Option<&Path>, configured: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = recipe_dir {
         dirs.push(d.join("elements"));
     }
-    if let Ok(p) = std::env::var("KILN_ELEMENTS_PATH") {
-        dirs.extend(p.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
-    }
-    if let Ok(d) = std::env::var("KILN_DATA_DIR") {
-        if !d.is_empty() {
-            dirs.push(PathBuf::from(d).join("elements"));
-        }
-    }
+    dirs.extend(configured.iter().cloned());
     dirs
 }
 
@@ -307,7 +301,7 @@ mod tests {
 
     #[test]
     fn search_path_has_no_compile_time_directory() {
-        let s = search_path(None);
+        let s = search_path(None, &[]);
         assert!(
             !s.iter().any(|d| d.starts_with(env!("CARGO_MANIFEST_DIR"))),
             "{s:?}"

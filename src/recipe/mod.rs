@@ -30,9 +30,14 @@ pub fn recipe_schema() -> serde_json::Value {
 /// Default cloud-init datasources of a golden image.
 pub const DEFAULT_DATASOURCES: &[&str] = &["ConfigDrive", "OpenStack", "NoCloud", "None"];
 
-/// Load and fully resolve a recipe. `overrides` are `--var` pairs.
-pub fn load_plan(path: &Path, overrides: &[(String, String)]) -> Result<Plan, Vec<Diagnostic>> {
-    match load_all(path, overrides) {
+/// Load and fully resolve a recipe. `overrides` are `--var` pairs; `elements_path` the
+/// configured element directories (`Tunables::elements_path`), searched after the recipe's own.
+pub fn load_plan(
+    path: &Path,
+    overrides: &[(String, String)],
+    elements_path: &[PathBuf],
+) -> Result<Plan, Vec<Diagnostic>> {
+    match load_all(path, overrides, elements_path) {
         (Some(plan), errors) if errors.is_empty() => Ok(plan),
         (_, errors) => Err(errors),
     }
@@ -42,8 +47,12 @@ pub fn load_plan(path: &Path, overrides: &[(String, String)]) -> Result<Plan, Ve
 /// and meaning (elements, files, values). The plan comes back as far as it could be resolved
 /// (for further checks, such as rendering templates), even when there are errors; without
 /// errors it is complete.
-pub fn load_all(path: &Path, overrides: &[(String, String)]) -> (Option<Plan>, Vec<Diagnostic>) {
-    match load_inner(path, overrides) {
+pub fn load_all(
+    path: &Path,
+    overrides: &[(String, String)],
+    elements_path: &[PathBuf],
+) -> (Option<Plan>, Vec<Diagnostic>) {
+    match load_inner(path, overrides, elements_path) {
         Ok(r) => r,
         Err(errors) => (None, errors),
     }
@@ -52,6 +61,7 @@ pub fn load_all(path: &Path, overrides: &[(String, String)]) -> (Option<Plan>, V
 fn load_inner(
     path: &Path,
     overrides: &[(String, String)],
+    elements_path: &[PathBuf],
 ) -> Result<(Option<Plan>, Vec<Diagnostic>), Vec<Diagnostic>> {
     let bytes = std::fs::read(path).map_err(|e| {
         vec![Diagnostic {
@@ -106,6 +116,7 @@ fn load_inner(
     let (plan, semantic) = Resolver {
         doc: &doc,
         dir,
+        elements_path,
         errors: Vec::new(),
         suppressed,
     }
@@ -136,6 +147,8 @@ pub fn sort_diagnostics(errors: &mut [Diagnostic], recipe: &Path) {
 struct Resolver<'a> {
     doc: &'a Document,
     dir: PathBuf,
+    /// `Tunables::elements_path`.
+    elements_path: &'a [PathBuf],
     errors: Vec<Diagnostic>,
     /// Pointers of nodes the schema check rejected (see `load_inner`).
     suppressed: Vec<String>,
@@ -273,7 +286,7 @@ impl Resolver<'_> {
             }
         }
         // Elements, dependencies first.
-        let search = elements::search_path(Some(&self.dir));
+        let search = elements::search_path(Some(&self.dir), self.elements_path);
         let requested: Vec<(String, Diagnostic)> = r
             .elements
             .iter()

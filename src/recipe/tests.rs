@@ -26,7 +26,7 @@ const MINIMAL: &str =
 
 fn errors(dir: &Dir, recipe: &str) -> Vec<Diagnostic> {
     let p = dir.write("r.yaml", recipe);
-    load_plan(&p, &[]).expect_err("expected errors")
+    load_plan(&p, &[], &[]).expect_err("expected errors")
 }
 
 fn at(d: &[Diagnostic], line: usize, col: usize, needle: &str) {
@@ -45,7 +45,7 @@ fn at(d: &[Diagnostic], line: usize, col: usize, needle: &str) {
 fn minimal_recipe_resolves_with_defaults() {
     let dir = Dir::new();
     let p = dir.write("r.yaml", MINIMAL);
-    let plan = load_plan(&p, &[]).unwrap();
+    let plan = load_plan(&p, &[], &[]).unwrap();
     assert_eq!(plan.slug(), "t-1");
     assert_eq!(plan.vm.memory_mib, 2048);
     assert_eq!(plan.vm.timeout_secs, 1800);
@@ -134,7 +134,7 @@ fn installer_sources_resolve_and_report_every_mistake() {
         "r.yaml",
         "name: t\nvars: {hostname: h1}\nsource:\n  installer:\n    kernel: {path: k}\n    initrd: {path: i}\n    answers: {kind: preseed}\n    suite: bookworm\n    mirror: http://m.example:8080/debian/\n    user: {name: dave, password_hash: \"$6$salt$hash\"}\n    packages: [tree, cloud-init]\n",
     );
-    let plan = load_plan(&p, &[]).unwrap();
+    let plan = load_plan(&p, &[], &[]).unwrap();
     let crate::plan::SourcePlan::Installer(i) = &plan.source else {
         panic!("installer plan expected");
     };
@@ -177,7 +177,7 @@ fn elements_merge_in_dependency_order_and_the_recipe_wins() {
         "r.yaml",
         &format!("{MINIMAL}elements: [top]\nvars: {{who: recipe}}\nprovision:\n  - run: [recipe]\nproperties: {{a: recipe}}\nsysprep:\n  operations: [+logfiles]\n"),
     );
-    let plan = load_plan(&p, &[("who".into(), "cli".into())]).unwrap();
+    let plan = load_plan(&p, &[("who".into(), "cli".into())], &[]).unwrap();
     let names: Vec<&str> = plan.elements.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["base", "top"], "dependencies first");
     assert_eq!(plan.vars["who"], "cli", "--var beats recipe beats elements");
@@ -225,7 +225,7 @@ fn element_packages_become_a_first_step_for_image_sources() {
         "r.yaml",
         "name: t\nelements: [e]\nsource:\n  image: {path: base.img}\nprovision:\n  - run: [x]\n",
     );
-    let plan = load_plan(&p, &[]).unwrap();
+    let plan = load_plan(&p, &[], &[]).unwrap();
     assert_eq!(
         plan.provision[0],
         crate::plan::ProvisionStep::Packages(vec!["cloud-init".into()])
@@ -237,7 +237,7 @@ fn recipe_elements_shadow_search_path_and_builtins() {
     let dir = Dir::new();
     dir.element("debian", "description: local override\n");
     let p = dir.write("r.yaml", &format!("{MINIMAL}elements: [debian]\n"));
-    let plan = load_plan(&p, &[]).unwrap();
+    let plan = load_plan(&p, &[], &[]).unwrap();
     assert_eq!(plan.elements[0].description, "local override");
     assert!(Path::new(&plan.elements[0].origin).starts_with(dir.0.path()));
 }
@@ -265,7 +265,7 @@ fn cycles_and_bad_element_files_are_errors() {
 fn unknown_var_override_is_an_error() {
     let dir = Dir::new();
     let p = dir.write("r.yaml", &format!("{MINIMAL}vars: {{hostname: a}}\n"));
-    let d = load_plan(&p, &[("hostnme".into(), "b".into())]).unwrap_err();
+    let d = load_plan(&p, &[("hostnme".into(), "b".into())], &[]).unwrap_err();
     assert!(d[0].message.contains("did you mean `hostname`"), "{d:#?}");
 }
 
@@ -314,7 +314,7 @@ fn checksums() {
 fn the_examples_validate() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for ex in ["examples/debian-12.yaml", "examples/ubuntu-18.04.yaml"] {
-        let plan = load_plan(&root.join(ex), &[]).unwrap_or_else(|d| panic!("{ex}: {d:#?}"));
+        let plan = load_plan(&root.join(ex), &[], &[]).unwrap_or_else(|d| panic!("{ex}: {d:#?}"));
         assert!(!plan.elements.is_empty());
     }
 }
@@ -363,7 +363,7 @@ fn output_options_are_checked_per_format() {
             "{MINIMAL}outputs:\n  - {{format: qcow2, compress: zstd, cluster_size: 2M}}\n  - {{format: vmdk, subformat: streamOptimized}}\n  - {{format: vpc, subformat: fixed}}\n  - raw\n"
         ),
     );
-    let plan = load_plan(&p, &[]).unwrap();
+    let plan = load_plan(&p, &[], &[]).unwrap();
     assert_eq!(plan.outputs.len(), 4);
     assert_eq!(plan.outputs[0].cluster_size, Some(2 << 20));
     assert_eq!(
@@ -389,7 +389,7 @@ fn a_base_without_cloud_init_is_an_error_before_anything_runs() {
         "ok.yaml",
         "name: t\nelements: [cloud-init]\nsource:\n  bootstrap: {distro: debian, suite: bookworm}\n",
     );
-    load_plan(&p, &[]).unwrap();
+    load_plan(&p, &[], &[]).unwrap();
     // Installers: the packages they install decide (subiquity always installs cloud-init).
     dir.write("k", "kernel");
     dir.write("i", "initrd");
@@ -404,7 +404,7 @@ fn a_base_without_cloud_init_is_an_error_before_anything_runs() {
         "{d:?}"
     );
     let p = dir.write("ai.yaml", &installer("autoinstall"));
-    load_plan(&p, &[]).unwrap();
+    load_plan(&p, &[], &[]).unwrap();
 }
 
 #[test]

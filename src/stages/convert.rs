@@ -36,7 +36,7 @@ impl Stage<BuildContext> for ConvertStage {
             .map(|o| {
                 ctx.chain
                     .as_ref()
-                    .map(|prev| crate::stagecache::output_key(prev, o))
+                    .map(|prev| crate::stagecache::output_key(prev, o, ctx.tunables.vmdk_writer))
             })
             .collect();
         let mut done: Vec<Option<convert::Converted>> = vec![None; keys.len()];
@@ -83,6 +83,7 @@ impl Stage<BuildContext> for ConvertStage {
                     src_format: "qcow2".into(),
                     out: o.clone(),
                     dst: ctx.out.join(o.file_name(&slug)),
+                    writer: ctx.tunables.vmdk_writer,
                 }
             })
             .collect();
@@ -173,6 +174,7 @@ impl Describe for ConvertStage {
                         src_format: "qcow2".into(),
                         out: o.clone(),
                         dst: v.out.join(o.file_name(&plan.slug())),
+                        writer: v.tunables.vmdk_writer,
                     })
                 })
                 .chain([format!("write {}", v.out.join("SHA256SUMS").display())])

@@ -33,6 +33,7 @@ impl Stage<BuildContext> for GlanceStage {
             &manifest,
             &settings,
             None,
+            &ctx.tunables.glance.clone(),
             &cancel,
             &mut |cloud, id| {
                 created.push(Resource::GlanceImage {

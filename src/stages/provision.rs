@@ -30,7 +30,11 @@ impl Stage<BuildContext> for ProvisionStage {
         let base = ctx.base.clone().context("no base disk")?;
         // The stage cache: the same base and the same seed make the same disk.
         let key = match &ctx.chain {
-            Some(prev) => Some(crate::stagecache::provision_key(&ctx.plan, prev)?),
+            Some(prev) => Some(crate::stagecache::provision_key(
+                &ctx.plan,
+                &ctx.tunables,
+                prev,
+            )?),
             None => None,
         };
         let _lock = match (&key, &ctx.cache) {
@@ -374,7 +378,7 @@ fn host_packages(
     if steps == 0 {
         return Ok(None);
     }
-    if std::env::var("KILN_HOST_PACKAGES").as_deref() == Ok("0") {
+    if !ctx.tunables.host_packages {
         tracing::info!("KILN_HOST_PACKAGES=0: the guest installs the packages itself");
         return Ok(None);
     }
@@ -436,7 +440,7 @@ fn direct_boot(
     let Some(view) = view else {
         return Ok(None);
     };
-    if std::env::var("KILN_DIRECT_BOOT").as_deref() == Ok("0") {
+    if !ctx.tunables.direct_boot {
         tracing::info!("KILN_DIRECT_BOOT=0: the build VM boots through GRUB and cloud-init");
         return Ok(None);
     }

@@ -34,7 +34,7 @@ pub fn kiln_in(args: &[&str], cwd: &Path) -> Output {
 
 /// The cache kiln uses when the test passes no `--cache-dir` (kiln's own rule).
 pub fn kiln_cache_dir() -> std::path::PathBuf {
-    kiln::build::default_cache_dir()
+    kiln::tunables::Tunables::from_env().cache_dir
 }
 
 /// A shell command in `cwd`, to completion.
