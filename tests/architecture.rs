@@ -286,3 +286,48 @@ fn the_rule_test_sees_the_imports_it_checks() {
     assert!(c.edges["plan"].contains("vocab"));
     assert!(c.files.len() > 40, "{}", c.files.len());
 }
+
+/// The whole text of a source file, tests included (the rules below hold for tests too).
+fn whole_sources() -> Vec<(PathBuf, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut paths = Vec::new();
+    sources(&src, &mut paths);
+    paths
+        .into_iter()
+        .map(|p| {
+            let t = std::fs::read_to_string(&p).unwrap();
+            (p, t)
+        })
+        .collect()
+}
+
+#[test]
+fn only_the_tunables_module_reads_the_environment() {
+    let mut readers: Vec<String> = whole_sources()
+        .into_iter()
+        .filter(|(p, t)| !p.ends_with("src/tunables.rs") && t.contains("env::var"))
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    readers.sort();
+    assert!(readers.is_empty(), "read the environment: {readers:?}");
+}
+
+#[test]
+fn every_vm_comes_from_the_one_domain_template() {
+    let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    let domain_templates: Vec<String> = std::fs::read_dir(&templates)
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("<domain ")))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(domain_templates, ["domain.xml.hbs"]);
+    // No domain XML written in code (tests may read rendered XML, not write their own VM).
+    for (m, (path, text)) in &load().files {
+        assert!(
+            !text.contains("<domain type") && !text.contains("<domain>"),
+            "{} ({m}) writes domain XML itself",
+            path.display()
+        );
+    }
+}
