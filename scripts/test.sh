@@ -16,7 +16,19 @@ stop_services() { # only what this script started
   while read -r pid; do kill "$pid" 2>/dev/null || true; done < "$KILN_SERVICES_PIDFILE"
   rm -f "$KILN_SERVICES_PIDFILE"
 }
-trap stop_services EXIT
+# Each nextest run's JUnit file (every test's time), kept for the table printed at the end.
+times_dir=$(mktemp -d)
+finish() {
+  local rc=$?
+  if compgen -G "$times_dir/*.xml" >/dev/null; then
+    python3 scripts/test-times.py "$times_dir"/*.xml || true
+  fi
+  rm -rf "$times_dir"
+  stop_services
+  echo "== test.sh +${SECONDS}s: done (exit $rc)"
+  exit "$rc"
+}
+trap finish EXIT
 step "bash scripts/start-services.sh"
 bash scripts/start-services.sh
 # Where KVM is unusable, libguestfs must not wait for it.
@@ -50,8 +62,11 @@ cargo test --locked --test glance --test glance_faults -- --ignored --test-threa
 # time in the log, and every test runs even after one failed.
 if cargo nextest --version >/dev/null 2>&1; then
   step "cargo nextest run --test e2e --test installer_e2e"
+  rc=0
   cargo nextest run --locked --test e2e --test installer_e2e --run-ignored only -j 1 \
-    --no-fail-fast --failure-output final
+    --no-fail-fast --failure-output final || rc=$?
+  cp target/nextest/default/junit.xml "$times_dir/vm.xml" 2>/dev/null || true
+  [ "$rc" = 0 ] || exit "$rc"
 else
   step "cargo test --locked --test e2e"
   cargo test --locked --test e2e -- --ignored --test-threads=1

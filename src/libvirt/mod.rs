@@ -271,7 +271,14 @@ impl Libvirt {
             .xml("", "")
             .map_err(|e| LibvirtError::Template(e.to_string()))?;
         let xml = crate::owner::with_owner(&xml, &crate::owner::Owner::current());
-        self.create_transient(&name, &xml)?;
+        // The probe is the build VM's definition under KVM: a qemu that cannot even start it
+        // (a host CPU feature KVM refuses, say) means the build VM would not start either.
+        if let Err(e) = self.create_transient(&name, &xml) {
+            let _ = self.destroy(&name);
+            return Ok(KvmProbe::Unusable(format!(
+                "a KVM guest did not start: {e}"
+            )));
+        }
         let start = Instant::now();
         let result = loop {
             match self.state(&name) {
