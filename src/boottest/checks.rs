@@ -1,0 +1,297 @@
+//! The checks: the recipe's (file, service, command) and the built-in ones, each with its
+//! command in the guest and its own judge; the JUnit report.
+
+use super::*;
+
+impl Check {
+    pub fn name(&self) -> String {
+        match self {
+            Check::Run { run, expect: None } => format!("run: {run}"),
+            Check::Run {
+                run,
+                expect: Some(e),
+            } => format!("run: {run} (expect {e:?})"),
+            Check::File { file, contains } => format!("file {file} contains {contains:?}"),
+            Check::Service { service, active } => format!(
+                "service {service} {}",
+                if *active { "active" } else { "inactive" }
+            ),
+        }
+    }
+
+    /// The command run in the guest (as the test user, through sudo where root is needed).
+    pub fn command(&self) -> String {
+        match self {
+            Check::Run { run, .. } => run.clone(),
+            Check::File { file, .. } => format!("sudo cat -- {}", quote::sh(file)),
+            Check::Service { service, .. } => {
+                format!("systemctl is-active -- {}", quote::sh(service))
+            }
+        }
+    }
+
+    /// Judge the command's exit status and output.
+    pub fn judge(&self, status: i32, out: &str) -> Result<(), String> {
+        match self {
+            Check::Run { expect, .. } => {
+                if status != 0 {
+                    return Err(format!("exit status {status}: {}", tail(out)));
+                }
+                match expect {
+                    Some(e) if !out.contains(e.as_str()) => {
+                        Err(format!("output lacks {e:?}: {}", tail(out)))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Check::File { contains, .. } => {
+                if status != 0 {
+                    Err(format!("cannot read it: {}", tail(out)))
+                } else if !out.contains(contains.as_str()) {
+                    Err(format!("it does not contain {contains:?}"))
+                } else {
+                    Ok(())
+                }
+            }
+            Check::Service { active, .. } => {
+                let is = out.trim() == "active";
+                match (is, active) {
+                    (true, true) | (false, false) => Ok(()),
+                    (false, true) => Err(format!("it is {}", out.trim())),
+                    (true, false) => Err("it is active".into()),
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn tail(s: &str) -> String {
+    crate::process::last_lines(s.trim(), 5).replace('\n', " | ")
+}
+
+/// The default checks: each has a name, a command in the guest and its own judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    CloudInitSeed,
+    RootGrew,
+    MachineId,
+    HostKeys,
+    Hostname,
+    NoFailedUnits,
+}
+
+/// What a built-in check's judge compares against.
+pub struct Expected<'a> {
+    pub instance_id: &'a str,
+    pub hostname: &'a str,
+    /// The image's virtual size (the test disk is larger).
+    pub image_virtual: u64,
+}
+
+/// The checks every boot test runs after cloud-init is done (the ssh login itself is one).
+pub fn builtin_checks() -> Vec<Builtin> {
+    use Builtin::*;
+    vec![
+        CloudInitSeed,
+        RootGrew,
+        MachineId,
+        HostKeys,
+        Hostname,
+        NoFailedUnits,
+    ]
+}
+
+/// A number on line `i` of a check's output.
+pub(super) fn num(lines: &[&str], i: usize) -> Option<i64> {
+    lines.get(i).and_then(|l| l.parse().ok())
+}
+
+impl Builtin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::CloudInitSeed => "cloud-init used the seed (NoCloud, this instance-id)",
+            Builtin::RootGrew => "the root filesystem grew to the disk",
+            Builtin::MachineId => "/etc/machine-id was made on this boot",
+            Builtin::HostKeys => "the ssh host keys were made on this boot",
+            Builtin::Hostname => "the hostname is the seed's",
+            Builtin::NoFailedUnits => "no failed systemd units",
+        }
+    }
+
+    /// The shell command run in the guest (as the test user).
+    pub fn command(self) -> &'static str {
+        match self {
+            Builtin::CloudInitSeed => {
+                "sudo cloud-init query v1.platform; sudo cloud-init query v1.instance_id"
+            }
+            Builtin::RootGrew => "df -B1 --output=size / | tail -n 1",
+            Builtin::MachineId => {
+                "cat /etc/machine-id; echo $(( $(date +%s) - $(cut -d. -f1 /proc/uptime) )); stat -c %Y /etc/machine-id"
+            }
+            Builtin::HostKeys => {
+                "echo $(( $(date +%s) - $(cut -d. -f1 /proc/uptime) )); stat -c %Y /etc/ssh/ssh_host_*_key.pub"
+            }
+            Builtin::Hostname => "hostname",
+            Builtin::NoFailedUnits => "systemctl --failed --plain --no-legend --no-pager",
+        }
+    }
+
+    /// Judge the command's exit status and output.
+    pub fn judge(self, status: i32, out: &str, want: &Expected) -> Result<(), String> {
+        // systemctl --failed exits 0 either way; every other command must succeed.
+        if status != 0 && self != Builtin::NoFailedUnits {
+            return Err(format!("exit status {status}: {}", tail(out)));
+        }
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        let line = |i: usize| lines.get(i).copied().unwrap_or("");
+        match self {
+            Builtin::CloudInitSeed => {
+                let (platform, id) = (line(0), line(1));
+                if platform != "nocloud" {
+                    Err(format!("datasource platform is {platform:?}, not nocloud"))
+                } else if id != want.instance_id {
+                    Err(format!(
+                        "instance-id is {id:?}, not the seed's {:?}",
+                        want.instance_id
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            Builtin::RootGrew => {
+                let size = num(&lines, 0).unwrap_or(0).max(0) as u64;
+                if size > want.image_virtual {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "/ is {} on a disk larger than the image's {}: it did not grow",
+                        crate::progress::human_bytes(size),
+                        crate::progress::human_bytes(want.image_virtual)
+                    ))
+                }
+            }
+            Builtin::MachineId => {
+                let id = line(0);
+                let boot = num(&lines, 1).unwrap_or(i64::MAX);
+                let mtime = num(&lines, 2).unwrap_or(0);
+                if id.len() != 32 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+                    Err(format!("/etc/machine-id is {id:?}"))
+                } else if mtime + 5 < boot {
+                    Err("/etc/machine-id is older than this boot: the image carries one".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Builtin::HostKeys => {
+                let boot = num(&lines, 0).unwrap_or(i64::MAX);
+                let stamps: Vec<i64> = (1..lines.len()).filter_map(|i| num(&lines, i)).collect();
+                if stamps.is_empty() {
+                    Err("no ssh host keys".into())
+                } else if stamps.iter().any(|m| m + 5 < boot) {
+                    Err("a host key is older than this boot: the image carries its keys".into())
+                } else {
+                    Ok(())
+                }
+            }
+            Builtin::Hostname => {
+                let h = line(0);
+                if h == want.hostname {
+                    Ok(())
+                } else {
+                    Err(format!("hostname is {h:?}, not {:?}", want.hostname))
+                }
+            }
+            Builtin::NoFailedUnits => {
+                let failed: Vec<&str> = lines
+                    .iter()
+                    .filter(|l| !l.is_empty())
+                    .map(|l| l.split_whitespace().next().unwrap_or(l))
+                    .collect();
+                if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("failed: {}", failed.join(", ")))
+                }
+            }
+        }
+    }
+}
+
+/// cloud-init's verdict from `cloud-init status --wait`'s exit status: 0 done, 2 "degraded"
+/// (recoverable errors: a warning), anything else an error.
+pub fn judge_cloud_init(status: i32, out: &str) -> (bool, bool, String) {
+    match status {
+        0 => (true, false, out.trim().to_string()),
+        2 => (true, true, format!("degraded: {}", tail(out))),
+        s => (false, false, format!("exit status {s}: {}", tail(out))),
+    }
+}
+
+/// Public keys printed by cloud-init on a console (`-----BEGIN SSH HOST KEY KEYS-----`): the
+/// key blobs (type and base64), without comments.
+pub fn console_host_keys(console: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut inside = false;
+    for l in console.lines() {
+        if l.contains("-----BEGIN SSH HOST KEY KEYS-----") {
+            inside = true;
+        } else if l.contains("-----END SSH HOST KEY KEYS-----") {
+            inside = false;
+        } else if inside {
+            // Console lines may carry a prefix (ec2: ...): from the key type on.
+            if let Some(i) = l.find("ssh-").or_else(|| l.find("ecdsa-")) {
+                let mut w = l[i..].split_whitespace();
+                if let (Some(t), Some(b)) = (w.next(), w.next()) {
+                    keys.push(format!("{t} {b}"));
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// The host keys ssh learnt (its known_hosts file): type and base64.
+pub fn known_host_keys(known_hosts: &str) -> Vec<String> {
+    known_hosts
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let _host = w.next()?;
+            Some(format!("{} {}", w.next()?, w.next()?))
+        })
+        .collect()
+}
+
+/// JUnit XML, one test case per check (CI systems show it).
+pub fn junit_xml(suite: &str, r: &Report) -> String {
+    let failures = r.failed().len();
+    let total: f64 = r.checks.iter().map(|c| c.seconds).sum();
+    let mut s = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{total:.3}\">\n",
+        quote::xml(suite),
+        r.checks.len()
+    );
+    for c in &r.checks {
+        s.push_str(&format!(
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+            quote::xml(suite),
+            quote::xml(&c.name),
+            c.seconds
+        ));
+        if c.ok && !c.warning {
+            s.push_str("/>\n");
+        } else if c.ok {
+            s.push_str(&format!(
+                ">\n      <system-out>{}</system-out>\n    </testcase>\n",
+                quote::xml(&c.detail)
+            ));
+        } else {
+            s.push_str(&format!(
+                ">\n      <failure message=\"{}\"/>\n    </testcase>\n",
+                quote::xml(&c.detail)
+            ));
+        }
+    }
+    s.push_str("  </testsuite>\n</testsuites>\n");
+    s
+}

@@ -1,0 +1,456 @@
+//! The boot test: start an image the way a cloud starts a new instance (a throwaway overlay
+//! larger than the image, a fresh NoCloud seed with a new instance-id, hostname and a test
+//! user's ssh key), log in over ssh from the host through user networking, wait for
+//! cloud-init, and run the checks. Used by the build's `test` stage and by `kiln test IMAGE`.
+//!
+//! The argv, seed and check commands are pure functions (table-tested); `run` drives libvirt,
+//! qemu-img, xorriso, ssh-keygen and ssh.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::libvirt::domain::{Disk, DomainSpec, Machine};
+use crate::libvirt::vmuser::VmUser;
+use crate::libvirt::Libvirt;
+use crate::process::{self, Cancel, Opts};
+use crate::quote;
+
+/// The user the test logs in as (created by the seed, never in the published image: the test
+/// boots a throwaway overlay).
+pub const TEST_USER: &str = "kiln-test";
+
+pub use crate::plan::TestCheck as Check;
+
+mod checks;
+mod session;
+
+pub use checks::*;
+pub use session::*;
+
+/// The result of one check.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub ok: bool,
+    /// A warning that does not fail the test (cloud-init "degraded").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
+    pub detail: String,
+    pub seconds: f64,
+}
+
+/// What the boot test found, for manifest.json, the JUnit file and the summary.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Report {
+    pub instance_id: String,
+    pub hostname: String,
+    pub checks: Vec<CheckResult>,
+    /// Seconds per phase: boot to ssh, cloud-init, checks.
+    pub phases: Vec<(String, f64)>,
+}
+
+impl Report {
+    pub fn failed(&self) -> Vec<&CheckResult> {
+        self.checks.iter().filter(|c| !c.ok).collect()
+    }
+}
+
+/// What to boot and how.
+pub struct Options {
+    /// The image, reachable by the VM's user (a hard link in `work` when needed).
+    pub image: PathBuf,
+    pub format: String,
+    pub virtual_size: u64,
+    /// Scratch directory for the overlay, seed, key and console (the caller removes it).
+    pub work: PathBuf,
+    /// Accelerator, memory and vCPUs: the recipe's `vm:`, or `kiln test`'s flags.
+    pub machine: Machine,
+    pub runs_as: VmUser,
+    pub timeout: Duration,
+    /// The recipe's checks, after the default ones.
+    pub checks: Vec<Check>,
+    /// Public host keys of the build VM (from its console): the image must not boot with them.
+    pub build_host_keys: Vec<String>,
+    /// Domain name prefix, e.g. `kiln-test-debian-12`.
+    pub name: String,
+}
+
+impl Options {
+    /// The one way the test stage and `kiln test` describe a boot test: `image` as qemu-img
+    /// read it (`info`), scratch files in `work`, domains named `name-XXXXXXXX`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        image: PathBuf,
+        info: &crate::qemu_img::Info,
+        work: PathBuf,
+        machine: Machine,
+        runs_as: VmUser,
+        timeout: Duration,
+        checks: Vec<Check>,
+        name: String,
+    ) -> Options {
+        Options {
+            image,
+            format: info.format.clone(),
+            virtual_size: info.virtual_size,
+            work,
+            machine,
+            runs_as,
+            timeout,
+            checks,
+            build_host_keys: Vec::new(),
+            name,
+        }
+    }
+}
+
+/// The seed's meta-data.
+pub fn meta_data(instance_id: &str, hostname: &str) -> String {
+    format!(
+        "instance-id: {}\nlocal-hostname: {}\n",
+        quote::yaml(instance_id),
+        quote::yaml(hostname)
+    )
+}
+
+/// The seed's user-data: the test user with the key, passwordless sudo, nothing else.
+pub fn user_data(public_key: &str) -> String {
+    format!(
+        "#cloud-config\n# kiln boot test: a throwaway user on a throwaway overlay\nusers:\n  - default\n  - name: {}\n    shell: /bin/sh\n    sudo: {}\n    lock_passwd: true\n    ssh_authorized_keys:\n      - {}\nssh_pwauth: false\n",
+        TEST_USER,
+        quote::yaml("ALL=(ALL) NOPASSWD:ALL"),
+        quote::yaml(public_key.trim())
+    )
+}
+
+/// The test VM: a throwaway overlay of the image (larger: the root filesystem must grow) and
+/// the seed, the console to a file, ssh forwarded to `port` on the host's loopback.
+pub fn domain(
+    o: &Options,
+    name: &str,
+    overlay: &Path,
+    seed: &Path,
+    console: &Path,
+    port: u16,
+) -> DomainSpec {
+    let disk = Disk::system(overlay, false).backed_by(&o.image, &o.format);
+    DomainSpec::test_vm(name, o.machine, o.runs_as, &disk, seed, console, port)
+}
+
+/// How long a connection that ssh could not make is retried once the guest has let us in.
+const SSH_RETRY: Duration = Duration::from_secs(90);
+
+/// How long sshd may take after cloud-init said it finished.
+const SSH_GRACE: Duration = Duration::from_secs(90);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestError {
+    #[error("boot test: {0}")]
+    Setup(String),
+    #[error("boot test: {0}")]
+    Command(#[from] crate::process::CommandError),
+    #[error("boot test: {0}")]
+    Libvirt(#[from] crate::libvirt::LibvirtError),
+    #[error("boot test: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("boot test: {0}")]
+    Template(#[from] crate::templates::TemplateError),
+}
+
+/// Boot `o.image` and run the checks. `on_domain` is called with the domain's name the moment
+/// it is defined (the caller records it for cleanup); the domain is destroyed and undefined
+/// before `run` returns, whatever happened.
+pub fn run(
+    o: &Options,
+    lv: &Libvirt,
+    cancel: &Cancel,
+    on_domain: &mut dyn FnMut(&str),
+) -> Result<Report, TestError> {
+    let suffix = hex::encode(&crate::libvirt::console::rand_bytes()[..4]);
+    let instance_id = format!("kiln-test-{suffix}");
+    let hostname = format!("kiln-test-{suffix}");
+    std::fs::create_dir_all(&o.work)?;
+    // The throwaway overlay, larger than the image (the root filesystem must grow).
+    let overlay = o.work.join("test-disk.qcow2");
+    let _ = std::fs::remove_file(&overlay);
+    process::run(
+        &crate::qemu_img::create_overlay_argv(
+            &o.image,
+            &o.format,
+            &overlay,
+            Some(o.virtual_size + (1 << 30)),
+        ),
+        &Opts::default(),
+        cancel,
+    )?;
+    // The test user's key: made here, used once, removed with the directory.
+    let key = o.work.join("test-key");
+    let _ = std::fs::remove_file(&key);
+    let _ = std::fs::remove_file(o.work.join("test-key.pub"));
+    process::run(
+        &process::argv([
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "kiln-boot-test",
+            "-f",
+            &key.display().to_string(),
+        ]),
+        &Opts::default(),
+        cancel,
+    )?;
+    let public = std::fs::read_to_string(o.work.join("test-key.pub"))?;
+    let seed_dir = o.work.join("test-seed");
+    let _ = std::fs::remove_dir_all(&seed_dir);
+    std::fs::create_dir_all(&seed_dir)?;
+    let (ud, md) = (seed_dir.join("user-data"), seed_dir.join("meta-data"));
+    std::fs::write(&ud, user_data(&public))?;
+    std::fs::write(&md, meta_data(&instance_id, &hostname))?;
+    let seed = o.work.join("test-seed.iso");
+    let _ = std::fs::remove_file(&seed);
+    process::run(
+        &crate::seed::xorriso_argv(&seed, &[ud, md], None),
+        &Opts::default(),
+        cancel,
+    )?;
+    let console = o.work.join("test-console.log");
+    let _ = std::fs::remove_file(&console);
+    let known_hosts = o.work.join("test-known-hosts");
+    let _ = std::fs::remove_file(&known_hosts);
+    let port = free_port()?;
+    let name = format!("{}-{suffix}", o.name);
+    let xml = crate::owner::with_owner(
+        &domain(o, &name, &overlay, &seed, &console, port).xml("", "")?,
+        &crate::owner::Owner::current(),
+    );
+    std::fs::write(o.work.join("test-domain.xml"), &xml)?;
+    lv.define(&name, &xml)?;
+    on_domain(&name);
+    let result = boot_and_check(
+        o,
+        lv,
+        cancel,
+        &name,
+        port,
+        &key,
+        &known_hosts,
+        &instance_id,
+        &hostname,
+    );
+    if let Err(e) = lv.destroy_and_undefine(&name) {
+        tracing::warn!("removing the test domain {name}: {e}");
+    }
+    let mut report = result?;
+    report.instance_id = instance_id;
+    report.hostname = hostname;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn boot_and_check(
+    o: &Options,
+    lv: &Libvirt,
+    cancel: &Cancel,
+    name: &str,
+    port: u16,
+    key: &Path,
+    known_hosts: &Path,
+    instance_id: &str,
+    hostname: &str,
+) -> Result<Report, TestError> {
+    lv.start(name)?;
+    tracing::info!(
+        "boot test: started domain {name} ({}, {} MiB); ssh on 127.0.0.1:{port}",
+        o.machine.engine.as_str(),
+        o.machine.memory_mib
+    );
+    let start = Instant::now();
+    // After the first login sshd can still restart (cloud-init's ssh module, a unit's
+    // reload): a connection that ssh itself could not make is retried for a while, a command's
+    // own failure never.
+    let ssh = |cmd: &str| -> Result<(i32, String), TestError> {
+        let first = Instant::now();
+        loop {
+            let (status, out) = ssh_run(&ssh_argv(key, known_hosts, port, cmd), cancel, o.timeout)?;
+            if !ssh_connection_failed(status, &out) || first.elapsed() > SSH_RETRY {
+                return Ok((status, out));
+            }
+            tracing::debug!("ssh could not connect ({}); retrying", out.trim());
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    };
+    let mut checks = Vec::new();
+    let mut phases = Vec::new();
+    // Boot to ssh: retry until sshd takes the key. A guest that cannot get there fails the
+    // login check with the reason (and the JUnit file says so), instead of waiting out the
+    // timeout: emergency mode, a stopped VM, or cloud-init done while sshd still refuses.
+    let console_path = o.work.join("test-console.log");
+    let mut last = String::new();
+    let mut cloud_init_done: Option<Instant> = None;
+    let login = format!("ssh login as {TEST_USER} with the seed's key");
+    let failed_login = |why: String, checks: &mut Vec<CheckResult>| {
+        checks.push(CheckResult {
+            name: login.clone(),
+            ok: false,
+            warning: false,
+            detail: format!(
+                "{why}; console tail:\n{}",
+                crate::libvirt::console::file_tail(&console_path, 15)
+            ),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+    };
+    loop {
+        if cancel.is_cancelled() {
+            return Err(TestError::Setup("interrupted".into()));
+        }
+        let console = std::fs::read_to_string(&console_path).unwrap_or_default();
+        let why = if start.elapsed() > o.timeout {
+            Some(format!(
+                "no login within {} s (last: {})",
+                o.timeout.as_secs(),
+                last.trim()
+            ))
+        } else if let Some(m) = boot_failure(&console) {
+            Some(m)
+        } else if !matches!(lv.state(name), crate::libvirt::State::Running) {
+            Some("the test VM stopped before sshd answered".into())
+        } else {
+            if cloud_init_done.is_none() && cloud_init_finished(&console) {
+                cloud_init_done = Some(Instant::now());
+            }
+            cloud_init_done
+                .filter(|t| t.elapsed() > SSH_GRACE)
+                .map(|_| {
+                    format!(
+                        "cloud-init finished {} s ago and sshd still refuses the key (last: {})",
+                        SSH_GRACE.as_secs(),
+                        last.trim()
+                    )
+                })
+        };
+        if let Some(why) = why {
+            failed_login(why, &mut checks);
+            phases.push((
+                "boot to ssh login".to_string(),
+                start.elapsed().as_secs_f64(),
+            ));
+            return Ok(Report {
+                instance_id: String::new(),
+                hostname: String::new(),
+                checks,
+                phases,
+            });
+        }
+        // One try a round: this loop watches the console between tries.
+        match ssh_run(&ssh_argv(key, known_hosts, port, "true"), cancel, o.timeout) {
+            Ok((0, _)) => break,
+            Ok((_, out)) => last = out,
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let booted = start.elapsed().as_secs_f64();
+    phases.push(("boot to ssh login".to_string(), booted));
+    checks.push(CheckResult {
+        name: format!("ssh login as {TEST_USER} with the seed's key"),
+        ok: true,
+        warning: false,
+        detail: format!("after {booted:.1} s"),
+        seconds: booted,
+    });
+    let t = Instant::now();
+    let (status, out) = ssh("cloud-init status --wait --long 2>&1 || exit $?")?;
+    let (ok, warning, detail) = judge_cloud_init(status, &out);
+    checks.push(CheckResult {
+        name: "cloud-init finished".into(),
+        ok,
+        warning,
+        detail,
+        seconds: t.elapsed().as_secs_f64(),
+    });
+    phases.push(("cloud-init".into(), t.elapsed().as_secs_f64()));
+    let t = Instant::now();
+    // Every built-in check in one ssh session (each login costs a second or more under TCG);
+    // their stderr stays out of the judged output (sudo's "unable to resolve host" on images
+    // that leave /etc/hosts alone is not a result).
+    let builtins = builtin_checks();
+    let commands: Vec<String> = builtins
+        .iter()
+        .map(|b| format!("{} 2>/dev/null", b.command()))
+        .collect();
+    let (_, out) = ssh(&batch_script(&commands))?;
+    let results = split_batch(&out, commands.len());
+    let each = t.elapsed().as_secs_f64() / builtins.len().max(1) as f64;
+    let want = Expected {
+        instance_id,
+        hostname,
+        image_virtual: o.virtual_size,
+    };
+    for (b, (status, out)) in builtins.iter().zip(results) {
+        let r = b.judge(status, &out, &want);
+        checks.push(CheckResult {
+            name: b.name().into(),
+            ok: r.is_ok(),
+            warning: false,
+            detail: r.err().unwrap_or_default(),
+            seconds: each,
+        });
+    }
+    // The keys sshd showed are not the build VM's.
+    let learnt = known_host_keys(&std::fs::read_to_string(known_hosts).unwrap_or_default());
+    let reused: Vec<&String> = learnt
+        .iter()
+        .filter(|k| o.build_host_keys.contains(k))
+        .collect();
+    checks.push(CheckResult {
+        name: "the ssh host keys are not the build VM's".into(),
+        ok: !learnt.is_empty() && reused.is_empty(),
+        warning: false,
+        detail: if learnt.is_empty() {
+            "ssh recorded no host key".into()
+        } else if reused.is_empty() {
+            String::new()
+        } else {
+            format!("sshd presented the build VM's key {}", reused[0])
+        },
+        seconds: 0.0,
+    });
+    // The recipe's checks, one session too (their stderr is part of what they show).
+    if !o.checks.is_empty() {
+        let c0 = Instant::now();
+        let commands: Vec<String> = o
+            .checks
+            .iter()
+            .map(|c| format!("{} 2>&1", c.command()))
+            .collect();
+        let (_, out) = ssh(&batch_script(&commands))?;
+        let each = c0.elapsed().as_secs_f64() / o.checks.len() as f64;
+        for (c, (status, out)) in o.checks.iter().zip(split_batch(&out, commands.len())) {
+            let r = c.judge(status, &out);
+            checks.push(CheckResult {
+                name: c.name(),
+                ok: r.is_ok(),
+                warning: false,
+                detail: r.err().unwrap_or_default(),
+                seconds: each,
+            });
+        }
+    }
+    phases.push(("checks".into(), t.elapsed().as_secs_f64()));
+    Ok(Report {
+        instance_id: String::new(),
+        hostname: String::new(),
+        checks,
+        phases,
+    })
+}
+
+#[cfg(test)]
+mod tests;

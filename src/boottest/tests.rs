@@ -1,0 +1,211 @@
+use super::*;
+
+#[test]
+fn seed_files_quote_what_they_carry() {
+    assert_eq!(
+        meta_data("kiln-test-1", "kiln-test-1"),
+        "instance-id: kiln-test-1\nlocal-hostname: kiln-test-1\n"
+    );
+    let ud = user_data("ssh-ed25519 AAAA kiln-boot-test\n");
+    assert!(ud.starts_with("#cloud-config\n"));
+    assert!(
+        ud.contains("      - \"ssh-ed25519 AAAA kiln-boot-test\"\n"),
+        "{ud}"
+    );
+    assert!(ud.contains("sudo: \"ALL=(ALL) NOPASSWD:ALL\""), "{ud}");
+}
+
+#[test]
+fn checks_run_quoted_commands_and_judge_their_output() {
+    let f = Check::File {
+        file: "/etc/it's".into(),
+        contains: "kiln".into(),
+    };
+    assert_eq!(f.command(), "sudo cat -- '/etc/it'\\''s'");
+    assert!(f.judge(0, "built by kiln").is_ok());
+    assert!(f
+        .judge(0, "nothing")
+        .unwrap_err()
+        .contains("does not contain"));
+    assert!(f.judge(1, "No such file").is_err());
+    let s = Check::Service {
+        service: "ssh".into(),
+        active: true,
+    };
+    assert_eq!(s.command(), "systemctl is-active -- 'ssh'");
+    assert!(s.judge(0, "active\n").is_ok());
+    assert_eq!(s.judge(3, "inactive\n").unwrap_err(), "it is inactive");
+    let off = Check::Service {
+        service: "ssh".into(),
+        active: false,
+    };
+    assert!(off.judge(3, "inactive").is_ok());
+    let r = Check::Run {
+        run: "tree --version".into(),
+        expect: Some("tree v2".into()),
+    };
+    assert!(r.judge(0, "tree v2.1.0 (c) 1996").is_ok());
+    assert!(r.judge(0, "tree v1").unwrap_err().contains("lacks"));
+    assert!(r.judge(127, "not found").unwrap_err().contains("127"));
+}
+
+#[test]
+fn builtin_checks_judge_the_guest() {
+    let want = Expected {
+        instance_id: "kiln-test-ab",
+        hostname: "kiln-test-ab",
+        image_virtual: 3 << 30,
+    };
+    let j = |b: Builtin, status, out: &str| b.judge(status, out, &want);
+    let names = builtin_checks();
+    assert_eq!(names.len(), 6);
+    assert!(j(names[0], 0, "nocloud\nkiln-test-ab\n").is_ok());
+    assert!(j(names[0], 0, "ec2\nkiln-test-ab\n")
+        .unwrap_err()
+        .contains("not nocloud"));
+    assert!(j(names[0], 0, "nocloud\ni-old\n")
+        .unwrap_err()
+        .contains("instance-id"));
+    assert!(j(names[1], 0, &format!("{}\n", 4u64 << 30)).is_ok());
+    assert!(j(names[1], 0, &format!("{}\n", 2u64 << 30))
+        .unwrap_err()
+        .contains("did not grow"));
+    let id = "0123456789abcdef0123456789abcdef";
+    assert!(j(names[2], 0, &format!("{id}\n1000\n1001\n")).is_ok());
+    assert!(j(names[2], 0, &format!("{id}\n1000\n900\n"))
+        .unwrap_err()
+        .contains("older"));
+    assert!(j(names[2], 0, "uninitialized\n1000\n1001\n").is_err());
+    assert!(j(names[3], 0, "1000\n1002\n1003\n").is_ok());
+    assert!(j(names[3], 0, "1000\n1002\n10\n")
+        .unwrap_err()
+        .contains("older"));
+    assert!(j(names[4], 0, "kiln-test-ab\n").is_ok());
+    assert!(j(names[4], 0, "golden\n").is_err());
+    assert!(j(names[5], 0, "").is_ok());
+    assert_eq!(
+        j(
+            names[5],
+            0,
+            "ssh.service loaded failed failed OpenBSD Secure Shell server\n"
+        )
+        .unwrap_err(),
+        "failed: ssh.service"
+    );
+}
+
+#[test]
+fn cloud_init_status_and_host_keys() {
+    assert_eq!(
+        judge_cloud_init(0, "status: done\n"),
+        (true, false, "status: done".into())
+    );
+    assert!(judge_cloud_init(2, "status: done\nrecoverable").1);
+    assert!(!judge_cloud_init(1, "status: error").0);
+    let console = "ec2: \n-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3 root@golden\necdsa-sha2-nistp256 AAAAE2 root@golden\n-----END SSH HOST KEY KEYS-----\n";
+    assert_eq!(
+        console_host_keys(console),
+        vec!["ssh-ed25519 AAAAC3", "ecdsa-sha2-nistp256 AAAAE2"]
+    );
+    assert_eq!(
+        known_host_keys("[127.0.0.1]:2222 ssh-ed25519 AAAAC3\n"),
+        vec!["ssh-ed25519 AAAAC3"]
+    );
+}
+
+#[test]
+fn only_ssh_connection_failures_are_retried() {
+    assert!(ssh_connection_failed(
+        255,
+        "kex_exchange_identification: read: Connection reset by peer\r\n"
+    ));
+    assert!(ssh_connection_failed(
+        255,
+        "ssh: connect to host 127.0.0.1 port 2222: Connection refused"
+    ));
+    // The remote command exited 255, or failed otherwise: a result, not a retry.
+    assert!(!ssh_connection_failed(255, "my script's own output"));
+    assert!(!ssh_connection_failed(1, "Connection refused"));
+}
+
+#[test]
+fn batched_checks_come_apart_with_their_status() {
+    let script = batch_script(&["hostname".into(), "false".into()]);
+    assert_eq!(
+        script,
+        "echo '@@kiln-check 0'; ( hostname ); echo \"@@kiln-status 0 $?\"\necho '@@kiln-check 1'; ( false ); echo \"@@kiln-status 1 $?\"\n"
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let r = split_batch(&String::from_utf8_lossy(&out.stdout), 2);
+    assert_eq!(r[0].0, 0);
+    assert!(!r[0].1.trim().is_empty());
+    assert_eq!(r[1], (1, String::new()));
+    assert_eq!(
+        split_batch("@@kiln-check 0\nx\n", 2),
+        vec![(-1, "x\n".into()), (-1, String::new())]
+    );
+}
+
+#[test]
+fn the_console_tells_a_boot_that_cannot_reach_sshd() {
+    assert!(cloud_init_finished("Cloud-init v. 22.4.2 finished at Tue, 01 Dec 2026 13:00:00 +0000. Datasource DataSourceNoCloud.  Up 60.1 seconds"));
+    assert!(!cloud_init_finished(
+        "Cloud-init v. 22.4.2 running 'modules:final'"
+    ));
+    assert!(
+        boot_failure("[  OK  ] ok\nYou are in emergency mode. After logging in, type")
+            .unwrap()
+            .contains("emergency")
+    );
+    assert!(
+        boot_failure("ALERT!  UUID=1234 does not exist.  Dropping to a shell!")
+            .unwrap()
+            .contains("root filesystem")
+    );
+    assert!(boot_failure("[  OK  ] Reached target Multi-User System").is_none());
+}
+
+#[test]
+fn ssh_uses_only_the_test_key_and_its_own_known_hosts() {
+    let v = ssh_argv(Path::new("/w/test-key"), Path::new("/w/kh"), 2222, "true");
+    assert_eq!(&v[..5], ["ssh", "-F", "/dev/null", "-i", "/w/test-key"]);
+    assert!(v.contains(&"UserKnownHostsFile=/w/kh".to_string()));
+    assert!(v.contains(&"BatchMode=yes".to_string()));
+    assert_eq!(&v[v.len() - 3..], ["kiln-test@127.0.0.1", "--", "true"]);
+}
+
+#[test]
+fn junit_names_each_check_and_its_failure() {
+    let r = Report {
+        instance_id: "i".into(),
+        hostname: "h".into(),
+        checks: vec![
+            CheckResult {
+                name: "a <b>".into(),
+                ok: true,
+                warning: false,
+                detail: String::new(),
+                seconds: 1.0,
+            },
+            CheckResult {
+                name: "c".into(),
+                ok: false,
+                warning: false,
+                detail: "it is \"inactive\"".into(),
+                seconds: 0.5,
+            },
+        ],
+        phases: vec![],
+    };
+    let x = junit_xml("debian-12-1.0", &r);
+    assert!(x.contains("tests=\"2\" failures=\"1\""), "{x}");
+    assert!(x.contains("name=\"a &lt;b&gt;\""), "{x}");
+    assert!(
+        x.contains("<failure message=\"it is &quot;inactive&quot;\"/>"),
+        "{x}"
+    );
+}
