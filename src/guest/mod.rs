@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 
 use guestfs::{AddDriveOptArgs, GlobExpandOptArgs, Handle, IsFileOptArgs};
 
+mod parse;
+
+pub use parse::*;
+
 #[derive(Debug, thiserror::Error)]
 #[error("libguestfs on {disk}: {op}: {message}")]
 pub struct GuestError {
@@ -871,70 +875,6 @@ fn quick_inspect(g: &Handle) -> Option<Found> {
 /// Names per `lstatnslist`/`readlinklist` call: well under the protocol's 4 MiB message.
 const LSTAT_BATCH: usize = 4000;
 
-/// What lstat says about one path (the fields a diff compares).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stat {
-    pub mode: u32,
-    pub uid: i64,
-    pub gid: i64,
-    pub size: i64,
-    /// Modification time in nanoseconds since the epoch.
-    pub mtime_ns: i64,
-}
-
-/// One package of an rpm database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RpmPackage {
-    pub name: String,
-    pub epoch: i32,
-    pub version: String,
-    pub release: String,
-    pub arch: String,
-    pub source: Option<String>,
-}
-
-/// One partition of the disk.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PartitionInfo {
-    pub device: String,
-    pub number: i32,
-    pub start: u64,
-    pub size: u64,
-    /// GPT type GUID or MBR type id.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// MBR active flag.
-    pub bootable: bool,
-}
-
-/// (spec, mountpoint, type, options) of fstab's entries.
-/// One /etc/passwd line that has all seven fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PasswdEntry {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: String,
-}
-
-/// The accounts of a passwd file (lines without seven fields or numeric ids are skipped).
-pub fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.len() < 7 {
-                return None;
-            }
-            Some(PasswdEntry {
-                name: f[0].to_string(),
-                uid: f[2].parse().ok()?,
-                gid: f[3].parse().ok()?,
-                home: f[5].to_string(),
-            })
-        })
-        .collect()
-}
-
 impl Guest {
     /// The guest's /etc/passwd accounts.
     pub fn passwd(&self) -> Result<Vec<PasswdEntry>, GuestError> {
@@ -944,113 +884,5 @@ impl Guest {
     }
 }
 
-pub fn fstab_entries(text: &str) -> Vec<(String, String, String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3).then(|| {
-                (
-                    f[0].to_string(),
-                    f[1].to_string(),
-                    f[2].to_string(),
-                    f.get(3).unwrap_or(&"defaults").to_string(),
-                )
-            })
-        })
-        .collect()
-}
-
-/// libguestfs 1.48's distro name and package manager for an os-release file; None for
-/// distributions kiln does not map (inspect_os decides those).
-pub fn distro_from_os_release(text: &str) -> Option<(String, String)> {
-    let get = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
-    };
-    let id = get("ID")?;
-    let major: u32 = get("VERSION_ID")
-        .and_then(|v| v.split('.').next().and_then(|m| m.parse().ok()))
-        .unwrap_or(0);
-    let rpm = |distro: &str| {
-        let pm = if major >= 8 { "dnf" } else { "yum" };
-        Some((distro.to_string(), pm.to_string()))
-    };
-    match id.as_str() {
-        "debian" | "ubuntu" | "kali" | "linuxmint" => {
-            let d = if id == "kali" {
-                "kalilinux"
-            } else {
-                id.as_str()
-            };
-            Some((d.to_string(), "apt".to_string()))
-        }
-        "fedora" => Some(("fedora".into(), "dnf".into())),
-        "rhel" | "centos" | "rocky" => rpm(&id),
-        "ol" => rpm("oraclelinux"),
-        _ => None,
-    }
-}
-
-/// Quote for a POSIX shell.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwd_lines() {
-        let p = parse_passwd("root:x:0:0:root:/root:/bin/bash\nbad line\ndave:x:1001:100::/home/dave:/bin/sh\nx:x:notanumber:0::/:/bin/sh\n");
-        assert_eq!(p.len(), 2);
-        assert_eq!(
-            p[1],
-            PasswdEntry {
-                name: "dave".into(),
-                uid: 1001,
-                gid: 100,
-                home: "/home/dave".into()
-            }
-        );
-    }
-
-    #[test]
-    fn os_release_maps_to_libguestfs_names() {
-        for (text, want) in [
-            (
-                "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
-                Some(("debian", "apt")),
-            ),
-            ("ID=\"rhel\"\nVERSION_ID=\"9.2\"\n", Some(("rhel", "dnf"))),
-            ("ID=\"centos\"\nVERSION_ID=\"7\"\n", Some(("centos", "yum"))),
-            ("ID=ol\nVERSION_ID=8.9\n", Some(("oraclelinux", "dnf"))),
-            ("ID=kali\n", Some(("kalilinux", "apt"))),
-            ("ID=nixos\n", None),
-            ("NAME=x\n", None),
-        ] {
-            assert_eq!(
-                distro_from_os_release(text),
-                want.map(|(d, p)| (d.to_string(), p.to_string())),
-                "{text}"
-            );
-        }
-    }
-
-    #[test]
-    fn fstab_entries_skip_comments_and_default_options() {
-        let e = fstab_entries(
-            "# comment\nUUID=abc / ext4 errors=remount-ro 0 1\n\n/dev/sr0 /media/cdrom0 udf,iso9660 user,noauto 0 0\ntmpfs /tmp tmpfs\n",
-        );
-        assert_eq!(e.len(), 3);
-        assert_eq!(
-            e[0],
-            (
-                "UUID=abc".into(),
-                "/".into(),
-                "ext4".into(),
-                "errors=remount-ro".into()
-            )
-        );
-        assert_eq!(e[2].3, "defaults");
-    }
-}
+mod tests;
