@@ -1,0 +1,283 @@
+//! The host reader: raw and qcow2 images with ext2/3/4 read in-process (`diskread` for the
+//! container and partitions, ext4-view for the filesystems), nothing mounted or booted.
+
+use super::*;
+
+/// The host reader's view: ext2/3/4 filesystems mounted by mountpoint (longest first).
+pub struct HostView {
+    mounts: Vec<(String, ext4_view::Ext4)>,
+}
+
+impl HostView {
+    fn at<'a>(&'a self, path: &'a str) -> Option<(&'a ext4_view::Ext4, String)> {
+        self.mounts.iter().find_map(|(mp, fs)| {
+            let rest = if mp == "/" {
+                Some(path)
+            } else {
+                path.strip_prefix(mp.as_str())
+                    .filter(|r| r.is_empty() || r.starts_with('/'))
+            }?;
+            Some((
+                fs,
+                if rest.is_empty() {
+                    "/".into()
+                } else {
+                    rest.into()
+                },
+            ))
+        })
+    }
+}
+
+impl HostView {
+    /// (mode, uid, gid, size, mtime in ns) without following a final symlink.
+    pub fn lstat(&self, path: &str) -> Option<(u32, i64, i64, i64, i64)> {
+        let (fs, p) = self.at(path)?;
+        let m = fs.symlink_metadata(p.as_str()).ok()?;
+        let t = m.modified();
+        Some((
+            m.mode() as u32 & 0o7777 | kind_bits(&m),
+            m.uid() as i64,
+            m.gid() as i64,
+            m.len() as i64,
+            t.seconds() * 1_000_000_000 + t.nanoseconds() as i64,
+        ))
+    }
+
+    /// SHA-256 of a regular file, read in 1 MiB pieces.
+    pub fn sha256(&self, path: &str) -> Result<String, String> {
+        use sha2::Digest;
+        let (fs, p) = self.at(path).ok_or_else(|| format!("{path}: not found"))?;
+        let mut f = fs.open(p.as_str()).map_err(|e| format!("{path}: {e}"))?;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read_bytes(&mut buf).map_err(|e| format!("{path}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+}
+
+/// ext4-view's mode has the permission bits; the type bits come from the file type.
+fn kind_bits(m: &ext4_view::Metadata) -> u32 {
+    let t = m.file_type();
+    if t.is_dir() {
+        0o040000
+    } else if t.is_symlink() {
+        0o120000
+    } else if t.is_regular_file() {
+        0o100000
+    } else {
+        0o010000
+    }
+}
+
+impl View for HostView {
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        let (fs, p) = self.at(path)?;
+        fs.read(p.as_str()).ok()
+    }
+    fn list(&self, dir: &str) -> Vec<String> {
+        let Some((fs, p)) = self.at(dir) else {
+            return Vec::new();
+        };
+        let Ok(rd) = fs.read_dir(p.as_str()) else {
+            return Vec::new();
+        };
+        rd.filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().as_str().ok().map(String::from))
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    }
+    fn readlink(&self, path: &str) -> Option<String> {
+        let (fs, p) = self.at(path)?;
+        fs.read_link(p.as_str())
+            .ok()
+            .map(|t| t.display().to_string())
+    }
+    fn is_symlink(&self, path: &str) -> bool {
+        self.at(path)
+            .and_then(|(fs, p)| fs.symlink_metadata(p.as_str()).ok())
+            .is_some_and(|m| m.is_symlink())
+    }
+    fn exists(&self, path: &str) -> bool {
+        self.at(path)
+            .is_some_and(|(fs, p)| fs.exists(p.as_str()).unwrap_or(false))
+    }
+}
+
+/// Inspect without an appliance: a raw or qcow2 image whose filesystems are all ext2/3/4 (or
+/// swap, or empty BIOS boot partitions), read in-process by ext4-view (pure Rust, read-only:
+/// the image's bytes are parsed by memory-safe code, nothing is mounted or run). An error
+/// means "use libguestfs" (another format or filesystem, LVM, an rpm database, no single
+/// root), not that the image is bad.
+pub fn read_host(image: &std::path::Path) -> Result<Report, String> {
+    let (view, facts) = open_host(image)?;
+    let kernels = glob(&view, "/boot/vmlinuz-*")
+        .into_iter()
+        .filter_map(|k| k.strip_prefix("/boot/vmlinuz-").map(String::from))
+        .collect();
+    let read_text = |p: &str| {
+        view.read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+    };
+    let inv = inventory::from_files(&read_text, kernels);
+    Ok(report(&view, facts, inv))
+}
+
+/// The host reader's view of an image and its disk facts (see `read_host` for what it
+/// refuses).
+pub fn open_host(image: &std::path::Path) -> Result<(HostView, DiskFacts), String> {
+    use crate::diskread::{self, Slice};
+    let disk = diskread::open(image).map_err(|e| e.to_string())?;
+    let mut head = vec![0u8; 34 * 512];
+    disk.read_at(0, &mut head).map_err(|e| e.to_string())?;
+    let (table, parts) = match diskread::partitions(&head) {
+        Some((t, p)) => (Some(t), p),
+        None => (None, Vec::new()),
+    };
+    let slices: Vec<(String, Slice, Option<&diskread::Part>)> = if parts.is_empty() {
+        vec![(
+            "/dev/sda".to_string(),
+            Slice {
+                disk: disk.clone(),
+                start: 0,
+                len: disk.size(),
+            },
+            None,
+        )]
+    } else {
+        parts
+            .iter()
+            .map(|p| {
+                (
+                    format!("/dev/sda{}", p.number),
+                    Slice {
+                        disk: disk.clone(),
+                        start: p.start,
+                        len: p.size.min(disk.size().saturating_sub(p.start)),
+                    },
+                    Some(p),
+                )
+            })
+            .collect()
+    };
+    let mut filesystems = Vec::new();
+    let mut ext4s: Vec<(String, Slice)> = Vec::new();
+    for (dev, slice, part) in &slices {
+        let mut sb = vec![0u8; 2048];
+        slice.read_at(0, &mut sb).map_err(|e| e.to_string())?;
+        if let Some((uuid, label, size, used)) = diskread::ext4_superblock(&sb[1024..]) {
+            filesystems.push(Filesystem {
+                device: dev.clone(),
+                fstype: "ext4".into(),
+                uuid,
+                label,
+                mountpoint: None,
+                size: Some(size),
+                used: Some(used),
+            });
+            ext4s.push((dev.clone(), slice.clone()));
+        } else if sb[..4096.min(sb.len())]
+            .windows(10)
+            .any(|w| w == b"SWAPSPACE2")
+        {
+            filesystems.push(Filesystem {
+                device: dev.clone(),
+                fstype: "swap".into(),
+                uuid: String::new(),
+                label: String::new(),
+                mountpoint: None,
+                size: None,
+                used: None,
+            });
+        } else if part.is_some_and(|p| p.kind == BIOS_BOOT_GUID) {
+        } else {
+            return Err(format!("{dev}: not an ext2/3/4 filesystem"));
+        }
+    }
+    let mut loaded: Vec<(String, ext4_view::Ext4)> = Vec::new();
+    for (dev, slice) in ext4s {
+        let fs = ext4_view::Ext4::load(Box::new(slice)).map_err(|e| format!("{dev}: {e}"))?;
+        loaded.push((dev, fs));
+    }
+    let roots: Vec<usize> = loaded
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, fs))| {
+            fs.exists("/etc/os-release").unwrap_or(false)
+                || fs.exists("/usr/lib/os-release").unwrap_or(false)
+        })
+        .filter(|(_, (_, fs))| fs.exists("/etc/fstab").unwrap_or(false))
+        .map(|(i, _)| i)
+        .collect();
+    let [root] = roots[..] else {
+        return Err(format!("{} operating system roots", roots.len()));
+    };
+    let text = |fs: &ext4_view::Ext4, p: &str| fs.read_to_string(p).ok();
+    let osr = text(&loaded[root].1, "/etc/os-release")
+        .or_else(|| text(&loaded[root].1, "/usr/lib/os-release"))
+        .unwrap_or_default();
+    let Some((_, package_management)) = crate::guest::distro_from_os_release(&osr) else {
+        return Err("a distribution kiln does not map".into());
+    };
+    if package_management != "apt" {
+        return Err("an rpm database (read through libguestfs)".into());
+    }
+    let fstab_text = text(&loaded[root].1, "/etc/fstab").unwrap_or_default();
+    let mut mounts = vec![("/".to_string(), root)];
+    for (spec, mp, ty, _) in crate::guest::fstab_entries(&fstab_text) {
+        if mp == "/" || ty == "swap" || ["proc", "sysfs", "tmpfs", "devpts"].contains(&ty.as_str())
+        {
+            continue;
+        }
+        let found = filesystems.iter().position(|f| match spec.split_once('=') {
+            Some(("UUID", u)) => f.uuid.eq_ignore_ascii_case(u),
+            Some(("LABEL", l)) => f.label == l,
+            _ => false,
+        });
+        match found.and_then(|i| loaded.iter().position(|(d, _)| *d == filesystems[i].device)) {
+            Some(i) => mounts.push((mp, i)),
+            // A filesystem the host reader cannot open, or one that is missing: libguestfs
+            // decides (it reports the missing one the same way).
+            None => return Err(format!("fstab's {mp}: not an ext4 filesystem of this disk")),
+        }
+    }
+    for (mp, i) in &mounts {
+        if let Some(f) = filesystems.iter_mut().find(|f| f.device == loaded[*i].0) {
+            f.mountpoint = Some(mp.clone());
+        }
+    }
+    mounts.sort_by_key(|(mp, _)| std::cmp::Reverse(mp.len()));
+    let mut by_index: Vec<Option<ext4_view::Ext4>> =
+        loaded.into_iter().map(|(_, fs)| Some(fs)).collect();
+    let mut view = HostView { mounts: Vec::new() };
+    for (mp, i) in mounts {
+        // A filesystem mounted twice is read through its first mountpoint only.
+        if let Some(fs) = by_index[i].take() {
+            view.mounts.push((mp, fs));
+        }
+    }
+    let facts = DiskFacts {
+        partition_table: table,
+        partitions: parts
+            .iter()
+            .map(|p| PartitionInfo {
+                device: format!("/dev/sda{}", p.number),
+                number: p.number,
+                start: p.start,
+                size: p.size,
+                kind: p.kind.clone(),
+                bootable: p.bootable,
+            })
+            .collect(),
+        filesystems,
+        mbr_grub: head[..512].windows(4).any(|w| w == b"GRUB"),
+        package_management,
+    };
+    Ok((view, facts))
+}
