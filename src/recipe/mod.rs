@@ -6,6 +6,7 @@ pub mod model;
 mod publish;
 pub mod schema_check;
 mod source;
+mod steps;
 pub mod values;
 pub mod yaml;
 
@@ -301,59 +302,7 @@ impl Resolver<'_> {
             }
         };
 
-        // Variables: element defaults < recipe < --var.
-        let mut vars = BTreeMap::new();
-        for el in &loaded {
-            vars.extend(el.file.vars.clone());
-        }
-        vars.extend(r.vars.clone());
-        for (k, v) in overrides {
-            if let Err(m) = values::check_var(v) {
-                self.errors.push(Diagnostic {
-                    file: PathBuf::from("--var"),
-                    line: 1,
-                    column: 1,
-                    message: format!("{k}: {m}"),
-                });
-            }
-            if !vars.contains_key(k) {
-                let known: Vec<&str> = vars.keys().map(String::as_str).collect();
-                let hint = suggest(k, known.iter().copied())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                self.errors.push(Diagnostic {
-                    file: PathBuf::from("--var"),
-                    line: 1,
-                    column: 1,
-                    message: format!(
-                        "unknown variable `{k}`{hint}: declare it under `vars:` in the recipe"
-                    ),
-                });
-            }
-            vars.insert(k.clone(), v.clone());
-        }
-
-        // The host name goes into meta-data, answer files and the guest's /etc/hostname.
-        if let Some(h) = vars.get("hostname") {
-            if let Err(m) = values::hostname(h) {
-                if overrides.iter().any(|(k, _)| k == "hostname") {
-                    self.errors.push(Diagnostic {
-                        file: PathBuf::from("--var"),
-                        line: 1,
-                        column: 1,
-                        message: format!("hostname: {m}"),
-                    });
-                } else if r.vars.contains_key("hostname") {
-                    self.err("/vars/hostname", m);
-                } else if let Some(el) = loaded
-                    .iter()
-                    .rev()
-                    .find(|e| e.file.vars.contains_key("hostname"))
-                {
-                    self.errors.push(el.doc.diag("/vars/hostname", m));
-                }
-            }
-        }
+        let vars = self.variables(&r, &loaded, overrides);
         let source = match &r.source.installer {
             Some(_) if r.source.image.is_some() || r.source.bootstrap.is_some() => {
                 self.err(
@@ -365,180 +314,12 @@ impl Resolver<'_> {
             Some(inst) => self.installer(inst, &loaded, &vars),
             None => self.source(&r, &loaded),
         };
-        // cloud-init runs the provisioning steps in the build VM and is what the golden image is
-        // configured for (the cloud-init stage): a base known to lack it would boot and wait
-        // for nothing until vm.timeout. Image sources are checked before their first boot.
-        let has = |pkgs: &[String]| pkgs.iter().any(|p| p == "cloud-init");
-        match &source {
-            Some(SourcePlan::Bootstrap(b)) if !has(&b.packages) => self.err(
-                "/source/bootstrap",
-                "the bootstrapped disk would have no cloud-init, which runs the provisioning \
-                 steps and which the golden image is configured for: add the `cloud-init` \
-                 element (or cloud-init to source.bootstrap.packages)",
-            ),
-            Some(SourcePlan::Installer(i))
-                if i.kind != AnswerKind::Autoinstall && !has(&i.answers.packages) =>
-            {
-                self.err(
-                    "/source/installer",
-                    "the installed system would have no cloud-init, which runs the \
-                     provisioning steps and which the golden image is configured for: add the \
-                     `cloud-init` element (or cloud-init to source.installer.packages)",
-                )
-            }
-            _ => {}
-        }
+        self.require_cloud_init(source.as_ref());
         let vm = self.vm(&r.vm);
 
-        // Provisioning: element packages (image sources only), element steps, recipe steps.
-        let mut provision = Vec::new();
-        if matches!(source, Some(SourcePlan::Image { .. })) {
-            let pkgs = dedup(loaded.iter().flat_map(|e| e.file.packages.iter().cloned()));
-            if !pkgs.is_empty() {
-                provision.push(ProvisionStep::Packages(pkgs));
-            }
-        }
-        for el in &loaded {
-            for (i, s) in el.file.provision.iter().enumerate() {
-                if let Some(step) = step(
-                    s,
-                    &el.dir,
-                    &el.doc,
-                    &format!("/provision/{i}"),
-                    &mut self.errors,
-                ) {
-                    provision.push(step);
-                }
-            }
-        }
-        for (i, s) in r.provision.iter().enumerate() {
-            let dir = self.dir.clone();
-            if let Some(step) = step(
-                s,
-                &dir,
-                self.doc,
-                &format!("/provision/{i}"),
-                &mut self.errors,
-            ) {
-                provision.push(step);
-            }
-        }
-
-        // cloud-init: later settings override earlier ones.
-        let mut ci = CloudInit::default();
-        for c in loaded
-            .iter()
-            .map(|e| &e.file.cloud_init)
-            .chain([&r.cloud_init])
-        {
-            if c.datasources.is_some() {
-                ci.datasources = c.datasources.clone();
-            }
-            if c.default_user.is_some() {
-                ci.default_user = c.default_user.clone();
-            }
-        }
-        let datasources = ci
-            .datasources
-            .unwrap_or_else(|| DEFAULT_DATASOURCES.iter().map(|s| s.to_string()).collect());
-        for (i, d) in datasources.iter().enumerate() {
-            if let Err(m) = values::datasource(d) {
-                if r.cloud_init
-                    .datasources
-                    .as_ref()
-                    .is_some_and(|l| l.contains(d))
-                {
-                    self.err(&format!("/cloud_init/datasources/{i}"), m);
-                } else if let Some(el) = loaded.iter().find(|e| {
-                    e.file
-                        .cloud_init
-                        .datasources
-                        .as_ref()
-                        .is_some_and(|l| l.contains(d))
-                }) {
-                    self.errors.push(el.doc.diag("/cloud_init/datasources", m));
-                }
-            }
-        }
-        if datasources.is_empty() {
-            self.err(
-                "/cloud_init/datasources",
-                "expected at least one datasource",
-            );
-        }
-
-        // Sysprep: element words, then the recipe's; `defaults` when nobody said anything.
-        let mut words: Vec<(String, String)> = Vec::new(); // (word, pointer-ish origin)
-        for el in &loaded {
-            words.extend(el.file.sysprep.iter().map(|w| (w.clone(), el.name.clone())));
-        }
-        if let Some(s) = &r.sysprep {
-            words.extend(
-                s.operations
-                    .iter()
-                    .enumerate()
-                    .map(|(i, w)| (w.clone(), format!("/sysprep/operations/{i}"))),
-            );
-        }
-        if words.is_empty() {
-            words.push(("defaults".into(), "/sysprep".into()));
-        }
-        let plain: Vec<String> = words.iter().map(|(w, _)| w.clone()).collect();
-        let sysprep = match crate::sysprep::resolve(&plain) {
-            Ok(ops) => ops,
-            Err(errs) => {
-                for (i, msg) in errs {
-                    let origin = &words[i].1;
-                    if origin.starts_with('/') {
-                        self.err(origin, msg);
-                    } else if let Some(el) = loaded.iter().find(|e| &e.name == origin) {
-                        let at = el
-                            .file
-                            .sysprep
-                            .iter()
-                            .position(|w| w == &words[i].0)
-                            .unwrap_or(0);
-                        self.errors
-                            .push(el.doc.diag(&format!("/sysprep/{at}"), msg));
-                    }
-                }
-                Vec::new()
-            }
-        };
-
-        // Customize steps: elements' first (paths relative to each element), then the recipe's.
-        let mut customize = Vec::new();
-        for el in &loaded {
-            customize.extend(customize_steps(
-                &el.file.customize,
-                &el.dir,
-                &el.doc,
-                &mut self.errors,
-            ));
-        }
-        customize.extend(customize_steps(
-            &r.customize,
-            &self.dir,
-            self.doc,
-            &mut self.errors,
-        ));
-        let sp = r.sysprep.clone().unwrap_or_default();
-        let sysprep_options = crate::plan::SysprepOptions {
-            remove_user_accounts: sp.remove_user_accounts,
-            keep_user_accounts: sp.keep_user_accounts,
-            scripts: sp.scripts,
-            customize,
-        };
-        if !sysprep_options.customize.is_empty()
-            && !sysprep.is_empty()
-            && !sysprep.contains(&"customize")
-        {
-            self.err(
-                "/customize",
-                "customize steps are given but the sysprep operation `customize` is disabled",
-            );
-        }
-
+        let provision = self.provision(&r, source.as_ref(), &loaded);
+        let cloud_init = self.cloud_init(&r, &loaded);
+        let (sysprep, sysprep_options) = self.sysprep(&r, &loaded);
         let outputs = self.outputs(&r.outputs);
         let templates = self.templates(&r.templates);
 
@@ -555,27 +336,7 @@ impl Resolver<'_> {
             }
             return (None, self.errors);
         };
-        let cache_max_age_secs = match &r.cache.max_age {
-            None => None,
-            Some(d) => match parse_max_age(d) {
-                Ok(s) => Some(s),
-                Err(m) => {
-                    self.err("/cache/max_age", m);
-                    None
-                }
-            },
-        };
-        let cache_remote =
-            r.cache
-                .remote
-                .clone()
-                .filter(|u| match crate::remotecache::parse_url(u) {
-                    Ok(_) => true,
-                    Err(m) => {
-                        self.err("/cache/remote", m);
-                        false
-                    }
-                });
+        let (cache_max_age_secs, cache_remote) = self.cache(&r.cache);
         let test = self.test_checks(&r.test);
         let plan = Plan {
             test,
@@ -598,10 +359,7 @@ impl Resolver<'_> {
             source,
             vm,
             provision,
-            cloud_init: CloudInitPlan {
-                datasources,
-                default_user: ci.default_user,
-            },
+            cloud_init,
             sysprep,
             sysprep_options,
             outputs,
