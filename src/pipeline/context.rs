@@ -54,6 +54,18 @@ pub struct BaseDisk {
     pub virtual_size: u64,
 }
 
+/// The libguestfs unit (cloud-init, customize, sysprep: one launch, one cache entry), handed
+/// from the cloud-init stage to the sysprep stage as one value.
+#[derive(Default)]
+pub struct GuestfsSession {
+    /// The appliance: None once sysprep closed it, or when the unit was reused.
+    pub guest: Option<Guest>,
+    /// The key this build makes (held locked), committed by the sysprep stage.
+    pub slot: Option<super::cached::Slot>,
+    /// Reused from the stage cache: the sysprep stage has nothing left to do.
+    pub reused: bool,
+}
+
 /// Installer media in the cache (or in place), verified.
 #[derive(Debug, Clone, Default)]
 pub struct InstallMedia {
@@ -104,10 +116,6 @@ pub struct BuildContext {
     /// The key of the last result in the chain so far (the base disk's, then each cached
     /// stage's); None once a stage cannot be cached (nothing after it is, either).
     pub chain: Option<crate::stagecache::Key>,
-    /// The libguestfs stages (cloud-init and sysprep) were reused as one.
-    pub guestfs_reused: bool,
-    /// Their key while they run (held locked), committed at the end of sysprep.
-    pub guestfs_pending: Option<(crate::stagecache::Key, crate::stagecache::KeyLock)>,
     held: Vec<Held>,
     current_stage: &'static str,
 
@@ -121,7 +129,8 @@ pub struct BuildContext {
     pub engine: Option<crate::vocab::Engine>,
     pub libvirt: Option<Libvirt>,
     pub domain: Option<String>,
-    pub guest: Option<Guest>,
+    /// The one libguestfs launch the cloud-init and sysprep stages share.
+    pub guestfs: Option<GuestfsSession>,
     pub outputs: Vec<crate::convert::Converted>,
     /// Sizes of the build disk the outputs were converted from.
     pub source_disk: Option<crate::convert::SourceSizes>,
@@ -280,8 +289,6 @@ impl BuildContext {
             refresh: false,
             lookups_off: false,
             chain: None,
-            guestfs_reused: false,
-            guestfs_pending: None,
             held: Vec::new(),
             current_stage: "build",
             base: None,
@@ -290,7 +297,7 @@ impl BuildContext {
             engine: None,
             libvirt: None,
             domain: None,
-            guest: None,
+            guestfs: None,
             outputs: Vec::new(),
             source_disk: None,
             jobs: crate::convert::default_jobs(),

@@ -2,6 +2,7 @@
 //! stages run in order until one fails or the build is cancelled, then every stage that
 //! started is cleaned up in reverse order, the failed one included.
 
+pub mod cached;
 pub mod context;
 pub mod describe;
 mod remote;

@@ -5,7 +5,8 @@
 use anyhow::{bail, Context as _};
 
 use crate::guest::Guest;
-use crate::pipeline::context::BuildContext;
+use crate::pipeline::cached::{self, GuestfsResult, Lookup};
+use crate::pipeline::context::{BuildContext, GuestfsSession};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 use crate::plan::CloudInitPlan;
@@ -44,6 +45,11 @@ pub fn config_text(ci: &CloudInitPlan) -> String {
     s
 }
 
+/// The appliance stays open for the sysprep stage (or, after a failure, for cleanup).
+fn keep(ctx: &mut BuildContext, g: Guest) {
+    ctx.guestfs.get_or_insert_with(Default::default).guest = Some(g);
+}
+
 impl Stage<BuildContext> for CloudInitStage {
     fn name(&self) -> &'static str {
         "cloud-init"
@@ -55,24 +61,27 @@ impl Stage<BuildContext> for CloudInitStage {
             Some(prev) => crate::stagecache::guestfs_key(&ctx.plan, &prev)?,
             None => None,
         };
-        if let (Some(k), Some(store)) = (&key, ctx.cache.clone()) {
-            let lock = store.lock(k, "cloud-init")?;
-            if let Some(e) = ctx.cache_get(k) {
-                let d = &e.meta.data;
-                ctx.sysprep_removed =
-                    serde_json::from_value(d["sysprep_removed"].clone()).unwrap_or_default();
-                ctx.sparsify = serde_json::from_value(d["sparsify"].clone()).ok();
-                ctx.tools.libguestfs = d["libguestfs"].as_str().unwrap_or_default().to_string();
-                ctx.inventory = serde_json::from_value(d["inventory"].clone()).ok();
+        let slot = match ctx.cache_lookup::<GuestfsResult>(cached::GUESTFS, key, &|_, _| true)? {
+            Lookup::Hit(e, r) => {
+                ctx.sysprep_removed = r.sysprep_removed;
+                ctx.sparsify = r.sparsify;
+                ctx.tools.libguestfs = r.libguestfs;
+                ctx.inventory = r.inventory;
                 ctx.disk = Some(e.file("disk.qcow2"));
-                ctx.guestfs_reused = true;
-                ctx.chain = Some(k.clone());
-                ctx.note_cache("cloud-init", k, true);
-                ctx.note_cache("sysprep", k, true);
+                ctx.guestfs = Some(GuestfsSession {
+                    reused: true,
+                    ..Default::default()
+                });
                 return Ok(());
             }
-            ctx.guestfs_pending = Some((k.clone(), lock));
-        }
+            Lookup::Miss(slot) => slot,
+        };
+        // The chain goes on only once the unit is committed.
+        ctx.chain = None;
+        ctx.guestfs = Some(GuestfsSession {
+            slot,
+            ..Default::default()
+        });
         let disk = ctx.disk.clone().context("no build disk")?;
         let engine = ctx.engine()?;
         let tcg = engine.is_tcg();
@@ -103,11 +112,11 @@ impl Stage<BuildContext> for CloudInitStage {
                 .to_string()
         };
         if status != "ok" {
-            ctx.guest = Some(g);
+            keep(ctx, g);
             bail!("provisioning did not complete: {status}; see console.log");
         }
         if !g.exists("/usr/bin/cloud-init")? {
-            ctx.guest = Some(g);
+            keep(ctx, g);
             bail!("cloud-init is not installed in the image (add the `cloud-init` element or install it in a provisioning step)");
         }
         g.write(CONFIG_PATH, config_text(&ctx.plan.cloud_init).as_bytes())?;
@@ -121,15 +130,14 @@ impl Stage<BuildContext> for CloudInitStage {
             "cloud-init: datasources [{}] written to {CONFIG_PATH}; {removed} state entries removed",
             ctx.plan.cloud_init.datasources.join(", ")
         );
-        ctx.guest = Some(g);
+        keep(ctx, g);
         Ok(())
     }
 
     fn cleanup(&mut self, ctx: &mut BuildContext, _outcome: Outcome) -> anyhow::Result<()> {
-        // Normally sysprep closes the appliance; after a failure, drop it (closing kills it).
-        if let Some(g) = ctx.guest.take() {
-            drop(g);
-        }
+        // Normally sysprep closes the appliance; after a failure, drop it (closing kills it)
+        // and the key it would have made.
+        ctx.guestfs = None;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use anyhow::{bail, Context as _};
 use crate::installer::{self, CpioFile};
 use crate::libvirt::console::EmulatorDied;
 use crate::libvirt::domain::{Disk, DomainSpec, KernelBoot};
+use crate::pipeline::cached::{self, Lookup};
 use crate::pipeline::context::{BaseDisk, BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
@@ -38,12 +39,8 @@ impl Stage<BuildContext> for InstallStage {
             crate::stagecache::install_key(&ctx.plan, &files, &ctx.cache_dir).map_err(|e| {
                 anyhow::anyhow!("identifying the installer media for the stage cache: {e}")
             })?;
-        let _lock = match (&key, &ctx.cache) {
-            (Some(k), Some(store)) => Some(store.lock(k, "install")?),
-            _ => None,
-        };
-        if let Some(k) = &key {
-            if let Some(e) = ctx.cache_get(k) {
+        let slot = match ctx.cache_lookup::<cached::Files>(cached::INSTALL, key, &|_, _| true)? {
+            Lookup::Hit(e, _) => {
                 let disk = e.file("disk.qcow2");
                 let info = crate::qemu_img::info(&disk, &ctx.cancel)?;
                 ctx.base = Some(BaseDisk {
@@ -51,38 +48,21 @@ impl Stage<BuildContext> for InstallStage {
                     format: "qcow2".into(),
                     virtual_size: info.virtual_size,
                 });
-                ctx.chain = Some(k.clone());
-                ctx.note_cache("install", k, true);
                 return Ok(());
             }
-        }
+            Lookup::Miss(slot) => slot,
+        };
         install(ctx, &inst, &media)?;
-        if let (Some(k), Some(store)) = (key, ctx.cache.clone()) {
+        if let Some(slot) = slot {
             let base = ctx.base.clone().context("no installed disk")?;
-            ctx.cache_replacing(&k);
-            let entry = match store.commit(
-                "install",
-                &k,
-                None,
-                &[(base.path.clone(), "disk.qcow2")],
-                serde_json::json!({}),
-            ) {
-                Ok(e) => e,
-                Err(e) => {
-                    // A cache that cannot take it (full, read-only) costs caching, not the build.
-                    tracing::warn!(
-                        "stage cache: the installed disk was not stored ({e}); going on without it"
-                    );
-                    return Ok(());
-                }
-            };
-            ctx.forget(&Resource::File(base.path));
-            ctx.base = Some(BaseDisk {
-                path: entry.file("disk.qcow2"),
-                ..base
-            });
-            ctx.chain = Some(k.clone());
-            ctx.note_cache("install", &k, false);
+            let files = [(base.path.clone(), "disk.qcow2")];
+            if let Some(entry) = ctx.cache_commit(slot, None, &files, &cached::Files {}) {
+                ctx.forget(&Resource::File(base.path.clone()));
+                ctx.base = Some(BaseDisk {
+                    path: entry.file("disk.qcow2"),
+                    ..base
+                });
+            }
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use crate::libvirt::console::{
     rand_bytes, wait_for_poweroff, EmulatorDied, NotStarted, CLOUD_INIT_GRACE,
 };
 use crate::libvirt::domain::KernelBoot;
+use crate::pipeline::cached::{self, Lookup};
 use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
@@ -37,21 +38,15 @@ impl Stage<BuildContext> for ProvisionStage {
             )?),
             None => None,
         };
-        let _lock = match (&key, &ctx.cache) {
-            (Some(k), Some(store)) => Some(store.lock(k, "provision")?),
-            _ => None,
+        let slot = match ctx
+            .cache_lookup::<cached::Files>(cached::PROVISION, key, &|ctx, e| !expired(ctx, e))?
+        {
+            Lookup::Hit(e, _) => return top_overlay(ctx, &e.file("disk.qcow2")),
+            Lookup::Miss(slot) => slot,
         };
-        if let Some(k) = &key {
-            if let Some(e) = ctx.cache_get(k).filter(|e| !expired(ctx, e)) {
-                top_overlay(ctx, &e.file("disk.qcow2"))?;
-                ctx.chain = Some(k.clone());
-                ctx.note_cache("provision", k, true);
-                return Ok(());
-            }
-        }
         ctx.chain = None;
         provision(ctx, &base)?;
-        let (Some(k), Some(store)) = (key, ctx.cache.clone()) else {
+        let Some(slot) = slot else {
             return Ok(());
         };
         // Commit: the overlay goes into the store (backed by the base itself, not the VM's
@@ -63,27 +58,11 @@ impl Stage<BuildContext> for ProvisionStage {
             &ctx.cancel,
         )
         .context("pointing the build disk at the cached base")?;
-        ctx.cache_replacing(&k);
-        let entry = match store.commit(
-            "provision",
-            &k,
-            None,
-            &[(disk.clone(), "disk.qcow2")],
-            serde_json::json!({}),
-        ) {
-            Ok(e) => e,
-            Err(e) => {
-                // A cache that cannot take it (full, read-only) costs caching, not the build.
-                tracing::warn!(
-                    "stage cache: the provisioned disk was not stored ({e}); going on without it"
-                );
-                return Ok(());
-            }
-        };
-        ctx.forget(&Resource::File(disk));
-        top_overlay(ctx, &entry.file("disk.qcow2"))?;
-        ctx.chain = Some(k.clone());
-        ctx.note_cache("provision", &k, false);
+        let files = [(disk.clone(), "disk.qcow2")];
+        if let Some(entry) = ctx.cache_commit(slot, None, &files, &cached::Files {}) {
+            ctx.forget(&Resource::File(disk));
+            top_overlay(ctx, &entry.file("disk.qcow2"))?;
+        }
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 
 use anyhow::Context as _;
 
+use crate::pipeline::cached::GuestfsResult;
 use crate::pipeline::context::BuildContext;
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
@@ -18,14 +19,18 @@ impl Stage<BuildContext> for SysprepStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        if ctx.guestfs_reused {
+        let mut session = ctx
+            .guestfs
+            .take()
+            .context("no libguestfs session from the cloud-init stage")?;
+        if session.reused {
             tracing::info!("sysprep: reused with the cloud-init stage's cache entry");
             return Ok(());
         }
-        let g = ctx
+        let g = session
             .guest
             .take()
-            .context("no libguestfs session from the cloud-init stage")?;
+            .context("no libguestfs appliance from the cloud-init stage")?;
         let disk = ctx.disk.clone().context("no build disk")?;
         let before = crate::manifest::allocated(&disk);
         let ops = ctx.plan.sysprep.clone();
@@ -60,7 +65,8 @@ impl Stage<BuildContext> for SysprepStage {
             ctx.secrets.extend(secrets);
         }
         if let Err((op, e)) = result {
-            ctx.guest = Some(g);
+            session.guest = Some(g);
+            ctx.guestfs = Some(session);
             return Err(anyhow::Error::new(e).context(format!("sysprep operation {op}")));
         }
         // The inventory in the same launch: what the SBOM lists.
@@ -87,45 +93,30 @@ impl Stage<BuildContext> for SysprepStage {
             allocated_after: after,
         });
         // Commit the libguestfs stages' disk (an overlay over the provisioned entry).
-        if let (Some((k, _lock)), Some(store)) = (ctx.guestfs_pending.take(), ctx.cache.clone()) {
+        if let Some(slot) = session.slot.take() {
             let prev = ctx
                 .records
                 .iter()
                 .find(|r| r.name == "provision")
                 .and_then(|r| r.key.clone())
                 .map(crate::stagecache::Key);
-            let data = serde_json::json!({
-                "sysprep_removed": ctx.sysprep_removed,
-                "sparsify": ctx.sparsify,
-                "libguestfs": ctx.tools.libguestfs,
-                "inventory": ctx.inventory,
-            });
-            ctx.cache_replacing(&k);
-            let entry = match store.commit(
-                "guestfs",
-                &k,
-                prev.as_ref(),
-                &[(disk.clone(), "disk.qcow2")],
-                data,
-            ) {
-                Ok(e) => e,
-                Err(e) => {
-                    // A cache that cannot take it (full, read-only) costs caching, not the build.
-                    tracing::warn!("stage cache: the sysprepped disk was not stored ({e}); going on without it");
-                    return Ok(());
-                }
+            let result = GuestfsResult {
+                sysprep_removed: ctx.sysprep_removed.clone(),
+                sparsify: ctx.sparsify.clone(),
+                libguestfs: ctx.tools.libguestfs.clone(),
+                inventory: ctx.inventory.clone(),
             };
-            ctx.forget(&crate::pipeline::context::Resource::File(disk));
-            ctx.disk = Some(entry.file("disk.qcow2"));
-            ctx.chain = Some(k.clone());
-            ctx.note_cache("cloud-init", &k, false);
-            ctx.note_cache("sysprep", &k, false);
+            let files = [(disk.clone(), "disk.qcow2")];
+            if let Some(entry) = ctx.cache_commit(slot, prev.as_ref(), &files, &result) {
+                ctx.forget(&crate::pipeline::context::Resource::File(disk));
+                ctx.disk = Some(entry.file("disk.qcow2"));
+            }
         }
         Ok(())
     }
 
     fn cleanup(&mut self, ctx: &mut BuildContext, _outcome: Outcome) -> anyhow::Result<()> {
-        ctx.guest.take();
+        ctx.guestfs = None;
         Ok(())
     }
 }
