@@ -1,14 +1,9 @@
-//! The one stage-cache protocol every cached stage follows: lock the stage's key, look it up
-//! (in the local store, then on the remote), hand back its typed result, or, after the stage
-//! ran, commit its files and typed result; the manifest notes the key and whether it was
-//! reused. Stages describe themselves with a [`Unit`] and never talk to the store directly.
+//! What the stage-cache protocol (`protocol.rs`) works with: each cached stage's [`Unit`], its
+//! typed results, the slot of a key being made and what a look-up found. Stages describe
+//! themselves with a unit and never talk to the store directly.
 
-use std::path::PathBuf;
-
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::context::BuildContext;
 use crate::stagecache::{Entry, Key, KeyLock};
 
 /// What a cached stage is to the protocol.
@@ -71,7 +66,7 @@ pub struct GuestfsResult {
 pub struct Slot {
     pub unit: Unit,
     pub key: Key,
-    _lock: Option<KeyLock>,
+    pub(super) _lock: Option<KeyLock>,
 }
 
 /// What the look-up found.
@@ -80,87 +75,4 @@ pub enum Lookup<R> {
     Hit(Entry, R),
     /// To be made; commit it with the slot (None: nothing is cached for this stage).
     Miss(Option<Slot>),
-}
-
-impl BuildContext {
-    /// Lock `key` (None: the stage has no key, caching stays off) and look it up. `usable`
-    /// can refuse an entry (too old, changed on disk); one whose data does not read as `R`
-    /// is not reused either.
-    pub fn cache_lookup<R: DeserializeOwned>(
-        &mut self,
-        unit: Unit,
-        key: Option<Key>,
-        usable: &dyn Fn(&BuildContext, &Entry) -> bool,
-    ) -> anyhow::Result<Lookup<R>> {
-        let (Some(key), Some(store)) = (key, self.cache.clone()) else {
-            return Ok(Lookup::Miss(None));
-        };
-        let lock = store.lock(&key, unit.stages.first().unwrap_or(&unit.entry))?;
-        if let Some(e) = self.cache_get(&key).filter(|e| usable(self, e)) {
-            match serde_json::from_value::<R>(e.meta.data.clone()) {
-                Ok(r) => {
-                    self.cache_noted(unit, &key, true);
-                    return Ok(Lookup::Hit(e, r));
-                }
-                Err(err) => tracing::warn!(
-                    "stage cache: entry {} does not read as a {} result ({err}); making it again",
-                    key.short(),
-                    unit.entry
-                ),
-            }
-        }
-        Ok(Lookup::Miss(Some(Slot {
-            unit,
-            key,
-            _lock: Some(lock),
-        })))
-    }
-
-    /// Commit the stage's `files` (path, name in the entry) and `result` under the slot's key,
-    /// over `depends_on` (the entry its disk is an overlay of). A cache that cannot take it
-    /// (full, read-only) costs caching, not the build: None, with a warning.
-    pub fn cache_commit<R: Serialize>(
-        &mut self,
-        slot: Slot,
-        depends_on: Option<&Key>,
-        files: &[(PathBuf, &str)],
-        result: &R,
-    ) -> Option<Entry> {
-        let store = self.cache.clone()?;
-        self.cache_replacing(&slot.key);
-        let data = match serde_json::to_value(result) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!("stage cache: {} result: {e}", slot.unit.entry);
-                return None;
-            }
-        };
-        match store.commit(slot.unit.entry, &slot.key, depends_on, files, data) {
-            Ok(entry) => {
-                self.cache_noted(slot.unit, &slot.key, false);
-                Some(entry)
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "stage cache: the {} result was not stored ({e}); going on without it",
-                    slot.unit.entry
-                );
-                None
-            }
-        }
-    }
-
-    /// The manifest notes the key of every stage of the unit; the chain moves on.
-    fn cache_noted(&mut self, unit: Unit, key: &Key, reused: bool) {
-        for stage in unit.stages {
-            self.note_cache(stage, key, reused);
-        }
-        if unit.stages.is_empty() {
-            // An output: it still goes to the remote.
-            self.share(key);
-        }
-        if unit.chains {
-            self.chain = Some(key.clone());
-        }
-    }
 }

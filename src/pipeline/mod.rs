@@ -5,6 +5,7 @@
 pub mod cached;
 pub mod context;
 pub mod describe;
+mod protocol;
 mod remote;
 
 use std::time::Instant;

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context as _};
 
 use crate::convert::{self, Job};
+use crate::pipeline::cached::{self, Lookup};
 use crate::pipeline::context::BuildContext;
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
@@ -40,35 +41,25 @@ impl Stage<BuildContext> for ConvertStage {
             })
             .collect();
         let mut done: Vec<Option<convert::Converted>> = vec![None; keys.len()];
+        let mut slots = Vec::new();
         for (i, k) in keys.iter().enumerate() {
-            let Some(e) = k.as_ref().and_then(|k| ctx.cache_get(k)) else {
-                continue;
-            };
-            let Ok(mut c) = serde_json::from_value::<convert::Converted>(e.meta.data.clone())
-            else {
-                continue;
-            };
-            // The file is shared with catalogs by hard links: one changed in place since it
-            // was stored (a later `kiln sysprep -a` on the output, say) is not reused.
-            if crate::stagecache::file_stamp(&e.file("output")) != e.meta.data["stamp"] {
-                tracing::warn!(
-                    "{}: the cached output changed since it was stored; converting again",
-                    ctx.plan.outputs[i].file_name(&slug)
-                );
-                if let Some(store) = &ctx.cache {
-                    let _ = store.remove(&e.meta.key);
-                }
-                continue;
-            }
             let name = ctx.plan.outputs[i].file_name(&slug);
-            let dst = ctx.out.join(&name);
-            let _ = std::fs::remove_file(&dst);
-            if std::fs::hard_link(e.file("output"), &dst).is_err() {
-                std::fs::copy(e.file("output"), &dst)?;
+            let unchanged =
+                |ctx: &BuildContext, e: &crate::stagecache::Entry| unchanged(ctx, e, &name);
+            match ctx.cache_lookup::<CachedOutput>(cached::OUTPUT, k.clone(), &unchanged)? {
+                Lookup::Hit(e, mut c) => {
+                    let dst = ctx.out.join(&name);
+                    let _ = std::fs::remove_file(&dst);
+                    if std::fs::hard_link(e.file("output"), &dst).is_err() {
+                        std::fs::copy(e.file("output"), &dst)?;
+                    }
+                    c.converted.path = name;
+                    tracing::info!("{}: reused from the stage cache", c.converted.path);
+                    done[i] = Some(c.converted);
+                    slots.push(None);
+                }
+                Lookup::Miss(slot) => slots.push(slot),
             }
-            c.path = name;
-            tracing::info!("{}: reused from the stage cache", c.path);
-            done[i] = Some(c);
         }
         let todo: Vec<usize> = (0..keys.len()).filter(|i| done[*i].is_none()).collect();
         if !todo.is_empty() {
@@ -92,40 +83,8 @@ impl Stage<BuildContext> for ConvertStage {
         for (&i, r) in todo.iter().zip(results) {
             match r {
                 Ok(c) => {
-                    if let (Some(k), Some(store)) = (&keys[i], &ctx.cache) {
-                        // Into the store as a hard link: the catalog keeps its file.
-                        let out = ctx.out.join(&c.path);
-                        let link = ctx.work.join(format!(".cache-{}", c.path));
-                        let _ = std::fs::remove_file(&link);
-                        let stored = std::fs::hard_link(&out, &link)
-                            .or_else(|_| std::fs::copy(&out, &link).map(drop))
-                            .map_err(anyhow::Error::from)
-                            .and_then(|()| {
-                                use std::os::unix::fs::PermissionsExt;
-                                std::fs::set_permissions(
-                                    &link,
-                                    std::fs::Permissions::from_mode(0o444),
-                                )?;
-                                let prev = ctx.chain.clone();
-                                ctx.cache_replacing(k);
-                                store
-                                    .commit(
-                                        "convert",
-                                        k,
-                                        prev.as_ref(),
-                                        &[(link.clone(), "output")],
-                                        {
-                                            let mut d = serde_json::to_value(&c)?;
-                                            d["stamp"] = crate::stagecache::file_stamp(&link);
-                                            d
-                                        },
-                                    )
-                                    .map_err(anyhow::Error::from)
-                            });
-                        if let Err(e) = stored {
-                            tracing::warn!("not stored in the stage cache: {}: {e:#}", c.path);
-                            let _ = std::fs::remove_file(&link);
-                        }
+                    if let Some(slot) = slots[i].take() {
+                        store_output(ctx, slot, &c);
                     }
                     done[i] = Some(c);
                 }
@@ -157,6 +116,55 @@ impl Stage<BuildContext> for ConvertStage {
         // Outputs live in the staging directory, which the build removes unless published;
         // partial files are removed by the conversion itself.
         Ok(())
+    }
+}
+
+/// One output as the stage cache keeps it: the manifest's record and the file's stamp.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedOutput {
+    #[serde(flatten)]
+    converted: convert::Converted,
+    stamp: serde_json::Value,
+}
+
+/// The file is shared with catalogs by hard links: one changed in place since it was stored
+/// (a later `kiln sysprep -a` on the output, say) is not reused, and goes.
+fn unchanged(ctx: &BuildContext, e: &crate::stagecache::Entry, name: &str) -> bool {
+    if crate::stagecache::file_stamp(&e.file("output")) == e.meta.data["stamp"] {
+        return true;
+    }
+    tracing::warn!("{name}: the cached output changed since it was stored; converting again");
+    if let Some(store) = &ctx.cache {
+        let _ = store.remove(&e.meta.key);
+    }
+    false
+}
+
+/// Into the store as a read-only hard link (the catalog keeps its file), over the libguestfs
+/// unit's entry.
+fn store_output(ctx: &mut BuildContext, slot: cached::Slot, c: &convert::Converted) {
+    use std::os::unix::fs::PermissionsExt;
+    let out = ctx.out.join(&c.path);
+    let link = ctx.work.join(format!(".cache-{}", c.path));
+    let _ = std::fs::remove_file(&link);
+    let linked = std::fs::hard_link(&out, &link)
+        .or_else(|_| std::fs::copy(&out, &link).map(drop))
+        .and_then(|()| std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o444)));
+    if let Err(e) = linked {
+        tracing::warn!("not stored in the stage cache: {}: {e}", c.path);
+        let _ = std::fs::remove_file(&link);
+        return;
+    }
+    let entry = CachedOutput {
+        converted: c.clone(),
+        stamp: crate::stagecache::file_stamp(&link),
+    };
+    let prev = ctx.chain.clone();
+    if ctx
+        .cache_commit(slot, prev.as_ref(), &[(link.clone(), "output")], &entry)
+        .is_none()
+    {
+        let _ = std::fs::remove_file(&link);
     }
 }
 

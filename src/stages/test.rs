@@ -6,23 +6,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
+use crate::pipeline::cached::{self, Lookup};
 use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 
 pub struct TestStage;
-
-/// Bump when the test would judge the same image differently.
-const TEST_VERSION: u32 = 1;
-
-/// The output the test boots: a qcow2 or raw one if there is one (qemu reads the others too,
-/// through the overlay).
-fn pick(outputs: &[crate::convert::Converted]) -> Option<&crate::convert::Converted> {
-    outputs
-        .iter()
-        .find(|o| o.format == "qcow2" || o.format == "raw")
-        .or_else(|| outputs.first())
-}
 
 impl Stage<BuildContext> for TestStage {
     fn name(&self) -> &'static str {
@@ -34,50 +23,41 @@ impl Stage<BuildContext> for TestStage {
             tracing::info!("boot test off (test: false or --no-test)");
             return Ok(());
         };
-        let Some(out) = pick(&ctx.outputs).cloned() else {
+        let slug = ctx.plan.slug();
+        let Some(out) = crate::stagecache::boot_test_output(&ctx.plan.outputs)
+            .map(|i| ctx.plan.outputs[i].file_name(&slug))
+            .and_then(|name| ctx.outputs.iter().find(|o| o.path == name))
+            .cloned()
+        else {
             tracing::info!("no output to boot: no boot test");
             return Ok(());
         };
         let image = ctx.out.join(&out.path);
         // The stage cache: the same image (the chain's key) and the same checks pass again
         // without a boot. Only passing results are stored.
-        let key = ctx.chain.as_ref().map(|prev| {
-            crate::stagecache::derive(
-                "test",
-                TEST_VERSION,
-                Some(prev),
-                &serde_json::json!({
-                    "output": out.path, "checks": checks,
-                    "memory_mib": ctx.plan.vm.memory_mib, "vcpus": ctx.plan.vm.vcpus,
-                }),
-            )
-        });
-        let _lock = match (&key, &ctx.cache) {
-            (Some(k), Some(store)) => Some(store.lock(k, "test")?),
-            _ => None,
-        };
-        if let Some(k) = &key {
-            if let Some(e) = ctx.cache_get(k) {
-                let report: crate::boottest::Report =
-                    serde_json::from_value(e.meta.data.clone())
-                        .context("reading the cached boot test result")?;
-                std::fs::copy(e.file("test-console.log"), ctx.out.join("test-console.log")).ok();
-                std::fs::write(
-                    ctx.out.join("test-results.xml"),
-                    crate::boottest::junit_xml(&ctx.plan.slug(), &report),
-                )
-                .context("writing test-results.xml")?;
-                tracing::info!(
-                    "boot test of {}: passed before on this image ({} checks; cache entry {})",
-                    out.path,
-                    report.checks.len(),
-                    k.short()
-                );
-                ctx.test_report = Some(e.meta.data.clone());
-                ctx.note_cache("test", k, true);
-                return Ok(());
-            }
-        }
+        let key =
+            (ctx.chain.as_ref()).and_then(|prev| crate::stagecache::test_key(&ctx.plan, prev));
+        let slot =
+            match ctx.cache_lookup::<crate::boottest::Report>(cached::TEST, key, &|_, _| true)? {
+                Lookup::Hit(e, report) => {
+                    std::fs::copy(e.file("test-console.log"), ctx.out.join("test-console.log"))
+                        .ok();
+                    std::fs::write(
+                        ctx.out.join("test-results.xml"),
+                        crate::boottest::junit_xml(&slug, &report),
+                    )
+                    .context("writing test-results.xml")?;
+                    tracing::info!(
+                        "boot test of {}: passed before on this image ({} checks; cache entry {})",
+                        out.path,
+                        report.checks.len(),
+                        e.meta.key.short()
+                    );
+                    ctx.test_report = Some(serde_json::to_value(&report)?);
+                    return Ok(());
+                }
+                Lookup::Miss(slot) => slot,
+            };
         let info = crate::qemu_img::info_as(&image, Some(&out.format), &ctx.cancel)?;
         let engine = ctx.engine()?;
         // The build VM's host keys (cloud-init printed them on its console): the image must
@@ -166,25 +146,15 @@ impl Stage<BuildContext> for TestStage {
             out.path,
             report.checks.len()
         );
-        if let (Some(k), Some(store)) = (key, ctx.cache.clone()) {
+        if let Some(slot) = slot {
             let console = dir.join("cached-test-console.log");
-            let stored = std::fs::copy(dir.join("test-console.log"), &console)
-                .map_err(anyhow::Error::from)
-                .and_then(|_| {
-                    ctx.cache_replacing(&k);
-                    Ok(store.commit(
-                        "test",
-                        &k,
-                        // The chain's key names convert's outputs together, not an entry.
-                        None,
-                        &[(console.clone(), "test-console.log")],
-                        serde_json::to_value(&report)?,
-                    )?)
-                });
-            match stored {
-                Ok(_) => ctx.note_cache("test", &k, false),
+            match std::fs::copy(dir.join("test-console.log"), &console) {
+                // The chain's key names convert's outputs together, not an entry.
+                Ok(_) => {
+                    ctx.cache_commit(slot, None, &[(console, "test-console.log")], &report);
+                }
                 Err(e) => {
-                    tracing::warn!("stage cache: the boot test result was not stored ({e:#})")
+                    tracing::warn!("stage cache: the boot test result was not stored ({e})")
                 }
             }
         }

@@ -1,0 +1,586 @@
+//! Stage keys: each stage's key inputs as a typed struct (serialized as JSON with sorted
+//! keys, then hashed with the stage's name, version and the key before it); one function per
+//! stage, used by the stage and by `kiln plan` alike.
+
+use super::*;
+
+/// The key of `stage` (implementation `version`) over its typed `inputs`, after `prev`. The
+/// inputs become JSON whose maps are sorted by key, so equal inputs give equal keys.
+pub fn derive(stage: &str, version: u32, prev: Option<&Key>, inputs: &impl Serialize) -> Key {
+    let canon = serde_json::json!({
+        "kiln-stage-cache": 1,
+        "stage": stage,
+        "version": version,
+        "prev": prev.map(|k| k.0.as_str()),
+        "inputs": inputs,
+    });
+    let bytes = serde_json::to_vec(&canon).expect("JSON");
+    Key(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// SHA-256 of a file's content.
+pub fn file_digest(path: &Path) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    crate::hostfile::each_chunk(path, |b| h.update(b))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Every file under `path` (a file or a directory, walked in name order) as (relative path,
+/// mode, SHA-256): what a copy-in or upload of it puts into the image.
+pub fn tree_digest(path: &Path) -> std::io::Result<Vec<(String, u32, String)>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(path).sort_by_file_name() {
+        let e = e.map_err(std::io::Error::other)?;
+        let rel = e
+            .path()
+            .strip_prefix(path)
+            .unwrap_or(e.path())
+            .display()
+            .to_string();
+        let m = e.metadata().map_err(std::io::Error::other)?;
+        let mode = m.permissions().mode();
+        let digest = if e.file_type().is_file() {
+            file_digest(e.path())?
+        } else if e.file_type().is_symlink() {
+            std::fs::read_link(e.path())?.display().to_string()
+        } else {
+            String::new()
+        };
+        out.push((rel, mode, digest));
+    }
+    Ok(out)
+}
+
+/// One stage's key as `kiln plan` shows it, and whether the store has it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub key: Key,
+    pub hit: bool,
+    /// The hit is on the remote cache only (the build pulls it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
+}
+
+/// The keys `kiln build` would use, stage by stage (`source`, `provision`, `cloud-init`,
+/// `sysprep`, `convert`), from the same functions; empty where the chain is unknown before the
+/// build (an image whose checksum list is read at fetch time and is not cached yet) or breaks
+/// (installer sources, a random password).
+pub fn planned(
+    plan: &crate::plan::Plan,
+    tunables: &crate::tunables::Tunables,
+    cache_dir: &Path,
+    remote: Option<&crate::remotecache::Remote>,
+) -> std::collections::BTreeMap<&'static str, Planned> {
+    let store = Store::new(cache_dir);
+    // Where a key is: (hit, on the remote only).
+    let look = |k: &Key| -> (bool, bool) {
+        if store.has(k) {
+            return (true, false);
+        }
+        let r = remote.is_some_and(|r| matches!(r.meta(&k.0), Ok(Some(_))));
+        (r, r)
+    };
+    let planned = |k: &Key| {
+        let (hit, remote) = look(k);
+        Planned {
+            key: k.clone(),
+            hit,
+            remote,
+        }
+    };
+    let mut out = std::collections::BTreeMap::new();
+    let Some(mut chain) = planned_base(plan, cache_dir, &mut |stage, k| {
+        // The base disk is no entry (the bootstrap and download caches keep it): no hit.
+        let p = if stage == "source" {
+            Planned {
+                key: k.clone(),
+                hit: false,
+                remote: false,
+            }
+        } else {
+            planned(k)
+        };
+        out.insert(stage, p);
+    }) else {
+        return out;
+    };
+    let Ok(k) = provision_key(plan, tunables, &chain) else {
+        return out;
+    };
+    chain = k;
+    out.insert("provision", planned(&chain));
+    let Ok(Some(k)) = guestfs_key(plan, &chain) else {
+        return out;
+    };
+    chain = k;
+    let p = planned(&chain);
+    out.insert("cloud-init", p.clone());
+    out.insert("sysprep", p);
+    let keys: Vec<Key> = plan
+        .outputs
+        .iter()
+        .map(|o| output_key(&chain, o, tunables.vmdk_writer))
+        .collect();
+    if !keys.is_empty() {
+        let found: Vec<(bool, bool)> = keys.iter().map(look).collect();
+        out.insert(
+            "convert",
+            Planned {
+                key: convert_key(&chain, &keys),
+                hit: found.iter().all(|f| f.0),
+                remote: found.iter().any(|f| f.1),
+            },
+        );
+    }
+    if let Some(k) = test_key(plan, &chain) {
+        out.insert("test", planned(&k));
+    }
+    out
+}
+
+/// The key the chain starts from, as far as it is known before the build: the base disk's
+/// (`source`), or the installed disk's (`install`, when its media are here already); each is
+/// given to `found`. None when it is not known (a checksum read from a list at fetch time, media
+/// not downloaded yet).
+fn planned_base(
+    plan: &crate::plan::Plan,
+    cache_dir: &Path,
+    found: &mut dyn FnMut(&'static str, &Key),
+) -> Option<Key> {
+    use crate::plan::SourcePlan;
+    let local = |f: &crate::plan::FilePlan| -> Option<PathBuf> {
+        match (&f.path, &f.checksum) {
+            (Some(p), _) => std::fs::canonicalize(p).ok(),
+            (None, Some(sum)) => Some(crate::fetch::cached_download(cache_dir, sum)),
+            (None, None) => None,
+        }
+        .filter(|p| p.is_file())
+    };
+    let (stage, key) = match &plan.source {
+        SourcePlan::Installer(inst) => {
+            let media: Vec<PathBuf> = match &inst.media {
+                crate::plan::Media::Iso { iso, .. } => vec![local(iso)?],
+                crate::plan::Media::Netboot { kernel, initrd } => {
+                    vec![local(kernel)?, local(initrd)?]
+                }
+            };
+            let refs: Vec<&Path> = media.iter().map(|p| p.as_path()).collect();
+            ("install", install_key(plan, &refs, cache_dir).ok()??)
+        }
+        SourcePlan::Bootstrap(b) => ("source", bootstrap_key(b)),
+        SourcePlan::Image { path, checksum, .. } => {
+            let file = match (path, checksum) {
+                (Some(p), _) => p.clone(),
+                (None, Some(sum)) => crate::fetch::cached_download(cache_dir, sum),
+                (None, None) => return None,
+            };
+            if !file.is_file() {
+                return None;
+            }
+            ("source", base_key(plan, &file, cache_dir).ok()??)
+        }
+    };
+    found(stage, &key);
+    Some(key)
+}
+
+/// Implementation versions: bump one when its stage would make a different result from the
+/// same inputs, and every entry of that stage (and after) is rebuilt.
+pub const SOURCE_VERSION: u32 = 1;
+
+pub const PROVISION_VERSION: u32 = 1;
+
+pub const INSTALL_VERSION: u32 = 1;
+
+/// 2: the inventory it reads (rpm databases, enabled services) is part of its result.
+pub const GUESTFS_VERSION: u32 = 2;
+
+pub const CONVERT_VERSION: u32 = 1;
+/// Bump when the test would judge the same image differently.
+pub const TEST_VERSION: u32 = 1;
+
+/// The base disk's key: the bootstrap's cache key, a downloaded image's verified checksum (its
+/// name in the download cache), else the SHA-256 of the file (remembered per inode, size and
+/// mtime in `CACHE/digests`). Installer sources are not cached (None).
+pub fn base_key(
+    plan: &crate::plan::Plan,
+    base: &Path,
+    cache_dir: &Path,
+) -> std::io::Result<Option<Key>> {
+    use crate::plan::SourcePlan;
+    Ok(Some(match &plan.source {
+        SourcePlan::Bootstrap(b) => bootstrap_key(b),
+        SourcePlan::Installer(_) => return Ok(None),
+        SourcePlan::Image { .. } => match content_id(base, cache_dir)? {
+            ContentId::Download(name) => download_key(&name),
+            ContentId::Sha256(d) => source_key(SourceInputs::Sha256(d)),
+        },
+    }))
+}
+
+/// What a base disk is: a bootstrap's own cache key, a verified download's name (its
+/// checksum), or a file's SHA-256.
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceInputs {
+    Bootstrap(String),
+    Download(String),
+    Sha256(String),
+}
+
+fn source_key(inputs: SourceInputs) -> Key {
+    derive("source", SOURCE_VERSION, None, &inputs)
+}
+
+/// A bootstrapped base disk's key (known before it is built: the remote cache may have it).
+pub fn bootstrap_key(b: &crate::plan::BootstrapPlan) -> Key {
+    source_key(SourceInputs::Bootstrap(b.cache_key()))
+}
+
+/// A downloaded image's key, from its name in the download cache (its checksum).
+pub fn download_key(name: &str) -> Key {
+    source_key(SourceInputs::Download(name.to_string()))
+}
+
+/// What identifies a file's content for a key.
+enum ContentId {
+    /// A verified download: its name in the cache is its checksum.
+    Download(String),
+    /// Anything else: its SHA-256 (remembered).
+    Sha256(String),
+}
+
+fn content_id(path: &Path, cache_dir: &Path) -> std::io::Result<ContentId> {
+    Ok(
+        match path.strip_prefix(crate::fetch::downloads_dir(cache_dir)) {
+            Ok(name) => ContentId::Download(name.display().to_string()),
+            Err(_) => ContentId::Sha256(remembered_digest(path, cache_dir)?),
+        },
+    )
+}
+
+fn remembered_digest(path: &Path, cache_dir: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    let id = format!(
+        "{}-{}-{}-{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec()
+    );
+    let memo = cache_dir.join("digests").join(id);
+    if let Ok(d) = std::fs::read_to_string(&memo) {
+        if d.len() == 64 {
+            return Ok(d);
+        }
+    }
+    tracing::info!("hashing {} for the stage cache", path.display());
+    let d = file_digest(path)?;
+    std::fs::create_dir_all(memo.parent().expect("parent"))?;
+    std::fs::write(&memo, &d)?;
+    Ok(d)
+}
+
+/// What an installed disk depends on: the media's content (ISO, or kernel and initrd), the
+/// answer file as rendered (a digest: never a password hash itself), the answer kind and its
+/// delivery, the kernel command line and the disk size.
+#[derive(Serialize)]
+pub struct InstallInputs<'a> {
+    pub media: Vec<String>,
+    pub answers: String,
+    pub kind: crate::vocab::AnswerKind,
+    pub delivery: crate::vocab::Delivery,
+    pub cmdline: &'a str,
+    pub disk_bytes: Option<u64>,
+}
+
+/// The install stage's key.
+pub fn install_key(
+    plan: &crate::plan::Plan,
+    media: &[&Path],
+    cache_dir: &Path,
+) -> Result<Option<Key>, String> {
+    let crate::plan::SourcePlan::Installer(inst) = &plan.source else {
+        return Ok(None);
+    };
+    let mut digests = Vec::new();
+    for m in media {
+        digests.push(
+            match content_id(m, cache_dir).map_err(|e| format!("{}: {e}", m.display()))? {
+                ContentId::Download(name) | ContentId::Sha256(name) => name,
+            },
+        );
+    }
+    let answers = crate::templates::render_answers(plan)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let inputs = InstallInputs {
+        media: digests,
+        answers: hex::encode(Sha256::digest(answers.as_bytes())),
+        kind: inst.kind,
+        delivery: inst.delivery,
+        cmdline: &inst.cmdline,
+        disk_bytes: plan.vm.disk_bytes,
+    };
+    Ok(Some(derive("install", INSTALL_VERSION, None, &inputs)))
+}
+
+/// What the provision stage's result depends on: the seed cloud-init reads (user-data with the
+/// provisioning script and everything it writes, meta-data, network-config, rendered with a
+/// fixed domain name), the disk size, whether the VM boots at all, and how it provisions.
+#[derive(Serialize)]
+pub struct ProvisionInputs {
+    pub booted: bool,
+    pub seed: Vec<String>,
+    pub disk_bytes: Option<u64>,
+    /// `KILN_HOST_PACKAGES=0`: apt in the guest leaves other bytes (logs, apt's lists). Only
+    /// when set, so the default keeps the key it always had.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub apt_in_guest: bool,
+    /// `KILN_DIRECT_BOOT=0`: a boot through GRUB and cloud-init (likewise).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub firmware_boot: bool,
+}
+
+fn provision_inputs(
+    plan: &crate::plan::Plan,
+    tunables: &crate::tunables::Tunables,
+) -> Result<ProvisionInputs, crate::templates::TemplateError> {
+    use crate::templates::Kind;
+    let tctx = crate::seed::TemplateContext::new(
+        plan,
+        "kiln-cache-key",
+        crate::vocab::Engine::Tcg,
+        Path::new("/kiln"),
+    );
+    let mut seed = Vec::new();
+    for kind in [Kind::UserData, Kind::MetaData, Kind::NetworkConfig] {
+        seed.push(crate::templates::render(plan, kind, &tctx)?);
+    }
+    Ok(ProvisionInputs {
+        booted: !plan.provision.is_empty(),
+        seed,
+        disk_bytes: plan.vm.disk_bytes,
+        apt_in_guest: !tunables.host_packages,
+        firmware_boot: !tunables.direct_boot,
+    })
+}
+
+/// What the libguestfs stages' (cloud-init, customize, sysprep) result depends on.
+#[derive(Serialize)]
+pub struct GuestfsInputs<'a> {
+    pub cloud_init: &'a crate::plan::CloudInitPlan,
+    pub operations: &'a [&'static str],
+    pub remove_user_accounts: &'a [String],
+    pub keep_user_accounts: &'a [String],
+    pub scripts: &'a [String],
+    pub customize: Vec<StepInputs<'a>>,
+}
+
+/// A customize step as its result depends on it: files by content, a password by the key
+/// material (a hash's digest, never a secret), scripts by digest.
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepInputs<'a> {
+    Write {
+        path: &'a str,
+        content: &'a str,
+    },
+    AppendLine {
+        path: &'a str,
+        line: &'a str,
+    },
+    CopyIn {
+        dir: &'a str,
+        tree: Vec<(String, u32, String)>,
+    },
+    Upload {
+        dest: &'a str,
+        sha256: String,
+    },
+    Mkdir(&'a str),
+    Delete(&'a str),
+    Chmod {
+        mode: u32,
+        path: &'a str,
+    },
+    Link {
+        target: &'a str,
+        links: &'a [String],
+    },
+    Touch(&'a str),
+    RunCommand(&'a str),
+    Run {
+        sha256: String,
+    },
+    Install(&'a [String]),
+    Uninstall(&'a [String]),
+    Password {
+        user: &'a str,
+        material: String,
+    },
+    SshInject {
+        user: &'a str,
+        key: &'a str,
+    },
+    Hostname(&'a str),
+    Timezone(&'a str),
+    FirstbootCommand(&'a str),
+    SelinuxRelabel,
+}
+
+/// None when a step makes something new every time (a random password): never reused.
+fn step_inputs(c: &crate::customize::Customize) -> std::io::Result<Option<StepInputs<'_>>> {
+    use crate::customize::Customize as C;
+    Ok(Some(match c {
+        C::Write { path, content } => StepInputs::Write { path, content },
+        C::AppendLine { path, line } => StepInputs::AppendLine { path, line },
+        C::CopyIn { local, dir } => StepInputs::CopyIn {
+            dir,
+            tree: tree_digest(local)?,
+        },
+        C::Upload { local, dest } => StepInputs::Upload {
+            dest,
+            sha256: file_digest(local)?,
+        },
+        C::Mkdir(d) => StepInputs::Mkdir(d),
+        C::Delete(p) => StepInputs::Delete(p),
+        C::Chmod { mode, path } => StepInputs::Chmod { mode: *mode, path },
+        C::Link { target, links } => StepInputs::Link { target, links },
+        C::Touch(p) => StepInputs::Touch(p),
+        C::RunCommand(c) => StepInputs::RunCommand(c),
+        C::Run { content, .. } => StepInputs::Run {
+            sha256: hex::encode(Sha256::digest(content)),
+        },
+        C::Install(p) => StepInputs::Install(p),
+        C::Uninstall(p) => StepInputs::Uninstall(p),
+        C::Password { user, password } => match password.key_material() {
+            Some(material) => StepInputs::Password { user, material },
+            None => return Ok(None),
+        },
+        C::SshInject { user, key } => StepInputs::SshInject { user, key },
+        C::Hostname(h) => StepInputs::Hostname(h),
+        C::Timezone(t) => StepInputs::Timezone(t),
+        C::FirstbootCommand(c) => StepInputs::FirstbootCommand(c),
+        C::SelinuxRelabel => StepInputs::SelinuxRelabel,
+    }))
+}
+
+fn guestfs_inputs(plan: &crate::plan::Plan) -> std::io::Result<Option<GuestfsInputs<'_>>> {
+    let o = &plan.sysprep_options;
+    let mut customize = Vec::new();
+    for c in &o.customize {
+        match step_inputs(c)? {
+            Some(s) => customize.push(s),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(GuestfsInputs {
+        cloud_init: &plan.cloud_init,
+        operations: &plan.sysprep,
+        remove_user_accounts: &o.remove_user_accounts,
+        keep_user_accounts: &o.keep_user_accounts,
+        scripts: &o.scripts,
+        customize,
+    }))
+}
+
+/// What one output depends on: its format and options (not its file name), and the writer
+/// when that is not kiln's own (qemu-img's streamOptimized vmdk has other bytes).
+#[derive(Serialize)]
+pub struct OutputInputs<'a> {
+    #[serde(flatten)]
+    pub output: &'a crate::plan::OutputPlan,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vmdk_writer: Option<&'static str>,
+}
+
+fn output_inputs(
+    o: &crate::plan::OutputPlan,
+    writer: crate::tunables::VmdkWriter,
+) -> OutputInputs<'_> {
+    let qemu_img = writer == crate::tunables::VmdkWriter::QemuImg;
+    OutputInputs {
+        output: o,
+        vmdk_writer: (qemu_img && crate::convert::is_stream_vmdk(o)).then_some("qemu-img"),
+    }
+}
+
+// One function per stage key, used by the stages and by `kiln plan` alike: the key plan shows
+// is the key build uses.
+
+/// The provision stage's key after `prev` (the base disk's key).
+pub fn provision_key(
+    plan: &crate::plan::Plan,
+    tunables: &crate::tunables::Tunables,
+    prev: &Key,
+) -> Result<Key, crate::templates::TemplateError> {
+    Ok(derive(
+        "provision",
+        PROVISION_VERSION,
+        Some(prev),
+        &provision_inputs(plan, tunables)?,
+    ))
+}
+
+/// The libguestfs unit's key (cloud-init and sysprep) after `prev`; None when it is not
+/// cacheable (a random password).
+pub fn guestfs_key(plan: &crate::plan::Plan, prev: &Key) -> std::io::Result<Option<Key>> {
+    Ok(guestfs_inputs(plan)?.map(|i| derive("guestfs", GUESTFS_VERSION, Some(prev), &i)))
+}
+
+/// One output's key after `prev` (the libguestfs unit's key).
+pub fn output_key(
+    prev: &Key,
+    o: &crate::plan::OutputPlan,
+    writer: crate::tunables::VmdkWriter,
+) -> Key {
+    derive(
+        "convert",
+        CONVERT_VERSION,
+        Some(prev),
+        &output_inputs(o, writer),
+    )
+}
+
+/// The convert stage's key: all of its outputs' keys.
+pub fn convert_key(prev: &Key, outputs: &[Key]) -> Key {
+    derive("convert", CONVERT_VERSION, Some(prev), &outputs)
+}
+
+/// What a boot test's verdict depends on: the image (the key before: all outputs), which output
+/// is booted, the checks and the VM's size.
+#[derive(Serialize)]
+pub struct TestInputs<'a> {
+    pub output: &'a str,
+    pub checks: &'a [crate::plan::TestCheck],
+    pub memory_mib: u64,
+    pub vcpus: u32,
+}
+
+/// The boot test's key after `prev` (the chain: the libguestfs unit's key); None with
+/// `test: false` or without an output to boot.
+pub fn test_key(plan: &crate::plan::Plan, prev: &Key) -> Option<Key> {
+    let checks = plan.test.as_deref()?;
+    let i = boot_test_output(&plan.outputs)?;
+    let inputs = TestInputs {
+        output: &plan.outputs[i].file_name(&plan.slug()),
+        checks,
+        memory_mib: plan.vm.memory_mib,
+        vcpus: plan.vm.vcpus,
+    };
+    Some(derive("test", TEST_VERSION, Some(prev), &inputs))
+}
+
+/// Which output the boot test boots: a qcow2 or raw one if there is one (qemu reads the
+/// others too, through the overlay), else the first.
+pub fn boot_test_output(outputs: &[crate::plan::OutputPlan]) -> Option<usize> {
+    use crate::vocab::Format;
+    outputs
+        .iter()
+        .position(|o| matches!(o.format, Format::Qcow2 | Format::Raw))
+        .or(if outputs.is_empty() { None } else { Some(0) })
+}

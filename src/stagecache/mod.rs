@@ -1,0 +1,381 @@
+//! The stage cache: each stage that makes a disk or files has a key (a hash of the stage's
+//! name and implementation version, every resolved input that can change its result, and the
+//! key of the stage before); its result is stored under that key, immutable once committed
+//! (written beside the store, renamed in). A build starts from the longest prefix of stages
+//! whose results are there, so an unchanged rebuild boots no VM, and a failed build resumes
+//! after its last finished stage.
+//!
+//! Disks are stored as qcow2 overlays whose backing file is the entry before (or the base
+//! disk): entries depend on each other, and eviction never removes one another one needs.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+mod keys;
+
+pub use keys::*;
+
+/// A stage's cache key: 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Key(pub String);
+
+impl Key {
+    /// The first 16 digits, for messages.
+    pub fn short(&self) -> &str {
+        &self.0[..16.min(self.0.len())]
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What an entry records besides its files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub stage: String,
+    pub key: Key,
+    /// The entry this one's disk is an overlay of (it must stay while this one does).
+    pub depends_on: Option<Key>,
+    /// Seconds since the epoch.
+    pub created: u64,
+    pub files: Vec<String>,
+    /// Bytes on disk (allocated) of the entry's files.
+    pub size: u64,
+    /// What the stage reports when it is reused (manifest records, sizes).
+    #[serde(default)]
+    pub data: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub dir: PathBuf,
+    pub meta: Meta,
+}
+
+impl Entry {
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Seconds since it was committed.
+    pub fn age_secs(&self) -> u64 {
+        now().saturating_sub(self.meta.created)
+    }
+
+    /// When it was last used (the mtime of its `used` stamp).
+    pub fn last_used(&self) -> std::time::SystemTime {
+        std::fs::metadata(self.dir.join("used"))
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn allocated(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).map(|m| m.blocks() * 512).unwrap_or(0)
+}
+
+/// The store: `CACHE/stages/KEY/` with `meta.json`, the files and a `used` stamp.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub root: PathBuf,
+}
+
+/// Holding it means this process builds the entry of that key; others wait.
+pub struct KeyLock {
+    _file: std::fs::File,
+}
+
+impl Store {
+    pub fn new(cache_dir: &Path) -> Store {
+        Store {
+            root: cache_dir.join("stages"),
+        }
+    }
+
+    pub fn dir(&self, key: &Key) -> PathBuf {
+        self.root.join(&key.0)
+    }
+
+    /// The committed entry of `key`, if it is complete; marks it used.
+    pub fn get(&self, key: &Key) -> Option<Entry> {
+        let e = self.read(key)?;
+        e.touch();
+        Some(e)
+    }
+
+    /// Is `key` committed (without marking it used: for `kiln plan`)? The same test as `get`.
+    pub fn has(&self, key: &Key) -> bool {
+        self.read(key).is_some()
+    }
+
+    /// The entry of `key` if it is complete and what it builds on is there, unmarked.
+    fn read(&self, key: &Key) -> Option<Entry> {
+        let dir = self.dir(key);
+        let meta: Meta =
+            serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
+        if meta.key != *key || !meta.files.iter().all(|f| dir.join(f).is_file()) {
+            return None;
+        }
+        if let Some(dep) = &meta.depends_on {
+            // An overlay whose backing entry is gone cannot be read.
+            if !self.dir(dep).join("meta.json").is_file() {
+                return None;
+            }
+        }
+        Some(Entry { dir, meta })
+    }
+
+    /// Lock `key` so that two builds needing it build it once: the second waits (saying so)
+    /// and then finds it committed.
+    pub fn lock(&self, key: &Key, stage: &str) -> std::io::Result<KeyLock> {
+        use std::os::unix::io::AsRawFd;
+        let locks = self.root.join(".locks");
+        std::fs::create_dir_all(&locks)?;
+        let f = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(locks.join(format!("{}.lock", key.0)))?;
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            tracing::info!(
+                "stage {stage}: another build is making cache entry {}; waiting for it",
+                key.short()
+            );
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(KeyLock { _file: f })
+    }
+
+    /// Move `files` (path, name in the entry) into a new entry of `key`, atomically: they go
+    /// into a directory beside the store, which is then renamed to the key. Files on another
+    /// filesystem are copied.
+    pub fn commit(
+        &self,
+        stage: &str,
+        key: &Key,
+        depends_on: Option<&Key>,
+        files: &[(PathBuf, &str)],
+        data: Value,
+    ) -> std::io::Result<Entry> {
+        self.commit_at(stage, key, depends_on, files, data, now())
+    }
+
+    /// `commit` with the time the result was made (a pulled entry keeps its age, which
+    /// `cache.max_age` judges).
+    pub fn commit_at(
+        &self,
+        stage: &str,
+        key: &Key,
+        depends_on: Option<&Key>,
+        files: &[(PathBuf, &str)],
+        data: Value,
+        created: u64,
+    ) -> std::io::Result<Entry> {
+        std::fs::create_dir_all(&self.root)?;
+        let tmp = self
+            .root
+            .join(format!(".tmp-{}-{}", key.short(), std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp)?;
+        let mut moved = Vec::new();
+        let result = self.fill(
+            &tmp,
+            (stage, key, depends_on, created),
+            files,
+            data,
+            &mut moved,
+        );
+        if let Err(e) = result {
+            // Nothing is lost to a cache that cannot take it (full, read-only): the files go
+            // back where the build had them.
+            for (src, dst) in moved.iter().rev() {
+                if std::fs::rename(dst, src).is_err() {
+                    let _ = std::fs::copy(dst, src);
+                }
+            }
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let dir = self.dir(key);
+        match std::fs::rename(&tmp, &dir) {
+            Ok(()) => {}
+            // Committed meanwhile by another build (without the lock): keep theirs.
+            Err(_) if dir.join("meta.json").is_file() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            Err(e) => {
+                for (src, dst) in moved.iter().rev() {
+                    let _ = std::fs::rename(dst, src);
+                }
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        }
+        self.get(key)
+            .ok_or_else(|| std::io::Error::other(format!("cache entry {} unreadable", key.0)))
+    }
+
+    fn fill(
+        &self,
+        tmp: &Path,
+        (stage, key, depends_on, created): (&str, &Key, Option<&Key>, u64),
+        files: &[(PathBuf, &str)],
+        data: Value,
+        moved: &mut Vec<(PathBuf, PathBuf)>,
+    ) -> std::io::Result<()> {
+        crate::owner::Owner::current().write_into(tmp)?;
+        let mut size = 0;
+        for (src, name) in files {
+            let dst = tmp.join(name);
+            if std::fs::rename(src, &dst).is_err() {
+                std::fs::copy(src, &dst)?;
+                std::fs::remove_file(src)?;
+            }
+            moved.push((src.clone(), dst.clone()));
+            size += allocated(&dst);
+        }
+        let meta = Meta {
+            stage: stage.to_string(),
+            key: key.clone(),
+            depends_on: depends_on.cloned(),
+            created,
+            files: files.iter().map(|(_, n)| n.to_string()).collect(),
+            size,
+            data,
+        };
+        let mut f = std::fs::File::create(tmp.join("meta.json"))?;
+        f.write_all(&serde_json::to_vec_pretty(&meta).expect("JSON"))?;
+        f.sync_all()?;
+        std::fs::File::create(tmp.join("used"))?;
+        Ok(())
+    }
+
+    /// Every committed entry.
+    pub fn list(&self) -> Vec<Entry> {
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut v: Vec<Entry> = rd
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| {
+                let meta: Meta =
+                    serde_json::from_slice(&std::fs::read(e.path().join("meta.json")).ok()?)
+                        .ok()?;
+                Some(Entry {
+                    dir: e.path(),
+                    meta,
+                })
+            })
+            .collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.last_used()));
+        v
+    }
+
+    /// Remove `key`'s entry and every entry that depends on it.
+    pub fn remove(&self, key: &Key) -> std::io::Result<Vec<Key>> {
+        let all = self.list();
+        let mut gone = vec![key.clone()];
+        // Dependents, transitively.
+        loop {
+            let more: Vec<Key> = all
+                .iter()
+                .filter(|e| {
+                    e.meta.depends_on.as_ref().is_some_and(|d| gone.contains(d))
+                        && !gone.contains(&e.meta.key)
+                })
+                .map(|e| e.meta.key.clone())
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            gone.extend(more);
+        }
+        for k in gone.iter().rev() {
+            let dir = self.dir(k);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+        }
+        Ok(gone)
+    }
+
+    /// Evict least recently used entries until the store holds at most `max_bytes`; only
+    /// entries nothing depends on are candidates, so a chain loses its newest links first.
+    pub fn prune(&self, max_bytes: u64) -> std::io::Result<Vec<Entry>> {
+        let mut all = self.list();
+        let mut total: u64 = all.iter().map(|e| e.meta.size).sum();
+        let mut removed = Vec::new();
+        while total > max_bytes {
+            let needed: std::collections::HashSet<Key> = all
+                .iter()
+                .filter_map(|e| e.meta.depends_on.clone())
+                .collect();
+            // Oldest use first among the leaves.
+            let Some(i) = all
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !needed.contains(&e.meta.key))
+                .min_by_key(|(_, e)| e.last_used())
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            let e = all.remove(i);
+            std::fs::remove_dir_all(&e.dir)?;
+            total -= e.meta.size;
+            removed.push(e);
+        }
+        Ok(removed)
+    }
+}
+
+impl Entry {
+    fn touch(&self) {
+        let _ = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("used"))
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    }
+}
+
+/// The store's bound: `KILN_CACHE_MAX_SIZE` (e.g. `50G`), default 20 GiB.
+pub fn max_size(setting: Option<&str>) -> Result<u64, String> {
+    match setting {
+        None => Ok(20 << 30),
+        Some(v) => crate::recipe::parse_size(&crate::recipe::model::SizeSpec::Text(v.into()), 1)
+            .map_err(|e| format!("KILN_CACHE_MAX_SIZE={v}: {e}")),
+    }
+}
+
+/// Size and modification time of a file an entry shares with a catalog by a hard link: a
+/// change in place shows as a different stamp.
+pub fn file_stamp(p: &Path) -> Value {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(p) {
+        Ok(m) => serde_json::json!([m.size(), m.mtime(), m.mtime_nsec()]),
+        Err(_) => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+use super::*;
+use serde_json::json;
+
+#[test]
+fn keys_change_with_every_input_and_the_chain_and_nothing_else() {
+    let a = derive("provision", 1, None, &json!({"steps": ["tree"]}));
+    assert_eq!(a, derive("provision", 1, None, &json!({"steps": ["tree"]})));
+    assert_eq!(a.0.len(), 64);
+    let differ = [
+        derive("provision", 1, None, &json!({"steps": ["htop"]})),
+        derive("provision", 2, None, &json!({"steps": ["tree"]})),
+        derive("guestfs", 1, None, &json!({"steps": ["tree"]})),
+        derive(
+            "provision",
+            1,
+            Some(&Key("0".repeat(64))),
+            &json!({"steps": ["tree"]}),
+        ),
+    ];
+    for d in differ {
+        assert_ne!(a, d);
+    }
+}
+
+fn store() -> (tempfile::TempDir, Store) {
+    let t = tempfile::tempdir().unwrap();
+    let s = Store::new(t.path());
+    (t, s)
+}
+
+fn file(dir: &Path, name: &str, len: usize) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, vec![7u8; len]).unwrap();
+    p
+}
+
+#[test]
+fn committed_entries_come_back_and_half_written_ones_never_do() {
+    let (t, s) = store();
+    let k = derive("x", 1, None, &json!(1));
+    assert!(s.get(&k).is_none());
+    let f = file(t.path(), "disk", 100);
+    let e = s
+        .commit("x", &k, None, &[(f.clone(), "disk.qcow2")], json!({"a": 1}))
+        .unwrap();
+    assert!(!f.exists(), "moved in");
+    assert_eq!(s.get(&k).unwrap().meta.data, json!({"a": 1}));
+    assert_eq!(std::fs::read(e.file("disk.qcow2")).unwrap().len(), 100);
+    // A temporary directory (a build killed while committing) is not an entry.
+    std::fs::create_dir_all(s.root.join(".tmp-abc-1")).unwrap();
+    assert_eq!(s.list().len(), 1);
+    // An entry whose file went missing is a miss.
+    std::fs::remove_file(e.file("disk.qcow2")).unwrap();
+    assert!(s.get(&k).is_none());
+}
+
+#[test]
+fn removing_or_evicting_never_leaves_an_entry_without_its_backing_entry() {
+    let (t, s) = store();
+    let k1 = derive("a", 1, None, &json!(1));
+    let k2 = derive("b", 1, Some(&k1), &json!(1));
+    let k3 = derive("c", 1, None, &json!(3));
+    for (k, dep, n) in [(&k1, None, 8192), (&k2, Some(&k1), 8192), (&k3, None, 8192)] {
+        let f = file(t.path(), "f", n);
+        s.commit("s", k, dep, &[(f, "f")], json!(null)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // k1 is the oldest but k2 needs it: k2 goes first, then k1, and k3 (newest) stays.
+    let total: u64 = s.list().iter().map(|e| e.meta.size).sum();
+    let removed = s.prune(total - 1).unwrap();
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].meta.key, k2);
+    let removed = s.prune(total / 3 + 1).unwrap();
+    assert_eq!(
+        removed.iter().map(|e| &e.meta.key).collect::<Vec<_>>(),
+        vec![&k1]
+    );
+    assert!(s.get(&k3).is_some());
+    // Removing an entry removes what depends on it.
+    let k4 = derive("d", 1, Some(&k3), &json!(4));
+    let f = file(t.path(), "f", 10);
+    s.commit("s", &k4, Some(&k3), &[(f, "f")], json!(null))
+        .unwrap();
+    assert_eq!(s.remove(&k3).unwrap(), vec![k3.clone(), k4.clone()]);
+    assert!(s.list().is_empty());
+}
+
+#[test]
+fn a_commit_that_fails_gives_the_files_back() {
+    let (t, s) = store();
+    let k = derive("x", 1, None, &json!(2));
+    let a = file(t.path(), "a", 10);
+    let b = file(t.path(), "b", 10);
+    // The second file cannot go in (no such directory in the entry): the first comes back.
+    let r = s.commit(
+        "x",
+        &k,
+        None,
+        &[(a.clone(), "disk"), (b.clone(), "no/such/dir")],
+        json!(null),
+    );
+    assert!(r.is_err());
+    assert!(a.is_file() && b.is_file(), "files lost");
+    assert!(s.get(&k).is_none());
+    assert!(s.list().is_empty());
+}
+
+#[test]
+fn tree_digests_see_content_modes_and_names() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("d/sub")).unwrap();
+    std::fs::write(t.path().join("d/sub/a"), "1").unwrap();
+    let one = tree_digest(&t.path().join("d")).unwrap();
+    std::fs::write(t.path().join("d/sub/a"), "2").unwrap();
+    assert_ne!(one, tree_digest(&t.path().join("d")).unwrap());
+    std::fs::write(t.path().join("d/b"), "").unwrap();
+    assert_eq!(tree_digest(&t.path().join("d")).unwrap().len(), 4);
+}
