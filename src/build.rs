@@ -84,7 +84,7 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
             .write_into(&ctx.work)
             .with_context(|| format!("writing the owner of {}", ctx.work.display()))?;
     }
-    crate::logging::open_build_log(&ctx.out.join("build.log"))?;
+    let log = crate::logging::open_build_log(&ctx.out.join("build.log"))?;
     ctx.tools.kiln = env!("CARGO_PKG_VERSION").to_string();
     ctx.tools.qemu_img = crate::process::tool_version("qemu-img");
     tracing::info!(
@@ -127,12 +127,12 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
             let logs = out_root.join(format!("{}.failed", ctx.plan.slug()));
             save_logs(&ctx.out, &ctx.work, &logs);
             tracing::warn!("logs of the failed build are in {}", logs.display());
-            crate::logging::close_build_log();
+            drop(log);
             remove_dir(&ctx.staging);
             remove_dir(&ctx.work);
         }
         _ => {
-            crate::logging::close_build_log();
+            drop(log);
             remove_dir(&ctx.staging);
             remove_dir(&ctx.work);
         }

@@ -336,9 +336,12 @@ pub fn convert_all(
     let next = Mutex::new(0usize);
     let results: Mutex<Vec<Option<Result<Converted, ConvertError>>>> =
         Mutex::new((0..jobs_list.len()).map(|_| None).collect());
+    let build = crate::logging::current();
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1).min(jobs_list.len().max(1)) {
-            scope.spawn(|| loop {
+            let (next, results) = (&next, &results);
+            scope.spawn(move || loop {
+                crate::logging::adopt(build);
                 let i = {
                     let mut n = next.lock().unwrap();
                     let i = *n;

@@ -149,7 +149,10 @@ pub fn run(argv: &[String], opts: &Opts, cancel: &Cancel) -> Result<Output, Comm
 
     let prefix = opts.stream_prefix.clone();
     let stderr = child.stderr.take().expect("piped");
+    // The readers log into the log of the build that runs the command.
+    let build = crate::logging::current();
     let err_thread = std::thread::spawn(move || {
+        crate::logging::adopt(build);
         let mut tail = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             match &prefix {
@@ -172,6 +175,7 @@ pub fn run(argv: &[String], opts: &Opts, cancel: &Cancel) -> Result<Output, Comm
     let sink = opts.on_stdout.clone();
     let mut stdout = child.stdout.take().expect("piped");
     let out_thread = std::thread::spawn(move || {
+        crate::logging::adopt(build);
         if let Some(LineSink(f)) = sink {
             let mut all = Vec::new();
             let mut line = Vec::new();

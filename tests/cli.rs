@@ -1234,7 +1234,14 @@ fn each_kind_of_input_changes_exactly_the_stage_keys_it_can_change() {
         Vec<&'a str>,
     );
     let after = |from: &str| -> Vec<&'static str> {
-        let all = ["source", "provision", "cloud-init", "sysprep", "convert", "test"];
+        let all = [
+            "source",
+            "provision",
+            "cloud-init",
+            "sysprep",
+            "convert",
+            "test",
+        ];
         all[all.iter().position(|s| *s == from).unwrap()..].to_vec()
     };
     let same_files = || {
@@ -1401,7 +1408,14 @@ fn each_kind_of_input_changes_exactly_the_stage_keys_it_can_change() {
             .filter(|(s, k)| b.get(*s) != Some(k))
             .map(|(s, _)| s.as_str())
             .collect();
-        let order = ["source", "provision", "cloud-init", "sysprep", "convert", "test"];
+        let order = [
+            "source",
+            "provision",
+            "cloud-init",
+            "sysprep",
+            "convert",
+            "test",
+        ];
         got.sort_by_key(|s| order.iter().position(|o| o == s));
         assert_eq!(got, changed, "{name}");
     }
