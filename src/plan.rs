@@ -255,11 +255,7 @@ pub struct OutputPlan {
 impl OutputPlan {
     /// The subformat qemu-img will write: the requested one, else the format's default.
     pub fn effective_subformat(&self) -> Option<Subformat> {
-        match self.format {
-            Format::Vmdk => Some(self.subformat.unwrap_or(Subformat::MonolithicSparse)),
-            Format::Vpc => Some(self.subformat.unwrap_or(Subformat::Dynamic)),
-            _ => None,
-        }
+        self.subformat.or(self.format.default_subformat())
     }
 
     pub fn new(format: Format) -> Self {
@@ -283,14 +279,14 @@ impl OutputPlan {
                 ));
             }
         }
-        if self.compress.is_some() && self.format != Format::Qcow2 {
+        if self.compress.is_some() && !self.format.facts().compressible {
             errs.push(format!(
                 "`compress` applies to qcow2 only, not {} (a streamOptimized vmdk is compressed by design)",
                 self.format.as_str()
             ));
         }
         if let Some(cs) = self.cluster_size {
-            if self.format != Format::Qcow2 {
+            if !self.format.facts().compressible {
                 errs.push("`cluster_size` applies to qcow2 only".into());
             } else if !cs.is_power_of_two() || !(512..=(2 << 20)).contains(&cs) {
                 errs.push(format!(

@@ -118,8 +118,8 @@ pub fn convert_argv(src: &Path, src_format: &str, dst: &Path, out: &OutputPlan) 
     }
     // Parallel coroutines with out-of-order writes halve conversion time; `-W` aborts
     // qemu-img with qed, and a streamOptimized vmdk is written sequentially anyway.
-    let sequential = out.format == Format::Qed
-        || (out.format == Format::Vmdk && out.subformat == Some(Subformat::StreamOptimized));
+    let sequential = !out.format.facts().parallel_writes
+        || out.effective_subformat() == Some(Subformat::StreamOptimized);
     if !sequential {
         v.extend(process::argv(["-m", "8", "-W"]));
     }

@@ -87,10 +87,7 @@ impl Subformat {
     }
     /// Which formats accept it.
     pub fn fits(self, f: Format) -> bool {
-        match self {
-            Subformat::MonolithicSparse | Subformat::StreamOptimized => f == Format::Vmdk,
-            Subformat::Dynamic | Subformat::Fixed => f == Format::Vpc,
-        }
+        f.facts().subformats.contains(&self)
     }
 }
 
@@ -127,39 +124,153 @@ pub enum Format {
     Qed,
 }
 
+/// Everything kiln knows about an output format, in one row per format ([`FORMATS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FormatFacts {
+    pub format: Format,
+    /// qemu-img's name (`-O`, `qemu-img info`).
+    pub qemu_img: &'static str,
+    /// The output file's extension.
+    pub extension: &'static str,
+    /// Glance's `disk_format` (None: Glance does not accept it).
+    pub glance_disk: Option<&'static str>,
+    /// Glance's `container_format` for it.
+    pub glance_container: &'static str,
+    /// The boot test and the host reader prefer it (qemu reads it without a conversion).
+    pub bootable: bool,
+    /// `qemu-img check` supports it.
+    pub checkable: bool,
+    /// `compress` (qemu-img's `-c`) and `cluster_size` apply.
+    pub compressible: bool,
+    /// qemu-img may write it with parallel out-of-order writes (`-m 8 -W`).
+    pub parallel_writes: bool,
+    /// The subformats it takes, the default first (none: no `subformat`).
+    pub subformats: &'static [Subformat],
+}
+
+/// The format table: a new output format is a variant of [`Format`] and a row here.
+pub const FORMATS: &[FormatFacts] = &[
+    FormatFacts {
+        format: Format::Qcow2,
+        qemu_img: "qcow2",
+        extension: "qcow2",
+        glance_disk: Some("qcow2"),
+        glance_container: "bare",
+        bootable: true,
+        checkable: true,
+        compressible: true,
+        parallel_writes: true,
+        subformats: &[],
+    },
+    FormatFacts {
+        format: Format::Raw,
+        qemu_img: "raw",
+        extension: "raw",
+        glance_disk: Some("raw"),
+        glance_container: "bare",
+        bootable: true,
+        checkable: false,
+        compressible: false,
+        parallel_writes: true,
+        subformats: &[],
+    },
+    FormatFacts {
+        format: Format::Vmdk,
+        qemu_img: "vmdk",
+        extension: "vmdk",
+        glance_disk: Some("vmdk"),
+        glance_container: "bare",
+        bootable: false,
+        checkable: true,
+        compressible: false,
+        // A streamOptimized vmdk is written sequentially anyway (see `qemu_img`).
+        parallel_writes: true,
+        subformats: &[Subformat::MonolithicSparse, Subformat::StreamOptimized],
+    },
+    FormatFacts {
+        format: Format::Vdi,
+        qemu_img: "vdi",
+        extension: "vdi",
+        glance_disk: Some("vdi"),
+        glance_container: "bare",
+        bootable: false,
+        checkable: true,
+        compressible: false,
+        parallel_writes: true,
+        subformats: &[],
+    },
+    FormatFacts {
+        format: Format::Vhdx,
+        qemu_img: "vhdx",
+        extension: "vhdx",
+        glance_disk: Some("vhdx"),
+        glance_container: "bare",
+        bootable: false,
+        checkable: true,
+        compressible: false,
+        parallel_writes: true,
+        subformats: &[],
+    },
+    FormatFacts {
+        format: Format::Vpc,
+        qemu_img: "vpc",
+        extension: "vhd",
+        glance_disk: Some("vhd"),
+        glance_container: "bare",
+        bootable: false,
+        checkable: false,
+        compressible: false,
+        parallel_writes: true,
+        subformats: &[Subformat::Dynamic, Subformat::Fixed],
+    },
+    FormatFacts {
+        format: Format::Qed,
+        qemu_img: "qed",
+        extension: "qed",
+        glance_disk: None,
+        glance_container: "bare",
+        bootable: false,
+        checkable: true,
+        compressible: false,
+        // `-W` aborts qemu-img with qed.
+        parallel_writes: false,
+        subformats: &[],
+    },
+];
+
 impl Format {
+    /// This format's row of [`FORMATS`].
+    pub fn facts(self) -> &'static FormatFacts {
+        FORMATS
+            .iter()
+            .find(|f| f.format == self)
+            .expect("every format has a row in FORMATS")
+    }
+    /// The format qemu-img calls `name` (`qemu-img info`'s "format").
+    pub fn from_qemu_img(name: &str) -> Option<Format> {
+        FORMATS
+            .iter()
+            .find(|f| f.qemu_img == name)
+            .map(|f| f.format)
+    }
     pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Qcow2 => "qcow2",
-            Format::Raw => "raw",
-            Format::Vmdk => "vmdk",
-            Format::Vdi => "vdi",
-            Format::Vhdx => "vhdx",
-            Format::Vpc => "vpc",
-            Format::Qed => "qed",
-        }
+        self.facts().qemu_img
     }
     /// Glance's `disk_format` name (qed has none: Glance does not accept it).
     pub fn glance_disk_format(self) -> Option<&'static str> {
-        match self {
-            Format::Vpc => Some("vhd"),
-            Format::Qed => None,
-            f => Some(f.as_str()),
-        }
+        self.facts().glance_disk
     }
     /// Does `qemu-img check` support the format?
     pub fn checkable(self) -> bool {
-        matches!(
-            self,
-            Format::Qcow2 | Format::Vmdk | Format::Vhdx | Format::Vdi | Format::Qed
-        )
+        self.facts().checkable
     }
     /// File extension of the output.
     pub fn extension(self) -> &'static str {
-        match self {
-            Format::Vpc => "vhd",
-            f => f.as_str(),
-        }
+        self.facts().extension
+    }
+    /// The subformat qemu-img writes when none is asked for.
+    pub fn default_subformat(self) -> Option<Subformat> {
+        self.facts().subformats.first().copied()
     }
 }
 
@@ -266,5 +377,48 @@ impl Engine {
             Engine::Kvm => "host-passthrough",
             Engine::Tcg => "maximum",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_format_has_one_row_and_rows_do_not_collide() {
+        let all = [
+            Format::Qcow2,
+            Format::Raw,
+            Format::Vmdk,
+            Format::Vdi,
+            Format::Vhdx,
+            Format::Vpc,
+            Format::Qed,
+        ];
+        assert_eq!(FORMATS.len(), all.len());
+        for f in all {
+            assert_eq!(FORMATS.iter().filter(|r| r.format == f).count(), 1, "{f:?}");
+            assert_eq!(Format::from_qemu_img(f.as_str()), Some(f));
+            assert_eq!(
+                FORMATS
+                    .iter()
+                    .filter(|r| r.extension == f.extension())
+                    .count(),
+                1,
+                "two formats write .{}",
+                f.extension()
+            );
+            for sf in f.facts().subformats {
+                assert!(sf.fits(f));
+            }
+        }
+        assert_eq!(Format::Vpc.extension(), "vhd");
+        assert_eq!(Format::Vpc.glance_disk_format(), Some("vhd"));
+        assert_eq!(Format::Qed.glance_disk_format(), None);
+        assert_eq!(
+            Format::Vmdk.default_subformat(),
+            Some(Subformat::MonolithicSparse)
+        );
+        assert!(!Subformat::Fixed.fits(Format::Vmdk));
     }
 }

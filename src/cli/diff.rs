@@ -73,7 +73,9 @@ fn output_image(dir: &Path) -> Result<Option<PathBuf>, String> {
     let pick = manifest
         .outputs
         .iter()
-        .find(|o| o.format == "qcow2" || o.format == "raw")
+        .find(|o| {
+            crate::vocab::Format::from_qemu_img(&o.format).is_some_and(|f| f.facts().bootable)
+        })
         .or(manifest.outputs.first());
     Ok(pick
         .filter(|o| !o.path.contains('/'))

@@ -777,10 +777,10 @@ fn create(g: &Glance, a: CreateArgs, cancel: &crate::process::Cancel) -> Result<
     };
     let disk_format = match (&a.disk_format, &info) {
         (Some(d), _) => d.clone(),
-        (None, Some(i)) => match i.format.as_str() {
-            "vpc" => "vhd".into(),
-            f => f.to_string(),
-        },
+        (None, Some(i)) => crate::vocab::Format::from_qemu_img(&i.format)
+            .and_then(|f| f.glance_disk_format())
+            .unwrap_or(&i.format)
+            .to_string(),
         (None, None) => "raw".into(),
     };
     let visibility = a.visibility.get().unwrap_or(if a.member.is_empty() {

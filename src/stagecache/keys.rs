@@ -578,9 +578,8 @@ pub fn test_key(plan: &crate::plan::Plan, prev: &Key) -> Option<Key> {
 /// Which output the boot test boots: a qcow2 or raw one if there is one (qemu reads the
 /// others too, through the overlay), else the first.
 pub fn boot_test_output(outputs: &[crate::plan::OutputPlan]) -> Option<usize> {
-    use crate::vocab::Format;
     outputs
         .iter()
-        .position(|o| matches!(o.format, Format::Qcow2 | Format::Raw))
+        .position(|o| o.format.facts().bootable)
         .or(if outputs.is_empty() { None } else { Some(0) })
 }
