@@ -50,48 +50,52 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
         opts.cache_dir.clone(),
         cancel.clone(),
     );
-    ctx.keep_on_error = opts.keep_on_error;
-    ctx.jobs = opts.jobs.max(1);
+    ctx.env.keep_on_error = opts.keep_on_error;
+    ctx.env.jobs = opts.jobs.max(1);
     if opts.no_cache {
-        ctx.cache = None;
+        ctx.cache.store = None;
     } else {
-        ctx.remote = opts.remote.clone();
+        ctx.cache.remote = opts.remote.clone();
     }
-    ctx.rebuild_from = opts.rebuild_from.clone();
-    ctx.until = opts.until.clone();
-    ctx.refresh = opts.refresh;
+    ctx.env.rebuild_from = opts.rebuild_from.clone();
+    ctx.env.until = opts.until.clone();
+    ctx.env.refresh = opts.refresh;
     // Seeds, answer files and the injected initrd carry hashes: only the owner enters.
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .mode(0o700)
-            .create(&ctx.staging)
-            .with_context(|| format!("creating staging directory {}", ctx.staging.display()))?;
+            .create(&ctx.env.staging)
+            .with_context(|| format!("creating staging directory {}", ctx.env.staging.display()))?;
     }
     // `kiln gc` removes it only once this process is gone.
     crate::owner::Owner::current()
-        .write_into(&ctx.staging)
-        .with_context(|| format!("writing the owner of {}", ctx.staging.display()))?;
-    std::fs::create_dir_all(&ctx.out)
-        .with_context(|| format!("creating staging directory {}", ctx.staging.display()))?;
-    if ctx.work.starts_with(&ctx.staging) {
-        std::fs::create_dir_all(&ctx.work)?;
+        .write_into(&ctx.env.staging)
+        .with_context(|| format!("writing the owner of {}", ctx.env.staging.display()))?;
+    std::fs::create_dir_all(&ctx.env.out)
+        .with_context(|| format!("creating staging directory {}", ctx.env.staging.display()))?;
+    if ctx.env.work.starts_with(&ctx.env.staging) {
+        std::fs::create_dir_all(&ctx.env.work)?;
     } else {
         // The VM's files, where its unprivileged user can reach them.
-        crate::libvirt::vmuser::make_vm_dir(&ctx.work, ctx.vm_user)
-            .with_context(|| format!("creating the build VM's directory {}", ctx.work.display()))?;
+        crate::libvirt::vmuser::make_vm_dir(&ctx.env.work, ctx.env.vm_user).with_context(|| {
+            format!(
+                "creating the build VM's directory {}",
+                ctx.env.work.display()
+            )
+        })?;
         crate::owner::Owner::current()
-            .write_into(&ctx.work)
-            .with_context(|| format!("writing the owner of {}", ctx.work.display()))?;
+            .write_into(&ctx.env.work)
+            .with_context(|| format!("writing the owner of {}", ctx.env.work.display()))?;
     }
-    let log = crate::logging::open_build_log(&ctx.out.join("build.log"))?;
+    let log = crate::logging::open_build_log(&ctx.env.out.join("build.log"))?;
     ctx.tools.kiln = env!("CARGO_PKG_VERSION").to_string();
     ctx.tools.qemu_img = crate::process::tool_version("qemu-img");
     tracing::info!(
         "building {} from {} (staging in {})",
-        ctx.plan.slug(),
-        ctx.plan.recipe_path.display(),
-        ctx.staging.display()
+        ctx.env.plan.slug(),
+        ctx.env.plan.recipe_path.display(),
+        ctx.env.staging.display()
     );
 
     let mut stages: Vec<Box<dyn pipeline::Stage<BuildContext>>> = crate::stages::all()
@@ -104,7 +108,7 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
     // failed build's finished stages too: another machine resumes from them). Interrupted:
     // the pushes are dropped (an unfinished upload leaves no entry: meta.json goes last).
     if report.outcome == Outcome::Cancelled {
-        ctx.remote = None;
+        ctx.cache.remote = None;
     } else {
         ctx.finish_pushes();
     }
@@ -115,36 +119,36 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
         Outcome::Cancelled => exit::INTERRUPTED,
     };
     match report.outcome {
-        Outcome::Failed if ctx.keep_on_error => {
+        Outcome::Failed if ctx.env.keep_on_error => {
             tracing::warn!(
                 "kept the staging directory {} and the VM directory {} (build disk, seed, console.log, build.log)",
-                ctx.staging.display(),
-                ctx.work.display()
+                ctx.env.staging.display(),
+                ctx.env.work.display()
             );
         }
         Outcome::Failed => {
             // Keep the evidence, not the disks.
-            let logs = out_root.join(format!("{}.failed", ctx.plan.slug()));
-            save_logs(&ctx.out, &ctx.work, &logs);
+            let logs = out_root.join(format!("{}.failed", ctx.env.plan.slug()));
+            save_logs(&ctx.env.out, &ctx.env.work, &logs);
             tracing::warn!("logs of the failed build are in {}", logs.display());
             drop(log);
-            remove_dir(&ctx.staging);
-            remove_dir(&ctx.work);
+            remove_dir(&ctx.env.staging);
+            remove_dir(&ctx.env.work);
         }
         _ => {
             drop(log);
-            remove_dir(&ctx.staging);
-            remove_dir(&ctx.work);
+            remove_dir(&ctx.env.staging);
+            remove_dir(&ctx.env.work);
         }
     }
     for r in ctx.held() {
-        if report.outcome != Outcome::Failed || !ctx.keep_on_error {
+        if report.outcome != Outcome::Failed || !ctx.env.keep_on_error {
             tracing::warn!("still held after cleanup: {r}");
         }
     }
     // The stage cache stays within its bound (least recently used entries go first).
-    if let Some(store) = &ctx.cache {
-        match crate::stagecache::max_size(ctx.tunables.cache_max_size.as_deref()) {
+    if let Some(store) = &ctx.cache.store {
+        match crate::stagecache::max_size(ctx.env.tunables.cache_max_size.as_deref()) {
             Ok(max) => match store.prune(max) {
                 Ok(gone) if !gone.is_empty() => tracing::info!(
                     "stage cache: evicted {} least recently used entries to stay within {}",

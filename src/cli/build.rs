@@ -367,15 +367,15 @@ pub(super) fn build(
         }
         Ok(f) => {
             match f.code {
-                exit::OK if f.ctx.until.is_some() && f.ctx.published.is_none() => {
-                    let stage = f.ctx.until.clone().unwrap_or_default();
+                exit::OK if f.ctx.env.until.is_some() && f.ctx.made.published.is_none() => {
+                    let stage = f.ctx.env.until.clone().unwrap_or_default();
                     let key = f
                         .ctx
                         .records
                         .iter()
                         .find(|r| r.name == stage)
                         .and_then(|r| r.key.clone());
-                    match (key, &f.ctx.cache) {
+                    match (key, &f.ctx.cache.store) {
                         (Some(k), Some(store)) => {
                             let entry = store.root.join(&k);
                             outln!("stopped after {stage} (--until): nothing published; its result is the stage cache entry {k}");
@@ -389,9 +389,9 @@ pub(super) fn build(
                     }
                 }
                 exit::OK => {
-                    let dir = f.ctx.published.clone().unwrap_or_default();
+                    let dir = f.ctx.made.published.clone().unwrap_or_default();
                     outln!("built {}", dir.display());
-                    if let Some(src) = &f.ctx.source_disk {
+                    if let Some(src) = &f.ctx.made.source_disk {
                         print_size_row(
                             "(build disk)",
                             &src.format,
@@ -400,7 +400,7 @@ pub(super) fn build(
                             src.virtual_size,
                         );
                     }
-                    for o in &f.ctx.outputs {
+                    for o in &f.ctx.made.outputs {
                         print_size_row(
                             &o.path,
                             &o.format,
@@ -409,7 +409,7 @@ pub(super) fn build(
                             o.virtual_size,
                         );
                     }
-                    for p in &f.ctx.glance_published {
+                    for p in &f.ctx.made.glance_published {
                         outln!(
                             "  glance: {} {} ({}, {}) {}",
                             p.name,
@@ -429,7 +429,7 @@ pub(super) fn build(
                         outln!("    {:<11} {:>7.1} s{note}", r.name, r.seconds);
                     }
                 }
-                exit::INTERRUPTED => match &f.ctx.published {
+                exit::INTERRUPTED => match &f.ctx.made.published {
                     // The signal came once the catalog had the complete build.
                     Some(dir) => errln!(
                         "interrupted: {} is complete in the catalog; the stages after publish did not run (kiln publish DIR does the Glance part)",
@@ -441,7 +441,7 @@ pub(super) fn build(
             }
             // Once the image is in the catalog its random passwords are needed, even when a
             // later stage (Glance) failed; they are printed here once and kept nowhere.
-            if f.ctx.published.is_some() {
+            if f.ctx.made.published.is_some() {
                 for s in &f.ctx.secrets {
                     outln!("  random password {s}  (shown once: kiln keeps no copy)");
                 }
@@ -453,12 +453,13 @@ pub(super) fn build(
                     return exit::BUILD_FAILED;
                 }
                 // The whole error was logged when the stage failed, before the cleanup.
-                let logs = match f.ctx.keep_on_error {
-                    true => f.ctx.staging.display().to_string(),
+                let logs = match f.ctx.env.keep_on_error {
+                    true => f.ctx.env.staging.display().to_string(),
                     false => f
                         .ctx
+                        .env
                         .final_dir
-                        .with_file_name(format!("{}.failed", f.ctx.plan.slug()))
+                        .with_file_name(format!("{}.failed", f.ctx.env.plan.slug()))
                         .display()
                         .to_string(),
                 };

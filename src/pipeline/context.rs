@@ -74,7 +74,9 @@ pub struct InstallMedia {
     pub initrd: Option<PathBuf>,
 }
 
-pub struct BuildContext {
+/// What every stage may read and none changes: the plan, the environment's settings, the
+/// paths of this build and its command-line switches.
+pub struct BuildEnv {
     /// When the build started (seconds since the epoch): the manifest's `built_at`.
     pub built_at: u64,
     pub plan: Plan,
@@ -82,11 +84,8 @@ pub struct BuildContext {
     /// `--on-error keep`: on failure keep domain, disks and logs for inspection.
     pub keep_on_error: bool,
     /// Who the build VM's qemu runs as; when that is not kiln's own user, `work` is a
-    /// directory it can reach under `libvirt::vmuser::vm_root()`, not inside `staging`.
+    /// directory it can reach under `Tunables::vm_dir`, not inside `staging`.
     pub vm_user: crate::libvirt::vmuser::VmUser,
-    /// Random passwords the build set ("USER: PASSWORD"): in memory only, shown once when the
-    /// build ends; never logged, serialized or written to a file.
-    pub secrets: Vec<String>,
     /// Everything of this build lives here until it is published.
     pub staging: PathBuf,
     /// Intermediate files (build disk, seed, rendered templates, console log).
@@ -98,56 +97,117 @@ pub struct BuildContext {
     pub cache_dir: PathBuf,
     /// What the environment set (read once by `cli/`).
     pub tunables: Tunables,
-    pub tools: Tools,
-    pub records: Vec<StageRecord>,
-    /// The stage cache (None with --no-cache).
-    pub cache: Option<crate::stagecache::Store>,
-    /// The remote stage cache (`--cache-remote`, `KILN_CACHE_REMOTE`, `cache.remote`).
-    pub remote: Option<std::sync::Arc<crate::remotecache::Remote>>,
-    /// Keys pushed (or pulled) in this build: each goes to the remote once.
-    pub(super) shared: std::sync::Mutex<std::collections::HashSet<crate::stagecache::Key>>,
+    /// Concurrent conversions.
+    pub jobs: usize,
     /// `--rebuild-from STAGE`: from that stage on nothing is taken from the cache.
     pub rebuild_from: Option<String>,
     /// `--until STAGE`: stop after it (its result stays in the stage cache).
     pub until: Option<String>,
     /// `--refresh`: provisioned disks are made again (new packages from the mirror).
     pub refresh: bool,
+}
+
+/// The stage cache as this build uses it (through `protocol.rs`).
+pub struct StageCache {
+    /// The store (None with --no-cache).
+    pub store: Option<crate::stagecache::Store>,
+    /// The remote stage cache (`--cache-remote`, `KILN_CACHE_REMOTE`, `cache.remote`).
+    pub remote: Option<std::sync::Arc<crate::remotecache::Remote>>,
+    /// Keys pushed (or pulled) in this build: each goes to the remote once.
+    pub(super) shared: std::sync::Mutex<std::collections::HashSet<crate::stagecache::Key>>,
     pub(super) lookups_off: bool,
     /// The key of the last result in the chain so far (the base disk's, then each cached
     /// stage's); None once a stage cannot be cached (nothing after it is, either).
     pub chain: Option<crate::stagecache::Key>,
-    held: Vec<Held>,
-    current_stage: &'static str,
+}
 
-    // Typed results, filled in by the stages in order.
+/// What the stages made, filled in in order; each stage's doc says which it reads and sets.
+#[derive(Default)]
+pub struct Artifacts {
+    /// source (or install): the disk the build starts from.
     pub base: Option<BaseDisk>,
-    /// Installer sources: the fetched ISO or kernel + initrd.
+    /// source, for installer sources: the fetched ISO or kernel + initrd.
     pub install_media: Option<InstallMedia>,
-    /// The build disk (qcow2 overlay over the base).
+    /// provision: the build disk (qcow2 overlay over the base); the libguestfs unit's after it.
     pub disk: Option<PathBuf>,
     /// The accelerator guests (and the libguestfs appliance) use, once decided.
     pub engine: Option<crate::vocab::Engine>,
-    pub libvirt: Option<Libvirt>,
+    /// provision: the build VM's domain (until undefine).
     pub domain: Option<String>,
-    /// The one libguestfs launch the cloud-init and sysprep stages share.
+    /// cloud-init to sysprep: the one libguestfs launch they share.
     pub guestfs: Option<GuestfsSession>,
-    pub outputs: Vec<crate::convert::Converted>,
-    /// Sizes of the build disk the outputs were converted from.
-    pub source_disk: Option<crate::convert::SourceSizes>,
-    /// Concurrent conversions.
-    pub jobs: usize,
+    /// sysprep (or the cache): operations and what each removed.
     pub sysprep_removed: Vec<(String, usize)>,
-    /// Allocated bytes of the build disk before and after sysprep's trim.
+    /// sysprep: allocated bytes of the build disk before and after the trim.
     pub sparsify: Option<crate::manifest::Sparsify>,
-    pub published: Option<PathBuf>,
-    /// Images published to Glance by the glance stage.
-    pub glance_published: Vec<crate::glance::publish::Published>,
-    /// The boot test's report (manifest.json's `test`).
-    pub test_report: Option<serde_json::Value>,
-    /// What the libguestfs stage found in the image (packages, os-release, kernels).
+    /// sysprep: what the image holds (packages, os-release, kernels).
     pub inventory: Option<crate::inventory::Inventory>,
-    /// The SBOM's summary for manifest.json (file, digest, counts).
+    /// convert: the outputs, and the sizes of the disk they were made from.
+    pub outputs: Vec<crate::convert::Converted>,
+    pub source_disk: Option<crate::convert::SourceSizes>,
+    /// convert: the SBOM's summary for manifest.json (file, digest, counts).
     pub inventory_summary: Option<serde_json::Value>,
+    /// test: the boot test's report (manifest.json's `test`).
+    pub test_report: Option<serde_json::Value>,
+    /// publish: the build's directory in the catalog.
+    pub published: Option<PathBuf>,
+    /// glance: the images published to Glance.
+    pub glance_published: Vec<crate::glance::publish::Published>,
+}
+
+/// The typed build context stages share: what they read ([`BuildEnv`]), the stage cache, the
+/// resources held (recorded by the stage that made them, released by its cleanup), what they
+/// made ([`Artifacts`]), and the build's report (stage records, tools, secrets).
+pub struct BuildContext {
+    pub env: BuildEnv,
+    pub cache: StageCache,
+    pub made: Artifacts,
+    /// The build's libvirt connection (one per build).
+    pub libvirt: Option<Libvirt>,
+    pub tools: Tools,
+    pub records: Vec<StageRecord>,
+    /// Random passwords the build set ("USER: PASSWORD"): in memory only, shown once when the
+    /// build ends; never logged, serialized or written to a file.
+    pub secrets: Vec<String>,
+    /// The external resources held, each with the stage that made it.
+    pub register: Register,
+}
+
+/// The register of external resources: each is recorded the moment it exists, by the stage
+/// that made it, and released by that stage's cleanup.
+#[derive(Debug, Default)]
+pub struct Register {
+    held: Vec<Held>,
+    current_stage: &'static str,
+}
+
+impl Register {
+    /// Record an external resource the moment it exists.
+    pub fn record(&mut self, resource: Resource) {
+        tracing::debug!("created {resource}");
+        self.held.push(Held {
+            stage: self.current_stage,
+            resource,
+        });
+    }
+
+    /// Forget a resource that was released on the normal path (e.g. the undefined domain).
+    pub fn forget(&mut self, resource: &Resource) {
+        self.held.retain(|h| &h.resource != resource);
+    }
+
+    pub fn held(&self) -> Vec<Resource> {
+        self.held.iter().map(|h| h.resource.clone()).collect()
+    }
+
+    /// What `stage` recorded, oldest first.
+    fn of(&self, stage: &str) -> Vec<Resource> {
+        self.held
+            .iter()
+            .filter(|h| h.stage == stage)
+            .map(|h| h.resource.clone())
+            .collect()
+    }
 }
 
 impl Records for BuildContext {
@@ -156,11 +216,11 @@ impl Records for BuildContext {
     }
 
     fn stop_after(&self, stage: &str) -> bool {
-        self.until.as_deref() == Some(stage)
+        self.env.until.as_deref() == Some(stage)
     }
 
     fn enter(&mut self, stage: &'static str) {
-        self.current_stage = stage;
+        self.register.current_stage = stage;
         // cloud-init and sysprep are one cache unit: rebuilding either rebuilds both.
         fn unit(s: &str) -> &str {
             if s == "sysprep" {
@@ -169,14 +229,14 @@ impl Records for BuildContext {
                 s
             }
         }
-        if self.rebuild_from.as_deref().map(unit) == Some(unit(stage)) {
-            self.lookups_off = true;
+        if self.env.rebuild_from.as_deref().map(unit) == Some(unit(stage)) {
+            self.cache.lookups_off = true;
         }
     }
 
     /// Once the build is in the catalog, its manifest follows every stage's record.
     fn finished(&mut self) {
-        if let Some(dir) = self.published.clone() {
+        if let Some(dir) = self.made.published.clone() {
             if let Err(e) = crate::manifest::write(&dir, &self.manifest()) {
                 tracing::warn!("updating {}/manifest.json: {e:#}", dir.display());
             }
@@ -211,17 +271,17 @@ pub fn build_paths(
 impl BuildContext {
     /// The committed cache entry of `key`, unless caching is off for this stage.
     pub fn cache_get(&self, key: &crate::stagecache::Key) -> Option<crate::stagecache::Entry> {
-        if self.lookups_off {
+        if self.cache.lookups_off {
             return None;
         }
-        let store = self.cache.as_ref()?;
+        let store = self.cache.store.as_ref()?;
         store.get(key).or_else(|| self.remote_pull(store, key))
     }
 
     /// Before committing `key`: with `--rebuild-from`, the entry being rebuilt (and everything
     /// built on it) goes, so that the new result replaces it instead of losing to it.
     pub fn cache_replacing(&self, key: &crate::stagecache::Key) {
-        if let (true, Some(store)) = (self.lookups_off, &self.cache) {
+        if let (true, Some(store)) = (self.cache.lookups_off, &self.cache.store) {
             if let Err(e) = store.remove(key) {
                 tracing::warn!(
                     "removing the cache entry {} to rebuild it: {e}",
@@ -264,99 +324,75 @@ impl BuildContext {
             build_paths(out_root, &slug, &run, &plan.vm.uri, &tunables.vm_dir);
         let vm_user = crate::libvirt::vmuser::VmUser::for_uri(&plan.vm.uri);
         BuildContext {
-            built_at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            work,
-            out,
-            final_dir,
-            staging,
-            plan,
-            cancel,
-            keep_on_error: false,
-            vm_user,
-            secrets: Vec::new(),
-            cache_dir,
-            tunables,
+            env: BuildEnv {
+                built_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+                work,
+                out,
+                final_dir,
+                staging,
+                plan,
+                cancel,
+                keep_on_error: false,
+                vm_user,
+                cache_dir,
+                tunables,
+                jobs: crate::convert::default_jobs(),
+                rebuild_from: None,
+                until: None,
+                refresh: false,
+            },
+            cache: StageCache {
+                store: Some(crate::stagecache::Store::new(&cache_dir_for_store)),
+                remote: None,
+                shared: Default::default(),
+                lookups_off: false,
+                chain: None,
+            },
+            made: Artifacts::default(),
+            libvirt: None,
             tools: Tools::default(),
             records: Vec::new(),
-            cache: Some(crate::stagecache::Store::new(&cache_dir_for_store)),
-            remote: None,
-            shared: Default::default(),
-            rebuild_from: None,
-            until: None,
-            refresh: false,
-            lookups_off: false,
-            chain: None,
-            held: Vec::new(),
-            current_stage: "build",
-            base: None,
-            install_media: None,
-            disk: None,
-            engine: None,
-            libvirt: None,
-            domain: None,
-            guestfs: None,
-            outputs: Vec::new(),
-            source_disk: None,
-            jobs: crate::convert::default_jobs(),
-            sysprep_removed: Vec::new(),
-            sparsify: None,
-            published: None,
-            glance_published: Vec::new(),
-            test_report: None,
-            inventory: None,
-            inventory_summary: None,
+            secrets: Vec::new(),
+            register: Register {
+                held: Vec::new(),
+                current_stage: "build",
+            },
         }
     }
 
-    /// Set by the stage wrapper so `record` knows the owner.
-    /// Record an external resource the moment it exists.
+    /// Record an external resource the moment it exists (see [`Register`]).
     pub fn record(&mut self, resource: Resource) {
-        tracing::debug!("created {resource}");
-        self.held.push(Held {
-            stage: self.current_stage,
-            resource,
-        });
+        self.register.record(resource);
     }
 
     /// Forget a resource that was released on the normal path (e.g. the undefined domain).
     pub fn forget(&mut self, resource: &Resource) {
-        self.held.retain(|h| &h.resource != resource);
+        self.register.forget(resource);
     }
 
     pub fn held(&self) -> Vec<Resource> {
-        self.held.iter().map(|h| h.resource.clone()).collect()
+        self.register.held()
     }
 
     /// Release what `stage` recorded, newest first. On failure with `--on-error keep`, keep
     /// everything and say how to inspect it.
     pub fn release(&mut self, stage: &'static str, outcome: Outcome) -> anyhow::Result<()> {
-        let mine: Vec<Resource> = self
-            .held
-            .iter()
-            .filter(|h| h.stage == stage)
-            .map(|h| h.resource.clone())
-            .collect();
+        let mine = self.register.of(stage);
         let mut first_err = None;
         for r in mine.into_iter().rev() {
-            if outcome == Outcome::Failed && self.keep_on_error {
+            if outcome == Outcome::Failed && self.env.keep_on_error {
                 tracing::warn!("kept for debugging: {r}{}", inspect_hint(&r));
                 continue;
             }
             let res = match &r {
-                Resource::Domain { uri, name } => {
-                    let lv = match self.libvirt.take() {
-                        Some(l) => Ok(l),
-                        None => Libvirt::connect(uri),
-                    };
-                    lv.map_err(anyhow::Error::from).and_then(|l| {
-                        let res = l.destroy_and_undefine(name).map_err(anyhow::Error::from);
-                        self.libvirt = Some(l);
-                        res
-                    })
+                Resource::Domain { uri, name } => match &self.libvirt {
+                    Some(l) => l.destroy_and_undefine(name),
+                    None => Libvirt::connect(uri).and_then(|l| l.destroy_and_undefine(name)),
                 }
+                .map_err(anyhow::Error::from),
                 Resource::File(p) => match std::fs::remove_file(p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         Err(anyhow::anyhow!("removing {}: {e}", p.display()))
@@ -364,7 +400,7 @@ impl BuildContext {
                     _ => Ok(()),
                 },
                 Resource::GlanceImage { cloud, id } => {
-                    crate::glance::Glance::connect(Some(cloud), &self.tunables.glance)
+                    crate::glance::Glance::connect(Some(cloud), &self.env.tunables.glance)
                         .and_then(|g| crate::glance::publish::delete_created(&g, id))
                         .map_err(|e| anyhow::anyhow!("deleting Glance image {id}: {e}"))
                 }
@@ -410,7 +446,7 @@ impl BuildContext {
     /// The manifest of this build as it stands.
     pub fn manifest(&self) -> Manifest {
         let ctx = self;
-        let plan = &ctx.plan;
+        let plan = &ctx.env.plan;
         let source = match &plan.source {
             crate::plan::SourcePlan::Installer(i) => serde_json::json!({
                 "installer": {
@@ -444,24 +480,24 @@ impl BuildContext {
             version: plan.version.clone(),
             recipe: plan.recipe_path.display().to_string(),
             recipe_sha256: plan.recipe_sha256.clone(),
-            built_at: ctx.built_at,
+            built_at: ctx.env.built_at,
             elements: plan.elements.iter().map(|e| e.name.clone()).collect(),
             source,
-            accelerator: ctx.engine.map_or("none", |e| e.as_str()).into(),
+            accelerator: ctx.made.engine.map_or("none", |e| e.as_str()).into(),
             tools: ctx.tools.clone(),
             stages: ctx.records.clone(),
-            sysprep: ctx.sysprep_removed.iter().cloned().collect(),
-            sparsify: ctx.sparsify.clone(),
+            sysprep: ctx.made.sysprep_removed.iter().cloned().collect(),
+            sparsify: ctx.made.sparsify.clone(),
             properties: plan.properties.clone(),
-            source_disk: ctx.source_disk.clone(),
-            outputs: ctx.outputs.clone(),
+            source_disk: ctx.made.source_disk.clone(),
+            outputs: ctx.made.outputs.clone(),
             published: crate::manifest::Published {
-                local: ctx.final_dir.display().to_string(),
-                glance: ctx.glance_published.clone(),
+                local: ctx.env.final_dir.display().to_string(),
+                glance: ctx.made.glance_published.clone(),
             },
             publish_glance: plan.publish.glance.clone(),
-            test: ctx.test_report.clone(),
-            inventory: ctx.inventory_summary.clone(),
+            test: ctx.made.test_report.clone(),
+            inventory: ctx.made.inventory_summary.clone(),
         }
     }
 }
@@ -472,7 +508,7 @@ impl BuildContext {
     pub fn libvirt(&mut self) -> anyhow::Result<&Libvirt> {
         let ctx = self;
         if ctx.libvirt.is_none() {
-            let lv = Libvirt::connect(&ctx.plan.vm.uri)?;
+            let lv = Libvirt::connect(&ctx.env.plan.vm.uri)?;
             ctx.tools.libvirt = lv.version();
             ctx.libvirt = Some(lv);
         }
@@ -482,20 +518,20 @@ impl BuildContext {
     /// Decide (once) the accelerator: `accel: auto` probes whether a KVM guest really runs.
     pub fn engine(&mut self) -> anyhow::Result<crate::vocab::Engine> {
         let ctx = self;
-        if let Some(e) = ctx.engine {
+        if let Some(e) = ctx.made.engine {
             return Ok(e);
         }
-        let tcg = match ctx.plan.vm.accel {
+        let tcg = match ctx.env.plan.vm.accel {
             crate::vocab::Accel::Tcg => true,
             crate::vocab::Accel::Kvm => false,
             crate::vocab::Accel::Auto => {
-                let cached = crate::libvirt::probe::cached(&ctx.cache_dir);
+                let cached = crate::libvirt::probe::cached(&ctx.env.cache_dir);
                 let probe = match cached {
                     Some(p) => p,
                     None => {
-                        let cancel = ctx.cancel.clone();
+                        let cancel = ctx.env.cancel.clone();
                         let p = ctx.libvirt()?.probe_kvm(&cancel)?;
-                        crate::libvirt::probe::store(&ctx.cache_dir, &p);
+                        crate::libvirt::probe::store(&ctx.env.cache_dir, &p);
                         p
                     }
                 };
@@ -515,7 +551,7 @@ impl BuildContext {
             }
         };
         let engine = crate::vocab::Engine::from_tcg(tcg);
-        ctx.engine = Some(engine);
+        ctx.made.engine = Some(engine);
         Ok(engine)
     }
 }

@@ -22,7 +22,7 @@ impl BuildContext {
         key: Option<Key>,
         usable: &dyn Fn(&BuildContext, &Entry) -> bool,
     ) -> anyhow::Result<Lookup<R>> {
-        let (Some(key), Some(store)) = (key, self.cache.clone()) else {
+        let (Some(key), Some(store)) = (key, self.cache.store.clone()) else {
             return Ok(Lookup::Miss(None));
         };
         let lock = store.lock(&key, unit.stages.first().unwrap_or(&unit.entry))?;
@@ -56,7 +56,7 @@ impl BuildContext {
         files: &[(PathBuf, &str)],
         result: &R,
     ) -> Option<Entry> {
-        let store = self.cache.clone()?;
+        let store = self.cache.store.clone()?;
         self.cache_replacing(&slot.key);
         let data = match serde_json::to_value(result) {
             Ok(d) => d,
@@ -90,7 +90,7 @@ impl BuildContext {
             self.share(key);
         }
         if unit.chains {
-            self.chain = Some(key.clone());
+            self.cache.chain = Some(key.clone());
         }
     }
 }

@@ -12,7 +12,7 @@ impl BuildContext {
     /// The remote's meta.json of `key`: None when there is no remote or no such entry, or the
     /// lookup failed (warned, with `then` after the error).
     fn remote_meta(&self, key: &Key, then: &str) -> Option<serde_json::Value> {
-        match self.remote.as_ref()?.meta(&key.0) {
+        match self.cache.remote.as_ref()?.meta(&key.0) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!("{e}{then}");
@@ -42,7 +42,7 @@ impl BuildContext {
         }
         match self.pull_into(store, &raw, &meta) {
             Ok(e) => {
-                self.shared.lock().unwrap().insert(key.clone());
+                self.cache.shared.lock().unwrap().insert(key.clone());
                 Some(e)
             }
             Err(e) => {
@@ -62,7 +62,7 @@ impl BuildContext {
         meta: &Meta,
     ) -> anyhow::Result<Entry> {
         use anyhow::Context as _;
-        let remote = self.remote.as_ref().context("no remote")?;
+        let remote = self.cache.remote.as_ref().context("no remote")?;
         let start = std::time::Instant::now();
         std::fs::create_dir_all(&store.root)?;
         let tmp = store
@@ -116,7 +116,7 @@ impl BuildContext {
 
     fn rebase_pulled(&self, store: &Store, meta: &Meta, f: &Path) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        let info = crate::qemu_img::info_as(f, Some("qcow2"), &self.cancel)?;
+        let info = crate::qemu_img::info_as(f, Some("qcow2"), &self.env.cancel)?;
         if info.backing_filename.is_none() {
             return Ok(());
         }
@@ -124,6 +124,7 @@ impl BuildContext {
             Some(dep) => (store.dir(dep).join("disk.qcow2"), "qcow2".to_string()),
             None => {
                 let b = self
+                    .made
                     .base
                     .as_ref()
                     .context("an overlay pulled before its base disk is known")?;
@@ -133,7 +134,7 @@ impl BuildContext {
         process::run(
             &crate::qemu_img::rebase_unsafe_argv(f, &backing, &format),
             &Opts::default(),
-            &self.cancel,
+            &self.env.cancel,
         )
         .context("pointing the pulled overlay at this machine's backing file")?;
         Ok(())
@@ -141,12 +142,12 @@ impl BuildContext {
 
     /// Push the store's entry `key` to the remote (in the background; once per build).
     pub fn share(&self, key: &Key) {
-        let (Some(remote), Some(store)) = (&self.remote, &self.cache) else {
+        let (Some(remote), Some(store)) = (&self.cache.remote, &self.cache.store) else {
             return;
         };
         // Only store entries (the base disk's key is no entry: `share_base` sends it).
         let Some(e) = store.get(key) else { return };
-        if !self.shared.lock().unwrap().insert(key.clone()) {
+        if !self.cache.shared.lock().unwrap().insert(key.clone()) {
             return;
         }
         let files = e
@@ -161,8 +162,10 @@ impl BuildContext {
     /// Push the base disk (a bootstrap's or a download's, which another machine would have
     /// to make or fetch) as entry `key`.
     pub fn share_base(&self, key: &Key, path: &Path) {
-        let Some(remote) = &self.remote else { return };
-        if !self.shared.lock().unwrap().insert(key.clone()) {
+        let Some(remote) = &self.cache.remote else {
+            return;
+        };
+        if !self.cache.shared.lock().unwrap().insert(key.clone()) {
             return;
         }
         let meta = Meta {
@@ -189,10 +192,10 @@ impl BuildContext {
     /// Fetch the base disk `key` from the remote into `dest` (atomically), instead of making
     /// or downloading it. False when the remote does not have it (or fails: with a warning).
     pub fn pull_base(&self, key: &Key, dest: &Path) -> bool {
-        let Some(remote) = &self.remote else {
+        let Some(remote) = &self.cache.remote else {
             return false;
         };
-        if self.lookups_off {
+        if self.cache.lookups_off {
             return false;
         }
         let Some(raw) = self.remote_meta(key, "") else {
@@ -211,7 +214,7 @@ impl BuildContext {
         let _ = std::fs::remove_dir_all(&tmp);
         match r {
             Ok(()) => {
-                self.shared.lock().unwrap().insert(key.clone());
+                self.cache.shared.lock().unwrap().insert(key.clone());
                 tracing::info!(
                     "remote cache: pulled the base disk {} in {:.1} s",
                     dest.display(),
@@ -228,7 +231,9 @@ impl BuildContext {
 
     /// Wait for the pushes and say what they did (at the end of the build).
     pub fn finish_pushes(&self) {
-        let Some(remote) = &self.remote else { return };
+        let Some(remote) = &self.cache.remote else {
+            return;
+        };
         let r = remote.wait();
         if !r.pushed.is_empty() {
             let bytes: u64 = r.pushed.iter().map(|(_, n)| n).sum();

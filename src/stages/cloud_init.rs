@@ -11,6 +11,9 @@ use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 use crate::plan::CloudInitPlan;
 
+/// Reads `made.disk`, `made.domain` (did the VM boot); sets `made.guestfs` (the appliance and
+/// the key it makes), or on a cache hit `made.disk`, `sysprep_removed`, `sparsify`,
+/// `inventory`.
 pub struct CloudInitStage;
 
 pub const CONFIG_PATH: &str = "/etc/cloud/cloud.cfg.d/90_kiln.cfg";
@@ -47,7 +50,7 @@ pub fn config_text(ci: &CloudInitPlan) -> String {
 
 /// The appliance stays open for the sysprep stage (or, after a failure, for cleanup).
 fn keep(ctx: &mut BuildContext, g: Guest) {
-    ctx.guestfs.get_or_insert_with(Default::default).guest = Some(g);
+    ctx.made.guestfs.get_or_insert_with(Default::default).guest = Some(g);
 }
 
 impl Stage<BuildContext> for CloudInitStage {
@@ -57,18 +60,18 @@ impl Stage<BuildContext> for CloudInitStage {
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
         // The stage cache: cloud-init, customize and sysprep are one unit (one launch).
-        let key = match ctx.chain.take() {
-            Some(prev) => crate::stagecache::guestfs_key(&ctx.plan, &prev)?,
+        let key = match ctx.cache.chain.take() {
+            Some(prev) => crate::stagecache::guestfs_key(&ctx.env.plan, &prev)?,
             None => None,
         };
         let slot = match ctx.cache_lookup::<GuestfsResult>(cached::GUESTFS, key, &|_, _| true)? {
             Lookup::Hit(e, r) => {
-                ctx.sysprep_removed = r.sysprep_removed;
-                ctx.sparsify = r.sparsify;
+                ctx.made.sysprep_removed = r.sysprep_removed;
+                ctx.made.sparsify = r.sparsify;
                 ctx.tools.libguestfs = r.libguestfs;
-                ctx.inventory = r.inventory;
-                ctx.disk = Some(e.file("disk.qcow2"));
-                ctx.guestfs = Some(GuestfsSession {
+                ctx.made.inventory = r.inventory;
+                ctx.made.disk = Some(e.file("disk.qcow2"));
+                ctx.made.guestfs = Some(GuestfsSession {
                     reused: true,
                     ..Default::default()
                 });
@@ -77,12 +80,12 @@ impl Stage<BuildContext> for CloudInitStage {
             Lookup::Miss(slot) => slot,
         };
         // The chain goes on only once the unit is committed.
-        ctx.chain = None;
-        ctx.guestfs = Some(GuestfsSession {
+        ctx.cache.chain = None;
+        ctx.made.guestfs = Some(GuestfsSession {
             slot,
             ..Default::default()
         });
-        let disk = ctx.disk.clone().context("no build disk")?;
+        let disk = ctx.made.disk.clone().context("no build disk")?;
         let engine = ctx.engine()?;
         let tcg = engine.is_tcg();
         tracing::info!("opening the build disk with libguestfs");
@@ -93,14 +96,14 @@ impl Stage<BuildContext> for CloudInitStage {
             crate::guest::Launch {
                 tcg,
                 readonly: false,
-                network: crate::customize::needs_network(&ctx.plan.sysprep_options.customize),
+                network: crate::customize::needs_network(&ctx.env.plan.sysprep_options.customize),
             },
         )?;
-        g.kill_on_cancel(&ctx.cancel);
+        g.kill_on_cancel(&ctx.env.cancel);
         ctx.tools.libguestfs = crate::guest::version();
 
         // The provisioning script's own verdict, written inside the guest (when it booted).
-        let status = if ctx.domain.is_none() {
+        let status = if ctx.made.domain.is_none() {
             "ok".to_string()
         } else if g.is_file(crate::seed::STATUS_FILE)? {
             String::from_utf8_lossy(&g.read(crate::seed::STATUS_FILE)?)
@@ -119,7 +122,10 @@ impl Stage<BuildContext> for CloudInitStage {
             keep(ctx, g);
             bail!("cloud-init is not installed in the image (add the `cloud-init` element or install it in a provisioning step)");
         }
-        g.write(CONFIG_PATH, config_text(&ctx.plan.cloud_init).as_bytes())?;
+        g.write(
+            CONFIG_PATH,
+            config_text(&ctx.env.plan.cloud_init).as_bytes(),
+        )?;
         let removed =
             crate::sysprep::engine::run_operation(&g, "cloud-init-state", &Default::default())?
                 .0
@@ -128,7 +134,7 @@ impl Stage<BuildContext> for CloudInitStage {
         g.rm_rf("/var/lib/kiln")?;
         tracing::info!(
             "cloud-init: datasources [{}] written to {CONFIG_PATH}; {removed} state entries removed",
-            ctx.plan.cloud_init.datasources.join(", ")
+            ctx.env.plan.cloud_init.datasources.join(", ")
         );
         keep(ctx, g);
         Ok(())
@@ -137,7 +143,7 @@ impl Stage<BuildContext> for CloudInitStage {
     fn cleanup(&mut self, ctx: &mut BuildContext, _outcome: Outcome) -> anyhow::Result<()> {
         // Normally sysprep closes the appliance; after a failure, drop it (closing kills it)
         // and the key it would have made.
-        ctx.guestfs = None;
+        ctx.made.guestfs = None;
         Ok(())
     }
 }

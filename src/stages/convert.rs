@@ -10,6 +10,8 @@ use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 use crate::stagecache::Key;
 
+/// Reads `made.disk`, `made.inventory`; sets `made.outputs`, `source_disk`,
+/// `inventory_summary` (and writes SHA256SUMS and the SBOM).
 pub struct ConvertStage;
 
 impl Stage<BuildContext> for ConvertStage {
@@ -18,37 +20,38 @@ impl Stage<BuildContext> for ConvertStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        let disk = ctx.disk.clone().context("no build disk")?;
-        std::fs::create_dir_all(&ctx.out)?;
-        let slug = ctx.plan.slug();
-        let source = convert::source_sizes(&disk, &ctx.cancel)?;
+        let disk = ctx.made.disk.clone().context("no build disk")?;
+        std::fs::create_dir_all(&ctx.env.out)?;
+        let slug = ctx.env.plan.slug();
+        let source = convert::source_sizes(&disk, &ctx.env.cancel)?;
         tracing::info!(
             "source disk: {} virtual, {} allocated (with its base)",
             crate::progress::human_bytes(source.virtual_size),
             crate::progress::human_bytes(source.allocated_size)
         );
-        ctx.source_disk = Some(source);
+        ctx.made.source_disk = Some(source);
         // The stage cache, per output: an output whose key is there is linked in (cached
         // files are read-only), the others are converted.
         let keys: Vec<Option<Key>> = ctx
+            .env
             .plan
             .outputs
             .iter()
             .map(|o| {
-                ctx.chain
-                    .as_ref()
-                    .map(|prev| crate::stagecache::output_key(prev, o, ctx.tunables.vmdk_writer))
+                ctx.cache.chain.as_ref().map(|prev| {
+                    crate::stagecache::output_key(prev, o, ctx.env.tunables.vmdk_writer)
+                })
             })
             .collect();
         let mut done: Vec<Option<convert::Converted>> = vec![None; keys.len()];
         let mut slots = Vec::new();
         for (i, k) in keys.iter().enumerate() {
-            let name = ctx.plan.outputs[i].file_name(&slug);
+            let name = ctx.env.plan.outputs[i].file_name(&slug);
             let unchanged =
                 |ctx: &BuildContext, e: &crate::stagecache::Entry| unchanged(ctx, e, &name);
             match ctx.cache_lookup::<CachedOutput>(cached::OUTPUT, k.clone(), &unchanged)? {
                 Lookup::Hit(e, mut c) => {
-                    let dst = ctx.out.join(&name);
+                    let dst = ctx.env.out.join(&name);
                     let _ = std::fs::remove_file(&dst);
                     if std::fs::hard_link(e.file("output"), &dst).is_err() {
                         std::fs::copy(e.file("output"), &dst)?;
@@ -63,22 +66,22 @@ impl Stage<BuildContext> for ConvertStage {
         }
         let todo: Vec<usize> = (0..keys.len()).filter(|i| done[*i].is_none()).collect();
         if !todo.is_empty() {
-            convert::check_source(&disk, "qcow2", &ctx.cancel)?;
+            convert::check_source(&disk, "qcow2", &ctx.env.cancel)?;
         }
         let jobs: Vec<Job> = todo
             .iter()
             .map(|&i| {
-                let o = &ctx.plan.outputs[i];
+                let o = &ctx.env.plan.outputs[i];
                 Job {
                     src: disk.clone(),
                     src_format: "qcow2".into(),
                     out: o.clone(),
-                    dst: ctx.out.join(o.file_name(&slug)),
-                    writer: ctx.tunables.vmdk_writer,
+                    dst: ctx.env.out.join(o.file_name(&slug)),
+                    writer: ctx.env.tunables.vmdk_writer,
                 }
             })
             .collect();
-        let results = convert::convert_all(&jobs, ctx.jobs, &ctx.cancel);
+        let results = convert::convert_all(&jobs, ctx.env.jobs, &ctx.env.cancel);
         let mut first_err = None;
         for (&i, r) in todo.iter().zip(results) {
             match r {
@@ -96,18 +99,18 @@ impl Stage<BuildContext> for ConvertStage {
         if let Some(e) = first_err {
             bail!(e);
         }
-        ctx.outputs = done.into_iter().flatten().collect();
+        ctx.made.outputs = done.into_iter().flatten().collect();
         for k in keys.iter().flatten() {
             ctx.share(k);
         }
         // The stage's key: all outputs' keys; reused when none was converted.
-        if let (Some(prev), false) = (ctx.chain.clone(), keys.is_empty()) {
+        if let (Some(prev), false) = (ctx.cache.chain.clone(), keys.is_empty()) {
             let all: Vec<Key> = keys.iter().flatten().cloned().collect();
             let k = crate::stagecache::convert_key(&prev, &all);
             ctx.note_cache("convert", &k, todo.is_empty());
         }
-        convert::write_sha256sums(&ctx.out, &ctx.outputs)
-            .with_context(|| format!("writing {}/SHA256SUMS", ctx.out.display()))?;
+        convert::write_sha256sums(&ctx.env.out, &ctx.made.outputs)
+            .with_context(|| format!("writing {}/SHA256SUMS", ctx.env.out.display()))?;
         write_sbom(ctx)?;
         Ok(())
     }
@@ -134,7 +137,7 @@ fn unchanged(ctx: &BuildContext, e: &crate::stagecache::Entry, name: &str) -> bo
         return true;
     }
     tracing::warn!("{name}: the cached output changed since it was stored; converting again");
-    if let Some(store) = &ctx.cache {
+    if let Some(store) = &ctx.cache.store {
         let _ = store.remove(&e.meta.key);
     }
     false
@@ -144,8 +147,8 @@ fn unchanged(ctx: &BuildContext, e: &crate::stagecache::Entry, name: &str) -> bo
 /// unit's entry.
 fn store_output(ctx: &mut BuildContext, slot: cached::Slot, c: &convert::Converted) {
     use std::os::unix::fs::PermissionsExt;
-    let out = ctx.out.join(&c.path);
-    let link = ctx.work.join(format!(".cache-{}", c.path));
+    let out = ctx.env.out.join(&c.path);
+    let link = ctx.env.work.join(format!(".cache-{}", c.path));
     let _ = std::fs::remove_file(&link);
     let linked = std::fs::hard_link(&out, &link)
         .or_else(|_| std::fs::copy(&out, &link).map(drop))
@@ -159,7 +162,7 @@ fn store_output(ctx: &mut BuildContext, slot: cached::Slot, c: &convert::Convert
         converted: c.clone(),
         stamp: crate::stagecache::file_stamp(&link),
     };
-    let prev = ctx.chain.clone();
+    let prev = ctx.cache.chain.clone();
     if ctx
         .cache_commit(slot, prev.as_ref(), &[(link.clone(), "output")], &entry)
         .is_none()
@@ -194,25 +197,25 @@ impl Describe for ConvertStage {
 /// NAME-VERSION.spdx.json beside the outputs, from the libguestfs stage's inventory; its
 /// summary and digest go into manifest.json (and the digest onto the Glance images).
 fn write_sbom(ctx: &mut BuildContext) -> anyhow::Result<()> {
-    let Some(inv) = &ctx.inventory else {
+    let Some(inv) = &ctx.made.inventory else {
         return Ok(());
     };
-    let slug = ctx.plan.slug();
+    let slug = ctx.env.plan.slug();
     let name = format!("{slug}.spdx.json");
     let suffix = hex::encode(crate::libvirt::console::rand_bytes());
     let doc = crate::inventory::spdx(
-        &ctx.plan.name,
-        &ctx.plan.version,
+        &ctx.env.plan.name,
+        &ctx.env.plan.version,
         inv,
-        &crate::inventory::rfc3339(ctx.built_at),
+        &crate::inventory::rfc3339(ctx.env.built_at),
         &format!("https://kiln.invalid/spdx/{slug}-{suffix}"),
         &format!("kiln-{}", env!("CARGO_PKG_VERSION")),
     );
     let bytes = serde_json::to_vec_pretty(&doc).expect("JSON");
-    let path = ctx.out.join(&name);
+    let path = ctx.env.out.join(&name);
     std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
     use sha2::Digest as _;
-    ctx.inventory_summary = Some(serde_json::json!({
+    ctx.made.inventory_summary = Some(serde_json::json!({
         "os": inv.os.get("PRETTY_NAME"),
         "os_id": inv.os.get("ID"),
         "os_version": inv.os.get("VERSION_ID"),

@@ -9,6 +9,7 @@ use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 
+/// Reads `made.published`; sets `made.glance_published` (records every image it creates).
 pub struct GlanceStage;
 
 impl Stage<BuildContext> for GlanceStage {
@@ -17,15 +18,16 @@ impl Stage<BuildContext> for GlanceStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        let Some(settings) = ctx.plan.publish.glance.clone() else {
+        let Some(settings) = ctx.env.plan.publish.glance.clone() else {
             tracing::debug!("no publish.glance: nothing to upload");
             return Ok(());
         };
         let dir = ctx
+            .made
             .published
             .clone()
             .context("the build was not published locally")?;
-        let cancel = ctx.cancel.clone();
+        let cancel = ctx.env.cancel.clone();
         let mut created = Vec::new();
         let manifest = ctx.manifest();
         let res = crate::glance::publish::publish_dir(
@@ -33,7 +35,7 @@ impl Stage<BuildContext> for GlanceStage {
             &manifest,
             &settings,
             None,
-            &ctx.tunables.glance.clone(),
+            &ctx.env.tunables.glance.clone(),
             &cancel,
             &mut |cloud, id| {
                 created.push(Resource::GlanceImage {
@@ -57,7 +59,7 @@ impl Stage<BuildContext> for GlanceStage {
             ctx.forget(r);
         }
         // The runner rewrites manifest.json with these once the stage is done.
-        ctx.glance_published = published;
+        ctx.made.glance_published = published;
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use crate::plan::{InstallerPlan, Media, SourcePlan};
 use crate::process::{self, Opts};
 use crate::recipe::model::{AnswerKind, Delivery};
 
+/// Reads `made.install_media`; sets `made.base` (the installed disk).
 pub struct InstallStage;
 
 impl Stage<BuildContext> for InstallStage {
@@ -24,26 +25,30 @@ impl Stage<BuildContext> for InstallStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        let SourcePlan::Installer(inst) = ctx.plan.source.clone() else {
+        let SourcePlan::Installer(inst) = ctx.env.plan.source.clone() else {
             return Ok(());
         };
         let inst: InstallerPlan = *inst;
-        let media = ctx.install_media.clone().context("no installer media")?;
+        let media = ctx
+            .made
+            .install_media
+            .clone()
+            .context("no installer media")?;
         // The stage cache: the same media and answers install the same system.
         let files: Vec<&std::path::Path> = [&media.iso, &media.kernel, &media.initrd]
             .into_iter()
             .flatten()
             .map(|p| p.as_path())
             .collect();
-        let key =
-            crate::stagecache::install_key(&ctx.plan, &files, &ctx.cache_dir).map_err(|e| {
+        let key = crate::stagecache::install_key(&ctx.env.plan, &files, &ctx.env.cache_dir)
+            .map_err(|e| {
                 anyhow::anyhow!("identifying the installer media for the stage cache: {e}")
             })?;
         let slot = match ctx.cache_lookup::<cached::Files>(cached::INSTALL, key, &|_, _| true)? {
             Lookup::Hit(e, _) => {
                 let disk = e.file("disk.qcow2");
-                let info = crate::qemu_img::info(&disk, &ctx.cancel)?;
-                ctx.base = Some(BaseDisk {
+                let info = crate::qemu_img::info(&disk, &ctx.env.cancel)?;
+                ctx.made.base = Some(BaseDisk {
                     path: disk,
                     format: "qcow2".into(),
                     virtual_size: info.virtual_size,
@@ -54,11 +59,11 @@ impl Stage<BuildContext> for InstallStage {
         };
         install(ctx, &inst, &media)?;
         if let Some(slot) = slot {
-            let base = ctx.base.clone().context("no installed disk")?;
+            let base = ctx.made.base.clone().context("no installed disk")?;
             let files = [(base.path.clone(), "disk.qcow2")];
             if let Some(entry) = ctx.cache_commit(slot, None, &files, &cached::Files {}) {
                 ctx.forget(&Resource::File(base.path.clone()));
-                ctx.base = Some(BaseDisk {
+                ctx.made.base = Some(BaseDisk {
                     path: entry.file("disk.qcow2"),
                     ..base
                 });
@@ -73,7 +78,7 @@ impl Stage<BuildContext> for InstallStage {
 }
 
 /// Boot the installer on an empty disk with the answer file; the installed disk becomes the
-/// base (`ctx.base`).
+/// base (`ctx.made.base`).
 fn install(
     ctx: &mut BuildContext,
     inst: &InstallerPlan,
@@ -94,7 +99,7 @@ fn install(
         }
         let engine = ctx.engine()?;
         let tcg = engine.is_tcg();
-        let dir = ctx.work.join("install");
+        let dir = ctx.env.work.join("install");
         std::fs::create_dir_all(&dir)?;
         ctx.record(Resource::Dir(dir.clone()));
 
@@ -110,9 +115,9 @@ fn install(
             ) => {
                 let k = dir.join("vmlinuz");
                 let r = dir.join("initrd.orig");
-                let kp = installer::extract_first(iso, kernel_paths, &k, &ctx.cancel)
+                let kp = installer::extract_first(iso, kernel_paths, &k, &ctx.env.cancel)
                     .context("extracting the kernel from the ISO")?;
-                let rp = installer::extract_first(iso, initrd_paths, &r, &ctx.cancel)
+                let rp = installer::extract_first(iso, initrd_paths, &r, &ctx.env.cancel)
                     .context("extracting the initrd from the ISO")?;
                 tracing::info!("extracted /{kp} and /{rp} from {}", iso.display());
                 (k, r)
@@ -124,8 +129,8 @@ fn install(
         };
         // What the VM's own user opens must be where it can reach it.
         let vm = |p: &std::path::Path| -> anyhow::Result<std::path::PathBuf> {
-            if ctx.vm_user.is_other() {
-                crate::libvirt::vmuser::reachable(p, &dir, ctx.vm_user)
+            if ctx.env.vm_user.is_other() {
+                crate::libvirt::vmuser::reachable(p, &dir, ctx.env.vm_user)
                     .with_context(|| format!("giving the installer VM access to {}", p.display()))
             } else {
                 Ok(p.to_path_buf())
@@ -135,7 +140,7 @@ fn install(
         let iso_for_vm = media.iso.as_deref().map(vm).transpose()?;
 
         // The answer file, into the initrd or onto a seed disk.
-        let answers = crate::templates::render_answers(&ctx.plan)?.context("no answer file")?;
+        let answers = crate::templates::render_answers(&ctx.env.plan)?.context("no answer file")?;
         let mut seed_path = None;
         let initrd = match inst.delivery {
             Delivery::Initrd => {
@@ -160,7 +165,7 @@ fn install(
             Delivery::Seed => {
                 let files_dir = dir.join("seed");
                 std::fs::create_dir_all(&files_dir)?;
-                let (label, files) = installer::seed_files(inst, &ctx.plan.slug(), &answers);
+                let (label, files) = installer::seed_files(inst, &ctx.env.plan.slug(), &answers);
                 let mut paths = Vec::new();
                 for (name, text) in files {
                     let p = files_dir.join(name);
@@ -171,7 +176,7 @@ fn install(
                 process::run(
                     &installer::seed_iso_argv(&iso, label, &paths),
                     &Opts::default(),
-                    &ctx.cancel,
+                    &ctx.env.cancel,
                 )
                 .context("building the answer seed disk")?;
                 seed_path = Some(iso);
@@ -182,26 +187,26 @@ fn install(
         let initrd = vm(&initrd)?;
 
         // The target disk.
-        let disk = ctx.work.join("install.qcow2");
-        let size = ctx.plan.vm.disk_bytes.unwrap_or(8 << 30);
+        let disk = ctx.env.work.join("install.qcow2");
+        let size = ctx.env.plan.vm.disk_bytes.unwrap_or(8 << 30);
         ctx.record(Resource::File(disk.clone()));
         process::run(
             &crate::qemu_img::create_argv(&disk, size),
             &Opts::default(),
-            &ctx.cancel,
+            &ctx.env.cancel,
         )
         .context("creating the install disk")?;
 
         let name = format!(
             "kiln-install-{}-{}",
-            ctx.plan.name,
+            ctx.env.plan.name,
             &hex::encode(crate::libvirt::console::rand_bytes())[..8]
         );
         let console = dir.join("console.log");
         let mut d = DomainSpec::install_vm(
             &name,
-            crate::seed::machine(&ctx.plan, engine),
-            ctx.vm_user,
+            crate::seed::machine(&ctx.env.plan, engine),
+            ctx.env.vm_user,
             KernelBoot {
                 kernel,
                 initrd: Some(initrd),
@@ -210,15 +215,15 @@ fn install(
             &disk,
             &console,
         );
-        d.label = Some(ctx.plan.slug());
+        d.label = Some(ctx.env.plan.slug());
         d.disks.extend(seed_path.as_deref().map(Disk::seed));
         d.disks.extend(iso_for_vm.as_deref().map(Disk::cdrom));
         let xml = crate::owner::with_owner(
-            &d.xml(&ctx.plan.name, &ctx.plan.version)?,
+            &d.xml(&ctx.env.plan.name, &ctx.env.plan.version)?,
             &crate::owner::Owner::current(),
         );
         std::fs::write(dir.join("domain.xml"), &xml)?;
-        let uri = ctx.plan.vm.uri.clone();
+        let uri = ctx.env.plan.vm.uri.clone();
         let lv = ctx.libvirt()?;
         lv.define(&name, &xml)?;
         ctx.record(Resource::Domain {
@@ -249,16 +254,16 @@ fn install(
                 None,
                 &[],
                 None,
-                &ctx.cancel,
+                &ctx.env.cancel,
             );
-            std::fs::create_dir_all(&ctx.out)?;
-            std::fs::copy(&console, ctx.out.join("install-console.log")).ok();
+            std::fs::create_dir_all(&ctx.env.out)?;
+            std::fs::copy(&console, ctx.env.out.join("install-console.log")).ok();
             match waited {
                 // qemu died under the installer: the same install once more on a new disk.
                 Err(e) if !restarted && e.is::<EmulatorDied>() => {
                     restarted = true;
-                    let first = ctx.out.join("install-console-first-boot.log");
-                    std::fs::rename(ctx.out.join("install-console.log"), &first).ok();
+                    let first = ctx.env.out.join("install-console-first-boot.log");
+                    std::fs::rename(ctx.env.out.join("install-console.log"), &first).ok();
                     tracing::warn!(
                         "{}: installing once more on a new disk; the first console is in {}",
                         e.downcast_ref::<EmulatorDied>()
@@ -270,7 +275,7 @@ fn install(
                     process::run(
                         &crate::qemu_img::create_argv(&disk, size),
                         &Opts::default(),
-                        &ctx.cancel,
+                        &ctx.env.cancel,
                     )
                     .context("creating the install disk again")?;
                 }
@@ -344,8 +349,8 @@ fn install(
             std::fs::remove_file(dir.join(f)).ok();
         }
         std::fs::remove_dir_all(dir.join("seed")).ok();
-        let info = crate::qemu_img::info(&disk, &ctx.cancel)?;
-        ctx.base = Some(BaseDisk {
+        let info = crate::qemu_img::info(&disk, &ctx.env.cancel)?;
+        ctx.made.base = Some(BaseDisk {
             path: disk,
             format: "qcow2".into(),
             virtual_size: info.virtual_size,

@@ -20,6 +20,8 @@ use crate::process::{self, Opts};
 use crate::seed::{self, TemplateContext};
 use crate::templates::{self, Kind};
 
+/// Reads `made.base`; sets `made.disk` (the build disk) and `made.domain` (the build VM,
+/// recorded for cleanup).
 pub struct ProvisionStage;
 
 impl Stage<BuildContext> for ProvisionStage {
@@ -28,12 +30,12 @@ impl Stage<BuildContext> for ProvisionStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        let base = ctx.base.clone().context("no base disk")?;
+        let base = ctx.made.base.clone().context("no base disk")?;
         // The stage cache: the same base and the same seed make the same disk.
-        let key = match &ctx.chain {
+        let key = match &ctx.cache.chain {
             Some(prev) => Some(crate::stagecache::provision_key(
-                &ctx.plan,
-                &ctx.tunables,
+                &ctx.env.plan,
+                &ctx.env.tunables,
                 prev,
             )?),
             None => None,
@@ -44,18 +46,18 @@ impl Stage<BuildContext> for ProvisionStage {
             Lookup::Hit(e, _) => return top_overlay(ctx, &e.file("disk.qcow2")),
             Lookup::Miss(slot) => slot,
         };
-        ctx.chain = None;
+        ctx.cache.chain = None;
         provision(ctx, &base)?;
         let Some(slot) = slot else {
             return Ok(());
         };
         // Commit: the overlay goes into the store (backed by the base itself, not the VM's
         // link to it), and the next stage writes into a fresh overlay on top of it.
-        let disk = ctx.disk.clone().context("no build disk")?;
+        let disk = ctx.made.disk.clone().context("no build disk")?;
         process::run(
             &crate::qemu_img::rebase_unsafe_argv(&disk, &base.path, &base.format),
             &Opts::default(),
-            &ctx.cancel,
+            &ctx.env.cancel,
         )
         .context("pointing the build disk at the cached base")?;
         let files = [(disk.clone(), "disk.qcow2")];
@@ -75,14 +77,14 @@ impl Stage<BuildContext> for ProvisionStage {
 /// installed packages from a mirror that has newer ones now. An expired entry is removed with
 /// everything built on it (their keys would name the new disk's results).
 fn expired(ctx: &BuildContext, e: &crate::stagecache::Entry) -> bool {
-    if ctx.plan.provision.is_empty() {
+    if ctx.env.plan.provision.is_empty() {
         return false;
     }
     let age = e.age_secs();
-    let why = if ctx.refresh {
+    let why = if ctx.env.refresh {
         "--refresh".to_string()
     } else {
-        match ctx.plan.cache_max_age_secs {
+        match ctx.env.plan.cache_max_age_secs {
             Some(max) if age > max => format!("older than cache.max_age ({max} s)"),
             _ => return false,
         }
@@ -92,7 +94,7 @@ fn expired(ctx: &BuildContext, e: &crate::stagecache::Entry) -> bool {
         e.meta.key.short(),
         age
     );
-    if let Some(store) = &ctx.cache {
+    if let Some(store) = &ctx.cache.store {
         if let Err(err) = store.remove(&e.meta.key) {
             tracing::warn!(
                 "removing the expired cache entry {}: {err}",
@@ -105,17 +107,17 @@ fn expired(ctx: &BuildContext, e: &crate::stagecache::Entry) -> bool {
 
 /// A new empty overlay over `below` (a cached disk) for the next stage to write into.
 fn top_overlay(ctx: &mut BuildContext, below: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&ctx.work)?;
-    let disk = ctx.work.join("top.qcow2");
+    std::fs::create_dir_all(&ctx.env.work)?;
+    let disk = ctx.env.work.join("top.qcow2");
     let _ = std::fs::remove_file(&disk);
     ctx.record(Resource::File(disk.clone()));
     process::run(
         &crate::qemu_img::create_overlay_argv(below, "qcow2", &disk, None),
         &Opts::default(),
-        &ctx.cancel,
+        &ctx.env.cancel,
     )
     .context("creating an overlay over the cached disk")?;
-    ctx.disk = Some(disk);
+    ctx.made.disk = Some(disk);
     Ok(())
 }
 
@@ -128,12 +130,17 @@ fn provision(
         let base = base.clone();
         let engine = ctx.engine()?;
         let tcg = engine.is_tcg();
-        std::fs::create_dir_all(&ctx.work)?;
+        std::fs::create_dir_all(&ctx.env.work)?;
 
         // The overlay: the cached base stays untouched.
-        let disk = ctx.work.join("disk.qcow2");
-        let size = ctx.plan.vm.disk_bytes.filter(|s| *s > base.virtual_size);
-        if let Some(s) = ctx.plan.vm.disk_bytes {
+        let disk = ctx.env.work.join("disk.qcow2");
+        let size = ctx
+            .env
+            .plan
+            .vm
+            .disk_bytes
+            .filter(|s| *s > base.virtual_size);
+        if let Some(s) = ctx.env.plan.vm.disk_bytes {
             if s < base.virtual_size {
                 tracing::warn!(
                     "vm.disk ({}) is smaller than the base disk ({}); keeping the base size",
@@ -144,11 +151,11 @@ fn provision(
         }
         // The VM's own user must read the base through the overlay: a hard link in its
         // directory (the cache may be under root's home, which it cannot enter).
-        let backing = if ctx.vm_user.is_other() {
-            let b = crate::libvirt::vmuser::reachable(&base.path, &ctx.work, ctx.vm_user)
+        let backing = if ctx.env.vm_user.is_other() {
+            let b = crate::libvirt::vmuser::reachable(&base.path, &ctx.env.work, ctx.env.vm_user)
                 .with_context(|| {
-                    format!("giving the build VM access to {}", base.path.display())
-                })?;
+                format!("giving the build VM access to {}", base.path.display())
+            })?;
             ctx.record(Resource::File(b.clone()));
             b
         } else {
@@ -157,24 +164,28 @@ fn provision(
         ctx.record(Resource::File(disk.clone()));
         let overlay_argv =
             crate::qemu_img::create_overlay_argv(&backing, &base.format, &disk, size);
-        process::run(&overlay_argv, &Opts::default(), &ctx.cancel)
+        process::run(&overlay_argv, &Opts::default(), &ctx.env.cancel)
             .context("creating the build disk overlay")?;
-        ctx.disk = Some(disk.clone());
+        ctx.made.disk = Some(disk.clone());
 
         // Nothing to run in the guest: booting it would only wait for cloud-init to power it
         // off again. The cloud-init stage still checks the image.
-        if ctx.plan.provision.is_empty() {
+        if ctx.env.plan.provision.is_empty() {
             tracing::info!("no provisioning steps: the build VM is not booted");
             return Ok(());
         }
         // A base that cannot run the steps is refused before its boot, not after vm.timeout.
-        if matches!(ctx.plan.source, SourcePlan::Image { .. }) {
-            check_cloud_init(&base.path, &base.format, tcg, &ctx.cache_dir)?;
+        if matches!(ctx.env.plan.source, SourcePlan::Image { .. }) {
+            check_cloud_init(&base.path, &base.format, tcg, &ctx.env.cache_dir)?;
         }
 
         // Seed and domain from the templates.
-        let domain = format!("kiln-{}-{}", ctx.plan.name, &hex::encode(rand_bytes())[..8]);
-        let mut tctx = TemplateContext::new(&ctx.plan, &domain, engine, &ctx.work);
+        let domain = format!(
+            "kiln-{}-{}",
+            ctx.env.plan.name,
+            &hex::encode(rand_bytes())[..8]
+        );
+        let mut tctx = TemplateContext::new(&ctx.env.plan, &domain, engine, &ctx.env.work);
         tctx.domain.back_system_disk(&backing, &base.format);
         // The host reader's view of the base (ext4 disks): what apt and the boot need from it.
         let view = match crate::inspect::open_host(&base.path) {
@@ -186,7 +197,7 @@ fn provision(
         };
         let local = host_packages(ctx, view.as_ref())?;
         let debs = local.as_ref().map(|(l, dir)| {
-            tctx.seed.install_locally(&ctx.plan, l);
+            tctx.seed.install_locally(&ctx.env.plan, l);
             dir.clone()
         });
         let mut seed_files = Vec::new();
@@ -194,7 +205,7 @@ fn provision(
             // The kernel command line runs these from the seed; user-data stays for a domain
             // template that boots through GRUB after all.
             let script =
-                seed::provision_script(&ctx.plan.provision, local.as_ref().map(|(l, _)| l));
+                seed::provision_script(&ctx.env.plan.provision, local.as_ref().map(|(l, _)| l));
             for (name, text) in [
                 ("provision.sh", script.as_str()),
                 (
@@ -202,7 +213,7 @@ fn provision(
                     crate::directboot::BOOT_SCRIPT,
                 ),
             ] {
-                let p = ctx.work.join(name);
+                let p = ctx.env.work.join(name);
                 ctx.record(Resource::File(p.clone()));
                 crate::hostfile::write_private(&p, text.as_bytes())?;
                 seed_files.push(p);
@@ -215,11 +226,11 @@ fn provision(
         }
         drop(view);
         for kind in [Kind::UserData, Kind::MetaData, Kind::NetworkConfig] {
-            let text = templates::render(&ctx.plan, kind, &tctx)?;
+            let text = templates::render(&ctx.env.plan, kind, &tctx)?;
             if kind == Kind::NetworkConfig && templates::is_blank(&text) {
                 continue;
             }
-            let p = ctx.work.join(kind.file_name());
+            let p = ctx.env.work.join(kind.file_name());
             // user-data carries the provisioning script and any password hash.
             crate::hostfile::write_private(&p, text.as_bytes())?;
             seed_files.push(p);
@@ -233,7 +244,7 @@ fn provision(
         process::run(
             &seed::xorriso_argv(&seed_iso, &seed_files, debs.as_deref()),
             &Opts::default(),
-            &ctx.cancel,
+            &ctx.env.cancel,
         )
         .context("building the NoCloud seed")?;
         // user-data carries the provisioning script (and any password hash): only the ISO
@@ -242,60 +253,60 @@ fn provision(
             std::fs::remove_file(f).ok();
         }
         if debs.is_some() {
-            std::fs::remove_dir_all(ctx.work.join("apt")).ok();
+            std::fs::remove_dir_all(ctx.env.work.join("apt")).ok();
         }
         // Whatever the template, the domain says who made it (for `kiln gc`).
         let xml = crate::owner::with_owner(
-            &templates::render(&ctx.plan, Kind::Domain, &tctx)?,
+            &templates::render(&ctx.env.plan, Kind::Domain, &tctx)?,
             &crate::owner::Owner::current(),
         );
-        std::fs::write(ctx.work.join("domain.xml"), &xml)?;
+        std::fs::write(ctx.env.work.join("domain.xml"), &xml)?;
         let console = tctx
             .domain
             .console_log
             .clone()
             .context("the build VM has no console")?;
 
-        let uri = ctx.plan.vm.uri.clone();
+        let uri = ctx.env.plan.vm.uri.clone();
         let lv = ctx.libvirt()?;
         lv.define(&domain, &xml)?;
         ctx.record(Resource::Domain {
             uri: uri.clone(),
             name: domain.clone(),
         });
-        ctx.domain = Some(domain.clone());
+        ctx.made.domain = Some(domain.clone());
         let lv = ctx.libvirt.as_ref().expect("connected");
-        let boot_timeout = Duration::from_secs(ctx.plan.vm.boot_timeout_secs);
+        let boot_timeout = Duration::from_secs(ctx.env.plan.vm.boot_timeout_secs);
         let mut restarted = false;
         let watched = loop {
             lv.start(&domain)?;
             tracing::info!(
                 "started domain {domain} ({}, {} MiB, {} vCPU); console: {}",
                 engine.as_str(),
-                ctx.plan.vm.memory_mib,
-                ctx.plan.vm.vcpus,
+                ctx.env.plan.vm.memory_mib,
+                ctx.env.plan.vm.vcpus,
                 console.display()
             );
             let result = wait_for_poweroff(
                 lv,
                 &domain,
                 &console,
-                ctx.plan.vm.timeout_secs,
+                ctx.env.plan.vm.timeout_secs,
                 Some(CLOUD_INIT_GRACE),
                 &[seed::FAILED_MARKER, seed::DONE_MARKER],
                 Some((seed::STARTED_MARKER, Some(boot_timeout))),
-                &ctx.cancel,
+                &ctx.env.cancel,
             );
             // Keep the console in the output whatever happened.
-            std::fs::create_dir_all(&ctx.out)?;
-            std::fs::copy(&console, ctx.out.join("console.log")).ok();
+            std::fs::create_dir_all(&ctx.env.out)?;
+            std::fs::copy(&console, ctx.env.out.join("console.log")).ok();
             match result {
                 // A boot that hung before the steps changed nothing worth keeping: the same
                 // guest again on a fresh overlay, once (the serial log starts over with it).
                 Err(e) if !restarted && before_the_steps(&e) => {
                     restarted = true;
-                    let first = ctx.out.join("console-first-boot.log");
-                    std::fs::rename(ctx.out.join("console.log"), &first).ok();
+                    let first = ctx.env.out.join("console-first-boot.log");
+                    std::fs::rename(ctx.env.out.join("console.log"), &first).ok();
                     let why = if e.is::<NotStarted>() {
                         format!(
                             "the guest did not start the steps within {} s (vm.boot_timeout)",
@@ -312,7 +323,7 @@ fn provision(
                     );
                     lv.destroy(&domain)?;
                     std::fs::remove_file(&disk)?;
-                    process::run(&overlay_argv, &Opts::default(), &ctx.cancel)
+                    process::run(&overlay_argv, &Opts::default(), &ctx.env.cancel)
                         .context("creating the build disk overlay again")?;
                 }
                 Err(e) if before_the_steps(&e) => {
@@ -353,23 +364,23 @@ fn host_packages(
     view: Option<&crate::inspect::HostView>,
 ) -> anyhow::Result<Option<(seed::LocalInstall, std::path::PathBuf)>> {
     use crate::aptsandbox::{self, AptError};
-    let (steps, packages) = seed::leading_packages(&ctx.plan.provision);
+    let (steps, packages) = seed::leading_packages(&ctx.env.plan.provision);
     if steps == 0 {
         return Ok(None);
     }
-    if !ctx.tunables.host_packages {
+    if !ctx.env.tunables.host_packages {
         tracing::info!("KILN_HOST_PACKAGES=0: the guest installs the packages itself");
         return Ok(None);
     }
     let started = std::time::Instant::now();
-    let dir = ctx.work.join("apt");
+    let dir = ctx.env.work.join("apt");
     let _ = std::fs::remove_dir_all(&dir);
     ctx.record(Resource::Dir(dir.clone()));
     let Some(view) = view else {
         return Ok(None);
     };
     let guest = aptsandbox::read_guest(view, &dir);
-    let resolved = guest.and_then(|g| aptsandbox::resolve(&g, &dir, &packages, &ctx.cancel));
+    let resolved = guest.and_then(|g| aptsandbox::resolve(&g, &dir, &packages, &ctx.env.cancel));
     let r = match resolved {
         Ok(r) => r,
         Err(AptError::Update(crate::process::CommandError::Cancelled { command }))
@@ -419,7 +430,7 @@ fn direct_boot(
     let Some(view) = view else {
         return Ok(None);
     };
-    if !ctx.tunables.direct_boot {
+    if !ctx.env.tunables.direct_boot {
         tracing::info!("KILN_DIRECT_BOOT=0: the build VM boots through GRUB and cloud-init");
         return Ok(None);
     }
@@ -434,12 +445,12 @@ fn direct_boot(
             return Ok(None);
         }
     };
-    let k = ctx.work.join("vmlinuz");
+    let k = ctx.env.work.join("vmlinuz");
     ctx.record(Resource::File(k.clone()));
     std::fs::write(&k, kernel).with_context(|| format!("writing {}", k.display()))?;
     let i = match initrd {
         Some(b) => {
-            let p = ctx.work.join("initrd.img");
+            let p = ctx.env.work.join("initrd.img");
             ctx.record(Resource::File(p.clone()));
             std::fs::write(&p, b).with_context(|| format!("writing {}", p.display()))?;
             Some(p)

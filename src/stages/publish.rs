@@ -8,6 +8,7 @@ use crate::pipeline::context::BuildContext;
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 
+/// Reads the staged output; sets `made.published` (the build's directory in the catalog).
 pub struct PublishStage;
 
 impl Stage<BuildContext> for PublishStage {
@@ -16,20 +17,20 @@ impl Stage<BuildContext> for PublishStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&ctx.out)?;
+        std::fs::create_dir_all(&ctx.env.out)?;
         // The console log is already there (provision copies it); build.log is written there
         // directly by the logger. The runner rewrites the manifest with this stage's record.
-        crate::manifest::write(&ctx.out, &ctx.manifest())?;
+        crate::manifest::write(&ctx.env.out, &ctx.manifest())?;
 
-        let final_dir = ctx.final_dir.clone();
+        let final_dir = ctx.env.final_dir.clone();
         // Checked before the build too; again now, as the directory may have appeared since.
-        crate::outdir::check_replaceable(&final_dir, &ctx.plan.name, &ctx.plan.version)?;
-        let replaced = crate::outdir::install(&ctx.out, &final_dir)
+        crate::outdir::check_replaceable(&final_dir, &ctx.env.plan.name, &ctx.env.plan.version)?;
+        let replaced = crate::outdir::install(&ctx.env.out, &final_dir)
             .with_context(|| format!("moving the output into {}", final_dir.display()))?;
         if replaced {
             tracing::info!("replaced the previous {}", final_dir.display());
         }
-        ctx.published = Some(final_dir.clone());
+        ctx.made.published = Some(final_dir.clone());
         tracing::info!("published {}", final_dir.display());
         Ok(())
     }

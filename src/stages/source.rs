@@ -20,6 +20,7 @@ use crate::progress::Progress;
 /// How many fresh appliances GRUB's installation gets (see `install` below).
 const GRUB_ATTEMPTS: u32 = 5;
 
+/// Reads the plan only; sets `made.base`, or `made.install_media` for installer sources.
 pub struct SourceStage;
 
 impl Stage<BuildContext> for SourceStage {
@@ -28,7 +29,7 @@ impl Stage<BuildContext> for SourceStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        let path = match ctx.plan.source.clone() {
+        let path = match ctx.env.plan.source.clone() {
             SourcePlan::Installer(inst) => {
                 // The media only; the install stage makes the base disk from it.
                 let media = match &inst.media {
@@ -43,7 +44,7 @@ impl Stage<BuildContext> for SourceStage {
                         initrd: Some(fetch_file(ctx, initrd).context("fetching the initrd")?),
                     },
                 };
-                ctx.install_media = Some(media);
+                ctx.made.install_media = Some(media);
                 return Ok(());
             }
             SourcePlan::Bootstrap(b) => base_disk(ctx, &b)?,
@@ -65,7 +66,7 @@ impl Stage<BuildContext> for SourceStage {
         };
         let path = std::fs::canonicalize(&path)
             .with_context(|| format!("resolving {}", path.display()))?;
-        let info = crate::qemu_img::info(&path, &ctx.cancel)
+        let info = crate::qemu_img::info(&path, &ctx.env.cancel)
             .with_context(|| format!("inspecting base disk {}", path.display()))?;
         // A backing file (or a json: filename) can name any file on the host, which would end
         // up inside the published image: sources must stand alone.
@@ -77,7 +78,7 @@ impl Stage<BuildContext> for SourceStage {
         }
         if let SourcePlan::Image {
             format: Some(f), ..
-        } = &ctx.plan.source
+        } = &ctx.env.plan.source
         {
             if f != &info.format {
                 bail!(
@@ -94,12 +95,12 @@ impl Stage<BuildContext> for SourceStage {
             crate::progress::human_bytes(info.virtual_size)
         );
         // The chain of cache keys starts with the base disk's identity.
-        ctx.chain = crate::stagecache::base_key(&ctx.plan, &path, &ctx.cache_dir)
+        ctx.cache.chain = crate::stagecache::base_key(&ctx.env.plan, &path, &ctx.env.cache_dir)
             .with_context(|| format!("identifying {} for the stage cache", path.display()))?;
-        if let Some(k) = ctx.chain.clone() {
+        if let Some(k) = ctx.cache.chain.clone() {
             ctx.note_cache("source", &k, false);
             // What another machine would have to bootstrap or download goes to the remote.
-            let made_here = match &ctx.plan.source {
+            let made_here = match &ctx.env.plan.source {
                 SourcePlan::Bootstrap(_) => true,
                 SourcePlan::Image { url, .. } => url.is_some(),
                 SourcePlan::Installer(_) => false,
@@ -108,7 +109,7 @@ impl Stage<BuildContext> for SourceStage {
                 ctx.share_base(&k, &path);
             }
         }
-        ctx.base = Some(BaseDisk {
+        ctx.made.base = Some(BaseDisk {
             path,
             format: info.format,
             virtual_size: info.virtual_size,
@@ -118,10 +119,10 @@ impl Stage<BuildContext> for SourceStage {
 
     fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
         // Only partial downloads / bootstrap scratch are recorded; the cache stays.
-        let keep = ctx.keep_on_error;
-        ctx.keep_on_error = false;
+        let keep = ctx.env.keep_on_error;
+        ctx.env.keep_on_error = false;
         let r = ctx.release(self.name(), outcome);
-        ctx.keep_on_error = keep;
+        ctx.env.keep_on_error = keep;
         r
     }
 }
@@ -129,8 +130,8 @@ impl Stage<BuildContext> for SourceStage {
 /// The cached base disk for `b`, building it when missing.
 fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBuf> {
     let key = b.cache_key();
-    let dir = ctx.cache_dir.join("bootstrap");
-    let dest = bootstrap::cached_disk(&ctx.cache_dir, b);
+    let dir = ctx.env.cache_dir.join("bootstrap");
+    let dest = bootstrap::cached_disk(&ctx.env.cache_dir, b);
     if dest.is_file() {
         tracing::info!("using cached base disk {}", dest.display());
         return Ok(dest);
@@ -142,7 +143,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     if unsafe { libc::geteuid() } != 0 {
         bail!("bootstrapping a base disk needs root (mmdebstrap --mode=root and mkfs.ext4 -d keep file ownership)");
     }
-    let scratch = bootstrap::scratch_dir(&ctx.cache_dir, &key, std::process::id());
+    let scratch = bootstrap::scratch_dir(&ctx.env.cache_dir, &key, std::process::id());
     ctx.record(Resource::Dir(scratch.clone()));
     std::fs::create_dir_all(&scratch)?;
     crate::owner::Owner::current().write_into(&scratch)?;
@@ -165,7 +166,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     process::run(
         &bootstrap::mmdebstrap_argv(b, &rootfs, &customize),
         &opts,
-        &ctx.cancel,
+        &ctx.env.cancel,
     )
     .context("bootstrapping the root filesystem")?;
 
@@ -177,14 +178,14 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
             stdin: Some(bootstrap::sfdisk_script().as_bytes().to_vec()),
             ..Default::default()
         },
-        &ctx.cancel,
+        &ctx.env.cancel,
     )
     .context("partitioning the base disk")?;
     tracing::info!("creating the ext4 filesystem from the root directory");
     process::run(
         &bootstrap::mkfs_argv(&raw, &rootfs, &uuid, b.size_bytes),
         &Opts::default(),
-        &ctx.cancel,
+        &ctx.env.cancel,
     )
     .context("creating the root filesystem")?;
     std::fs::remove_dir_all(&rootfs).ok();
@@ -212,7 +213,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     // up to five before giving up.
     let mut attempt = 1;
     while let Err(e) = install() {
-        if ctx.cancel.is_cancelled() {
+        if ctx.env.cancel.is_cancelled() {
             bail!("interrupted");
         }
         if attempt == GRUB_ATTEMPTS {
@@ -223,7 +224,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
             "installing GRUB failed ({e}); trying again in a new appliance ({attempt} of {GRUB_ATTEMPTS})"
         );
     }
-    if ctx.cancel.is_cancelled() {
+    if ctx.env.cancel.is_cancelled() {
         bail!("interrupted");
     }
 
@@ -231,7 +232,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     process::run(
         &crate::qemu_img::raw_to_qcow2_argv(&raw, &tmp),
         &Opts::default(),
-        &ctx.cancel,
+        &ctx.env.cancel,
     )
     .context("converting the base disk to qcow2")?;
     std::fs::rename(&tmp, &dest)
@@ -373,9 +374,9 @@ impl Hasher {
 /// Download `url` into the cache (keyed by checksum) unless it is there already; verify while
 /// streaming; the partial file is recorded so an interrupt removes it.
 fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow::Result<PathBuf> {
-    let dir = crate::fetch::downloads_dir(&ctx.cache_dir);
+    let dir = crate::fetch::downloads_dir(&ctx.env.cache_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dest = crate::fetch::cached_download(&ctx.cache_dir, sum);
+    let dest = crate::fetch::cached_download(&ctx.env.cache_dir, sum);
     if dest.is_file() {
         // The cache is a plain directory: whatever changed the file since it was verified,
         // the build only uses it if it still has the checksum.
@@ -433,7 +434,7 @@ fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow:
     let mut done = 0u64;
     let start = Instant::now();
     loop {
-        if ctx.cancel.is_cancelled() {
+        if ctx.env.cancel.is_cancelled() {
             bail!("download interrupted");
         }
         let n = resp

@@ -11,6 +11,8 @@ use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 use crate::sysprep::engine::run_all;
 
+/// Reads `made.guestfs` (takes the appliance), `made.disk`; sets `made.sysprep_removed`,
+/// `sparsify`, `inventory`, and `made.disk` to the committed entry's.
 pub struct SysprepStage;
 
 impl Stage<BuildContext> for SysprepStage {
@@ -20,6 +22,7 @@ impl Stage<BuildContext> for SysprepStage {
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
         let mut session = ctx
+            .made
             .guestfs
             .take()
             .context("no libguestfs session from the cloud-init stage")?;
@@ -31,10 +34,10 @@ impl Stage<BuildContext> for SysprepStage {
             .guest
             .take()
             .context("no libguestfs appliance from the cloud-init stage")?;
-        let disk = ctx.disk.clone().context("no build disk")?;
+        let disk = ctx.made.disk.clone().context("no build disk")?;
         let before = crate::manifest::allocated(&disk);
-        let ops = ctx.plan.sysprep.clone();
-        let opts = ctx.plan.sysprep_options.clone();
+        let ops = ctx.env.plan.sysprep.clone();
+        let opts = ctx.env.plan.sysprep_options.clone();
         let mut removed = Vec::new();
         let mut secrets = Vec::new();
         let result = run_all(
@@ -42,7 +45,7 @@ impl Stage<BuildContext> for SysprepStage {
             &ops,
             &opts,
             false,
-            &ctx.cancel,
+            &ctx.env.cancel,
             &mut |g| g.fstrim(),
             &mut |r| {
                 tracing::info!("sysprep {}: {} change(s)", r.op, r.actions.len());
@@ -56,7 +59,7 @@ impl Stage<BuildContext> for SysprepStage {
                 removed.push((r.op.to_string(), r.actions.len()));
             },
         );
-        ctx.sysprep_removed.extend(removed);
+        ctx.made.sysprep_removed.extend(removed);
         if !secrets.is_empty() {
             tracing::info!(
                 "{} random password(s) set: shown once when the build ends, kept nowhere",
@@ -66,7 +69,7 @@ impl Stage<BuildContext> for SysprepStage {
         }
         if let Err((op, e)) = result {
             session.guest = Some(g);
-            ctx.guestfs = Some(session);
+            ctx.made.guestfs = Some(session);
             return Err(anyhow::Error::new(e).context(format!("sysprep operation {op}")));
         }
         // The inventory in the same launch: what the SBOM lists.
@@ -80,7 +83,7 @@ impl Stage<BuildContext> for SysprepStage {
             inv.packages.len(),
             inv.kernels.join(", ")
         );
-        ctx.inventory = Some(inv);
+        ctx.made.inventory = Some(inv);
         g.close().context("closing the libguestfs appliance")?;
         let after = crate::manifest::allocated(&disk);
         tracing::info!(
@@ -88,7 +91,7 @@ impl Stage<BuildContext> for SysprepStage {
             crate::progress::human_bytes(before),
             crate::progress::human_bytes(after)
         );
-        ctx.sparsify = Some(crate::manifest::Sparsify {
+        ctx.made.sparsify = Some(crate::manifest::Sparsify {
             allocated_before: before,
             allocated_after: after,
         });
@@ -101,22 +104,22 @@ impl Stage<BuildContext> for SysprepStage {
                 .and_then(|r| r.key.clone())
                 .map(crate::stagecache::Key);
             let result = GuestfsResult {
-                sysprep_removed: ctx.sysprep_removed.clone(),
-                sparsify: ctx.sparsify.clone(),
+                sysprep_removed: ctx.made.sysprep_removed.clone(),
+                sparsify: ctx.made.sparsify.clone(),
                 libguestfs: ctx.tools.libguestfs.clone(),
-                inventory: ctx.inventory.clone(),
+                inventory: ctx.made.inventory.clone(),
             };
             let files = [(disk.clone(), "disk.qcow2")];
             if let Some(entry) = ctx.cache_commit(slot, prev.as_ref(), &files, &result) {
                 ctx.forget(&crate::pipeline::context::Resource::File(disk));
-                ctx.disk = Some(entry.file("disk.qcow2"));
+                ctx.made.disk = Some(entry.file("disk.qcow2"));
             }
         }
         Ok(())
     }
 
     fn cleanup(&mut self, ctx: &mut BuildContext, _outcome: Outcome) -> anyhow::Result<()> {
-        ctx.guestfs = None;
+        ctx.made.guestfs = None;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 
+/// Reads `made.outputs`; sets `made.test_report` (the build fails when a check fails).
 pub struct TestStage;
 
 impl Stage<BuildContext> for TestStage {
@@ -19,31 +20,34 @@ impl Stage<BuildContext> for TestStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        let Some(checks) = ctx.plan.test.clone() else {
+        let Some(checks) = ctx.env.plan.test.clone() else {
             tracing::info!("boot test off (test: false or --no-test)");
             return Ok(());
         };
-        let slug = ctx.plan.slug();
-        let Some(out) = crate::stagecache::boot_test_output(&ctx.plan.outputs)
-            .map(|i| ctx.plan.outputs[i].file_name(&slug))
-            .and_then(|name| ctx.outputs.iter().find(|o| o.path == name))
+        let slug = ctx.env.plan.slug();
+        let Some(out) = crate::stagecache::boot_test_output(&ctx.env.plan.outputs)
+            .map(|i| ctx.env.plan.outputs[i].file_name(&slug))
+            .and_then(|name| ctx.made.outputs.iter().find(|o| o.path == name))
             .cloned()
         else {
             tracing::info!("no output to boot: no boot test");
             return Ok(());
         };
-        let image = ctx.out.join(&out.path);
+        let image = ctx.env.out.join(&out.path);
         // The stage cache: the same image (the chain's key) and the same checks pass again
         // without a boot. Only passing results are stored.
-        let key =
-            (ctx.chain.as_ref()).and_then(|prev| crate::stagecache::test_key(&ctx.plan, prev));
+        let key = (ctx.cache.chain.as_ref())
+            .and_then(|prev| crate::stagecache::test_key(&ctx.env.plan, prev));
         let slot =
             match ctx.cache_lookup::<crate::boottest::Report>(cached::TEST, key, &|_, _| true)? {
                 Lookup::Hit(e, report) => {
-                    std::fs::copy(e.file("test-console.log"), ctx.out.join("test-console.log"))
-                        .ok();
+                    std::fs::copy(
+                        e.file("test-console.log"),
+                        ctx.env.out.join("test-console.log"),
+                    )
+                    .ok();
                     std::fs::write(
-                        ctx.out.join("test-results.xml"),
+                        ctx.env.out.join("test-results.xml"),
                         crate::boottest::junit_xml(&slug, &report),
                     )
                     .context("writing test-results.xml")?;
@@ -53,23 +57,23 @@ impl Stage<BuildContext> for TestStage {
                         report.checks.len(),
                         e.meta.key.short()
                     );
-                    ctx.test_report = Some(serde_json::to_value(&report)?);
+                    ctx.made.test_report = Some(serde_json::to_value(&report)?);
                     return Ok(());
                 }
                 Lookup::Miss(slot) => slot,
             };
-        let info = crate::qemu_img::info_as(&image, Some(&out.format), &ctx.cancel)?;
+        let info = crate::qemu_img::info_as(&image, Some(&out.format), &ctx.env.cancel)?;
         let engine = ctx.engine()?;
         // The build VM's host keys (cloud-init printed them on its console): the image must
         // not come up with them.
         let build_host_keys = crate::boottest::console_host_keys(
-            &std::fs::read_to_string(ctx.out.join("console.log")).unwrap_or_default(),
+            &std::fs::read_to_string(ctx.env.out.join("console.log")).unwrap_or_default(),
         );
-        let dir = ctx.work.join("test");
+        let dir = ctx.env.work.join("test");
         std::fs::create_dir_all(&dir)?;
         ctx.record(Resource::Dir(dir.clone()));
-        let reachable = if ctx.vm_user.is_other() {
-            let r = crate::libvirt::vmuser::reachable(&image, &dir, ctx.vm_user)
+        let reachable = if ctx.env.vm_user.is_other() {
+            let r = crate::libvirt::vmuser::reachable(&image, &dir, ctx.env.vm_user)
                 .with_context(|| format!("giving the test VM access to {}", image.display()))?;
             ctx.record(Resource::File(r.clone()));
             r
@@ -80,27 +84,26 @@ impl Stage<BuildContext> for TestStage {
             reachable,
             &info,
             dir.clone(),
-            crate::seed::machine(&ctx.plan, engine),
-            ctx.vm_user,
-            Duration::from_secs(ctx.plan.vm.timeout_secs),
+            crate::seed::machine(&ctx.env.plan, engine),
+            ctx.env.vm_user,
+            Duration::from_secs(ctx.env.plan.vm.timeout_secs),
             checks,
-            format!("kiln-test-{}", ctx.plan.name),
+            format!("kiln-test-{}", ctx.env.plan.name),
         );
         o.build_host_keys = build_host_keys;
         ctx.libvirt()?;
-        let lv = ctx.libvirt.take().context("no libvirt connection")?;
-        let uri = ctx.plan.vm.uri.clone();
-        let cancel = ctx.cancel.clone();
+        let lv = ctx.libvirt.as_ref().context("no libvirt connection")?;
+        let uri = ctx.env.plan.vm.uri.clone();
+        let register = &mut ctx.register;
         let mut domains = Vec::new();
-        let result = crate::boottest::run(&o, &lv, &cancel, &mut |name| {
+        let result = crate::boottest::run(&o, lv, &ctx.env.cancel, &mut |name| {
             // Recorded the moment it exists (for cleanup if the run itself cannot remove it).
             domains.push(name.to_string());
-            ctx.record(Resource::Domain {
+            register.record(Resource::Domain {
                 uri: uri.clone(),
                 name: name.to_string(),
             });
         });
-        ctx.libvirt = Some(lv);
         for name in domains {
             if !ctx.libvirt.as_ref().is_some_and(|l| l.exists(&name)) {
                 ctx.forget(&Resource::Domain {
@@ -112,13 +115,13 @@ impl Stage<BuildContext> for TestStage {
         // The evidence goes into the output (and into NAME.failed when the build fails).
         std::fs::copy(
             dir.join("test-console.log"),
-            ctx.out.join("test-console.log"),
+            ctx.env.out.join("test-console.log"),
         )
         .ok();
         let report = result?;
         std::fs::write(
-            ctx.out.join("test-results.xml"),
-            crate::boottest::junit_xml(&ctx.plan.slug(), &report),
+            ctx.env.out.join("test-results.xml"),
+            crate::boottest::junit_xml(&ctx.env.plan.slug(), &report),
         )
         .context("writing test-results.xml")?;
         for c in &report.checks {
@@ -133,7 +136,7 @@ impl Stage<BuildContext> for TestStage {
             .iter()
             .map(|c| format!("{} ({})", c.name, c.detail))
             .collect();
-        ctx.test_report = Some(serde_json::to_value(&report).expect("JSON"));
+        ctx.made.test_report = Some(serde_json::to_value(&report).expect("JSON"));
         if !failed.is_empty() {
             bail!(
                 "the boot test of {} failed: {}; nothing is published (test-console.log and test-results.xml are kept)",

@@ -6,6 +6,7 @@ use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 
+/// Reads `made.domain`; undefines it and forgets it in the register.
 pub struct UndefineStage;
 
 impl Stage<BuildContext> for UndefineStage {
@@ -15,11 +16,11 @@ impl Stage<BuildContext> for UndefineStage {
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
         // Builds without provisioning steps never define a domain.
-        let Some(name) = ctx.domain.clone() else {
+        let Some(name) = ctx.made.domain.clone() else {
             tracing::info!("no build domain to undefine");
             return Ok(());
         };
-        let uri = ctx.plan.vm.uri.clone();
+        let uri = ctx.env.plan.vm.uri.clone();
         let lv = ctx.libvirt()?;
         lv.destroy_and_undefine(&name)?;
         if lv.exists(&name) {
