@@ -85,48 +85,14 @@ fn install(
     media: &crate::pipeline::context::InstallMedia,
 ) -> anyhow::Result<()> {
     {
-        if inst.mirror_check && inst.kind == AnswerKind::Preseed {
-            if inst.answers.suite.is_empty() {
-                tracing::warn!("no `suite`: the installer mirror is not checked");
-            } else {
-                let n = installer::check_udeb_mirror(&inst.answers.mirror, &inst.answers.suite, 8)
-                    .context("checking the installer mirror before booting")?;
-                tracing::info!(
-                    "mirror {} serves the {n} udebs sampled",
-                    inst.answers.mirror
-                );
-            }
-        }
+        check_mirror(inst)?;
         let engine = ctx.engine()?;
         let tcg = engine.is_tcg();
         let dir = ctx.env.work.join("install");
         std::fs::create_dir_all(&dir)?;
         ctx.record(Resource::Dir(dir.clone()));
 
-        // Kernel and initrd: from the ISO (no boot menu involved) or as given.
-        let (kernel, initrd) = match (&inst.media, &media.iso) {
-            (
-                Media::Iso {
-                    kernel_paths,
-                    initrd_paths,
-                    ..
-                },
-                Some(iso),
-            ) => {
-                let k = dir.join("vmlinuz");
-                let r = dir.join("initrd.orig");
-                let kp = installer::extract_first(iso, kernel_paths, &k, &ctx.env.cancel)
-                    .context("extracting the kernel from the ISO")?;
-                let rp = installer::extract_first(iso, initrd_paths, &r, &ctx.env.cancel)
-                    .context("extracting the initrd from the ISO")?;
-                tracing::info!("extracted /{kp} and /{rp} from {}", iso.display());
-                (k, r)
-            }
-            _ => (
-                media.kernel.clone().context("no kernel")?,
-                media.initrd.clone().context("no initrd")?,
-            ),
-        };
+        let (kernel, initrd) = kernel_and_initrd(ctx, inst, media, &dir)?;
         // What the VM's own user opens must be where it can reach it.
         let vm = |p: &std::path::Path| -> anyhow::Result<std::path::PathBuf> {
             if ctx.env.vm_user.is_other() {
@@ -139,51 +105,7 @@ fn install(
         let kernel = vm(&kernel)?;
         let iso_for_vm = media.iso.as_deref().map(vm).transpose()?;
 
-        // The answer file, into the initrd or onto a seed disk.
-        let answers = crate::templates::render_answers(&ctx.env.plan)?.context("no answer file")?;
-        let mut seed_path = None;
-        let initrd = match inst.delivery {
-            Delivery::Initrd => {
-                let out = dir.join("initrd.img");
-                installer::inject(
-                    &initrd,
-                    &out,
-                    &[CpioFile {
-                        name: inst.answer_file_name(),
-                        mode: 0o600,
-                        data: answers.as_bytes(),
-                    }],
-                )
-                .with_context(|| format!("injecting the answer file into {}", out.display()))?;
-                tracing::info!(
-                    "{} injected into the initrd ({})",
-                    inst.answer_file_name(),
-                    crate::progress::human_bytes(std::fs::metadata(&out)?.len())
-                );
-                out
-            }
-            Delivery::Seed => {
-                let files_dir = dir.join("seed");
-                std::fs::create_dir_all(&files_dir)?;
-                let (label, files) = installer::seed_files(inst, &ctx.env.plan.slug(), &answers);
-                let mut paths = Vec::new();
-                for (name, text) in files {
-                    let p = files_dir.join(name);
-                    crate::hostfile::write_private(&p, text.as_bytes())?;
-                    paths.push(p);
-                }
-                let iso = dir.join("answers.iso");
-                process::run(
-                    &installer::seed_iso_argv(&iso, label, &paths),
-                    &Opts::default(),
-                    &ctx.env.cancel,
-                )
-                .context("building the answer seed disk")?;
-                seed_path = Some(iso);
-                initrd
-            }
-        };
-
+        let (initrd, seed_path) = deliver_answers(ctx, inst, &dir, initrd)?;
         let initrd = vm(&initrd)?;
 
         // The target disk.
@@ -230,116 +152,13 @@ fn install(
             uri: uri.clone(),
             name: name.clone(),
         });
-        let lv = ctx.libvirt.as_ref().expect("connected");
         let t = std::time::Instant::now();
-        let mut restarted = false;
-        loop {
-            lv.start(&name)?;
-            tracing::info!(
-                "installing: domain {name} boots {} with `{}` ({}), timeout {} s",
-                d.kernel
-                    .as_ref()
-                    .map(|k| k.kernel.display().to_string())
-                    .unwrap_or_default(),
-                inst.cmdline,
-                engine.as_str(),
-                inst.timeout_secs
-            );
-            let waited = crate::libvirt::console::wait_for_poweroff(
-                lv,
-                &name,
-                &console,
-                inst.timeout_secs,
-                // Installers run cloud-init themselves (subiquity) and go on: no grace rule.
-                None,
-                &[],
-                None,
-                &ctx.env.cancel,
-            );
-            std::fs::create_dir_all(&ctx.env.out)?;
-            std::fs::copy(&console, ctx.env.out.join("install-console.log")).ok();
-            match waited {
-                // qemu died under the installer: the same install once more on a new disk.
-                Err(e) if !restarted && e.is::<EmulatorDied>() => {
-                    restarted = true;
-                    let first = ctx.env.out.join("install-console-first-boot.log");
-                    std::fs::rename(ctx.env.out.join("install-console.log"), &first).ok();
-                    tracing::warn!(
-                        "{}: installing once more on a new disk; the first console is in {}",
-                        e.downcast_ref::<EmulatorDied>()
-                            .map(EmulatorDied::headline)
-                            .unwrap_or_default(),
-                        first.display()
-                    );
-                    std::fs::remove_file(&disk)?;
-                    process::run(
-                        &crate::qemu_img::create_argv(&disk, size),
-                        &Opts::default(),
-                        &ctx.env.cancel,
-                    )
-                    .context("creating the install disk again")?;
-                }
-                r => {
-                    r.context("installing")?;
-                    break;
-                }
-            }
-        }
-        // A powered-off VM is not proof of an install: an installer that failed and powered
-        // off leaves an (almost) empty disk, which would only time out in provision.
-        let written = crate::manifest::allocated(&disk);
-        if written < 32 << 20 {
-            bail!(
-                "the installer powered the VM off, but the disk holds only {}: the install failed; console tail:\n{}",
-                crate::progress::human_bytes(written),
-                crate::libvirt::console::file_tail(&console, 30)
-            );
-        }
+        run_installer(ctx, inst, &d, &disk, size)?;
+        verify_installed(&disk, &console, tcg)?;
         tracing::info!(
             "the installer powered the VM off after {:.0} s",
             t.elapsed().as_secs_f64()
         );
-        // And the disk must hold an operating system with a kernel to boot (an installer that
-        // gave up half-way can power off too).
-        let found = crate::guest::Guest::open_readonly(&disk, "qcow2", tcg)
-            .map_err(anyhow::Error::from)
-            .and_then(|g| {
-                let kernels = g.glob("/boot/vmlinuz*")?;
-                // GRUB (Debian, Ubuntu; grub2 on RHEL), BLS entries, or an EFI system partition.
-                let mut loaders = Vec::new();
-                for pat in [
-                    "/boot/grub/grub.cfg",
-                    "/boot/grub2/grub.cfg",
-                    "/boot/loader/entries/*.conf",
-                    "/boot/efi/EFI/*",
-                ] {
-                    loaders.extend(g.glob(pat)?);
-                }
-                let distro = g.distro.clone();
-                g.close()?;
-                Ok((distro, kernels, loaders))
-            });
-        match found {
-            Ok((distro, kernels, loaders)) if !kernels.is_empty() && !loaders.is_empty() => {
-                tracing::info!(
-                    "installed: {distro}, kernel {}, boot loader {}",
-                    kernels.join(", "),
-                    loaders.join(", ")
-                )
-            }
-            Ok((distro, kernels, _)) if !kernels.is_empty() => bail!(
-                "the installer powered the VM off, but the installed {distro} has no boot loader configuration (grub.cfg, BLS entries or an EFI partition): the install failed; console tail:\n{}",
-                crate::libvirt::console::file_tail(&console, 30)
-            ),
-            Ok((distro, _, _)) => bail!(
-                "the installer powered the VM off, but the installed {distro} has no kernel in /boot: the install failed; console tail:\n{}",
-                crate::libvirt::console::file_tail(&console, 30)
-            ),
-            Err(e) => bail!(
-                "the installer powered the VM off, but no installed system is on the disk ({e:#}): the install failed; console tail:\n{}",
-                crate::libvirt::console::file_tail(&console, 30)
-            ),
-        }
         // Detach the media: the install domain goes; the disk stays as the base.
         let lv = ctx.libvirt.as_ref().expect("connected");
         lv.destroy_and_undefine(&name)?;
@@ -357,6 +176,241 @@ fn install(
         });
         Ok(())
     }
+}
+
+/// Preseed: the mirror must serve the installer's udebs, checked before the long boot.
+fn check_mirror(inst: &InstallerPlan) -> anyhow::Result<()> {
+    if inst.mirror_check && inst.kind == AnswerKind::Preseed {
+        if inst.answers.suite.is_empty() {
+            tracing::warn!("no `suite`: the installer mirror is not checked");
+        } else {
+            let n = installer::check_udeb_mirror(&inst.answers.mirror, &inst.answers.suite, 8)
+                .context("checking the installer mirror before booting")?;
+            tracing::info!(
+                "mirror {} serves the {n} udebs sampled",
+                inst.answers.mirror
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The installer's kernel and initrd: out of the ISO (no boot menu involved) or as given.
+fn kernel_and_initrd(
+    ctx: &BuildContext,
+    inst: &InstallerPlan,
+    media: &crate::pipeline::context::InstallMedia,
+    dir: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    Ok(match (&inst.media, &media.iso) {
+        (
+            Media::Iso {
+                kernel_paths,
+                initrd_paths,
+                ..
+            },
+            Some(iso),
+        ) => {
+            let k = dir.join("vmlinuz");
+            let r = dir.join("initrd.orig");
+            let kp = installer::extract_first(iso, kernel_paths, &k, &ctx.env.cancel)
+                .context("extracting the kernel from the ISO")?;
+            let rp = installer::extract_first(iso, initrd_paths, &r, &ctx.env.cancel)
+                .context("extracting the initrd from the ISO")?;
+            tracing::info!("extracted /{kp} and /{rp} from {}", iso.display());
+            (k, r)
+        }
+        _ => (
+            media.kernel.clone().context("no kernel")?,
+            media.initrd.clone().context("no initrd")?,
+        ),
+    })
+}
+
+/// The answer file, into the initrd or onto a seed disk: the initrd to boot and the seed.
+fn deliver_answers(
+    ctx: &BuildContext,
+    inst: &InstallerPlan,
+    dir: &std::path::Path,
+    initrd: std::path::PathBuf,
+) -> anyhow::Result<(std::path::PathBuf, Option<std::path::PathBuf>)> {
+    let answers = crate::templates::render_answers(&ctx.env.plan)?.context("no answer file")?;
+    let mut seed_path = None;
+    let initrd = match inst.delivery {
+        Delivery::Initrd => {
+            let out = dir.join("initrd.img");
+            installer::inject(
+                &initrd,
+                &out,
+                &[CpioFile {
+                    name: inst.answer_file_name(),
+                    mode: 0o600,
+                    data: answers.as_bytes(),
+                }],
+            )
+            .with_context(|| format!("injecting the answer file into {}", out.display()))?;
+            tracing::info!(
+                "{} injected into the initrd ({})",
+                inst.answer_file_name(),
+                crate::progress::human_bytes(std::fs::metadata(&out)?.len())
+            );
+            out
+        }
+        Delivery::Seed => {
+            let files_dir = dir.join("seed");
+            std::fs::create_dir_all(&files_dir)?;
+            let (label, files) = installer::seed_files(inst, &ctx.env.plan.slug(), &answers);
+            let mut paths = Vec::new();
+            for (name, text) in files {
+                let p = files_dir.join(name);
+                crate::hostfile::write_private(&p, text.as_bytes())?;
+                paths.push(p);
+            }
+            let iso = dir.join("answers.iso");
+            process::run(
+                &installer::seed_iso_argv(&iso, label, &paths),
+                &Opts::default(),
+                &ctx.env.cancel,
+            )
+            .context("building the answer seed disk")?;
+            seed_path = Some(iso);
+            initrd
+        }
+    };
+
+    Ok((initrd, seed_path))
+}
+
+/// Start the install domain and wait for the installer to power it off; qemu dying under it
+/// gets the same install once more on a new disk.
+fn run_installer(
+    ctx: &BuildContext,
+    inst: &InstallerPlan,
+    d: &DomainSpec,
+    disk: &std::path::Path,
+    size: u64,
+) -> anyhow::Result<()> {
+    let name = &d.name;
+    let console = d
+        .console_log
+        .clone()
+        .context("the install VM has no console")?;
+    let lv = ctx.libvirt.as_ref().expect("connected");
+    let mut restarted = false;
+    loop {
+        lv.start(name)?;
+        tracing::info!(
+            "installing: domain {name} boots {} with `{}` ({}), timeout {} s",
+            d.kernel
+                .as_ref()
+                .map(|k| k.kernel.display().to_string())
+                .unwrap_or_default(),
+            inst.cmdline,
+            d.engine.as_str(),
+            inst.timeout_secs
+        );
+        let waited = crate::libvirt::console::wait_for_poweroff(
+            lv,
+            name,
+            &console,
+            inst.timeout_secs,
+            // Installers run cloud-init themselves (subiquity) and go on: no grace rule.
+            None,
+            &[],
+            None,
+            &ctx.env.cancel,
+        );
+        std::fs::create_dir_all(&ctx.env.out)?;
+        std::fs::copy(&console, ctx.env.out.join("install-console.log")).ok();
+        match waited {
+            // qemu died under the installer: the same install once more on a new disk.
+            Err(e) if !restarted && e.is::<EmulatorDied>() => {
+                restarted = true;
+                let first = ctx.env.out.join("install-console-first-boot.log");
+                std::fs::rename(ctx.env.out.join("install-console.log"), &first).ok();
+                tracing::warn!(
+                    "{}: installing once more on a new disk; the first console is in {}",
+                    e.downcast_ref::<EmulatorDied>()
+                        .map(EmulatorDied::headline)
+                        .unwrap_or_default(),
+                    first.display()
+                );
+                std::fs::remove_file(disk)?;
+                process::run(
+                    &crate::qemu_img::create_argv(disk, size),
+                    &Opts::default(),
+                    &ctx.env.cancel,
+                )
+                .context("creating the install disk again")?;
+            }
+            r => {
+                r.context("installing")?;
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A powered-off VM is not proof of an install: the disk must hold data, an operating system,
+/// a kernel and a boot loader (an installer that failed or gave up half-way powers off too).
+fn verify_installed(
+    disk: &std::path::Path,
+    console: &std::path::Path,
+    tcg: bool,
+) -> anyhow::Result<()> {
+    // A powered-off VM is not proof of an install: an installer that failed and powered
+    // off leaves an (almost) empty disk, which would only time out in provision.
+    let written = crate::manifest::allocated(disk);
+    if written < 32 << 20 {
+        bail!(
+            "the installer powered the VM off, but the disk holds only {}: the install failed; console tail:\n{}",
+            crate::progress::human_bytes(written),
+            crate::libvirt::console::file_tail(console, 30)
+        );
+    }
+    // And the disk must hold an operating system with a kernel to boot (an installer that
+    // gave up half-way can power off too).
+    let found = crate::guest::Guest::open_readonly(disk, "qcow2", tcg)
+        .map_err(anyhow::Error::from)
+        .and_then(|g| {
+            let kernels = g.glob("/boot/vmlinuz*")?;
+            // GRUB (Debian, Ubuntu; grub2 on RHEL), BLS entries, or an EFI system partition.
+            let mut loaders = Vec::new();
+            for pat in [
+                "/boot/grub/grub.cfg",
+                "/boot/grub2/grub.cfg",
+                "/boot/loader/entries/*.conf",
+                "/boot/efi/EFI/*",
+            ] {
+                loaders.extend(g.glob(pat)?);
+            }
+            let distro = g.distro.clone();
+            g.close()?;
+            Ok((distro, kernels, loaders))
+        });
+    match found {
+        Ok((distro, kernels, loaders)) if !kernels.is_empty() && !loaders.is_empty() => {
+            tracing::info!(
+                "installed: {distro}, kernel {}, boot loader {}",
+                kernels.join(", "),
+                loaders.join(", ")
+            )
+        }
+        Ok((distro, kernels, _)) if !kernels.is_empty() => bail!(
+            "the installer powered the VM off, but the installed {distro} has no boot loader configuration (grub.cfg, BLS entries or an EFI partition): the install failed; console tail:\n{}",
+            crate::libvirt::console::file_tail(console, 30)
+        ),
+        Ok((distro, _, _)) => bail!(
+            "the installer powered the VM off, but the installed {distro} has no kernel in /boot: the install failed; console tail:\n{}",
+            crate::libvirt::console::file_tail(console, 30)
+        ),
+        Err(e) => bail!(
+            "the installer powered the VM off, but no installed system is on the disk ({e:#}): the install failed; console tail:\n{}",
+            crate::libvirt::console::file_tail(console, 30)
+        ),
+    }
+    Ok(())
 }
 
 impl Describe for InstallStage {
