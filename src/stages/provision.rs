@@ -126,226 +126,268 @@ fn provision(
     ctx: &mut BuildContext,
     base: &crate::pipeline::context::BaseDisk,
 ) -> anyhow::Result<()> {
-    {
-        let base = base.clone();
-        let engine = ctx.engine()?;
-        let tcg = engine.is_tcg();
-        std::fs::create_dir_all(&ctx.env.work)?;
-
-        // The overlay: the cached base stays untouched.
-        let disk = ctx.env.work.join("disk.qcow2");
-        let size = ctx
-            .env
-            .plan
-            .vm
-            .disk_bytes
-            .filter(|s| *s > base.virtual_size);
-        if let Some(s) = ctx.env.plan.vm.disk_bytes {
-            if s < base.virtual_size {
-                tracing::warn!(
-                    "vm.disk ({}) is smaller than the base disk ({}); keeping the base size",
-                    crate::progress::human_bytes(s),
-                    crate::progress::human_bytes(base.virtual_size)
-                );
-            }
-        }
-        // The VM's own user must read the base through the overlay: a hard link in its
-        // directory (the cache may be under root's home, which it cannot enter).
-        let backing = if ctx.env.vm_user.is_other() {
-            let b = crate::libvirt::vmuser::reachable(&base.path, &ctx.env.work, ctx.env.vm_user)
-                .with_context(|| {
-                format!("giving the build VM access to {}", base.path.display())
-            })?;
-            ctx.record(Resource::File(b.clone()));
-            b
-        } else {
-            base.path.clone()
-        };
-        ctx.record(Resource::File(disk.clone()));
-        let overlay_argv =
-            crate::qemu_img::create_overlay_argv(&backing, &base.format, &disk, size);
-        process::run(&overlay_argv, &Opts::default(), &ctx.env.cancel)
-            .context("creating the build disk overlay")?;
-        ctx.made.disk = Some(disk.clone());
-
-        // Nothing to run in the guest: booting it would only wait for cloud-init to power it
-        // off again. The cloud-init stage still checks the image.
-        if ctx.env.plan.provision.is_empty() {
-            tracing::info!("no provisioning steps: the build VM is not booted");
-            return Ok(());
-        }
-        // A base that cannot run the steps is refused before its boot, not after vm.timeout.
-        if matches!(ctx.env.plan.source, SourcePlan::Image { .. }) {
-            check_cloud_init(&base.path, &base.format, tcg, &ctx.env.cache_dir)?;
-        }
-
-        // Seed and domain from the templates.
-        let domain = format!(
-            "kiln-{}-{}",
-            ctx.env.plan.name,
-            &hex::encode(rand_bytes())[..8]
+    let engine = ctx.engine()?;
+    std::fs::create_dir_all(&ctx.env.work)?;
+    let overlay = build_overlay(ctx, base)?;
+    // Nothing to run in the guest: booting it would only wait for cloud-init to power it
+    // off again. The cloud-init stage still checks the image.
+    if ctx.env.plan.provision.is_empty() {
+        tracing::info!("no provisioning steps: the build VM is not booted");
+        return Ok(());
+    }
+    // A base that cannot run the steps is refused before its boot, not after vm.timeout.
+    if matches!(ctx.env.plan.source, SourcePlan::Image { .. }) {
+        check_cloud_init(
+            &base.path,
+            &base.format,
+            engine.is_tcg(),
+            &ctx.env.cache_dir,
+        )?;
+    }
+    let (domain, console) = seed_and_domain(ctx, base, &overlay, engine)?;
+    let watched = boot_until_poweroff(ctx, &domain, &console, &overlay)?;
+    if let Some(line) = &watched.marked[0] {
+        bail!(
+            "a provisioning step failed ({}); console tail:\n{}",
+            line.trim(),
+            watched.tail
         );
-        let mut tctx = TemplateContext::new(&ctx.env.plan, &domain, engine, &ctx.env.work);
-        tctx.domain.back_system_disk(&backing, &base.format);
-        // The host reader's view of the base (ext4 disks): what apt and the boot need from it.
-        let view = match crate::inspect::open_host(&base.path) {
-            Ok((v, _)) => Some(v),
-            Err(e) => {
-                tracing::info!("the host reader cannot read the base ({e}): packages are installed and the VM is booted the usual way");
-                None
-            }
-        };
-        let local = host_packages(ctx, view.as_ref())?;
-        let debs = local.as_ref().map(|(l, dir)| {
-            tctx.seed.install_locally(&ctx.env.plan, l);
-            dir.clone()
-        });
-        let mut seed_files = Vec::new();
-        if let Some(boot) = direct_boot(ctx, view.as_ref())? {
-            // The kernel command line runs these from the seed; user-data stays for a domain
-            // template that boots through GRUB after all.
-            let script =
-                seed::provision_script(&ctx.env.plan.provision, local.as_ref().map(|(l, _)| l));
-            for (name, text) in [
-                ("provision.sh", script.as_str()),
-                (
-                    crate::directboot::BOOT_SCRIPT_NAME,
-                    crate::directboot::BOOT_SCRIPT,
-                ),
-            ] {
-                let p = ctx.env.work.join(name);
-                ctx.record(Resource::File(p.clone()));
-                crate::hostfile::write_private(&p, text.as_bytes())?;
-                seed_files.push(p);
-            }
-            tctx.domain.kernel = Some(KernelBoot {
-                kernel: boot.0,
-                initrd: boot.1,
-                cmdline: boot.2,
-            });
+    }
+    if watched.marked[1].is_none() {
+        tracing::warn!("the console shows no provisioning result; the guest's status file decides");
+    }
+    Ok(())
+}
+
+/// The build disk: an overlay of the base (which stays untouched), grown to `vm.disk`.
+struct Overlay {
+    disk: std::path::PathBuf,
+    /// The base as the VM reaches it.
+    backing: std::path::PathBuf,
+    /// How it was made (again, for a restart on a fresh disk).
+    argv: Vec<String>,
+}
+
+fn build_overlay(
+    ctx: &mut BuildContext,
+    base: &crate::pipeline::context::BaseDisk,
+) -> anyhow::Result<Overlay> {
+    // The overlay: the cached base stays untouched.
+    let disk = ctx.env.work.join("disk.qcow2");
+    let size = ctx
+        .env
+        .plan
+        .vm
+        .disk_bytes
+        .filter(|s| *s > base.virtual_size);
+    if let Some(s) = ctx.env.plan.vm.disk_bytes {
+        if s < base.virtual_size {
+            tracing::warn!(
+                "vm.disk ({}) is smaller than the base disk ({}); keeping the base size",
+                crate::progress::human_bytes(s),
+                crate::progress::human_bytes(base.virtual_size)
+            );
         }
-        drop(view);
-        for kind in [Kind::UserData, Kind::MetaData, Kind::NetworkConfig] {
-            let text = templates::render(&ctx.env.plan, kind, &tctx)?;
-            if kind == Kind::NetworkConfig && templates::is_blank(&text) {
-                continue;
-            }
-            let p = ctx.env.work.join(kind.file_name());
-            // user-data carries the provisioning script and any password hash.
+    }
+    // The VM's own user must read the base through the overlay: a hard link in its
+    // directory (the cache may be under root's home, which it cannot enter).
+    let backing = if ctx.env.vm_user.is_other() {
+        let b = crate::libvirt::vmuser::reachable(&base.path, &ctx.env.work, ctx.env.vm_user)
+            .with_context(|| format!("giving the build VM access to {}", base.path.display()))?;
+        ctx.record(Resource::File(b.clone()));
+        b
+    } else {
+        base.path.clone()
+    };
+    ctx.record(Resource::File(disk.clone()));
+    let overlay_argv = crate::qemu_img::create_overlay_argv(&backing, &base.format, &disk, size);
+    process::run(&overlay_argv, &Opts::default(), &ctx.env.cancel)
+        .context("creating the build disk overlay")?;
+    ctx.made.disk = Some(disk.clone());
+
+    Ok(Overlay {
+        disk,
+        backing,
+        argv: overlay_argv,
+    })
+}
+
+/// The NoCloud seed (with the host-resolved packages and, for a direct boot, the boot script)
+/// and the domain, defined and recorded: its name and its console.
+fn seed_and_domain(
+    ctx: &mut BuildContext,
+    base: &crate::pipeline::context::BaseDisk,
+    overlay: &Overlay,
+    engine: crate::vocab::Engine,
+) -> anyhow::Result<(String, std::path::PathBuf)> {
+    let backing = &overlay.backing;
+    // Seed and domain from the templates.
+    let domain = format!(
+        "kiln-{}-{}",
+        ctx.env.plan.name,
+        &hex::encode(rand_bytes())[..8]
+    );
+    let mut tctx = TemplateContext::new(&ctx.env.plan, &domain, engine, &ctx.env.work);
+    tctx.domain.back_system_disk(backing, &base.format);
+    // The host reader's view of the base (ext4 disks): what apt and the boot need from it.
+    let view = match crate::inspect::open_host(&base.path) {
+        Ok((v, _)) => Some(v),
+        Err(e) => {
+            tracing::info!("the host reader cannot read the base ({e}): packages are installed and the VM is booted the usual way");
+            None
+        }
+    };
+    let local = host_packages(ctx, view.as_ref())?;
+    let debs = local.as_ref().map(|(l, dir)| {
+        tctx.seed.install_locally(&ctx.env.plan, l);
+        dir.clone()
+    });
+    let mut seed_files = Vec::new();
+    if let Some(boot) = direct_boot(ctx, view.as_ref())? {
+        // The kernel command line runs these from the seed; user-data stays for a domain
+        // template that boots through GRUB after all.
+        let script =
+            seed::provision_script(&ctx.env.plan.provision, local.as_ref().map(|(l, _)| l));
+        for (name, text) in [
+            ("provision.sh", script.as_str()),
+            (
+                crate::directboot::BOOT_SCRIPT_NAME,
+                crate::directboot::BOOT_SCRIPT,
+            ),
+        ] {
+            let p = ctx.env.work.join(name);
+            ctx.record(Resource::File(p.clone()));
             crate::hostfile::write_private(&p, text.as_bytes())?;
             seed_files.push(p);
         }
-        let seed_iso = tctx
-            .domain
-            .seed_path()
-            .context("the build VM has no seed")?
-            .to_path_buf();
-        ctx.record(Resource::File(seed_iso.clone()));
-        process::run(
-            &seed::xorriso_argv(&seed_iso, &seed_files, debs.as_deref()),
-            &Opts::default(),
-            &ctx.env.cancel,
-        )
-        .context("building the NoCloud seed")?;
-        // user-data carries the provisioning script (and any password hash): only the ISO
-        // needs it now (and the .debs are in it too).
-        for f in &seed_files {
-            std::fs::remove_file(f).ok();
-        }
-        if debs.is_some() {
-            std::fs::remove_dir_all(ctx.env.work.join("apt")).ok();
-        }
-        // Whatever the template, the domain says who made it (for `kiln gc`).
-        let xml = crate::owner::with_owner(
-            &templates::render(&ctx.env.plan, Kind::Domain, &tctx)?,
-            &crate::owner::Owner::current(),
-        );
-        std::fs::write(ctx.env.work.join("domain.xml"), &xml)?;
-        let console = tctx
-            .domain
-            .console_log
-            .clone()
-            .context("the build VM has no console")?;
-
-        let uri = ctx.env.plan.vm.uri.clone();
-        let lv = ctx.libvirt()?;
-        lv.define(&domain, &xml)?;
-        ctx.record(Resource::Domain {
-            uri: uri.clone(),
-            name: domain.clone(),
+        tctx.domain.kernel = Some(KernelBoot {
+            kernel: boot.0,
+            initrd: boot.1,
+            cmdline: boot.2,
         });
-        ctx.made.domain = Some(domain.clone());
-        let lv = ctx.libvirt.as_ref().expect("connected");
-        let boot_timeout = Duration::from_secs(ctx.env.plan.vm.boot_timeout_secs);
-        let mut restarted = false;
-        let watched = loop {
-            lv.start(&domain)?;
-            tracing::info!(
-                "started domain {domain} ({}, {} MiB, {} vCPU); console: {}",
-                engine.as_str(),
-                ctx.env.plan.vm.memory_mib,
-                ctx.env.plan.vm.vcpus,
-                console.display()
-            );
-            let result = wait_for_poweroff(
-                lv,
-                &domain,
-                &console,
-                ctx.env.plan.vm.timeout_secs,
-                Some(CLOUD_INIT_GRACE),
-                &[seed::FAILED_MARKER, seed::DONE_MARKER],
-                Some((seed::STARTED_MARKER, Some(boot_timeout))),
-                &ctx.env.cancel,
-            );
-            // Keep the console in the output whatever happened.
-            std::fs::create_dir_all(&ctx.env.out)?;
-            std::fs::copy(&console, ctx.env.out.join("console.log")).ok();
-            match result {
-                // A boot that hung before the steps changed nothing worth keeping: the same
-                // guest again on a fresh overlay, once (the serial log starts over with it).
-                Err(e) if !restarted && before_the_steps(&e) => {
-                    restarted = true;
-                    let first = ctx.env.out.join("console-first-boot.log");
-                    std::fs::rename(ctx.env.out.join("console.log"), &first).ok();
-                    let why = if e.is::<NotStarted>() {
-                        format!(
-                            "the guest did not start the steps within {} s (vm.boot_timeout)",
-                            boot_timeout.as_secs()
-                        )
-                    } else {
-                        e.downcast_ref::<EmulatorDied>()
-                            .map(EmulatorDied::headline)
-                            .unwrap_or_default()
-                    };
-                    tracing::warn!(
-                        "{why}: restarting it once on a fresh disk; the first boot's console is in {}",
-                        first.display()
-                    );
-                    lv.destroy(&domain)?;
-                    std::fs::remove_file(&disk)?;
-                    process::run(&overlay_argv, &Opts::default(), &ctx.env.cancel)
-                        .context("creating the build disk overlay again")?;
-                }
-                Err(e) if before_the_steps(&e) => {
-                    return Err(e.context("the build VM failed before its steps twice"));
-                }
-                r => break r?,
-            }
-        };
-        if let Some(line) = &watched.marked[0] {
-            bail!(
-                "a provisioning step failed ({}); console tail:\n{}",
-                line.trim(),
-                watched.tail
-            );
-        }
-        if watched.marked[1].is_none() {
-            tracing::warn!(
-                "the console shows no provisioning result; the guest's status file decides"
-            );
-        }
-        Ok(())
     }
+    drop(view);
+    for kind in [Kind::UserData, Kind::MetaData, Kind::NetworkConfig] {
+        let text = templates::render(&ctx.env.plan, kind, &tctx)?;
+        if kind == Kind::NetworkConfig && templates::is_blank(&text) {
+            continue;
+        }
+        let p = ctx.env.work.join(kind.file_name());
+        // user-data carries the provisioning script and any password hash.
+        crate::hostfile::write_private(&p, text.as_bytes())?;
+        seed_files.push(p);
+    }
+    let seed_iso = tctx
+        .domain
+        .seed_path()
+        .context("the build VM has no seed")?
+        .to_path_buf();
+    ctx.record(Resource::File(seed_iso.clone()));
+    process::run(
+        &seed::xorriso_argv(&seed_iso, &seed_files, debs.as_deref()),
+        &Opts::default(),
+        &ctx.env.cancel,
+    )
+    .context("building the NoCloud seed")?;
+    // user-data carries the provisioning script (and any password hash): only the ISO
+    // needs it now (and the .debs are in it too).
+    for f in &seed_files {
+        std::fs::remove_file(f).ok();
+    }
+    if debs.is_some() {
+        std::fs::remove_dir_all(ctx.env.work.join("apt")).ok();
+    }
+    // Whatever the template, the domain says who made it (for `kiln gc`).
+    let xml = crate::owner::with_owner(
+        &templates::render(&ctx.env.plan, Kind::Domain, &tctx)?,
+        &crate::owner::Owner::current(),
+    );
+    std::fs::write(ctx.env.work.join("domain.xml"), &xml)?;
+    let console = tctx
+        .domain
+        .console_log
+        .clone()
+        .context("the build VM has no console")?;
+
+    let uri = ctx.env.plan.vm.uri.clone();
+    let lv = ctx.libvirt()?;
+    lv.define(&domain, &xml)?;
+    ctx.record(Resource::Domain {
+        uri,
+        name: domain.clone(),
+    });
+    ctx.made.domain = Some(domain.clone());
+    Ok((domain, console))
+}
+
+/// Start the build VM and follow its console until it powers off; a first boot that ends
+/// before the steps began gets one new boot on a fresh overlay.
+fn boot_until_poweroff(
+    ctx: &mut BuildContext,
+    domain: &str,
+    console: &std::path::Path,
+    overlay: &Overlay,
+) -> anyhow::Result<crate::libvirt::console::Watched> {
+    let engine = ctx.engine()?;
+    let (disk, overlay_argv) = (&overlay.disk, &overlay.argv);
+    let lv = ctx.libvirt.as_ref().expect("connected");
+    let boot_timeout = Duration::from_secs(ctx.env.plan.vm.boot_timeout_secs);
+    let mut restarted = false;
+    let watched = loop {
+        lv.start(domain)?;
+        tracing::info!(
+            "started domain {domain} ({}, {} MiB, {} vCPU); console: {}",
+            engine.as_str(),
+            ctx.env.plan.vm.memory_mib,
+            ctx.env.plan.vm.vcpus,
+            console.display()
+        );
+        let result = wait_for_poweroff(
+            lv,
+            domain,
+            console,
+            ctx.env.plan.vm.timeout_secs,
+            Some(CLOUD_INIT_GRACE),
+            &[seed::FAILED_MARKER, seed::DONE_MARKER],
+            Some((seed::STARTED_MARKER, Some(boot_timeout))),
+            &ctx.env.cancel,
+        );
+        // Keep the console in the output whatever happened.
+        std::fs::create_dir_all(&ctx.env.out)?;
+        std::fs::copy(console, ctx.env.out.join("console.log")).ok();
+        match result {
+            // A boot that hung before the steps changed nothing worth keeping: the same
+            // guest again on a fresh overlay, once (the serial log starts over with it).
+            Err(e) if !restarted && before_the_steps(&e) => {
+                restarted = true;
+                let first = ctx.env.out.join("console-first-boot.log");
+                std::fs::rename(ctx.env.out.join("console.log"), &first).ok();
+                let why = if e.is::<NotStarted>() {
+                    format!(
+                        "the guest did not start the steps within {} s (vm.boot_timeout)",
+                        boot_timeout.as_secs()
+                    )
+                } else {
+                    e.downcast_ref::<EmulatorDied>()
+                        .map(EmulatorDied::headline)
+                        .unwrap_or_default()
+                };
+                tracing::warn!(
+                    "{why}: restarting it once on a fresh disk; the first boot's console is in {}",
+                    first.display()
+                );
+                lv.destroy(domain)?;
+                std::fs::remove_file(disk)?;
+                process::run(overlay_argv, &Opts::default(), &ctx.env.cancel)
+                    .context("creating the build disk overlay again")?;
+            }
+            Err(e) if before_the_steps(&e) => {
+                return Err(e.context("the build VM failed before its steps twice"));
+            }
+            r => break r?,
+        }
+    };
+    Ok(watched)
 }
 
 /// A first boot that ended before the steps began, for a reason a new boot may not share: it
