@@ -252,6 +252,37 @@ pub fn run(
     Ok(report)
 }
 
+/// How the test reaches the guest: ssh with the seed's key on the forwarded port.
+struct Session<'a> {
+    o: &'a Options,
+    cancel: &'a Cancel,
+    port: u16,
+    key: &'a Path,
+    known_hosts: &'a Path,
+}
+
+impl Session<'_> {
+    /// After the first login sshd can still restart (cloud-init's ssh module, a unit's
+    /// reload): a connection that ssh itself could not make is retried for a while, a
+    /// command's own failure never.
+    fn ssh(&self, cmd: &str) -> Result<(i32, String), TestError> {
+        let first = Instant::now();
+        loop {
+            let (status, out) = self.once(cmd)?;
+            if !ssh_connection_failed(status, &out) || first.elapsed() > SSH_RETRY {
+                return Ok((status, out));
+            }
+            tracing::debug!("ssh could not connect ({}); retrying", out.trim());
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+
+    fn once(&self, cmd: &str) -> Result<(i32, String), TestError> {
+        let argv = ssh_argv(self.key, self.known_hosts, self.port, cmd);
+        ssh_run(&argv, self.cancel, self.o.timeout)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn boot_and_check(
     o: &Options,
@@ -270,42 +301,88 @@ fn boot_and_check(
         o.machine.engine.as_str(),
         o.machine.memory_mib
     );
-    let start = Instant::now();
-    // After the first login sshd can still restart (cloud-init's ssh module, a unit's
-    // reload): a connection that ssh itself could not make is retried for a while, a command's
-    // own failure never.
-    let ssh = |cmd: &str| -> Result<(i32, String), TestError> {
-        let first = Instant::now();
-        loop {
-            let (status, out) = ssh_run(&ssh_argv(key, known_hosts, port, cmd), cancel, o.timeout)?;
-            if !ssh_connection_failed(status, &out) || first.elapsed() > SSH_RETRY {
-                return Ok((status, out));
-            }
-            tracing::debug!("ssh could not connect ({}); retrying", out.trim());
-            std::thread::sleep(Duration::from_secs(2));
-        }
+    let session = Session {
+        o,
+        cancel,
+        port,
+        key,
+        known_hosts,
     };
-    let mut checks = Vec::new();
-    let mut phases = Vec::new();
-    // Boot to ssh: retry until sshd takes the key. A guest that cannot get there fails the
-    // login check with the reason (and the JUnit file says so), instead of waiting out the
-    // timeout: emergency mode, a stopped VM, or cloud-init done while sshd still refuses.
-    let console_path = o.work.join("test-console.log");
-    let mut last = String::new();
-    let mut cloud_init_done: Option<Instant> = None;
+    let start = Instant::now();
     let login = format!("ssh login as {TEST_USER} with the seed's key");
-    let failed_login = |why: String, checks: &mut Vec<CheckResult>| {
-        checks.push(CheckResult {
-            name: login.clone(),
+    if let Err(why) = wait_for_login(&session, lv, name)? {
+        let console = o.work.join("test-console.log");
+        let failed = CheckResult {
+            name: login,
             ok: false,
             warning: false,
             detail: format!(
                 "{why}; console tail:\n{}",
-                crate::libvirt::console::file_tail(&console_path, 15)
+                crate::libvirt::console::file_tail(&console, 15)
             ),
             seconds: start.elapsed().as_secs_f64(),
+        };
+        return Ok(Report {
+            instance_id: String::new(),
+            hostname: String::new(),
+            checks: vec![failed],
+            phases: vec![(
+                "boot to ssh login".to_string(),
+                start.elapsed().as_secs_f64(),
+            )],
         });
+    }
+    let booted = start.elapsed().as_secs_f64();
+    let mut phases = vec![("boot to ssh login".to_string(), booted)];
+    let mut checks = vec![CheckResult {
+        name: login,
+        ok: true,
+        warning: false,
+        detail: format!("after {booted:.1} s"),
+        seconds: booted,
+    }];
+    let t = Instant::now();
+    let (status, out) = session.ssh("cloud-init status --wait --long 2>&1 || exit $?")?;
+    let (ok, warning, detail) = judge_cloud_init(status, &out);
+    checks.push(CheckResult {
+        name: "cloud-init finished".into(),
+        ok,
+        warning,
+        detail,
+        seconds: t.elapsed().as_secs_f64(),
+    });
+    phases.push(("cloud-init".into(), t.elapsed().as_secs_f64()));
+    let t = Instant::now();
+    let want = Expected {
+        instance_id,
+        hostname,
+        image_virtual: o.virtual_size,
     };
+    checks.extend(builtin_results(&session, &want)?);
+    checks.push(host_keys_result(o, known_hosts));
+    checks.extend(recipe_results(&session)?);
+    phases.push(("checks".into(), t.elapsed().as_secs_f64()));
+    Ok(Report {
+        instance_id: String::new(),
+        hostname: String::new(),
+        checks,
+        phases,
+    })
+}
+
+/// Boot to ssh: retry until sshd takes the key (Ok(Ok)). A guest that cannot get there fails
+/// the login with the reason (Ok(Err)) instead of waiting out the timeout: emergency mode, a
+/// stopped VM, or cloud-init done while sshd still refuses.
+fn wait_for_login(
+    session: &Session,
+    lv: &Libvirt,
+    name: &str,
+) -> Result<Result<(), String>, TestError> {
+    let (o, cancel) = (session.o, session.cancel);
+    let start = Instant::now();
+    let console_path = o.work.join("test-console.log");
+    let mut last = String::new();
+    let mut cloud_init_done: Option<Instant> = None;
     loop {
         if cancel.is_cancelled() {
             return Err(TestError::Setup("interrupted".into()));
@@ -336,80 +413,55 @@ fn boot_and_check(
                 })
         };
         if let Some(why) = why {
-            failed_login(why, &mut checks);
-            phases.push((
-                "boot to ssh login".to_string(),
-                start.elapsed().as_secs_f64(),
-            ));
-            return Ok(Report {
-                instance_id: String::new(),
-                hostname: String::new(),
-                checks,
-                phases,
-            });
+            return Ok(Err(why));
         }
         // One try a round: this loop watches the console between tries.
-        match ssh_run(&ssh_argv(key, known_hosts, port, "true"), cancel, o.timeout) {
-            Ok((0, _)) => break,
+        match session.once("true") {
+            Ok((0, _)) => return Ok(Ok(())),
             Ok((_, out)) => last = out,
             Err(e) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_secs(3));
     }
-    let booted = start.elapsed().as_secs_f64();
-    phases.push(("boot to ssh login".to_string(), booted));
-    checks.push(CheckResult {
-        name: format!("ssh login as {TEST_USER} with the seed's key"),
-        ok: true,
-        warning: false,
-        detail: format!("after {booted:.1} s"),
-        seconds: booted,
-    });
+}
+
+/// Every built-in check in one ssh session (each login costs a second or more under TCG);
+/// their stderr stays out of the judged output (sudo's "unable to resolve host" on images
+/// that leave /etc/hosts alone is not a result).
+fn builtin_results(session: &Session, want: &Expected) -> Result<Vec<CheckResult>, TestError> {
     let t = Instant::now();
-    let (status, out) = ssh("cloud-init status --wait --long 2>&1 || exit $?")?;
-    let (ok, warning, detail) = judge_cloud_init(status, &out);
-    checks.push(CheckResult {
-        name: "cloud-init finished".into(),
-        ok,
-        warning,
-        detail,
-        seconds: t.elapsed().as_secs_f64(),
-    });
-    phases.push(("cloud-init".into(), t.elapsed().as_secs_f64()));
-    let t = Instant::now();
-    // Every built-in check in one ssh session (each login costs a second or more under TCG);
-    // their stderr stays out of the judged output (sudo's "unable to resolve host" on images
-    // that leave /etc/hosts alone is not a result).
     let builtins = builtin_checks();
     let commands: Vec<String> = builtins
         .iter()
         .map(|b| format!("{} 2>/dev/null", b.command()))
         .collect();
-    let (_, out) = ssh(&batch_script(&commands))?;
+    let (_, out) = session.ssh(&batch_script(&commands))?;
     let results = split_batch(&out, commands.len());
     let each = t.elapsed().as_secs_f64() / builtins.len().max(1) as f64;
-    let want = Expected {
-        instance_id,
-        hostname,
-        image_virtual: o.virtual_size,
-    };
-    for (b, (status, out)) in builtins.iter().zip(results) {
-        let r = b.judge(status, &out, &want);
-        checks.push(CheckResult {
-            name: b.name().into(),
-            ok: r.is_ok(),
-            warning: false,
-            detail: r.err().unwrap_or_default(),
-            seconds: each,
-        });
-    }
-    // The keys sshd showed are not the build VM's.
+    Ok(builtins
+        .iter()
+        .zip(results)
+        .map(|(b, (status, out))| {
+            let r = b.judge(status, &out, want);
+            CheckResult {
+                name: b.name().into(),
+                ok: r.is_ok(),
+                warning: false,
+                detail: r.err().unwrap_or_default(),
+                seconds: each,
+            }
+        })
+        .collect())
+}
+
+/// The keys sshd showed are not the build VM's.
+fn host_keys_result(o: &Options, known_hosts: &Path) -> CheckResult {
     let learnt = known_host_keys(&std::fs::read_to_string(known_hosts).unwrap_or_default());
     let reused: Vec<&String> = learnt
         .iter()
         .filter(|k| o.build_host_keys.contains(k))
         .collect();
-    checks.push(CheckResult {
+    CheckResult {
         name: "the ssh host keys are not the build VM's".into(),
         ok: !learnt.is_empty() && reused.is_empty(),
         warning: false,
@@ -421,35 +473,37 @@ fn boot_and_check(
             format!("sshd presented the build VM's key {}", reused[0])
         },
         seconds: 0.0,
-    });
-    // The recipe's checks, one session too (their stderr is part of what they show).
-    if !o.checks.is_empty() {
-        let c0 = Instant::now();
-        let commands: Vec<String> = o
-            .checks
-            .iter()
-            .map(|c| format!("{} 2>&1", c.command()))
-            .collect();
-        let (_, out) = ssh(&batch_script(&commands))?;
-        let each = c0.elapsed().as_secs_f64() / o.checks.len() as f64;
-        for (c, (status, out)) in o.checks.iter().zip(split_batch(&out, commands.len())) {
+    }
+}
+
+/// The recipe's checks, in one session too (their stderr is part of what they show).
+fn recipe_results(session: &Session) -> Result<Vec<CheckResult>, TestError> {
+    let o = session.o;
+    if o.checks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let c0 = Instant::now();
+    let commands: Vec<String> = o
+        .checks
+        .iter()
+        .map(|c| format!("{} 2>&1", c.command()))
+        .collect();
+    let (_, out) = session.ssh(&batch_script(&commands))?;
+    let each = c0.elapsed().as_secs_f64() / o.checks.len() as f64;
+    Ok(o.checks
+        .iter()
+        .zip(split_batch(&out, commands.len()))
+        .map(|(c, (status, out))| {
             let r = c.judge(status, &out);
-            checks.push(CheckResult {
+            CheckResult {
                 name: c.name(),
                 ok: r.is_ok(),
                 warning: false,
                 detail: r.err().unwrap_or_default(),
                 seconds: each,
-            });
-        }
-    }
-    phases.push(("checks".into(), t.elapsed().as_secs_f64()));
-    Ok(Report {
-        instance_id: String::new(),
-        hostname: String::new(),
-        checks,
-        phases,
-    })
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]
