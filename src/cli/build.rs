@@ -113,11 +113,31 @@ pub(super) fn plan(
     // The rendered files are for reading: no password hash in them, and only the owner reads.
     let shown = plan.redacted();
     let plan = &shown;
+    if let Err(code) = render_plan_files(plan, &work, &render_dir) {
+        return code;
+    }
+    match format {
+        PlanFormat::Json => {
+            let v = serde_json::json!({
+                "plan": plan,
+                "stages": stages,
+                "rendered": render_dir,
+            });
+            outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        }
+        PlanFormat::Text => print_plan_text(plan, &stages, &render_dir),
+    }
+    exit::OK
+}
+
+/// The templates, the provisioning script and the answer file as the build would render them,
+/// into `render_dir` (private: they are for reading).
+fn render_plan_files(plan: &crate::plan::Plan, work: &Path, render_dir: &Path) -> Result<(), i32> {
     let tctx = TemplateContext::new(
         plan,
         &format!("kiln-{}-XXXXXXXX", plan.name),
         crate::vocab::Engine::Tcg,
-        &work,
+        work,
     );
     let mut rendered = Vec::new();
     for kind in Kind::ALL {
@@ -125,7 +145,7 @@ pub(super) fn plan(
             Ok(t) => rendered.push((kind, t)),
             Err(e) => {
                 print_diagnostics(&[template_diag(e)]);
-                return exit::INVALID_INPUT;
+                return Err(exit::INVALID_INPUT);
             }
         }
     }
@@ -133,11 +153,11 @@ pub(super) fn plan(
         Ok(a) => a,
         Err(e) => {
             print_diagnostics(&[template_diag(e)]);
-            return exit::INVALID_INPUT;
+            return Err(exit::INVALID_INPUT);
         }
     };
     let script = crate::seed::provision_script(&plan.provision, None);
-    let write = private_dir(&render_dir)
+    let write = private_dir(render_dir)
         .and_then(|_| {
             rendered
                 .iter()
@@ -157,83 +177,75 @@ pub(super) fn plan(
             "error: writing rendered templates to {}: {e}",
             render_dir.display()
         );
-        return exit::BUILD_FAILED;
+        return Err(exit::BUILD_FAILED);
     }
-    match format {
-        PlanFormat::Json => {
-            let v = serde_json::json!({
-                "plan": plan,
-                "stages": stages,
-                "rendered": render_dir,
-            });
-            outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    Ok(())
+}
+
+/// `kiln plan`'s text: elements, VM, steps, and each stage with its key and commands.
+fn print_plan_text(plan: &crate::plan::Plan, stages: &[PlannedStage], render_dir: &Path) {
+    outln!("{} (recipe {})", plan.slug(), plan.recipe_path.display());
+    if let Some(d) = &plan.description {
+        outln!("  {d}");
+    }
+    outln!("elements (in order):");
+    for e in &plan.elements {
+        outln!("  {:<18} {}  [{}]", e.name, e.description, e.origin);
+    }
+    outln!(
+        "vm: {} MiB, {} vCPU, accel {:?}, timeout {} s, {}",
+        plan.vm.memory_mib,
+        plan.vm.vcpus,
+        plan.vm.accel,
+        plan.vm.timeout_secs,
+        plan.vm.uri
+    );
+    outln!("provisioning steps:");
+    for (i, s) in plan.provision.iter().enumerate() {
+        let d = match s {
+            crate::plan::ProvisionStep::Packages(p) => format!("packages: {}", p.join(" ")),
+            crate::plan::ProvisionStep::Files(f) => format!(
+                "files: {}",
+                f.iter()
+                    .map(|f| f.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+            crate::plan::ProvisionStep::Run(c) => format!("run: {} command(s)", c.len()),
+            crate::plan::ProvisionStep::Users(u) => format!(
+                "users: {}",
+                u.iter()
+                    .map(|u| u.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        };
+        outln!("  {}. {d}", i + 1);
+    }
+    outln!("stages:");
+    for s in stages {
+        match &s.cache {
+            Some(c) if s.name == "source" => {
+                outln!("  {}  (cache key {})", s.name, c.key.short())
+            }
+            Some(c) if c.remote => outln!(
+                "  {}  (cache hit {} on the remote: pulled, none of this runs)",
+                s.name,
+                c.key.short()
+            ),
+            Some(c) if c.hit => outln!(
+                "  {}  (cache hit {}: reused, none of this runs)",
+                s.name,
+                c.key.short()
+            ),
+            Some(c) => outln!("  {}  (cache miss {})", s.name, c.key.short()),
+            None => outln!("  {}", s.name),
         }
-        PlanFormat::Text => {
-            outln!("{} (recipe {})", plan.slug(), plan.recipe_path.display());
-            if let Some(d) = &plan.description {
-                outln!("  {d}");
-            }
-            outln!("elements (in order):");
-            for e in &plan.elements {
-                outln!("  {:<18} {}  [{}]", e.name, e.description, e.origin);
-            }
-            outln!(
-                "vm: {} MiB, {} vCPU, accel {:?}, timeout {} s, {}",
-                plan.vm.memory_mib,
-                plan.vm.vcpus,
-                plan.vm.accel,
-                plan.vm.timeout_secs,
-                plan.vm.uri
-            );
-            outln!("provisioning steps:");
-            for (i, s) in plan.provision.iter().enumerate() {
-                let d = match s {
-                    crate::plan::ProvisionStep::Packages(p) => format!("packages: {}", p.join(" ")),
-                    crate::plan::ProvisionStep::Files(f) => format!(
-                        "files: {}",
-                        f.iter()
-                            .map(|f| f.path.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    ),
-                    crate::plan::ProvisionStep::Run(c) => format!("run: {} command(s)", c.len()),
-                    crate::plan::ProvisionStep::Users(u) => format!(
-                        "users: {}",
-                        u.iter()
-                            .map(|u| u.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    ),
-                };
-                outln!("  {}. {d}", i + 1);
-            }
-            outln!("stages:");
-            for s in &stages {
-                match &s.cache {
-                    Some(c) if s.name == "source" => {
-                        outln!("  {}  (cache key {})", s.name, c.key.short())
-                    }
-                    Some(c) if c.remote => outln!(
-                        "  {}  (cache hit {} on the remote: pulled, none of this runs)",
-                        s.name,
-                        c.key.short()
-                    ),
-                    Some(c) if c.hit => outln!(
-                        "  {}  (cache hit {}: reused, none of this runs)",
-                        s.name,
-                        c.key.short()
-                    ),
-                    Some(c) => outln!("  {}  (cache miss {})", s.name, c.key.short()),
-                    None => outln!("  {}", s.name),
-                }
-                for c in &s.commands {
-                    outln!("      $ {c}");
-                }
-            }
-            outln!("rendered templates: {}", render_dir.display());
+        for c in &s.commands {
+            outln!("      $ {c}");
         }
     }
-    exit::OK
+    outln!("rendered templates: {}", render_dir.display());
 }
 
 /// `--no-cache`, `--rebuild-from STAGE`.
