@@ -377,108 +377,118 @@ pub(super) fn build(
             errln!("error: {e:#}");
             exit::BUILD_FAILED
         }
-        Ok(f) => {
-            match f.code {
-                exit::OK if f.ctx.env.until.is_some() && f.ctx.made.published.is_none() => {
-                    let stage = f.ctx.env.until.clone().unwrap_or_default();
-                    let key = f
-                        .ctx
-                        .records
-                        .iter()
-                        .find(|r| r.name == stage)
-                        .and_then(|r| r.key.clone());
-                    match (key, &f.ctx.cache.store) {
-                        (Some(k), Some(store)) => {
-                            let entry = store.root.join(&k);
-                            outln!("stopped after {stage} (--until): nothing published; its result is the stage cache entry {k}");
-                            if stage == "convert" {
-                                outln!("  {}", entry.join("output").display());
-                            } else {
-                                outln!("  {} (a qcow2 overlay: inspect it read-only, e.g. guestfish --ro -a FILE -i)", entry.join("disk.qcow2").display());
-                            }
-                        }
-                        _ => outln!("stopped after {stage} (--until): nothing published (this source's stages are not cached)"),
-                    }
-                }
-                exit::OK => {
-                    let dir = f.ctx.made.published.clone().unwrap_or_default();
-                    outln!("built {}", dir.display());
-                    if let Some(src) = &f.ctx.made.source_disk {
-                        print_size_row(
-                            "(build disk)",
-                            &src.format,
-                            src.size,
-                            src.allocated_size,
-                            src.virtual_size,
-                        );
-                    }
-                    for o in &f.ctx.made.outputs {
-                        print_size_row(
-                            &o.path,
-                            &o.format,
-                            o.size,
-                            o.allocated_size,
-                            o.virtual_size,
-                        );
-                    }
-                    for p in &f.ctx.made.glance_published {
-                        outln!(
-                            "  glance: {} {} ({}, {}) {}",
-                            p.name,
-                            p.id,
-                            p.cloud,
-                            p.status,
-                            if p.reused {
-                                "already there"
-                            } else {
-                                "uploaded"
-                            }
-                        );
-                    }
-                    outln!("  stages:");
-                    for r in &f.ctx.records {
-                        let note = if r.reused { "  (reused from the stage cache)" } else { "" };
-                        outln!("    {:<11} {:>7.1} s{note}", r.name, r.seconds);
-                    }
-                }
-                exit::INTERRUPTED => match &f.ctx.made.published {
-                    // The signal came once the catalog had the complete build.
-                    Some(dir) => errln!(
-                        "interrupted: {} is complete in the catalog; the stages after publish did not run (kiln publish DIR does the Glance part)",
-                        dir.display()
-                    ),
-                    None => errln!("interrupted: the build was cleaned up"),
-                },
-                _ => {}
-            }
-            // Once the image is in the catalog its random passwords are needed, even when a
-            // later stage (Glance) failed; they are printed here once and kept nowhere.
-            if f.ctx.made.published.is_some() {
-                for s in &f.ctx.secrets {
-                    outln!("  random password {s}  (shown once: kiln keeps no copy)");
-                }
-            }
-            if let Some(e) = f.error {
-                if f.code == exit::OK {
-                    // The build is complete but its cleanup failed: not said before.
-                    errln!("error: {e:#}");
-                    return exit::BUILD_FAILED;
-                }
-                // The whole error was logged when the stage failed, before the cleanup.
-                let logs = match f.ctx.env.keep_on_error {
-                    true => f.ctx.env.staging.display().to_string(),
-                    false => f
-                        .ctx
-                        .env
-                        .final_dir
-                        .with_file_name(format!("{}.failed", f.ctx.env.plan.slug()))
-                        .display()
-                        .to_string(),
-                };
-                errln!("error: {e}; the cause is above, the logs are in {logs}");
-            }
-            f.code
+        Ok(f) => report(&f),
+    }
+}
+
+/// What a finished build tells its user: where its result is (or why not), its sizes and
+/// stages, random passwords once, and where the logs of a failure are.
+fn report(f: &crate::build::Finished) -> i32 {
+    match f.code {
+        exit::OK if f.ctx.env.until.is_some() && f.ctx.made.published.is_none() => {
+            report_until(f)
         }
+        exit::OK => report_built(f),
+        exit::INTERRUPTED => match &f.ctx.made.published {
+            // The signal came once the catalog had the complete build.
+            Some(dir) => errln!(
+                "interrupted: {} is complete in the catalog; the stages after publish did not run (kiln publish DIR does the Glance part)",
+                dir.display()
+            ),
+            None => errln!("interrupted: the build was cleaned up"),
+        },
+        _ => {}
+    }
+    // Once the image is in the catalog its random passwords are needed, even when a
+    // later stage (Glance) failed; they are printed here once and kept nowhere.
+    if f.ctx.made.published.is_some() {
+        for s in &f.ctx.secrets {
+            outln!("  random password {s}  (shown once: kiln keeps no copy)");
+        }
+    }
+    if let Some(e) = &f.error {
+        if f.code == exit::OK {
+            // The build is complete but its cleanup failed: not said before.
+            errln!("error: {e:#}");
+            return exit::BUILD_FAILED;
+        }
+        // The whole error was logged when the stage failed, before the cleanup.
+        let logs = match f.ctx.env.keep_on_error {
+            true => f.ctx.env.staging.display().to_string(),
+            false => f
+                .ctx
+                .env
+                .final_dir
+                .with_file_name(format!("{}.failed", f.ctx.env.plan.slug()))
+                .display()
+                .to_string(),
+        };
+        errln!("error: {e}; the cause is above, the logs are in {logs}");
+    }
+    f.code
+}
+
+/// `--until STAGE`: nothing published; the stage's result is its cache entry.
+fn report_until(f: &crate::build::Finished) {
+    let stage = f.ctx.env.until.clone().unwrap_or_default();
+    let key = f
+        .ctx
+        .records
+        .iter()
+        .find(|r| r.name == stage)
+        .and_then(|r| r.key.clone());
+    match (key, &f.ctx.cache.store) {
+            (Some(k), Some(store)) => {
+                let entry = store.root.join(&k);
+                outln!("stopped after {stage} (--until): nothing published; its result is the stage cache entry {k}");
+                if stage == "convert" {
+                    outln!("  {}", entry.join("output").display());
+                } else {
+                    outln!("  {} (a qcow2 overlay: inspect it read-only, e.g. guestfish --ro -a FILE -i)", entry.join("disk.qcow2").display());
+                }
+            }
+            _ => outln!("stopped after {stage} (--until): nothing published (this source's stages are not cached)"),
+        }
+}
+
+/// A complete build: its directory, sizes, Glance images and stage times.
+fn report_built(f: &crate::build::Finished) {
+    let dir = f.ctx.made.published.clone().unwrap_or_default();
+    outln!("built {}", dir.display());
+    if let Some(src) = &f.ctx.made.source_disk {
+        print_size_row(
+            "(build disk)",
+            &src.format,
+            src.size,
+            src.allocated_size,
+            src.virtual_size,
+        );
+    }
+    for o in &f.ctx.made.outputs {
+        print_size_row(&o.path, &o.format, o.size, o.allocated_size, o.virtual_size);
+    }
+    for p in &f.ctx.made.glance_published {
+        outln!(
+            "  glance: {} {} ({}, {}) {}",
+            p.name,
+            p.id,
+            p.cloud,
+            p.status,
+            if p.reused {
+                "already there"
+            } else {
+                "uploaded"
+            }
+        );
+    }
+    outln!("  stages:");
+    for r in &f.ctx.records {
+        let note = if r.reused {
+            "  (reused from the stage cache)"
+        } else {
+            ""
+        };
+        outln!("    {:<11} {:>7.1} s{note}", r.name, r.seconds);
     }
 }
 
