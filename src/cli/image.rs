@@ -471,83 +471,16 @@ fn dispatch(
             q.extend(visibility.map(|v| ("visibility".to_string(), v)));
             q.extend(property);
             q.extend(sort.map(|v| ("sort".to_string(), v)));
-            let images = g.list(&q)?;
-            print_rows(
-                &images,
-                &[
-                    ("ID", "id", 36),
-                    ("Name", "name", 30),
-                    ("Status", "status", 11),
-                    ("Format", "disk_format", 6),
-                    ("Visibility", "visibility", 10),
-                    ("Size", "size", 12),
-                ],
-                format,
-            );
+            list(g, &q, format)?
         }
         ImageCommand::Show { image, format } => print_image(&g.find(&image)?, format),
         ImageCommand::Create(a) => return create(g, *a, &cancel),
-        ImageCommand::Set(a) => {
-            let img = g.find(&a.image)?;
-            let id = id_of(&img);
-            let mut props: Vec<(String, Value)> = Vec::new();
-            props.extend(a.name.map(|v| ("name".to_string(), json!(v))));
-            props.extend(
-                a.visibility
-                    .get()
-                    .map(|v| ("visibility".to_string(), json!(v))),
-            );
-            props.extend(
-                a.protected
-                    .get()
-                    .map(|v| ("protected".to_string(), json!(v))),
-            );
-            props.extend(a.min_disk.map(|v| ("min_disk".to_string(), json!(v))));
-            props.extend(a.min_ram.map(|v| ("min_ram".to_string(), json!(v))));
-            props.extend(a.disk_format.map(|v| ("disk_format".to_string(), json!(v))));
-            props.extend(
-                a.container_format
-                    .map(|v| ("container_format".to_string(), json!(v))),
-            );
-            props.extend(a.property.into_iter().map(|(k, v)| (k, json!(v))));
-            if !props.is_empty() {
-                g.patch(&id, &crate::glance::set_ops(&img, &props))?;
-            }
-            for t in &a.tag {
-                g.add_tag(&id, t)?;
-            }
-            print_image(&g.get(&id)?, OutFormat::Table);
-        }
+        ImageCommand::Set(a) => set(g, *a)?,
         ImageCommand::Unset {
             image,
             property,
             tag,
-        } => {
-            let img = g.find(&image)?;
-            let id = id_of(&img);
-            let missing: Vec<&String> = property.iter().filter(|k| img.get(*k).is_none()).collect();
-            if !missing.is_empty() {
-                return Err(GlanceError::NotFound(format!(
-                    "image {id} has no propert{} {}",
-                    if missing.len() == 1 { "y" } else { "ies" },
-                    missing
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            let ops: Vec<Value> = property
-                .iter()
-                .map(|k| json!({"op": "remove", "path": crate::glance::pointer(k)}))
-                .collect();
-            if !ops.is_empty() {
-                g.patch(&id, &ops)?;
-            }
-            for t in &tag {
-                g.remove_tag(&id, t)?;
-            }
-        }
+        } => unset(g, &image, &property, &tag)?,
         ImageCommand::Tag { command } => match command {
             TagCommand::Add { image, tags } => {
                 let id = id_of(&g.find(&image)?);
@@ -637,55 +570,14 @@ fn dispatch(
             stores,
             timeout,
         } => {
-            let img = g.find(&image)?;
-            let id = id_of(&img);
-            let timeout = Duration::from_secs(timeout);
-            let with_stores = |mut body: Value| {
-                if !stores.is_empty() {
-                    body["stores"] = json!(stores);
-                }
-                body
+            let how = Import {
+                method,
+                file,
+                uri,
+                stores,
+                timeout: Duration::from_secs(timeout),
             };
-            match method {
-                ImportMethod::GlanceDirect => {
-                    if let Some(f) = &file {
-                        g.upload(
-                            &id,
-                            f,
-                            crate::glance::UploadOptions {
-                                stage: true,
-                                store: None,
-                            },
-                            &cancel,
-                        )?;
-                    }
-                    g.import(
-                        &id,
-                        &with_stores(json!({"method": {"name": "glance-direct"}})),
-                    )?;
-                }
-                ImportMethod::WebDownload => {
-                    let uri =
-                        uri.ok_or_else(|| GlanceError::Config("web-download needs --uri".into()))?;
-                    g.import(
-                        &id,
-                        &with_stores(json!({"method": {"name": "web-download", "uri": uri}})),
-                    )?;
-                }
-                ImportMethod::CopyImage => {
-                    if stores.is_empty() {
-                        return Err(GlanceError::Config("copy-image needs --store".into()));
-                    }
-                    g.import(&id, &with_stores(json!({"method": {"name": "copy-image"}})))?;
-                }
-            }
-            let want = if method == ImportMethod::CopyImage {
-                stores.clone()
-            } else {
-                Vec::new()
-            };
-            let img = publish::follow_import(g, &id, &want, timeout, &cancel)?;
-            print_image(&img, OutFormat::Table);
+            import(g, &image, how, &cancel)?
         }
         ImageCommand::Tasks { image, format } => {
             let id = id_of(&g.find(&image)?);
@@ -700,50 +592,210 @@ fn dispatch(
                 format,
             );
         }
-        ImageCommand::Cache { command } => match command {
-            CacheCommand::List { format } => {
-                let v = g.cache_list()?;
-                match format {
-                    OutFormat::Json => {
-                        outln!("{}", serde_json::to_string_pretty(&v).expect("json"))
-                    }
-                    OutFormat::Table => {
-                        outln!("{:<36}  {:<7}  {:>12}  Hits", "ID", "State", "Size");
-                        for c in v["cached_images"].as_array().into_iter().flatten() {
-                            outln!(
-                                "{:<36}  {:<7}  {:>12}  {}",
-                                c["image_id"].as_str().unwrap_or(""),
-                                "cached",
-                                c["size"],
-                                c["hits"]
-                            );
-                        }
-                        for q in v["queued_images"].as_array().into_iter().flatten() {
-                            outln!("{:<36}  {:<7}", q.as_str().unwrap_or(""), "queued");
-                        }
-                    }
-                }
-            }
-            CacheCommand::Queue { images } => {
-                for i in &images {
-                    let id = id_of(&g.find(i)?);
-                    g.cache_queue(&id)?;
-                    errln!("queued {id} for caching");
-                }
-            }
-            CacheCommand::Delete { images } => {
-                for i in &images {
-                    let id = id_of(&g.find(i)?);
-                    g.cache_delete(&id)?;
-                    errln!("removed {id} from the cache");
-                }
-            }
-            CacheCommand::Clear { target } => g.cache_clear(target.as_deref().unwrap_or(""))?,
-            CacheCommand::Clean => g.cache_job("clean")?,
-            CacheCommand::Prune => g.cache_job("prune")?,
-        },
+        ImageCommand::Cache { command } => cache(g, command)?,
     }
     Ok(exit::OK)
+}
+
+/// `kiln image list`: the images the query selects, every page.
+fn list(g: &Glance, q: &[(String, String)], format: OutFormat) -> Result<(), GlanceError> {
+    let images = g.list(q)?;
+    print_rows(
+        &images,
+        &[
+            ("ID", "id", 36),
+            ("Name", "name", 30),
+            ("Status", "status", 11),
+            ("Format", "disk_format", 6),
+            ("Visibility", "visibility", 10),
+            ("Size", "size", 12),
+        ],
+        format,
+    );
+    Ok(())
+}
+
+/// `kiln image set`: core attributes and properties in one patch, then tags.
+fn set(g: &Glance, a: SetArgs) -> Result<(), GlanceError> {
+    let img = g.find(&a.image)?;
+    let id = id_of(&img);
+    let mut props: Vec<(String, Value)> = Vec::new();
+    props.extend(a.name.map(|v| ("name".to_string(), json!(v))));
+    props.extend(
+        a.visibility
+            .get()
+            .map(|v| ("visibility".to_string(), json!(v))),
+    );
+    props.extend(
+        a.protected
+            .get()
+            .map(|v| ("protected".to_string(), json!(v))),
+    );
+    props.extend(a.min_disk.map(|v| ("min_disk".to_string(), json!(v))));
+    props.extend(a.min_ram.map(|v| ("min_ram".to_string(), json!(v))));
+    props.extend(a.disk_format.map(|v| ("disk_format".to_string(), json!(v))));
+    props.extend(
+        a.container_format
+            .map(|v| ("container_format".to_string(), json!(v))),
+    );
+    props.extend(a.property.into_iter().map(|(k, v)| (k, json!(v))));
+    if !props.is_empty() {
+        g.patch(&id, &crate::glance::set_ops(&img, &props))?;
+    }
+    for t in &a.tag {
+        g.add_tag(&id, t)?;
+    }
+    print_image(&g.get(&id)?, OutFormat::Table);
+    Ok(())
+}
+
+/// `kiln image unset`: properties (each must exist) and tags.
+fn unset(g: &Glance, image: &str, property: &[String], tag: &[String]) -> Result<(), GlanceError> {
+    let img = g.find(image)?;
+    let id = id_of(&img);
+    let missing: Vec<&String> = property.iter().filter(|k| img.get(*k).is_none()).collect();
+    if !missing.is_empty() {
+        return Err(GlanceError::NotFound(format!(
+            "image {id} has no propert{} {}",
+            if missing.len() == 1 { "y" } else { "ies" },
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let ops: Vec<Value> = property
+        .iter()
+        .map(|k| json!({"op": "remove", "path": crate::glance::pointer(k)}))
+        .collect();
+    if !ops.is_empty() {
+        g.patch(&id, &ops)?;
+    }
+    for t in tag {
+        g.remove_tag(&id, t)?;
+    }
+    Ok(())
+}
+
+/// `kiln image import`'s options.
+struct Import {
+    method: ImportMethod,
+    file: Option<PathBuf>,
+    uri: Option<String>,
+    stores: Vec<String>,
+    timeout: Duration,
+}
+
+/// `kiln image import`: stage or name the data, start the import, follow it to its end.
+fn import(
+    g: &Glance,
+    image: &str,
+    a: Import,
+    cancel: &crate::process::Cancel,
+) -> Result<(), GlanceError> {
+    let Import {
+        method,
+        file,
+        uri,
+        stores,
+        timeout,
+    } = a;
+    let img = g.find(image)?;
+    let id = id_of(&img);
+    let with_stores = |mut body: Value| {
+        if !stores.is_empty() {
+            body["stores"] = json!(stores);
+        }
+        body
+    };
+    match method {
+        ImportMethod::GlanceDirect => {
+            if let Some(f) = &file {
+                g.upload(
+                    &id,
+                    f,
+                    crate::glance::UploadOptions {
+                        stage: true,
+                        store: None,
+                    },
+                    cancel,
+                )?;
+            }
+            g.import(
+                &id,
+                &with_stores(json!({"method": {"name": "glance-direct"}})),
+            )?;
+        }
+        ImportMethod::WebDownload => {
+            let uri = uri.ok_or_else(|| GlanceError::Config("web-download needs --uri".into()))?;
+            g.import(
+                &id,
+                &with_stores(json!({"method": {"name": "web-download", "uri": uri}})),
+            )?;
+        }
+        ImportMethod::CopyImage => {
+            if stores.is_empty() {
+                return Err(GlanceError::Config("copy-image needs --store".into()));
+            }
+            g.import(&id, &with_stores(json!({"method": {"name": "copy-image"}})))?;
+        }
+    }
+    let want = if method == ImportMethod::CopyImage {
+        stores.clone()
+    } else {
+        Vec::new()
+    };
+    let img = publish::follow_import(g, &id, &want, timeout, cancel)?;
+    print_image(&img, OutFormat::Table);
+    Ok(())
+}
+
+/// `kiln image cache`: Glance's image cache (admin).
+fn cache(g: &Glance, command: CacheCommand) -> Result<(), GlanceError> {
+    match command {
+        CacheCommand::List { format } => {
+            let v = g.cache_list()?;
+            match format {
+                OutFormat::Json => {
+                    outln!("{}", serde_json::to_string_pretty(&v).expect("json"))
+                }
+                OutFormat::Table => {
+                    outln!("{:<36}  {:<7}  {:>12}  Hits", "ID", "State", "Size");
+                    for c in v["cached_images"].as_array().into_iter().flatten() {
+                        outln!(
+                            "{:<36}  {:<7}  {:>12}  {}",
+                            c["image_id"].as_str().unwrap_or(""),
+                            "cached",
+                            c["size"],
+                            c["hits"]
+                        );
+                    }
+                    for q in v["queued_images"].as_array().into_iter().flatten() {
+                        outln!("{:<36}  {:<7}", q.as_str().unwrap_or(""), "queued");
+                    }
+                }
+            }
+        }
+        CacheCommand::Queue { images } => {
+            for i in &images {
+                let id = id_of(&g.find(i)?);
+                g.cache_queue(&id)?;
+                errln!("queued {id} for caching");
+            }
+        }
+        CacheCommand::Delete { images } => {
+            for i in &images {
+                let id = id_of(&g.find(i)?);
+                g.cache_delete(&id)?;
+                errln!("removed {id} from the cache");
+            }
+        }
+        CacheCommand::Clear { target } => g.cache_clear(target.as_deref().unwrap_or(""))?,
+        CacheCommand::Clean => g.cache_job("clean")?,
+        CacheCommand::Prune => g.cache_job("prune")?,
+    }
+    Ok(())
 }
 
 /// This project's answer to an image shared with it.
