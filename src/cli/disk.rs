@@ -28,7 +28,7 @@ pub(super) fn convert_cmd(a: ConvertArgs) -> i32 {
         }
     }
     let compress = a.compress;
-    if compress.is_some() && !formats.contains(&Format::Qcow2) {
+    if compress.is_some() && !formats.iter().any(|f| f.facts().compressible) {
         return usage_error("--compress applies to qcow2 only");
     }
     let cluster_size = match &a.cluster_size {
@@ -65,8 +65,8 @@ pub(super) fn convert_cmd(a: ConvertArgs) -> i32 {
         let out = crate::plan::OutputPlan {
             format: *f,
             subformat: subformat.filter(|s| s.fits(*f)),
-            compress: compress.filter(|_| *f == Format::Qcow2),
-            cluster_size: cluster_size.filter(|_| *f == Format::Qcow2),
+            compress: compress.filter(|_| f.facts().compressible),
+            cluster_size: cluster_size.filter(|_| f.facts().compressible),
         };
         if let Some(m) = out.check().into_iter().next() {
             return usage_error(m);
@@ -121,7 +121,23 @@ pub(super) fn convert_cmd(a: ConvertArgs) -> i32 {
             }
         }
     }
-    // SHA256SUMS next to the outputs, per directory.
+    if !write_sums(&done) {
+        failed = true;
+    }
+    print_converted(&a, &done, &cancel);
+    if cancel.is_cancelled() {
+        exit::INTERRUPTED
+    } else if failed {
+        exit::BUILD_FAILED
+    } else {
+        exit::OK
+    }
+}
+
+/// SHA256SUMS next to the outputs, per directory; false when one could not be written.
+fn write_sums(done: &[(PathBuf, crate::convert::Converted)]) -> bool {
+    use crate::convert;
+    let mut ok = true;
     let mut dirs: Vec<PathBuf> = done
         .iter()
         .map(|(d, _)| d.parent().map(Path::to_path_buf).unwrap_or_default())
@@ -147,12 +163,22 @@ pub(super) fn convert_cmd(a: ConvertArgs) -> i32 {
         };
         if let Err(e) = convert::write_sha256sums(&dir, &here) {
             errln!("error: writing {}/SHA256SUMS: {e}", dir.display());
-            failed = true;
+            ok = false;
         }
     }
+    ok
+}
+
+/// What `kiln convert` made (and from what), as a table or JSON.
+fn print_converted(
+    a: &ConvertArgs,
+    done: &[(PathBuf, crate::convert::Converted)],
+    cancel: &crate::process::Cancel,
+) {
+    use crate::convert;
     match a.format {
         PlanFormat::Json => {
-            let src = convert::source_sizes(&a.src, &cancel).ok();
+            let src = convert::source_sizes(&a.src, cancel).ok();
             let v = serde_json::json!({
                 "source": src,
                 "outputs": done.iter().map(|(p, c)| serde_json::json!({"file": p, "output": c})).collect::<Vec<_>>(),
@@ -160,7 +186,7 @@ pub(super) fn convert_cmd(a: ConvertArgs) -> i32 {
             outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
         }
         PlanFormat::Text => {
-            if let Ok(src) = convert::source_sizes(&a.src, &cancel) {
+            if let Ok(src) = convert::source_sizes(&a.src, cancel) {
                 print_size_row(
                     &a.src.display().to_string(),
                     &src.format,
@@ -169,7 +195,7 @@ pub(super) fn convert_cmd(a: ConvertArgs) -> i32 {
                     src.virtual_size,
                 );
             }
-            for (p, c) in &done {
+            for (p, c) in done {
                 print_size_row(
                     &p.display().to_string(),
                     &c.format,
@@ -180,13 +206,57 @@ pub(super) fn convert_cmd(a: ConvertArgs) -> i32 {
             }
         }
     }
-    if cancel.is_cancelled() {
-        exit::INTERRUPTED
-    } else if failed {
-        exit::BUILD_FAILED
-    } else {
-        exit::OK
+}
+
+/// An image `kiln sysprep` may change: there, a file, writable (unless --dry-run), used by
+/// no running domain and locked by no qemu; with its format. Else why not.
+fn sysprep_target(
+    a: &SysprepArgs,
+    img: &Path,
+    cancel: &crate::process::Cancel,
+) -> Result<(PathBuf, String), String> {
+    let Ok(path) = std::fs::canonicalize(img) else {
+        return Err(format!("image {} does not exist", img.display()));
+    };
+    if !path.is_file() {
+        return Err(format!("{} is not a file", img.display()));
     }
+    if !a.dry_run {
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+            return Err(format!(
+                "{} is read-only: sysprep changes the image in place (use --dry-run to look)",
+                img.display()
+            ));
+        }
+    }
+    if let Ok(lv) = crate::libvirt::Libvirt::connect(crate::plan::DEFAULT_URI) {
+        let users = lv.running_domains_using(&path);
+        if !users.is_empty() {
+            return Err(format!(
+                "{} is in use by the running domain {}: shut it down first",
+                img.display(),
+                users.join(", ")
+            ));
+        }
+    }
+    // qemu's image locks catch other users (a qemu not managed by libvirt).
+    let fmt = match &a.format {
+        Some(f) => f.clone(),
+        None => match crate::qemu_img::info(&path, cancel) {
+            Ok(i) => i.format,
+            Err(e) => return Err(format!("cannot read {}: {e}", img.display())),
+        },
+    };
+    let locked = process::run(
+        &process::argv(["qemu-img", "info", "-f", &fmt, &path.display().to_string()]),
+        &Default::default(),
+        cancel,
+    );
+    if let Err(e) = locked {
+        return Err(format!("{} is in use (locked): {e}", img.display()));
+    }
+    Ok((path, fmt))
 }
 
 pub(super) fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Customize>) -> i32 {
@@ -254,48 +324,10 @@ pub(super) fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Custo
     // Every image is checked before any is touched.
     let mut images = Vec::new();
     for img in &a.images {
-        let Ok(path) = std::fs::canonicalize(img) else {
-            return usage_error(format!("image {} does not exist", img.display()));
-        };
-        if !path.is_file() {
-            return usage_error(format!("{} is not a file", img.display()));
+        match sysprep_target(&a, img, &cancel) {
+            Ok(t) => images.push(t),
+            Err(m) => return usage_error(m),
         }
-        if !a.dry_run {
-            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap_or_default();
-            if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
-                return usage_error(format!(
-                    "{} is read-only: sysprep changes the image in place (use --dry-run to look)",
-                    img.display()
-                ));
-            }
-        }
-        if let Ok(lv) = crate::libvirt::Libvirt::connect(crate::plan::DEFAULT_URI) {
-            let users = lv.running_domains_using(&path);
-            if !users.is_empty() {
-                return usage_error(format!(
-                    "{} is in use by the running domain {}: shut it down first",
-                    img.display(),
-                    users.join(", ")
-                ));
-            }
-        }
-        // qemu's image locks catch other users (a qemu not managed by libvirt).
-        let fmt = match &a.format {
-            Some(f) => f.clone(),
-            None => match crate::qemu_img::info(&path, &cancel) {
-                Ok(i) => i.format,
-                Err(e) => return usage_error(format!("cannot read {}: {e}", img.display())),
-            },
-        };
-        let locked = process::run(
-            &process::argv(["qemu-img", "info", "-f", &fmt, &path.display().to_string()]),
-            &Default::default(),
-            &cancel,
-        );
-        if let Err(e) = locked {
-            return usage_error(format!("{} is in use (locked): {e}", img.display()));
-        }
-        images.push((path, fmt));
     }
     let tcg = crate::libvirt::probe::tcg_for_tools(
         a.accel,
