@@ -31,8 +31,44 @@ impl Resolver<'_> {
         vars: &BTreeMap<String, String>,
     ) -> Option<crate::plan::GlanceSettings> {
         use crate::plan::GlanceSettings as Settings;
-        use crate::vocab::Method;
         let before = self.errors.len();
+        let formats = self.glance_formats(g, outputs);
+        let (names, uris) = self.glance_names(g, r, &formats, vars);
+        let (cloud, members, visibility) = self.glance_audience(g, r, vars);
+        self.check_glance_method(g);
+        let all_props = self.glance_properties(g, properties);
+        let recipe_id = self.rotation_id(g);
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Settings {
+            cloud,
+            names,
+            container_format: g.container_format.clone().unwrap_or_else(|| "bare".into()),
+            visibility: visibility.as_str().into(),
+            protected: g.protected,
+            min_ram: g.min_ram,
+            min_disk: g.min_disk,
+            tags: g.tags.clone(),
+            properties: all_props,
+            members: members.into_iter().map(|(_, m)| m).collect(),
+            method: g.method,
+            uris,
+            stores: g.stores.clone(),
+            keep: g.keep,
+            formats: formats
+                .iter()
+                .filter_map(|f| f.glance_disk_format().map(str::to_string))
+                .collect(),
+            import_timeout: g.import_timeout.unwrap_or(3600),
+            recipe: r.name.clone(),
+            recipe_id,
+        })
+    }
+
+    /// The formats to publish (the first output's by default), each among the outputs and
+    /// one Glance knows.
+    fn glance_formats(&mut self, g: &GlancePublish, outputs: &[OutputPlan]) -> Vec<Format> {
         let formats: Vec<Format> = if g.formats.is_empty() {
             outputs.iter().map(|o| o.format).take(1).collect()
         } else {
@@ -70,6 +106,17 @@ impl Resolver<'_> {
                 );
             }
         }
+        formats
+    }
+
+    /// Each format's image name (and web-download URI), rendered; names must differ.
+    fn glance_names(
+        &mut self,
+        g: &GlancePublish,
+        r: &Recipe,
+        formats: &[Format],
+        vars: &BTreeMap<String, String>,
+    ) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
         let template = g
             .name
             .clone()
@@ -77,7 +124,7 @@ impl Resolver<'_> {
         let date = utc_date();
         let mut names = BTreeMap::new();
         let mut uris = BTreeMap::new();
-        for f in &formats {
+        for f in formats {
             let Some(df) = f.glance_disk_format() else {
                 continue;
             };
@@ -96,11 +143,11 @@ impl Resolver<'_> {
                 Ok(n) => {
                     if names.values().any(|v| v == &n) {
                         self.err(
-                            "/publish/glance/name",
-                            format!(
-                                "several formats would all be named `{n}`: put {{{{format}}}} in the name"
-                            ),
-                        );
+                        "/publish/glance/name",
+                        format!(
+                            "several formats would all be named `{n}`: put {{{{format}}}} in the name"
+                        ),
+                    );
                     }
                     names.insert(df.to_string(), n);
                 }
@@ -120,6 +167,16 @@ impl Resolver<'_> {
                 }
             }
         }
+        (names, uris)
+    }
+
+    /// Who sees the images: the cloud, the member projects and the visibility they need.
+    fn glance_audience(
+        &mut self,
+        g: &GlancePublish,
+        r: &Recipe,
+        vars: &BTreeMap<String, String>,
+    ) -> (Option<String>, Vec<(usize, String)>, Visibility) {
         // cloud and members may use {{vars.X}} (so one recipe serves several clouds).
         let var_ctx = serde_json::json!({ "name": r.name, "version": r.version, "vars": vars });
         let cloud = match &g.cloud {
@@ -175,6 +232,12 @@ impl Resolver<'_> {
                 );
             }
         }
+        (cloud, members, visibility)
+    }
+
+    /// The import method's own requirements, the keep count and the tags.
+    fn check_glance_method(&mut self, g: &GlancePublish) {
+        use crate::vocab::Method;
         match g.method {
             Method::WebDownload if g.uri.is_none() => self.err(
                 "/publish/glance/method",
@@ -210,6 +273,14 @@ impl Resolver<'_> {
                 );
             }
         }
+    }
+
+    /// The recipe's and the target's properties, none an attribute Glance or kiln sets.
+    fn glance_properties(
+        &mut self,
+        g: &GlancePublish,
+        properties: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
         let mut all_props = properties.clone();
         all_props.extend(g.properties.clone());
         for k in all_props.keys() {
@@ -231,7 +302,13 @@ impl Resolver<'_> {
                 );
             }
         }
-        let recipe_id = match &g.rotation_id {
+        all_props
+    }
+
+    /// What rotation knows this recipe's images by: `rotation_id`, else a digest of the
+    /// recipe's path.
+    fn rotation_id(&mut self, g: &GlancePublish) -> String {
+        match &g.rotation_id {
             Some(id) => {
                 if id.is_empty() || id.len() > 255 {
                     self.err(
@@ -248,32 +325,6 @@ impl Resolver<'_> {
                 let h = sha2::Sha256::digest(path.as_os_str().as_encoded_bytes());
                 format!("path:{}", &hex::encode(h)[..16])
             }
-        };
-        if self.errors.len() > before {
-            return None;
         }
-        Some(Settings {
-            cloud,
-            names,
-            container_format: g.container_format.clone().unwrap_or_else(|| "bare".into()),
-            visibility: visibility.as_str().into(),
-            protected: g.protected,
-            min_ram: g.min_ram,
-            min_disk: g.min_disk,
-            tags: g.tags.clone(),
-            properties: all_props,
-            members: members.into_iter().map(|(_, m)| m).collect(),
-            method: g.method,
-            uris,
-            stores: g.stores.clone(),
-            keep: g.keep,
-            formats: formats
-                .iter()
-                .filter_map(|f| f.glance_disk_format().map(str::to_string))
-                .collect(),
-            import_timeout: g.import_timeout.unwrap_or(3600),
-            recipe: r.name.clone(),
-            recipe_id,
-        })
     }
 }
