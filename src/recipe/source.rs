@@ -75,7 +75,104 @@ impl Resolver<'_> {
         vars: &BTreeMap<String, String>,
     ) -> Option<SourcePlan> {
         let kind = i.answers.kind;
-        let media = match (&i.iso, &i.kernel, &i.initrd) {
+        let media = self.installer_media(i);
+        let delivery = i.answers.delivery.unwrap_or(match kind {
+            AnswerKind::Autoinstall => Delivery::Seed,
+            _ => Delivery::Initrd,
+        });
+        match (kind, delivery) {
+            (AnswerKind::Preseed, Delivery::Seed) => self.err(
+                "/source/installer/answers/delivery",
+                "debian-installer reads a preseed file from its initrd, not from a seed disk: use `initrd`",
+            ),
+            (AnswerKind::Autoinstall, Delivery::Initrd) => self.err(
+                "/source/installer/answers/delivery",
+                "subiquity reads autoinstall from a cloud-init `cidata` seed: use `seed`",
+            ),
+            _ => {}
+        }
+        let template = i.answers.template.as_ref().map(|t| {
+            let full = self.dir.join(t);
+            if !full.is_file() {
+                self.err(
+                    "/source/installer/answers/template",
+                    format!("template file {} does not exist", full.display()),
+                );
+            }
+            full
+        });
+        let user = &i.user;
+        self.check_installer_values(i);
+        let mirror = i.mirror.clone().unwrap_or_else(|| match kind {
+            AnswerKind::Preseed => "http://deb.debian.org/debian".into(),
+            AnswerKind::Autoinstall => "http://archive.ubuntu.com/ubuntu".into(),
+            AnswerKind::Kickstart => String::new(),
+        });
+        let (mirror_protocol, mirror_host, mirror_directory) = split_mirror(&mirror);
+        if !mirror.is_empty() && mirror_host.is_empty() {
+            self.err(
+                "/source/installer/mirror",
+                "expected an http:// or https:// URL",
+            );
+        }
+        let timeout_secs = match &i.timeout {
+            None => 90 * 60,
+            Some(d) => parse_duration(d).unwrap_or_else(|m| {
+                self.err("/source/installer/timeout", m);
+                0
+            }),
+        };
+        for (n, p) in i.packages.iter().enumerate() {
+            if let Err(m) = values::package(p) {
+                self.err(&format!("/source/installer/packages/{n}"), m);
+            }
+        }
+        let packages = dedup(
+            loaded
+                .iter()
+                .flat_map(|e| e.file.packages.iter().cloned())
+                .chain(i.packages.iter().cloned()),
+        );
+        let cmdline = installer_cmdline(i, kind, delivery, media.as_ref());
+        let media = media?;
+        Some(SourcePlan::Installer(Box::new(InstallerPlan {
+            media,
+            kind,
+            template,
+            delivery,
+            cmdline,
+            answers: AnswerVars {
+                hostname: vars
+                    .get("hostname")
+                    .cloned()
+                    .unwrap_or_else(|| "localhost".into()),
+                user: user.name.clone(),
+                full_name: user.full_name.clone().unwrap_or_else(|| user.name.clone()),
+                password_hash: user.password_hash.clone(),
+                timezone: i.timezone.clone().unwrap_or_else(|| "Etc/UTC".into()),
+                locale: i.locale.clone().unwrap_or_else(|| "C.UTF-8".into()),
+                keyboard: i.keyboard.clone().unwrap_or_else(|| "us".into()),
+                disk_layout: match i.disk_layout {
+                    DiskLayout::Direct => "direct".into(),
+                    DiskLayout::Lvm => "lvm".into(),
+                },
+                packages,
+                mirror,
+                mirror_protocol,
+                mirror_host,
+                mirror_directory,
+                suite: i.suite.clone().unwrap_or_default(),
+                proxy: i.proxy.clone().unwrap_or_default(),
+            },
+            timeout_secs,
+            mirror_check: i.mirror_check.unwrap_or(kind == AnswerKind::Preseed),
+        })))
+    }
+
+    /// The installer media: an ISO (kernel and initrd found inside it), or kernel and initrd.
+    fn installer_media(&mut self, i: &InstallerSource) -> Option<Media> {
+        let kind = i.answers.kind;
+        match (&i.iso, &i.kernel, &i.initrd) {
             (Some(iso), None, None) => {
                 let iso = self.file_plan("/source/installer/iso", iso);
                 let (k, r) = default_iso_paths(kind);
@@ -112,32 +209,11 @@ impl Resolver<'_> {
                 );
                 None
             }
-        };
-        let delivery = i.answers.delivery.unwrap_or(match kind {
-            AnswerKind::Autoinstall => Delivery::Seed,
-            _ => Delivery::Initrd,
-        });
-        match (kind, delivery) {
-            (AnswerKind::Preseed, Delivery::Seed) => self.err(
-                "/source/installer/answers/delivery",
-                "debian-installer reads a preseed file from its initrd, not from a seed disk: use `initrd`",
-            ),
-            (AnswerKind::Autoinstall, Delivery::Initrd) => self.err(
-                "/source/installer/answers/delivery",
-                "subiquity reads autoinstall from a cloud-init `cidata` seed: use `seed`",
-            ),
-            _ => {}
         }
-        let template = i.answers.template.as_ref().map(|t| {
-            let full = self.dir.join(t);
-            if !full.is_file() {
-                self.err(
-                    "/source/installer/answers/template",
-                    format!("template file {} does not exist", full.display()),
-                );
-            }
-            full
-        });
+    }
+
+    /// The values that reach the answer file, each checked for what it is.
+    fn check_installer_values(&mut self, i: &InstallerSource) {
         let user = &i.user;
         if user.name.is_empty()
             || !user
@@ -180,93 +256,11 @@ impl Resolver<'_> {
         if let Some(h) = &user.password_hash {
             if !(h.starts_with('$') && h.matches('$').count() >= 3) {
                 self.err(
-                    "/source/installer/user/password_hash",
-                    "expected a crypt(3) hash such as `$6$salt$…` (mkpasswd -m sha-512), never a plain password",
-                );
-            }
-        }
-        let mirror = i.mirror.clone().unwrap_or_else(|| match kind {
-            AnswerKind::Preseed => "http://deb.debian.org/debian".into(),
-            AnswerKind::Autoinstall => "http://archive.ubuntu.com/ubuntu".into(),
-            AnswerKind::Kickstart => String::new(),
-        });
-        let (mirror_protocol, mirror_host, mirror_directory) = split_mirror(&mirror);
-        if !mirror.is_empty() && mirror_host.is_empty() {
-            self.err(
-                "/source/installer/mirror",
-                "expected an http:// or https:// URL",
+                "/source/installer/user/password_hash",
+                "expected a crypt(3) hash such as `$6$salt$…` (mkpasswd -m sha-512), never a plain password",
             );
-        }
-        let timeout_secs = match &i.timeout {
-            None => 90 * 60,
-            Some(d) => parse_duration(d).unwrap_or_else(|m| {
-                self.err("/source/installer/timeout", m);
-                0
-            }),
-        };
-        for (n, p) in i.packages.iter().enumerate() {
-            if let Err(m) = values::package(p) {
-                self.err(&format!("/source/installer/packages/{n}"), m);
             }
         }
-        let packages = dedup(
-            loaded
-                .iter()
-                .flat_map(|e| e.file.packages.iter().cloned())
-                .chain(i.packages.iter().cloned()),
-        );
-        let base_cmdline = match (kind, delivery) {
-            (AnswerKind::Preseed, _) => "auto=true priority=critical".to_string(),
-            (AnswerKind::Autoinstall, _) => "autoinstall ds=nocloud".to_string(),
-            (AnswerKind::Kickstart, Delivery::Initrd) => "inst.ks=file:/ks.cfg inst.text".into(),
-            (AnswerKind::Kickstart, Delivery::Seed) => {
-                "inst.ks=hd:LABEL=OEMDRV:/ks.cfg inst.text".into()
-            }
-        };
-        let repo = match (kind, &media) {
-            (AnswerKind::Kickstart, Some(Media::Iso { .. })) => " inst.repo=cdrom",
-            _ => "",
-        };
-        let cmdline = format!(
-            "{base_cmdline}{repo} console=ttyS0,115200n8{}",
-            i.cmdline
-                .as_ref()
-                .map(|c| format!(" {}", c.trim()))
-                .unwrap_or_default()
-        );
-        let media = media?;
-        Some(SourcePlan::Installer(Box::new(InstallerPlan {
-            media,
-            kind,
-            template,
-            delivery,
-            cmdline,
-            answers: AnswerVars {
-                hostname: vars
-                    .get("hostname")
-                    .cloned()
-                    .unwrap_or_else(|| "localhost".into()),
-                user: user.name.clone(),
-                full_name: user.full_name.clone().unwrap_or_else(|| user.name.clone()),
-                password_hash: user.password_hash.clone(),
-                timezone: i.timezone.clone().unwrap_or_else(|| "Etc/UTC".into()),
-                locale: i.locale.clone().unwrap_or_else(|| "C.UTF-8".into()),
-                keyboard: i.keyboard.clone().unwrap_or_else(|| "us".into()),
-                disk_layout: match i.disk_layout {
-                    DiskLayout::Direct => "direct".into(),
-                    DiskLayout::Lvm => "lvm".into(),
-                },
-                packages,
-                mirror,
-                mirror_protocol,
-                mirror_host,
-                mirror_directory,
-                suite: i.suite.clone().unwrap_or_default(),
-                proxy: i.proxy.clone().unwrap_or_default(),
-            },
-            timeout_secs,
-            mirror_check: i.mirror_check.unwrap_or(kind == AnswerKind::Preseed),
-        })))
     }
 
     pub(super) fn source(&mut self, r: &Recipe, loaded: &[elements::Loaded]) -> Option<SourcePlan> {
@@ -421,4 +415,33 @@ pub fn parse_checksum(s: &str) -> Result<Checksum, String> {
         algorithm: algo.into(),
         hex: hex.to_ascii_lowercase(),
     })
+}
+
+/// The installer's kernel command line: the answer kind's own arguments, the repository for a
+/// kickstart ISO, the serial console, then the recipe's.
+fn installer_cmdline(
+    i: &InstallerSource,
+    kind: AnswerKind,
+    delivery: Delivery,
+    media: Option<&Media>,
+) -> String {
+    let base_cmdline = match (kind, delivery) {
+        (AnswerKind::Preseed, _) => "auto=true priority=critical".to_string(),
+        (AnswerKind::Autoinstall, _) => "autoinstall ds=nocloud".to_string(),
+        (AnswerKind::Kickstart, Delivery::Initrd) => "inst.ks=file:/ks.cfg inst.text".into(),
+        (AnswerKind::Kickstart, Delivery::Seed) => {
+            "inst.ks=hd:LABEL=OEMDRV:/ks.cfg inst.text".into()
+        }
+    };
+    let repo = match (kind, media) {
+        (AnswerKind::Kickstart, Some(Media::Iso { .. })) => " inst.repo=cdrom",
+        _ => "",
+    };
+    format!(
+        "{base_cmdline}{repo} console=ttyS0,115200n8{}",
+        i.cmdline
+            .as_ref()
+            .map(|c| format!(" {}", c.trim()))
+            .unwrap_or_default()
+    )
 }
