@@ -100,7 +100,8 @@ pub(super) fn inspect_cmd(a: InspectArgs) -> i32 {
     }
 }
 
-fn print_text(r: &Report) {
+/// The disk half of the report: OS, kernels, boot, partitions, filesystems, fstab.
+fn print_disk(r: &Report) {
     let os =
         r.os.get("PRETTY_NAME")
             .or(r.os.get("NAME"))
@@ -179,6 +180,10 @@ fn print_text(r: &Report) {
             }
         );
     }
+}
+
+fn print_text(r: &Report) {
+    print_disk(r);
     outln!("packages:    {} ({})", r.packages.len(), r.package_manager);
     outln!(
         "services:    {} enabled, {} masked",
