@@ -18,12 +18,17 @@ stop_services() { # only what this script started
 }
 # Each nextest run's JUnit file (every test's time), kept for the table printed at the end.
 times_dir=$(mktemp -d)
+services_pid="" services_log=""
 finish() {
   local rc=$?
   if compgen -G "$times_dir/*.xml" >/dev/null; then
     python3 scripts/test-times.py "$times_dir"/*.xml || true
   fi
   rm -rf "$times_dir"
+  if [ -n "$services_pid" ] && kill -0 "$services_pid" 2>/dev/null; then
+    kill "$services_pid" 2>/dev/null || true
+  fi
+  [ -z "$services_log" ] || rm -f "$services_log"
   stop_services
   echo "== test.sh +${SECONDS}s: done (exit $rc)"
   exit "$rc"
@@ -33,21 +38,29 @@ step "bash scripts/start-services.sh"
 bash scripts/start-services.sh
 # Where KVM is unusable, libguestfs must not wait for it.
 export LIBGUESTFS_BACKEND=direct
+# Keystone, Glance and Swift are installed and started in the background while kiln compiles
+# and the unit tests run (PyPI downloads and service start-up wait on the network and on
+# sockets, not on the cores); the Glance and remote-cache tests wait for them.
+step "scripts/glance-setup.sh, then scripts/swift-setup.sh, in the background"
+services_log=$(mktemp)
+(bash scripts/glance-setup.sh && bash scripts/swift-setup.sh) >"$services_log" 2>&1 &
+services_pid=$!
 step "cargo build --locked"
 cargo build --locked
 step "cargo test --locked"
 cargo test --locked
 # The SBOM read back by the SPDX project's validator (installed by install-deps.sh).
 cargo test --locked --lib -- --ignored pyspdxtools
-# A real Keystone + Glance (installed from PyPI into a venv on first use) for `kiln image`.
-step "bash scripts/glance-setup.sh"
-bash scripts/glance-setup.sh
+# A real Keystone + Glance (installed from PyPI into a venv on first use) for `kiln image`,
+# and a real Swift with Keystone auth for the remote stage cache: started above.
+step "waiting for Keystone, Glance and Swift"
+setup_rc=0
+wait "$services_pid" || setup_rc=$?
+cat "$services_log"
+[ "$setup_rc" = 0 ] || { echo "test.sh: setting up Keystone, Glance or Swift failed" >&2; exit "$setup_rc"; }
 export OS_CLIENT_CONFIG_FILE=${KILN_GLANCE_DIR:-/var/tmp/kiln-glance}/clouds.yaml
 export KILN_GLANCE_VENV=${KILN_GLANCE_VENV:-/opt/kiln-glance-venv}
-# A real Swift with Keystone auth for the remote stage cache; its S3 credentials (a Keystone
-# EC2 credential) come from a private file, not the log.
-step "bash scripts/swift-setup.sh"
-bash scripts/swift-setup.sh
+# Swift's S3 credentials (a Keystone EC2 credential) come from a private file, not the log.
 # shellcheck disable=SC1091
 . "${KILN_SWIFT_DIR:-/var/tmp/kiln-swift}/s3.env"
 step "cargo test --locked --test remote_cache"
