@@ -1233,16 +1233,17 @@ fn each_kind_of_input_changes_exactly_the_stage_keys_it_can_change() {
         Vec<&'a str>,
         Vec<&'a str>,
     );
+    // Every stage with a key, in build order.
+    const KEYED: [&str; 6] = [
+        "source",
+        "provision",
+        "cloud-init",
+        "sysprep",
+        "convert",
+        "test",
+    ];
     let after = |from: &str| -> Vec<&'static str> {
-        let all = [
-            "source",
-            "provision",
-            "cloud-init",
-            "sysprep",
-            "convert",
-            "test",
-        ];
-        all[all.iter().position(|s| *s == from).unwrap()..].to_vec()
+        KEYED[KEYED.iter().position(|s| *s == from).unwrap()..].to_vec()
     };
     let same_files = || {
         vec![
@@ -1396,7 +1397,7 @@ fn each_kind_of_input_changes_exactly_the_stage_keys_it_can_change() {
             .collect();
         assert_eq!(
             keys.len(),
-            6,
+            KEYED.len(),
             "{name}: keys for every cached stage: {keys:?}"
         );
         let Some(b) = &baseline else {
@@ -1408,15 +1409,7 @@ fn each_kind_of_input_changes_exactly_the_stage_keys_it_can_change() {
             .filter(|(s, k)| b.get(*s) != Some(k))
             .map(|(s, _)| s.as_str())
             .collect();
-        let order = [
-            "source",
-            "provision",
-            "cloud-init",
-            "sysprep",
-            "convert",
-            "test",
-        ];
-        got.sort_by_key(|s| order.iter().position(|o| o == s));
+        got.sort_by_key(|s| KEYED.iter().position(|o| o == s));
         assert_eq!(got, changed, "{name}");
     }
 }
