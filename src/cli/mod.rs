@@ -33,6 +33,7 @@ mod diff;
 mod disk;
 mod elements;
 mod image;
+mod image_args;
 mod inspect;
 mod planned;
 
