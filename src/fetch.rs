@@ -15,6 +15,16 @@ pub fn cached_download(cache: &Path, sum: &Checksum) -> PathBuf {
     downloads_dir(cache).join(format!("{}-{}", sum.algorithm, sum.hex))
 }
 
+/// Where a source file will be before the build can read it: its path, else where its
+/// download is cached; None when its checksum is only known at fetch time (a sums file).
+pub fn planned_path(cache: &Path, path: Option<&Path>, sum: Option<&Checksum>) -> Option<PathBuf> {
+    match (path, sum) {
+        (Some(p), _) => Some(p.to_path_buf()),
+        (None, Some(sum)) => Some(cached_download(cache, sum)),
+        (None, None) => None,
+    }
+}
+
 /// What [`fetch_file`] does for `f` with the cache at `cache`, for `kiln plan`.
 pub fn planned_fetch(what: &str, cache: &Path, f: &crate::plan::FilePlan) -> String {
     match (&f.url, &f.path, &f.checksum, &f.checksum_url) {

@@ -69,11 +69,9 @@ impl<'a> PlanView<'a> {
                 format,
                 ..
             } => {
-                let base = match (checksum, path) {
-                    (_, Some(p)) => p.clone(),
-                    (Some(c), None) => crate::fetch::cached_download(&self.cache, c),
-                    (None, None) => self.cache.join("images/<checksum from the sums file>"),
-                };
+                let base =
+                    crate::fetch::planned_path(&self.cache, path.as_deref(), checksum.as_ref())
+                        .unwrap_or_else(|| self.cache.join("images/<checksum from the sums file>"));
                 (base, format.clone())
             }
         }

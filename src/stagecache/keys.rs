@@ -149,13 +149,14 @@ fn planned_base(
     found: &mut dyn FnMut(&'static str, &Key),
 ) -> Option<Key> {
     use crate::plan::SourcePlan;
+    // As the source stage hands them on: a given path resolved, a download where it is cached.
     let local = |f: &crate::plan::FilePlan| -> Option<PathBuf> {
-        match (&f.path, &f.checksum) {
-            (Some(p), _) => std::fs::canonicalize(p).ok(),
-            (None, Some(sum)) => Some(crate::fetch::cached_download(cache_dir, sum)),
-            (None, None) => None,
-        }
-        .filter(|p| p.is_file())
+        let p = crate::fetch::planned_path(cache_dir, f.path.as_deref(), f.checksum.as_ref())?;
+        let p = match f.path {
+            Some(_) => std::fs::canonicalize(p).ok()?,
+            None => p,
+        };
+        p.is_file().then_some(p)
     };
     let (stage, key) = match &plan.source {
         SourcePlan::Installer(inst) => {
@@ -170,11 +171,7 @@ fn planned_base(
         }
         SourcePlan::Bootstrap(b) => ("source", bootstrap_key(b)),
         SourcePlan::Image { path, checksum, .. } => {
-            let file = match (path, checksum) {
-                (Some(p), _) => p.clone(),
-                (None, Some(sum)) => crate::fetch::cached_download(cache_dir, sum),
-                (None, None) => return None,
-            };
+            let file = crate::fetch::planned_path(cache_dir, path.as_deref(), checksum.as_ref())?;
             if !file.is_file() {
                 return None;
             }
