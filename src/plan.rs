@@ -82,6 +82,41 @@ pub enum SourcePlan {
     Installer(Box<InstallerPlan>),
 }
 
+impl SourcePlan {
+    /// What manifest.json records of the source (passwords in URLs redacted).
+    pub fn manifest_record(&self) -> serde_json::Value {
+        use crate::quote::redact_url_passwords as redact;
+        match self {
+            SourcePlan::Installer(i) => serde_json::json!({
+                "installer": {
+                    "kind": i.kind.as_str(),
+                    "media": i.media,
+                    "delivery": i.delivery,
+                    "cmdline": i.cmdline,
+                }
+            }),
+            SourcePlan::Bootstrap(b) => serde_json::json!({
+                "bootstrap": {
+                    "distro": b.distro, "suite": b.suite,
+                    "mirror": redact(&b.mirror),
+                    "packages": b.packages, "cache_key": b.cache_key(),
+                }
+            }),
+            SourcePlan::Image {
+                url,
+                path,
+                checksum,
+                ..
+            } => serde_json::json!({
+                "image": {
+                    "url": url.as_deref().map(redact), "path": path,
+                    "checksum": checksum.as_ref().map(|c| c.to_string()),
+                }
+            }),
+        }
+    }
+}
+
 /// A file to fetch (cached, verified) or use in place.
 #[derive(Debug, Clone, Serialize)]
 pub struct FilePlan {

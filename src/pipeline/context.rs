@@ -447,34 +447,6 @@ impl BuildContext {
     pub fn manifest(&self) -> Manifest {
         let ctx = self;
         let plan = &ctx.env.plan;
-        let source = match &plan.source {
-            crate::plan::SourcePlan::Installer(i) => serde_json::json!({
-                "installer": {
-                    "kind": i.kind.as_str(),
-                    "media": i.media,
-                    "delivery": i.delivery,
-                    "cmdline": i.cmdline,
-                }
-            }),
-            crate::plan::SourcePlan::Bootstrap(b) => serde_json::json!({
-                "bootstrap": {
-                    "distro": b.distro, "suite": b.suite,
-                    "mirror": crate::quote::redact_url_passwords(&b.mirror),
-                    "packages": b.packages, "cache_key": b.cache_key(),
-                }
-            }),
-            crate::plan::SourcePlan::Image {
-                url,
-                path,
-                checksum,
-                ..
-            } => serde_json::json!({
-                "image": {
-                    "url": url.as_deref().map(crate::quote::redact_url_passwords), "path": path,
-                    "checksum": checksum.as_ref().map(|c| c.to_string()),
-                }
-            }),
-        };
         Manifest {
             name: plan.name.clone(),
             version: plan.version.clone(),
@@ -482,7 +454,7 @@ impl BuildContext {
             recipe_sha256: plan.recipe_sha256.clone(),
             built_at: ctx.env.built_at,
             elements: plan.elements.iter().map(|e| e.name.clone()).collect(),
-            source,
+            source: plan.source.manifest_record(),
             accelerator: ctx.made.engine.map_or("none", |e| e.as_str()).into(),
             tools: ctx.tools.clone(),
             stages: ctx.records.clone(),
