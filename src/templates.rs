@@ -43,6 +43,14 @@ impl Kind {
         }
     }
 
+    /// How `{{value}}` is quoted in it.
+    fn format(self) -> Format {
+        match self {
+            Kind::Domain => Format::Xml,
+            _ => Format::Yaml,
+        }
+    }
+
     fn override_path(self, plan: &Plan) -> Option<&PathBuf> {
         match self {
             Kind::Domain => plan.templates.domain.as_ref(),
@@ -201,21 +209,23 @@ fn read_template(p: &Path) -> Result<(String, String), TemplateError> {
     Ok((p.display().to_string(), text))
 }
 
-/// Render one template with `ctx`. Errors name the template (built-in or file) and position.
+/// Render one template with `ctx`: the recipe's own, else the built-in one. Errors name the
+/// template (built-in or file) and position.
 pub fn render(plan: &Plan, kind: Kind, ctx: &impl Serialize) -> Result<String, TemplateError> {
-    let (origin, text) = match kind.override_path(plan) {
-        Some(p) => read_template(p)?,
-        None => (
-            format!("built-in template {}", kind.file_name()),
-            kind.builtin().to_string(),
-        ),
-    };
-    let format = if kind == Kind::Domain {
-        Format::Xml
-    } else {
-        Format::Yaml
-    };
-    render_str(&origin, &text, format, ctx)
+    match kind.override_path(plan) {
+        Some(p) => {
+            let (origin, text) = read_template(p)?;
+            render_str(&origin, &text, kind.format(), ctx)
+        }
+        None => render_builtin(kind, ctx),
+    }
+}
+
+/// Render the built-in template of `kind` (the domain template for the VMs no recipe
+/// template replaces: installer, test VM, KVM probe).
+pub fn render_builtin(kind: Kind, ctx: &impl Serialize) -> Result<String, TemplateError> {
+    let origin = format!("built-in template {}", kind.file_name());
+    render_str(&origin, kind.builtin(), kind.format(), ctx)
 }
 
 pub fn render_str(

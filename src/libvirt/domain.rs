@@ -11,9 +11,6 @@ use super::vmuser::VmUser;
 use crate::templates::{self, TemplateError};
 use crate::vocab::Engine;
 
-/// The one built-in domain template.
-pub const TEMPLATE: &str = include_str!("../../templates/domain.xml.hbs");
-
 /// What the VM is for: the metadata element's name and the template's comment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -261,12 +258,7 @@ impl DomainSpec {
         let ctx = serde_json::json!({
             "name": name, "version": version, "vars": {}, "domain": self,
         });
-        templates::render_str(
-            "built-in template domain.xml",
-            TEMPLATE,
-            templates::Format::Xml,
-            &ctx,
-        )
+        templates::render_builtin(templates::Kind::Domain, &ctx)
     }
 
     /// Put the system disk (the first) over a backing file.
