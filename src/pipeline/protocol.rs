@@ -86,7 +86,8 @@ impl BuildContext {
             self.note_cache(stage, key, reused);
         }
         if unit.stages.is_empty() {
-            // An output: it still goes to the remote.
+            // An output has no record of its own (note_cache shares the others' entries):
+            // reused or made, it goes to the remote.
             self.share(key);
         }
         if unit.chains {

@@ -100,9 +100,6 @@ impl Stage<BuildContext> for ConvertStage {
             bail!(e);
         }
         ctx.made.outputs = done.into_iter().flatten().collect();
-        for k in keys.iter().flatten() {
-            ctx.share(k);
-        }
         // The stage's key: all outputs' keys; reused when none was converted.
         if let (Some(prev), false) = (ctx.cache.chain.clone(), keys.is_empty()) {
             let all: Vec<Key> = keys.iter().flatten().cloned().collect();
