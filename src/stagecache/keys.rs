@@ -62,10 +62,10 @@ pub struct Planned {
     pub remote: bool,
 }
 
-/// The keys `kiln build` would use, stage by stage (`source`, `provision`, `cloud-init`,
-/// `sysprep`, `convert`), from the same functions; empty where the chain is unknown before the
-/// build (an image whose checksum list is read at fetch time and is not cached yet) or breaks
-/// (installer sources, a random password).
+/// The keys `kiln build` would use, stage by stage (`source` or `install`, `provision`,
+/// `cloud-init`, `sysprep`, `convert`, `test`), from the same functions; none from where the
+/// chain is unknown before the build (an image whose checksum list is read at fetch time and is
+/// not cached yet, installer media not downloaded yet) or breaks (a random password).
 pub fn planned(
     plan: &crate::plan::Plan,
     tunables: &crate::tunables::Tunables,
@@ -90,21 +90,19 @@ pub fn planned(
         }
     };
     let mut out = std::collections::BTreeMap::new();
-    let Some(mut chain) = planned_base(plan, cache_dir, &mut |stage, k| {
-        // The base disk is no entry (the bootstrap and download caches keep it): no hit.
-        let p = if stage == "source" {
-            Planned {
-                key: k.clone(),
-                hit: false,
-                remote: false,
-            }
-        } else {
-            planned(k)
-        };
-        out.insert(stage, p);
-    }) else {
+    let Some((stage, mut chain)) = planned_base(plan, cache_dir) else {
         return out;
     };
+    // The base disk is no entry (the bootstrap and download caches keep it): no hit.
+    let base = match stage {
+        "source" => Planned {
+            key: chain.clone(),
+            hit: false,
+            remote: false,
+        },
+        _ => planned(&chain),
+    };
+    out.insert(stage, base);
     let Ok(k) = provision_key(plan, tunables, &chain) else {
         return out;
     };
@@ -139,15 +137,11 @@ pub fn planned(
     out
 }
 
-/// The key the chain starts from, as far as it is known before the build: the base disk's
-/// (`source`), or the installed disk's (`install`, when its media are here already); each is
-/// given to `found`. None when it is not known (a checksum read from a list at fetch time, media
-/// not downloaded yet).
-fn planned_base(
-    plan: &crate::plan::Plan,
-    cache_dir: &Path,
-    found: &mut dyn FnMut(&'static str, &Key),
-) -> Option<Key> {
+/// The stage the chain starts with and its key, as far as it is known before the build: the
+/// base disk's (`source`), or the installed disk's (`install`, when its media are here
+/// already). None when it is not known (a checksum read from a list at fetch time, media not
+/// downloaded yet).
+fn planned_base(plan: &crate::plan::Plan, cache_dir: &Path) -> Option<(&'static str, Key)> {
     use crate::plan::SourcePlan;
     // As the source stage hands them on: a given path resolved, a download where it is cached.
     let local = |f: &crate::plan::FilePlan| -> Option<PathBuf> {
@@ -158,7 +152,7 @@ fn planned_base(
         };
         p.is_file().then_some(p)
     };
-    let (stage, key) = match &plan.source {
+    Some(match &plan.source {
         SourcePlan::Installer(inst) => {
             let media: Vec<PathBuf> = match &inst.media {
                 crate::plan::Media::Iso { iso, .. } => vec![local(iso)?],
@@ -177,29 +171,24 @@ fn planned_base(
             }
             ("source", base_key(plan, &file, cache_dir).ok()??)
         }
-    };
-    found(stage, &key);
-    Some(key)
+    })
 }
 
 /// Implementation versions: bump one when its stage would make a different result from the
 /// same inputs, and every entry of that stage (and after) is rebuilt.
 pub const SOURCE_VERSION: u32 = 1;
-
 pub const PROVISION_VERSION: u32 = 1;
-
 pub const INSTALL_VERSION: u32 = 1;
 
 /// 2: the inventory it reads (rpm databases, enabled services) is part of its result.
 pub const GUESTFS_VERSION: u32 = 2;
-
 pub const CONVERT_VERSION: u32 = 1;
 /// Bump when the test would judge the same image differently.
 pub const TEST_VERSION: u32 = 1;
 
 /// The base disk's key: the bootstrap's cache key, a downloaded image's verified checksum (its
 /// name in the download cache), else the SHA-256 of the file (remembered per inode, size and
-/// mtime in `CACHE/digests`). Installer sources are not cached (None).
+/// mtime in `CACHE/digests`). Installer sources have none: their chain starts at `install`.
 pub fn base_key(
     plan: &crate::plan::Plan,
     base: &Path,
@@ -578,5 +567,5 @@ pub fn boot_test_output(outputs: &[crate::plan::OutputPlan]) -> Option<usize> {
     outputs
         .iter()
         .position(|o| o.format.facts().bootable)
-        .or(if outputs.is_empty() { None } else { Some(0) })
+        .or((!outputs.is_empty()).then_some(0))
 }

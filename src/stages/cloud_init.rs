@@ -59,7 +59,8 @@ impl Stage<BuildContext> for CloudInitStage {
     }
 
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
-        // The stage cache: cloud-init, customize and sysprep are one unit (one launch).
+        // The stage cache: cloud-init, customize and sysprep are one unit (one launch). The
+        // chain goes on only once the unit is reused or committed.
         let key = match ctx.cache.chain.take() {
             Some(prev) => crate::stagecache::guestfs_key(&ctx.env.plan, &prev)?,
             None => None,
@@ -79,15 +80,12 @@ impl Stage<BuildContext> for CloudInitStage {
             }
             Lookup::Miss(slot) => slot,
         };
-        // The chain goes on only once the unit is committed.
-        ctx.cache.chain = None;
         ctx.made.guestfs = Some(GuestfsSession {
             slot,
             ..Default::default()
         });
         let disk = ctx.made.disk.clone().context("no build disk")?;
-        let engine = ctx.engine()?;
-        let tcg = engine.is_tcg();
+        let tcg = ctx.engine()?.is_tcg();
         tracing::info!("opening the build disk with libguestfs");
         // Package installs in customize steps need the appliance's network.
         let mut g = Guest::open_with(

@@ -191,8 +191,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     std::fs::remove_dir_all(&rootfs).ok();
 
     tracing::info!("installing GRUB with the image's own GRUB tools (libguestfs)");
-    let engine = ctx.engine()?;
-    let tcg = engine.is_tcg();
+    let tcg = ctx.engine()?.is_tcg();
     // grub-bios-setup now and then refuses the disk ("embedding is not possible, but this is
     // required for cross-disk install") and succeeds in a fresh appliance on the same disk:
     // the steps are idempotent, so they are run again before giving up.

@@ -36,7 +36,10 @@ impl Stage<BuildContext> for TestStage {
         let image = ctx.env.out.join(&out.path);
         // The stage cache: the same image (the chain's key) and the same checks pass again
         // without a boot. Only passing results are stored.
-        let key = (ctx.cache.chain.as_ref())
+        let key = ctx
+            .cache
+            .chain
+            .as_ref()
             .and_then(|prev| crate::stagecache::test_key(&ctx.env.plan, prev));
         let slot =
             match ctx.cache_lookup::<crate::boottest::Report>(cached::TEST, key, &|_, _| true)? {
