@@ -603,16 +603,19 @@ pub fn default_settings(manifest: &crate::manifest::Manifest) -> anyhow::Result<
     } else {
         manifest.version.as_str()
     };
-    let fmt = manifest
+    let out = manifest
         .outputs
         .iter()
-        .find_map(|o| o.glance_disk_format.clone())
+        .find(|o| o.glance_disk_format.is_some())
         .ok_or_else(|| anyhow::anyhow!("the build has no output Glance accepts"))?;
+    let fmt = out.glance_disk_format.clone().unwrap_or_default();
+    let container = crate::vocab::Format::from_qemu_img(&out.format)
+        .map_or("bare", |f| f.facts().glance_container);
     let properties = manifest.properties.clone();
     Ok(Settings {
         cloud: None,
         names: [(fmt.clone(), format!("{name}-{version}"))].into(),
-        container_format: "bare".into(),
+        container_format: container.into(),
         visibility: "private".into(),
         protected: false,
         min_ram: 0,

@@ -44,7 +44,12 @@ impl Resolver<'_> {
         Some(Settings {
             cloud,
             names,
-            container_format: g.container_format.clone().unwrap_or_else(|| "bare".into()),
+            container_format: g.container_format.clone().unwrap_or_else(|| {
+                formats
+                    .first()
+                    .map_or("bare", |f| f.facts().glance_container)
+                    .into()
+            }),
             visibility: visibility.as_str().into(),
             protected: g.protected,
             min_ram: g.min_ram,
