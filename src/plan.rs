@@ -67,22 +67,34 @@ impl std::fmt::Display for Checksum {
     }
 }
 
+/// Where the build's first disk comes from. One variant per source kind; the kind's facts the
+/// other stages ask about are the methods below, its work is `stages/source/<kind>.rs`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourcePlan {
-    Image {
-        url: Option<String>,
-        path: Option<PathBuf>,
-        checksum: Option<Checksum>,
-        /// `checksum: file:URL`: the checksum is looked up in a SHA256SUMS/SHA512SUMS file.
-        checksum_url: Option<String>,
-        format: Option<String>,
-    },
+    Image(ImagePlan),
     Bootstrap(BootstrapPlan),
     Installer(Box<InstallerPlan>),
 }
 
 impl SourcePlan {
+    /// A disk someone else made (a cloud image): what is on it is only known by looking, so
+    /// element packages are installed in the guest and cloud-init is looked for before the
+    /// first boot. Bootstrapped and installed disks are made from the recipe's package list.
+    pub fn made_elsewhere(&self) -> bool {
+        matches!(self, SourcePlan::Image(_))
+    }
+
+    /// Whether the base disk is worth sharing through the remote cache: what another machine
+    /// would otherwise bootstrap or download (a local file is the user's own).
+    pub fn base_worth_sharing(&self) -> bool {
+        match self {
+            SourcePlan::Bootstrap(_) => true,
+            SourcePlan::Image(i) => i.file.url.is_some(),
+            SourcePlan::Installer(_) => false,
+        }
+    }
+
     /// What manifest.json records of the source (passwords in URLs redacted).
     pub fn manifest_record(&self) -> serde_json::Value {
         use crate::quote::redact_url_passwords as redact;
@@ -102,19 +114,23 @@ impl SourcePlan {
                     "packages": b.packages, "cache_key": b.cache_key(),
                 }
             }),
-            SourcePlan::Image {
-                url,
-                path,
-                checksum,
-                ..
-            } => serde_json::json!({
+            SourcePlan::Image(i) => serde_json::json!({
                 "image": {
-                    "url": url.as_deref().map(redact), "path": path,
-                    "checksum": checksum.as_ref().map(|c| c.to_string()),
+                    "url": i.file.url.as_deref().map(redact), "path": i.file.path,
+                    "checksum": i.file.checksum.as_ref().map(|c| c.to_string()),
                 }
             }),
         }
     }
+}
+
+/// A disk image to start from (a cloud image).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImagePlan {
+    #[serde(flatten)]
+    pub file: FilePlan,
+    /// The format the recipe says it is (checked against qemu-img's word).
+    pub format: Option<String>,
 }
 
 /// A file to fetch (cached, verified) or use in place.

@@ -63,15 +63,13 @@ impl<'a> PlanView<'a> {
                 crate::bootstrap::cached_disk(&self.cache, b),
                 Some("qcow2".into()),
             ),
-            SourcePlan::Image {
-                path,
-                checksum,
-                format,
-                ..
-            } => {
-                let base =
-                    crate::fetch::planned_path(&self.cache, path.as_deref(), checksum.as_ref())
-                        .unwrap_or_else(|| self.cache.join("images/<checksum from the sums file>"));
+            SourcePlan::Image(crate::plan::ImagePlan { file, format }) => {
+                let base = crate::fetch::planned_path(
+                    &self.cache,
+                    file.path.as_deref(),
+                    file.checksum.as_ref(),
+                )
+                .unwrap_or_else(|| self.cache.join("images/<checksum from the sums file>"));
                 (base, format.clone())
             }
         }

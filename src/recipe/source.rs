@@ -285,13 +285,10 @@ impl Resolver<'_> {
                 if img.url.is_some() == img.path.is_some() {
                     return None;
                 }
-                Some(SourcePlan::Image {
-                    url: f.url,
-                    path: f.path,
-                    checksum: f.checksum,
-                    checksum_url: f.checksum_url,
+                Some(SourcePlan::Image(ImagePlan {
+                    file: f,
                     format: img.format.clone(),
-                })
+                }))
             }
             (None, Some(b)) => {
                 let size_bytes = match &b.size {

@@ -101,7 +101,7 @@ impl Resolver<'_> {
         loaded: &[elements::Loaded],
     ) -> Vec<ProvisionStep> {
         let mut provision = Vec::new();
-        if matches!(source, Some(SourcePlan::Image { .. })) {
+        if source.is_some_and(SourcePlan::made_elsewhere) {
             let pkgs = dedup(loaded.iter().flat_map(|e| e.file.packages.iter().cloned()));
             if !pkgs.is_empty() {
                 provision.push(ProvisionStep::Packages(pkgs));

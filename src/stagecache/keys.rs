@@ -164,8 +164,12 @@ fn planned_base(plan: &crate::plan::Plan, cache_dir: &Path) -> Option<(&'static 
             ("install", install_key(plan, &refs, cache_dir).ok()??)
         }
         SourcePlan::Bootstrap(b) => ("source", bootstrap_key(b)),
-        SourcePlan::Image { path, checksum, .. } => {
-            let file = crate::fetch::planned_path(cache_dir, path.as_deref(), checksum.as_ref())?;
+        SourcePlan::Image(i) => {
+            let file = crate::fetch::planned_path(
+                cache_dir,
+                i.file.path.as_deref(),
+                i.file.checksum.as_ref(),
+            )?;
             if !file.is_file() {
                 return None;
             }
@@ -198,7 +202,7 @@ pub fn base_key(
     Ok(Some(match &plan.source {
         SourcePlan::Bootstrap(b) => bootstrap_key(b),
         SourcePlan::Installer(_) => return Ok(None),
-        SourcePlan::Image { .. } => match content_id(base, cache_dir)? {
+        SourcePlan::Image(_) => match content_id(base, cache_dir)? {
             ContentId::Download(name) => download_key(&name),
             ContentId::Sha256(d) => source_key(SourceInputs::Sha256(d)),
         },

@@ -15,7 +15,6 @@ use crate::pipeline::cached::{self, Lookup};
 use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
-use crate::plan::SourcePlan;
 use crate::process::{self, Opts};
 use crate::seed::{self, TemplateContext};
 use crate::templates::{self, Kind};
@@ -136,7 +135,7 @@ fn provision(
         return Ok(());
     }
     // A base that cannot run the steps is refused before its boot, not after vm.timeout.
-    if matches!(ctx.env.plan.source, SourcePlan::Image { .. }) {
+    if ctx.env.plan.source.made_elsewhere() {
         check_cloud_init(
             &base.path,
             &base.format,
@@ -584,7 +583,7 @@ impl Describe for ProvisionStage {
         if !v.booted() {
             cmds.push("no provisioning steps: the build VM is not booted".into());
         } else {
-            if matches!(plan.source, SourcePlan::Image { .. }) {
+            if plan.source.made_elsewhere() {
                 cmds.push(format!(
                     "libguestfs (read-only) on {}: check for /usr/bin/cloud-init before booting (cached per image)",
                     base.display()

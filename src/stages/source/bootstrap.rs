@@ -1,0 +1,143 @@
+//! Bootstrap sources: a base disk made with mmdebstrap, partitioned, given GRUB with the
+//! image's own tools, and cached by its inputs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+
+use super::{Kind, Obtained};
+use crate::bootstrap;
+use crate::pipeline::context::{BuildContext, Resource};
+use crate::plan::BootstrapPlan;
+use crate::process::{self, Opts};
+
+/// How many fresh appliances GRUB's installation gets (see `install` below).
+const GRUB_ATTEMPTS: u32 = 5;
+
+impl Kind for BootstrapPlan {
+    fn obtain(&self, ctx: &mut BuildContext) -> anyhow::Result<Obtained> {
+        Ok(Obtained::Base {
+            path: base_disk(ctx, self)?,
+            declared_format: None,
+        })
+    }
+
+    fn planned(&self, cache: &Path) -> Vec<String> {
+        bootstrap::planned(cache, self)
+    }
+}
+
+/// The cached base disk for `b`, building it when missing.
+fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBuf> {
+    let key = b.cache_key();
+    let dir = ctx.env.cache_dir.join("bootstrap");
+    let dest = bootstrap::cached_disk(&ctx.env.cache_dir, b);
+    if dest.is_file() {
+        tracing::info!("using cached base disk {}", dest.display());
+        return Ok(dest);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if ctx.pull_base(&crate::stagecache::bootstrap_key(b), &dest) {
+        return Ok(dest);
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("bootstrapping a base disk needs root (mmdebstrap --mode=root and mkfs.ext4 -d keep file ownership)");
+    }
+    let scratch = bootstrap::scratch_dir(&ctx.env.cache_dir, &key, std::process::id());
+    ctx.record(Resource::Dir(scratch.clone()));
+    std::fs::create_dir_all(&scratch)?;
+    crate::owner::Owner::current().write_into(&scratch)?;
+    let rootfs = scratch.join("rootfs");
+    let customize = scratch.join("customize.sh");
+    let uuid = bootstrap::fs_uuid(&key);
+    std::fs::write(&customize, bootstrap::customize_script(&uuid))?;
+
+    tracing::info!(
+        "bootstrapping {} {} with mmdebstrap ({} packages; about 2 minutes)",
+        b.distro,
+        b.suite,
+        b.packages.len()
+    );
+    let opts = Opts {
+        env: vec![("SOURCE_DATE_EPOCH".into(), "1700000000".into())],
+        stream_prefix: Some("mmdebstrap| ".into()),
+        ..Default::default()
+    };
+    process::run(
+        &bootstrap::mmdebstrap_argv(b, &rootfs, &customize),
+        &opts,
+        &ctx.env.cancel,
+    )
+    .context("bootstrapping the root filesystem")?;
+
+    let raw = scratch.join("disk.raw");
+    std::fs::File::create(&raw)?.set_len(b.size_bytes)?;
+    process::run(
+        &bootstrap::sfdisk_argv(&raw),
+        &Opts {
+            stdin: Some(bootstrap::sfdisk_script().as_bytes().to_vec()),
+            ..Default::default()
+        },
+        &ctx.env.cancel,
+    )
+    .context("partitioning the base disk")?;
+    tracing::info!("creating the ext4 filesystem from the root directory");
+    process::run(
+        &bootstrap::mkfs_argv(&raw, &rootfs, &uuid, b.size_bytes),
+        &Opts::default(),
+        &ctx.env.cancel,
+    )
+    .context("creating the root filesystem")?;
+    std::fs::remove_dir_all(&rootfs).ok();
+
+    tracing::info!("installing GRUB with the image's own GRUB tools (libguestfs)");
+    let tcg = ctx.engine()?.is_tcg();
+    // grub-bios-setup now and then refuses the disk ("embedding is not possible, but this is
+    // required for cross-disk install") and succeeds in a fresh appliance on the same disk:
+    // the steps are idempotent, so they are run again before giving up.
+    let install = || -> Result<(), crate::guest::GuestError> {
+        let g = crate::guest::Guest::open_device(&raw, "raw", tcg, "/dev/sda1")?;
+        for step in bootstrap::grub_steps() {
+            match step {
+                bootstrap::GrubStep::Write(path, content) => g.write(path, content.as_bytes())?,
+                bootstrap::GrubStep::Run(argv) => {
+                    g.command(argv)?;
+                }
+                bootstrap::GrubStep::Remove(path) => g.rm_rf(path)?,
+            }
+        }
+        g.close()
+    };
+    // Seen here on about half of the attempts on some days (each a fresh appliance, ~10 s):
+    // up to five before giving up.
+    let mut attempt = 1;
+    while let Err(e) = install() {
+        if ctx.env.cancel.is_cancelled() {
+            bail!("interrupted");
+        }
+        if attempt == GRUB_ATTEMPTS {
+            return Err(e.into());
+        }
+        attempt += 1;
+        tracing::warn!(
+            "installing GRUB failed ({e}); trying again in a new appliance ({attempt} of {GRUB_ATTEMPTS})"
+        );
+    }
+    if ctx.env.cancel.is_cancelled() {
+        bail!("interrupted");
+    }
+
+    let tmp = scratch.join("base.qcow2");
+    process::run(
+        &crate::qemu_img::raw_to_qcow2_argv(&raw, &tmp),
+        &Opts::default(),
+        &ctx.env.cancel,
+    )
+    .context("converting the base disk to qcow2")?;
+    std::fs::rename(&tmp, &dest)
+        .with_context(|| format!("moving the base disk to {}", dest.display()))?;
+    std::fs::remove_dir_all(&scratch).ok();
+    ctx.forget(&Resource::Dir(scratch));
+    tracing::info!("cached base disk {}", dest.display());
+    Ok(dest)
+}
