@@ -12,16 +12,16 @@
 //! | convert     | qemu-img to each output format, sizes and checksums                |
 //! | test        | boot an output like a new cloud instance, ssh in, check it          |
 //! | publish     | manifest.json, rename the staged output directory into place       |
-//! | glance      | publish.glance: upload/import the outputs, verify, share, rotate   |
+//! | glance      | publish targets (`targets/`): Glance — upload/import, verify, share, rotate |
 
 pub mod cloud_init;
 pub mod convert;
-pub mod glance;
 pub mod install;
 pub mod provision;
 pub mod publish;
 pub mod source;
 pub mod sysprep;
+pub mod targets;
 pub mod test;
 pub mod undefine;
 
@@ -45,6 +45,6 @@ pub fn all() -> Vec<Box<dyn BuildStage>> {
         Box::new(convert::ConvertStage),
         Box::new(test::TestStage),
         Box::new(publish::PublishStage),
-        Box::new(glance::GlanceStage),
+        Box::new(targets::TargetsStage),
     ]
 }
