@@ -162,6 +162,7 @@ fn sha256_of(p: &Path) -> String {
 #[test]
 #[ignore = "slow: real VM build (minutes); run by scripts/test.sh"]
 fn debian_example_builds_a_cloud_ready_sysprepped_image() {
+    let steps = Steps::new();
     let out_dir = tempfile::tempdir().unwrap();
     let recipe_dir = tempfile::tempdir().unwrap();
     let before = domains("kiln-");
@@ -169,6 +170,7 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
     let beta = openstack_admin(&["project", "show", "-f", "value", "-c", "id", "beta"]);
     let alice_hash = sha512_crypt("alice-secret-pw");
     let recipe = debian_example_for_glance(recipe_dir.path(), &beta, &alice_hash);
+    steps.at("build the example");
     let built = kiln()
         .arg("build")
         .arg(&recipe)
@@ -181,6 +183,7 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
     assert_eq!(built.status.code(), Some(0), "kiln build failed");
     let summary = text(&built.stdout);
 
+    steps.at("the catalog directory");
     // Only the published directory remains: no staging, no failed logs.
     let mut entries: Vec<String> = std::fs::read_dir(out_dir.path())
         .unwrap()
@@ -203,6 +206,7 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
 
+    steps.at("the manifest");
     // The manifest tells the truth about the outputs.
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
@@ -233,6 +237,7 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
             "glance"
         ]
     );
+    steps.at("the boot test results");
     // The boot test ran before anything was published: every default check passed, from a
     // real ssh login into the image booted as a new instance.
     let checks = m["test"]["checks"]
@@ -267,6 +272,7 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
         "the test console is the test VM's"
     );
     assert!(domains("kiln-test-").is_empty(), "the test domain is gone");
+    steps.at("the SBOM");
     // The SBOM: read in the sysprep launch, valid for the SPDX project's validator, listing
     // what the provisioning installed with its package URL.
     let inv = &m["inventory"];
@@ -330,6 +336,7 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
         String::from_utf8_lossy(&sums.stdout)
     );
 
+    steps.at("the qcow2 stands alone");
     // A standalone qcow2: no backing file left over from the overlay.
     let info = Command::new("qemu-img")
         .args(["info", "--output=json"])
@@ -340,6 +347,7 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
     assert_eq!(info["format"], "qcow2");
     assert!(info.get("backing-filename").is_none(), "{info}");
 
+    steps.at("the image, read by guestfish");
     // Look inside with the real libguestfs tools.
     let script = "\
 echo ==motd==\ncat /etc/motd\n\
@@ -447,10 +455,12 @@ echo ==end==\n";
     assert_eq!(s["firstboot-unit"].trim(), "true");
     assert!(m["sparsify"]["allocated_before"].as_u64().unwrap() > 0);
 
+    steps.at("nothing left in libvirt");
     // Nothing of the build remains in libvirt.
     let after = domains("kiln-");
     assert_eq!(after, before, "leftover domains");
 
+    steps.at("the image in Glance");
     // In Glance: active, the bytes of the qcow2 output, the recipe's and elements' properties,
     // shared with beta.
     let published = &m["published"]["glance"][0];
@@ -516,6 +526,7 @@ echo ==end==\n";
         .unwrap();
     assert!(out.status.success());
 
+    steps.at("no secret in the catalog");
     // No secret in the catalog directory: not the hash the recipe gave, not the random
     // password, not any crypt hash.
     for e in std::fs::read_dir(&dir).unwrap() {
@@ -2042,6 +2053,7 @@ fn same_content(a: &Path, b: &Path) {
 #[test]
 #[ignore = "slow: VM builds; run by scripts/test.sh"]
 fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() {
+    let steps = Steps::new();
     let dir = tempfile::tempdir().unwrap();
     // A cache of its own (with the shared cache's base disk), so that nothing else's entries
     // are hit and this test's are not left for others.
@@ -2109,6 +2121,7 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
     };
     let converted = |err: &str| err.matches("INFO converting to ").count();
 
+    steps.at("cold build, pushed to the remote");
     // Cold: everything made, and pushed to the remote cache (a real Swift, S3 API, Keystone's
     // EC2 credentials: scripts/swift-setup.sh), under a prefix of this run's own.
     let remote = format!(
@@ -2129,6 +2142,7 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
     // source, provision, guestfs, two outputs.
     assert!(err.contains("pushed 5 entries"), "{err}");
 
+    steps.at("another machine, from the remote");
     // Another machine: an empty cache of its own (not even the base disk). Everything comes
     // from the remote, verified: no bootstrap, no VM, no libguestfs launch, no conversion,
     // and the same image bytes.
@@ -2157,11 +2171,13 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
             "{f}"
         );
     }
+    steps.at("the other machine offline");
     // And the second machine's cache now has it all: offline, it rebuilds from its own.
     let (err, reused, _) = build_in(&cache_b, &a, "out-b", &[]);
     assert_eq!(reused, r(true, true, true, true), "{err}");
     assert!(!err.contains("remote cache"), "{err}");
 
+    steps.at("unchanged rebuild");
     // Unchanged: everything reused, nothing booted, launched or converted.
     let (err, reused, again) = build(&a, "out", &[]);
     assert_eq!(reused, r(true, true, true, true), "{err}");
@@ -2173,6 +2189,7 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
     assert_eq!(converted(&err), 0, "{err}");
     assert_eq!(again["outputs"], cold["outputs"]);
 
+    steps.at("one output changed");
     // One output changed: only it is converted.
     let b = write(
         "b.yaml",
@@ -2189,6 +2206,7 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
         "{err}"
     );
 
+    steps.at("a customize step changed");
     // A customize step changed: libguestfs again, the VM not.
     let c_text = base.replace("Built by kiln", "Built by kiln, cached");
     assert_ne!(c_text, base);
@@ -2201,10 +2219,12 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
         "{err}"
     );
 
+    steps.at("--rebuild-from sysprep");
     // --rebuild-from sysprep: the libguestfs stages (one unit) and what follows.
     let (err, reused, _) = build(&c, "out", &["--rebuild-from", "sysprep"]);
     assert_eq!(reused, r(true, false, false, false), "{err}");
 
+    steps.at("the cached image is a cold build's");
     // The cached build's image is a cold build's image.
     let (err, reused, _) = build(&c, "cold", &["--no-cache"]);
     assert!(reused.is_empty(), "no keys with --no-cache: {reused:?}");
@@ -2214,6 +2234,7 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
         &dir.path().join("cold/debian-12-1.0/debian-12-1.0.qcow2"),
     );
 
+    steps.at("kiln cache list and prune");
     // kiln cache: list, then prune to nothing (dependents before what they build on).
     let list = kiln()
         .args(["cache", "--cache-dir"])
@@ -2605,6 +2626,7 @@ fn dpkg_list(image: &Path, dir: &Path) -> (String, Vec<String>) {
 #[test]
 #[ignore = "slow: two VM builds; run by scripts/test.sh"]
 fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install() {
+    let steps = Steps::new();
     let dir = tempfile::tempdir().unwrap();
     let before = domains("kiln-");
     let example = std::fs::read_to_string(root().join("examples/debian-12.yaml")).unwrap();
@@ -2636,6 +2658,7 @@ fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install()
         c.output().unwrap()
     };
 
+    steps.at("an unresolvable package");
     // A package apt cannot resolve fails before the VM boots, with apt's own words.
     let bad = build(
         &recipe("bad.yaml", "kiln-no-such-package"),
@@ -2652,6 +2675,7 @@ fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install()
 
     let good = recipe("jq.yaml", "jq");
     let (out_host, out_guest) = (dir.path().join("host"), dir.path().join("guest"));
+    steps.at("build with packages resolved on the host");
     let h = build(&good, &out_host, true);
     let herr = text(&h.stderr);
     assert_eq!(h.status.code(), Some(0), "{herr}");
@@ -2660,6 +2684,7 @@ fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install()
         herr.contains("direct kernel boot: /boot/vmlinuz-"),
         "{herr}"
     );
+    steps.at("build with apt in the guest");
     let g = build(&good, &out_guest, false);
     let gerr = text(&g.stderr);
     assert_eq!(g.status.code(), Some(0), "{gerr}");
@@ -2669,6 +2694,7 @@ fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install()
         out_host.join("debian-12-1.0"),
         out_guest.join("debian-12-1.0"),
     );
+    steps.at("package lists");
     // The in-guest build updated its package lists in the guest; the host-resolved one did not.
     let ch = std::fs::read_to_string(dh.join("console.log")).unwrap();
     let cg = std::fs::read_to_string(dg.join("console.log")).unwrap();
@@ -2676,6 +2702,7 @@ fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install()
     assert!(cg.contains("running 'init'"), "{cg}");
     assert!(!ch.contains("InRelease"), "{ch}");
     assert!(ch.contains("KILN-PROVISION-DONE"), "{ch}");
+    steps.at("the direct boot");
     // The direct boot: no firmware menu, no cloud-init in the build VM.
     assert!(ch.contains("cloud-init=disabled"), "{ch}");
     assert!(!ch.contains("running 'init"), "{ch}");
@@ -2684,6 +2711,7 @@ fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install()
         dh.join("debian-12-1.0.qcow2"),
         dg.join("debian-12-1.0.qcow2"),
     );
+    steps.at("the package sets compared");
     // Two appliances at once (one vCPU each, two cores).
     let ((list_h, auto_h), (list_g, auto_g)) = std::thread::scope(|sc| {
         let h = sc.spawn(|| dpkg_list(&ih, dir.path()));
@@ -2700,6 +2728,7 @@ fn packages_resolved_on_the_host_give_the_same_packages_as_an_in_guest_install()
     assert_eq!(auto_h, auto_g, "automatically installed marks differ");
     assert!(auto_h.contains(&"libjq1:amd64".to_string()), "{auto_h:?}");
     assert!(!auto_h.iter().any(|a| a.starts_with("jq:")), "{auto_h:?}");
+    steps.at("no cloud-init state left");
     // The build VM that ran cloud-init left none of its state in the image.
     let state = guestfish(&ig, "glob-expand /var/lib/cloud/*\n");
     for l in state.lines() {

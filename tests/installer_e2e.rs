@@ -352,11 +352,13 @@ fn qemu_dying_under_the_installer_gets_one_new_install_on_a_new_disk() {
 #[test]
 #[ignore = "slow: a real install and build under TCG; run by scripts/test.sh"]
 fn an_installer_iso_is_installed_unattended_and_carried_through_every_stage() {
+    let steps = Steps::new();
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
     let iso = installer_iso(work.path());
     let hash = TEST_HASH;
     let recipe = installer_recipe(work.path(), &iso, hash);
     let out_dir = work.path().join("out");
+    steps.at("build the installer recipe");
     let st = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .current_dir(root())
         .args(["build"])
@@ -382,6 +384,7 @@ fn an_installer_iso_is_installed_unattended_and_carried_through_every_stage() {
         .clone();
     assert_eq!(install["status"], "ok");
     eprintln!("install under TCG took {} s", install["seconds"]);
+    steps.at("the install console");
     let console = std::fs::read_to_string(dir.join("install-console.log")).unwrap();
     assert!(
         console.contains("kiln-test-installer: answers: hostname=installed-host user=installuser"),
@@ -389,11 +392,13 @@ fn an_installer_iso_is_installed_unattended_and_carried_through_every_stage() {
     );
     assert!(console.contains("kiln-test-installer: done"), "{console}");
     assert!(!console.contains("FAILED"), "{console}");
+    steps.at("no password hash kept");
     // The password hash went to the installer only.
     for f in ["manifest.json", "build.log"] {
         let t = std::fs::read_to_string(dir.join(f)).unwrap();
         assert!(!t.contains("$6$kilntest"), "{f} holds the password hash");
     }
+    steps.at("the installed image");
     // What the answer file asked for, and every later stage, in the image.
     let image = dir.join("kiln-installer-test-1.qcow2");
     let g = Command::new("guestfish")
@@ -441,6 +446,7 @@ fn an_installer_iso_is_installed_unattended_and_carried_through_every_stage() {
         parts[5]
     );
     assert_eq!(parts[6].trim(), "true", "cloud-init stage ran");
+    steps.at("published to Glance");
     // Published to the test Glance, then removed again.
     let p = &m["published"]["glance"][0];
     assert_eq!(p["status"], "active", "{m}");
@@ -454,6 +460,7 @@ fn an_installer_iso_is_installed_unattended_and_carried_through_every_stage() {
         "{}",
         String::from_utf8_lossy(&del.stderr)
     );
+    steps.at("nothing left in libvirt");
     // Nothing of the install is left in libvirt.
     let doms = out("virsh -c qemu:///system list --all --name");
     assert!(!doms.contains("kiln-install-"), "{doms}");

@@ -215,3 +215,27 @@ pub fn qemu_user(domain: &str) -> (u32, String) {
         .unwrap();
     (uid, text(&out.stdout).trim().to_string())
 }
+
+/// The steps of a long scenario: `steps.at("…")` before each; a failure (a panic unwinding
+/// through the scenario) then ends with the step it happened in, so a red run names it
+/// without splitting the scenario into tests that would each build their own image.
+pub struct Steps(std::cell::Cell<&'static str>);
+
+impl Steps {
+    pub fn new() -> Self {
+        Steps(std::cell::Cell::new("setup"))
+    }
+
+    pub fn at(&self, name: &'static str) {
+        eprintln!("--- step: {name}");
+        self.0.set(name);
+    }
+}
+
+impl Drop for Steps {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("*** failed in step: {}", self.0.get());
+        }
+    }
+}
