@@ -138,6 +138,13 @@ impl Builtin {
 
     /// Judge the command's exit status and output.
     pub fn judge(self, status: i32, out: &str, want: &Expected) -> Result<(), String> {
+        // The batch's markers for this command never came back: nothing was judged.
+        if status == -1 {
+            return Err(format!(
+                "its result was lost (the session's output ended early): {}",
+                tail(out)
+            ));
+        }
         // systemctl --failed exits 0 either way; every other command must succeed.
         if status != 0 && self != Builtin::NoFailedUnits {
             return Err(format!("exit status {status}: {}", tail(out)));
@@ -227,27 +234,11 @@ pub fn judge_cloud_init(status: i32, out: &str) -> (bool, bool, String) {
     }
 }
 
-/// Public keys printed by cloud-init on a console (`-----BEGIN SSH HOST KEY KEYS-----`): the
-/// key blobs (type and base64), without comments.
-pub fn console_host_keys(console: &str) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut inside = false;
-    for l in console.lines() {
-        if l.contains("-----BEGIN SSH HOST KEY KEYS-----") {
-            inside = true;
-        } else if l.contains("-----END SSH HOST KEY KEYS-----") {
-            inside = false;
-        } else if inside {
-            // Console lines may carry a prefix (ec2: ...): from the key type on.
-            if let Some(i) = l.find("ssh-").or_else(|| l.find("ecdsa-")) {
-                let mut w = l[i..].split_whitespace();
-                if let (Some(t), Some(b)) = (w.next(), w.next()) {
-                    keys.push(format!("{t} {b}"));
-                }
-            }
-        }
-    }
-    keys
+/// A public key file's key (type and base64), without its comment.
+pub fn public_key_blob(text: &str) -> Option<String> {
+    let mut w = text.split_whitespace();
+    let (t, b) = (w.next()?, w.next()?);
+    (t.starts_with("ssh-") || t.starts_with("ecdsa-")).then(|| format!("{t} {b}"))
 }
 
 /// The host keys ssh learnt (its known_hosts file): type and base64.

@@ -102,15 +102,45 @@ fn cloud_init_status_and_host_keys() {
     );
     assert!(judge_cloud_init(2, "status: done\nrecoverable").1);
     assert!(!judge_cloud_init(1, "status: error").0);
-    let console = "ec2: \n-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3 root@golden\necdsa-sha2-nistp256 AAAAE2 root@golden\n-----END SSH HOST KEY KEYS-----\n";
     assert_eq!(
-        console_host_keys(console),
-        vec!["ssh-ed25519 AAAAC3", "ecdsa-sha2-nistp256 AAAAE2"]
+        public_key_blob("ssh-ed25519 AAAAC3 root@golden\n").as_deref(),
+        Some("ssh-ed25519 AAAAC3")
     );
-    assert_eq!(
-        known_host_keys("[127.0.0.1]:2222 ssh-ed25519 AAAAC3\n"),
-        vec!["ssh-ed25519 AAAAC3"]
-    );
+    assert_eq!(public_key_blob("garbage\n"), None);
+    let learnt = known_host_keys("[127.0.0.1]:2222 ssh-ed25519 AAAAC3\n");
+    assert_eq!(learnt, vec!["ssh-ed25519 AAAAC3"]);
+    // The build VM's key presented again: the check fails and names it.
+    let build = vec!["ecdsa-sha2-nistp256 AAAAE2".to_string(), learnt[0].clone()];
+    let r = judge_host_keys(&build, &learnt).unwrap();
+    assert!(!r.ok && r.detail.contains("AAAAC3"), "{r:?}");
+    // New keys: passes. No key learnt: fails. Nothing to compare with: not run at all.
+    assert!(judge_host_keys(&build[..1], &learnt).unwrap().ok);
+    assert!(!judge_host_keys(&build, &[]).unwrap().ok);
+    assert!(judge_host_keys(&[], &learnt).is_none());
+}
+
+#[test]
+fn a_lost_batch_output_fails_every_builtin_check() {
+    let want = Expected {
+        instance_id: "i-1",
+        hostname: "h",
+        image_virtual: 1,
+    };
+    // The session ended before the last command's markers: -1, judged as lost.
+    let out = batch_lost_after_first();
+    let results = split_batch(&out, builtin_checks().len());
+    for (b, (status, text)) in builtin_checks().into_iter().zip(results).skip(1) {
+        let r = b.judge(status, &text, &want);
+        assert!(
+            r.as_ref().is_err_and(|e| e.contains("lost")),
+            "{}: {r:?}",
+            b.name()
+        );
+    }
+}
+
+fn batch_lost_after_first() -> String {
+    "@@kiln-check 0\nnocloud\ni-1\n@@kiln-status 0 0\n".to_string()
 }
 
 #[test]

@@ -82,6 +82,13 @@ pub(super) fn cache_cmd(cache_dir: Option<PathBuf>, command: CacheCommand) -> i3
                             .map(|k| k.0.as_str())
                             .unwrap_or("-")
                     );
+                    let id = |k: &Option<crate::stagecache::Key>| {
+                        k.as_ref()
+                            .map(|k| k.0.clone())
+                            .unwrap_or_else(|| "-".into())
+                    };
+                    outln!("made on:    {}", id(&e.meta.built_on));
+                    outln!("holds:      {}", id(&e.meta.content));
                     outln!("directory:  {}", e.dir.display());
                     for f in &e.meta.files {
                         outln!("file:       {f}");

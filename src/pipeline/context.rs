@@ -116,9 +116,9 @@ pub struct StageCache {
     /// Keys pushed (or pulled) in this build: each goes to the remote once.
     pub(super) shared: std::sync::Mutex<std::collections::HashSet<crate::stagecache::Key>>,
     pub(super) lookups_off: bool,
-    /// The key of the last result in the chain so far (the base disk's, then each cached
-    /// stage's); None once a stage cannot be cached (nothing after it is, either).
-    pub chain: Option<crate::stagecache::Key>,
+    /// The last link of the chain so far (the base disk, then each cached stage's disk);
+    /// None once a stage cannot be cached (nothing after it is, either).
+    pub chain: Option<crate::pipeline::cached::ChainLink>,
 }
 
 /// What the stages made, filled in in order; each stage's doc says which it reads and sets.
@@ -136,6 +136,9 @@ pub struct Artifacts {
     pub domain: Option<String>,
     /// cloud-init to sysprep: the one libguestfs launch they share.
     pub guestfs: Option<GuestfsSession>,
+    /// cloud-init (or the cache): the build VM's ssh host keys as the provisioned disk holds
+    /// them (type and base64), which the booted image must not present.
+    pub build_host_keys: Vec<String>,
     /// sysprep (or the cache): operations and what each removed.
     pub sysprep_removed: Vec<(String, usize)>,
     /// sysprep: allocated bytes of the build disk before and after the trim.
@@ -270,12 +273,22 @@ pub fn build_paths(
 
 impl BuildContext {
     /// The committed cache entry of `key`, unless caching is off for this stage.
-    pub fn cache_get(&self, key: &crate::stagecache::Key) -> Option<crate::stagecache::Entry> {
+    /// The entry of `key` for `unit`: the local store's, else (for a unit the remote is
+    /// trusted with) pulled from the remote, made on `built_on`.
+    pub fn cache_get(
+        &self,
+        key: &crate::stagecache::Key,
+        unit: crate::pipeline::cached::Unit,
+        built_on: Option<&crate::stagecache::Key>,
+    ) -> Option<crate::stagecache::Entry> {
         if self.cache.lookups_off {
             return None;
         }
         let store = self.cache.store.as_ref()?;
-        store.get(key).or_else(|| self.remote_pull(store, key))
+        store.get(key).or_else(|| {
+            unit.shared
+                .then(|| self.remote_pull(store, key, built_on))?
+        })
     }
 
     /// Before committing `key`: with `--rebuild-from`, the entry being rebuilt (and everything
@@ -300,8 +313,6 @@ impl BuildContext {
         if reused {
             tracing::info!("stage {stage}: reused cache entry {}", key.short());
         }
-        // Built or reused, the entry goes to the remote cache (if it is not there yet).
-        self.share(key);
     }
 
     pub fn new(

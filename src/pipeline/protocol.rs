@@ -1,35 +1,42 @@
 //! The one stage-cache protocol every cached stage follows: lock the stage's key, look it up
 //! (in the local store, then on the remote), hand back its typed result, or, after the stage
 //! ran, commit its files and typed result; the manifest notes the key and whether it was
-//! reused, and the chain moves on.
+//! reused, and the chain moves on to the identity of the disk the entry holds (its bytes, not
+//! its key: see `stagecache`).
 
 use std::path::PathBuf;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::cached::{Lookup, Slot, Unit};
+use super::cached::{ChainLink, Lookup, Slot, Unit};
 use super::context::BuildContext;
 use crate::stagecache::{Entry, Key};
 
 impl BuildContext {
-    /// Lock `key` (None: the stage has no key, caching stays off) and look it up. `usable`
-    /// can refuse an entry (too old, changed on disk); one whose data does not read as `R`
-    /// is not reused either.
+    /// Lock `key` (None: the stage has no key, caching stays off) and look it up; `on` is the
+    /// link it is made on (the entry must record that link's identity as its `built_on`).
+    /// `usable` can refuse an entry (too old, changed on disk); one whose data does not read
+    /// as `R`, or that was made on other bytes, is not reused either (and is replaced).
     pub fn cache_lookup<R: DeserializeOwned>(
         &mut self,
         unit: Unit,
         key: Option<Key>,
+        on: Option<&ChainLink>,
         usable: &dyn Fn(&BuildContext, &Entry) -> bool,
     ) -> anyhow::Result<Lookup<R>> {
+        let built_on = on.map(|l| &l.identity);
         let (Some(key), Some(store)) = (key, self.cache.store.clone()) else {
             return Ok(Lookup::Miss(None));
         };
         let lock = store.lock(&key, unit.stages.first().unwrap_or(&unit.entry))?;
-        if let Some(e) = self.cache_get(&key).filter(|e| usable(self, e)) {
+        let found = self
+            .cache_get(&key, unit, built_on)
+            .filter(|e| self.linked(unit, e, built_on) && usable(self, e));
+        if let Some(e) = found {
             match serde_json::from_value::<R>(e.meta.data.clone()) {
                 Ok(r) => {
-                    self.cache_noted(unit, &key, true);
+                    self.cache_noted(unit, &key, true, e.meta.content.clone());
                     return Ok(Lookup::Hit(e, r));
                 }
                 Err(err) => tracing::warn!(
@@ -42,17 +49,20 @@ impl BuildContext {
         Ok(Lookup::Miss(Some(Slot {
             unit,
             key,
+            built_on: built_on.cloned(),
+            depends_on: on.and_then(|l| l.entry.clone()),
             _lock: Some(lock),
         })))
     }
 
     /// Commit the stage's `files` (path, name in the entry) and `result` under the slot's key,
-    /// over `depends_on` (the entry its disk is an overlay of). A cache that cannot take it
-    /// (full, read-only) costs caching, not the build: None, with a warning.
+    /// over the slot's `depends_on` (the entry its disk is an overlay of). A chaining unit's first file
+    /// is its disk: its digest, over what it was made on, is the identity the chain moves on
+    /// to. A cache that cannot take it (full, read-only) costs caching, not the build: None,
+    /// with a warning.
     pub fn cache_commit<R: Serialize>(
         &mut self,
         slot: Slot,
-        depends_on: Option<&Key>,
         files: &[(PathBuf, &str)],
         result: &R,
     ) -> Option<Entry> {
@@ -65,9 +75,25 @@ impl BuildContext {
                 return None;
             }
         };
-        match store.commit(slot.unit.entry, &slot.key, depends_on, files, data) {
+        let content = match (slot.unit.chains, files.first()) {
+            (true, Some((disk, _))) => match crate::stagecache::file_digest(disk) {
+                Ok(d) => Some(crate::stagecache::disk_identity(slot.built_on.as_ref(), &d)),
+                Err(e) => {
+                    tracing::warn!("stage cache: hashing {}: {e}", disk.display());
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        let links = crate::stagecache::Links {
+            depends_on: slot.depends_on.clone(),
+            built_on: slot.built_on.clone(),
+            content,
+        };
+        let created = crate::stagecache::now();
+        match store.commit_at(slot.unit.entry, &slot.key, &links, files, data, created) {
             Ok(entry) => {
-                self.cache_noted(slot.unit, &slot.key, false);
+                self.cache_noted(slot.unit, &slot.key, false, entry.meta.content.clone());
                 Some(entry)
             }
             Err(e) => {
@@ -80,18 +106,42 @@ impl BuildContext {
         }
     }
 
-    /// The manifest notes the key of every stage of the unit; the chain moves on.
-    fn cache_noted(&mut self, unit: Unit, key: &Key, reused: bool) {
+    /// The manifest notes the key of every stage of the unit; the chain moves on to the
+    /// identity of the entry's disk.
+    fn cache_noted(&mut self, unit: Unit, key: &Key, reused: bool, content: Option<Key>) {
         for stage in unit.stages {
             self.note_cache(stage, key, reused);
         }
-        if unit.stages.is_empty() {
-            // An output has no record of its own (note_cache shares the others' entries):
-            // reused or made, it goes to the remote.
+        // Built or reused, the entry goes to the remote cache (if it is not there yet).
+        if unit.shared {
             self.share(key);
         }
         if unit.chains {
-            self.cache.chain = Some(key.clone());
+            self.cache.chain = content.map(|identity| ChainLink {
+                key: key.clone(),
+                identity,
+                entry: Some(key.clone()),
+            });
         }
+    }
+
+    /// Was the entry made on `built_on` (and, for a unit the chain goes on from, does it say
+    /// what its disk is)? One made on other bytes (this entry's stage was re-made below it,
+    /// or it is older than bytes were recorded) is removed with what depends on it, so the
+    /// new result can take its key.
+    fn linked(&self, unit: Unit, e: &Entry, built_on: Option<&Key>) -> bool {
+        if e.meta.built_on.as_ref() == built_on && (!unit.chains || e.meta.content.is_some()) {
+            return true;
+        }
+        tracing::info!(
+            "stage cache: entry {} was made on other bytes than this build's; making it again",
+            e.meta.key.short()
+        );
+        if let Some(store) = &self.cache.store {
+            if let Err(err) = store.remove(&e.meta.key) {
+                tracing::warn!("removing the cache entry {}: {err}", e.meta.key.short());
+            }
+        }
+        false
     }
 }

@@ -21,9 +21,16 @@ impl BuildContext {
         }
     }
 
-    /// Pull `key` (and what it builds on, first) from the remote into the local store.
-    /// Any failure is a miss, with a warning: the stage is built instead.
-    pub(super) fn remote_pull(&self, store: &Store, key: &Key) -> Option<Entry> {
+    /// Pull `key`, made on `built_on` (the identity of this machine's disk its key was derived
+    /// from), from the remote into the local store. An entry made on other bytes, or whose
+    /// backing entry here is not those bytes, is never mixed in: the stage is built here.
+    /// Any failure is a miss, with a warning.
+    pub(super) fn remote_pull(
+        &self,
+        store: &Store,
+        key: &Key,
+        built_on: Option<&Key>,
+    ) -> Option<Entry> {
         let raw = self.remote_meta(key, "; building instead")?;
         let meta = match serde_json::from_value::<Meta>(raw.clone()) {
             Ok(m) if m.key == *key => m,
@@ -35,10 +42,12 @@ impl BuildContext {
                 return None;
             }
         };
-        if let Some(dep) = &meta.depends_on {
-            if !store.has(dep) && self.remote_pull(store, dep).is_none() {
-                return None;
-            }
+        if let Err(why) = consistent(store, &meta, built_on) {
+            tracing::warn!(
+                "remote cache: entry {} {why}; building instead",
+                key.short()
+            );
+            return None;
         }
         match self.pull_into(store, &raw, &meta) {
             Ok(e) => {
@@ -72,6 +81,14 @@ impl BuildContext {
         std::fs::create_dir(&tmp)?;
         let result = (|| {
             let files = remote.pull(&meta.key.0, raw, &tmp)?;
+            // The disk's bytes are the ones the entry claims (before the rebase below
+            // rewrites the path in its header, as the maker's digest was taken before).
+            if let (Some(content), Some(disk)) = (&meta.content, files.first()) {
+                let d = crate::stagecache::file_digest(disk)?;
+                if crate::stagecache::disk_identity(meta.built_on.as_ref(), &d) != *content {
+                    anyhow::bail!("its disk is not the bytes its meta.json names");
+                }
+            }
             // An overlay names its backing file by this other machine's path: point it at
             // this machine's copy (the entry it builds on, or the base disk).
             for f in &files {
@@ -93,14 +110,12 @@ impl BuildContext {
             if let Some((missing, _)) = named.iter().find(|(p, _)| !p.is_file()) {
                 anyhow::bail!("the remote entry lacks {}", missing.display());
             }
-            Ok(store.commit_at(
-                &meta.stage,
-                &meta.key,
-                meta.depends_on.as_ref(),
-                &named,
-                data,
-                meta.created,
-            )?)
+            let links = crate::stagecache::Links {
+                depends_on: meta.depends_on.clone(),
+                built_on: meta.built_on.clone(),
+                content: meta.content.clone(),
+            };
+            Ok(store.commit_at(&meta.stage, &meta.key, &links, &named, data, meta.created)?)
         })();
         let _ = std::fs::remove_dir_all(&tmp);
         let e: Entry = result?;
@@ -172,6 +187,8 @@ impl BuildContext {
             stage: "source".into(),
             key: key.clone(),
             depends_on: None,
+            built_on: None,
+            content: None,
             created: std::fs::metadata(path)
                 .and_then(|m| m.modified())
                 .ok()
@@ -253,5 +270,89 @@ impl BuildContext {
                 crate::remotecache::short(k)
             );
         }
+    }
+}
+
+/// Can the remote's entry join this machine's chain? It must have been made on the identity
+/// its key was derived from here, and the entry it is an overlay of must be here holding that
+/// identity (this machine's own entry of the same key may hold other bytes: then the remote's
+/// overlay does not fit it).
+fn consistent(store: &Store, meta: &Meta, built_on: Option<&Key>) -> Result<(), String> {
+    if meta.built_on.as_ref() != built_on {
+        return Err("was made on other bytes than this machine's".into());
+    }
+    if let Some(dep) = &meta.depends_on {
+        let here = store.peek(dep).and_then(|e| e.meta.content);
+        if here.as_ref() != meta.built_on.as_ref() {
+            return Err(format!(
+                "is an overlay of entry {}, which here holds other bytes (or is missing)",
+                dep.short()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stagecache::Links;
+
+    fn key(c: char) -> Key {
+        Key(c.to_string().repeat(64))
+    }
+
+    fn meta(depends_on: Option<Key>, built_on: Option<Key>) -> Meta {
+        Meta {
+            stage: "guestfs".into(),
+            key: key('g'),
+            depends_on,
+            built_on,
+            content: Some(key('c')),
+            created: 0,
+            files: vec![],
+            size: 0,
+            data: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_remote_entry_joins_only_the_chain_of_the_bytes_it_was_made_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        // This machine's provision entry `p` holds the disk of identity `x`.
+        let f = dir.path().join("disk");
+        std::fs::write(&f, b"disk").unwrap();
+        let links = Links {
+            content: Some(key('x')),
+            ..Links::default()
+        };
+        store
+            .commit_at(
+                "provision",
+                &key('p'),
+                &links,
+                &[(f, "disk.qcow2")],
+                serde_json::Value::Null,
+                0,
+            )
+            .unwrap();
+        let (p, x, y) = (Some(key('p')), Some(key('x')), Some(key('y')));
+        // Made on x, over this machine's p which holds x: it fits.
+        assert!(consistent(&store, &meta(p.clone(), x.clone()), x.as_ref()).is_ok());
+        // Made on y (another machine's provisioning of the same key): never layered over x.
+        let e = consistent(&store, &meta(p.clone(), y.clone()), x.as_ref()).unwrap_err();
+        assert!(e.contains("other bytes"), "{e}");
+        // Claims x, but this machine's p holds other bytes than the look-up was derived from.
+        let e = consistent(&store, &meta(p.clone(), y.clone()), y.as_ref()).unwrap_err();
+        assert!(e.contains("here holds other bytes"), "{e}");
+        // Over an entry this machine does not have.
+        let e = consistent(&store, &meta(Some(key('q')), x.clone()), x.as_ref()).unwrap_err();
+        assert!(e.contains("missing"), "{e}");
+        // Made on a base disk (no entry): its identity decides.
+        assert!(consistent(&store, &meta(None, x.clone()), x.as_ref()).is_ok());
+        assert!(consistent(&store, &meta(None, y), x.as_ref()).is_err());
+        // An entry from before bytes were recorded claims nothing: not mixed in either.
+        assert!(consistent(&store, &meta(None, None), x.as_ref()).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Stage keys: each stage's key inputs as a typed struct (serialized as JSON with sorted
 //! keys, then hashed with the stage's name, version and the key before it); one function per
-//! stage, used by the stage and by `kiln plan` alike.
+//! stage, used by the stage and by `kiln plan` alike. A key names inputs; what binds an entry
+//! to bytes is its `built_on` (see "bound to bytes" in `mod.rs`).
 
 use super::*;
 
@@ -8,7 +9,8 @@ use super::*;
 /// inputs become JSON whose maps are sorted by key, so equal inputs give equal keys.
 pub fn derive(stage: &str, version: u32, prev: Option<&Key>, inputs: &impl Serialize) -> Key {
     let canon = serde_json::json!({
-        "kiln-stage-cache": 1,
+        // 2: entries are bound to the bytes they were made on (`built_on`).
+        "kiln-stage-cache": 2,
         "stage": stage,
         "version": version,
         "prev": prev.map(|k| k.0.as_str()),
@@ -16,6 +18,18 @@ pub fn derive(stage: &str, version: u32, prev: Option<&Key>, inputs: &impl Seria
     });
     let bytes = serde_json::to_vec(&canon).expect("JSON");
     Key(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// The identity of a disk an entry holds: its file's SHA-256 (as made, before any rebase onto
+/// another machine's path) over the identity of what it is an overlay of (None: it stands
+/// alone).
+pub fn disk_identity(built_on: Option<&Key>, file_sha256: &str) -> Key {
+    derive("disk", 1, built_on, &file_sha256)
+}
+
+/// The identity of an output a boot test boots: its bytes.
+pub fn output_identity(sha256: &str) -> Key {
+    derive("output", 1, None, &sha256)
 }
 
 /// SHA-256 of a file's content.
@@ -90,58 +104,106 @@ pub fn planned(
         }
     };
     let mut out = std::collections::BTreeMap::new();
-    let Some((stage, mut chain)) = planned_base(plan, cache_dir) else {
+    let Some((stage, mut chain, base_identity)) = planned_base(plan, cache_dir) else {
         return out;
     };
-    // The base disk is no entry (the bootstrap and download caches keep it): no hit.
-    let base = match stage {
-        "source" => Planned {
-            key: chain.clone(),
-            hit: false,
-            remote: false,
-        },
-        _ => planned(&chain),
+    // A hit is an entry made on the bytes of the one before (as the build's look-up checks):
+    // what each found entry holds, from its meta here or on the remote.
+    let meta_of = |k: &Key| -> Option<Meta> {
+        if let Some(e) = store.peek(k) {
+            return Some(e.meta);
+        }
+        let m = remote.and_then(|r| r.meta(&k.0).ok().flatten())?;
+        serde_json::from_value::<Meta>(m).ok()
     };
-    out.insert(stage, base);
+    // An entry found is a hit only if it was made on `on`, the identity of the disk below.
+    let linked = |k: &Key, on: Option<&Key>| -> (Planned, Option<Key>) {
+        let mut p = planned(k);
+        let meta = p.hit.then(|| meta_of(k)).flatten();
+        if on.is_none() || meta.as_ref().and_then(|m| m.built_on.as_ref()) != on {
+            p.hit = false;
+            p.remote = false;
+        }
+        let content = meta.filter(|_| p.hit).and_then(|m| m.content);
+        (p, content)
+    };
+    let (first, mut below) = match stage {
+        // The base disk is no entry (the bootstrap and download caches keep it): no hit.
+        "source" => (
+            Planned {
+                key: chain.clone(),
+                hit: false,
+                remote: false,
+            },
+            base_identity,
+        ),
+        _ => {
+            // An installed disk is made on nothing: it stands alone.
+            let mut p = planned(&chain);
+            let meta = p.hit.then(|| meta_of(&chain)).flatten();
+            p.hit = p.hit && meta.as_ref().is_some_and(|m| m.built_on.is_none());
+            p.remote &= p.hit;
+            let content = meta.filter(|_| p.hit).and_then(|m| m.content);
+            (p, content)
+        }
+    };
+    out.insert(stage, first);
     let Ok(k) = provision_key(plan, tunables, &chain) else {
         return out;
     };
     chain = k;
-    out.insert("provision", planned(&chain));
+    let (p, content) = linked(&chain, below.as_ref());
+    out.insert("provision", p);
+    below = content;
     let Ok(Some(k)) = guestfs_key(plan, &chain) else {
         return out;
     };
     chain = k;
-    let p = planned(&chain);
+    let (p, content) = linked(&chain, below.as_ref());
     out.insert("cloud-init", p.clone());
     out.insert("sysprep", p);
+    below = content;
     let keys: Vec<Key> = plan
         .outputs
         .iter()
         .map(|o| output_key(&chain, o, tunables.vmdk_writer))
         .collect();
     if !keys.is_empty() {
-        let found: Vec<(bool, bool)> = keys.iter().map(look).collect();
+        let found: Vec<Planned> = keys.iter().map(|k| linked(k, below.as_ref()).0).collect();
         out.insert(
             "convert",
             Planned {
                 key: convert_key(&chain, &keys),
-                hit: found.iter().all(|f| f.0),
-                remote: found.iter().any(|f| f.1),
+                hit: found.iter().all(|f| f.hit),
+                remote: found.iter().any(|f| f.remote),
             },
         );
     }
-    if let Some(k) = test_key(plan, &chain) {
-        out.insert("test", planned(&k));
+    if let Some(i) = boot_test_output(&plan.outputs) {
+        // The pass is for the booted output's bytes (its SHA-256, once it is made on these).
+        let booted = store
+            .peek(&keys[i])
+            .filter(|e| below.is_some() && e.meta.built_on == below)
+            .and_then(|e| e.meta.data.get("sha256")?.as_str().map(output_identity));
+        if let Some(k) = test_key(plan, &keys[i]) {
+            let (mut p, _) = linked(&k, booted.as_ref());
+            // Boot-test passes are this machine's own: never pulled.
+            p.hit &= !p.remote;
+            p.remote = false;
+            out.insert("test", p);
+        }
     }
     out
 }
 
-/// The stage the chain starts with and its key, as far as it is known before the build: the
-/// base disk's (`source`), or the installed disk's (`install`, when its media are here
-/// already). None when it is not known (a checksum read from a list at fetch time, media not
-/// downloaded yet).
-fn planned_base(plan: &crate::plan::Plan, cache_dir: &Path) -> Option<(&'static str, Key)> {
+/// The stage the chain starts with, its key and (for a base disk that is here) its identity,
+/// as far as they are known before the build: the base disk (`source`), or the installed disk
+/// (`install`, when its media are here already). None when it is not known (a checksum read
+/// from a list at fetch time, media not downloaded yet).
+fn planned_base(
+    plan: &crate::plan::Plan,
+    cache_dir: &Path,
+) -> Option<(&'static str, Key, Option<Key>)> {
     use crate::plan::SourcePlan;
     // As the source stage hands them on: a given path resolved, a download where it is cached.
     let local = |f: &crate::plan::FilePlan| -> Option<PathBuf> {
@@ -161,9 +223,16 @@ fn planned_base(plan: &crate::plan::Plan, cache_dir: &Path) -> Option<(&'static 
                 }
             };
             let refs: Vec<&Path> = media.iter().map(|p| p.as_path()).collect();
-            ("install", install_key(plan, &refs, cache_dir).ok()??)
+            ("install", install_key(plan, &refs, cache_dir).ok()??, None)
         }
-        SourcePlan::Bootstrap(b) => ("source", bootstrap_key(b)),
+        SourcePlan::Bootstrap(b) => {
+            let disk = crate::bootstrap::cached_disk(cache_dir, b);
+            let identity = disk
+                .is_file()
+                .then(|| base_identity(plan, &disk, cache_dir).ok().flatten())
+                .flatten();
+            ("source", bootstrap_key(b), identity)
+        }
         SourcePlan::Image(i) => {
             let file = crate::fetch::planned_path(
                 cache_dir,
@@ -173,7 +242,8 @@ fn planned_base(plan: &crate::plan::Plan, cache_dir: &Path) -> Option<(&'static 
             if !file.is_file() {
                 return None;
             }
-            ("source", base_key(plan, &file, cache_dir).ok()??)
+            let key = base_key(plan, &file, cache_dir).ok()??;
+            ("source", key.clone(), Some(key))
         }
     })
 }
@@ -202,11 +272,29 @@ pub fn base_key(
     Ok(Some(match &plan.source {
         SourcePlan::Bootstrap(b) => bootstrap_key(b),
         SourcePlan::Installer(_) => return Ok(None),
-        SourcePlan::Image(_) => match content_id(base, cache_dir)? {
-            ContentId::Download(name) => download_key(&name),
-            ContentId::Sha256(d) => source_key(SourceInputs::Sha256(d)),
-        },
+        SourcePlan::Image(_) => file_identity(base, cache_dir)?,
     }))
+}
+
+/// The base disk's identity (its bytes), which what is made on it records: the key itself
+/// where that names the content (a download's checksum, a file's SHA-256), a bootstrapped
+/// disk's SHA-256 (no two bootstraps are the same bytes, and its key names only inputs).
+pub fn base_identity(
+    plan: &crate::plan::Plan,
+    base: &Path,
+    cache_dir: &Path,
+) -> std::io::Result<Option<Key>> {
+    match &plan.source {
+        crate::plan::SourcePlan::Bootstrap(_) => Ok(Some(file_identity(base, cache_dir)?)),
+        _ => base_key(plan, base, cache_dir),
+    }
+}
+
+fn file_identity(path: &Path, cache_dir: &Path) -> std::io::Result<Key> {
+    Ok(match content_id(path, cache_dir)? {
+        ContentId::Download(name) => download_key(&name),
+        ContentId::Sha256(d) => source_key(SourceInputs::Sha256(d)),
+    })
 }
 
 /// What a base disk is: a bootstrap's own cache key, a verified download's name (its
@@ -541,8 +629,8 @@ pub fn convert_key(prev: &Key, outputs: &[Key]) -> Key {
     derive("convert", CONVERT_VERSION, Some(prev), &outputs)
 }
 
-/// What a boot test's verdict depends on: the image (the key before: all outputs), which output
-/// is booted, the checks and the VM's size.
+/// What a boot test's verdict depends on besides the booted output (its key's `prev`): which
+/// output is booted, the checks and the VM's size.
 #[derive(Serialize)]
 pub struct TestInputs<'a> {
     pub output: &'a str,
@@ -551,9 +639,10 @@ pub struct TestInputs<'a> {
     pub vcpus: u32,
 }
 
-/// The boot test's key after `prev` (the chain: the libguestfs unit's key); None with
-/// `test: false` or without an output to boot.
-pub fn test_key(plan: &crate::plan::Plan, prev: &Key) -> Option<Key> {
+/// The boot test's key after `booted` (the booted output's key: its options too); its entry
+/// is bound to the output's bytes (`output_identity`) like every entry to what it was made
+/// on. None with `test: false` or without an output to boot.
+pub fn test_key(plan: &crate::plan::Plan, booted: &Key) -> Option<Key> {
     let checks = plan.test.as_deref()?;
     let i = boot_test_output(&plan.outputs)?;
     let inputs = TestInputs {
@@ -562,7 +651,7 @@ pub fn test_key(plan: &crate::plan::Plan, prev: &Key) -> Option<Key> {
         memory_mib: plan.vm.memory_mib,
         vcpus: plan.vm.vcpus,
     };
-    Some(derive("test", TEST_VERSION, Some(prev), &inputs))
+    Some(derive("test", TEST_VERSION, Some(booted), &inputs))
 }
 
 /// Which output the boot test boots: a qcow2 or raw one if there is one (qemu reads the

@@ -7,6 +7,13 @@
 //!
 //! Disks are stored as qcow2 overlays whose backing file is the entry before (or the base
 //! disk): entries depend on each other, and eviction never removes one another one needs.
+//!
+//! A chain is bound to bytes, not to names: neither a bootstrap nor provisioning makes the
+//! same bytes twice, so each entry that holds a disk records the identity of that disk
+//! (`content`: its file's digest over the identity of what it is an overlay of, `built_on`),
+//! and the next stage's key is derived from that identity, not from the entry's key. An
+//! overlay is therefore only ever found over the exact bytes it was made on; a re-made entry
+//! (`--refresh`, `cache.max_age`) gives everything above it new keys.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -43,6 +50,14 @@ pub struct Meta {
     pub key: Key,
     /// The entry this one's disk is an overlay of (it must stay while this one does).
     pub depends_on: Option<Key>,
+    /// The identity of the disk this one was made on (the base disk's, or the `content` of
+    /// the entry before): its key was derived from it.
+    #[serde(default)]
+    pub built_on: Option<Key>,
+    /// The identity of the disk this entry holds (for a stage whose disk the next one builds
+    /// on): the digest of its file as committed, over `built_on`.
+    #[serde(default)]
+    pub content: Option<Key>,
     /// Seconds since the epoch.
     pub created: u64,
     pub files: Vec<String>,
@@ -77,7 +92,8 @@ impl Entry {
     }
 }
 
-fn now() -> u64 {
+/// Seconds since the epoch.
+pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -93,6 +109,15 @@ fn allocated(p: &Path) -> u64 {
 #[derive(Debug, Clone)]
 pub struct Store {
     pub root: PathBuf,
+}
+
+/// What an entry is linked to: the entry it needs (its disk's backing file), the identity of
+/// the disk it was made on, and the identity of the disk it holds.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    pub depends_on: Option<Key>,
+    pub built_on: Option<Key>,
+    pub content: Option<Key>,
 }
 
 /// Holding it means this process builds the entry of that key; others wait.
@@ -121,6 +146,11 @@ impl Store {
     /// Is `key` committed (without marking it used: for `kiln plan`)? The same test as `get`.
     pub fn has(&self, key: &Key) -> bool {
         self.read(key).is_some()
+    }
+
+    /// The committed entry of `key`, without marking it used (for `kiln plan`).
+    pub fn peek(&self, key: &Key) -> Option<Entry> {
+        self.read(key)
     }
 
     /// The entry of `key` if it is complete and what it builds on is there, unmarked.
@@ -174,16 +204,20 @@ impl Store {
         files: &[(PathBuf, &str)],
         data: Value,
     ) -> std::io::Result<Entry> {
-        self.commit_at(stage, key, depends_on, files, data, now())
+        let links = Links {
+            depends_on: depends_on.cloned(),
+            ..Links::default()
+        };
+        self.commit_at(stage, key, &links, files, data, now())
     }
 
-    /// `commit` with the time the result was made (a pulled entry keeps its age, which
-    /// `cache.max_age` judges).
+    /// `commit` with the entry's links to what it was made on, and the time the result was
+    /// made (a pulled entry keeps its age, which `cache.max_age` judges).
     pub fn commit_at(
         &self,
         stage: &str,
         key: &Key,
-        depends_on: Option<&Key>,
+        links: &Links,
         files: &[(PathBuf, &str)],
         data: Value,
         created: u64,
@@ -195,13 +229,7 @@ impl Store {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp)?;
         let mut moved = Vec::new();
-        let result = self.fill(
-            &tmp,
-            (stage, key, depends_on, created),
-            files,
-            data,
-            &mut moved,
-        );
+        let result = self.fill(&tmp, (stage, key, links, created), files, data, &mut moved);
         if let Err(e) = result {
             // Nothing is lost to a cache that cannot take it (full, read-only): the files go
             // back where the build had them.
@@ -235,7 +263,7 @@ impl Store {
     fn fill(
         &self,
         tmp: &Path,
-        (stage, key, depends_on, created): (&str, &Key, Option<&Key>, u64),
+        (stage, key, links, created): (&str, &Key, &Links, u64),
         files: &[(PathBuf, &str)],
         data: Value,
         moved: &mut Vec<(PathBuf, PathBuf)>,
@@ -254,7 +282,9 @@ impl Store {
         let meta = Meta {
             stage: stage.to_string(),
             key: key.clone(),
-            depends_on: depends_on.cloned(),
+            depends_on: links.depends_on.clone(),
+            built_on: links.built_on.clone(),
+            content: links.content.clone(),
             created,
             files: files.iter().map(|(_, n)| n.to_string()).collect(),
             size,

@@ -48,6 +48,16 @@ pub fn config_text(ci: &CloudInitPlan) -> String {
     s
 }
 
+/// The ssh host public keys on the disk (type and base64).
+fn build_host_keys(g: &Guest) -> anyhow::Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for path in g.glob("/etc/ssh/ssh_host_*_key.pub")? {
+        let text = String::from_utf8_lossy(&g.read(&path)?).into_owned();
+        keys.extend(crate::boottest::public_key_blob(&text));
+    }
+    Ok(keys)
+}
+
 /// The appliance stays open for the sysprep stage (or, after a failure, for cleanup).
 fn keep(ctx: &mut BuildContext, g: Guest) {
     ctx.made.guestfs.get_or_insert_with(Default::default).guest = Some(g);
@@ -61,16 +71,20 @@ impl Stage<BuildContext> for CloudInitStage {
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
         // The stage cache: cloud-init, customize and sysprep are one unit (one launch). The
         // chain goes on only once the unit is reused or committed.
-        let key = match ctx.cache.chain.take() {
-            Some(prev) => crate::stagecache::guestfs_key(&ctx.env.plan, &prev)?,
+        let prev = ctx.cache.chain.take();
+        let key = match &prev {
+            Some(prev) => crate::stagecache::guestfs_key(&ctx.env.plan, &prev.key)?,
             None => None,
         };
-        let slot = match ctx.cache_lookup::<GuestfsResult>(cached::GUESTFS, key, &|_, _| true)? {
+        let found =
+            ctx.cache_lookup::<GuestfsResult>(cached::GUESTFS, key, prev.as_ref(), &|_, _| true)?;
+        let slot = match found {
             Lookup::Hit(e, r) => {
                 ctx.made.sysprep_removed = r.sysprep_removed;
                 ctx.made.sparsify = r.sparsify;
                 ctx.tools.libguestfs = r.libguestfs;
                 ctx.made.inventory = r.inventory;
+                ctx.made.build_host_keys = r.build_host_keys;
                 ctx.made.disk = Some(e.file("disk.qcow2"));
                 ctx.made.guestfs = Some(GuestfsSession {
                     reused: true,
@@ -120,6 +134,9 @@ impl Stage<BuildContext> for CloudInitStage {
             keep(ctx, g);
             bail!("cloud-init is not installed in the image (add the `cloud-init` element or install it in a provisioning step)");
         }
+        // The keys the build VM had (whichever way it booted, or none if it did not): sysprep
+        // removes them, and the boot test makes sure the image does not come up with them.
+        ctx.made.build_host_keys = build_host_keys(&g)?;
         g.write(
             CONFIG_PATH,
             config_text(&ctx.env.plan.cloud_init).as_bytes(),

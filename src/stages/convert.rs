@@ -39,17 +39,23 @@ impl Stage<BuildContext> for ConvertStage {
             .iter()
             .map(|o| {
                 ctx.cache.chain.as_ref().map(|prev| {
-                    crate::stagecache::output_key(prev, o, ctx.env.tunables.vmdk_writer)
+                    crate::stagecache::output_key(&prev.key, o, ctx.env.tunables.vmdk_writer)
                 })
             })
             .collect();
+        let prev = ctx.cache.chain.clone();
         let mut done: Vec<Option<convert::Converted>> = vec![None; keys.len()];
         let mut slots = Vec::new();
         for (i, k) in keys.iter().enumerate() {
             let name = ctx.env.plan.outputs[i].file_name(&slug);
             let unchanged =
                 |ctx: &BuildContext, e: &crate::stagecache::Entry| unchanged(ctx, e, &name);
-            match ctx.cache_lookup::<CachedOutput>(cached::OUTPUT, k.clone(), &unchanged)? {
+            match ctx.cache_lookup::<CachedOutput>(
+                cached::OUTPUT,
+                k.clone(),
+                prev.as_ref(),
+                &unchanged,
+            )? {
                 Lookup::Hit(e, mut c) => {
                     let dst = ctx.env.out.join(&name);
                     let _ = std::fs::remove_file(&dst);
@@ -103,7 +109,7 @@ impl Stage<BuildContext> for ConvertStage {
         // The stage's key: all outputs' keys; reused when none was converted.
         if let (Some(prev), false) = (ctx.cache.chain.clone(), keys.is_empty()) {
             let all: Vec<Key> = keys.iter().flatten().cloned().collect();
-            let k = crate::stagecache::convert_key(&prev, &all);
+            let k = crate::stagecache::convert_key(&prev.key, &all);
             ctx.note_cache("convert", &k, todo.is_empty());
         }
         convert::write_sha256sums(&ctx.env.out, &ctx.made.outputs)
@@ -159,9 +165,8 @@ fn store_output(ctx: &mut BuildContext, slot: cached::Slot, c: &convert::Convert
         converted: c.clone(),
         stamp: crate::stagecache::file_stamp(&link),
     };
-    let prev = ctx.cache.chain.clone();
     if ctx
-        .cache_commit(slot, prev.as_ref(), &[(link.clone(), "output")], &entry)
+        .cache_commit(slot, &[(link.clone(), "output")], &entry)
         .is_none()
     {
         let _ = std::fs::remove_file(&link);

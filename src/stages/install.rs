@@ -44,24 +44,25 @@ impl Stage<BuildContext> for InstallStage {
             .map_err(|e| {
                 anyhow::anyhow!("identifying the installer media for the stage cache: {e}")
             })?;
-        let slot = match ctx.cache_lookup::<cached::Files>(cached::INSTALL, key, &|_, _| true)? {
-            Lookup::Hit(e, _) => {
-                let disk = e.file("disk.qcow2");
-                let info = crate::qemu_img::info(&disk, &ctx.env.cancel)?;
-                ctx.made.base = Some(BaseDisk {
-                    path: disk,
-                    format: "qcow2".into(),
-                    virtual_size: info.virtual_size,
-                });
-                return Ok(());
-            }
-            Lookup::Miss(slot) => slot,
-        };
+        let slot =
+            match ctx.cache_lookup::<cached::Files>(cached::INSTALL, key, None, &|_, _| true)? {
+                Lookup::Hit(e, _) => {
+                    let disk = e.file("disk.qcow2");
+                    let info = crate::qemu_img::info(&disk, &ctx.env.cancel)?;
+                    ctx.made.base = Some(BaseDisk {
+                        path: disk,
+                        format: "qcow2".into(),
+                        virtual_size: info.virtual_size,
+                    });
+                    return Ok(());
+                }
+                Lookup::Miss(slot) => slot,
+            };
         install(ctx, &inst, &media)?;
         if let Some(slot) = slot {
             let base = ctx.made.base.clone().context("no installed disk")?;
             let files = [(base.path.clone(), "disk.qcow2")];
-            if let Some(entry) = ctx.cache_commit(slot, None, &files, &cached::Files {}) {
+            if let Some(entry) = ctx.cache_commit(slot, &files, &cached::Files {}) {
                 ctx.forget(&Resource::File(base.path.clone()));
                 ctx.made.base = Some(BaseDisk {
                     path: entry.file("disk.qcow2"),

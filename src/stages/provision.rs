@@ -31,17 +31,19 @@ impl Stage<BuildContext> for ProvisionStage {
     fn run(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
         let base = ctx.made.base.clone().context("no base disk")?;
         // The stage cache: the same base and the same seed make the same disk.
-        let key = match &ctx.cache.chain {
+        let prev = ctx.cache.chain.clone();
+        let key = match &prev {
             Some(prev) => Some(crate::stagecache::provision_key(
                 &ctx.env.plan,
                 &ctx.env.tunables,
-                prev,
+                &prev.key,
             )?),
             None => None,
         };
-        let slot = match ctx
-            .cache_lookup::<cached::Files>(cached::PROVISION, key, &|ctx, e| !expired(ctx, e))?
-        {
+        let usable = |ctx: &BuildContext, e: &crate::stagecache::Entry| !expired(ctx, e);
+        let found =
+            ctx.cache_lookup::<cached::Files>(cached::PROVISION, key, prev.as_ref(), &usable)?;
+        let slot = match found {
             Lookup::Hit(e, _) => return top_overlay(ctx, &e.file("disk.qcow2")),
             Lookup::Miss(slot) => slot,
         };
@@ -60,7 +62,7 @@ impl Stage<BuildContext> for ProvisionStage {
         )
         .context("pointing the build disk at the cached base")?;
         let files = [(disk.clone(), "disk.qcow2")];
-        if let Some(entry) = ctx.cache_commit(slot, None, &files, &cached::Files {}) {
+        if let Some(entry) = ctx.cache_commit(slot, &files, &cached::Files {}) {
             ctx.forget(&Resource::File(disk));
             top_overlay(ctx, &entry.file("disk.qcow2"))?;
         }

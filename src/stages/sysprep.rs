@@ -97,20 +97,15 @@ impl Stage<BuildContext> for SysprepStage {
         });
         // Commit the libguestfs stages' disk (an overlay over the provisioned entry).
         if let Some(slot) = session.slot.take() {
-            let prev = ctx
-                .records
-                .iter()
-                .find(|r| r.name == "provision")
-                .and_then(|r| r.key.clone())
-                .map(crate::stagecache::Key);
             let result = GuestfsResult {
                 sysprep_removed: ctx.made.sysprep_removed.clone(),
                 sparsify: ctx.made.sparsify.clone(),
                 libguestfs: ctx.tools.libguestfs.clone(),
                 inventory: ctx.made.inventory.clone(),
+                build_host_keys: ctx.made.build_host_keys.clone(),
             };
             let files = [(disk.clone(), "disk.qcow2")];
-            if let Some(entry) = ctx.cache_commit(slot, prev.as_ref(), &files, &result) {
+            if let Some(entry) = ctx.cache_commit(slot, &files, &result) {
                 ctx.forget(&crate::pipeline::context::Resource::File(disk));
                 ctx.made.disk = Some(entry.file("disk.qcow2"));
             }

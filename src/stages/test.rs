@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
-use crate::pipeline::cached::{self, Lookup};
+use crate::pipeline::cached::{self, ChainLink, Lookup};
 use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
@@ -34,44 +34,25 @@ impl Stage<BuildContext> for TestStage {
             return Ok(());
         };
         let image = ctx.env.out.join(&out.path);
-        // The stage cache: the same image (the chain's key) and the same checks pass again
-        // without a boot. Only passing results are stored.
-        let key = ctx
-            .cache
-            .chain
+        // The stage cache: the same image bytes (the output's SHA-256) and the same checks
+        // pass again without a boot. Only passing results are stored, in this machine's
+        // cache only, depending on the output's entry (which goes when the image is re-made).
+        let booted = booted_link(ctx, &out.sha256);
+        let key = booted
             .as_ref()
-            .and_then(|prev| crate::stagecache::test_key(&ctx.env.plan, prev));
-        let slot =
-            match ctx.cache_lookup::<crate::boottest::Report>(cached::TEST, key, &|_, _| true)? {
-                Lookup::Hit(e, report) => {
-                    std::fs::copy(
-                        e.file("test-console.log"),
-                        ctx.env.out.join("test-console.log"),
-                    )
-                    .ok();
-                    std::fs::write(
-                        ctx.env.out.join("test-results.xml"),
-                        crate::boottest::junit_xml(&slug, &report),
-                    )
-                    .context("writing test-results.xml")?;
-                    tracing::info!(
-                        "boot test of {}: passed before on this image ({} checks; cache entry {})",
-                        out.path,
-                        report.checks.len(),
-                        e.meta.key.short()
-                    );
-                    ctx.made.test_report = Some(serde_json::to_value(&report)?);
-                    return Ok(());
-                }
-                Lookup::Miss(slot) => slot,
-            };
+            .and_then(|b| crate::stagecache::test_key(&ctx.env.plan, &b.key));
+        let found = ctx.cache_lookup::<crate::boottest::Report>(
+            cached::TEST,
+            key,
+            booted.as_ref(),
+            &|_, _| true,
+        )?;
+        let slot = match found {
+            Lookup::Hit(e, report) => return passed_before(ctx, &e, report, &out.path),
+            Lookup::Miss(slot) => slot,
+        };
         let info = crate::qemu_img::info_as(&image, Some(&out.format), &ctx.env.cancel)?;
         let engine = ctx.engine()?;
-        // The build VM's host keys (cloud-init printed them on its console): the image must
-        // not come up with them.
-        let build_host_keys = crate::boottest::console_host_keys(
-            &std::fs::read_to_string(ctx.env.out.join("console.log")).unwrap_or_default(),
-        );
         let dir = ctx.env.work.join("test");
         std::fs::create_dir_all(&dir)?;
         ctx.record(Resource::Dir(dir.clone()));
@@ -93,7 +74,9 @@ impl Stage<BuildContext> for TestStage {
             checks,
             format!("kiln-test-{}", ctx.env.plan.name),
         );
-        o.build_host_keys = build_host_keys;
+        // The build VM's host keys (read from the provisioned disk): the image must not come
+        // up with them.
+        o.build_host_keys = ctx.made.build_host_keys.clone();
         ctx.libvirt()?;
         let lv = ctx.libvirt.as_ref().context("no libvirt connection")?;
         let uri = ctx.env.plan.vm.uri.clone();
@@ -155,9 +138,8 @@ impl Stage<BuildContext> for TestStage {
         if let Some(slot) = slot {
             let console = dir.join("cached-test-console.log");
             match std::fs::copy(dir.join("test-console.log"), &console) {
-                // The chain's key names convert's outputs together, not an entry.
                 Ok(_) => {
-                    ctx.cache_commit(slot, None, &[(console, "test-console.log")], &report);
+                    ctx.cache_commit(slot, &[(console, "test-console.log")], &report);
                 }
                 Err(e) => {
                     tracing::warn!("stage cache: the boot test result was not stored ({e})")
@@ -170,6 +152,49 @@ impl Stage<BuildContext> for TestStage {
     fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
         ctx.release(self.name(), outcome)
     }
+}
+
+/// The boot test reused: its evidence into the output, as if it had run.
+fn passed_before(
+    ctx: &mut BuildContext,
+    e: &crate::stagecache::Entry,
+    report: crate::boottest::Report,
+    booted: &str,
+) -> anyhow::Result<()> {
+    std::fs::copy(
+        e.file("test-console.log"),
+        ctx.env.out.join("test-console.log"),
+    )
+    .ok();
+    std::fs::write(
+        ctx.env.out.join("test-results.xml"),
+        crate::boottest::junit_xml(&ctx.env.plan.slug(), &report),
+    )
+    .context("writing test-results.xml")?;
+    tracing::info!(
+        "boot test of {booted}: passed before on these image bytes ({} checks; cache entry {})",
+        report.checks.len(),
+        e.meta.key.short()
+    );
+    ctx.made.test_report = Some(serde_json::to_value(&report)?);
+    Ok(())
+}
+
+/// The booted output as a link of the chain: its key (its options), its bytes (`sha256`) and
+/// its entry. None when it is not cached: then neither is its boot test, which would otherwise
+/// outlive the image it vouches for.
+fn booted_link(ctx: &BuildContext, sha256: &str) -> Option<ChainLink> {
+    let i = crate::stagecache::boot_test_output(&ctx.env.plan.outputs)?;
+    let key = crate::stagecache::output_key(
+        &ctx.cache.chain.as_ref()?.key,
+        &ctx.env.plan.outputs[i],
+        ctx.env.tunables.vmdk_writer,
+    );
+    ctx.cache.store.as_ref()?.has(&key).then(|| ChainLink {
+        identity: crate::stagecache::output_identity(sha256),
+        entry: Some(key.clone()),
+        key,
+    })
 }
 
 impl Describe for TestStage {

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
+use crate::pipeline::cached::ChainLink;
 use crate::pipeline::context::{BaseDisk, BuildContext, InstallMedia};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
@@ -123,14 +124,28 @@ fn inspect_base(
     })
 }
 
-/// The chain of cache keys starts with the base disk's identity.
+/// The chain starts with the base disk: its key (what another machine can compute before it
+/// has the disk, under which the disk is shared) and its identity (its bytes, which what is
+/// made on it records).
 fn start_chain(ctx: &mut BuildContext, source: &SourcePlan, path: &Path) -> anyhow::Result<()> {
-    ctx.cache.chain = crate::stagecache::base_key(&ctx.env.plan, path, &ctx.env.cache_dir)
+    let identify = || -> std::io::Result<Option<ChainLink>> {
+        let (plan, cache) = (&ctx.env.plan, &ctx.env.cache_dir);
+        let Some(key) = crate::stagecache::base_key(plan, path, cache)? else {
+            return Ok(None);
+        };
+        let identity = crate::stagecache::base_identity(plan, path, cache)?.unwrap_or(key.clone());
+        Ok(Some(ChainLink {
+            key,
+            identity,
+            entry: None,
+        }))
+    };
+    ctx.cache.chain = identify()
         .with_context(|| format!("identifying {} for the stage cache", path.display()))?;
-    if let Some(k) = ctx.cache.chain.clone() {
-        ctx.note_cache("source", &k, false);
+    if let Some(link) = ctx.cache.chain.clone() {
+        ctx.note_cache("source", &link.key, false);
         if source.base_worth_sharing() {
-            ctx.share_base(&k, path);
+            ctx.share_base(&link.key, path);
         }
     }
     Ok(())
