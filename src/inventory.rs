@@ -49,8 +49,9 @@ pub enum PackageFormat {
 /// Read the inventory from a mounted guest (package database, os-release, /boot's kernels).
 /// RHEL-family guests (rpm package management) are read through libguestfs's inspection,
 /// which opens the rpm database with the appliance's librpm (a few seconds more under TCG);
-/// the others from dpkg's status file.
-pub fn read(g: &crate::guest::Guest) -> Inventory {
+/// the others from dpkg's status file. A guest with a package database that gives no package
+/// is an error, never an empty SBOM: every such system has packages.
+pub fn read(g: &crate::guest::Guest) -> Result<Inventory, String> {
     let text = |p: &str| {
         g.read(p)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -72,27 +73,27 @@ pub fn read(g: &crate::guest::Guest) -> Inventory {
         "dnf" | "yum" | "zypper" | "urpmi"
     );
     let (packages, package_format) = if rpm {
-        let packages = match g.rpm_packages() {
-            Ok(list) => list
-                .into_iter()
-                .map(|a| Package {
-                    name: a.name,
-                    version: rpm_version(a.epoch, &a.version, &a.release),
-                    arch: a.arch,
-                    source: a.source,
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!("no package list: {e}");
-                Vec::new()
-            }
-        };
+        let packages: Vec<Package> = g
+            .rpm_packages()
+            .map_err(|e| format!("reading the rpm database: {e}"))?
+            .into_iter()
+            .map(|a| Package {
+                name: a.name,
+                version: rpm_version(a.epoch, &a.version, &a.release),
+                arch: a.arch,
+                source: a.source,
+            })
+            .collect();
+        if packages.is_empty() {
+            return Err(format!(
+                "the rpm database of this {} guest lists no package",
+                g.package_management
+            ));
+        }
         (packages, PackageFormat::Rpm)
     } else {
-        (
-            parse_dpkg_status(&text("/var/lib/dpkg/status")),
-            PackageFormat::Deb,
-        )
+        let packages = deb_packages(&text(DPKG_STATUS), g.is_dir("/var/lib/dpkg"))?;
+        (packages, PackageFormat::Deb)
     };
     let mut packages = packages;
     packages.sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
@@ -102,13 +103,27 @@ pub fn read(g: &crate::guest::Guest) -> Inventory {
         .ok()
         // libguestfs 1.48 returns them with a leading slash.
         .map(|rel| enabled_units(rel.iter().map(|p| p.trim_start_matches('/'))));
-    Inventory {
+    Ok(Inventory {
         os,
         packages,
         package_format,
         kernels,
         services,
+    })
+}
+
+const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+
+/// The installed packages in dpkg's status file; none in a guest that has dpkg (`has_dpkg`:
+/// /var/lib/dpkg exists) is an error.
+fn deb_packages(status: &str, has_dpkg: bool) -> Result<Vec<Package>, String> {
+    let packages = parse_dpkg_status(status);
+    if packages.is_empty() && has_dpkg {
+        return Err(format!(
+            "{DPKG_STATUS} lists no installed package (missing, unreadable or empty) in a guest with dpkg"
+        ));
     }
+    Ok(packages)
 }
 
 /// The inventory of a deb-based guest from its files (`read` returns a file's text): the
@@ -345,6 +360,49 @@ pub fn spdx(
     })
 }
 
+/// An image file the SBOM names by its bytes.
+pub struct ImageFile<'a> {
+    pub name: &'a str,
+    pub sha256: &'a str,
+    pub sha512: &'a str,
+}
+
+/// Name the image's files in `doc` (from `spdx`) by their digests: one package each, a variant
+/// of the image, so the SBOM says which bytes it describes.
+pub fn spdx_name_files(doc: &mut serde_json::Value, files: &[ImageFile]) {
+    let image_id = doc["documentDescribes"][0].clone();
+    for (i, f) in files.iter().enumerate() {
+        let id = spdx_id("ImageFile", i, f.name);
+        if let Some(p) = doc["packages"].as_array_mut() {
+            p.push(serde_json::json!({
+                "SPDXID": id,
+                "name": f.name,
+                "packageFileName": f.name,
+                "downloadLocation": "NOASSERTION",
+                "filesAnalyzed": false,
+                "licenseConcluded": "NOASSERTION",
+                "licenseDeclared": "NOASSERTION",
+                "copyrightText": "NOASSERTION",
+                "primaryPackagePurpose": "OPERATING-SYSTEM",
+                "checksums": [
+                    {"algorithm": "SHA256", "checksumValue": f.sha256},
+                    {"algorithm": "SHA512", "checksumValue": f.sha512},
+                ],
+            }));
+        }
+        if let Some(r) = doc["relationships"].as_array_mut() {
+            r.push(serde_json::json!({
+                "spdxElementId": id,
+                "relationshipType": "VARIANT_OF",
+                "relatedSpdxElement": image_id,
+            }));
+        }
+        if let Some(d) = doc["documentDescribes"].as_array_mut() {
+            d.push(serde_json::json!(id));
+        }
+    }
+}
+
 /// Seconds since the epoch as RFC 3339 UTC (no date crate for one format).
 pub fn rfc3339(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
@@ -471,6 +529,18 @@ mod tests {
     }
 
     #[test]
+    fn a_guest_with_dpkg_and_no_packages_is_an_error_not_an_empty_sbom() {
+        assert_eq!(deb_packages(STATUS, true).unwrap().len(), 3);
+        let e = deb_packages("", true).unwrap_err();
+        assert!(e.contains("lists no installed package"), "{e}");
+        // Only deinstalled entries: still none installed.
+        let gone = "Package: tree\nStatus: deinstall ok config-files\nVersion: 1\n";
+        assert!(deb_packages(gone, true).is_err());
+        // No dpkg at all (another package manager inspection did not know): nothing to list.
+        assert!(deb_packages("", false).unwrap().is_empty());
+    }
+
+    #[test]
     fn spdx_document_describes_the_image_and_contains_the_packages() {
         let os = parse_os_release("ID=debian\nPRETTY_NAME=\"Debian 12\"\n");
         let d = spdx(
@@ -526,6 +596,15 @@ mod spdx_validator {
             "2026-12-01T13:00:00Z",
             "https://kiln.invalid/spdx/debian-12-1.0-abc",
             "kiln-0.1.0",
+        );
+        let mut d = d;
+        super::spdx_name_files(
+            &mut d,
+            &[super::ImageFile {
+                name: "debian-12-1.0.qcow2",
+                sha256: &"a".repeat(64),
+                sha512: &"b".repeat(128),
+            }],
         );
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("sbom.spdx.json");

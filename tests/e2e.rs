@@ -294,6 +294,14 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
         sbom_text.contains("\"pkg:deb/debian/tree@"),
         "tree missing from the SBOM"
     );
+    // It names the bytes it describes: each output file's SHA-256 as the file has it.
+    for f in ["debian-12-1.0.qcow2", "debian-12-1.0.vmdk"] {
+        let digest = sha256_of(&dir.join(f));
+        assert!(
+            sbom_text.contains(&digest),
+            "the SBOM does not name {f}'s bytes"
+        );
+    }
     let tools = std::env::var("KILN_TOOLS_VENV").unwrap_or_else(|_| "/opt/kiln-tools-venv".into());
     let v = Command::new(format!("{tools}/bin/pyspdxtools"))
         .arg("-i")

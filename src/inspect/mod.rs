@@ -255,7 +255,12 @@ pub fn read(g: &Guest) -> Report {
         mbr_grub: g.mbr_has_grub(),
         package_management: g.package_management.clone(),
     };
-    report(g, facts, inventory::read(g))
+    // A package database that gives nothing is reported, not shown as an empty list.
+    let inv = inventory::read(g).unwrap_or_else(|e| {
+        tracing::warn!("{e}");
+        inventory::Inventory::default()
+    });
+    report(g, facts, inv)
 }
 
 /// The report from a view of the guest's files and the disk's facts.

@@ -205,7 +205,7 @@ fn write_sbom(ctx: &mut BuildContext) -> anyhow::Result<()> {
     let slug = ctx.env.plan.slug();
     let name = format!("{slug}.spdx.json");
     let suffix = hex::encode(crate::libvirt::console::rand_bytes());
-    let doc = crate::inventory::spdx(
+    let mut doc = crate::inventory::spdx(
         &ctx.env.plan.name,
         &ctx.env.plan.version,
         inv,
@@ -213,6 +213,17 @@ fn write_sbom(ctx: &mut BuildContext) -> anyhow::Result<()> {
         &format!("https://kiln.invalid/spdx/{slug}-{suffix}"),
         &format!("kiln-{}", env!("CARGO_PKG_VERSION")),
     );
+    let files: Vec<crate::inventory::ImageFile> = ctx
+        .made
+        .outputs
+        .iter()
+        .map(|o| crate::inventory::ImageFile {
+            name: &o.path,
+            sha256: &o.sha256,
+            sha512: &o.sha512,
+        })
+        .collect();
+    crate::inventory::spdx_name_files(&mut doc, &files);
     let bytes = serde_json::to_vec_pretty(&doc).expect("JSON");
     let path = ctx.env.out.join(&name);
     std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;

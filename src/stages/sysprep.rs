@@ -73,7 +73,14 @@ impl Stage<BuildContext> for SysprepStage {
             return Err(anyhow::Error::new(e).context(format!("sysprep operation {op}")));
         }
         // The inventory in the same launch: what the SBOM lists.
-        let inv = crate::inventory::read(&g);
+        let inv = match crate::inventory::read(&g) {
+            Ok(inv) => inv,
+            Err(e) => {
+                session.guest = Some(g);
+                ctx.made.guestfs = Some(session);
+                anyhow::bail!("reading the image's packages for its SBOM: {e}");
+            }
+        };
         tracing::info!(
             "inventory: {} ({} packages, kernels: {})",
             inv.os
