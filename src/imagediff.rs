@@ -42,22 +42,39 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("/var/lib/dhcp/", "DHCP leases"),
     ("/lost+found/", "fsck's directory"),
     ("/etc/ld.so.cache", "derived from the libraries installed"),
-    ("/etc/machine-id", "per instance"),
-    ("/var/lib/dbus/machine-id", "per instance"),
-    ("/etc/ssh/ssh_host_*", "per instance"),
     ("/boot/grub/grubenv", "boot loader state"),
 ];
 
+/// A machine's identity: a golden image must carry none of it (every instance makes its
+/// own), so these are compared like any file but shown in a section of their own, where a
+/// baked-in host key or machine-id cannot hide among the other files.
+pub const IDENTITY: &[&str] = &[
+    "/etc/machine-id",
+    "/var/lib/dbus/machine-id",
+    "/etc/ssh/ssh_host_*",
+];
+
 pub fn ignored(path: &str) -> bool {
-    IGNORED.iter().any(|(p, _)| {
+    IGNORED.iter().any(|(p, _)| matches(p, path))
+}
+
+pub fn identity(path: &str) -> bool {
+    IDENTITY.iter().any(|p| matches(p, path))
+}
+
+/// `pattern` as the lists above write them: a directory ending in `/`, a prefix ending in
+/// `*`, else the exact path.
+fn matches(pattern: &str, path: &str) -> bool {
+    {
+        let p = pattern;
         if let Some(prefix) = p.strip_suffix('*') {
             path.starts_with(prefix)
         } else if let Some(dir) = p.strip_suffix('/') {
             path == dir || path.starts_with(p)
         } else {
-            path == *p
+            path == p
         }
-    })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -427,6 +444,8 @@ pub struct ServiceDiff {
 pub struct Diff {
     pub packages: PackageDiff,
     pub files: FileDiff,
+    /// The `IDENTITY` files (host keys, machine-id), out of `files`.
+    pub identity: FileDiff,
     pub services: ServiceDiff,
 }
 
@@ -434,7 +453,25 @@ impl Diff {
     pub fn is_empty(&self) -> bool {
         self.packages == PackageDiff::default()
             && self.files.is_empty()
+            && self.identity.is_empty()
             && self.services == ServiceDiff::default()
+    }
+}
+
+impl FileDiff {
+    /// The changes to `IDENTITY` files, taken out of this one.
+    fn take_identity(&mut self) -> FileDiff {
+        let split = |v: &mut Vec<FileChange>| {
+            let (id, rest): (Vec<FileChange>, Vec<FileChange>) =
+                v.drain(..).partition(|c| identity(&c.path));
+            *v = rest;
+            id
+        };
+        FileDiff {
+            added: split(&mut self.added),
+            removed: split(&mut self.removed),
+            changed: split(&mut self.changed),
+        }
     }
 }
 
@@ -521,9 +558,11 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Diff {
         masked: mb.difference(&ma).cloned().collect(),
         unmasked: ma.difference(&mb).cloned().collect(),
     };
+    let identity = files.take_identity();
     Diff {
         packages,
         files,
+        identity,
         services,
     }
 }
@@ -552,11 +591,13 @@ mod tests {
         for p in [
             "/var/log",
             "/var/log/apt/history.log",
-            "/etc/ssh/ssh_host_ed25519_key.pub",
-            "/etc/machine-id",
             "/var/lib/dpkg/status",
         ] {
             assert!(ignored(p), "{p}");
+        }
+        // A machine's identity is never ignored: it has a section of its own.
+        for p in ["/etc/ssh/ssh_host_ed25519_key.pub", "/etc/machine-id"] {
+            assert!(!ignored(p) && identity(p), "{p}");
         }
         for p in [
             "/var/logs",
@@ -566,6 +607,23 @@ mod tests {
         ] {
             assert!(!ignored(p), "{p}");
         }
+    }
+
+    #[test]
+    fn host_keys_and_machine_id_are_shown_in_their_own_section() {
+        let mut a = Snapshot::default();
+        a.tree.insert("/etc/machine-id".into(), file(0, 1));
+        a.tree.insert("/etc/motd".into(), file(5, 1));
+        let mut b = a.clone();
+        b.tree.insert("/etc/machine-id".into(), file(33, 2));
+        b.tree
+            .insert("/etc/ssh/ssh_host_ed25519_key".into(), file(411, 2));
+        let d = diff(&a, &b);
+        assert!(d.files.is_empty(), "{:?}", d.files);
+        let paths = |v: &[FileChange]| v.iter().map(|c| c.path.clone()).collect::<Vec<_>>();
+        assert_eq!(paths(&d.identity.added), ["/etc/ssh/ssh_host_ed25519_key"]);
+        assert_eq!(paths(&d.identity.changed), ["/etc/machine-id"]);
+        assert!(!d.is_empty());
     }
 
     #[test]

@@ -1630,6 +1630,7 @@ fn kiln_diff_on_root_trees_reports_files_services_and_packages() {
         }
         std::fs::write(r.join("etc/motd"), "hello\n").unwrap();
         std::fs::write(r.join("etc/hostname"), "golden\n").unwrap();
+        std::fs::write(r.join("etc/machine-id"), "").unwrap();
         std::fs::write(r.join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
         symlink(
             "/lib/systemd/system/ssh.service",
@@ -1666,6 +1667,15 @@ fn kiln_diff_on_root_trees_reports_files_services_and_packages() {
     .unwrap();
     std::fs::write(b.join("usr/bin/jq"), "jq").unwrap();
     std::fs::write(b.join("etc/kiln-release"), "1.0\n").unwrap();
+    // A machine's identity baked into b: shown in its own section, never ignored.
+    std::fs::write(b.join("etc/machine-id"), format!("{}\n", "5".repeat(32))).unwrap();
+    std::fs::create_dir_all(b.join("etc/ssh")).unwrap();
+    std::fs::create_dir_all(a.join("etc/ssh")).unwrap();
+    std::fs::write(
+        b.join("etc/ssh/ssh_host_ed25519_key.pub"),
+        "ssh-ed25519 AAAA b\n",
+    )
+    .unwrap();
     // Same size, other content: hashed because the mtimes differ (b is the later build) …
     std::fs::write(b.join("etc/motd"), "HELLO\n").unwrap();
     let t0 = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
@@ -1712,6 +1722,9 @@ fn kiln_diff_on_root_trees_reports_files_services_and_packages() {
          \x20 - /etc/systemd/system/multi-user.target.wants/ssh.service (link)\n\
          \x20 ~ /etc/motd: content\n\
          \x20 ~ /usr/bin/tool: mode 0644 -> 0755\n\
+         identity (host keys, machine-id): 1 added, 0 removed, 1 changed\n\
+         \x20 + /etc/ssh/ssh_host_ed25519_key.pub (file)\n\
+         \x20 ~ /etc/machine-id: size 0 -> 33\n\
          services: 1 enabled, 1 disabled, 0 masked, 0 unmasked\n\
          \x20 + multi-user.target.wants/kiln.service\n\
          \x20 - multi-user.target.wants/ssh.service\n"

@@ -2492,6 +2492,7 @@ fn kiln_diff_and_inspect_show_exactly_what_changed() {
         "packages: 1 added, 0 removed, 0 changed\n  + kiln-probe 1.0 (all)\n\
          files: 1 added, 0 removed, 0 changed (and 2 of the changed packages: --package-files lists them)\n\
          \x20 + /etc/kiln-probe.conf (file)\n\
+         identity (host keys, machine-id): 0 added, 0 removed, 0 changed\n\
          services: 0 enabled, 0 disabled, 0 masked, 0 unmasked\n",
         "{}",
         text(&diff.stderr)

@@ -183,6 +183,7 @@ pub(super) fn diff_cmd(a: DiffArgs) -> i32 {
         DiffFormat::Text => {
             print_packages(&d);
             print_files(&d, a.package_files);
+            print_identity(&d);
             let s = &d.services;
             outln!(
                 "services: {} enabled, {} disabled, {} masked, {} unmasked",
@@ -226,6 +227,25 @@ fn print_packages(d: &Diff) {
     }
     for (n, arch, from, to) in &p.changed {
         outln!("  ~ {n} {from} -> {to} ({arch})");
+    }
+}
+
+/// Host keys and machine-id: a golden image carries none, so any change is shown here.
+fn print_identity(d: &Diff) {
+    let f = &d.identity;
+    outln!(
+        "identity (host keys, machine-id): {} added, {} removed, {} changed",
+        f.added.len(),
+        f.removed.len(),
+        f.changed.len()
+    );
+    for (sign, list) in [("+", &f.added), ("-", &f.removed)] {
+        for c in list {
+            outln!("  {sign} {} ({})", safe(&c.path), c.what.join(", "));
+        }
+    }
+    for c in &f.changed {
+        outln!("  ~ {}: {}", safe(&c.path), safe(&c.what.join(", ")));
     }
 }
 
