@@ -45,7 +45,13 @@ impl Check {
                 }
             }
             Check::File { contains, .. } => {
-                if status != 0 {
+                if status == 127 {
+                    Err(
+                        "sudo is not installed in the image (a file check reads the file as \
+                         root): add the `sudo` package, or check it with `run:` as the test user"
+                            .into(),
+                    )
+                } else if status != 0 {
                     Err(format!("cannot read it: {}", tail(out)))
                 } else if !out.contains(contains.as_str()) {
                     Err(format!("it does not contain {contains:?}"))
@@ -121,10 +127,15 @@ impl Builtin {
     /// The shell command run in the guest (as the test user).
     pub fn command(self) -> &'static str {
         match self {
+            // instance-data.json's non-sensitive keys need no root (nor sudo, which a minimal
+            // image need not have).
             Builtin::CloudInitSeed => {
-                "sudo cloud-init query v1.platform; sudo cloud-init query v1.instance_id"
+                "cloud-init query v1.platform; cloud-init query v1.instance_id"
             }
-            Builtin::RootGrew => "df -B1 --output=size / | tail -n 1",
+            // Whether growpart is there says why a root did not grow.
+            Builtin::RootGrew => {
+                "df -B1 --output=size / | tail -n 1; command -v growpart >/dev/null || echo no-growpart"
+            }
             Builtin::MachineId => {
                 "cat /etc/machine-id; echo $(( $(date +%s) - $(cut -d. -f1 /proc/uptime) )); stat -c %Y /etc/machine-id"
             }
@@ -144,6 +155,13 @@ impl Builtin {
                 "its result was lost (the session's output ended early): {}",
                 tail(out)
             ));
+        }
+        if status == 127 && self == Builtin::CloudInitSeed {
+            return Err(
+                "cloud-init is not installed in the image (it is what makes an instance \
+                        of it: add the `cloud-init` element)"
+                    .into(),
+            );
         }
         // systemctl --failed exits 0 either way; every other command must succeed.
         if status != 0 && self != Builtin::NoFailedUnits {
@@ -168,14 +186,20 @@ impl Builtin {
             Builtin::RootGrew => {
                 let size = num(&lines, 0).unwrap_or(0).max(0) as u64;
                 if size > want.image_virtual {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "/ is {} on a disk larger than the image's {}: it did not grow",
-                        crate::progress::human_bytes(size),
-                        crate::progress::human_bytes(want.image_virtual)
-                    ))
+                    return Ok(());
                 }
+                let why = if lines.contains(&"no-growpart") {
+                    "the image has no growpart, which cloud-init's growpart module runs: add the \
+                     `growroot` element (the cloud-guest-utils package), or `test: false` for an \
+                     image that is not to grow on a cloud"
+                } else {
+                    "is cloud-init's growpart module (and resizefs) enabled?"
+                };
+                Err(format!(
+                    "/ is {} on a disk larger than the image's {}: it did not grow; {why}",
+                    crate::progress::human_bytes(size),
+                    crate::progress::human_bytes(want.image_virtual)
+                ))
             }
             Builtin::MachineId => {
                 let id = line(0);

@@ -70,6 +70,19 @@ fn builtin_checks_judge_the_guest() {
     assert!(j(names[1], 0, &format!("{}\n", 2u64 << 30))
         .unwrap_err()
         .contains("did not grow"));
+    // A minimal image without growpart: the failure names what it lacks and the fix.
+    let e = j(names[1], 0, &format!("{}\nno-growpart\n", 2u64 << 30)).unwrap_err();
+    assert!(
+        e.contains("no growpart") && e.contains("`growroot` element"),
+        "{e}"
+    );
+    // Without cloud-init (127: command not found), said so, not an exit status.
+    let e = j(names[0], 127, "").unwrap_err();
+    assert!(e.contains("cloud-init is not installed"), "{e}");
+    // No check of the defaults needs sudo, which a minimal image need not have.
+    for b in &names {
+        assert!(!b.command().contains("sudo"), "{}", b.command());
+    }
     let id = "0123456789abcdef0123456789abcdef";
     assert!(j(names[2], 0, &format!("{id}\n1000\n1001\n")).is_ok());
     assert!(j(names[2], 0, &format!("{id}\n1000\n900\n"))
