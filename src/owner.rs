@@ -1,6 +1,8 @@
 //! Who made a resource: the process id, the boot it ran in and the process's start time, so
 //! that `kiln gc` can tell a dead build's leftovers from a live build's (a pid alone is reused,
-//! and means nothing after a reboot).
+//! and means nothing after a reboot), and the host (machine-id) and pid namespace it ran in: a
+//! pid only means something in its own namespace, so what another host or container made
+//! (sharing a libvirtd, a catalog or a cache) is never judged from here.
 
 use std::path::Path;
 
@@ -16,6 +18,36 @@ pub struct Owner {
     pub boot_id: String,
     /// Start time of the process in clock ticks after boot (/proc/PID/stat, field 22).
     pub start: u64,
+    /// The machine's /etc/machine-id (else its hostname); None when an older kiln wrote it.
+    pub host: Option<String>,
+    /// The pid namespace (`pid:[INODE]`, /proc/self/ns/pid).
+    pub pidns: Option<String>,
+}
+
+/// What `kiln gc` may conclude about a resource's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    Dead,
+    /// Made where this process cannot see its owner (another host or pid namespace, or not
+    /// recorded): neither alive nor dead from here.
+    Foreign(String),
+}
+
+fn host_id() -> String {
+    let id = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    let id = id.trim();
+    if id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+        return id.to_string();
+    }
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("hostname:{}", name.trim())
+}
+
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 fn boot_id() -> String {
@@ -44,26 +76,38 @@ impl Owner {
             pid,
             boot_id: boot_id(),
             start: start_ticks(pid).unwrap_or(0),
+            host: Some(host_id()),
+            pidns: Some(pid_namespace()),
         }
     }
 
-    /// `pid=… boot=… start=…`: one line, for files and domain metadata.
+    /// `pid=… boot=… start=… host=… pidns=…`: one line, for files and domain metadata.
     pub fn encode(&self) -> String {
-        format!(
+        let mut s = format!(
             "pid={} boot={} start={}",
             self.pid, self.boot_id, self.start
-        )
+        );
+        if let Some(h) = &self.host {
+            s.push_str(&format!(" host={h}"));
+        }
+        if let Some(ns) = &self.pidns {
+            s.push_str(&format!(" pidns={ns}"));
+        }
+        s
     }
 
     pub fn parse(s: &str) -> Option<Owner> {
         let mut pid = None;
         let mut boot = None;
         let mut start = None;
+        let (mut host, mut pidns) = (None, None);
         for w in s.split_whitespace() {
             match w.split_once('=') {
                 Some(("pid", v)) => pid = v.parse().ok(),
                 Some(("boot", v)) => boot = Some(v.to_string()),
                 Some(("start", v)) => start = v.parse().ok(),
+                Some(("host", v)) => host = Some(v.to_string()),
+                Some(("pidns", v)) => pidns = Some(v.to_string()),
                 _ => {}
             }
         }
@@ -71,12 +115,33 @@ impl Owner {
             pid: pid?,
             boot_id: boot?,
             start: start?,
+            host,
+            pidns,
         })
     }
 
-    /// Is the process that made this still running? Same boot, same pid, same start time.
+    /// Is the process that made this still running? Same boot, same pid, same start time
+    /// (in this process's pid namespace: see `liveness`).
     pub fn is_alive(&self) -> bool {
         self.boot_id == boot_id() && start_ticks(self.pid) == Some(self.start)
+    }
+
+    /// Alive or dead, judged only where the owner's pid means something: on the same host in
+    /// the same pid namespace. Anything else is foreign.
+    pub fn liveness(&self) -> Liveness {
+        self.liveness_from(&host_id(), &pid_namespace())
+    }
+
+    fn liveness_from(&self, host: &str, pidns: &str) -> Liveness {
+        match (&self.host, &self.pidns) {
+            (Some(h), _) if h != host => Liveness::Foreign(format!("made on another host ({h})")),
+            (Some(_), Some(ns)) if ns != pidns => {
+                Liveness::Foreign(format!("made in another pid namespace ({ns})"))
+            }
+            (Some(_), Some(_)) if self.is_alive() => Liveness::Alive,
+            (Some(_), Some(_)) => Liveness::Dead,
+            _ => Liveness::Foreign("its host and pid namespace were not recorded".into()),
+        }
     }
 
     /// Record this owner in `dir` (a staging or scratch directory kiln just made).
@@ -124,18 +189,39 @@ pub fn with_owner(xml: &str, owner: &Owner) -> String {
     xml.to_string()
 }
 
+/// How long a file that carries only a pid must have been left alone before `kiln gc` takes
+/// it for a dead build's: its pid may be another pid namespace's (a build in a container
+/// sharing the cache), and a live transfer or conversion writes far more often than this.
+const PID_ONLY_QUIET: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Was a file or directory that carries only a pid (`….part-PID`) left by a dead process?
-/// Dead when no such process runs, or when it is older than this boot (the pid is another
-/// process's now). A running process of that pid keeps it: never a live build's.
-pub fn pid_is_dead(pid: u32, path: &Path) -> bool {
-    if start_ticks(pid).is_none() {
-        return true;
-    }
-    let boot = boot_time();
+/// Dead when it is older than this boot (the pid is another process's now), or when no such
+/// process runs here and it has not been written for ten minutes (a pid means nothing in
+/// another namespace). A running process of that pid keeps it: never a live build's.
+pub fn pid_only_liveness(pid: u32, path: &Path) -> Liveness {
     let mtime = std::fs::symlink_metadata(path)
         .and_then(|m| m.modified())
         .ok();
-    matches!((boot, mtime), (Some(b), Some(m)) if m < b)
+    if let (Some(b), Some(m)) = (boot_time(), mtime) {
+        if m < b {
+            return Liveness::Dead;
+        }
+    }
+    if start_ticks(pid).is_some() {
+        return Liveness::Alive;
+    }
+    let quiet = mtime
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|e| e >= PID_ONLY_QUIET);
+    if quiet {
+        Liveness::Dead
+    } else {
+        Liveness::Foreign(format!(
+            "no process {pid} here, but written in the last {} minutes: perhaps a build in \
+             another pid namespace",
+            PID_ONLY_QUIET.as_secs() / 60
+        ))
+    }
 }
 
 fn boot_time() -> Option<std::time::SystemTime> {
@@ -182,6 +268,8 @@ mod tests {
             pid: 7,
             boot_id: "b-1".into(),
             start: 99,
+            host: None,
+            pidns: None,
         };
         let with = with_owner(
             "<domain>\n  <name>x</name>\n  <metadata>\n    <a/>\n  </metadata>\n</domain>",
@@ -197,5 +285,31 @@ mod tests {
         );
         assert_eq!(Owner::from_domain_xml(&back), Some(o));
         assert_eq!(Owner::from_domain_xml("<domain/>"), None);
+    }
+
+    #[test]
+    fn owners_round_trip_and_are_judged_only_where_their_pid_means_something() {
+        let me = Owner::current();
+        assert_eq!(Owner::parse(&me.encode()), Some(me.clone()));
+        assert_eq!(me.liveness(), Liveness::Alive);
+        let (host, ns) = (me.host.clone().unwrap(), me.pidns.clone().unwrap());
+        // Same host and namespace, another start: dead.
+        let gone = Owner {
+            start: me.start + 1,
+            ..me.clone()
+        };
+        assert_eq!(gone.liveness_from(&host, &ns), Liveness::Dead);
+        // The same dead-looking owner seen from another container or host: foreign.
+        assert!(matches!(
+            gone.liveness_from(&host, "pid:[1]"),
+            Liveness::Foreign(w) if w.contains("pid namespace")
+        ));
+        assert!(matches!(
+            gone.liveness_from("another", &ns),
+            Liveness::Foreign(w) if w.contains("another host")
+        ));
+        // An older kiln's owner line (no host, no namespace): not judged.
+        let old = Owner::parse(&format!("pid=1 boot={} start=1", me.boot_id)).unwrap();
+        assert!(matches!(old.liveness(), Liveness::Foreign(_)));
     }
 }

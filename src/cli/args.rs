@@ -177,6 +177,11 @@ pub enum Command {
         /// List what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Remove what another host or pid namespace left too (a container sharing libvirtd,
+        /// the catalog or the cache), which is otherwise listed and kept: only once none of
+        /// its builds can still run. See the list first without it.
+        #[arg(long)]
+        force_foreign: bool,
     },
     /// The stage cache: what builds reuse (list, show, prune, clear).
     Cache {

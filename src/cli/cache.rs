@@ -154,6 +154,7 @@ pub(super) fn gc_cmd(
     cache_dir: Option<PathBuf>,
     uri: &str,
     dry_run: bool,
+    force_foreign: bool,
 ) -> i32 {
     let roots = if output.is_empty() {
         vec![PathBuf::from("kiln-output")]
@@ -169,13 +170,25 @@ pub(super) fn gc_cmd(
         }
     };
     let vm_root = super::tunables().vm_dir.clone();
-    let r = crate::gc::collect(lv.as_ref(), &roots, &cache, &vm_root, dry_run);
+    let r = crate::gc::collect(
+        lv.as_ref(),
+        &roots,
+        &cache,
+        &vm_root,
+        dry_run,
+        force_foreign,
+    );
     let verb = if dry_run { "would remove" } else { "removed" };
     for item in &r.orphans {
         outln!("{verb} {item}");
     }
     for (item, owner) in &r.live {
         outln!("kept {item}: its build still runs ({owner})");
+    }
+    if !force_foreign {
+        for (item, why) in &r.foreign {
+            outln!("kept {item}: {why} (cannot tell from here whether it runs; --force-foreign removes it)");
+        }
     }
     if r.orphans.is_empty() {
         outln!("nothing to collect");

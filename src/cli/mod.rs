@@ -173,7 +173,8 @@ pub fn main() -> i32 {
             cache_dir,
             connect,
             dry_run,
-        } => gc_cmd(output, cache_dir, &connect, dry_run),
+            force_foreign,
+        } => gc_cmd(output, cache_dir, &connect, dry_run, force_foreign),
         Command::Schema => {
             outln!(
                 "{}",

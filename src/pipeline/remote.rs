@@ -79,12 +79,14 @@ impl BuildContext {
             .join(format!(".pull-{}-{}", meta.key.short(), std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp)?;
+        // Who is pulling: `kiln gc` collects it if this build dies.
+        crate::owner::Owner::current().write_into(&tmp)?;
         let result = (|| {
             let files = remote.pull(&meta.key.0, raw, &tmp)?;
             // The disk's bytes are the ones the entry claims (before the rebase below
             // rewrites the path in its header, as the maker's digest was taken before).
-            if let (Some(content), Some(disk)) = (&meta.content, files.first()) {
-                let d = crate::stagecache::file_digest(disk)?;
+            if let (Some(content), Some(disk)) = (&meta.content, meta.files.first()) {
+                let d = crate::stagecache::file_digest(&tmp.join(disk))?;
                 if crate::stagecache::disk_identity(meta.built_on.as_ref(), &d) != *content {
                     anyhow::bail!("its disk is not the bytes its meta.json names");
                 }
@@ -225,6 +227,7 @@ impl BuildContext {
         let _ = std::fs::remove_dir_all(&tmp);
         let start = std::time::Instant::now();
         let r = std::fs::create_dir_all(&tmp)
+            .and_then(|()| crate::owner::Owner::current().write_into(&tmp))
             .map_err(anyhow::Error::from)
             .and_then(|()| Ok(remote.pull(&key.0, &raw, &tmp)?))
             .and_then(|_| Ok(std::fs::rename(tmp.join("disk"), dest)?));
