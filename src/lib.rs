@@ -36,6 +36,7 @@ pub mod quote;
 pub mod recipe;
 pub mod remotecache;
 pub mod seed;
+pub mod signing;
 pub mod stagecache;
 pub mod stages;
 pub mod suggest;

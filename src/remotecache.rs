@@ -35,6 +35,24 @@ pub enum RemoteError {
         expected: String,
         got: String,
     },
+    #[error("remote cache: entry {key} is not trusted: {why}")]
+    Untrusted { key: String, why: String },
+    #[error("remote cache: pulling entry {key}: interrupted")]
+    Interrupted { key: String },
+}
+
+/// The most a meta.json may be: it lists files and a stage's small result, never a disk.
+const META_MAX: u64 = 16 << 20;
+
+/// What a signature covers: the entry's key and the digest of its meta.json without the
+/// signatures (which names every file's SHA-256, so every byte of the entry).
+fn entry_message(key: &str, meta: &Value) -> Vec<u8> {
+    let mut m = meta.clone();
+    if let Some(o) = m.as_object_mut() {
+        o.remove("signatures");
+    }
+    let digest = hex::encode(Sha256::digest(serde_json::to_vec(&m).expect("JSON")));
+    format!("kiln-cache-entry-v1\n{key}\n{digest}").into_bytes()
 }
 
 /// Parts of a multipart upload (S3 wants at least 5 MiB but the last), and how many go at once.
@@ -60,6 +78,11 @@ pub struct Remote {
     pub url: String,
     pushes: Mutex<Vec<(String, Pending)>>,
     started: Mutex<Option<Instant>>,
+    /// Signs what this machine pushes (`KILN_CACHE_SIGNING_KEY`).
+    signer: Option<Arc<crate::signing::SecretKey>>,
+    /// One of these must have signed what is pulled (`KILN_CACHE_TRUSTED_KEYS`); none given:
+    /// entries are taken on their digests alone.
+    trusted: Vec<crate::signing::PublicKey>,
 }
 
 /// `s3://BUCKET[/PREFIX]`. The endpoint comes from `AWS_ENDPOINT_URL` and the credentials from
@@ -129,10 +152,12 @@ impl Remote {
             .with_bucket_name(&bucket)
             .with_virtual_hosted_style_request(false);
         if let Some(e) = &env.endpoint_url {
+            check_endpoint(e).map_err(cfg)?;
             b = b
                 .with_allow_http(e.starts_with("http://"))
                 .with_endpoint(e.clone());
         }
+        let (signer, trusted) = trust(env).map_err(cfg)?;
         if !env.region_set {
             b = b.with_region("us-east-1");
         }
@@ -149,6 +174,8 @@ impl Remote {
             url: url.to_string(),
             pushes: Mutex::new(Vec::new()),
             started: Mutex::new(None),
+            signer,
+            trusted,
         })
     }
 
@@ -156,16 +183,30 @@ impl Remote {
         object_path(&self.prefix, key, file)
     }
 
-    /// The remote meta.json of `key`, if the entry is there (complete).
+    /// The remote meta.json of `key`, if the entry is there (complete) and, where this machine
+    /// names trusted keys, signed by one of them.
     pub fn meta(&self, key: &str) -> Result<Option<Value>, RemoteError> {
-        self.rt
-            .block_on(get_meta(self.store.clone(), self.path(key, "meta.json")))
+        let meta = self
+            .rt
+            .block_on(get_meta(self.store.clone(), self.path(key, "meta.json")))?;
+        if let (Some(m), false) = (&meta, self.trusted.is_empty()) {
+            let sigs: Vec<crate::signing::Signature> =
+                serde_json::from_value(m["signatures"].clone()).unwrap_or_default();
+            let signer = crate::signing::verify(&self.trusted, &entry_message(key, m), &sigs)
+                .map_err(|why| RemoteError::Untrusted {
+                    key: short(key).to_string(),
+                    why,
+                })?;
+            tracing::debug!("remote cache: entry {} signed by {signer}", short(key));
+        }
+        Ok(meta)
     }
 
     /// Push entry `key` in the background unless the remote has it: `files` (local path, name)
     /// concurrently, then `meta` with their digests and modes. `wait` collects the result.
     pub fn push(&self, key: &str, files: Vec<(PathBuf, String)>, meta: Value) {
         let store = self.store.clone();
+        let signer = self.signer.clone();
         let prefix = self.prefix.clone();
         let k = key.to_string();
         self.started
@@ -204,6 +245,10 @@ impl Remote {
                 bytes += n;
             }
             meta["remote_files"] = Value::Object(files);
+            if let Some(sk) = &signer {
+                let sig = sk.sign(&entry_message(&k, &meta));
+                meta["signatures"] = serde_json::json!([sig]);
+            }
             store
                 .put(
                     &m,
@@ -239,8 +284,15 @@ impl Remote {
     }
 
     /// Download the files `meta` lists for `key` into `dir`, concurrently, each hashed as it
-    /// streams in and refused (removed) unless it matches its digest; modes as pushed.
-    pub fn pull(&self, key: &str, meta: &Value, dir: &Path) -> Result<Vec<PathBuf>, RemoteError> {
+    /// streams in and refused (removed) unless it matches its digest; modes as pushed. A
+    /// cancellation (Ctrl-C) stops every download at once (the caller removes `dir`).
+    pub fn pull(
+        &self,
+        key: &str,
+        meta: &Value,
+        dir: &Path,
+        cancel: &crate::process::Cancel,
+    ) -> Result<Vec<PathBuf>, RemoteError> {
         let files: Vec<(String, String, u64, u32)> = meta["remote_files"]
             .as_object()
             .map(|m| {
@@ -290,16 +342,35 @@ impl Remote {
                     })
                 })
                 .collect();
-            let mut out = Vec::new();
-            let mut first_err = None;
-            for t in tasks {
-                match t.await.map_err(|e| io("downloading", key, e)) {
-                    Ok(Ok(p)) => out.push(p),
-                    Ok(Err(e)) | Err(e) => {
-                        first_err.get_or_insert(e);
+            let aborts: Vec<tokio::task::AbortHandle> =
+                tasks.iter().map(|t| t.abort_handle()).collect();
+            let collect = async {
+                let mut out = Vec::new();
+                let mut first_err = None;
+                for t in tasks {
+                    match t.await.map_err(|e| io("downloading", key, e)) {
+                        Ok(Ok(p)) => out.push(p),
+                        Ok(Err(e)) | Err(e) => {
+                            first_err.get_or_insert(e);
+                        }
                     }
                 }
-            }
+                (out, first_err)
+            };
+            let watch = async {
+                while !cancel.is_cancelled() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            };
+            let (out, first_err) = tokio::select! {
+                r = collect => r,
+                () = watch => {
+                    for a in &aborts {
+                        a.abort();
+                    }
+                    return Err(RemoteError::Interrupted { key: short(key).to_string() });
+                }
+            };
             match first_err {
                 Some(e) => {
                     for p in &out {
@@ -336,6 +407,13 @@ fn object_path(prefix: &str, key: &str, file: &str) -> ObjPath {
 async fn get_meta(store: Arc<dyn ObjectStore>, m: ObjPath) -> Result<Option<Value>, RemoteError> {
     match store.get(&m).await {
         Ok(r) => {
+            if r.meta.size > META_MAX {
+                return Err(io(
+                    "downloading",
+                    &m,
+                    format!("{} bytes, more than a meta.json can be", r.meta.size),
+                ));
+            }
             let bytes = r.bytes().await.map_err(|e| io("downloading", &m, e))?;
             // An unreadable meta is no entry (it is replaced by the next push).
             Ok(serde_json::from_slice(&bytes).ok())
@@ -343,6 +421,73 @@ async fn get_meta(store: Arc<dyn ObjectStore>, m: ObjPath) -> Result<Option<Valu
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(io("looking up", &m, e)),
     }
+}
+
+/// Plain http only to this machine (a test store, a local proxy): anything else would let
+/// whoever is on the path swap the bytes of an entry and its digests alike.
+fn check_endpoint(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return if url.starts_with("https://") {
+            Ok(())
+        } else {
+            Err(format!("AWS_ENDPOINT_URL={url}: expected an https:// URL"))
+        };
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "AWS_ENDPOINT_URL={url}: plain http only to this machine (127.0.0.1, ::1, localhost); use https"
+        ))
+    }
+}
+
+type Trust = (
+    Option<Arc<crate::signing::SecretKey>>,
+    Vec<crate::signing::PublicKey>,
+);
+
+/// The signing key (from its file, which only its owner may read) and the trusted keys.
+fn trust(env: &crate::tunables::S3Env) -> Result<Trust, String> {
+    let signer = match &env.signing_key_file {
+        None => None,
+        Some(p) => {
+            use std::os::unix::fs::PermissionsExt;
+            let shown = p.display();
+            let meta =
+                std::fs::metadata(p).map_err(|e| format!("KILN_CACHE_SIGNING_KEY={shown}: {e}"))?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(format!(
+                    "KILN_CACHE_SIGNING_KEY={shown}: others can read it (chmod 600 it)"
+                ));
+            }
+            let (_, bytes) = crate::hostfile::read(Path::new("."), &p.to_string_lossy(), false)
+                .map_err(|e| format!("KILN_CACHE_SIGNING_KEY: {e}"))?;
+            let text = String::from_utf8_lossy(&bytes);
+            let key = crate::signing::SecretKey::parse(&text)
+                .map_err(|e| format!("KILN_CACHE_SIGNING_KEY={shown}: {e}"))?;
+            Some(Arc::new(key))
+        }
+    };
+    let trusted = env
+        .trusted_keys
+        .as_deref()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|k| {
+            crate::signing::PublicKey::parse(k).map_err(|e| format!("KILN_CACHE_TRUSTED_KEYS: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((signer, trusted))
 }
 
 /// Upload `p` to `dest`, hashing it on the way: one PUT when small, parts in parallel when not.
@@ -448,6 +593,42 @@ async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_only_to_this_machine() {
+        for ok in [
+            "https://swift.example:8080",
+            "http://127.0.0.1:8080",
+            "http://localhost:8080/",
+            "http://[::1]:8080",
+        ] {
+            assert!(check_endpoint(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://swift.example:8080",
+            "http://10.0.0.5",
+            "http://127.0.0.1.evil.example",
+            "ftp://x",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_signature_covers_every_file_digest_but_not_the_signatures() {
+        let meta = serde_json::json!({
+            "stage": "provision",
+            "remote_files": {"disk.qcow2": {"sha256": "aa", "size": 1, "mode": 420}},
+        });
+        let base = entry_message("k", &meta);
+        let mut changed = meta.clone();
+        changed["remote_files"]["disk.qcow2"]["sha256"] = "bb".into();
+        assert_ne!(entry_message("k", &changed), base);
+        assert_ne!(entry_message("other", &meta), base);
+        let mut signed = meta.clone();
+        signed["signatures"] = serde_json::json!([{"key": "ci-1", "sig": "x"}]);
+        assert_eq!(entry_message("k", &signed), base);
+    }
 
     #[test]
     fn urls_name_a_bucket_and_a_prefix() {

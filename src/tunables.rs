@@ -40,6 +40,11 @@ pub struct S3Env {
     pub access_key_set: bool,
     pub endpoint_url: Option<String>,
     pub region_set: bool,
+    /// `KILN_CACHE_SIGNING_KEY`: the file holding the secret key pushes are signed with.
+    pub signing_key_file: Option<PathBuf>,
+    /// `KILN_CACHE_TRUSTED_KEYS`: public keys (`NAME:BASE64`, space-separated) one of which
+    /// must have signed an entry before it is pulled.
+    pub trusted_keys: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +140,8 @@ impl Tunables {
                 access_key_set: get("AWS_ACCESS_KEY_ID").is_some(),
                 endpoint_url: get("AWS_ENDPOINT_URL"),
                 region_set: get("AWS_REGION").is_some() || get("AWS_DEFAULT_REGION").is_some(),
+                signing_key_file: get("KILN_CACHE_SIGNING_KEY").map(PathBuf::from),
+                trusted_keys: get("KILN_CACHE_TRUSTED_KEYS"),
             },
             tools_venv: PathBuf::from(
                 get("KILN_TOOLS_VENV").unwrap_or_else(|| "/opt/kiln-tools-venv".into()),

@@ -382,6 +382,16 @@ pub enum CacheCommand {
     Prune { max_size: String },
     /// Remove every entry.
     Clear,
+    /// Make a key pair for signing what this machine pushes to a remote cache: NAME.secret
+    /// (0600; KILN_CACHE_SIGNING_KEY names it) and NAME.public (KILN_CACHE_TRUSTED_KEYS on
+    /// the machines that pull takes its content).
+    Keygen {
+        /// The key's name, which signatures carry (e.g. ci-1).
+        name: String,
+        /// Where to write the two files (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -129,6 +129,7 @@ pub(super) fn cache_cmd(cache_dir: Option<PathBuf>, command: CacheCommand) -> i3
                 }
             }
         }
+        CacheCommand::Keygen { name, dir } => keygen(&name, &dir),
         CacheCommand::Clear => {
             let n = store.list().len();
             match std::fs::remove_dir_all(&store.root) {
@@ -147,6 +148,44 @@ pub(super) fn cache_cmd(cache_dir: Option<PathBuf>, command: CacheCommand) -> i3
             }
         }
     }
+}
+
+/// `kiln cache keygen`: the secret key only ever in a 0600 file (never printed), the public
+/// key printed for the pulling machines' KILN_CACHE_TRUSTED_KEYS.
+fn keygen(name: &str, dir: &std::path::Path) -> i32 {
+    let (secret, public) = match crate::signing::generate(name) {
+        Ok(k) => k,
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let (sf, pf) = (
+        dir.join(format!("{name}.secret")),
+        dir.join(format!("{name}.public")),
+    );
+    for f in [&sf, &pf] {
+        if f.exists() {
+            errln!("error: {} exists; kiln does not replace a key", f.display());
+            return exit::INVALID_INPUT;
+        }
+    }
+    let written = crate::hostfile::write_private(&sf, format!("{secret}\n").as_bytes())
+        .and_then(|()| std::fs::write(&pf, format!("{public}\n")));
+    if let Err(e) = written {
+        errln!("error: writing the key pair into {}: {e}", dir.display());
+        return exit::BUILD_FAILED;
+    }
+    outln!(
+        "secret key: {} (KILN_CACHE_SIGNING_KEY on the machine that pushes)",
+        sf.display()
+    );
+    outln!(
+        "public key: {} (KILN_CACHE_TRUSTED_KEYS on the machines that pull):",
+        pf.display()
+    );
+    outln!("{public}");
+    exit::OK
 }
 
 pub(super) fn gc_cmd(

@@ -82,7 +82,7 @@ impl BuildContext {
         // Who is pulling: `kiln gc` collects it if this build dies.
         crate::owner::Owner::current().write_into(&tmp)?;
         let result = (|| {
-            let files = remote.pull(&meta.key.0, raw, &tmp)?;
+            let files = remote.pull(&meta.key.0, raw, &tmp, &self.env.cancel)?;
             // The disk's bytes are the ones the entry claims (before the rebase below
             // rewrites the path in its header, as the maker's digest was taken before).
             if let (Some(content), Some(disk)) = (&meta.content, meta.files.first()) {
@@ -229,7 +229,7 @@ impl BuildContext {
         let r = std::fs::create_dir_all(&tmp)
             .and_then(|()| crate::owner::Owner::current().write_into(&tmp))
             .map_err(anyhow::Error::from)
-            .and_then(|()| Ok(remote.pull(&key.0, &raw, &tmp)?))
+            .and_then(|()| Ok(remote.pull(&key.0, &raw, &tmp, &self.env.cancel)?))
             .and_then(|_| Ok(std::fs::rename(tmp.join("disk"), dest)?));
         let _ = std::fs::remove_dir_all(&tmp);
         match r {
