@@ -422,3 +422,35 @@ mod tests {
         assert!(!Subformat::Fixed.fits(Format::Vmdk));
     }
 }
+
+/// How the provision stage ran the recipe's steps: where the leading package steps were
+/// resolved and how the build VM booted. The two ways of each give other bytes (apt's lists
+/// and logs, cloud-init's state), so a provisioned disk is reused only by a build that would
+/// take the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionPath {
+    pub packages: PackagePath,
+    pub boot: BootPath,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackagePath {
+    /// No leading package steps.
+    None,
+    /// Resolved and downloaded by the host's apt (`aptsandbox`), installed from the seed.
+    Host,
+    /// apt in the guest.
+    Guest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootPath {
+    /// No steps: the build VM is not booted.
+    None,
+    /// The base's kernel booted straight into the steps (`directboot`).
+    Direct,
+    /// Firmware, GRUB and cloud-init.
+    Firmware,
+}

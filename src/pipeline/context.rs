@@ -132,6 +132,8 @@ pub struct Artifacts {
     pub disk: Option<PathBuf>,
     /// The accelerator guests (and the libguestfs appliance) use, once decided.
     pub engine: Option<crate::vocab::Engine>,
+    /// provision: how the steps ran (host or guest apt, direct or firmware boot).
+    pub provision_path: Option<crate::vocab::ProvisionPath>,
     /// provision: the build VM's domain (until undefine).
     pub domain: Option<String>,
     /// cloud-init to sysprep: the one libguestfs launch they share.

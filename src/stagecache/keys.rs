@@ -408,19 +408,38 @@ pub fn install_key(
 
 /// What the provision stage's result depends on: the seed cloud-init reads (user-data with the
 /// provisioning script and everything it writes, meta-data, network-config, rendered with a
-/// fixed domain name), the disk size, whether the VM boots at all, and how it provisions.
+/// fixed domain name), the disk size, the way the steps are run (`path`: host or guest apt,
+/// direct or firmware boot, as the settings ask for it; an entry made another way, such as a
+/// fallback to the guest's apt, is not reused), and the host's apt when it resolves packages.
 #[derive(Serialize)]
 pub struct ProvisionInputs {
-    pub booted: bool,
     pub seed: Vec<String>,
     pub disk_bytes: Option<u64>,
-    /// `KILN_HOST_PACKAGES=0`: apt in the guest leaves other bytes (logs, apt's lists). Only
-    /// when set, so the default keeps the key it always had.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub apt_in_guest: bool,
-    /// `KILN_DIRECT_BOOT=0`: a boot through GRUB and cloud-init (likewise).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub firmware_boot: bool,
+    pub path: crate::vocab::ProvisionPath,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_apt: Option<String>,
+}
+
+/// The way the settings ask the steps to be run (the build may still fall back to the guest's
+/// apt or a firmware boot where the base does not allow the other).
+pub fn intended_path(
+    plan: &crate::plan::Plan,
+    tunables: &crate::tunables::Tunables,
+) -> crate::vocab::ProvisionPath {
+    use crate::vocab::{BootPath, PackagePath};
+    let (steps, _) = crate::seed::leading_packages(&plan.provision);
+    crate::vocab::ProvisionPath {
+        packages: match (steps, tunables.host_packages) {
+            (0, _) => PackagePath::None,
+            (_, true) => PackagePath::Host,
+            (_, false) => PackagePath::Guest,
+        },
+        boot: match (plan.provision.is_empty(), tunables.direct_boot) {
+            (true, _) => BootPath::None,
+            (false, true) => BootPath::Direct,
+            (false, false) => BootPath::Firmware,
+        },
+    }
 }
 
 fn provision_inputs(
@@ -438,12 +457,14 @@ fn provision_inputs(
     for kind in [Kind::UserData, Kind::MetaData, Kind::NetworkConfig] {
         seed.push(crate::templates::render(plan, kind, &tctx)?);
     }
+    let path = intended_path(plan, tunables);
     Ok(ProvisionInputs {
-        booted: !plan.provision.is_empty(),
         seed,
         disk_bytes: plan.vm.disk_bytes,
-        apt_in_guest: !tunables.host_packages,
-        firmware_boot: !tunables.direct_boot,
+        path,
+        host_apt: (path.packages == crate::vocab::PackagePath::Host)
+            .then(crate::aptsandbox::host_apt_version)
+            .flatten(),
     })
 }
 

@@ -52,6 +52,17 @@ impl Stage<BuildContext> for ProvisionStage {
         let Some(slot) = slot else {
             return Ok(());
         };
+        // Made another way than the settings ask (the host could not resolve the packages, the
+        // base cannot boot directly): its key would name a way it was not made, so it is not
+        // stored, and what follows is not cached either.
+        let intended = crate::stagecache::intended_path(&ctx.env.plan, &ctx.env.tunables);
+        if ctx.made.provision_path != Some(intended) {
+            tracing::warn!(
+                "stage provision: the steps ran another way ({:?}) than the settings ask ({intended:?}): this result is not cached",
+                ctx.made.provision_path
+            );
+            return Ok(());
+        }
         // Commit: the overlay goes into the store (backed by the base itself, not the VM's
         // link to it), and the next stage writes into a fresh overlay on top of it.
         let disk = ctx.made.disk.clone().context("no build disk")?;
@@ -134,6 +145,10 @@ fn provision(
     // off again. The cloud-init stage still checks the image.
     if ctx.env.plan.provision.is_empty() {
         tracing::info!("no provisioning steps: the build VM is not booted");
+        ctx.made.provision_path = Some(crate::vocab::ProvisionPath {
+            packages: crate::vocab::PackagePath::None,
+            boot: crate::vocab::BootPath::None,
+        });
         return Ok(());
     }
     // A base that cannot run the steps is refused before its boot, not after vm.timeout.
@@ -239,12 +254,25 @@ fn seed_and_domain(
         }
     };
     let local = host_packages(ctx, view.as_ref())?;
+    let (package_steps, _) = seed::leading_packages(&ctx.env.plan.provision);
+    let packages = match (package_steps, local.is_some()) {
+        (0, _) => crate::vocab::PackagePath::None,
+        (_, true) => crate::vocab::PackagePath::Host,
+        (_, false) => crate::vocab::PackagePath::Guest,
+    };
+    ctx.made.provision_path = Some(crate::vocab::ProvisionPath {
+        packages,
+        boot: crate::vocab::BootPath::Firmware,
+    });
     let debs = local.as_ref().map(|(l, dir)| {
         tctx.seed.install_locally(&ctx.env.plan, l);
         dir.clone()
     });
     let mut seed_files = Vec::new();
     if let Some(boot) = direct_boot(ctx, view.as_ref())? {
+        if let Some(p) = &mut ctx.made.provision_path {
+            p.boot = crate::vocab::BootPath::Direct;
+        }
         // The kernel command line runs these from the seed; user-data stays for a domain
         // template that boots through GRUB after all.
         let script =
