@@ -413,3 +413,46 @@ fn integers_past_their_type_are_positioned_errors() {
     let d = errors(&dir, &format!("{MINIMAL}vm: {{vcpus: 4294967296}}\n"));
     at(&d, 5, 13, "expected a number <= 4294967295");
 }
+
+/// The provision key names the way the steps run (issue 23): host or guest apt, direct or
+/// firmware boot, as the settings ask; a recipe without steps is not booted either way.
+#[test]
+fn the_provision_key_names_the_way_the_steps_run() {
+    use crate::stagecache::{intended_path, provision_key, Key};
+    use crate::vocab::{BootPath, PackagePath};
+    let dir = Dir::new();
+    let p = dir.write(
+        "r.yaml",
+        &format!("{MINIMAL}provision:\n  - packages: [jq]\n  - run: [\"true\"]\n"),
+    );
+    let plan = load_plan(&p, &[], &[]).unwrap();
+    let default = crate::tunables::Tunables::from_lookup(|_| None);
+    let guest = crate::tunables::Tunables::from_lookup(|k| {
+        (k == "KILN_HOST_PACKAGES").then(|| "0".to_string())
+    });
+    let firmware = crate::tunables::Tunables::from_lookup(|k| {
+        (k == "KILN_DIRECT_BOOT").then(|| "0".to_string())
+    });
+    let path = intended_path(&plan, &default);
+    assert_eq!(
+        (path.packages, path.boot),
+        (PackagePath::Host, BootPath::Direct)
+    );
+    assert_eq!(intended_path(&plan, &guest).packages, PackagePath::Guest);
+    assert_eq!(intended_path(&plan, &firmware).boot, BootPath::Firmware);
+    let base = Key("0".repeat(64));
+    let keys: Vec<Key> = [&default, &guest, &firmware]
+        .iter()
+        .map(|t| provision_key(&plan, t, &base).unwrap())
+        .collect();
+    assert_ne!(keys[0], keys[1]);
+    assert_ne!(keys[0], keys[2]);
+    assert_ne!(keys[1], keys[2]);
+    // No steps: no boot, no packages, whatever the settings.
+    let bare = load_plan(&dir.write("b.yaml", MINIMAL), &[], &[]).unwrap();
+    let none = intended_path(&bare, &guest);
+    assert_eq!(
+        (none.packages, none.boot),
+        (PackagePath::None, BootPath::None)
+    );
+}
