@@ -119,6 +119,8 @@ pub struct StageCache {
     /// The last link of the chain so far (the base disk, then each cached stage's disk);
     /// None once a stage cannot be cached (nothing after it is, either).
     pub chain: Option<crate::pipeline::cached::ChainLink>,
+    /// The entries this build uses (shared locks `prune` respects), released when it ends.
+    pub held: Vec<crate::stagecache::UseLock>,
 }
 
 /// What the stages made, filled in in order; each stage's doc says which it reads and sets.
@@ -363,6 +365,7 @@ impl BuildContext {
                 shared: Default::default(),
                 lookups_off: false,
                 chain: None,
+                held: Vec::new(),
             },
             made: Artifacts::default(),
             libvirt: None,

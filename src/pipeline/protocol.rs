@@ -109,6 +109,14 @@ impl BuildContext {
     /// The manifest notes the key of every stage of the unit; the chain moves on to the
     /// identity of the entry's disk.
     fn cache_noted(&mut self, unit: Unit, key: &Key, reused: bool, content: Option<Key>) {
+        // Used by this build until it ends: no prune (another build's, or `kiln cache prune`)
+        // takes it away from under the overlays and links made from it.
+        if let Some(store) = &self.cache.store {
+            match store.hold(key) {
+                Ok(l) => self.cache.held.push(l),
+                Err(e) => tracing::warn!("stage cache: holding entry {}: {e}", key.short()),
+            }
+        }
         for stage in unit.stages {
             self.note_cache(stage, key, reused);
         }

@@ -125,6 +125,23 @@ pub struct KeyLock {
     _file: std::fs::File,
 }
 
+/// Holding it means a build uses the entry (its disk backs the build's overlay, its output is
+/// linked into the staging directory): `prune` leaves it alone until it is dropped.
+#[derive(Debug)]
+pub struct UseLock {
+    _file: std::fs::File,
+}
+
+fn use_lock_file(root: &Path, key: &Key) -> std::io::Result<std::fs::File> {
+    let locks = root.join(".locks");
+    std::fs::create_dir_all(&locks)?;
+    std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(locks.join(format!("{}.use", key.0)))
+}
+
 impl Store {
     pub fn new(cache_dir: &Path) -> Store {
         Store {
@@ -168,6 +185,24 @@ impl Store {
             }
         }
         Some(Entry { dir, meta })
+    }
+
+    /// Mark `key` as used by this build until the lock is dropped (a shared lock: any number
+    /// of builds may use an entry at once).
+    pub fn hold(&self, key: &Key) -> std::io::Result<UseLock> {
+        use std::os::unix::io::AsRawFd;
+        let f = use_lock_file(&self.root, key)?;
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(UseLock { _file: f })
+    }
+
+    /// An exclusive hold on `key` if no build uses it now (for eviction), else None.
+    fn unused(&self, key: &Key) -> Option<std::fs::File> {
+        use std::os::unix::io::AsRawFd;
+        let f = use_lock_file(&self.root, key).ok()?;
+        (unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(f)
     }
 
     /// Lock `key` so that two builds needing it build it once: the second waits (saying so)
@@ -349,24 +384,38 @@ impl Store {
 
     /// Evict least recently used entries until the store holds at most `max_bytes`; only
     /// entries nothing depends on are candidates, so a chain loses its newest links first.
+    /// An entry a running build holds (`hold`) is never evicted, nor what it builds on.
     pub fn prune(&self, max_bytes: u64) -> std::io::Result<Vec<Entry>> {
         let mut all = self.list();
         let mut total: u64 = all.iter().map(|e| e.meta.size).sum();
         let mut removed = Vec::new();
+        let mut in_use: std::collections::HashSet<Key> = std::collections::HashSet::new();
         while total > max_bytes {
             let needed: std::collections::HashSet<Key> = all
                 .iter()
                 .filter_map(|e| e.meta.depends_on.clone())
                 .collect();
-            // Oldest use first among the leaves.
+            // Oldest use first among the leaves no build holds.
             let Some(i) = all
                 .iter()
                 .enumerate()
-                .filter(|(_, e)| !needed.contains(&e.meta.key))
+                .filter(|(_, e)| !needed.contains(&e.meta.key) && !in_use.contains(&e.meta.key))
                 .min_by_key(|(_, e)| e.last_used())
                 .map(|(i, _)| i)
             else {
                 break;
+            };
+            let Some(_exclusive) = self.unused(&all[i].meta.key) else {
+                // In use: it stays, and so does everything it builds on.
+                let mut k = Some(all[i].meta.key.clone());
+                while let Some(key) = k {
+                    k = all
+                        .iter()
+                        .find(|e| e.meta.key == key)
+                        .and_then(|e| e.meta.depends_on.clone());
+                    in_use.insert(key);
+                }
+                continue;
             };
             let e = all.remove(i);
             std::fs::remove_dir_all(&e.dir)?;

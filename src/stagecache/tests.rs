@@ -116,3 +116,28 @@ fn tree_digests_see_content_modes_and_names() {
     std::fs::write(t.path().join("d/b"), "").unwrap();
     assert_eq!(tree_digest(&t.path().join("d")).unwrap().len(), 4);
 }
+
+/// A prune (another build's, or `kiln cache prune`) never takes an entry a running build holds,
+/// nor what it builds on; once the build lets go, it can.
+#[test]
+fn prune_leaves_what_a_live_build_holds() {
+    let (t, s) = store();
+    let k1 = derive("a", 1, None, &json!(1));
+    let k2 = derive("b", 1, Some(&k1), &json!(2));
+    for (k, dep) in [(&k1, None), (&k2, Some(&k1))] {
+        let f = file(t.path(), "f", 8192);
+        s.commit("s", k, dep, &[(f, "f")], json!(null)).unwrap();
+    }
+    let held = s.hold(&k2).unwrap();
+    // A second hold (another build using it too) is fine: the lock is shared.
+    let also = s.hold(&k2).unwrap();
+    assert!(s.prune(0).unwrap().is_empty());
+    assert!(s.get(&k1).is_some() && s.get(&k2).is_some());
+    drop(held);
+    assert!(
+        s.prune(0).unwrap().is_empty(),
+        "still held by the other build"
+    );
+    drop(also);
+    assert_eq!(s.prune(0).unwrap().len(), 2);
+}
