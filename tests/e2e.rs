@@ -871,8 +871,38 @@ fn kiln_sysprep_dry_run_changes_nothing_then_removes_what_it_listed() {
          write /tmp/junk \"x\"\n\
          write /etc/machine-id \"0123456789abcdef0123456789abcdef\\n\"\n\
          mkdir-p /var/lib/cloud/instances/i-1\nln-sf /var/lib/cloud/instances/i-1 /var/lib/cloud/instance\n\
-         write /etc/hosts.bak \"old\"\n",
+         write /etc/hosts.bak \"old\"\n\
+         write-append /etc/fstab \"UUID=0badf00d-0000-4000-8000-000000000000 /srv ext4 defaults 0 2\\n\"\n\
+         sh \"sed -i 's/^root:[^:]*:/root::/' /etc/shadow\"\n",
     );
+    // kiln inspect names each defect a golden image must not have; --strict fails on them.
+    let inspect_warnings = |disk: &Path| -> (Option<i32>, Vec<String>) {
+        let o = kiln()
+            .args(["inspect", "--strict", "--format", "json"])
+            .arg(disk)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", text(&o.stderr)));
+        let w = v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap().to_string())
+            .collect();
+        (o.status.code(), w)
+    };
+    let (code, warned) = inspect_warnings(&disk);
+    assert_eq!(code, Some(1), "--strict with warnings: {warned:?}");
+    let has = |w: &[String], needle: &str| w.iter().any(|x| x.contains(needle));
+    for needle in [
+        "ssh host keys are baked in",
+        "/etc/machine-id is set",
+        "account root has an empty password",
+        "fstab mounts UUID=0badf00d-0000-4000-8000-000000000000 on /srv",
+    ] {
+        assert!(has(&warned, needle), "{needle} not in {warned:?}");
+    }
     let before = std::fs::read(&disk).unwrap();
     let out = kiln()
         .args(["sysprep", "--dry-run", "-a"])
@@ -915,6 +945,17 @@ fn kiln_sysprep_dry_run_changes_nothing_then_removes_what_it_listed() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("did remove /root/.bash_history"));
+    // Sysprep took the identity away; what it does not touch is still named.
+    let (code, warned) = inspect_warnings(&disk);
+    assert_eq!(code, Some(1));
+    assert!(
+        !has(&warned, "host keys") && !has(&warned, "machine-id"),
+        "{warned:?}"
+    );
+    assert!(
+        has(&warned, "empty password") && has(&warned, "fstab mounts"),
+        "{warned:?}"
+    );
     let s = sections(&guestfish(
         &disk,
         "echo ==hist==\nexists /root/.bash_history\n\
