@@ -2287,13 +2287,71 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
             "{format: vmdk, subformat: streamOptimized}",
         ),
     );
+    // Two builds of it at once: one converts the new output while the other waits for that
+    // entry's lock and then takes it: the same bytes in both catalogs.
+    let twin = kiln()
+        .arg("build")
+        .arg(&b)
+        .args(["--no-glance", "--cache-dir"])
+        .arg(&cache)
+        .arg("-o")
+        .arg(dir.path().join("out-twin"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (err, reused, _) = build(&b, "out", &[]);
-    assert_eq!(reused, r(true, true, true, false), "{err}");
-    assert_eq!(converted(&err), 1, "{err}");
+    let twin = twin.wait_with_output().unwrap();
+    let twin_err = text(&twin.stderr);
+    assert_eq!(twin.status.code(), Some(0), "{twin_err}");
+    assert_eq!(
+        converted(&err) + converted(&twin_err),
+        1,
+        "one conversion between the two builds:\n{err}\n{twin_err}"
+    );
+    assert!(
+        err.contains("waiting for it") || twin_err.contains("waiting for it"),
+        "neither build waited for the other's entry:\n{err}\n{twin_err}"
+    );
+    let vmdk = "debian-12-1.0/debian-12-1.0.vmdk";
+    assert_eq!(
+        sha256_of(&dir.path().join("out").join(vmdk)),
+        sha256_of(&dir.path().join("out-twin").join(vmdk))
+    );
+    assert_eq!(reused[..3], r(true, true, true, false)[..3], "{err}");
     assert!(
         err.contains("debian-12-1.0.qcow2: reused from the stage cache"),
         "{err}"
     );
+
+    steps.at("--until provision");
+    // --until: nothing published, the stage's entry named; qemu-img reads its disk.
+    let until = kiln()
+        .arg("build")
+        .arg(&b)
+        .args(["--no-glance", "--until", "provision", "--cache-dir"])
+        .arg(&cache)
+        .arg("-o")
+        .arg(dir.path().join("out-until"))
+        .output()
+        .unwrap();
+    let said = text(&until.stdout);
+    assert_eq!(until.status.code(), Some(0), "{}", text(&until.stderr));
+    assert!(!dir.path().join("out-until/debian-12-1.0").exists());
+    let entry = said
+        .split("stage cache entry ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no entry named: {said}"));
+    let disk = cache
+        .join("stages")
+        .join(entry.trim_end_matches('.'))
+        .join("disk.qcow2");
+    let info = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(info.status.success(), "{said}: {}", text(&info.stderr));
 
     steps.at("a customize step changed");
     // A customize step changed: libguestfs again, the VM not.
