@@ -88,8 +88,15 @@ pub fn sfdisk_script() -> &'static str {
     "label: dos\nstart=2048, type=83, bootable\n"
 }
 
+/// The time every bootstrap step is told it is (mmdebstrap's SOURCE_DATE_EPOCH, mke2fs's
+/// E2FSPROGS_FAKE_TIME): the same inputs should give the same bytes.
+pub const SOURCE_DATE_EPOCH: &str = "1700000000";
+
+/// mkfs.ext4 with the partition's offset, a UUID and a directory-hash seed derived from the
+/// bootstrap's key (not random), and the root tree's content; run with E2FSPROGS_FAKE_TIME.
 pub fn mkfs_argv(disk: &Path, rootfs: &Path, uuid: &str, size_bytes: u64) -> Vec<String> {
     let fs_kib = (size_bytes - (1 << 20)) / 1024;
+    let hash_seed = fs_uuid(&format!("hash-seed:{uuid}"));
     argv([
         "mkfs.ext4".to_string(),
         "-q".into(),
@@ -101,7 +108,7 @@ pub fn mkfs_argv(disk: &Path, rootfs: &Path, uuid: &str, size_bytes: u64) -> Vec
         "-d".into(),
         rootfs.display().to_string(),
         "-E".into(),
-        "offset=1048576".into(),
+        format!("offset=1048576,hash_seed={hash_seed}"),
         disk.display().to_string(),
         format!("{fs_kib}k"),
     ])
@@ -268,7 +275,10 @@ mod tests {
         let v = mkfs_argv(Path::new("/d.raw"), Path::new("/r"), "U", 2 << 30);
         assert_eq!(
             v.join(" "),
-            "mkfs.ext4 -q -F -L root -U U -d /r -E offset=1048576 /d.raw 2096128k"
+            format!(
+                "mkfs.ext4 -q -F -L root -U U -d /r -E offset=1048576,hash_seed={} /d.raw 2096128k",
+                fs_uuid("hash-seed:U")
+            )
         );
     }
 

@@ -59,7 +59,10 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
         b.packages.len()
     );
     let opts = Opts {
-        env: vec![("SOURCE_DATE_EPOCH".into(), "1700000000".into())],
+        env: vec![(
+            "SOURCE_DATE_EPOCH".into(),
+            bootstrap::SOURCE_DATE_EPOCH.into(),
+        )],
         stream_prefix: Some("mmdebstrap| ".into()),
         ..Default::default()
     };
@@ -84,7 +87,13 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     tracing::info!("creating the ext4 filesystem from the root directory");
     process::run(
         &bootstrap::mkfs_argv(&raw, &rootfs, &uuid, b.size_bytes),
-        &Opts::default(),
+        &Opts {
+            env: vec![(
+                "E2FSPROGS_FAKE_TIME".into(),
+                bootstrap::SOURCE_DATE_EPOCH.into(),
+            )],
+            ..Default::default()
+        },
         &ctx.env.cancel,
     )
     .context("creating the root filesystem")?;
