@@ -135,9 +135,12 @@ fn only_entries_signed_by_a_trusted_key_are_taken() {
         vec![(file.clone(), "disk.qcow2".into())],
         meta.clone(),
     );
-    with(None, None).push(&unsigned, vec![(file.clone(), "disk.qcow2".into())], meta);
-    let r = pusher.wait();
-    assert!(r.failed.is_empty(), "{:?}", r.failed);
+    let plain = with(None, None);
+    plain.push(&unsigned, vec![(file.clone(), "disk.qcow2".into())], meta);
+    for r in [pusher.wait(), plain.wait()] {
+        assert!(r.failed.is_empty(), "{:?}", r.failed);
+        assert_eq!(r.pushed.len(), 1);
+    }
 
     let trusting = with(None, Some(&public));
     let got = trusting.meta(&signed).unwrap().expect("a signed entry");
