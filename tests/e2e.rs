@@ -2275,12 +2275,13 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
     }
     let (err, reused, _) = build_in(&cache_c, &c, "out-c", &["--cache-remote", &remote]);
     drop(hidden);
-    assert_eq!(reused, r(false, false, false, false), "{err}");
-    assert!(err.contains("started domain"), "{err}");
+    // The bytes first: its base's file and its provisioning's, in a filesystem that reads.
     let img_c = dir.path().join("out-c/debian-12-1.0/debian-12-1.0.qcow2");
     let got = guestfish(&img_c, "cat /etc/kiln-machine\ncat /etc/kiln-cached\n");
     // guestfish's `cat` ends each file with a newline of its own.
     assert_eq!(got, "c\n\ncached\n\n", "the third machine's image");
+    assert_eq!(reused, r(false, false, false, false), "{err}");
+    assert!(err.contains("started domain"), "{err}");
 
     steps.at("unchanged rebuild");
     // Unchanged: everything reused, nothing booted, launched or converted.
