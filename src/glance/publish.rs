@@ -45,6 +45,13 @@ pub fn delete_created(g: &Glance, id: &str) -> Result<(), GlanceError> {
     loop {
         match g.delete(id) {
             Ok(()) | Err(GlanceError::Http { status: 404, .. }) => return Ok(()),
+            // A DELETE that timed out while Glance hung may have been done after all: Glance
+            // then refuses the next one ("transition from deleted to deleted"). Gone is done.
+            Err(e @ GlanceError::Http { status: 400, .. }) => {
+                let deleted = matches!(g.get(id), Err(GlanceError::Http { status: 404, .. }))
+                    || g.get(id).is_ok_and(|v| v["status"] == "deleted");
+                return if deleted { Ok(()) } else { Err(e) };
+            }
             Err(e @ GlanceError::Transport { .. })
             | Err(e @ GlanceError::Http { status: 500.., .. }) => {
                 if Instant::now() >= end || crate::process::urgent() {
