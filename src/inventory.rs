@@ -307,18 +307,11 @@ pub fn spdx(
     let (os, packages, format) = (&inv.os, &inv.packages, inv.package_format);
     let distro = os.get("ID").map(String::as_str).unwrap_or("unknown");
     let image_id = spdx_id("Image", 0, image);
-    let mut pkgs = vec![serde_json::json!({
-        "SPDXID": image_id,
-        "name": image,
-        "versionInfo": image_version,
-        "downloadLocation": "NOASSERTION",
-        "filesAnalyzed": false,
-        "licenseConcluded": "NOASSERTION",
-        "licenseDeclared": "NOASSERTION",
-        "copyrightText": "NOASSERTION",
-        "primaryPackagePurpose": "OPERATING-SYSTEM",
-        "comment": os.get("PRETTY_NAME").cloned().unwrap_or_default(),
-    })];
+    let mut image_pkg = spdx_package(&image_id, image);
+    image_pkg["versionInfo"] = image_version.into();
+    image_pkg["primaryPackagePurpose"] = "OPERATING-SYSTEM".into();
+    image_pkg["comment"] = os.get("PRETTY_NAME").cloned().unwrap_or_default().into();
+    let mut pkgs = vec![image_pkg];
     let mut rels = vec![serde_json::json!({
         "spdxElementId": "SPDXRef-DOCUMENT",
         "relationshipType": "DESCRIBES",
@@ -326,21 +319,14 @@ pub fn spdx(
     })];
     for (i, p) in packages.iter().enumerate() {
         let id = spdx_id("Package", i + 1, &p.name);
-        pkgs.push(serde_json::json!({
-            "SPDXID": id,
-            "name": p.name,
-            "versionInfo": p.version,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": "NOASSERTION",
-            "copyrightText": "NOASSERTION",
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": purl(format, distro, p),
-            }],
-        }));
+        let mut pkg = spdx_package(&id, &p.name);
+        pkg["versionInfo"] = p.version.clone().into();
+        pkg["externalRefs"] = serde_json::json!([{
+            "referenceCategory": "PACKAGE-MANAGER",
+            "referenceType": "purl",
+            "referenceLocator": purl(format, distro, p),
+        }]);
+        pkgs.push(pkg);
         rels.push(serde_json::json!({
             "spdxElementId": image_id,
             "relationshipType": "CONTAINS",
@@ -360,6 +346,19 @@ pub fn spdx(
     })
 }
 
+/// An SPDX package with what kiln cannot assert said so (NOASSERTION), no files analysed.
+fn spdx_package(id: &str, name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "SPDXID": id,
+        "name": name,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": "NOASSERTION",
+        "copyrightText": "NOASSERTION",
+    })
+}
+
 /// An image file the SBOM names by its bytes.
 pub struct ImageFile<'a> {
     pub name: &'a str,
@@ -374,21 +373,14 @@ pub fn spdx_name_files(doc: &mut serde_json::Value, files: &[ImageFile]) {
     for (i, f) in files.iter().enumerate() {
         let id = spdx_id("ImageFile", i, f.name);
         if let Some(p) = doc["packages"].as_array_mut() {
-            p.push(serde_json::json!({
-                "SPDXID": id,
-                "name": f.name,
-                "packageFileName": f.name,
-                "downloadLocation": "NOASSERTION",
-                "filesAnalyzed": false,
-                "licenseConcluded": "NOASSERTION",
-                "licenseDeclared": "NOASSERTION",
-                "copyrightText": "NOASSERTION",
-                "primaryPackagePurpose": "OPERATING-SYSTEM",
-                "checksums": [
-                    {"algorithm": "SHA256", "checksumValue": f.sha256},
-                    {"algorithm": "SHA512", "checksumValue": f.sha512},
-                ],
-            }));
+            let mut pkg = spdx_package(&id, f.name);
+            pkg["packageFileName"] = f.name.into();
+            pkg["primaryPackagePurpose"] = "OPERATING-SYSTEM".into();
+            pkg["checksums"] = serde_json::json!([
+                {"algorithm": "SHA256", "checksumValue": f.sha256},
+                {"algorithm": "SHA512", "checksumValue": f.sha512},
+            ]);
+            p.push(pkg);
         }
         if let Some(r) = doc["relationships"].as_array_mut() {
             r.push(serde_json::json!({
