@@ -302,19 +302,6 @@ pub fn apt_conf(sandbox: &Path, arch: &str, foreign: &[String]) -> Result<String
     ))
 }
 
-/// The host apt's version (`apt-get --version`'s first line): which packages it resolves can
-/// change with it. None when there is no apt on the host (then the guest installs them).
-pub fn host_apt_version() -> Option<String> {
-    let out = std::process::Command::new("apt-get")
-        .arg("--version")
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    out.status
-        .success()
-        .then(|| text.lines().next().unwrap_or("").trim().to_string())
-}
-
 pub fn update_argv() -> Vec<String> {
     ["apt-get", "-q", "update"].map(String::from).to_vec()
 }

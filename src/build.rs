@@ -90,7 +90,7 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
     }
     let log = crate::logging::open_build_log(&ctx.env.out.join("build.log"))?;
     ctx.tools.kiln = env!("CARGO_PKG_VERSION").to_string();
-    ctx.tools.qemu_img = crate::process::tool_version("qemu-img");
+    ctx.tools.qemu_img = crate::hosttools::HostTools::here().qemu_img.clone();
     tracing::info!(
         "building {} from {} (staging in {})",
         ctx.env.plan.slug(),

@@ -18,6 +18,7 @@ pub mod gc;
 pub mod glance;
 pub mod guest;
 pub mod hostfile;
+pub mod hosttools;
 pub mod imagediff;
 pub mod inspect;
 pub mod installer;

@@ -38,6 +38,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("sysprep", 5),
     ("customize::apply", 5),
     ("guest", 6),
+    ("hosttools", 6),
     ("libvirt", 6),
     ("process", 6),
     ("owner", 6),

@@ -456,3 +456,53 @@ fn the_provision_key_names_the_way_the_steps_run() {
         (PackagePath::None, BootPath::None)
     );
 }
+
+/// The versions of the tools that write a stage's bytes are in its key (issue 23): another
+/// libguestfs rebuilds the libguestfs unit, another qemu-img every output it writes; kiln's own
+/// streamOptimized vmdk writer does not depend on qemu-img.
+#[test]
+fn tool_versions_that_write_the_bytes_are_in_the_keys() {
+    use crate::hosttools::HostTools;
+    use crate::stagecache::{guestfs_key, output_key, Key};
+    use crate::tunables::VmdkWriter;
+    let dir = Dir::new();
+    let p = dir.write(
+        "r.yaml",
+        &format!("{MINIMAL}outputs:\n  - {{format: qcow2, compress: zstd}}\n  - {{format: vmdk, subformat: streamOptimized}}\n"),
+    );
+    let plan = load_plan(&p, &[], &[]).unwrap();
+    let old = HostTools {
+        qemu_img: "qemu-img version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)".into(),
+        libguestfs: "1.48.6".into(),
+    };
+    let new_qemu = HostTools {
+        qemu_img: "qemu-img version 10.0.3 (Debian 1:10.0.3+ds-2~bpo12+1)".into(),
+        ..old.clone()
+    };
+    let new_guestfs = HostTools {
+        libguestfs: "1.52.0".into(),
+        ..old.clone()
+    };
+    let prev = Key("0".repeat(64));
+    let g = |t: &HostTools| guestfs_key(&plan, &prev, t).unwrap().unwrap();
+    assert_ne!(g(&old), g(&new_guestfs));
+    assert_eq!(g(&old), g(&new_qemu));
+    let (qcow2, vmdk) = (&plan.outputs[0], &plan.outputs[1]);
+    let o = |out, w, t: &HostTools| output_key(&prev, out, w, t);
+    assert_ne!(
+        o(qcow2, VmdkWriter::Kiln, &old),
+        o(qcow2, VmdkWriter::Kiln, &new_qemu)
+    );
+    assert_eq!(
+        o(qcow2, VmdkWriter::Kiln, &old),
+        o(qcow2, VmdkWriter::Kiln, &new_guestfs)
+    );
+    assert_eq!(
+        o(vmdk, VmdkWriter::Kiln, &old),
+        o(vmdk, VmdkWriter::Kiln, &new_qemu)
+    );
+    assert_ne!(
+        o(vmdk, VmdkWriter::QemuImg, &old),
+        o(vmdk, VmdkWriter::QemuImg, &new_qemu)
+    );
+}

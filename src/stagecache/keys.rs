@@ -4,6 +4,7 @@
 //! to bytes is its `built_on` (see "bound to bytes" in `mod.rs`).
 
 use super::*;
+use crate::hosttools::HostTools;
 
 /// The key of `stage` (implementation `version`) over its typed `inputs`, after `prev`. The
 /// inputs become JSON whose maps are sorted by key, so equal inputs give equal keys.
@@ -155,7 +156,8 @@ pub fn planned(
     let (p, content) = linked(&chain, below.as_ref());
     out.insert("provision", p);
     below = content;
-    let Ok(Some(k)) = guestfs_key(plan, &chain) else {
+    let tools = crate::hosttools::HostTools::here();
+    let Ok(Some(k)) = guestfs_key(plan, &chain, tools) else {
         return out;
     };
     chain = k;
@@ -166,7 +168,7 @@ pub fn planned(
     let keys: Vec<Key> = plan
         .outputs
         .iter()
-        .map(|o| output_key(&chain, o, tunables.vmdk_writer))
+        .map(|o| output_key(&chain, o, tunables.vmdk_writer, tools))
         .collect();
     if !keys.is_empty() {
         let found: Vec<Planned> = keys.iter().map(|k| linked(k, below.as_ref()).0).collect();
@@ -463,14 +465,17 @@ fn provision_inputs(
         disk_bytes: plan.vm.disk_bytes,
         path,
         host_apt: (path.packages == crate::vocab::PackagePath::Host)
-            .then(crate::aptsandbox::host_apt_version)
-            .flatten(),
+            .then(crate::hosttools::apt)
+            .flatten()
+            .map(str::to_string),
     })
 }
 
-/// What the libguestfs stages' (cloud-init, customize, sysprep) result depends on.
+/// What the libguestfs stages' (cloud-init, customize, sysprep) result depends on, the
+/// version of libguestfs (its appliance writes the changes) included.
 #[derive(Serialize)]
 pub struct GuestfsInputs<'a> {
+    pub libguestfs: &'a str,
     pub cloud_init: &'a crate::plan::CloudInitPlan,
     pub operations: &'a [&'static str],
     pub remove_user_accounts: &'a [String],
@@ -568,7 +573,10 @@ fn step_inputs(c: &crate::customize::Customize) -> std::io::Result<Option<StepIn
     }))
 }
 
-fn guestfs_inputs(plan: &crate::plan::Plan) -> std::io::Result<Option<GuestfsInputs<'_>>> {
+fn guestfs_inputs<'a>(
+    plan: &'a crate::plan::Plan,
+    tools: &'a HostTools,
+) -> std::io::Result<Option<GuestfsInputs<'a>>> {
     let o = &plan.sysprep_options;
     let mut customize = Vec::new();
     for c in &o.customize {
@@ -578,6 +586,7 @@ fn guestfs_inputs(plan: &crate::plan::Plan) -> std::io::Result<Option<GuestfsInp
         }
     }
     Ok(Some(GuestfsInputs {
+        libguestfs: &tools.libguestfs,
         cloud_init: &plan.cloud_init,
         operations: &plan.sysprep,
         remove_user_accounts: &o.remove_user_accounts,
@@ -588,23 +597,29 @@ fn guestfs_inputs(plan: &crate::plan::Plan) -> std::io::Result<Option<GuestfsInp
 }
 
 /// What one output depends on: its format and options (not its file name), and the writer
-/// when that is not kiln's own (qemu-img's streamOptimized vmdk has other bytes).
+/// when that is not kiln's own (qemu-img's streamOptimized vmdk has other bytes) with its
+/// version when qemu-img writes it.
 #[derive(Serialize)]
 pub struct OutputInputs<'a> {
     #[serde(flatten)]
     pub output: &'a crate::plan::OutputPlan,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vmdk_writer: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu_img: Option<&'a str>,
 }
 
-fn output_inputs(
-    o: &crate::plan::OutputPlan,
+fn output_inputs<'a>(
+    o: &'a crate::plan::OutputPlan,
     writer: crate::tunables::VmdkWriter,
-) -> OutputInputs<'_> {
-    let qemu_img = writer == crate::tunables::VmdkWriter::QemuImg;
+    tools: &'a HostTools,
+) -> OutputInputs<'a> {
+    let stream_vmdk = crate::convert::is_stream_vmdk(o);
+    let qemu_img = writer == crate::tunables::VmdkWriter::QemuImg || !stream_vmdk;
     OutputInputs {
         output: o,
-        vmdk_writer: (qemu_img && crate::convert::is_stream_vmdk(o)).then_some("qemu-img"),
+        vmdk_writer: (qemu_img && stream_vmdk).then_some("qemu-img"),
+        qemu_img: qemu_img.then_some(tools.qemu_img.as_str()),
     }
 }
 
@@ -627,8 +642,12 @@ pub fn provision_key(
 
 /// The libguestfs unit's key (cloud-init and sysprep) after `prev`; None when it is not
 /// cacheable (a random password).
-pub fn guestfs_key(plan: &crate::plan::Plan, prev: &Key) -> std::io::Result<Option<Key>> {
-    Ok(guestfs_inputs(plan)?.map(|i| derive("guestfs", GUESTFS_VERSION, Some(prev), &i)))
+pub fn guestfs_key(
+    plan: &crate::plan::Plan,
+    prev: &Key,
+    tools: &HostTools,
+) -> std::io::Result<Option<Key>> {
+    Ok(guestfs_inputs(plan, tools)?.map(|i| derive("guestfs", GUESTFS_VERSION, Some(prev), &i)))
 }
 
 /// One output's key after `prev` (the libguestfs unit's key).
@@ -636,12 +655,13 @@ pub fn output_key(
     prev: &Key,
     o: &crate::plan::OutputPlan,
     writer: crate::tunables::VmdkWriter,
+    tools: &HostTools,
 ) -> Key {
     derive(
         "convert",
         CONVERT_VERSION,
         Some(prev),
-        &output_inputs(o, writer),
+        &output_inputs(o, writer, tools),
     )
 }
 

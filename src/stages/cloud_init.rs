@@ -73,7 +73,11 @@ impl Stage<BuildContext> for CloudInitStage {
         // chain goes on only once the unit is reused or committed.
         let prev = ctx.cache.chain.take();
         let key = match &prev {
-            Some(prev) => crate::stagecache::guestfs_key(&ctx.env.plan, &prev.key)?,
+            Some(prev) => crate::stagecache::guestfs_key(
+                &ctx.env.plan,
+                &prev.key,
+                crate::hosttools::HostTools::here(),
+            )?,
             None => None,
         };
         let found =
@@ -112,7 +116,7 @@ impl Stage<BuildContext> for CloudInitStage {
             },
         )?;
         g.kill_on_cancel(&ctx.env.cancel);
-        ctx.tools.libguestfs = crate::guest::version();
+        ctx.tools.libguestfs = crate::hosttools::HostTools::here().libguestfs.clone();
 
         // The provisioning script's own verdict, written inside the guest (when it booted).
         let status = if ctx.made.domain.is_none() {

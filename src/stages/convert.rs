@@ -39,7 +39,12 @@ impl Stage<BuildContext> for ConvertStage {
             .iter()
             .map(|o| {
                 ctx.cache.chain.as_ref().map(|prev| {
-                    crate::stagecache::output_key(&prev.key, o, ctx.env.tunables.vmdk_writer)
+                    crate::stagecache::output_key(
+                        &prev.key,
+                        o,
+                        ctx.env.tunables.vmdk_writer,
+                        crate::hosttools::HostTools::here(),
+                    )
                 })
             })
             .collect();

@@ -189,6 +189,7 @@ fn booted_link(ctx: &BuildContext, sha256: &str) -> Option<ChainLink> {
         &ctx.cache.chain.as_ref()?.key,
         &ctx.env.plan.outputs[i],
         ctx.env.tunables.vmdk_writer,
+        crate::hosttools::HostTools::here(),
     );
     ctx.cache.store.as_ref()?.has(&key).then(|| ChainLink {
         identity: crate::stagecache::output_identity(sha256),

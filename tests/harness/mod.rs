@@ -219,23 +219,38 @@ pub fn qemu_user(domain: &str) -> (u32, String) {
 /// The steps of a long scenario: `steps.at("…")` before each; a failure (a panic unwinding
 /// through the scenario) then ends with the step it happened in, so a red run names it
 /// without splitting the scenario into tests that would each build their own image.
-pub struct Steps(std::cell::Cell<&'static str>);
+pub struct Steps {
+    name: std::cell::Cell<&'static str>,
+    since: std::cell::Cell<std::time::Instant>,
+}
 
 impl Steps {
     pub fn new() -> Self {
-        Steps(std::cell::Cell::new("setup"))
+        Steps {
+            name: std::cell::Cell::new("setup"),
+            since: std::cell::Cell::new(std::time::Instant::now()),
+        }
     }
 
+    /// Names the step that follows; the one before is printed with its seconds (where a long
+    /// scenario spends its time, for keeping CI short).
     pub fn at(&self, name: &'static str) {
-        eprintln!("--- step: {name}");
-        self.0.set(name);
+        let took = self.since.replace(std::time::Instant::now()).elapsed();
+        eprintln!(
+            "--- step: {name} (the step before took {:.1} s)",
+            took.as_secs_f64()
+        );
+        self.name.set(name);
     }
 }
 
 impl Drop for Steps {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("*** failed in step: {}", self.0.get());
+            eprintln!("*** failed in step: {}", self.name.get());
+        } else {
+            let took = self.since.get().elapsed().as_secs_f64();
+            eprintln!("--- the last step took {took:.1} s");
         }
     }
 }
