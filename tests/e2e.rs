@@ -2132,12 +2132,14 @@ impl Drop for Hidden {
 }
 
 /// The stage cache (issues 13, 23): an unchanged rebuild reuses every stage (no VM, no
-/// libguestfs launch, no conversion), a changed output converts only that output, a changed
-/// customize step reruns the libguestfs stages but not the VM (`--rebuild-from` is the interrupt
-/// test's). Three machines share a remote, each with none of the others' files in sight: one
-/// with an empty cache takes the whole chain and builds on the pulled overlays; one with its
-/// own base disk (other bytes, same keys) never gets another's overlay layered over it; the
-/// images of all three are compared file by file.
+/// libguestfs launch, no conversion), `--refresh` provisions again and nothing above is reused
+/// over the new bytes, a build failing after provisioning is resumed from its provisioned
+/// disk, a changed output converts only that output, a changed customize step reruns the
+/// libguestfs stages but not the VM (`--rebuild-from` is the interrupt test's). Three machines
+/// share a remote, each with none of the others' files in sight: one with an empty cache takes
+/// the whole chain and builds on the pulled overlays; one with its own base disk (other bytes,
+/// same keys) never gets another's overlay layered over it; their images are compared byte for
+/// byte or file by file.
 #[test]
 #[ignore = "slow: VM builds; run by scripts/test.sh"]
 fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() {
@@ -2320,6 +2322,45 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
     );
     assert_eq!(converted(&err), 0, "{err}");
     assert_eq!(again["outputs"], cold["outputs"]);
+
+    steps.at("--refresh, a failure after provisioning, then resumed");
+    // Provisioning again makes other bytes (no provisioning is bit-reproducible): nothing
+    // made on the old ones may be reused over them, however the keys match. The build that
+    // refreshes fails after provisioning (a customize step); the next build resumes from its
+    // provisioned disk and makes everything above it again: new image bytes, which still
+    // hold what the steps write.
+    let failing_text = base.replace(
+        "\ncustomize:\n",
+        "\ncustomize:\n  - run-command: \"exit 3\"\n",
+    );
+    assert_ne!(failing_text, base);
+    let failing = write("failing.yaml", &failing_text);
+    let o = kiln()
+        .arg("build")
+        .arg(&failing)
+        .args(["--no-glance", "--refresh", "--cache-dir"])
+        .arg(&cache)
+        .arg("-o")
+        .arg(dir.path().join("out-refresh"))
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("started domain"), "{err}");
+    let (err, reused, _) = build(&a, "out-refresh", &[]);
+    assert_eq!(reused, r(true, false, false, false), "{err}");
+    assert!(!err.contains("started domain"), "{err}");
+    let qcow2 = "debian-12-1.0/debian-12-1.0.qcow2";
+    let refreshed = dir.path().join("out-refresh").join(qcow2);
+    assert_ne!(
+        sha256_of(&refreshed),
+        sha256_of(&dir.path().join("out").join(qcow2)),
+        "the refreshed image is the old one"
+    );
+    assert_eq!(
+        guestfish(&refreshed, "cat /etc/kiln-cached\n"),
+        "cached\n\n"
+    );
 
     steps.at("one output changed");
     // One output changed: only it is converted.

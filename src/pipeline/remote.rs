@@ -84,10 +84,14 @@ impl BuildContext {
         let result = (|| {
             let files = remote.pull(&meta.key.0, raw, &tmp, &self.env.cancel)?;
             // The disk's bytes are the ones the entry claims (before the rebase below
-            // rewrites the path in its header, as the maker's digest was taken before).
+            // rewrites the path in its header, as the maker's digest was taken before): the
+            // download verified the file against this digest as it streamed in, so it is not
+            // read a second time.
             if let (Some(content), Some(disk)) = (&meta.content, meta.files.first()) {
-                let d = crate::stagecache::file_digest(&tmp.join(disk))?;
-                if crate::stagecache::disk_identity(meta.built_on.as_ref(), &d) != *content {
+                let d = raw["remote_files"][disk.as_str()]["sha256"]
+                    .as_str()
+                    .context("the remote entry lists no digest of its disk")?;
+                if crate::stagecache::disk_identity(meta.built_on.as_ref(), d) != *content {
                     anyhow::bail!("its disk is not the bytes its meta.json names");
                 }
             }
