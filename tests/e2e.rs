@@ -830,7 +830,7 @@ fn a_debian_disk(dir: &Path) -> PathBuf {
             })
     };
     if cached().is_none() {
-        // The base disk is bootstrapped into the cache by a build that goes no further; the
+        // The base disk is bootstrapped into the cache by a build that publishes nothing; the
         // example's own image would bring its users and files along.
         let status = kiln()
             .args([
@@ -838,7 +838,7 @@ fn a_debian_disk(dir: &Path) -> PathBuf {
                 "examples/debian-12.yaml",
                 "--no-glance",
                 "--until",
-                "source",
+                "provision",
                 "-o",
             ])
             .arg(dir)
