@@ -61,9 +61,11 @@ pub fn customize_script(uuid: &str) -> String {
     format!(
         r#"set -eu
 root="$1"
-# mmdebstrap copies the host's hostname and resolv.conf: cloud-init and dhclient set them.
+# mmdebstrap copies the host's hostname and resolv.conf (their modes too): cloud-init and
+# dhclient set them; nothing of the host stays.
 echo localhost > "$root/etc/hostname"
 : > "$root/etc/resolv.conf"
+chmod 0644 "$root/etc/hostname" "$root/etc/resolv.conf"
 printf 'UUID={uuid} / ext4 errors=remount-ro 0 1\n' > "$root/etc/fstab"
 printf 'auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n' > "$root/etc/network/interfaces"
 echo 'LANG=C.UTF-8' > "$root/etc/default/locale"
