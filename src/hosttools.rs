@@ -29,15 +29,6 @@ impl HostTools {
 /// The host's `apt-get --version` first line, when there is an apt (asked on first use).
 pub fn apt() -> Option<&'static str> {
     static APT: OnceLock<Option<String>> = OnceLock::new();
-    APT.get_or_init(|| {
-        let out = std::process::Command::new("apt-get")
-            .arg("--version")
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        out.status
-            .success()
-            .then(|| text.lines().next().unwrap_or("").trim().to_string())
-    })
-    .as_deref()
+    APT.get_or_init(|| crate::process::version_line("apt-get"))
+        .as_deref()
 }

@@ -288,13 +288,16 @@ pub fn last_lines(s: &str, n: usize) -> String {
 
 /// Version line of a tool (`tool --version`, first line), or "unknown".
 pub fn tool_version(tool: &str) -> String {
-    Command::new(tool)
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().next().map(str::to_string))
-        .unwrap_or_else(|| "unknown".into())
+    version_line(tool).unwrap_or_else(|| "unknown".into())
+}
+
+/// `TOOL --version`'s first line, trimmed; None when the tool is missing or fails.
+pub fn version_line(tool: &str) -> Option<String> {
+    let out = Command::new(tool).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status
+        .success()
+        .then(|| text.lines().next().unwrap_or("").trim().to_string())
 }
 
 pub fn argv<I, S>(parts: I) -> Vec<String>

@@ -156,7 +156,7 @@ pub fn planned(
     let (p, content) = linked(&chain, below.as_ref());
     out.insert("provision", p);
     below = content;
-    let tools = crate::hosttools::HostTools::here();
+    let tools = HostTools::here();
     let Ok(Some(k)) = guestfs_key(plan, &chain, tools) else {
         return out;
     };
