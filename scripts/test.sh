@@ -45,12 +45,14 @@ step "scripts/glance-setup.sh, then scripts/swift-setup.sh, in the background"
 services_log=$(mktemp)
 (bash scripts/glance-setup.sh && bash scripts/swift-setup.sh) >"$services_log" 2>&1 &
 services_pid=$!
-step "cargo build --locked"
-cargo build --locked
-step "cargo test --locked"
-cargo test --locked
+# Release builds throughout: the tests drive the binary users run (the one quickstart.sh builds,
+# so after it nothing is compiled twice), and no second, debug build of every dependency.
+step "cargo build --locked --release"
+cargo build --locked --release
+step "cargo test --locked --release"
+cargo test --locked --release
 # The SBOM read back by the SPDX project's validator (installed by install-deps.sh).
-cargo test --locked --lib -- --ignored pyspdxtools
+cargo test --locked --release --lib -- --ignored pyspdxtools
 # A real Keystone + Glance (installed from PyPI into a venv on first use) for `kiln image`,
 # and a real Swift with Keystone auth for the remote stage cache: started above.
 step "waiting for Keystone, Glance and Swift"
@@ -63,26 +65,27 @@ export KILN_GLANCE_VENV=${KILN_GLANCE_VENV:-/opt/kiln-glance-venv}
 # Swift's S3 credentials (a Keystone EC2 credential) come from a private file, not the log.
 # shellcheck disable=SC1091
 . "${KILN_SWIFT_DIR:-/var/tmp/kiln-swift}/s3.env"
-step "cargo test --locked --test remote_cache"
-cargo test --locked --test remote_cache -- --ignored
-# One test at a time: Glance on sqlite answers 500 "database is locked" when several clients
-# write at once (sqlite cannot upgrade two readers to writers; it fails one immediately).
-step "cargo test --locked --test glance"
-cargo test --locked --test glance --test glance_faults -- --ignored --test-threads=1
-# The real VM builds, then a real unattended install from an installer ISO the test builds
-# itself. One test at a time: two TCG guests at once on 2 cores are only slower (and the
-# installer tests share their cached medium). With cargo-nextest (when installed): each test's
-# time in the log, and every test runs even after one failed.
+# The service and VM tests. With cargo-nextest (when installed): two at a time where that is safe
+# (.config/nextest.toml: tests that boot a guest run alone, one Glance test at a time), each
+# test's time in the log, and every test runs even after one failed. Without it: one at a time.
 if cargo nextest --version >/dev/null 2>&1; then
-  step "cargo nextest run --test e2e --test installer_e2e"
+  step "cargo nextest run: remote_cache, glance, glance_faults, e2e, installer_e2e"
   rc=0
-  cargo nextest run --locked --test e2e --test installer_e2e --run-ignored only -j 1 \
-    --no-fail-fast --failure-output final || rc=$?
-  cp target/nextest/default/junit.xml "$times_dir/vm.xml" 2>/dev/null || true
+  cargo nextest run --locked --release --run-ignored only -j 2 --no-fail-fast \
+    --failure-output final --test remote_cache --test glance --test glance_faults \
+    --test e2e --test installer_e2e || rc=$?
+  cp target/nextest/default/junit.xml "$times_dir/tests.xml" 2>/dev/null || true
   [ "$rc" = 0 ] || exit "$rc"
 else
-  step "cargo test --locked --test e2e"
-  cargo test --locked --test e2e -- --ignored --test-threads=1
-  step "cargo test --locked --test installer_e2e"
-  cargo test --locked --test installer_e2e -- --ignored --nocapture --test-threads=1
+  step "cargo test --locked --release --test remote_cache"
+  cargo test --locked --release --test remote_cache -- --ignored
+  # Glance on sqlite answers 500 "database is locked" when several clients write at once.
+  step "cargo test --locked --release --test glance"
+  cargo test --locked --release --test glance --test glance_faults -- --ignored --test-threads=1
+  # Two TCG guests at once on 2 cores are only slower (and the installer tests share their
+  # cached medium).
+  step "cargo test --locked --release --test e2e"
+  cargo test --locked --release --test e2e -- --ignored --test-threads=1
+  step "cargo test --locked --release --test installer_e2e"
+  cargo test --locked --release --test installer_e2e -- --ignored --nocapture --test-threads=1
 fi
