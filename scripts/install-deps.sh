@@ -102,6 +102,15 @@ if [ -n "$need" ]; then
   fi
 fi
 
+# mke2fs 1.47.1 and later clamp every inode's times to SOURCE_DATE_EPOCH when they fill a
+# filesystem from a directory (`-d`), so a bootstrapped base disk's bytes do not depend on when it
+# was made; bookworm has 1.47.0, bookworm-backports 1.47.2.
+if dpkg --compare-versions "$(dpkg-query -W -f='${Version}' e2fsprogs)" lt 1.47.1; then
+  echo "installing: e2fsprogs from bookworm-backports (mke2fs -d with SOURCE_DATE_EPOCH)"
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends -t bookworm-backports e2fsprogs
+fi
+
 # pykickstart's ksvalidator (kickstart files) and the SPDX project's validator (SBOMs), from
 # PyPI into their own venv.
 tools=${KILN_TOOLS_VENV:-/opt/kiln-tools-venv}

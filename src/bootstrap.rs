@@ -80,6 +80,10 @@ if [ -x "$root/usr/sbin/sshd" ]; then
   mkdir -p "$root/etc/systemd/system/ssh.service.d"
   printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' \
     > "$root/etc/systemd/system/ssh.service.d/kiln-hostkeys.conf"
+  # openssh-server's postinst made host keys: random, so no two bootstraps would give the same
+  # bytes, and every image made from this base would share them until sysprep. The unit above
+  # makes them on the first boot.
+  rm -f "$root"/etc/ssh/ssh_host_*
 fi
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
 "#
@@ -90,8 +94,10 @@ pub fn sfdisk_script() -> &'static str {
     "label: dos\nstart=2048, type=83, bootable\n"
 }
 
-/// The time every bootstrap step is told it is (mmdebstrap's SOURCE_DATE_EPOCH, mke2fs's
-/// E2FSPROGS_FAKE_TIME): the same inputs should give the same bytes.
+/// The time every bootstrap step is told it is (mmdebstrap's and mke2fs's SOURCE_DATE_EPOCH,
+/// mke2fs's E2FSPROGS_FAKE_TIME): the same inputs should give the same bytes. mke2fs 1.47.1 and
+/// later clamp every inode's times to SOURCE_DATE_EPOCH with `-d` (1.47.0 copies each file's
+/// ctime, the moment mmdebstrap wrote it).
 pub const SOURCE_DATE_EPOCH: &str = "1700000000";
 
 /// mkfs.ext4 with the partition's offset, a UUID and a directory-hash seed derived from the

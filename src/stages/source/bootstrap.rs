@@ -88,10 +88,9 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     process::run(
         &bootstrap::mkfs_argv(&raw, &rootfs, &uuid, b.size_bytes),
         &Opts {
-            env: vec![(
-                "E2FSPROGS_FAKE_TIME".into(),
-                bootstrap::SOURCE_DATE_EPOCH.into(),
-            )],
+            env: ["E2FSPROGS_FAKE_TIME", "SOURCE_DATE_EPOCH"]
+                .map(|k| (k.into(), bootstrap::SOURCE_DATE_EPOCH.into()))
+                .into(),
             ..Default::default()
         },
         &ctx.env.cancel,
