@@ -33,6 +33,10 @@ impl BuildContext {
         let found = self
             .cache_get(&key, unit, built_on)
             .filter(|e| self.linked(unit, e, built_on) && usable(self, e));
+        // A pull that Ctrl-C cut short is a miss, but not one to build after.
+        if self.env.cancel.is_cancelled() {
+            anyhow::bail!("interrupted while looking up the stage cache");
+        }
         if let Some(e) = found {
             match serde_json::from_value::<R>(e.meta.data.clone()) {
                 Ok(r) => {

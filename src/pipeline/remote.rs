@@ -54,6 +54,10 @@ impl BuildContext {
                 self.cache.shared.lock().unwrap().insert(key.clone());
                 Some(e)
             }
+            Err(e) if self.env.cancel.is_cancelled() => {
+                tracing::info!("remote cache: pulling entry {}: {e:#}", key.short());
+                None
+            }
             Err(e) => {
                 tracing::warn!(
                     "remote cache: pulling entry {}: {e:#}; building instead",
@@ -245,6 +249,10 @@ impl BuildContext {
                     start.elapsed().as_secs_f64()
                 );
                 true
+            }
+            Err(e) if self.env.cancel.is_cancelled() => {
+                tracing::info!("remote cache: pulling the base disk: {e:#}");
+                false
             }
             Err(e) => {
                 tracing::warn!("remote cache: pulling the base disk: {e:#}; making it here");
