@@ -49,8 +49,16 @@ services_pid=$!
 # so after it nothing is compiled twice), and no second, debug build of every dependency.
 step "cargo build --locked --release"
 cargo build --locked --release
-step "cargo test --locked --release"
-cargo test --locked --release
+# The unit and CLI tests: under nextest (when installed) every test is a process and two run at
+# once, so the test binaries do not wait for each other.
+if cargo nextest --version >/dev/null 2>&1; then
+  step "cargo nextest run --locked --release (unit and CLI tests)"
+  cargo nextest run --locked --release -j 2 --no-fail-fast --failure-output final
+  cargo test --locked --release --doc
+else
+  step "cargo test --locked --release"
+  cargo test --locked --release
+fi
 # The SBOM read back by the SPDX project's validator (installed by install-deps.sh).
 cargo test --locked --release --lib -- --ignored pyspdxtools
 # A real Keystone + Glance (installed from PyPI into a venv on first use) for `kiln image`,
