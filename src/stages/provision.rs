@@ -89,17 +89,14 @@ impl Stage<BuildContext> for ProvisionStage {
 /// installed packages from a mirror that has newer ones now. An expired entry is removed with
 /// everything built on it (their keys would name the new disk's results).
 fn expired(ctx: &BuildContext, e: &crate::stagecache::Entry) -> bool {
-    if ctx.env.plan.provision.is_empty() {
-        return false;
-    }
     let age = e.age_secs();
-    let why = if ctx.env.refresh {
-        "--refresh".to_string()
-    } else {
-        match ctx.env.plan.cache_max_age_secs {
-            Some(max) if age > max => format!("older than cache.max_age ({max} s)"),
-            _ => return false,
-        }
+    let Some(why) = expiry(
+        !ctx.env.plan.provision.is_empty(),
+        ctx.env.refresh,
+        ctx.env.plan.cache_max_age_secs,
+        age,
+    ) else {
+        return false;
     };
     tracing::info!(
         "stage provision: cache entry {} is {} s old, {why}: provisioning again",
@@ -115,6 +112,21 @@ fn expired(ctx: &BuildContext, e: &crate::stagecache::Entry) -> bool {
         }
     }
     true
+}
+
+/// Why a provisioned disk `age` seconds old is not reused, if it is not: only a recipe with
+/// steps provisions (no steps, nothing from a mirror to go stale); `--refresh` always;
+/// `cache.max_age` once the entry is older than it. After this decision both take the same
+/// path (the e2e stage-cache test's `--refresh` step).
+fn expiry(has_steps: bool, refresh: bool, max_age: Option<u64>, age: u64) -> Option<String> {
+    match (has_steps, refresh, max_age) {
+        (false, _, _) => None,
+        (true, true, _) => Some("--refresh".into()),
+        (true, false, Some(max)) if age > max => {
+            Some(format!("older than cache.max_age ({max} s)"))
+        }
+        _ => None,
+    }
 }
 
 /// A new empty overlay over `below` (a cached disk) for the next stage to write into.
@@ -670,5 +682,35 @@ impl Describe for ProvisionStage {
             inputs: serde_json::json!({ "vm": plan.vm, "steps": plan.provision }),
             commands: cmds,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expiry;
+
+    #[test]
+    fn a_provisioned_disk_expires_on_refresh_or_past_max_age_only() {
+        let day = 86_400;
+        for (has_steps, refresh, max_age, age, want) in [
+            (true, false, None, 10 * day, None),
+            (true, false, Some(7 * day), 7 * day, None),
+            (
+                true,
+                false,
+                Some(7 * day),
+                7 * day + 1,
+                Some("older than cache.max_age (604800 s)"),
+            ),
+            (true, true, None, 0, Some("--refresh")),
+            (true, true, Some(7 * day), 8 * day, Some("--refresh")),
+            (false, true, Some(1), 8 * day, None),
+        ] {
+            assert_eq!(
+                expiry(has_steps, refresh, max_age, age).as_deref(),
+                want,
+                "{has_steps} {refresh} {max_age:?} {age}"
+            );
+        }
     }
 }
