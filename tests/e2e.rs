@@ -2255,8 +2255,8 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
     // bootstrap, no VM, no libguestfs launch, no conversion, and the same image bytes.
     let cache_b = dir.path().join("cache-b");
     let hidden = Hidden::new(&cache);
-    // First Ctrl-C while it pulls the entries: exit 130, no half-pulled directory left, and
-    // nothing there the next build trusts without the remote (it pulls and checks again).
+    // First Ctrl-C while it pulls the entries: exit 130, no half-pulled directory left, nothing
+    // built; what it had verified and renamed into place (the base disk) the next build uses.
     let mut cmd = kiln();
     cmd.arg("build")
         .arg(&a)

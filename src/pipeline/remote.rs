@@ -217,19 +217,20 @@ impl BuildContext {
     }
 
     /// Fetch the base disk `key` from the remote into `dest` (atomically), instead of making
-    /// or downloading it. False when the remote does not have it (or fails: with a warning).
-    pub fn pull_base(&self, key: &Key, dest: &Path) -> bool {
+    /// or downloading it. False when the remote does not have it (or fails: with a warning);
+    /// an error when Ctrl-C cut the pull short (nothing is to be made after it).
+    pub fn pull_base(&self, key: &Key, dest: &Path) -> anyhow::Result<bool> {
         let Some(remote) = &self.cache.remote else {
-            return false;
+            return Ok(false);
         };
         if self.cache.lookups_off {
-            return false;
+            return Ok(false);
         }
         let Some(raw) = self.remote_meta(key, "") else {
-            return false;
+            return Ok(false);
         };
         let Some(dir) = dest.parent() else {
-            return false;
+            return Ok(false);
         };
         let tmp = dir.join(format!(".pull-{}-{}", key.short(), std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
@@ -248,15 +249,14 @@ impl BuildContext {
                     dest.display(),
                     start.elapsed().as_secs_f64()
                 );
-                true
+                Ok(true)
             }
             Err(e) if self.env.cancel.is_cancelled() => {
-                tracing::info!("remote cache: pulling the base disk: {e:#}");
-                false
+                Err(e.context("interrupted while pulling the base disk"))
             }
             Err(e) => {
                 tracing::warn!("remote cache: pulling the base disk: {e:#}; making it here");
-                false
+                Ok(false)
             }
         }
     }

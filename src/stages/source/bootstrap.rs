@@ -37,7 +37,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
         return Ok(dest);
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    if ctx.pull_base(&crate::stagecache::bootstrap_key(b), &dest) {
+    if ctx.pull_base(&crate::stagecache::bootstrap_key(b), &dest)? {
         return Ok(dest);
     }
     if unsafe { libc::geteuid() } != 0 {

@@ -171,7 +171,7 @@ fn download_cached(ctx: &mut BuildContext, url: &str, sum: &Checksum) -> anyhow:
     if let Some(name) = dest.file_name() {
         let key = crate::stagecache::download_key(&name.to_string_lossy());
         // The recipe's checksum decides, not the remote's word.
-        if ctx.pull_base(&key, &dest) {
+        if ctx.pull_base(&key, &dest)? {
             match verify_file(&dest, sum) {
                 Ok(()) => return Ok(dest),
                 Err(e) => {
