@@ -1751,11 +1751,20 @@ fn glance_ids(name: &str) -> Vec<String> {
 /// What a build left in the cache that it should not have: partial downloads, bootstrap
 /// scratch directories.
 fn cache_leftovers() -> Vec<String> {
-    let cache = kiln_cache_dir();
-    tree(&cache)
+    leftovers_in(&kiln_cache_dir())
+}
+
+/// What an interrupted transfer, commit, download or bootstrap leaves in a stage cache when
+/// its cleanup did not run: pull and commit directories, part files, bootstrap trees.
+fn leftovers_in(cache: &Path) -> Vec<String> {
+    tree(cache)
         .into_iter()
         .map(|(p, _)| p)
-        .filter(|p| p.contains(".part-") || p.contains("bootstrap/.build-"))
+        .filter(|p| {
+            [".pull-", ".tmp-", ".part-", ".build-"]
+                .iter()
+                .any(|t| p.contains(t))
+        })
         .collect()
 }
 
@@ -2289,15 +2298,7 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
         .iter()
         .filter(|l| l.contains("remote cache: pulled entry"))
         .count();
-    let leftovers: Vec<String> = tree(&cache_b)
-        .into_iter()
-        .map(|(p, _)| p)
-        .filter(|p| {
-            [".pull-", ".tmp-", ".part-", ".build-"]
-                .iter()
-                .any(|t| p.contains(t))
-        })
-        .collect();
+    let leftovers = leftovers_in(&cache_b);
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(!dir.path().join("out-b/debian-12-1.0").exists());
     let (err, reused, from_remote) = build_in(&cache_b, &a, "out-b", &["--cache-remote", &remote]);

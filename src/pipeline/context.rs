@@ -151,6 +151,9 @@ pub struct Artifacts {
     pub inventory: Option<crate::inventory::Inventory>,
     /// convert: the outputs, and the sizes of the disk they were made from.
     pub outputs: Vec<crate::convert::Converted>,
+    /// convert: each output's stage-cache key, in the plan's order (None without a cache);
+    /// the test stage binds its result to the booted output's.
+    pub output_keys: Vec<Option<crate::stagecache::Key>>,
     pub source_disk: Option<crate::convert::SourceSizes>,
     /// convert: the SBOM's summary for manifest.json (file, digest, counts).
     pub inventory_summary: Option<serde_json::Value>,

@@ -10,7 +10,7 @@ use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 use crate::stagecache::Key;
 
-/// Reads `made.disk`, `made.inventory`; sets `made.outputs`, `source_disk`,
+/// Reads `made.disk`, `made.inventory`; sets `made.outputs`, `output_keys`, `source_disk`,
 /// `inventory_summary` (and writes SHA256SUMS and the SBOM).
 pub struct ConvertStage;
 
@@ -111,6 +111,7 @@ impl Stage<BuildContext> for ConvertStage {
             bail!(e);
         }
         ctx.made.outputs = done.into_iter().flatten().collect();
+        ctx.made.output_keys = keys.clone();
         // The stage's key: all outputs' keys; reused when none was converted.
         if let (Some(prev), false) = (ctx.cache.chain.clone(), keys.is_empty()) {
             let all: Vec<Key> = keys.iter().flatten().cloned().collect();

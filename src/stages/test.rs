@@ -11,7 +11,8 @@ use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 
-/// Reads `made.outputs`; sets `made.test_report` (the build fails when a check fails).
+/// Reads `made.outputs`, `made.output_keys`; sets `made.test_report` (the build fails when a check
+/// fails).
 pub struct TestStage;
 
 impl Stage<BuildContext> for TestStage {
@@ -185,12 +186,7 @@ fn passed_before(
 /// outlive the image it vouches for.
 fn booted_link(ctx: &BuildContext, sha256: &str) -> Option<ChainLink> {
     let i = crate::stagecache::boot_test_output(&ctx.env.plan.outputs)?;
-    let key = crate::stagecache::output_key(
-        &ctx.cache.chain.as_ref()?.key,
-        &ctx.env.plan.outputs[i],
-        ctx.env.tunables.vmdk_writer,
-        crate::hosttools::HostTools::here(),
-    );
+    let key = ctx.made.output_keys.get(i)?.clone()?;
     ctx.cache.store.as_ref()?.has(&key).then(|| ChainLink {
         identity: crate::stagecache::output_identity(sha256),
         entry: Some(key.clone()),
