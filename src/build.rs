@@ -102,15 +102,17 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
         .into_iter()
         .map(|s| s as Box<dyn pipeline::Stage<BuildContext>>)
         .collect();
-    let report = pipeline::run(&mut stages, &mut ctx, cancel);
+    let mut report = pipeline::run(&mut stages, &mut ctx, cancel);
     drop(stages);
     // What the stages made reaches the remote cache before the build says it is done (a
     // failed build's finished stages too: another machine resumes from them). Interrupted:
     // the pushes are dropped (an unfinished upload leaves no entry: meta.json goes last).
     if report.outcome == Outcome::Cancelled {
         ctx.cache.remote = None;
-    } else {
-        ctx.finish_pushes();
+    } else if !ctx.finish_pushes() {
+        // Ctrl-C while the pushes finished: what the build made is in place (published, if
+        // it got that far); the process stops as asked.
+        report.outcome = Outcome::Cancelled;
     }
 
     let code = match report.outcome {

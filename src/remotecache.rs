@@ -37,8 +37,8 @@ pub enum RemoteError {
     },
     #[error("remote cache: entry {key} is not trusted: {why}")]
     Untrusted { key: String, why: String },
-    #[error("remote cache: pulling entry {key}: interrupted")]
-    Interrupted { key: String },
+    #[error("remote cache: {op} entry {key}: interrupted")]
+    Interrupted { op: &'static str, key: String },
 }
 
 /// The most a meta.json may be: it lists files and a stage's small result, never a disk.
@@ -203,8 +203,17 @@ impl Remote {
     }
 
     /// Push entry `key` in the background unless the remote has it: `files` (local path, name)
-    /// concurrently, then `meta` with their digests and modes. `wait` collects the result.
-    pub fn push(&self, key: &str, files: Vec<(PathBuf, String)>, meta: Value) {
+    /// concurrently, then `meta` with their digests and modes. `wait` collects the result. A
+    /// cancellation (Ctrl-C) stops the uploads and aborts their multipart uploads; meta.json is
+    /// never written then, so a push cut short leaves no entry.
+    pub fn push(
+        &self,
+        key: &str,
+        files: Vec<(PathBuf, String)>,
+        meta: Value,
+        cancel: &crate::process::Cancel,
+    ) {
+        let cancel = cancel.clone();
         let store = self.store.clone();
         let signer = self.signer.clone();
         let prefix = self.prefix.clone();
@@ -224,8 +233,11 @@ impl Remote {
                 .map(|(p, name)| {
                     let store = store.clone();
                     let dest = object_path(&prefix, &k, &name);
+                    let (cancel, k) = (cancel.clone(), k.clone());
                     tokio::spawn(async move {
-                        upload(store, &p, &dest).await.map(|(d, n)| (name, p, d, n))
+                        upload(store, &p, &dest, &k, &cancel)
+                            .await
+                            .map(|(d, n)| (name, p, d, n))
                     })
                 })
                 .collect();
@@ -245,6 +257,9 @@ impl Remote {
                 bytes += n;
             }
             meta["remote_files"] = Value::Object(files);
+            if cancel.is_cancelled() {
+                return Err(interrupted("pushing", &k));
+            }
             if let Some(sk) = &signer {
                 let sig = sk.sign(&entry_message(&k, &meta));
                 meta["signatures"] = serde_json::json!([sig]);
@@ -368,7 +383,7 @@ impl Remote {
                     for a in &aborts {
                         a.abort();
                     }
-                    return Err(RemoteError::Interrupted { key: short(key).to_string() });
+                    return Err(interrupted("pulling", key));
                 }
             };
             match first_err {
@@ -490,11 +505,21 @@ fn trust(env: &crate::tunables::S3Env) -> Result<Trust, String> {
     Ok((signer, trusted))
 }
 
+fn interrupted(op: &'static str, key: &str) -> RemoteError {
+    RemoteError::Interrupted {
+        op,
+        key: short(key).to_string(),
+    }
+}
+
 /// Upload `p` to `dest`, hashing it on the way: one PUT when small, parts in parallel when not.
+/// Cancelled, a multipart upload is aborted (the store drops its parts).
 async fn upload(
     store: Arc<dyn ObjectStore>,
     p: &Path,
     dest: &ObjPath,
+    key: &str,
+    cancel: &crate::process::Cancel,
 ) -> Result<(String, u64), RemoteError> {
     let mut f = tokio::fs::File::open(p)
         .await
@@ -505,6 +530,9 @@ async fn upload(
         .map_err(|e| io("reading", p.display(), e))?
         .len();
     let mut hash = Sha256::new();
+    if cancel.is_cancelled() {
+        return Err(interrupted("pushing", key));
+    }
     if len <= PART as u64 {
         let mut data = Vec::with_capacity(len as usize);
         f.read_to_end(&mut data)
@@ -526,6 +554,10 @@ async fn upload(
     let mut buf = vec![0u8; 4 << 20];
     let mut n = 0u64;
     loop {
+        if cancel.is_cancelled() {
+            let _ = w.abort().await;
+            return Err(interrupted("pushing", key));
+        }
         let r = match f.read(&mut buf).await {
             Ok(0) => break,
             Ok(r) => r,

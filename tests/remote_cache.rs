@@ -26,6 +26,52 @@ fn entries_pushed_to_swift_come_back_verified_and_a_mismatch_is_refused() {
     }
     let key = format!("{:064x}", std::process::id());
     let meta = serde_json::json!({"stage": "provision", "files": ["disk.qcow2", "notes"]});
+    let none = kiln::process::Cancel::new();
+
+    // Ctrl-C in the middle of a push (256 MiB, cut after 300 ms): the push says so, and the
+    // remote has no entry (the same key is pushed, not found "already there", below).
+    let huge = dir.path().join("huge.qcow2");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&huge).unwrap());
+        for i in 0u64..(32 << 20) {
+            f.write_all(&(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes())
+                .unwrap();
+        }
+    }
+    let cut = kiln::process::Cancel::new();
+    remote.push(
+        &key,
+        vec![
+            (huge.clone(), "disk.qcow2".into()),
+            (small.clone(), "notes".into()),
+        ],
+        meta.clone(),
+        &cut,
+    );
+    let c = cut.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        c.cancel();
+    });
+    let r = remote.wait();
+    t.join().unwrap();
+    assert!(
+        r.pushed.is_empty(),
+        "the push ended before the cut: {:?}",
+        r.pushed
+    );
+    assert_eq!(r.failed.len(), 1, "{:?}", r.failed);
+    assert!(
+        r.failed[0].1.to_string().contains("interrupted"),
+        "{:?}",
+        r.failed
+    );
+    assert!(
+        remote.meta(&key).unwrap().is_none(),
+        "a cut push left an entry"
+    );
+
     remote.push(
         &key,
         vec![
@@ -33,12 +79,13 @@ fn entries_pushed_to_swift_come_back_verified_and_a_mismatch_is_refused() {
             (small.clone(), "notes".into()),
         ],
         meta.clone(),
+        &none,
     );
     let r = remote.wait();
     assert!(r.failed.is_empty(), "{:?}", r.failed);
     assert_eq!(r.pushed, vec![(key.clone(), data.len() as u64 + 10)]);
     // Pushed again: the remote has it, nothing is uploaded.
-    remote.push(&key, vec![(big.clone(), "disk.qcow2".into())], meta);
+    remote.push(&key, vec![(big.clone(), "disk.qcow2".into())], meta, &none);
     let r = remote.wait();
     assert_eq!((r.pushed.len(), r.present), (0, 1));
 
@@ -130,13 +177,20 @@ fn only_entries_signed_by_a_trusted_key_are_taken() {
     let meta = serde_json::json!({"stage": "provision", "files": ["disk.qcow2"]});
     let (signed, unsigned) = (format!("{:064x}", 1u8), format!("{:064x}", 2u8));
     let pusher = with(Some(&key_file), None);
+    let none = kiln::process::Cancel::new();
     pusher.push(
         &signed,
         vec![(file.clone(), "disk.qcow2".into())],
         meta.clone(),
+        &none,
     );
     let plain = with(None, None);
-    plain.push(&unsigned, vec![(file.clone(), "disk.qcow2".into())], meta);
+    plain.push(
+        &unsigned,
+        vec![(file.clone(), "disk.qcow2".into())],
+        meta,
+        &none,
+    );
     for r in [pusher.wait(), plain.wait()] {
         assert!(r.failed.is_empty(), "{:?}", r.failed);
         assert_eq!(r.pushed.len(), 1);

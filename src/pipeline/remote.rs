@@ -181,7 +181,12 @@ impl BuildContext {
             .iter()
             .map(|n| (e.file(n), n.clone()))
             .collect();
-        remote.push(&key.0, files, serde_json::to_value(&e.meta).expect("JSON"));
+        remote.push(
+            &key.0,
+            files,
+            serde_json::to_value(&e.meta).expect("JSON"),
+            &self.env.cancel,
+        );
     }
 
     /// Push the base disk (a bootstrap's or a download's, which another machine would have
@@ -213,6 +218,7 @@ impl BuildContext {
             &key.0,
             vec![(path.to_path_buf(), "disk".into())],
             serde_json::to_value(&meta).expect("JSON"),
+            &self.env.cancel,
         );
     }
 
@@ -261,12 +267,23 @@ impl BuildContext {
         }
     }
 
-    /// Wait for the pushes and say what they did (at the end of the build).
-    pub fn finish_pushes(&self) {
+    /// Wait for the pushes and say what they did (at the end of the build). False when Ctrl-C
+    /// cut them short (a push cut short leaves no entry on the remote).
+    pub fn finish_pushes(&self) -> bool {
         let Some(remote) = &self.cache.remote else {
-            return;
+            return true;
         };
         let r = remote.wait();
+        if self.env.cancel.is_cancelled() {
+            tracing::warn!(
+                "remote cache {}: interrupted: {} entr{} not pushed ({} pushed before)",
+                remote.url,
+                r.failed.len(),
+                if r.failed.len() == 1 { "y" } else { "ies" },
+                r.pushed.len()
+            );
+            return false;
+        }
         if !r.pushed.is_empty() {
             let bytes: u64 = r.pushed.iter().map(|(_, n)| n).sum();
             tracing::info!(
@@ -285,6 +302,7 @@ impl BuildContext {
                 crate::remotecache::short(k)
             );
         }
+        true
     }
 }
 
