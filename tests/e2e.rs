@@ -2514,6 +2514,63 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
         .unwrap();
     assert!(info.status.success(), "{said}: {}", text(&info.stderr));
 
+    steps.at("prune during a live build");
+    // `kiln cache prune 0` while a build converts from cached entries: the chain its disk is
+    // layered on stays (the build holds it), everything else goes, and the outputs it writes
+    // hold the guest content of the same recipe's earlier build.
+    let stages_left = |c: &Path| -> Vec<String> {
+        std::fs::read_dir(c.join("stages"))
+            .unwrap()
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| std::fs::read(e.path().join("meta.json")).ok())
+            .map(|m| {
+                let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
+                v["stage"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let before = stages_left(&cache);
+    let mut cmd = kiln();
+    cmd.arg("build")
+        .arg(&b)
+        .args(["--no-glance", "--cache-dir"])
+        .arg(&cache)
+        .arg("-o")
+        .arg(dir.path().join("out-prune"));
+    let (child, rx) = spawn_reading_stderr(cmd);
+    assert!(
+        wait_for_line(&rx, "stage convert: starting", 600),
+        "no convert stage"
+    );
+    let prune = kiln()
+        .args(["cache", "--cache-dir"])
+        .arg(&cache)
+        .args(["prune", "0"])
+        .output()
+        .unwrap();
+    assert!(prune.status.success(), "{}", text(&prune.stderr));
+    let after = stages_left(&cache);
+    let o = child.wait_with_output().unwrap();
+    let rest: Vec<String> = rx.iter().collect();
+    assert_eq!(o.status.code(), Some(0), "{rest:?}");
+    assert!(after.len() < before.len(), "nothing evicted: {before:?}");
+    for held in ["provision", "guestfs"] {
+        assert!(
+            after.iter().any(|s| s == held),
+            "the live build's {held} entry was evicted: {before:?} -> {after:?}"
+        );
+    }
+    for f in ["debian-12-1.0.qcow2", "debian-12-1.0.vmdk"] {
+        let same = Command::new("qemu-img")
+            .arg("compare")
+            .arg(dir.path().join("out/debian-12-1.0").join(f))
+            .arg(dir.path().join("out-prune/debian-12-1.0").join(f))
+            .output()
+            .unwrap();
+        assert!(same.status.success(), "{f}: {}", text(&same.stdout));
+    }
+
     steps.at("the images of the three machines compared");
     // Every file, package versions included. The second machine's image of the first recipe
     // is the first's byte for byte (above); its image of the changed recipe, made by
