@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 /// The largest host file a recipe may embed (it travels in the seed or the appliance).
 pub const LIMIT: u64 = 64 << 20;
 
-/// `rel` under `base`: a regular file of at most [`LIMIT`] bytes. With `inside`, the file
-/// (symlinks resolved) must be below `base`.
 /// Feed a file to `f` in 1 MiB pieces (hashing without holding it in memory).
 pub fn each_chunk(path: &Path, mut f: impl FnMut(&[u8])) -> std::io::Result<()> {
     use std::io::Read;
@@ -21,6 +19,74 @@ pub fn each_chunk(path: &Path, mut f: impl FnMut(&[u8])) -> std::io::Result<()> 
             return Ok(());
         }
         f(&buf[..n]);
+    }
+}
+
+/// A file someone else may have made (a shared cache's `meta.json`): read only if `path` itself
+/// is a regular file (not a symlink, FIFO or device: opened without following and without
+/// blocking) of at most `limit` bytes.
+pub fn read_untrusted(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    if m.len() > limit {
+        return Err(std::io::Error::other(format!(
+            "{} is larger than {limit} bytes",
+            path.display()
+        )));
+    }
+    let mut data = Vec::with_capacity(m.len() as usize);
+    f.take(limit + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "{} grew past {limit} bytes",
+            path.display()
+        )));
+    }
+    Ok(data)
+}
+
+/// Open `path` for writing, creating it if missing, in a directory others may write to (a
+/// shared cache's lock or stamp files): a symlink put there is refused, not followed, and so is
+/// anything but a regular file.
+pub fn open_shared(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Make sure `dir` is a directory and not a symlink to one (creating it, and its parents, if
+/// missing): the files kiln makes in it stay where it means them to be.
+pub fn real_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(std::io::Error::other(format!(
+            "{} is not a directory (a symlink or a file is refused)",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir),
+        Err(e) => Err(e),
     }
 }
 
@@ -38,6 +104,8 @@ pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.write_all(data)
 }
 
+/// `rel` under `base`: a regular file of at most [`LIMIT`] bytes. With `inside`, the file
+/// (symlinks resolved) must be below `base`.
 pub fn read(base: &Path, rel: &str, inside: bool) -> Result<(PathBuf, Vec<u8>), String> {
     let full = base.join(rel);
     let real = full
@@ -80,6 +148,37 @@ pub fn read(base: &Path, rel: &str, inside: bool) -> Result<(PathBuf, Vec<u8>), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untrusted_files_are_read_only_when_regular_bounded_and_not_links() {
+        let d = tempfile::tempdir().unwrap();
+        let ok = d.path().join("meta.json");
+        std::fs::write(&ok, "{}").unwrap();
+        assert_eq!(read_untrusted(&ok, 10).unwrap(), b"{}");
+        assert!(read_untrusted(&ok, 1).is_err(), "over the limit");
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        assert!(
+            read_untrusted(&link, 1 << 20).is_err(),
+            "a symlink is not followed"
+        );
+        assert!(open_shared(&link).is_err(), "nor written through");
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Would block forever if opened the ordinary way.
+        assert!(read_untrusted(&fifo, 1 << 20).is_err());
+        assert!(open_shared(&fifo).is_err());
+        assert!(read_untrusted(Path::new("/dev/zero"), 1 << 20).is_err());
+        let made = d.path().join("new.lock");
+        open_shared(&made).unwrap();
+        assert!(made.is_file());
+        let sub = d.path().join("a/b");
+        real_dir(&sub).unwrap();
+        real_dir(&sub).unwrap();
+        std::os::unix::fs::symlink("/tmp", d.path().join("dirlink")).unwrap();
+        assert!(real_dir(&d.path().join("dirlink")).is_err());
+    }
 
     #[test]
     fn only_bounded_regular_files_inside_when_asked() {

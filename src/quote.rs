@@ -7,6 +7,29 @@ pub fn sh(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Text that came from an image, a tree, a cache or a recipe, made safe to print on a
+/// terminal: control characters (escape sequences, carriage returns) and the bidirectional
+/// formatting characters that reorder what is shown (U+202E and kin) are printed escaped.
+pub fn terminal(s: &str) -> std::borrow::Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !s.chars().any(hidden) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if hidden(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// XML text or attribute value (either quote style).
 pub fn xml(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -222,6 +245,16 @@ mod tests {
         assert_eq!(q("http://m/a b#c"), "http://m/a%20b%23c");
         assert_eq!(q("[trusted=yes]"), "%5Btrusted=yes%5D");
         assert_eq!(q("http://m/\ndeb x"), "http://m/%0Adeb%20x");
+    }
+
+    #[test]
+    fn terminal_text_shows_escapes_and_reordering_characters_escaped() {
+        use super::terminal as t;
+        assert_eq!(t("plain ünïcode"), "plain ünïcode");
+        assert_eq!(t("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(t("x\ry"), "x\\u{d}y");
+        assert_eq!(t("evil\u{202e}fdp.exe"), "evil\\u{202e}fdp.exe");
+        assert_eq!(t("\u{2066}x\u{2069}"), "\\u{2066}x\\u{2069}");
     }
 
     #[test]

@@ -330,7 +330,7 @@ impl Remote {
                 "a file name that is not plain",
             ));
         }
-        let total: u64 = files.iter().map(|f| f.2).sum();
+        let total: u64 = files.iter().fold(0u64, |t, f| t.saturating_add(f.2));
         let progress = Arc::new(crate::progress::Progress::bytes(
             &format!("remote cache: pulling {}", short(key)),
             Some(total),
@@ -339,13 +339,13 @@ impl Remote {
         let result = self.rt.block_on(async {
             let tasks: Vec<_> = files
                 .into_iter()
-                .map(|(name, sha, _, mode)| {
+                .map(|(name, sha, size, mode)| {
                     let store = self.store.clone();
                     let src = self.path(key, &name);
                     let dest = dir.join(&name);
                     let (progress, done) = (progress.clone(), done.clone());
                     tokio::spawn(async move {
-                        let r = download(store, &src, &dest, &sha, mode, &|n| {
+                        let r = download(store, &src, &dest, (&sha, size), mode, &|n| {
                             let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
                             progress.set(d);
                         })
@@ -408,7 +408,7 @@ pub fn short(key: &str) -> &str {
 
 /// A file name of an entry: one plain component (a remote's meta cannot name `../x`).
 fn safe_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+    crate::stagecache::plain_name(name)
 }
 
 fn object_path(prefix: &str, key: &str, file: &str) -> ObjPath {
@@ -578,12 +578,14 @@ async fn upload(
     Ok((hex::encode(hash.finalize()), n))
 }
 
-/// Stream `src` into `dest` (mode `mode`), hashing as it comes; a wrong digest is an error.
+/// Stream `src` into `dest` (mode `mode`), hashing as it comes; a wrong digest is an error,
+/// and so is a byte past the declared `size` (the download stops there: a remote cannot fill
+/// the disk with more than its meta.json announced).
 async fn download(
     store: Arc<dyn ObjectStore>,
     src: &ObjPath,
     dest: &Path,
-    sha: &str,
+    (sha, size): (&str, u64),
     mode: u32,
     step: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<(), RemoteError> {
@@ -596,8 +598,17 @@ async fn download(
         .await
         .map_err(|e| io("writing", dest.display(), e))?;
     let mut hash = Sha256::new();
+    let mut n = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| io("downloading", src, e))?;
+        n = n.saturating_add(chunk.len() as u64);
+        if n > size {
+            return Err(io(
+                "downloading",
+                src,
+                format!("more than the {size} bytes its meta.json declares"),
+            ));
+        }
         hash.update(&chunk);
         f.write_all(&chunk)
             .await

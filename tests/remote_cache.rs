@@ -120,6 +120,15 @@ fn entries_pushed_to_swift_come_back_verified_and_a_mismatch_is_refused() {
         .to_string();
     assert!(e.contains("does not match its digest"), "{e}");
     assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0);
+    // More bytes than the meta.json declares: the download stops there, nothing is kept.
+    let mut long = got.clone();
+    long["remote_files"]["disk.qcow2"]["size"] = serde_json::json!(1 << 20);
+    let e = remote
+        .pull(&key, &long, &other, &kiln::process::Cancel::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("more than the 1048576 bytes"), "{e}");
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 0);
     // A meta naming a path outside the directory is refused before anything is written.
     let mut evil = got.clone();
     evil["remote_files"]["../escape"] = got["remote_files"]["notes"].clone();

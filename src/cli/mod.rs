@@ -203,23 +203,9 @@ fn print_size_row(name: &str, format: &str, size: u64, allocated: u64, virtual_s
     );
 }
 
-/// Text read from an image (file names, config values) made safe for a terminal: control
-/// characters are shown escaped instead of reaching it.
+/// Text read from an image (file names, config values) made safe for a terminal.
 pub(crate) fn safe(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.chars().any(char::is_control) {
-        s.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect::<String>()
-            .into()
-    } else {
-        s.into()
-    }
+    crate::quote::terminal(s)
 }
 
 pub(crate) fn usage_error(msg: impl std::fmt::Display) -> i32 {

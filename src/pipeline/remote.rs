@@ -332,7 +332,7 @@ mod tests {
     use crate::stagecache::Links;
 
     fn key(c: char) -> Key {
-        Key(c.to_string().repeat(64))
+        crate::stagecache::derive("test", 1, None, &c)
     }
 
     fn meta(depends_on: Option<Key>, built_on: Option<Key>) -> Meta {

@@ -26,14 +26,36 @@ mod keys;
 
 pub use keys::*;
 
-/// A stage's cache key: 64 hex digits.
+/// A stage's cache key: 64 lowercase hex digits. A key read from a file (a local or remote
+/// `meta.json`, another user's entry) is checked on the way in: it names directories and lock
+/// files, so anything else (`/etc`, `../x`) would make kiln write or delete outside the cache.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Key(pub String);
 
 impl Key {
+    /// `s` if it is a key: 64 lowercase hex digits.
+    pub fn parse(s: &str) -> Result<Key, String> {
+        if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Key(s.to_string()))
+        } else {
+            Err(format!(
+                "not a cache key (64 lowercase hex digits): {}",
+                crate::quote::terminal(&s.chars().take(80).collect::<String>())
+            ))
+        }
+    }
+
     /// The first 16 digits, for messages.
     pub fn short(&self) -> &str {
-        &self.0[..16.min(self.0.len())]
+        self.0.get(..16).unwrap_or(&self.0)
+    }
+}
+
+impl TryFrom<String> for Key {
+    type Error = String;
+    fn try_from(s: String) -> Result<Key, String> {
+        Key::parse(&s)
     }
 }
 
@@ -132,14 +154,33 @@ pub struct UseLock {
     _file: std::fs::File,
 }
 
-fn use_lock_file(root: &Path, key: &Key) -> std::io::Result<std::fs::File> {
+/// `.locks/KEY.SUFFIX` in the store: in a directory that is one (not a symlink), a regular
+/// file (a symlink put there by another user of a shared cache is refused, not followed).
+fn lock_file(root: &Path, key: &Key, suffix: &str) -> std::io::Result<std::fs::File> {
     let locks = root.join(".locks");
-    std::fs::create_dir_all(&locks)?;
-    std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(locks.join(format!("{}.use", key.0)))
+    crate::hostfile::real_dir(root)?;
+    crate::hostfile::real_dir(&locks)?;
+    crate::hostfile::open_shared(&locks.join(format!("{}.{suffix}", key.0)))
+}
+
+/// The most a meta.json may be: it lists files and a stage's small result, never a disk.
+const META_MAX: u64 = 16 << 20;
+
+/// The entry in `dir`, if its meta.json reads as one: `dir` a directory (not a symlink),
+/// meta.json a regular file of bounded size, its keys keys and its files plain names (a
+/// meta.json written by another user of a shared cache must not name `../../etc/shadow`).
+fn read_meta(dir: &Path) -> Option<Meta> {
+    if !std::fs::symlink_metadata(dir).ok()?.is_dir() {
+        return None;
+    }
+    let raw = crate::hostfile::read_untrusted(&dir.join("meta.json"), META_MAX).ok()?;
+    let meta: Meta = serde_json::from_slice(&raw).ok()?;
+    meta.files.iter().all(|f| plain_name(f)).then_some(meta)
+}
+
+/// A file name without directories in it (an entry's files are `dir.join(name)`).
+pub fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
 }
 
 impl Store {
@@ -173,8 +214,7 @@ impl Store {
     /// The entry of `key` if it is complete and what it builds on is there, unmarked.
     fn read(&self, key: &Key) -> Option<Entry> {
         let dir = self.dir(key);
-        let meta: Meta =
-            serde_json::from_slice(&std::fs::read(dir.join("meta.json")).ok()?).ok()?;
+        let meta = read_meta(&dir)?;
         if meta.key != *key || !meta.files.iter().all(|f| dir.join(f).is_file()) {
             return None;
         }
@@ -191,7 +231,7 @@ impl Store {
     /// of builds may use an entry at once).
     pub fn hold(&self, key: &Key) -> std::io::Result<UseLock> {
         use std::os::unix::io::AsRawFd;
-        let f = use_lock_file(&self.root, key)?;
+        let f = lock_file(&self.root, key, "use")?;
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -201,7 +241,7 @@ impl Store {
     /// An exclusive hold on `key` if no build uses it now (for eviction), else None.
     fn unused(&self, key: &Key) -> Option<std::fs::File> {
         use std::os::unix::io::AsRawFd;
-        let f = use_lock_file(&self.root, key).ok()?;
+        let f = lock_file(&self.root, key, "use").ok()?;
         (unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0).then_some(f)
     }
 
@@ -209,13 +249,7 @@ impl Store {
     /// and then finds it committed.
     pub fn lock(&self, key: &Key, stage: &str) -> std::io::Result<KeyLock> {
         use std::os::unix::io::AsRawFd;
-        let locks = self.root.join(".locks");
-        std::fs::create_dir_all(&locks)?;
-        let f = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(locks.join(format!("{}.lock", key.0)))?;
+        let f = lock_file(&self.root, key, "lock")?;
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             tracing::info!(
                 "stage {stage}: another build is making cache entry {}; waiting for it",
@@ -257,7 +291,7 @@ impl Store {
         data: Value,
         created: u64,
     ) -> std::io::Result<Entry> {
-        std::fs::create_dir_all(&self.root)?;
+        crate::hostfile::real_dir(&self.root)?;
         let tmp = self
             .root
             .join(format!(".tmp-{}-{}", key.short(), std::process::id()));
@@ -341,10 +375,9 @@ impl Store {
             .flatten()
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .filter_map(|e| {
-                let meta: Meta =
-                    serde_json::from_slice(&std::fs::read(e.path().join("meta.json")).ok()?)
-                        .ok()?;
-                Some(Entry {
+                let meta = read_meta(&e.path())?;
+                // An entry is the directory of its key (one that says otherwise is not one).
+                (e.file_name().to_str() == Some(meta.key.0.as_str())).then(|| Entry {
                     dir: e.path(),
                     meta,
                 })
@@ -387,7 +420,8 @@ impl Store {
     /// An entry a running build holds (`hold`) is never evicted, nor what it builds on.
     pub fn prune(&self, max_bytes: u64) -> std::io::Result<Vec<Entry>> {
         let mut all = self.list();
-        let mut total: u64 = all.iter().map(|e| e.meta.size).sum();
+        // Sizes are another user's claims: added without wrapping.
+        let mut total: u64 = all.iter().fold(0u64, |t, e| t.saturating_add(e.meta.size));
         let mut removed = Vec::new();
         let mut in_use: std::collections::HashSet<Key> = std::collections::HashSet::new();
         while total > max_bytes {
@@ -407,8 +441,9 @@ impl Store {
             };
             let Some(_exclusive) = self.unused(&all[i].meta.key) else {
                 // In use: it stays, and so does everything it builds on.
+                // (A `depends_on` cycle ends where it comes round.)
                 let mut k = Some(all[i].meta.key.clone());
-                while let Some(key) = k {
+                while let Some(key) = k.filter(|k| !in_use.contains(k)) {
                     k = all
                         .iter()
                         .find(|e| e.meta.key == key)
@@ -419,7 +454,7 @@ impl Store {
             };
             let e = all.remove(i);
             std::fs::remove_dir_all(&e.dir)?;
-            total -= e.meta.size;
+            total = total.saturating_sub(e.meta.size);
             removed.push(e);
         }
         Ok(removed)
@@ -428,11 +463,7 @@ impl Store {
 
 impl Entry {
     fn touch(&self) {
-        let _ = std::fs::File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join("used"))
+        let _ = crate::hostfile::open_shared(&self.dir.join("used"))
             .and_then(|f| f.set_modified(std::time::SystemTime::now()));
     }
 }

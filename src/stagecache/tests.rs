@@ -141,3 +141,107 @@ fn prune_leaves_what_a_live_build_holds() {
     drop(also);
     assert_eq!(s.prune(0).unwrap().len(), 2);
 }
+
+/// An entry written by another user of a shared cache (issue 24): a meta.json naming a path
+/// as its key or its files, a FIFO meta.json, symlinked stamps and lock directories, a
+/// `depends_on` cycle and sizes that would wrap. None of them makes kiln delete, create or read
+/// anything outside the cache, hang or panic.
+#[test]
+fn hostile_entries_cannot_turn_the_cache_against_the_host() {
+    let (t, s) = store();
+    let victim = t.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("precious"), "data").unwrap();
+    let k1 = derive("a", 1, None, &json!(1));
+    s.commit(
+        "s",
+        &k1,
+        None,
+        &[(file(t.path(), "f", 10), "f")],
+        json!(null),
+    )
+    .unwrap();
+    let plant = |name: &str, meta: serde_json::Value| {
+        let d = s.root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("meta.json"), meta.to_string()).unwrap();
+    };
+    let base = json!({"stage": "s", "created": 0, "files": [], "size": 0});
+    let with = |extra: serde_json::Value| {
+        let mut m = base.clone();
+        m.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        m
+    };
+    // Its key is a path, it depends on k1: removing k1 (a rebuild) must not delete that path.
+    let evil = derive("evil", 1, None, &json!(0)).0;
+    plant(
+        &evil,
+        with(json!({"key": victim.to_str().unwrap(), "depends_on": k1.0})),
+    );
+    // A multibyte key (Key::short sliced bytes) and a file name that climbs out.
+    let other = derive("evil", 2, None, &json!(0)).0;
+    plant(&other, with(json!({"key": "é".repeat(40)})));
+    let climb = derive("evil", 3, None, &json!(0));
+    plant(
+        &climb.0,
+        with(json!({"key": climb.0, "files": ["../../victim/precious"]})),
+    );
+    assert!(s.get(&climb).is_none(), "a file name outside the entry");
+    // A FIFO as meta.json (reading it would block forever).
+    let fifo_dir = s.root.join(derive("evil", 4, None, &json!(0)).0);
+    std::fs::create_dir_all(&fifo_dir).unwrap();
+    let c = std::ffi::CString::new(fifo_dir.join("meta.json").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let listed: Vec<Key> = s.list().into_iter().map(|e| e.meta.key).collect();
+    assert_eq!(listed, vec![k1.clone()], "only the real entry is one");
+    assert_eq!(s.remove(&k1).unwrap(), vec![k1.clone()]);
+    assert!(victim.join("precious").is_file(), "deleted through a key");
+
+    // A `used` stamp that is a symlink: marking the entry used creates nothing there.
+    let k2 = derive("b", 1, None, &json!(2));
+    let e = s
+        .commit(
+            "s",
+            &k2,
+            None,
+            &[(file(t.path(), "g", 10), "g")],
+            json!(null),
+        )
+        .unwrap();
+    std::fs::remove_file(e.file("used")).unwrap();
+    std::os::unix::fs::symlink(victim.join("planted"), e.file("used")).unwrap();
+    assert!(s.get(&k2).is_some());
+    assert!(!victim.join("planted").exists(), "created through a stamp");
+    // A lock directory that is a symlink: refused, nothing created in its target.
+    std::fs::remove_dir_all(s.root.join(".locks")).ok();
+    std::os::unix::fs::symlink(&victim, s.root.join(".locks")).unwrap();
+    assert!(s.hold(&k2).is_err() && s.lock(&k2, "s").is_err());
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
+    std::fs::remove_file(s.root.join(".locks")).unwrap();
+
+    // A build holds an entry over a `depends_on` cycle, and sizes add up past u64: prune ends.
+    let (ka, kb, kc) = (
+        derive("c", 1, None, &json!(1)),
+        derive("c", 2, None, &json!(2)),
+        derive("c", 3, None, &json!(3)),
+    );
+    for (k, dep) in [(&ka, &kb), (&kb, &ka), (&kc, &ka)] {
+        plant(
+            &k.0,
+            with(json!({"key": k.0, "depends_on": dep.0, "size": u64::MAX})),
+        );
+    }
+    let _held = s.hold(&kc).unwrap();
+    let gone: Vec<Key> = s
+        .prune(0)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.meta.key)
+        .collect();
+    assert_eq!(gone, vec![k2], "only the unheld entry outside the cycle");
+    assert_eq!(Key::parse(&"é".repeat(32)).ok(), None);
+    let odd = format!("x{}", "é".repeat(40));
+    assert_eq!(Key(odd.clone()).short(), odd);
+}
