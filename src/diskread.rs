@@ -30,44 +30,55 @@ pub trait Disk: Send + Sync {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError>;
 }
 
-/// Open an image file (raw or qcow2; the format is probed, as `qemu-img info` would).
-pub fn open(path: &Path) -> Result<Arc<dyn Disk>, DiskError> {
-    open_depth(path, 0)
+/// An image and its backing chain as checked before reading (`imagefile::check`): the format
+/// of each is the one qemu-img reported or the user gave, never probed here again, and a
+/// backing file is only ever the one named here.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub path: PathBuf,
+    pub format: String,
+    pub virtual_size: u64,
+    pub backing: Option<Box<Image>>,
+}
+
+/// The most L1 table one image may have (2^22 entries: 2 PiB of 64 KiB clusters); a header
+/// claiming more is read as corrupt instead of allocating it.
+const L1_MAX: u32 = 1 << 22;
+
+/// Open a checked image (raw or qcow2; others are `Unsupported`).
+pub fn open(img: &Image) -> Result<Arc<dyn Disk>, DiskError> {
+    let path = img.path.as_path();
+    // Not blocking on open (the check said regular file; a swap since is refused below).
+    let f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io(path))?
+    };
+    let meta = f.metadata().map_err(io(path))?;
+    if !meta.is_file() {
+        return Err(DiskError::Corrupt(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    match img.format.as_str() {
+        "qcow2" => Ok(Arc::new(Qcow2::open(path, f, img.backing.as_deref())?)),
+        "raw" if img.backing.is_none() => Ok(Arc::new(Raw { f, len: meta.len() })),
+        // vmdk, vpc, vhdx, vdi, qed: libguestfs reads them.
+        other => Err(DiskError::Unsupported(format!(
+            "{}: format {other}",
+            path.display()
+        ))),
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DiskError + '_ {
     move |source| DiskError::Io {
         path: path.to_path_buf(),
         source,
-    }
-}
-
-fn open_depth(path: &Path, depth: usize) -> Result<Arc<dyn Disk>, DiskError> {
-    if depth > 16 {
-        return Err(DiskError::Unsupported(format!(
-            "{}: backing chain deeper than 16",
-            path.display()
-        )));
-    }
-    let f = File::open(path).map_err(io(path))?;
-    let mut magic = [0u8; 4];
-    let len = f.metadata().map_err(io(path))?.len();
-    if len >= 4 {
-        f.read_exact_at(&mut magic, 0).map_err(io(path))?;
-    }
-    if &magic == b"QFI\xfb" {
-        Ok(Arc::new(Qcow2::open(path, f, depth)?))
-    } else if [&b"KDMV"[..], b"# Di", b"cone", b"vhdx", b"<<< ", b"QEVM"]
-        .iter()
-        .any(|m| magic[..] == m[..])
-    {
-        // vmdk, vpc, vhdx, vdi, qed: libguestfs reads them.
-        Err(DiskError::Unsupported(format!(
-            "{}: format",
-            path.display()
-        )))
-    } else {
-        Ok(Arc::new(Raw { f, len }))
     }
 }
 
@@ -190,7 +201,7 @@ pub fn l2_entry(e: u64, cluster_bits: u32) -> Cluster {
 }
 
 impl Qcow2 {
-    fn open(path: &Path, f: File, depth: usize) -> Result<Qcow2, DiskError> {
+    fn open(path: &Path, f: File, backing: Option<&Image>) -> Result<Qcow2, DiskError> {
         let mut h = vec![0u8; 512];
         let len = f.metadata().map_err(io(path))?.len();
         let n = (len as usize).min(h.len());
@@ -212,34 +223,22 @@ impl Qcow2 {
         }
         let cluster = 1u64 << hd.cluster_bits;
         let needed = hd.size.div_ceil(cluster).div_ceil(cluster / 8);
-        if (hd.l1_size as u64) < needed || hd.l1_size > (1 << 25) {
+        if (hd.l1_size as u64) < needed || hd.l1_size > L1_MAX {
             return Err(DiskError::Corrupt(format!("{}: L1 size", path.display())));
         }
         let mut raw = vec![0u8; hd.l1_size as usize * 8];
         f.read_exact_at(&mut raw, hd.l1_offset).map_err(io(path))?;
         let l1 = raw.chunks_exact(8).map(|c| be64(c, 0)).collect();
-        let backing = match hd.backing_file {
-            None => None,
-            Some((off, blen)) => {
-                if blen > 1023 {
-                    return Err(DiskError::Corrupt(format!(
-                        "{}: backing name",
-                        path.display()
-                    )));
-                }
-                let mut name = vec![0u8; blen as usize];
-                f.read_exact_at(&mut name, off).map_err(io(path))?;
-                let name = String::from_utf8_lossy(&name).into_owned();
-                if name.contains(':') && !name.starts_with('/') {
-                    return Err(unsupported("a backing file that is not a local file"));
-                }
-                let p = Path::new(&name);
-                let p = if p.is_absolute() {
-                    p.to_path_buf()
-                } else {
-                    path.parent().unwrap_or(Path::new(".")).join(p)
-                };
-                Some(open_depth(&p, depth + 1)?)
+        // The backing file is the checked one, never the name in the header (which can name
+        // any host file): a header and a check that disagree are corrupt.
+        let backing = match (hd.backing_file, backing) {
+            (None, None) => None,
+            (Some(_), Some(b)) => Some(open(b)?),
+            _ => {
+                return Err(DiskError::Corrupt(format!(
+                    "{}: backing file not as checked",
+                    path.display()
+                )))
             }
         };
         Ok(Qcow2 {

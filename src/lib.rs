@@ -20,6 +20,7 @@ pub mod guest;
 pub mod hostfile;
 pub mod hosttools;
 pub mod imagediff;
+pub mod imagefile;
 pub mod inspect;
 pub mod installer;
 pub mod inventory;

@@ -171,6 +171,9 @@ pub struct Info {
     pub actual_size: u64,
     #[serde(rename = "backing-filename", default)]
     pub backing_filename: Option<String>,
+    /// The backing file's format as the header records it (None: qemu would probe it).
+    #[serde(rename = "backing-filename-format", default)]
+    pub backing_format: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("directboot", 5),
     ("diskread", 6),
     ("imagediff", 5),
+    ("imagefile", 5),
     ("bootstrap", 5),
     ("boottest", 5),
     ("fetch", 5),

@@ -1073,6 +1073,92 @@ fn a_source_image_with_a_backing_file_is_refused() {
     assert!(!dir.path().join("out/t-0").exists(), "nothing published");
 }
 
+/// `kiln` with `args` in `cwd`, killed (and the test failed) if it runs past 60 s: a FIFO
+/// opened the ordinary way would block for ever.
+fn kiln_bounded(args: &[&str], cwd: &Path) -> std::process::Output {
+    let mut child = kiln()
+        .args(args)
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("kiln {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Crafted images (issue 24): a qcow2 whose backing file is a host file, or a FIFO, is read by
+/// no reader (kiln's, qemu-img's, libguestfs') unless the user names that file: `inspect`,
+/// `diff`, `convert`, `sysprep` and `test` exit 2 at once, saying which file and how to allow
+/// it, and nothing of the host file reaches their output.
+#[test]
+fn crafted_backing_files_are_followed_by_no_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let canary = "KILN-CANARY-4f2a9c";
+    std::fs::write(d.join("host-secret"), canary.repeat(1 << 14)).unwrap();
+    let fifo = d.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (image, backing) in [("evil.qcow2", "host-secret"), ("stuck.qcow2", "fifo")] {
+        let st = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b"])
+            .arg(d.join(backing))
+            .arg(d.join(image))
+            .arg("1M")
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    std::fs::write(d.join("other.raw"), vec![0u8; 1 << 20]).unwrap();
+    for image in ["evil.qcow2", "stuck.qcow2"] {
+        for args in [
+            vec!["inspect", image],
+            vec!["diff", image, "other.raw"],
+            vec!["convert", image, "-O", "raw", "-o", "out.raw"],
+            vec!["sysprep", "-a", image, "--dry-run"],
+            vec!["test", image],
+        ] {
+            let o = kiln_bounded(&args, d);
+            let (out, err) = (text(&o.stdout), text(&o.stderr));
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert!(
+                err.contains("only when you name it too (--backing"),
+                "{args:?}: {err}"
+            );
+            assert!(!out.contains(canary) && !err.contains(canary), "{args:?}");
+            assert!(!d.join("out.raw").exists(), "{args:?}");
+        }
+    }
+    // The FIFO itself as the image: not opened.
+    let o = kiln_bounded(&["inspect", "fifo"], d);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    // Named, a backing file is followed (here the host file, which the user chose to read).
+    let o = kiln_bounded(
+        &[
+            "convert",
+            "evil.qcow2",
+            "-O",
+            "raw",
+            "-o",
+            "out.raw",
+            "--backing",
+            "host-secret",
+        ],
+        d,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let raw = std::fs::read(d.join("out.raw")).unwrap();
+    assert!(raw.starts_with(canary.as_bytes()));
+}
+
 #[test]
 fn checksum_lists_over_plain_http_are_refused_but_loopback() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,8 +14,19 @@ fn run(args: &[&str]) {
     );
 }
 
+/// `image` checked as kiln checks an image before reading it, every file beside it allowed
+/// as a backing file.
+fn checked(image: &Path) -> kiln::diskread::Image {
+    let beside: Vec<std::path::PathBuf> = std::fs::read_dir(image.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    kiln::imagefile::check(image, None, &beside, &kiln::process::Cancel::new()).unwrap()
+}
+
 fn same_bytes(image: &Path, raw: &Path) {
-    let disk = kiln::diskread::open(image).unwrap();
+    let disk = kiln::diskread::open(&checked(image)).unwrap();
     let want = std::fs::read(raw).unwrap();
     assert_eq!(disk.size(), want.len() as u64);
     // Odd offsets and lengths that cross cluster boundaries.
@@ -98,7 +109,7 @@ fn qcow2_images_read_as_qemu_img_reads_them() {
         &p("zstd.qcow2"),
         &["-c", "-o", "compression_type=zstd"],
     );
-    let e = kiln::diskread::open(Path::new(&p("zstd.qcow2")))
+    let e = kiln::diskread::open(&checked(Path::new(&p("zstd.qcow2"))))
         .err()
         .unwrap();
     assert!(e.to_string().contains("not supported"), "{e}");

@@ -234,6 +234,10 @@ pub struct ConvertArgs {
     /// Summary format.
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
+    /// A backing file the image may have (repeat for a chain): kiln follows no backing file
+    /// it was not named, as a crafted image can name any file on the host.
+    #[arg(long, value_name = "FILE")]
+    pub backing: Vec<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -244,6 +248,10 @@ pub struct SysprepArgs {
     /// Image format (default: probed).
     #[arg(long)]
     pub format: Option<String>,
+    /// A backing file the image may have (repeat for a chain): kiln follows no backing file
+    /// it was not named, as a crafted image can name any file on the host.
+    #[arg(long, value_name = "FILE")]
+    pub backing: Vec<PathBuf>,
     /// Operations in virt-sysprep syntax: defaults, op, +op, -op (comma-separated; repeatable).
     #[arg(long)]
     pub operations: Vec<String>,

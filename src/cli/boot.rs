@@ -14,6 +14,10 @@ pub struct TestArgs {
     /// Image format (default: probed).
     #[arg(long)]
     pub format: Option<String>,
+    /// A backing file the image may have (repeat for a chain): kiln follows no backing file
+    /// it was not named, as a crafted image can name any file on the host.
+    #[arg(long, value_name = "FILE")]
+    pub backing: Vec<PathBuf>,
     /// A shell command that must succeed, as the test user (sudo works): `CMD`, or
     /// `CMD=>TEXT` when its output must contain TEXT. Repeatable.
     #[arg(long = "check-run", value_name = "CMD[=>TEXT]")]
@@ -105,9 +109,17 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return usage_error(format!("{}: {e}", a.image.display())),
     };
-    let info = match crate::qemu_img::info_as(&image, a.format.as_deref(), &cancel) {
-        Ok(i) => i,
-        Err(e) => return usage_error(format!("cannot read {}: {e}", image.display())),
+    let info = match crate::imagefile::check(&image, a.format.as_deref(), &a.backing, &cancel) {
+        Ok(_) => match crate::qemu_img::info_as(&image, a.format.as_deref(), &cancel) {
+            Ok(i) => i,
+            Err(e) => return usage_error(format!("cannot read {}: {e}", image.display())),
+        },
+        Err(e) => {
+            return usage_error(format!(
+                "cannot read {}: {e}",
+                safe(&image.display().to_string())
+            ))
+        }
     };
     let tcg = crate::libvirt::probe::tcg_for_tools(
         a.accel,

@@ -37,6 +37,16 @@ pub struct DiffArgs {
     /// Always read images through libguestfs's appliance, not kiln's host reader.
     #[arg(long)]
     pub libguestfs: bool,
+    /// A backing file an image may have besides A and B (repeat for a chain): kiln follows no
+    /// backing file it was not named, as a crafted image can name any file on the host.
+    #[arg(long, value_name = "FILE")]
+    pub backing: Vec<PathBuf>,
+}
+
+/// What a side is read from once checked.
+enum Read {
+    Tree(PathBuf),
+    Image(crate::diskread::Image),
 }
 
 /// One side of a diff.
@@ -158,6 +168,31 @@ pub(super) fn diff_cmd(a: DiffArgs) -> i32 {
         }
     }
     let cancel = Cancel::new();
+    // Images are checked before anything reads them: A and B may back each other, any other
+    // backing file must be named.
+    let allowed: Vec<PathBuf> = [a.a.clone(), a.b.clone()]
+        .into_iter()
+        .chain(a.backing.iter().cloned())
+        .collect();
+    let mut reads = Vec::new();
+    for s in [sa, sb] {
+        reads.push(match s {
+            Side::Tree(dir) => Read::Tree(dir),
+            Side::Image(p) | Side::Output(_, Some(p)) => {
+                match crate::imagefile::check(&p, None, &allowed, &cancel) {
+                    Ok(img) => Read::Image(img),
+                    Err(e) => {
+                        return usage_error(format!(
+                            "reading {}: {e}",
+                            safe(&p.display().to_string())
+                        ))
+                    }
+                }
+            }
+            Side::Output(..) => unreachable!("refused above"),
+        });
+    }
+    let [ra, rb]: [Read; 2] = reads.try_into().ok().expect("two sides");
     // The KVM probe (possibly a probe VM) only once an appliance is really needed: the host
     // reader and root trees need none. Both workers share the one verdict.
     let tcg = std::sync::OnceLock::new();
@@ -171,12 +206,10 @@ pub(super) fn diff_cmd(a: DiffArgs) -> i32 {
             )
         })
     };
-    let d = match snapshots([sa, sb], &a, &tcg, &cancel) {
+    // An image or tree that cannot be read is an error (2), not a difference (1).
+    let d = match snapshots([ra, rb], &a, &tcg, &cancel) {
         Ok((x, y)) => imagediff::diff(&x, &y),
-        Err(e) => {
-            errln!("error: {e}");
-            return exit::BUILD_FAILED;
-        }
+        Err(e) => return usage_error(safe(&e)),
     };
     match a.format {
         DiffFormat::Json => outln!("{}", serde_json::to_string_pretty(&d).expect("JSON")),
@@ -298,7 +331,7 @@ fn print_files(d: &Diff, package_files: bool) {
 /// Both sides read in parallel (one appliance each), then the files metadata cannot decide
 /// hashed on both.
 fn snapshots(
-    sides: [Side; 2],
+    sides: [Read; 2],
     a: &DiffArgs,
     tcg: &(dyn Fn() -> bool + Sync),
     cancel: &Cancel,
@@ -342,29 +375,28 @@ fn snapshots(
                     Ok((hashes, owners))
                 };
                 match side {
-                    Side::Tree(dir) => work(&imagediff::HostDir(&dir)),
-                    Side::Image(img) | Side::Output(_, Some(img)) => {
-                        let fmt = crate::qemu_img::info(&img, cancel)
-                            .map_err(|e| format!("reading {}: {e}", img.display()))?
-                            .format;
-                        // The host reader where it can (as `kiln inspect`), else libguestfs.
-                        if !libguestfs && (fmt == "raw" || fmt == "qcow2") {
+                    Read::Tree(dir) => work(&imagediff::HostDir(&dir)),
+                    Read::Image(img) => {
+                        // The host reader where it can (as `kiln inspect`), else libguestfs;
+                        // an image corrupt where kiln reads it is handed to neither.
+                        if !libguestfs && (img.format == "raw" || img.format == "qcow2") {
                             match crate::inspect::open_host(&img) {
                                 Ok((view, _)) => return work(&view),
+                                Err(crate::inspect::HostError::Corrupt(why)) => return Err(why),
                                 Err(why) => tracing::debug!(
                                     "host reader on {}: {why}; using libguestfs",
-                                    img.display()
+                                    img.path.display()
                                 ),
                             }
                         }
-                        let mut g = crate::guest::Guest::open_readonly(&img, &fmt, tcg())
-                            .map_err(|e| e.to_string())?;
+                        let mut g =
+                            crate::guest::Guest::open_readonly(&img.path, &img.format, tcg())
+                                .map_err(|e| e.to_string())?;
                         g.kill_on_cancel(cancel);
                         let r = work(&g);
                         let _ = g.close();
                         r
                     }
-                    Side::Output(dir, None) => Err(format!("{}: no image", dir.display())),
                 }
             }));
         }

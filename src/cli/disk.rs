@@ -39,13 +39,16 @@ pub(super) fn convert_cmd(a: ConvertArgs) -> i32 {
         },
     };
     let cancel = cancel_on_signals();
-    let src_format = match &a.source_format {
-        Some(f) => f.clone(),
-        None => match crate::qemu_img::info(&a.src, &cancel) {
+    let src_format =
+        match crate::imagefile::check(&a.src, a.source_format.as_deref(), &a.backing, &cancel) {
             Ok(i) => i.format,
-            Err(e) => return usage_error(format!("cannot read {}: {e}", a.src.display())),
-        },
-    };
+            Err(e) => {
+                return usage_error(format!(
+                    "cannot read {}: {e}",
+                    safe(&a.src.display().to_string())
+                ))
+            }
+        };
     let stem = a
         .src
         .file_stem()
@@ -241,12 +244,14 @@ fn sysprep_target(
         }
     }
     // qemu's image locks catch other users (a qemu not managed by libvirt).
-    let fmt = match &a.format {
-        Some(f) => f.clone(),
-        None => match crate::qemu_img::info(&path, cancel) {
-            Ok(i) => i.format,
-            Err(e) => return Err(format!("cannot read {}: {e}", img.display())),
-        },
+    let fmt = match crate::imagefile::check(&path, a.format.as_deref(), &a.backing, cancel) {
+        Ok(i) => i.format,
+        Err(e) => {
+            return Err(format!(
+                "cannot read {}: {e}",
+                safe(&img.display().to_string())
+            ))
+        }
     };
     let locked = process::run(
         &process::argv(["qemu-img", "info", "-f", &fmt, &path.display().to_string()]),

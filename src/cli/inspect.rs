@@ -23,6 +23,10 @@ pub struct InspectArgs {
     /// Always read through libguestfs's appliance, not kiln's host reader.
     #[arg(long)]
     pub libguestfs: bool,
+    /// A backing file the image may have (repeat for a chain): kiln follows no backing file
+    /// it was not named, as a crafted image can name any file on the host.
+    #[arg(long, value_name = "FILE")]
+    pub backing: Vec<PathBuf>,
 }
 
 pub(super) fn inspect_cmd(a: InspectArgs) -> i32 {
@@ -30,20 +34,32 @@ pub(super) fn inspect_cmd(a: InspectArgs) -> i32 {
         return usage_error(format!("image {} does not exist", a.image.display()));
     }
     let cancel = cancel_on_signals();
-    let info = match crate::qemu_img::info(&a.image, &cancel) {
+    let checked = match crate::imagefile::check(&a.image, None, &a.backing, &cancel) {
         Ok(i) => i,
-        Err(e) => return usage_error(format!("cannot read {}: {e}", a.image.display())),
+        Err(e) => {
+            return usage_error(format!(
+                "cannot read {}: {e}",
+                safe(&a.image.display().to_string())
+            ))
+        }
     };
     let (size, allocated) = crate::convert::file_sizes(&a.image).unwrap_or((0, 0));
     // The host reader first (raw or qcow2 with ext4: no appliance, a fraction of a second);
     // anything it does not handle goes to libguestfs.
-    let host = if a.libguestfs || !["raw", "qcow2"].contains(&info.format.as_str()) {
-        Err("not tried".to_string())
+    let host = if a.libguestfs || !["raw", "qcow2"].contains(&checked.format.as_str()) {
+        Err(crate::inspect::HostError::Fallback("not tried".into()))
     } else {
-        crate::inspect::read_host(&a.image)
+        crate::inspect::read_host(&checked)
     };
     let (r, reader) = match host {
         Ok(r) => (r, "host (ext4-view)"),
+        Err(crate::inspect::HostError::Corrupt(why)) => {
+            return usage_error(format!(
+                "cannot read {}: {}",
+                safe(&a.image.display().to_string()),
+                safe(&why)
+            ))
+        }
         Err(why) => {
             tracing::debug!("host reader: {why}; using libguestfs");
             let tcg = crate::libvirt::probe::tcg_for_tools(
@@ -52,7 +68,7 @@ pub(super) fn inspect_cmd(a: InspectArgs) -> i32 {
                 crate::plan::DEFAULT_URI,
                 &cancel,
             );
-            let mut g = match crate::guest::Guest::open_readonly(&a.image, &info.format, tcg) {
+            let mut g = match crate::guest::Guest::open_readonly(&a.image, &checked.format, tcg) {
                 Ok(g) => g,
                 Err(e) => {
                     errln!("error: {e}");
@@ -73,8 +89,8 @@ pub(super) fn inspect_cmd(a: InspectArgs) -> i32 {
             let mut v = serde_json::to_value(&r).expect("JSON");
             v["image"] = serde_json::json!({
                 "path": a.image,
-                "format": info.format,
-                "virtual_size": info.virtual_size,
+                "format": checked.format,
+                "virtual_size": checked.virtual_size,
                 "size": size,
                 "allocated_size": allocated,
             });
@@ -85,8 +101,8 @@ pub(super) fn inspect_cmd(a: InspectArgs) -> i32 {
             outln!(
                 "image:       {} ({}, {} virtual, {} allocated)",
                 a.image.display(),
-                info.format,
-                h(info.virtual_size),
+                checked.format,
+                h(checked.virtual_size),
                 h(allocated)
             );
             outln!("read by:     {reader}");
@@ -248,6 +264,7 @@ fn print_text(r: &Report) {
             MachineId::Uninitialized => "uninitialized (made on first boot)".into(),
             MachineId::Absent => "absent".into(),
             MachineId::Set(id) => format!("set: {}", safe(id)),
+            MachineId::Invalid(n) => format!("not a machine id ({n} bytes, not shown)"),
         }
     );
     if r.warnings.is_empty() {

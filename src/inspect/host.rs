@@ -79,7 +79,22 @@ fn kind_bits(m: &ext4_view::Metadata) -> u32 {
 impl View for HostView {
     fn read(&self, path: &str) -> Option<Vec<u8>> {
         let (fs, p) = self.at(path)?;
-        fs.read(p.as_str()).ok()
+        // The size is the image's claim (a crafted inode says 64 GiB): read in pieces, and
+        // give up past READ_MAX instead of allocating what it claims.
+        let mut f = fs.open(p.as_str()).ok()?;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read_bytes(&mut buf).ok()?;
+            if n == 0 {
+                return Some(out);
+            }
+            if out.len() + n > READ_MAX {
+                tracing::warn!("{path}: larger than {} MiB: not read", READ_MAX >> 20);
+                return None;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
     }
     fn list(&self, dir: &str) -> Vec<String> {
         let Some((fs, p)) = self.at(dir) else {
@@ -110,12 +125,52 @@ impl View for HostView {
     }
 }
 
+/// The most of one guest file read whole (os-release, passwd, fstab, the dpkg status: far less).
+const READ_MAX: usize = 64 << 20;
+
+/// Why the host reader did not read an image.
+#[derive(Debug)]
+pub enum HostError {
+    /// Not for the host reader (another format or filesystem, LVM, an rpm database, no single
+    /// root): libguestfs reads it.
+    Fallback(String),
+    /// Corrupt where kiln parses it itself (the qcow2 container): not handed to another reader
+    /// either (qemu would spin on the same tables).
+    Corrupt(String),
+}
+
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostError::Fallback(s) | HostError::Corrupt(s) => f.write_str(s),
+        }
+    }
+}
+
+fn fallback(why: &str) -> HostError {
+    HostError::Fallback(why.to_string())
+}
+
+impl From<String> for HostError {
+    fn from(s: String) -> Self {
+        HostError::Fallback(s)
+    }
+}
+
+impl From<crate::diskread::DiskError> for HostError {
+    fn from(e: crate::diskread::DiskError) -> Self {
+        match e {
+            crate::diskread::DiskError::Corrupt(_) => HostError::Corrupt(e.to_string()),
+            _ => HostError::Fallback(e.to_string()),
+        }
+    }
+}
+
 /// Inspect without an appliance: a raw or qcow2 image whose filesystems are all ext2/3/4 (or
 /// swap, or empty BIOS boot partitions), read in-process by ext4-view (pure Rust, read-only:
-/// the image's bytes are parsed by memory-safe code, nothing is mounted or run). An error
-/// means "use libguestfs" (another format or filesystem, LVM, an rpm database, no single
-/// root), not that the image is bad.
-pub fn read_host(image: &std::path::Path) -> Result<Report, String> {
+/// the image's bytes are parsed by memory-safe code, nothing is mounted or run). A `Fallback`
+/// error means "use libguestfs", not that the image is bad.
+pub fn read_host(image: &crate::diskread::Image) -> Result<Report, HostError> {
     let (view, facts) = open_host(image)?;
     let kernels = glob(&view, "/boot/vmlinuz-*")
         .into_iter()
@@ -131,11 +186,11 @@ pub fn read_host(image: &std::path::Path) -> Result<Report, String> {
 
 /// The host reader's view of an image and its disk facts (see `read_host` for what it
 /// refuses).
-pub fn open_host(image: &std::path::Path) -> Result<(HostView, DiskFacts), String> {
+pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts), HostError> {
     use crate::diskread::{self, Slice};
-    let disk = diskread::open(image).map_err(|e| e.to_string())?;
+    let disk = diskread::open(image)?;
     let mut head = vec![0u8; 34 * 512];
-    disk.read_at(0, &mut head).map_err(|e| e.to_string())?;
+    disk.read_at(0, &mut head)?;
     let (table, parts) = match diskread::partitions(&head) {
         Some((t, p)) => (Some(t), p),
         None => (None, Vec::new()),
@@ -170,7 +225,7 @@ pub fn open_host(image: &std::path::Path) -> Result<(HostView, DiskFacts), Strin
     let mut ext4s: Vec<(String, Slice)> = Vec::new();
     for (dev, slice, part) in &slices {
         let mut sb = vec![0u8; 2048];
-        slice.read_at(0, &mut sb).map_err(|e| e.to_string())?;
+        slice.read_at(0, &mut sb)?;
         if let Some((uuid, label, size, used)) = diskread::ext4_superblock(&sb[1024..]) {
             filesystems.push(Filesystem {
                 device: dev.clone(),
@@ -197,7 +252,7 @@ pub fn open_host(image: &std::path::Path) -> Result<(HostView, DiskFacts), Strin
             });
         } else if part.is_some_and(|p| p.kind == BIOS_BOOT_GUID) {
         } else {
-            return Err(format!("{dev}: not an ext2/3/4 filesystem"));
+            return Err(format!("{dev}: not an ext2/3/4 filesystem").into());
         }
     }
     let mut loaded: Vec<(String, ext4_view::Ext4)> = Vec::new();
@@ -216,17 +271,17 @@ pub fn open_host(image: &std::path::Path) -> Result<(HostView, DiskFacts), Strin
         .map(|(i, _)| i)
         .collect();
     let [root] = roots[..] else {
-        return Err(format!("{} operating system roots", roots.len()));
+        return Err(format!("{} operating system roots", roots.len()).into());
     };
     let text = |fs: &ext4_view::Ext4, p: &str| fs.read_to_string(p).ok();
     let osr = text(&loaded[root].1, "/etc/os-release")
         .or_else(|| text(&loaded[root].1, "/usr/lib/os-release"))
         .unwrap_or_default();
     let Some((_, package_management)) = crate::guest::distro_from_os_release(&osr) else {
-        return Err("a distribution kiln does not map".into());
+        return Err(fallback("a distribution kiln does not map"));
     };
     if package_management != "apt" {
-        return Err("an rpm database (read through libguestfs)".into());
+        return Err(fallback("an rpm database (read through libguestfs)"));
     }
     let fstab_text = text(&loaded[root].1, "/etc/fstab").unwrap_or_default();
     let mut mounts = vec![("/".to_string(), root)];
@@ -244,7 +299,7 @@ pub fn open_host(image: &std::path::Path) -> Result<(HostView, DiskFacts), Strin
             Some(i) => mounts.push((mp, i)),
             // A filesystem the host reader cannot open, or one that is missing: libguestfs
             // decides (it reports the missing one the same way).
-            None => return Err(format!("fstab's {mp}: not an ext4 filesystem of this disk")),
+            None => return Err(format!("fstab's {mp}: not an ext4 filesystem of this disk").into()),
         }
     }
     for (mp, i) in &mounts {

@@ -119,6 +119,9 @@ pub enum MachineId {
     Absent,
     /// Every clone would share it.
     Set(String),
+    /// Not a machine id (32 hex digits): its length only, the content is not shown (a
+    /// crafted image could make any bytes appear here).
+    Invalid(usize),
 }
 
 /// Read access to a guest's mounted filesystems: libguestfs, or the host reader.

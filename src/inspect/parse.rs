@@ -226,7 +226,10 @@ pub fn machine_id(content: Option<&str>) -> MachineId {
         None => MachineId::Absent,
         Some("") => MachineId::Empty,
         Some("uninitialized") => MachineId::Uninitialized,
-        Some(id) => MachineId::Set(id.to_string()),
+        Some(id) if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            MachineId::Set(id.to_string())
+        }
+        Some(other) => MachineId::Invalid(other.len()),
     }
 }
 
@@ -244,6 +247,11 @@ pub fn warnings(r: &Report) -> Vec<String> {
     if let MachineId::Set(id) = &r.machine_id {
         w.push(format!(
             "/etc/machine-id is set ({id}): every instance would share it (sysprep's machine-id operation empties it)"
+        ));
+    }
+    if let MachineId::Invalid(n) = &r.machine_id {
+        w.push(format!(
+            "/etc/machine-id holds {n} bytes that are not a machine id (sysprep's machine-id operation empties it)"
         ));
     }
     if let Some(s) = &r.sshd {

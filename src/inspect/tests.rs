@@ -127,5 +127,15 @@ fn boot_and_fstab_and_machine_id() {
         machine_id(Some("uninitialized\n")),
         MachineId::Uninitialized
     );
-    assert_eq!(machine_id(Some("0123\n")), MachineId::Set("0123".into()));
+    let id = "0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        machine_id(Some(&format!("{id}\n"))),
+        MachineId::Set(id.into())
+    );
+    // Anything else is not shown (a host key read through a crafted image, escapes).
+    assert_eq!(machine_id(Some("0123\n")), MachineId::Invalid(4));
+    assert_eq!(
+        machine_id(Some("-----BEGIN OPENSSH PRIVATE KEY-----")),
+        MachineId::Invalid(35)
+    );
 }

@@ -92,16 +92,14 @@ fn inspect_base(
 ) -> anyhow::Result<BaseDisk> {
     let path =
         std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
-    let info = crate::qemu_img::info(&path, &ctx.env.cancel)
-        .with_context(|| format!("inspecting base disk {}", path.display()))?;
     // A backing file (or a json: filename) can name any file on the host, which would end
-    // up inside the published image: sources must stand alone.
-    if let Some(b) = &info.backing_filename {
-        bail!(
-            "the base disk {} has a backing file ({b}); kiln does not follow a source's backing files (they can point anywhere on the host): flatten it first (qemu-img convert)",
+    // up inside the published image: sources must stand alone (no backing file is allowed).
+    let info = crate::imagefile::check(&path, None, &[], &ctx.env.cancel).with_context(|| {
+        format!(
+            "inspecting base disk {} (a source must stand alone: flatten one with a backing file first, qemu-img convert)",
             path.display()
-        );
-    }
+        )
+    })?;
     if let Some(f) = declared_format {
         if f != info.format {
             bail!(
