@@ -90,6 +90,74 @@ pub fn real_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Make `dir` (and its parents) if missing, else take it only if it is a directory this user
+/// owns, not a symlink to one; then set its mode through a descriptor (never through a link).
+/// In a directory others can write (`./NAME.plan` in /tmp), nobody else chooses what kiln
+/// writes into or chmods.
+pub fn own_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::DirBuilder::new().mode(mode).create(dir)?;
+        }
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    let d = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .map_err(|e| {
+            std::io::Error::other(format!(
+                "{}: not a directory of its own ({e})",
+                dir.display()
+            ))
+        })?;
+    let m = d.metadata()?;
+    if m.uid() != unsafe { libc::geteuid() } {
+        return Err(std::io::Error::other(format!(
+            "{} belongs to another user (uid {}): not written into",
+            dir.display(),
+            m.uid()
+        )));
+    }
+    use std::os::unix::fs::PermissionsExt;
+    d.set_permissions(std::fs::Permissions::from_mode(mode))
+}
+
+/// Replace `path` whole with `data` (mode `mode` from the first byte): written to a new file
+/// beside it (`O_EXCL`, so never through a planted link) and renamed over it, which replaces
+/// a symlink there instead of writing where it points.
+pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{}: no file name", path.display())))?;
+    let tmp = path.with_file_name(format!(
+        ".{}.part-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        std::fs::rename(&tmp, path)
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
 /// Create `path` (replacing it) with mode 0600 from the first byte: for files that hold a
 /// password hash or a key, whatever the umask and the directory.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -178,6 +246,34 @@ mod tests {
         real_dir(&sub).unwrap();
         std::os::unix::fs::symlink("/tmp", d.path().join("dirlink")).unwrap();
         assert!(real_dir(&d.path().join("dirlink")).is_err());
+    }
+
+    /// Planted links in a directory others can write: kiln's files replace them, nothing is
+    /// written or chmodded where they point.
+    #[test]
+    fn written_files_and_directories_never_go_through_planted_links() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(victim.join("file"), "precious").unwrap();
+        // The render directory is a link to another directory: refused, its mode unchanged.
+        let plan = d.path().join("x.plan");
+        std::os::unix::fs::symlink(&victim, &plan).unwrap();
+        assert!(own_dir(&plan, 0o700).is_err());
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
+        // A file in it is a link to a victim file: replaced, the victim untouched.
+        let real = d.path().join("real.plan");
+        own_dir(&real, 0o700).unwrap();
+        std::os::unix::fs::symlink(victim.join("file"), real.join("user-data")).unwrap();
+        replace_file(&real.join("user-data"), b"new", 0o600).unwrap();
+        assert_eq!(std::fs::read(victim.join("file")).unwrap(), b"precious");
+        assert_eq!(std::fs::read(real.join("user-data")).unwrap(), b"new");
+        let m = std::fs::symlink_metadata(real.join("user-data")).unwrap();
+        assert!(m.is_file() && m.permissions().mode() & 0o777 == 0o600);
+        own_dir(&real, 0o700).unwrap();
     }
 
     #[test]

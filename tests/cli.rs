@@ -1159,6 +1159,53 @@ fn crafted_backing_files_are_followed_by_no_command() {
     assert!(raw.starts_with(canary.as_bytes()));
 }
 
+/// `kiln plan` in a directory others can write (issue 24): a planted `NAME.plan` symlink is
+/// not written into or chmodded; planted file links in kiln's own render directory are
+/// replaced, not written through.
+#[test]
+fn plan_writes_through_no_planted_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("r.yaml"),
+        "name: t\nsource:\n  image: {path: disk.raw}\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("disk.raw"), vec![0u8; 1 << 20]).unwrap();
+    let victim = d.join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(victim.join("user-data"), "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, d.join("t-0.plan")).unwrap();
+    let o = kiln_in(&["plan", "r.yaml"], d);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stderr).contains("not a directory of its own"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read(victim.join("user-data")).unwrap(),
+        b"precious"
+    );
+    let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o755, "chmodded through the link");
+    // Its own directory, with a file planted as a link: the link is replaced.
+    std::fs::remove_file(d.join("t-0.plan")).unwrap();
+    std::fs::create_dir(d.join("t-0.plan")).unwrap();
+    std::os::unix::fs::symlink(victim.join("user-data"), d.join("t-0.plan/user-data")).unwrap();
+    let o = kiln_in(&["plan", "r.yaml"], d);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(
+        std::fs::read(victim.join("user-data")).unwrap(),
+        b"precious"
+    );
+    assert!(std::fs::symlink_metadata(d.join("t-0.plan/user-data"))
+        .unwrap()
+        .is_file());
+}
+
 #[test]
 fn checksum_lists_over_plain_http_are_refused_but_loopback() {
     let dir = tempfile::tempdir().unwrap();

@@ -501,24 +501,10 @@ pub(super) fn out_root(output: Option<PathBuf>, plan: &Plan) -> PathBuf {
 
 /// A directory only its owner can enter (created if needed; an existing one is narrowed).
 fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    crate::hostfile::own_dir(dir, 0o700)
 }
 
-/// A file only its owner can read, replaced whole.
+/// A file only its owner can read, replaced whole (never written through a link).
 fn private_file(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    f.write_all(text.as_bytes())
+    crate::hostfile::replace_file(path, text.as_bytes(), 0o600)
 }
