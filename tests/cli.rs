@@ -1206,6 +1206,38 @@ fn plan_writes_through_no_planted_link() {
         .is_file());
 }
 
+/// What another user of a shared cache wrote reaches the terminal escaped (issue 24): an entry
+/// whose stage and file names carry an escape sequence and a right-to-left override.
+#[test]
+fn cache_listings_print_planted_escapes_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "ab".repeat(32);
+    let entry = dir.path().join("stages").join(&key);
+    std::fs::create_dir_all(&entry).unwrap();
+    let evil = "s\u{1b}]0;pwned\u{7}\u{202e}txt";
+    std::fs::write(entry.join(evil), "x").unwrap();
+    let meta = serde_json::json!({"stage": evil, "key": key, "created": 0, "files": [evil],
+        "size": 1});
+    std::fs::write(entry.join("meta.json"), meta.to_string()).unwrap();
+    let cache = dir.path().to_str().unwrap();
+    for args in [
+        vec!["cache", "--cache-dir", cache, "list"],
+        vec!["cache", "--cache-dir", cache, "show", &key[..8]],
+    ] {
+        let o = kiln_in(&args, dir.path());
+        let out = text(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o.stderr));
+        assert!(
+            out.contains("\\u{1b}]0;pwned\\u{7}\\u{202e}txt"),
+            "{args:?}: {out}"
+        );
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{202e}'),
+            "{args:?}"
+        );
+    }
+}
+
 #[test]
 fn checksum_lists_over_plain_http_are_refused_but_loopback() {
     let dir = tempfile::tempdir().unwrap();

@@ -47,13 +47,13 @@ pub(super) fn cache_cmd(cache_dir: Option<PathBuf>, command: CacheCommand) -> i3
                 outln!(
                     "{:<16}  {:<9} {:>10}  {:<14}  {}",
                     e.meta.key.short(),
-                    e.meta.stage,
+                    safe(&e.meta.stage),
                     h(e.meta.size),
                     ago(e),
                     e.meta.depends_on.as_ref().map(|k| k.short()).unwrap_or("-")
                 );
             }
-            let total: u64 = all.iter().map(|e| e.meta.size).sum();
+            let total: u64 = all.iter().fold(0u64, |t, e| t.saturating_add(e.meta.size));
             outln!(
                 "{} entries, {} in {}",
                 all.len(),
@@ -71,7 +71,7 @@ pub(super) fn cache_cmd(cache_dir: Option<PathBuf>, command: CacheCommand) -> i3
             match found.as_slice() {
                 [e] => {
                     outln!("key:        {}", e.meta.key);
-                    outln!("stage:      {}", e.meta.stage);
+                    outln!("stage:      {}", safe(&e.meta.stage));
                     outln!("size:       {}", h(e.meta.size));
                     outln!("last used:  {}", ago(e));
                     outln!(
@@ -89,9 +89,9 @@ pub(super) fn cache_cmd(cache_dir: Option<PathBuf>, command: CacheCommand) -> i3
                     };
                     outln!("made on:    {}", id(&e.meta.built_on));
                     outln!("holds:      {}", id(&e.meta.content));
-                    outln!("directory:  {}", e.dir.display());
+                    outln!("directory:  {}", safe(&e.dir.display().to_string()));
                     for f in &e.meta.files {
-                        outln!("file:       {f}");
+                        outln!("file:       {}", safe(f));
                     }
                     exit::OK
                 }
@@ -219,21 +219,29 @@ pub(super) fn gc_cmd(
     );
     let verb = if dry_run { "would remove" } else { "removed" };
     for item in &r.orphans {
-        outln!("{verb} {item}");
+        outln!("{verb} {}", safe(&item.to_string()));
     }
     for (item, owner) in &r.live {
-        outln!("kept {item}: its build still runs ({owner})");
+        outln!(
+            "kept {}: its build still runs ({})",
+            safe(&item.to_string()),
+            safe(&owner.to_string())
+        );
     }
     if !force_foreign {
         for (item, why) in &r.foreign {
-            outln!("kept {item}: {why} (cannot tell from here whether it runs; --force-foreign removes it)");
+            outln!(
+                "kept {}: {} (cannot tell from here whether it runs; --force-foreign removes it)",
+                safe(&item.to_string()),
+                safe(&why.to_string())
+            );
         }
     }
     if r.orphans.is_empty() {
         outln!("nothing to collect");
     }
     for e in &r.errors {
-        errln!("error: {e}");
+        errln!("error: {}", safe(&e.to_string()));
     }
     if r.errors.is_empty() && lv.is_some() {
         exit::OK

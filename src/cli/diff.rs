@@ -232,7 +232,7 @@ pub(super) fn diff_cmd(a: DiffArgs) -> i32 {
                 ("unmasked", &s.unmasked),
             ] {
                 for u in list {
-                    outln!("  {sign} {u}");
+                    outln!("  {sign} {}", safe(u));
                 }
             }
         }
@@ -253,13 +253,19 @@ fn print_packages(d: &Diff) {
         p.changed.len()
     );
     for p in &p.added {
-        outln!("  + {} {} ({})", p.name, p.version, p.arch);
+        outln!(
+            "  + {}",
+            safe(&format!("{} {} ({})", p.name, p.version, p.arch))
+        );
     }
     for p in &p.removed {
-        outln!("  - {} {} ({})", p.name, p.version, p.arch);
+        outln!(
+            "  - {}",
+            safe(&format!("{} {} ({})", p.name, p.version, p.arch))
+        );
     }
     for (n, arch, from, to) in &p.changed {
-        outln!("  ~ {n} {from} -> {to} ({arch})");
+        outln!("  ~ {}", safe(&format!("{n} {from} -> {to} ({arch})")));
     }
 }
 
@@ -309,7 +315,7 @@ fn print_files(d: &Diff, package_files: bool) {
     let owner = |c: &imagediff::FileChange| {
         c.package
             .as_deref()
-            .map(|p| format!(" [{p}]"))
+            .map(|p| format!(" [{}]", safe(p)))
             .unwrap_or_default()
     };
     for c in f.added.iter().filter(shown) {

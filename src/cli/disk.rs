@@ -368,10 +368,10 @@ pub(super) fn sysprep_cmd(a: SysprepArgs, customize: Vec<crate::customize::Custo
                 let n = r.actions.len();
                 outln!("  {}: {n} change{}", r.op, if n == 1 { "" } else { "s" });
                 for act in &r.actions {
-                    outln!("    {verb} {act}");
+                    outln!("    {verb} {}", safe(&act.to_string()));
                 }
                 for note in &r.notes {
-                    outln!("    {note}");
+                    outln!("    {}", safe(&note.to_string()));
                 }
                 // Shown once, as virt-customize does; never logged.
                 for secret in &r.secrets {
@@ -447,7 +447,7 @@ pub(super) fn info_cmd(image: &Path, format: PlanFormat) -> i32 {
             outln!("sha256:         {sha256}");
             outln!(
                 "backing file:   {}",
-                info.backing_filename.as_deref().unwrap_or("none")
+                safe(info.backing_filename.as_deref().unwrap_or("none"))
             );
         }
     }

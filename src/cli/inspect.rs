@@ -132,7 +132,7 @@ fn print_disk(r: &Report) {
             safe(&r.kernels.join(", ")).into_owned()
         }
     );
-    let mut boot = vec![r.boot.loader.clone()];
+    let mut boot = vec![safe(&r.boot.loader).into_owned()];
     if r.boot.bios {
         boot.push("BIOS".into());
     }
@@ -155,7 +155,7 @@ fn print_disk(r: &Report) {
             p.device,
             h(p.start),
             h(p.size),
-            p.kind,
+            safe(&p.kind),
             if p.bootable { "  active" } else { "" }
         );
     }
@@ -169,7 +169,11 @@ fn print_disk(r: &Report) {
             "  {:<11} {:<5} uuid {}{}{}{usage}",
             f.device,
             f.fstype,
-            if f.uuid.is_empty() { "-" } else { &f.uuid },
+            if f.uuid.is_empty() {
+                "-".into()
+            } else {
+                safe(&f.uuid)
+            },
             if f.label.is_empty() {
                 String::new()
             } else {
@@ -177,7 +181,7 @@ fn print_disk(r: &Report) {
             },
             f.mountpoint
                 .as_deref()
-                .map(|m| format!(" on {m}"))
+                .map(|m| format!(" on {}", safe(m)))
                 .unwrap_or_default()
         );
     }
