@@ -366,7 +366,8 @@ fn main() {
         let base = LIVE.load(Ordering::Relaxed);
         let t = Instant::now();
         let outcome = std::panic::catch_unwind(|| {
-            let (plan, errs) = kiln::recipe::load_all(&recipe, &vars, &[]);
+            let (plan, errs) =
+                kiln::recipe::load_all(&recipe, &vars, &[], kiln::recipe::Trust::Untrusted);
             if let (Some(plan), true) = (&plan, errs.is_empty()) {
                 let _ = kiln::templates::render_answers(plan);
                 true

@@ -22,14 +22,25 @@ pub fn each_chunk(path: &Path, mut f: impl FnMut(&[u8])) -> std::io::Result<()> 
     }
 }
 
+/// A file the user named (a recipe, an element, a template), symlinks followed: read only if it
+/// is a regular file (opened without blocking: a FIFO cannot hang validation) of at most
+/// `limit` bytes, without reading more than that (a 3 GB "recipe" is refused unread).
+pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    read_opened(path, limit, 0)
+}
+
 /// A file someone else may have made (a shared cache's `meta.json`): read only if `path` itself
 /// is a regular file (not a symlink, FIFO or device: opened without following and without
 /// blocking) of at most `limit` bytes.
 pub fn read_untrusted(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    read_opened(path, limit, libc::O_NOFOLLOW)
+}
+
+fn read_opened(path: &Path, limit: u64, flags: i32) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(flags | libc::O_NONBLOCK)
         .open(path)?;
     let m = f.metadata()?;
     if !m.is_file() {
@@ -40,16 +51,18 @@ pub fn read_untrusted(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     }
     if m.len() > limit {
         return Err(std::io::Error::other(format!(
-            "{} is larger than {limit} bytes",
-            path.display()
+            "{} is larger than {} KiB",
+            path.display(),
+            limit >> 10
         )));
     }
     let mut data = Vec::with_capacity(m.len() as usize);
     f.take(limit + 1).read_to_end(&mut data)?;
     if data.len() as u64 > limit {
         return Err(std::io::Error::other(format!(
-            "{} grew past {limit} bytes",
-            path.display()
+            "{} grew past {} KiB",
+            path.display(),
+            limit >> 10
         )));
     }
     Ok(data)

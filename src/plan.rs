@@ -15,6 +15,9 @@ use crate::vocab::{
 pub struct Plan {
     pub recipe_path: PathBuf,
     pub recipe_sha256: String,
+    /// Trusted (`--trust-recipe`, `KILN_TRUSTED_RECIPES`): host scripts, a domain template of
+    /// its own and host files anywhere were allowed (README, "Hostile input").
+    pub trusted: bool,
     pub name: String,
     pub version: String,
     pub description: Option<String>,

@@ -200,9 +200,18 @@ fn registry(
     h
 }
 
+/// The largest template file read (as a recipe: 1 MiB).
+const TEMPLATE_MAX: u64 = 1 << 20;
+
 /// A recipe's own template file: (origin for messages, text).
 fn read_template(p: &Path) -> Result<(String, String), TemplateError> {
-    let text = std::fs::read_to_string(p).map_err(|source| TemplateError::Read {
+    // A regular file of bounded size (a FIFO or /dev/zero named as a template must not hang
+    // or exhaust `kiln validate`).
+    let read = || -> std::io::Result<String> {
+        let bytes = crate::hostfile::read_regular(p, TEMPLATE_MAX)?;
+        String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
+    };
+    let text = read().map_err(|source| TemplateError::Read {
         path: p.to_path_buf(),
         source,
     })?;
@@ -215,10 +224,64 @@ pub fn render(plan: &Plan, kind: Kind, ctx: &impl Serialize) -> Result<String, T
     match kind.override_path(plan) {
         Some(p) => {
             let (origin, text) = read_template(p)?;
-            render_str(&origin, &text, kind.format(), ctx)
+            let out = render_str(&origin, &text, kind.format(), ctx)?;
+            if kind == Kind::Domain {
+                check_domain(&out, &render_builtin(kind, ctx)?)
+                    .map_err(|message| TemplateError::Refused { origin, message })?;
+            }
+            Ok(out)
         }
         None => render_builtin(kind, ctx),
     }
+}
+
+/// A recipe's own domain XML (trusted recipes only) may shape the VM, not reach through it to
+/// the host: its security labels and qemu passthrough (`<qemu:…>`) must be exactly those of
+/// kiln's own template rendered for the same VM (sVirt's DAC label, the ssh port forward), and
+/// it may have no host devices, filesystem shares or shared memory, and disks only from
+/// files. Checked on the rendered XML, so no template trick hides anything.
+pub fn check_domain(xml: &str, builtin: &str) -> Result<(), String> {
+    let parse = |x: &'_ str| -> Result<Vec<String>, String> {
+        let doc = roxmltree::Document::parse_with_options(
+            x,
+            roxmltree::ParsingOptions {
+                allow_dtd: false,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| format!("the rendered domain XML does not parse: {e}"))?;
+        Ok(doc
+            .descendants()
+            .filter(|n| n.is_element())
+            .filter_map(|n| {
+                let name = n.tag_name().name();
+                let qemu = n
+                    .tag_name()
+                    .namespace()
+                    .is_some_and(|ns| ns.contains("libvirt.org/schemas/domain/qemu"));
+                let kept = qemu || matches!(name, "seclabel" | "label");
+                let refused = matches!(name, "hostdev" | "filesystem" | "shmem")
+                    || (name == "disk" && n.attribute("type").unwrap_or("file") != "file");
+                (kept || refused).then(|| {
+                    let attrs: Vec<String> = n
+                        .attributes()
+                        .map(|a| format!("{}='{}'", a.name(), a.value()))
+                        .collect();
+                    let text = n.text().map(str::trim).unwrap_or_default();
+                    format!("<{name} {}>{text}", attrs.join(" "))
+                })
+            })
+            .collect())
+    };
+    let (mine, kilns) = (parse(xml)?, parse(builtin)?);
+    if mine == kilns {
+        return Ok(());
+    }
+    let extra: Vec<&String> = mine.iter().filter(|e| !kilns.contains(e)).collect();
+    let missing: Vec<&String> = kilns.iter().filter(|e| !mine.contains(e)).collect();
+    Err(format!(
+        "the domain template may not change security labels, qemu passthrough, host devices, filesystem shares or non-file disks (kiln's own template decides them); it adds {extra:?} and lacks {missing:?}"
+    ))
 }
 
 /// Render the built-in template of `kind` (the domain template for the VMs no recipe
@@ -314,6 +377,49 @@ pub fn is_blank(rendered: &str) -> bool {
         .lines()
         .map(str::trim)
         .all(|l| l.is_empty() || l.starts_with('#'))
+}
+
+#[cfg(test)]
+mod domain_tests {
+    #[test]
+    fn a_recipe_domain_cannot_reach_the_host() {
+        let kilns = "<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><seclabel type='static' model='dac'><label>+64055:+64055</label></seclabel><devices><disk type='file' device='disk'/></devices><qemu:commandline><qemu:arg value='-netdev'/></qemu:commandline></domain>";
+        // The same VM with a different look (more memory, another disk from a file): fine.
+        let ok = kilns.replace(
+            "<devices>",
+            "<memory>4</memory><devices><disk type='file'/>",
+        );
+        super::check_domain(&ok, kilns).unwrap();
+        for (bad, why) in [
+            (
+                kilns.replace("type='static' model='dac'", "type='none'"),
+                "seclabel type='none'",
+            ),
+            (
+                kilns.replace("value='-netdev'", "value='-drive'"),
+                "value='-drive'",
+            ),
+            (
+                kilns.replace("<devices>", "<devices><hostdev mode='subsystem'/>"),
+                "hostdev",
+            ),
+            (
+                kilns.replace("<devices>", "<devices><filesystem type='mount'/>"),
+                "filesystem",
+            ),
+            (
+                kilns.replace("<disk type='file'", "<disk type='block'"),
+                "type='block'",
+            ),
+            (
+                "<!DOCTYPE d [<!ENTITY x SYSTEM 'file:///etc/shadow'>]><domain>&x;</domain>".into(),
+                "does not parse",
+            ),
+        ] {
+            let e = super::check_domain(&bad, kilns).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,9 @@ pub struct Tunables {
     pub vm_dir: PathBuf,
     /// `KILN_ELEMENTS_PATH` (colon-separated), then `KILN_DATA_DIR/elements`.
     pub elements_path: Vec<PathBuf>,
+    /// `KILN_TRUSTED_RECIPES` (colon-separated directories): recipes below them are trusted
+    /// as with `--trust-recipe`.
+    pub trusted_recipes: Vec<PathBuf>,
     /// `KILN_HOST_PACKAGES=0`: apt runs in the guest instead of on the host.
     pub host_packages: bool,
     /// `KILN_DIRECT_BOOT=0`: the build VM boots through its firmware, GRUB and cloud-init.
@@ -114,6 +117,14 @@ impl Tunables {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/var/lib/kiln/vm")),
             elements_path,
+            trusted_recipes: get("KILN_TRUSTED_RECIPES")
+                .map(|p| {
+                    p.split(':')
+                        .filter(|s| !s.is_empty())
+                        .map(PathBuf::from)
+                        .collect()
+                })
+                .unwrap_or_default(),
             host_packages: get("KILN_HOST_PACKAGES").as_deref() != Some("0"),
             direct_boot: get("KILN_DIRECT_BOOT").as_deref() != Some("0"),
             vmdk_writer: match get("KILN_VMDK_WRITER").as_deref() {

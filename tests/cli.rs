@@ -1238,6 +1238,81 @@ fn cache_listings_print_planted_escapes_escaped() {
     }
 }
 
+/// The trust model (issue 24): an untrusted recipe (the default) that runs host scripts,
+/// brings its own domain template, reads host files outside its directory or has an element
+/// file linked to a host file gets every such use reported at its position, exit 2, before
+/// anything runs, and no line of the linked file is shown; trusted (`--trust-recipe`), the
+/// same recipe validates, but a domain template that drops kiln's security label still does
+/// not.
+#[test]
+fn an_untrusted_recipe_reaches_nothing_of_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let canary = "KILN-CANARY-71b3e0: root:$6$secret";
+    std::fs::write(d.join("host-secret"), format!("{canary}\n{canary}\n")).unwrap();
+    std::fs::create_dir_all(d.join("recipe/elements/evil")).unwrap();
+    std::os::unix::fs::symlink(
+        d.join("host-secret"),
+        d.join("recipe/elements/evil/element.yaml"),
+    )
+    .unwrap();
+    // kiln's own domain template, as a user would start one of their own.
+    let domain = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/domain.xml.hbs"),
+    )
+    .unwrap();
+    std::fs::write(d.join("recipe/domain.xml.hbs"), &domain).unwrap();
+    let host_file = d.join("host-secret");
+    let r = d.join("recipe/r.yaml");
+    let recipe = |elements: &str| {
+        format!(
+            "name: t\nsource:\n  bootstrap: {{distro: debian, suite: bookworm, packages: [cloud-init]}}\n\
+             elements: [{elements}]\n\
+             customize:\n  - upload: \"{}:/etc/x\"\n\
+             sysprep:\n  scripts: [\"touch /tmp/owned\"]\n\
+             templates:\n  domain: domain.xml.hbs\n",
+            host_file.display()
+        )
+    };
+    std::fs::write(&r, recipe("evil")).unwrap();
+    let o = kiln_in(&["validate", "r.yaml"], &d.join("recipe"));
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for want in [
+        "elements/evil/element.yaml:1:1: cannot read element: it is a link out of the element's directory",
+        "r.yaml:6:13: ",
+        "outside the recipe's directory",
+        "r.yaml:8:12: sysprep scripts run on this host",
+        "r.yaml:10:11: a domain template of the recipe's own",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(!err.contains("KILN-CANARY"), "{err}");
+    // Trusted: the same recipe without the linked element validates; plan says so.
+    std::fs::write(&r, recipe("")).unwrap();
+    let o = kiln_in(&["validate", "r.yaml", "--trust-recipe"], &d.join("recipe"));
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let o = kiln_in(
+        &["plan", "r.yaml", "--trust-recipe", "--render-dir", "p"],
+        &d.join("recipe"),
+    );
+    assert!(
+        text(&o.stdout).contains("trust: trusted"),
+        "{}",
+        text(&o.stdout)
+    );
+    // Even trusted, a domain template may not drop the DAC label kiln's template sets.
+    std::fs::write(
+        d.join("recipe/domain.xml.hbs"),
+        domain.replace("<seclabel type='static'", "<seclabel type='none'"),
+    )
+    .unwrap();
+    let o = kiln_in(&["validate", "r.yaml", "--trust-recipe"], &d.join("recipe"));
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("may not change security labels"), "{err}");
+}
+
 #[test]
 fn checksum_lists_over_plain_http_are_refused_but_loopback() {
     let dir = tempfile::tempdir().unwrap();

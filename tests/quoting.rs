@@ -211,7 +211,8 @@ fn render_all(kind: &str, template: Option<&str>, values: &[String], dir: &Path)
         }
         let path = case.join("recipe.yaml");
         std::fs::write(&path, recipe).unwrap();
-        let (plan, errs) = kiln::recipe::load_all(&path, &vars, &[]);
+        let (plan, errs) =
+            kiln::recipe::load_all(&path, &vars, &[], kiln::recipe::Trust::Untrusted);
         let rendered = match (plan, errs.is_empty()) {
             (Some(plan), true) => match kiln::templates::render_answers(&plan) {
                 Ok(Some(text)) => {

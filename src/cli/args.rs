@@ -44,15 +44,27 @@ pub enum PlanFormat {
     Json,
 }
 
+/// What `validate`, `plan` and `build` read a recipe with.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RecipeInput {
+    /// Override a variable: NAME=VALUE.
+    #[arg(long = "var", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Trust the recipe and its elements: let them run scripts on this host (sysprep.scripts),
+    /// bring a domain template of their own and read host files outside their directory
+    /// (recipes below a directory in $KILN_TRUSTED_RECIPES are trusted too).
+    #[arg(long)]
+    pub trust_recipe: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Check recipes (and their elements and templates); report every problem with its position.
     Validate {
         #[arg(required = true)]
         recipes: Vec<PathBuf>,
-        /// Override a variable: NAME=VALUE.
-        #[arg(long = "var", value_parser = parse_var)]
-        vars: Vec<(String, String)>,
+        #[command(flatten)]
+        input: RecipeInput,
     },
     /// Show what a build would do: elements, stages with inputs, exact commands; render the
     /// templates into a directory.
@@ -60,8 +72,8 @@ pub enum Command {
         recipe: PathBuf,
         #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
-        #[arg(long = "var", value_parser = parse_var)]
-        vars: Vec<(String, String)>,
+        #[command(flatten)]
+        input: RecipeInput,
         /// Where rendered templates go (default: ./NAME-VERSION.plan).
         #[arg(long)]
         render_dir: Option<PathBuf>,
@@ -87,8 +99,8 @@ pub enum Command {
         output: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
         on_error: OnError,
-        #[arg(long = "var", value_parser = parse_var)]
-        vars: Vec<(String, String)>,
+        #[command(flatten)]
+        input: RecipeInput,
         /// Cache for base disks and downloads (default: $KILN_CACHE_DIR or ~/.cache/kiln).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
@@ -371,7 +383,12 @@ pub(super) fn customize_in_order(
     found
         .into_iter()
         .map(|(_, name, arg)| {
-            crate::customize::parse(&name, &arg, &cwd).map_err(|e| format!("--{name}: {e}"))
+            // The user's own command line: host files anywhere.
+            let host = crate::customize::HostFiles {
+                base: &cwd,
+                inside: false,
+            };
+            crate::customize::parse(&name, &arg, host).map_err(|e| format!("--{name}: {e}"))
         })
         .collect()
 }

@@ -82,13 +82,13 @@ pub(super) fn publish_cmd(dir: &Path, cloud: Option<&str>, name: Option<String>)
 pub(super) fn plan(
     recipe: &Path,
     format: PlanFormat,
-    vars: &[(String, String)],
+    input: &RecipeInput,
     render_dir: Option<PathBuf>,
     output: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     cache_remote: Option<String>,
 ) -> i32 {
-    let plan = match load_checked(recipe, vars) {
+    let plan = match load_checked(recipe, input) {
         Ok(p) => p,
         Err(d) => {
             print_diagnostics(&d);
@@ -187,6 +187,11 @@ fn print_plan_text(plan: &crate::plan::Plan, stages: &[PlannedStage], render_dir
     outln!("{} (recipe {})", plan.slug(), plan.recipe_path.display());
     if let Some(d) = &plan.description {
         outln!("  {d}");
+    }
+    if plan.trusted {
+        outln!("trust: trusted (--trust-recipe or KILN_TRUSTED_RECIPES): host scripts, its own domain template and host files anywhere are allowed");
+    } else {
+        outln!("trust: untrusted: reaches the guest, files below its directory (its elements' below theirs) and the sources it names");
     }
     outln!("elements (in order):");
     for e in &plan.elements {
@@ -301,13 +306,13 @@ pub(super) fn build(
     recipe_path: &Path,
     output: Option<PathBuf>,
     on_error: OnError,
-    vars: &[(String, String)],
+    input: &RecipeInput,
     cache_dir: Option<PathBuf>,
     jobs: Option<usize>,
     (no_glance, no_test): (bool, bool),
     cache_flags: StageCacheFlags,
 ) -> i32 {
-    let mut plan = match load_checked(recipe_path, vars) {
+    let mut plan = match load_checked(recipe_path, input) {
         Ok(p) => p,
         Err(d) => {
             print_diagnostics(&d);

@@ -19,8 +19,10 @@ pub(super) fn print_diagnostics(diags: &[Diagnostic]) {
 /// undefined variables in overrides before any build starts).
 /// Every problem at once: the recipe's, its elements', and the templates' (rendered even when
 /// the recipe has other errors, as far as it resolved).
-pub fn load_checked(path: &Path, vars: &[(String, String)]) -> Result<Plan, Vec<Diagnostic>> {
-    let (plan, mut errs) = recipe::load_all(path, vars, &super::tunables().elements_path);
+pub fn load_checked(path: &Path, input: &RecipeInput) -> Result<Plan, Vec<Diagnostic>> {
+    let t = super::tunables();
+    let trust = trust(path, input.trust_recipe, &t.trusted_recipes);
+    let (plan, mut errs) = recipe::load_all(path, &input.vars, &t.elements_path, trust);
     let Some(plan) = plan else {
         return Err(errs);
     };
@@ -74,10 +76,27 @@ pub(super) fn template_diag(e: templates::TemplateError) -> Diagnostic {
     }
 }
 
-pub(super) fn validate(recipes: &[PathBuf], vars: &[(String, String)]) -> i32 {
+/// A recipe is trusted when the user says so, or when it lies below a directory they listed.
+fn trust(recipe: &Path, flag: bool, dirs: &[PathBuf]) -> recipe::Trust {
+    let below = || {
+        let Ok(r) = recipe.canonicalize() else {
+            return false;
+        };
+        dirs.iter()
+            .filter_map(|d| d.canonicalize().ok())
+            .any(|d| r.starts_with(d))
+    };
+    if flag || below() {
+        recipe::Trust::Trusted
+    } else {
+        recipe::Trust::Untrusted
+    }
+}
+
+pub(super) fn validate(recipes: &[PathBuf], input: &RecipeInput) -> i32 {
     let mut all = Vec::new();
     for r in recipes {
-        match load_checked(r, vars) {
+        match load_checked(r, input) {
             Ok(p) => outln!(
                 "ok: {} ({}, {} element{}, {} provisioning step{})",
                 r.display(),

@@ -105,11 +105,11 @@ pub fn main() -> i32 {
     };
     crate::logging::init(cli.log_format == LogFormat::Json, cli.verbose);
     match cli.command {
-        Command::Validate { recipes, vars } => validate(&recipes, &vars),
+        Command::Validate { recipes, input } => validate(&recipes, &input),
         Command::Plan {
             recipe,
             format,
-            vars,
+            input,
             render_dir,
             output,
             cache_dir,
@@ -117,7 +117,7 @@ pub fn main() -> i32 {
         } => plan(
             &recipe,
             format,
-            &vars,
+            &input,
             render_dir,
             output,
             cache_dir,
@@ -127,7 +127,7 @@ pub fn main() -> i32 {
             recipe,
             output,
             on_error,
-            vars,
+            input,
             cache_dir,
             jobs,
             no_glance,
@@ -141,7 +141,7 @@ pub fn main() -> i32 {
             &recipe,
             output,
             on_error,
-            &vars,
+            &input,
             cache_dir,
             jobs,
             (no_glance, no_test),

@@ -216,9 +216,39 @@ fn abs(path: &str) -> Result<String, String> {
     }
 }
 
-fn read_host(base: &Path, p: &str) -> Result<(PathBuf, Vec<u8>), String> {
-    // Keys and password files often live outside the recipe (~/.ssh): bounded regular files.
-    crate::hostfile::read(base, p, false)
+/// Where a step's host files come from: relative paths start at `base`; with `inside` (an
+/// untrusted recipe) they must stay below it, symlinks resolved; else (the user's own command
+/// line, a trusted recipe) they may be anywhere (keys and password files often live in ~/.ssh).
+#[derive(Debug, Clone, Copy)]
+pub struct HostFiles<'a> {
+    pub base: &'a Path,
+    pub inside: bool,
+}
+
+impl HostFiles<'_> {
+    /// `local` (a path under `base`) if it may be read.
+    fn allowed(&self, local: &Path) -> Result<(), String> {
+        if !self.inside {
+            return Ok(());
+        }
+        let (Ok(real), Ok(root)) = (local.canonicalize(), self.base.canonicalize()) else {
+            return Err(format!("cannot read {}", local.display()));
+        };
+        if real.starts_with(&root) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} is outside the recipe's directory {} (copy it next to the recipe, or trust the recipe: --trust-recipe)",
+                real.display(),
+                root.display()
+            ))
+        }
+    }
+}
+
+/// A bounded regular host file.
+fn read_host(host: HostFiles, p: &str) -> Result<(PathBuf, Vec<u8>), String> {
+    crate::hostfile::read(host.base, p, host.inside)
 }
 
 fn user_name(u: &str) -> Result<String, String> {
@@ -234,7 +264,7 @@ fn user_name(u: &str) -> Result<String, String> {
     }
 }
 
-fn password_selector(sel: &str, base: &Path) -> Result<Password, String> {
+fn password_selector(sel: &str, base: HostFiles) -> Result<Password, String> {
     match sel.split_once(':').unwrap_or((sel, "")) {
         ("password", pw) if !pw.is_empty() => Ok(Password::Set(Secret(pw.to_string()))),
         ("file", f) if !f.is_empty() => {
@@ -282,8 +312,9 @@ fn packages(arg: &str) -> Result<Vec<String>, String> {
     Ok(v)
 }
 
-/// Parse one operation in virt-customize's syntax. Host paths are relative to `base`.
-pub fn parse(name: &str, arg: &str, base: &Path) -> Result<Customize, String> {
+/// Parse one operation in virt-customize's syntax. Host paths are relative to `host.base`.
+pub fn parse(name: &str, arg: &str, host: HostFiles) -> Result<Customize, String> {
+    let base = host;
     let nonempty = |what: &str| -> Result<String, String> {
         if arg.is_empty() {
             Err(format!("expected {what}"))
@@ -308,10 +339,11 @@ pub fn parse(name: &str, arg: &str, base: &Path) -> Result<Customize, String> {
         }
         "copy-in" => {
             let (l, d) = split2(arg, "LOCALPATH:REMOTEDIR")?;
-            let local = base.join(l);
+            let local = base.base.join(l);
             if !local.exists() {
                 return Err(format!("{} does not exist", local.display()));
             }
+            host.allowed(&local)?;
             Customize::CopyIn {
                 local,
                 dir: abs(d)?,
@@ -319,10 +351,11 @@ pub fn parse(name: &str, arg: &str, base: &Path) -> Result<Customize, String> {
         }
         "upload" => {
             let (l, d) = split2(arg, "LOCALFILE:DEST")?;
-            let local = base.join(l);
+            let local = base.base.join(l);
             if !local.is_file() {
                 return Err(format!("{} is not a file", local.display()));
             }
+            host.allowed(&local)?;
             Customize::Upload {
                 local,
                 dest: abs(d)?,
@@ -448,7 +481,54 @@ mod tests {
     use super::*;
 
     fn p(name: &str, arg: &str) -> Result<Customize, String> {
-        parse(name, arg, Path::new("/nonexistent"))
+        parse(
+            name,
+            arg,
+            HostFiles {
+                base: Path::new("/nonexistent"),
+                inside: false,
+            },
+        )
+    }
+
+    /// An untrusted recipe's steps read host files below its directory only (issue 24); the
+    /// same steps on the user's own command line, or in a trusted recipe, anywhere.
+    #[test]
+    fn untrusted_steps_read_no_host_file_outside_the_recipe() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("key.pub"), "ssh-ed25519 AAAA x").unwrap();
+        std::fs::write(d.path().join("s.sh"), "true").unwrap();
+        let recipe = HostFiles {
+            base: d.path(),
+            inside: true,
+        };
+        let trusted = HostFiles {
+            inside: false,
+            ..recipe
+        };
+        for (name, arg) in [
+            ("upload", "/etc/hostname:/etc/x"),
+            ("copy-in", "/etc:/srv"),
+            ("run", "/etc/hostname"),
+            ("root-password", "file:/etc/hostname"),
+            ("ssh-inject", "root:file:/etc/ssh/../hostname"),
+            ("upload", "../../../../etc/hostname:/x"),
+        ] {
+            let e = parse(name, arg, recipe).unwrap_err();
+            assert!(
+                e.contains("outside the recipe's directory"),
+                "{name} {arg}: {e}"
+            );
+        }
+        for (name, arg) in [
+            ("upload", "key.pub:/etc/x"),
+            ("run", "s.sh"),
+            ("ssh-inject", "root:file:key.pub"),
+        ] {
+            parse(name, arg, recipe).unwrap();
+        }
+        parse("upload", "/etc/hostname:/etc/x", trusted).unwrap();
+        parse("run", "/etc/hostname", trusted).unwrap();
     }
 
     #[test]

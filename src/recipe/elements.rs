@@ -113,14 +113,25 @@ pub fn read(name: &str, origin: &Origin) -> Result<(PathBuf, String), Diagnostic
     match origin {
         Origin::Dir(d) => {
             let path = d.join("element.yaml");
-            std::fs::read_to_string(&path)
-                .map(|t| (path.clone(), t))
-                .map_err(|e| Diagnostic {
-                    file: path,
-                    line: 1,
-                    column: 1,
-                    message: format!("cannot read element: {e}"),
-                })
+            // Its own file, not a link out of its directory (a link to /etc/shadow would be
+            // echoed line by line in the parse errors), regular and bounded.
+            let read = || -> std::io::Result<String> {
+                let (real, root) = (path.canonicalize()?, d.canonicalize()?);
+                if !real.starts_with(&root) {
+                    return Err(std::io::Error::other(format!(
+                        "it is a link out of the element's directory ({})",
+                        real.display()
+                    )));
+                }
+                let bytes = crate::hostfile::read_regular(&real, super::yaml::MAX_BYTES as u64)?;
+                String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))
+            };
+            read().map(|t| (path.clone(), t)).map_err(|e| Diagnostic {
+                file: path,
+                line: 1,
+                column: 1,
+                message: format!("cannot read element: {e}"),
+            })
         }
         Origin::BuiltIn => Ok((
             PathBuf::from(format!("<built-in>/{name}/element.yaml")),

@@ -38,10 +38,20 @@ pub fn load_plan(
     overrides: &[(String, String)],
     elements_path: &[PathBuf],
 ) -> Result<Plan, Vec<Diagnostic>> {
-    match load_all(path, overrides, elements_path) {
+    match load_all(path, overrides, elements_path, Trust::Untrusted) {
         (Some(plan), errors) if errors.is_empty() => Ok(plan),
         (_, errors) => Err(errors),
     }
+}
+
+/// What a recipe may reach besides the guest (README, "Hostile input"). Untrusted (the
+/// default): files below its own directory (and its elements' below theirs) and the network
+/// sources it names. Trusted (`--trust-recipe`, or a directory in `KILN_TRUSTED_RECIPES`):
+/// also host-side scripts, a domain template of its own, and host files anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    Untrusted,
+    Trusted,
 }
 
 /// Load a recipe and collect every problem of every kind: YAML, schema (unknown keys, types),
@@ -52,8 +62,9 @@ pub fn load_all(
     path: &Path,
     overrides: &[(String, String)],
     elements_path: &[PathBuf],
+    trust: Trust,
 ) -> (Option<Plan>, Vec<Diagnostic>) {
-    match load_inner(path, overrides, elements_path) {
+    match load_inner(path, overrides, elements_path, trust) {
         Ok(r) => r,
         Err(errors) => (None, errors),
     }
@@ -63,8 +74,9 @@ fn load_inner(
     path: &Path,
     overrides: &[(String, String)],
     elements_path: &[PathBuf],
+    trust: Trust,
 ) -> Result<(Option<Plan>, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = crate::hostfile::read_regular(path, yaml::MAX_BYTES as u64).map_err(|e| {
         vec![Diagnostic {
             file: path.to_path_buf(),
             line: 1,
@@ -118,6 +130,7 @@ fn load_inner(
         doc: &doc,
         dir,
         elements_path,
+        trust,
         errors: Vec::new(),
         suppressed,
     }
@@ -150,6 +163,7 @@ struct Resolver<'a> {
     dir: PathBuf,
     /// `Tunables::elements_path`.
     elements_path: &'a [PathBuf],
+    trust: Trust,
     errors: Vec<Diagnostic>,
     /// Pointers of nodes the schema check rejected (see `load_inner`).
     suppressed: Vec<String>,
@@ -344,6 +358,7 @@ impl Resolver<'_> {
             cache_remote,
             recipe_path: self.doc.file.clone(),
             recipe_sha256,
+            trusted: self.trust == Trust::Trusted,
             name: r.name,
             version: r.version,
             description: r.description,
@@ -469,6 +484,13 @@ impl Resolver<'_> {
     }
 
     fn templates(&mut self, t: &Templates) -> TemplateSources {
+        if t.domain.is_some() && self.trust == Trust::Untrusted {
+            self.err(
+                "/templates/domain",
+                "a domain template of the recipe's own configures the VM on this host: only a trusted recipe may (--trust-recipe)",
+            );
+        }
+        let trusted = self.trust == Trust::Trusted;
         let mut check = |ptr: &str, p: &Option<String>| -> Option<PathBuf> {
             let full = self.dir.join(p.as_ref()?);
             if !full.is_file() {
@@ -476,6 +498,12 @@ impl Resolver<'_> {
                     ptr,
                     format!("template file {} does not exist", full.display()),
                 ));
+            } else if !trusted {
+                // Read whole into the seed: below the recipe's directory, as any host file.
+                if let Err(m) = crate::hostfile::read(&self.dir, p.as_ref()?, true) {
+                    self.errors
+                        .push(self.doc.diag(ptr, format!("{m} (or --trust-recipe)")));
+                }
             }
             Some(full)
         };
@@ -502,20 +530,26 @@ fn valid_package_name(p: &str) -> bool {
     values::package(p).is_ok()
 }
 
-/// Parse customize steps (host paths relative to `dir`); errors point into `doc`.
+/// Parse customize steps (host paths relative to `dir`, and below it unless `trust`ed);
+/// errors point into `doc`.
 fn customize_steps(
     steps: &[CustomizeStep],
     dir: &Path,
+    trust: Trust,
     doc: &Document,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<crate::customize::Customize> {
+    let host = crate::customize::HostFiles {
+        base: dir,
+        inside: trust == Trust::Untrusted,
+    };
     let mut out = Vec::new();
     for (i, c) in steps.iter().enumerate() {
         if let CustomizeStep::SelinuxRelabel(false) = c {
             continue;
         }
         let (name, arg) = c.name_and_arg();
-        match crate::customize::parse(&name, &arg, dir) {
+        match crate::customize::parse(&name, &arg, host) {
             Ok(step) => out.push(step),
             Err(m) => errors.push(doc.diag(&format!("/customize/{i}/{name}"), m)),
         }

@@ -237,6 +237,7 @@ impl Resolver<'_> {
             customize.extend(customize_steps(
                 &el.file.customize,
                 &el.dir,
+                self.trust,
                 &el.doc,
                 &mut self.errors,
             ));
@@ -244,10 +245,17 @@ impl Resolver<'_> {
         customize.extend(customize_steps(
             &r.customize,
             &self.dir,
+            self.trust,
             self.doc,
             &mut self.errors,
         ));
         let sp = r.sysprep.clone().unwrap_or_default();
+        if !sp.scripts.is_empty() && self.trust == super::Trust::Untrusted {
+            self.err(
+                "/sysprep/scripts",
+                "sysprep scripts run on this host (as virt-sysprep --script does): only a trusted recipe may (--trust-recipe)",
+            );
+        }
         let sysprep_options = crate::plan::SysprepOptions {
             remove_user_accounts: sp.remove_user_accounts,
             keep_user_accounts: sp.keep_user_accounts,

@@ -98,14 +98,16 @@ pub fn pointer_segment(s: &str) -> String {
 
 /// Read and parse `path`. Exactly one document is expected.
 pub fn load_file(path: &Path) -> Result<Document, Vec<Diagnostic>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![Diagnostic {
-            file: path.to_path_buf(),
-            line: 1,
-            column: 1,
-            message: format!("cannot read file: {e}"),
-        }]
-    })?;
+    let text = crate::hostfile::read_regular(path, MAX_BYTES as u64)
+        .and_then(|b| String::from_utf8(b).map_err(|_| std::io::Error::other("not UTF-8 text")))
+        .map_err(|e| {
+            vec![Diagnostic {
+                file: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                message: format!("cannot read file: {e}"),
+            }]
+        })?;
     load_str(path, &text)
 }
 
