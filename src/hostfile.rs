@@ -171,6 +171,50 @@ pub fn replace_file(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
     })
 }
 
+/// Open `rel` below `root` without following a link in any of its components (each is opened
+/// with `openat(O_NOFOLLOW)` from the one before; `..` is refused), and without blocking. For
+/// reading someone else's tree: a link planted anywhere on the path is an error, not a way out.
+pub fn open_beneath(root: &Path, rel: &str, dir: bool) -> std::io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut cur = std::fs::File::open(root)?;
+    let parts: Vec<&str> = rel
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    for (i, c) in parts.iter().enumerate() {
+        if *c == ".." {
+            return Err(std::io::Error::other(format!("{rel}: `..` in a tree path")));
+        }
+        let last = i + 1 == parts.len();
+        let kind = if last && !dir { 0 } else { libc::O_DIRECTORY };
+        let name = std::ffi::CString::new(*c).map_err(std::io::Error::other)?;
+        let fd = unsafe {
+            libc::openat(
+                cur.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | kind,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        cur = unsafe { std::fs::File::from_raw_fd(fd) };
+    }
+    Ok(cur)
+}
+
+/// The names in directory `rel` below `root`, reached as by [`open_beneath`].
+pub fn list_beneath(root: &Path, rel: &str) -> std::io::Result<Vec<String>> {
+    use std::os::fd::AsRawFd;
+    let d = open_beneath(root, rel, true)?;
+    // The opened directory itself (its /proc/self/fd link names the object, not a path).
+    let rd = std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))?;
+    Ok(rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect())
+}
+
 /// Create `path` (replacing it) with mode 0600 from the first byte: for files that hold a
 /// password hash or a key, whatever the umask and the directory.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -287,6 +331,34 @@ mod tests {
         let m = std::fs::symlink_metadata(real.join("user-data")).unwrap();
         assert!(m.is_file() && m.permissions().mode() & 0o777 == 0o600);
         own_dir(&real, 0o700).unwrap();
+    }
+
+    /// A tree someone else made, with links planted in an intermediate directory and as the
+    /// file itself: neither is followed.
+    #[test]
+    fn trees_are_read_without_following_any_link() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("var/lib")).unwrap();
+        std::fs::create_dir_all(d.path().join("host/dpkg")).unwrap();
+        std::fs::write(d.path().join("host/dpkg/status"), "host's").unwrap();
+        std::os::unix::fs::symlink(d.path().join("host/dpkg"), root.join("var/lib/dpkg")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("host/dpkg/status"), root.join("s")).unwrap();
+        std::fs::write(root.join("var/lib/own"), "tree's").unwrap();
+        assert!(open_beneath(&root, "/var/lib/dpkg/status", false).is_err());
+        assert!(open_beneath(&root, "/s", false).is_err());
+        assert!(list_beneath(&root, "/var/lib/dpkg").is_err());
+        assert!(open_beneath(&root, "/var/../../host/dpkg/status", false).is_err());
+        let mut got = String::new();
+        use std::io::Read;
+        open_beneath(&root, "/var/lib/own", false)
+            .unwrap()
+            .read_to_string(&mut got)
+            .unwrap();
+        assert_eq!(got, "tree's");
+        let mut names = list_beneath(&root, "/var/lib").unwrap();
+        names.sort();
+        assert_eq!(names, ["dpkg", "own"]);
     }
 
     #[test]

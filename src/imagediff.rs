@@ -185,12 +185,29 @@ impl Root for crate::guest::Guest {
     }
 }
 
+/// The most entries and the deepest directory a walk of an image takes: ext4-view shows no
+/// inode numbers, so a directory hard-linked into itself (a crafted image) is bounded by size
+/// instead (a distribution's root holds a few hundred thousand entries, nowhere near 64 deep).
+const WALK_MAX_ENTRIES: usize = 4_000_000;
+const WALK_MAX_DEPTH: usize = 64;
+
 impl Root for inspect::HostView {
     fn tree(&self, all: bool) -> Result<Tree, String> {
         use inspect::View;
         let mut tree = Tree::new();
         let mut dirs = vec!["/".to_string()];
         while let Some(dir) = dirs.pop() {
+            if dir.matches('/').count() > WALK_MAX_DEPTH {
+                return Err(format!(
+                    "{}: deeper than {WALK_MAX_DEPTH} directories (a directory linked into itself?)",
+                    crate::quote::terminal(&dir.chars().take(200).collect::<String>())
+                ));
+            }
+            if tree.len() > WALK_MAX_ENTRIES {
+                return Err(format!(
+                    "more than {WALK_MAX_ENTRIES} files (a directory linked into itself?)"
+                ));
+            }
             for name in View::list(self, &dir) {
                 let p = if dir == "/" {
                     format!("/{name}")
@@ -224,6 +241,9 @@ impl Root for inspect::HostView {
         inspect::HostView::sha256(self, path)
     }
 }
+
+/// The most of one tree file read whole (the dpkg status, unit files: far less).
+const TREE_READ_MAX: u64 = 64 << 20;
 
 /// A directory tree on the host (an unpacked image, a chroot).
 pub struct HostDir<'a>(pub &'a Path);
@@ -275,30 +295,40 @@ impl Root for HostDir<'_> {
         }
         Ok(tree)
     }
+    // Below the tree's root no link is followed, in any component (`var/lib/dpkg ->
+    // /var/lib/dpkg` would read the host's package database), and only regular files are read
+    // (a FIFO or device would hang or never end).
     fn read(&self, path: &str) -> Option<Vec<u8>> {
-        let p = self.host(path);
-        // Never follow a link out of the tree.
-        if std::fs::symlink_metadata(&p).ok()?.file_type().is_symlink() {
+        use std::io::Read;
+        let f = crate::hostfile::open_beneath(self.0, path, false).ok()?;
+        if !f.metadata().ok()?.is_file() {
             return None;
         }
-        std::fs::read(p).ok()
+        let mut out = Vec::new();
+        f.take(TREE_READ_MAX + 1).read_to_end(&mut out).ok()?;
+        (out.len() as u64 <= TREE_READ_MAX).then_some(out)
     }
     fn list(&self, dir: &str) -> Vec<String> {
-        std::fs::read_dir(self.host(dir))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::hostfile::list_beneath(self.0, dir).unwrap_or_default()
     }
     fn sha256(&self, path: &str) -> Result<String, String> {
         use sha2::Digest;
-        let p = self.host(path);
+        use std::io::Read;
+        let shown = || self.host(path).display().to_string();
+        let mut f = crate::hostfile::open_beneath(self.0, path, false)
+            .map_err(|e| format!("{}: {e}", shown()))?;
+        if !f.metadata().map_err(|e| e.to_string())?.is_file() {
+            return Err(format!("{}: not a regular file", shown()));
+        }
         let mut h = sha2::Sha256::new();
-        crate::hostfile::each_chunk(&p, |d| h.update(d))
-            .map_err(|e| format!("{}: {e}", p.display()))?;
-        Ok(hex::encode(h.finalize()))
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| format!("{}: {e}", shown()))?;
+            if n == 0 {
+                return Ok(hex::encode(h.finalize()));
+            }
+            h.update(&buf[..n]);
+        }
     }
 }
 

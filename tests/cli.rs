@@ -1313,6 +1313,36 @@ fn an_untrusted_recipe_reaches_nothing_of_the_host() {
     assert!(err.contains("may not change security labels"), "{err}");
 }
 
+/// A root tree from someone else (issue 24): `var/lib` linked to a host directory must not make
+/// `kiln diff` read the host's package database.
+#[test]
+fn kiln_diff_reads_no_host_file_through_a_tree_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pkg = |name: &str| {
+        format!(
+            "Package: {name}\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n\n"
+        )
+    };
+    for side in ["a", "b"] {
+        std::fs::create_dir_all(d.join(side).join("etc")).unwrap();
+    }
+    std::fs::create_dir_all(d.join("a/var/lib/dpkg")).unwrap();
+    std::fs::write(d.join("a/var/lib/dpkg/status"), pkg("bash")).unwrap();
+    std::fs::create_dir_all(d.join("host/lib/dpkg")).unwrap();
+    std::fs::write(
+        d.join("host/lib/dpkg/status"),
+        pkg("bash") + &pkg("host-canary"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(d.join("b/var")).unwrap();
+    std::os::unix::fs::symlink(d.join("host/lib"), d.join("b/var/lib")).unwrap();
+    let o = kiln_in(&["diff", "a", "b", "--format", "json"], d);
+    let out = text(&o.stdout);
+    assert!(!out.contains("host-canary"), "{out}");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+}
+
 #[test]
 fn checksum_lists_over_plain_http_are_refused_but_loopback() {
     let dir = tempfile::tempdir().unwrap();
