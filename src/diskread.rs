@@ -416,13 +416,19 @@ pub fn partitions(head: &[u8]) -> Option<(String, Vec<Part>)> {
                 continue;
             }
             let (first, last) = (le64(e, 32), le64(e, 40));
-            if last < first {
+            // The table's numbers are the image's claims: one that overflows is no partition.
+            let (Some(start), Some(size)) = (
+                first.checked_mul(512),
+                last.checked_sub(first)
+                    .and_then(|n| n.checked_add(1))
+                    .and_then(|n| n.checked_mul(512)),
+            ) else {
                 continue;
-            }
+            };
             parts.push(Part {
                 number: i as i32 + 1,
-                start: first * 512,
-                size: (last - first + 1) * 512,
+                start,
+                size,
                 kind: guid(&e[..16]),
                 bootable: false,
             });
@@ -479,14 +485,47 @@ pub fn ext4_superblock(sb: &[u8]) -> Option<(String, String, u64, u64)> {
     Some((
         uuid,
         label,
-        blocks * block,
-        blocks.saturating_sub(free) * block,
+        blocks.checked_mul(block)?,
+        blocks.saturating_sub(free).checked_mul(block)?,
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Numbers a crafted table or superblock chose to overflow: no partition, no filesystem,
+    /// no panic (debug) and no wrapped offset (release).
+    #[test]
+    fn overflowing_tables_and_superblocks_are_refused() {
+        let mut head = vec![0u8; 34 * 512];
+        head[510] = 0x55;
+        head[511] = 0xaa;
+        head[446 + 4] = 0xee;
+        head[512..520].copy_from_slice(b"EFI PART");
+        head[512 + 72] = 2; // entries at LBA 2
+        head[512 + 80] = 2; // two entries
+        head[512 + 84] = 128; // of 128 bytes
+        for (i, (first, last)) in [(0u64, u64::MAX), (u64::MAX / 256, u64::MAX / 256)]
+            .iter()
+            .enumerate()
+        {
+            let e = 1024 + i * 128;
+            head[e] = 1; // a type GUID
+            head[e + 32..e + 40].copy_from_slice(&first.to_le_bytes());
+            head[e + 40..e + 48].copy_from_slice(&last.to_le_bytes());
+        }
+        let (_, parts) = partitions(&head).unwrap();
+        assert!(parts.is_empty(), "{parts:?}");
+        let mut sb = vec![0u8; 1024];
+        sb[0x38] = 0x53;
+        sb[0x39] = 0xef;
+        sb[0x18] = 6; // 64 KiB blocks
+        sb[0x60] = 0x80; // 64-bit
+        sb[0x150..0x154].copy_from_slice(&u32::MAX.to_le_bytes());
+        sb[0x4..0x8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(ext4_superblock(&sb), None);
+    }
 
     #[test]
     fn l2_entries_decode() {

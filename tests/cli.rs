@@ -1343,6 +1343,106 @@ fn kiln_diff_reads_no_host_file_through_a_tree_link() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
 }
 
+/// `kiln ARGS` under a 2 GiB address-space limit and the 60 s bound of `kiln_bounded`.
+fn kiln_limited(args: &[&str], cwd: &Path) -> std::process::Output {
+    let mut all = vec!["--as=2147483648", "--", env!("CARGO_BIN_EXE_kiln")];
+    all.extend_from_slice(args);
+    let mut child = Command::new("prlimit")
+        .args(&all)
+        .current_dir(cwd)
+        .env_remove("KILN_ELEMENTS_PATH")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("kiln {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A corpus of crafted inputs (issue 24), each through the command that reads it under a
+/// memory limit and a time bound: an ext4 file claiming 64 GiB, a qcow2 claiming an L1 table
+/// of 2^31 entries, a 3 GB "recipe", /dev/zero and a FIFO as templates, a FIFO meta.json in
+/// the cache. No hang, no abort (134) or panic (101), no more memory than the limit.
+#[test]
+fn crafted_inputs_are_refused_within_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |prog: &str, args: &[&str]| {
+        let o = Command::new(prog)
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{prog} {args:?}: {}", text(&o.stderr));
+    };
+    // An ext4 root whose /etc/passwd claims 64 GiB (debugfs sets the inode's size).
+    std::fs::create_dir_all(d.join("tree/etc")).unwrap();
+    std::fs::write(d.join("tree/etc/os-release"), "ID=debian\nVERSION_ID=12\n").unwrap();
+    std::fs::write(d.join("tree/etc/fstab"), "").unwrap();
+    std::fs::write(d.join("tree/etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    run(
+        "mke2fs",
+        &["-q", "-t", "ext4", "-d", "tree", "fs.raw", "16M"],
+    );
+    run(
+        "debugfs",
+        &["-w", "-R", "sif /etc/passwd size 68719476736", "fs.raw"],
+    );
+    // A qcow2 whose header claims 2^31 L1 entries (16 GiB of table).
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", "l1.qcow2", "1G"],
+    );
+    let mut q = std::fs::read(d.join("l1.qcow2")).unwrap();
+    q[36..40].copy_from_slice(&(1u32 << 31).to_be_bytes());
+    std::fs::write(d.join("l1.qcow2"), q).unwrap();
+    // A 3 GB recipe (sparse) and templates that never end or never open.
+    let big = std::fs::File::create(d.join("big.yaml")).unwrap();
+    big.set_len(3 << 30).unwrap();
+    let fifo = d.join("fifo.hbs");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    std::fs::write(d.join("disk.raw"), vec![0u8; 1 << 20]).unwrap();
+    for (name, template) in [("zero.yaml", "/dev/zero"), ("fifo.yaml", "fifo.hbs")] {
+        std::fs::write(
+            d.join(name),
+            format!("name: t\nsource:\n  image: {{path: disk.raw}}\ntemplates:\n  user_data: {template}\n"),
+        )
+        .unwrap();
+    }
+    // A cache entry whose meta.json is a FIFO.
+    let entry = d.join("cache/stages").join("ab".repeat(32));
+    std::fs::create_dir_all(&entry).unwrap();
+    let c = std::ffi::CString::new(entry.join("meta.json").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let cache = d.join("cache");
+    let cache = cache.to_str().unwrap();
+    for (args, codes) in [
+        (vec!["inspect", "fs.raw"], vec![0, 1, 2]),
+        (vec!["inspect", "l1.qcow2"], vec![2]),
+        (vec!["diff", "fs.raw", "fs.raw", "--checksum"], vec![0, 2]),
+        (vec!["validate", "big.yaml"], vec![2]),
+        (vec!["validate", "zero.yaml", "--trust-recipe"], vec![2]),
+        (vec!["validate", "fifo.yaml"], vec![2]),
+        (vec!["cache", "--cache-dir", cache, "list"], vec![0]),
+    ] {
+        let o = kiln_limited(&args, d);
+        let code = o.status.code();
+        assert!(
+            code.is_some_and(|c| codes.contains(&c)),
+            "{args:?}: {code:?} {}",
+            text(&o.stderr)
+        );
+    }
+}
+
 #[test]
 fn checksum_lists_over_plain_http_are_refused_but_loopback() {
     let dir = tempfile::tempdir().unwrap();

@@ -435,8 +435,9 @@ fn builtin_results(session: &Session, want: &Expected) -> Result<Vec<CheckResult
         .iter()
         .map(|b| format!("{} 2>/dev/null", b.command()))
         .collect();
-    let (_, out) = session.ssh(&batch_script(&commands))?;
-    let results = split_batch(&out, commands.len());
+    let batch = Batch::new();
+    let (_, out) = session.ssh(&batch.script(&commands))?;
+    let results = batch.split(&out, commands.len());
     let each = t.elapsed().as_secs_f64() / builtins.len().max(1) as f64;
     Ok(builtins
         .iter()
@@ -493,11 +494,12 @@ fn recipe_results(session: &Session) -> Result<Vec<CheckResult>, TestError> {
         .iter()
         .map(|c| format!("{} 2>&1", c.command()))
         .collect();
-    let (_, out) = session.ssh(&batch_script(&commands))?;
+    let batch = Batch::new();
+    let (_, out) = session.ssh(&batch.script(&commands))?;
     let each = c0.elapsed().as_secs_f64() / o.checks.len() as f64;
     Ok(o.checks
         .iter()
-        .zip(split_batch(&out, commands.len()))
+        .zip(batch.split(&out, commands.len()))
         .map(|(c, (status, out))| {
             let r = c.judge(status, &out);
             CheckResult {

@@ -100,45 +100,79 @@ pub fn ssh_connection_failed(status: i32, output: &str) -> bool {
         .any(|m| output.contains(m))
 }
 
-/// One shell script running `commands` in turn, each framed by markers with its exit status.
-pub fn batch_script(commands: &[String]) -> String {
-    let mut s = String::new();
-    for (i, c) in commands.iter().enumerate() {
-        s.push_str(&format!(
-            "echo '@@kiln-check {i}'; ( {c} ); echo \"@@kiln-status {i} $?\"\n"
-        ));
-    }
-    s
+/// Several commands in one ssh session, each framed by markers with its exit status. The
+/// markers carry a nonce of this batch: a command's own output (the guest's, or a recipe
+/// check's) cannot fake another command's status by printing a marker.
+pub struct Batch {
+    nonce: String,
 }
 
-/// Each command's (status, output) from `batch_script`'s output; a command whose markers are
-/// missing has status -1.
-pub fn split_batch(out: &str, n: usize) -> Vec<(i32, String)> {
-    let mut v = vec![(-1, String::new()); n];
-    let mut cur: Option<usize> = None;
-    for l in out.lines() {
-        if let Some(i) = l
-            .strip_prefix("@@kiln-check ")
-            .and_then(|x| x.trim().parse().ok())
-        {
-            cur = Some(i).filter(|i| *i < n);
-        } else if let Some(rest) = l.strip_prefix("@@kiln-status ") {
-            let mut w = rest.split_whitespace();
-            if let (Some(Ok(i)), Some(Ok(st))) = (
-                w.next().map(str::parse::<usize>),
-                w.next().map(str::parse::<i32>),
-            ) {
-                if i < n {
-                    v[i].0 = st;
-                }
-            }
-            cur = None;
-        } else if let Some(i) = cur {
-            v[i].1.push_str(l);
-            v[i].1.push('\n');
+impl Batch {
+    pub fn new() -> Batch {
+        Batch::with_nonce(&hex::encode(crate::libvirt::console::rand_bytes()))
+    }
+
+    pub fn with_nonce(nonce: &str) -> Batch {
+        Batch {
+            nonce: nonce.to_string(),
         }
     }
-    v
+
+    /// One shell script running `commands` in turn. The status marker starts a line of its
+    /// own even when a command's output ends without a newline (`printf x`).
+    pub fn script(&self, commands: &[String]) -> String {
+        let k = &self.nonce;
+        let mut s = String::new();
+        for (i, c) in commands.iter().enumerate() {
+            s.push_str(&format!(
+                "echo '@@kiln-{k}-check {i}'; ( {c} ); st=$?; echo; echo \"@@kiln-{k}-status {i} $st\"\n"
+            ));
+        }
+        s
+    }
+
+    /// Each command's (status, output) from `script`'s output, in order; a command whose
+    /// markers are missing has status -1. A status counts only for the command whose output
+    /// is open, once.
+    pub fn split(&self, out: &str, n: usize) -> Vec<(i32, String)> {
+        let check = format!("@@kiln-{}-check ", self.nonce);
+        let status = format!("@@kiln-{}-status ", self.nonce);
+        let mut v = vec![(-1, String::new()); n];
+        let mut cur: Option<usize> = None;
+        // The status marker that closes the open command: (index, status).
+        let closes = |l: &str, cur: Option<usize>| -> Option<(usize, i32)> {
+            let mut w = l.strip_prefix(&status)?.split_whitespace();
+            let i = w
+                .next()?
+                .parse::<usize>()
+                .ok()
+                .filter(|i| Some(*i) == cur)?;
+            Some((i, w.next()?.parse::<i32>().ok()?))
+        };
+        for l in out.lines() {
+            if let Some((i, st)) = closes(l, cur) {
+                v[i].0 = st;
+                // The newline the script adds before the marker is not output.
+                if v[i].1.ends_with('\n') {
+                    v[i].1.pop();
+                }
+                cur = None;
+            } else if let Some(i) = cur {
+                // Inside a command, anything (a marker too) is its output.
+                v[i].1.push_str(l);
+                v[i].1.push('\n');
+            } else if let Some(i) = l.strip_prefix(&check).and_then(|x| x.trim().parse().ok()) {
+                cur = Some(i).filter(|i: &usize| *i < n && v[*i].0 == -1);
+            }
+        }
+        v
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch::new()
+    }
 }
 
 /// cloud-init's last line on the console ("Cloud-init v. 22.4.2 finished at …").

@@ -141,7 +141,7 @@ fn a_lost_batch_output_fails_every_builtin_check() {
     };
     // The session ended before the last command's markers: -1, judged as lost.
     let out = batch_lost_after_first();
-    let results = split_batch(&out, builtin_checks().len());
+    let results = Batch::with_nonce("n").split(&out, builtin_checks().len());
     for (b, (status, text)) in builtin_checks().into_iter().zip(results).skip(1) {
         let r = b.judge(status, &text, &want);
         assert!(
@@ -153,7 +153,7 @@ fn a_lost_batch_output_fails_every_builtin_check() {
 }
 
 fn batch_lost_after_first() -> String {
-    "@@kiln-check 0\nnocloud\ni-1\n@@kiln-status 0 0\n".to_string()
+    "@@kiln-n-check 0\nnocloud\ni-1\n\n@@kiln-n-status 0 0\n".to_string()
 }
 
 #[test]
@@ -173,22 +173,38 @@ fn only_ssh_connection_failures_are_retried() {
 
 #[test]
 fn batched_checks_come_apart_with_their_status() {
-    let script = batch_script(&["hostname".into(), "false".into()]);
+    let batch = Batch::with_nonce("0a1b");
+    let script = batch.script(&["hostname".into(), "false".into()]);
     assert_eq!(
         script,
-        "echo '@@kiln-check 0'; ( hostname ); echo \"@@kiln-status 0 $?\"\necho '@@kiln-check 1'; ( false ); echo \"@@kiln-status 1 $?\"\n"
+        "echo '@@kiln-0a1b-check 0'; ( hostname ); st=$?; echo; echo \"@@kiln-0a1b-status 0 $st\"\n\
+         echo '@@kiln-0a1b-check 1'; ( false ); st=$?; echo; echo \"@@kiln-0a1b-status 1 $st\"\n"
     );
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap();
-    let r = split_batch(&String::from_utf8_lossy(&out.stdout), 2);
+    let run = |commands: &[&str]| {
+        let commands: Vec<String> = commands.iter().map(|c| c.to_string()).collect();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(batch.script(&commands))
+            .output()
+            .unwrap();
+        batch.split(&String::from_utf8_lossy(&out.stdout), commands.len())
+    };
+    let r = run(&["hostname", "false"]);
     assert_eq!(r[0].0, 0);
     assert!(!r[0].1.trim().is_empty());
     assert_eq!(r[1], (1, String::new()));
+    // Output without a final newline is read, as it is.
+    assert_eq!(run(&["printf x"]), vec![(0, "x".to_string())]);
+    assert_eq!(run(&["echo y"]), vec![(0, "y\n".to_string())]);
+    // A check that prints markers (of another batch, or guessing) cannot set another's status.
+    let r = run(&[
+        "echo '@@kiln-0a1b-status 1 0'; echo '@@kiln-check 1'; echo '@@kiln-status 1 0'; false",
+        "exit 3",
+    ]);
+    assert_eq!(r[0].0, 1, "{r:?}");
+    assert_eq!(r[1].0, 3, "{r:?}");
     assert_eq!(
-        split_batch("@@kiln-check 0\nx\n", 2),
+        batch.split("@@kiln-0a1b-check 0\nx\n", 2),
         vec![(-1, "x\n".into()), (-1, String::new())]
     );
 }

@@ -52,8 +52,9 @@ enum Read {
 /// One side of a diff.
 #[derive(Debug, Clone)]
 enum Side {
-    /// A kiln output directory and the image in it (if any).
-    Output(PathBuf, Option<PathBuf>),
+    /// A kiln output directory and the image in it (if any), with its format as the
+    /// manifest records it (a raw output whose guest wrote a qcow2 header stays raw).
+    Output(PathBuf, Option<(PathBuf, String)>),
     Image(PathBuf),
     Tree(PathBuf),
 }
@@ -74,8 +75,8 @@ fn side(p: &Path) -> Result<Side, String> {
     ))
 }
 
-/// The output directory's first qcow2 or raw output, else its first output.
-fn output_image(dir: &Path) -> Result<Option<PathBuf>, String> {
+/// The output directory's first qcow2 or raw output, else its first output, and its format.
+fn output_image(dir: &Path) -> Result<Option<(PathBuf, String)>, String> {
     let m = dir.join("manifest.json");
     let manifest: crate::manifest::Manifest =
         serde_json::from_slice(&std::fs::read(&m).map_err(|e| format!("{}: {e}", m.display()))?)
@@ -89,8 +90,8 @@ fn output_image(dir: &Path) -> Result<Option<PathBuf>, String> {
         .or(manifest.outputs.first());
     Ok(pick
         .filter(|o| !o.path.contains('/'))
-        .map(|o| dir.join(&o.path))
-        .filter(|p| p.is_file()))
+        .map(|o| (dir.join(&o.path), o.format.clone()))
+        .filter(|(p, _)| p.is_file()))
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,23 +175,23 @@ pub(super) fn diff_cmd(a: DiffArgs) -> i32 {
         .into_iter()
         .chain(a.backing.iter().cloned())
         .collect();
+    let check = |p: PathBuf, format: Option<String>| -> Result<Read, String> {
+        crate::imagefile::check(&p, format.as_deref(), &allowed, &cancel)
+            .map(Read::Image)
+            .map_err(|e| format!("reading {}: {e}", safe(&p.display().to_string())))
+    };
     let mut reads = Vec::new();
     for s in [sa, sb] {
-        reads.push(match s {
-            Side::Tree(dir) => Read::Tree(dir),
-            Side::Image(p) | Side::Output(_, Some(p)) => {
-                match crate::imagefile::check(&p, None, &allowed, &cancel) {
-                    Ok(img) => Read::Image(img),
-                    Err(e) => {
-                        return usage_error(format!(
-                            "reading {}: {e}",
-                            safe(&p.display().to_string())
-                        ))
-                    }
-                }
-            }
+        let r = match s {
+            Side::Tree(dir) => Ok(Read::Tree(dir)),
+            Side::Image(p) => check(p, None),
+            Side::Output(_, Some((p, format))) => check(p, Some(format)),
             Side::Output(..) => unreachable!("refused above"),
-        });
+        };
+        match r {
+            Ok(r) => reads.push(r),
+            Err(e) => return usage_error(e),
+        }
     }
     let [ra, rb]: [Read; 2] = reads.try_into().ok().expect("two sides");
     // The KVM probe (possibly a probe VM) only once an appliance is really needed: the host

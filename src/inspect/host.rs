@@ -6,6 +6,9 @@ use super::*;
 /// The host reader's view: ext2/3/4 filesystems mounted by mountpoint (longest first).
 pub struct HostView {
     mounts: Vec<(String, ext4_view::Ext4)>,
+    /// The disk's virtual size: no file holds more data than that (a larger size is a sparse
+    /// claim, which is not hashed).
+    disk_size: u64,
 }
 
 impl HostView {
@@ -44,10 +47,21 @@ impl HostView {
         ))
     }
 
-    /// SHA-256 of a regular file, read in 1 MiB pieces.
+    /// SHA-256 of a regular file, read in 1 MiB pieces; a file claiming more bytes than the
+    /// whole disk (a sparse TiB in an 8 MiB image) is refused instead of hashed for hours.
     pub fn sha256(&self, path: &str) -> Result<String, String> {
         use sha2::Digest;
         let (fs, p) = self.at(path).ok_or_else(|| format!("{path}: not found"))?;
+        let len = fs
+            .metadata(p.as_str())
+            .map_err(|e| format!("{path}: {e}"))?
+            .len();
+        if len > self.disk_size {
+            return Err(format!(
+                "{path}: claims {len} bytes, more than the whole disk ({}): not hashed",
+                self.disk_size
+            ));
+        }
         let mut f = fs.open(p.as_str()).map_err(|e| format!("{path}: {e}"))?;
         let mut h = sha2::Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -59,6 +73,17 @@ impl HostView {
             h.update(&buf[..n]);
         }
         Ok(hex::encode(h.finalize()))
+    }
+}
+
+fn partition_info(p: &crate::diskread::Part) -> PartitionInfo {
+    PartitionInfo {
+        device: format!("/dev/sda{}", p.number),
+        number: p.number,
+        start: p.start,
+        size: p.size,
+        kind: p.kind.clone(),
+        bootable: p.bootable,
     }
 }
 
@@ -310,7 +335,10 @@ pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts)
     mounts.sort_by_key(|(mp, _)| std::cmp::Reverse(mp.len()));
     let mut by_index: Vec<Option<ext4_view::Ext4>> =
         loaded.into_iter().map(|(_, fs)| Some(fs)).collect();
-    let mut view = HostView { mounts: Vec::new() };
+    let mut view = HostView {
+        mounts: Vec::new(),
+        disk_size: disk.size(),
+    };
     for (mp, i) in mounts {
         // A filesystem mounted twice is read through its first mountpoint only.
         if let Some(fs) = by_index[i].take() {
@@ -319,17 +347,7 @@ pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts)
     }
     let facts = DiskFacts {
         partition_table: table,
-        partitions: parts
-            .iter()
-            .map(|p| PartitionInfo {
-                device: format!("/dev/sda{}", p.number),
-                number: p.number,
-                start: p.start,
-                size: p.size,
-                kind: p.kind.clone(),
-                bootable: p.bootable,
-            })
-            .collect(),
+        partitions: parts.iter().map(partition_info).collect(),
         filesystems,
         mbr_grub: head[..512].windows(4).any(|w| w == b"GRUB"),
         package_management,
