@@ -1076,9 +1076,14 @@ fn a_source_image_with_a_backing_file_is_refused() {
 /// `kiln` with `args` in `cwd`, killed (and the test failed) if it runs past 60 s: a FIFO
 /// opened the ordinary way would block for ever.
 fn kiln_bounded(args: &[&str], cwd: &Path) -> std::process::Output {
-    let mut child = kiln()
-        .args(args)
-        .current_dir(cwd)
+    let mut cmd = kiln();
+    cmd.args(args).current_dir(cwd);
+    bounded(cmd, args)
+}
+
+/// `cmd` to completion, killed (and the test failed) past 60 s.
+fn bounded(mut cmd: Command, args: &[&str]) -> std::process::Output {
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -1343,27 +1348,14 @@ fn kiln_diff_reads_no_host_file_through_a_tree_link() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
 }
 
-/// `kiln ARGS` under a 2 GiB address-space limit and the 60 s bound of `kiln_bounded`.
+/// `kiln ARGS` under a 2 GiB address-space limit and the 60 s bound of `bounded`.
 fn kiln_limited(args: &[&str], cwd: &Path) -> std::process::Output {
-    let mut all = vec!["--as=2147483648", "--", env!("CARGO_BIN_EXE_kiln")];
-    all.extend_from_slice(args);
-    let mut child = Command::new("prlimit")
-        .args(&all)
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--as=2147483648", "--", env!("CARGO_BIN_EXE_kiln")])
+        .args(args)
         .current_dir(cwd)
-        .env_remove("KILN_ELEMENTS_PATH")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > std::time::Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("kiln {args:?} hung");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+        .env_remove("KILN_ELEMENTS_PATH");
+    bounded(cmd, args)
 }
 
 /// A corpus of crafted inputs (issue 24), each through the command that reads it under a
