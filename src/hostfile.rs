@@ -218,15 +218,7 @@ pub fn list_beneath(root: &Path, rel: &str) -> std::io::Result<Vec<String>> {
 /// Create `path` (replacing it) with mode 0600 from the first byte: for files that hold a
 /// password hash or a key, whatever the umask and the directory.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)
+    replace_file(path, data, 0o600)
 }
 
 /// `rel` under `base`: a regular file of at most [`LIMIT`] bytes. With `inside`, the file
