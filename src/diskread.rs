@@ -490,9 +490,30 @@ pub fn ext4_superblock(sb: &[u8]) -> Option<(String, String, u64, u64)> {
     ))
 }
 
+/// How many inodes an ext2/3/4 filesystem of `len` bytes can hold: what its superblock says,
+/// but never more than its bytes hold inode tables for (128 bytes an inode at least; a crafted
+/// superblock may claim billions).
+pub fn ext4_inode_capacity(sb: &[u8], len: u64) -> u64 {
+    let claimed = sb
+        .get(..4)
+        .map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4")) as u64);
+    claimed.min(len / 128)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A superblock's inode count stands only as far as the bytes hold inode tables.
+    #[test]
+    fn inode_capacity_is_bounded_by_the_filesystem_size() {
+        let mut sb = vec![0u8; 1024];
+        sb[..4].copy_from_slice(&4096u32.to_le_bytes());
+        assert_eq!(ext4_inode_capacity(&sb, 16 << 20), 4096);
+        sb[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(ext4_inode_capacity(&sb, 16 << 20), (16 << 20) / 128);
+        assert_eq!(ext4_inode_capacity(&[], 16 << 20), 0);
+    }
 
     /// Numbers a crafted table or superblock chose to overflow: no partition, no filesystem,
     /// no panic (debug) and no wrapped offset (release).

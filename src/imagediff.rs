@@ -185,15 +185,16 @@ impl Root for crate::guest::Guest {
     }
 }
 
-/// The most entries and the deepest directory a walk of an image takes: ext4-view shows no
-/// inode numbers, so a directory hard-linked into itself (a crafted image) is bounded by size
-/// instead (a distribution's root holds a few hundred thousand entries, nowhere near 64 deep).
-const WALK_MAX_ENTRIES: usize = 4_000_000;
+/// The most entries and the deepest directory a walk of an image takes. ext4-view shows no
+/// inode numbers to remember, so a directory met twice (hard-linked into itself, or into two
+/// places: a crafted image) is caught by count instead: a walk meeting more entries than the
+/// filesystems have inodes (twice, for hard-linked files) met some directory again.
+const WALK_MAX_ENTRIES: u64 = 4_000_000;
 const WALK_MAX_DEPTH: usize = 64;
 
 impl Root for inspect::HostView {
     fn tree(&self, all: bool) -> Result<Tree, String> {
-        use inspect::View;
+        let bound = self.walk_bound().min(WALK_MAX_ENTRIES);
         let mut tree = Tree::new();
         let mut dirs = vec!["/".to_string()];
         while let Some(dir) = dirs.pop() {
@@ -203,12 +204,13 @@ impl Root for inspect::HostView {
                     crate::quote::terminal(&dir.chars().take(200).collect::<String>())
                 ));
             }
-            if tree.len() > WALK_MAX_ENTRIES {
+            if tree.len() as u64 > bound {
                 return Err(format!(
-                    "more than {WALK_MAX_ENTRIES} files (a directory linked into itself?)"
+                    "more than {bound} entries, more than the filesystems hold inodes: a \
+                     directory is linked into two places"
                 ));
             }
-            for name in View::list(self, &dir) {
+            for (name, (mode, uid, gid, size, mtime)) in self.entries(&dir) {
                 let p = if dir == "/" {
                     format!("/{name}")
                 } else {
@@ -217,13 +219,10 @@ impl Root for inspect::HostView {
                 if !all && ignored(&p) {
                     continue;
                 }
-                let Some((mode, uid, gid, size, mtime)) = self.lstat(&p) else {
-                    continue;
-                };
                 let mut e = Entry::from_mode(mode, uid, gid, size, mtime);
                 match e.kind {
                     Kind::Dir => dirs.push(p.clone()),
-                    Kind::Link => e.target = View::readlink(self, &p),
+                    Kind::Link => e.target = inspect::View::readlink(self, &p),
                     _ => {}
                 }
                 tree.insert(p, e);

@@ -1387,6 +1387,25 @@ fn crafted_inputs_are_refused_within_bounds() {
         "debugfs",
         &["-w", "-R", "sif /etc/passwd size 68719476736", "fs.raw"],
     );
+    // Directories hard-linked into two places, 30 deep: 2^30 paths to walk (it walked for
+    // more than 10 minutes and 2 GB before a walk was bounded by the inodes there are).
+    std::fs::create_dir_all(d.join("dag/etc")).unwrap();
+    for f in ["os-release", "fstab"] {
+        std::fs::copy(d.join("tree/etc").join(f), d.join("dag/etc").join(f)).unwrap();
+    }
+    let mut links = String::new();
+    for i in 0..=30 {
+        std::fs::create_dir(d.join(format!("dag/d{i}"))).unwrap();
+        if i > 0 {
+            links += &format!("link /d{i} /d{}/x\nlink /d{i} /d{}/y\n", i - 1, i - 1);
+        }
+    }
+    std::fs::write(d.join("links"), links).unwrap();
+    run(
+        "mke2fs",
+        &["-q", "-t", "ext4", "-d", "dag", "dag.raw", "16M"],
+    );
+    run("debugfs", &["-w", "-f", "links", "dag.raw"]);
     // A qcow2 whose header claims 2^31 L1 entries (16 GiB of table).
     run(
         "qemu-img",
@@ -1420,6 +1439,7 @@ fn crafted_inputs_are_refused_within_bounds() {
         (vec!["inspect", "fs.raw"], vec![0, 1, 2]),
         (vec!["inspect", "l1.qcow2"], vec![2]),
         (vec!["diff", "fs.raw", "fs.raw", "--checksum"], vec![0, 2]),
+        (vec!["diff", "dag.raw", "dag.raw"], vec![2]),
         (vec!["validate", "big.yaml"], vec![2]),
         (vec!["validate", "zero.yaml", "--trust-recipe"], vec![2]),
         (vec!["validate", "fifo.yaml"], vec![2]),

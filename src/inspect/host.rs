@@ -9,6 +9,9 @@ pub struct HostView {
     /// The disk's virtual size: no file holds more data than that (a larger size is a sparse
     /// claim, which is not hashed).
     disk_size: u64,
+    /// The inodes the mounted filesystems can hold: a walk that meets more entries than twice
+    /// that met a directory twice (a directory hard-linked into itself or into two places).
+    inodes: u64,
 }
 
 impl HostView {
@@ -34,17 +37,50 @@ impl HostView {
 
 impl HostView {
     /// (mode, uid, gid, size, mtime in ns) without following a final symlink.
-    pub fn lstat(&self, path: &str) -> Option<(u32, i64, i64, i64, i64)> {
+    pub fn lstat(&self, path: &str) -> Option<Stat> {
         let (fs, p) = self.at(path)?;
-        let m = fs.symlink_metadata(p.as_str()).ok()?;
-        let t = m.modified();
-        Some((
-            m.mode() as u32 & 0o7777 | kind_bits(&m),
-            m.uid() as i64,
-            m.gid() as i64,
-            m.len() as i64,
-            t.seconds() * 1_000_000_000 + t.nanoseconds() as i64,
-        ))
+        Some(stat(&fs.symlink_metadata(p.as_str()).ok()?))
+    }
+
+    /// A directory's entries with their `lstat`, each read from the inode its entry names
+    /// (resolving every path from the root again made a walk cost its depth per entry).
+    pub fn entries(&self, dir: &str) -> Vec<(String, Stat)> {
+        let Some((fs, p)) = self.at(dir) else {
+            return Vec::new();
+        };
+        let Ok(rd) = fs.read_dir(p.as_str()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in rd.filter_map(|e| e.ok()) {
+            let Ok(name) = e.file_name().as_str().map(String::from) else {
+                continue;
+            };
+            if name == "." || name == ".." {
+                continue;
+            }
+            let path = if dir == "/" {
+                format!("/{name}")
+            } else {
+                format!("{dir}/{name}")
+            };
+            // A mountpoint shows the mounted filesystem's root, not the directory below it.
+            let st = if self.mounts.iter().any(|(mp, _)| *mp == path) {
+                self.lstat(&path)
+            } else {
+                e.metadata().ok().map(|m| stat(&m))
+            };
+            if let Some(st) = st {
+                out.push((name, st));
+            }
+        }
+        out
+    }
+
+    /// The most entries a walk of this image can meet without meeting a directory twice:
+    /// every entry is an inode, or one more name of a hard-linked file.
+    pub fn walk_bound(&self) -> u64 {
+        self.inodes.saturating_mul(2).saturating_add(10_000)
     }
 
     /// SHA-256 of a regular file, read in 1 MiB pieces; a file claiming more bytes than the
@@ -85,6 +121,20 @@ fn partition_info(p: &crate::diskread::Part) -> PartitionInfo {
         kind: p.kind.clone(),
         bootable: p.bootable,
     }
+}
+
+/// (mode, uid, gid, size, mtime in ns), as `lstat` gives them.
+pub type Stat = (u32, i64, i64, i64, i64);
+
+fn stat(m: &ext4_view::Metadata) -> Stat {
+    let t = m.modified();
+    (
+        m.mode() as u32 & 0o7777 | kind_bits(m),
+        m.uid() as i64,
+        m.gid() as i64,
+        m.len() as i64,
+        t.seconds() * 1_000_000_000 + t.nanoseconds() as i64,
+    )
 }
 
 /// ext4-view's mode has the permission bits; the type bits come from the file type.
@@ -247,7 +297,7 @@ pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts)
             .collect()
     };
     let mut filesystems = Vec::new();
-    let mut ext4s: Vec<(String, Slice)> = Vec::new();
+    let mut ext4s: Vec<(String, Slice, u64)> = Vec::new();
     for (dev, slice, part) in &slices {
         let mut sb = vec![0u8; 2048];
         slice.read_at(0, &mut sb)?;
@@ -261,7 +311,8 @@ pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts)
                 size: Some(size),
                 used: Some(used),
             });
-            ext4s.push((dev.clone(), slice.clone()));
+            let inodes = diskread::ext4_inode_capacity(&sb[1024..], slice.len);
+            ext4s.push((dev.clone(), slice.clone(), inodes));
         } else if sb[..4096.min(sb.len())]
             .windows(10)
             .any(|w| w == b"SWAPSPACE2")
@@ -281,9 +332,11 @@ pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts)
         }
     }
     let mut loaded: Vec<(String, ext4_view::Ext4)> = Vec::new();
-    for (dev, slice) in ext4s {
+    let mut inodes = Vec::new();
+    for (dev, slice, n) in ext4s {
         let fs = ext4_view::Ext4::load(Box::new(slice)).map_err(|e| format!("{dev}: {e}"))?;
         loaded.push((dev, fs));
+        inodes.push(n);
     }
     let roots: Vec<usize> = loaded
         .iter()
@@ -338,11 +391,13 @@ pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts)
     let mut view = HostView {
         mounts: Vec::new(),
         disk_size: disk.size(),
+        inodes: 0,
     };
     for (mp, i) in mounts {
         // A filesystem mounted twice is read through its first mountpoint only.
         if let Some(fs) = by_index[i].take() {
             view.mounts.push((mp, fs));
+            view.inodes = view.inodes.saturating_add(inodes[i]);
         }
     }
     let facts = DiskFacts {
