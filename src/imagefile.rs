@@ -41,6 +41,17 @@ pub fn check(
     allowed: &[PathBuf],
     cancel: &Cancel,
 ) -> Result<Image, ImageError> {
+    check_info(path, format, allowed, cancel).map(|(image, _)| image)
+}
+
+/// [`check`], with what `qemu-img info` said of the top image (a caller that needs it asks
+/// qemu-img once, not twice).
+pub fn check_info(
+    path: &Path,
+    format: Option<&str>,
+    allowed: &[PathBuf],
+    cancel: &Cancel,
+) -> Result<(Image, crate::qemu_img::Info), ImageError> {
     let allowed: Vec<PathBuf> = allowed
         .iter()
         .filter_map(|p| p.canonicalize().ok())
@@ -55,7 +66,7 @@ fn check_at(
     allowed: &[PathBuf],
     seen: &mut Vec<PathBuf>,
     cancel: &Cancel,
-) -> Result<Image, ImageError> {
+) -> Result<(Image, crate::qemu_img::Info), ImageError> {
     let m = std::fs::metadata(path).map_err(|e| refused(path, e.to_string()))?;
     if !m.is_file() {
         return Err(refused(
@@ -95,21 +106,18 @@ fn check_at(
                     ),
                 ));
             }
-            Some(Box::new(check_at(
-                &file,
-                Some(&fmt),
-                allowed,
-                seen,
-                cancel,
-            )?))
+            Some(Box::new(
+                check_at(&file, Some(&fmt), allowed, seen, cancel)?.0,
+            ))
         }
     };
-    Ok(Image {
+    let image = Image {
         path: path.to_path_buf(),
-        format: info.format,
+        format: info.format.clone(),
         virtual_size: info.virtual_size,
         backing,
-    })
+    };
+    Ok((image, info))
 }
 
 fn shown(p: &Path) -> String {

@@ -62,6 +62,9 @@ pub struct Tunables {
     /// `KILN_TRUSTED_RECIPES` (colon-separated directories): recipes below them are trusted
     /// as with `--trust-recipe`.
     pub trusted_recipes: Vec<PathBuf>,
+    /// The user's kiln configuration file: `KILN_CONFIG`, else `XDG_CONFIG_HOME/kiln/config.yaml`,
+    /// else `HOME/.config/kiln/config.yaml` (its `trusted_recipes:` list adds to the above).
+    pub user_config: Option<PathBuf>,
     /// `KILN_HOST_PACKAGES=0`: apt runs in the guest instead of on the host.
     pub host_packages: bool,
     /// `KILN_DIRECT_BOOT=0`: the build VM boots through its firmware, GRUB and cloud-init.
@@ -117,6 +120,12 @@ impl Tunables {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/var/lib/kiln/vm")),
             elements_path,
+            user_config: set("KILN_CONFIG").map(PathBuf::from).or_else(|| {
+                set("XDG_CONFIG_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| home.as_ref().map(|h| h.join(".config")))
+                    .map(|d| d.join("kiln/config.yaml"))
+            }),
             trusted_recipes: get("KILN_TRUSTED_RECIPES")
                 .map(|p| {
                     p.split(':')

@@ -1318,6 +1318,61 @@ fn an_untrusted_recipe_reaches_nothing_of_the_host() {
     assert!(err.contains("may not change security labels"), "{err}");
 }
 
+/// The user's configuration can trust a directory of recipes (issue 24), but only as a file
+/// nobody else could have written: group- or world-writable, or a link, it is refused (exit 2),
+/// and a relative directory is an error at its position.
+#[test]
+fn a_configured_trusted_directory_counts_only_from_a_file_of_the_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("recipes")).unwrap();
+    std::fs::write(
+        d.join("recipes/r.yaml"),
+        "name: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init]}\n\
+         sysprep:\n  scripts: [\"true\"]\n",
+    )
+    .unwrap();
+    let config = d.join("config.yaml");
+    let validate = || {
+        kiln()
+            .args(["validate", "recipes/r.yaml"])
+            .env("KILN_CONFIG", &config)
+            .current_dir(d)
+            .output()
+            .unwrap()
+    };
+    let o = validate();
+    assert_eq!(o.status.code(), Some(2), "no config file: untrusted");
+    assert!(text(&o.stderr).contains("sysprep scripts run on this host"));
+    std::fs::write(
+        &config,
+        format!("trusted_recipes:\n  - {}\n", d.join("recipes").display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = validate();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = validate();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("config.yaml:1:1: not used") && err.contains("writable by no one else"),
+        "{err}"
+    );
+    std::fs::write(&config, "trusted_recipes:\n  - recipes\nextra: 1\n").unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = validate();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("config.yaml:2:5: expected an absolute directory path"),
+        "{err}"
+    );
+    assert!(err.contains("config.yaml:3:1: unknown setting"), "{err}");
+}
+
 /// A root tree from someone else (issue 24): `var/lib` linked to a host directory must not make
 /// `kiln diff` read the host's package database.
 #[test]
@@ -1387,6 +1442,18 @@ fn crafted_inputs_are_refused_within_bounds() {
         "debugfs",
         &["-w", "-R", "sif /etc/passwd size 68719476736", "fs.raw"],
     );
+    // The same root whose os-release claims 64 GiB: the host reader's first read (it aborted
+    // allocating the claim; found by bench/fuzz-coverage.sh).
+    std::fs::copy(d.join("fs.raw"), d.join("osr.raw")).unwrap();
+    run(
+        "debugfs",
+        &[
+            "-w",
+            "-R",
+            "sif /etc/os-release size 68719476736",
+            "osr.raw",
+        ],
+    );
     // Directories hard-linked into two places, 30 deep: 2^30 paths to walk (it walked for
     // more than 10 minutes and 2 GB before a walk was bounded by the inodes there are).
     std::fs::create_dir_all(d.join("dag/etc")).unwrap();
@@ -1438,6 +1505,7 @@ fn crafted_inputs_are_refused_within_bounds() {
     for (args, codes) in [
         (vec!["inspect", "fs.raw"], vec![0, 1, 2]),
         (vec!["inspect", "l1.qcow2"], vec![2]),
+        (vec!["inspect", "osr.raw"], vec![1, 2]),
         (vec!["diff", "fs.raw", "fs.raw", "--checksum"], vec![0, 2]),
         (vec!["diff", "dag.raw", "dag.raw"], vec![2]),
         (vec!["validate", "big.yaml"], vec![2]),

@@ -2530,6 +2530,14 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
             })
             .collect()
     };
+    let prune_all = || {
+        kiln()
+            .args(["cache", "--cache-dir"])
+            .arg(&cache)
+            .args(["prune", "0"])
+            .output()
+            .unwrap()
+    };
     let before = stages_left(&cache);
     let mut cmd = kiln();
     cmd.arg("build")
@@ -2543,12 +2551,7 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
         wait_for_line(&rx, "stage convert: starting", 600),
         "no convert stage"
     );
-    let prune = kiln()
-        .args(["cache", "--cache-dir"])
-        .arg(&cache)
-        .args(["prune", "0"])
-        .output()
-        .unwrap();
+    let prune = prune_all();
     assert!(prune.status.success(), "{}", text(&prune.stderr));
     let after = stages_left(&cache);
     let o = child.wait_with_output().unwrap();
@@ -2601,12 +2604,7 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
         stages.contains(&"provision") && stages.contains(&"guestfs") && stages.contains(&"convert"),
         "{stages:?}"
     );
-    let prune = kiln()
-        .args(["cache", "--cache-dir"])
-        .arg(&cache)
-        .args(["prune", "0"])
-        .output()
-        .unwrap();
+    let prune = prune_all();
     assert!(prune.status.success(), "{}", text(&prune.stderr));
     let pruned = text(&prune.stdout);
     let evicted: Vec<&str> = pruned

@@ -109,11 +109,9 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return usage_error(format!("{}: {e}", a.image.display())),
     };
-    let info = match crate::imagefile::check(&image, a.format.as_deref(), &a.backing, &cancel) {
-        Ok(_) => match crate::qemu_img::info_as(&image, a.format.as_deref(), &cancel) {
-            Ok(i) => i,
-            Err(e) => return usage_error(format!("cannot read {}: {e}", image.display())),
-        },
+    let info = match crate::imagefile::check_info(&image, a.format.as_deref(), &a.backing, &cancel)
+    {
+        Ok((_, info)) => info,
         Err(e) => {
             return usage_error(format!(
                 "cannot read {}: {e}",

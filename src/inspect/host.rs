@@ -154,22 +154,7 @@ fn kind_bits(m: &ext4_view::Metadata) -> u32 {
 impl View for HostView {
     fn read(&self, path: &str) -> Option<Vec<u8>> {
         let (fs, p) = self.at(path)?;
-        // The size is the image's claim (a crafted inode says 64 GiB): read in pieces, and
-        // give up past READ_MAX instead of allocating what it claims.
-        let mut f = fs.open(p.as_str()).ok()?;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f.read_bytes(&mut buf).ok()?;
-            if n == 0 {
-                return Some(out);
-            }
-            if out.len() + n > READ_MAX {
-                tracing::warn!("{path}: larger than {} MiB: not read", READ_MAX >> 20);
-                return None;
-            }
-            out.extend_from_slice(&buf[..n]);
-        }
+        read_capped(fs, &p)
     }
     fn list(&self, dir: &str) -> Vec<String> {
         let Some((fs, p)) = self.at(dir) else {
@@ -197,6 +182,29 @@ impl View for HostView {
     fn exists(&self, path: &str) -> bool {
         self.at(path)
             .is_some_and(|(fs, p)| fs.exists(p.as_str()).unwrap_or(false))
+    }
+}
+
+/// A guest file read whole, in pieces: its size is the image's claim (a crafted inode says
+/// 64 GiB, and ext4-view's own `read` allocates what it claims), so past READ_MAX it is not read.
+fn read_capped(fs: &ext4_view::Ext4, path: &str) -> Option<Vec<u8>> {
+    let mut f = fs.open(path).ok()?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read_bytes(&mut buf).ok()?;
+        if n == 0 {
+            return Some(out);
+        }
+        if out.len() + n > READ_MAX {
+            tracing::warn!(
+                "{}: larger than {} MiB: not read",
+                crate::quote::terminal(path),
+                READ_MAX >> 20
+            );
+            return None;
+        }
+        out.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -351,7 +359,8 @@ pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts)
     let [root] = roots[..] else {
         return Err(format!("{} operating system roots", roots.len()).into());
     };
-    let text = |fs: &ext4_view::Ext4, p: &str| fs.read_to_string(p).ok();
+    let text =
+        |fs: &ext4_view::Ext4, p: &str| read_capped(fs, p).and_then(|b| String::from_utf8(b).ok());
     let osr = text(&loaded[root].1, "/etc/os-release")
         .or_else(|| text(&loaded[root].1, "/usr/lib/os-release"))
         .unwrap_or_default();
