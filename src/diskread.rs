@@ -490,6 +490,31 @@ pub fn ext4_superblock(sb: &[u8]) -> Option<(String, String, u64, u64)> {
     ))
 }
 
+/// Whether an ext2/3/4 superblock's geometry fits the `len` bytes it lives in, checked before
+/// ext4-view loads it: ext4-view allocates a descriptor for every block group the superblock
+/// implies (a mutated one asked for 24 GiB), so a filesystem larger than its partition, or with
+/// fewer than the 256 blocks a group mke2fs allows, is not read.
+pub fn ext4_geometry_fits(sb: &[u8], len: u64) -> Result<(), String> {
+    let Some((_, _, size, _)) = ext4_superblock(sb) else {
+        return Err("not an ext2/3/4 superblock".into());
+    };
+    let le32 = |at: usize| u32::from_le_bytes(sb[at..at + 4].try_into().expect("4")) as u64;
+    let block = 1024u64 << le32(0x18).min(16);
+    let per_group = le32(0x20);
+    if size > len {
+        return Err(format!(
+            "the filesystem claims {size} bytes in a partition of {len}"
+        ));
+    }
+    if per_group < 256 || per_group > 8 * block {
+        return Err(format!(
+            "{per_group} blocks a group (ext4 has 256 to {})",
+            8 * block
+        ));
+    }
+    Ok(())
+}
+
 /// How many inodes an ext2/3/4 filesystem of `len` bytes can hold: what its superblock says,
 /// but never more than its bytes hold inode tables for (128 bytes an inode at least; a crafted
 /// superblock may claim billions).
@@ -503,6 +528,30 @@ pub fn ext4_inode_capacity(sb: &[u8], len: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A superblock whose geometry does not fit its bytes is not handed to ext4-view.
+    #[test]
+    fn ext4_geometry_must_fit_the_partition() {
+        let mut sb = vec![0u8; 1024];
+        sb[0x38..0x3a].copy_from_slice(&0xef53u16.to_le_bytes());
+        sb[0x4..0x8].copy_from_slice(&4096u32.to_le_bytes()); // blocks of 1 KiB
+        sb[0x20..0x24].copy_from_slice(&8192u32.to_le_bytes());
+        assert_eq!(ext4_geometry_fits(&sb, 4 << 20), Ok(()));
+        assert!(
+            ext4_geometry_fits(&sb, 1 << 20).is_err(),
+            "4 MiB claimed in 1"
+        );
+        sb[0x20..0x24].copy_from_slice(&1u32.to_le_bytes());
+        assert!(
+            ext4_geometry_fits(&sb, 4 << 20).is_err(),
+            "a group of 1 block"
+        );
+        sb[0x20..0x24].copy_from_slice(&9000u32.to_le_bytes());
+        assert!(
+            ext4_geometry_fits(&sb, 4 << 20).is_err(),
+            "more than a bitmap holds"
+        );
+    }
 
     /// A superblock's inode count stands only as far as the bytes hold inode tables.
     #[test]

@@ -139,9 +139,6 @@ pub fn domain(
     DomainSpec::test_vm(name, o.machine, o.runs_as, &disk, seed, console, port)
 }
 
-/// How long a connection that ssh could not make is retried once the guest has let us in.
-const SSH_RETRY: Duration = Duration::from_secs(90);
-
 /// How long sshd may take after cloud-init said it finished.
 const SSH_GRACE: Duration = Duration::from_secs(90);
 
@@ -262,21 +259,6 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// After the first login sshd can still restart (cloud-init's ssh module, a unit's
-    /// reload): a connection that ssh itself could not make is retried for a while, a
-    /// command's own failure never.
-    fn ssh(&self, cmd: &str) -> Result<(i32, String), TestError> {
-        let first = Instant::now();
-        loop {
-            let (status, out) = self.once(cmd)?;
-            if !ssh_connection_failed(status, &out) || first.elapsed() > SSH_RETRY {
-                return Ok((status, out));
-            }
-            tracing::debug!("ssh could not connect ({}); retrying", out.trim());
-            std::thread::sleep(Duration::from_secs(2));
-        }
-    }
-
     fn once(&self, cmd: &str) -> Result<(i32, String), TestError> {
         let argv = ssh_argv(self.key, self.known_hosts, self.port, cmd);
         ssh_run(&argv, self.cancel, self.o.timeout)
@@ -310,30 +292,50 @@ fn boot_and_check(
     };
     let start = Instant::now();
     let login = format!("ssh login as {TEST_USER} with the seed's key");
-    if let Err(why) = wait_for_login(&session, lv, name)? {
-        let console = o.work.join("test-console.log");
-        let failed = CheckResult {
-            name: login,
-            ok: false,
-            warning: false,
-            detail: format!(
-                "{why}; console tail:\n{}",
-                crate::libvirt::console::file_tail(&console, 15)
-            ),
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        return Ok(Report {
-            instance_id: String::new(),
-            hostname: String::new(),
-            checks: vec![failed],
-            phases: vec![(
-                "boot to ssh login".to_string(),
-                start.elapsed().as_secs_f64(),
-            )],
-        });
-    }
-    let booted = start.elapsed().as_secs_f64();
-    let mut phases = vec![("boot to ssh login".to_string(), booted)];
+    // Everything in one ssh session, started the moment sshd answers: the login, waiting for
+    // cloud-init, every check (a login costs seconds under TCG: one, not three).
+    let builtins = builtin_checks();
+    let mut commands = vec![
+        "true".to_string(),
+        "cloud-init status --wait --long 2>&1 || exit $?".to_string(),
+    ];
+    // Built-in checks' stderr stays out of what is judged (sudo's "unable to resolve host"
+    // on images that leave /etc/hosts alone is not a result); a recipe's check shows its own.
+    commands.extend(
+        builtins
+            .iter()
+            .map(|b| format!("{} 2>/dev/null", b.command())),
+    );
+    commands.extend(o.checks.iter().map(|c| format!("{} 2>&1", c.command())));
+    let batch = Batch::new();
+    let out = match wait_for_session(&session, lv, name, &batch, &commands)? {
+        Ok(out) => out,
+        Err(why) => {
+            let console = o.work.join("test-console.log");
+            let failed = CheckResult {
+                name: login,
+                ok: false,
+                warning: false,
+                detail: format!(
+                    "{why}; console tail:\n{}",
+                    crate::libvirt::console::file_tail(&console, 15)
+                ),
+                seconds: start.elapsed().as_secs_f64(),
+            };
+            return Ok(Report {
+                instance_id: String::new(),
+                hostname: String::new(),
+                checks: vec![failed],
+                phases: vec![(
+                    "boot to ssh login".to_string(),
+                    start.elapsed().as_secs_f64(),
+                )],
+            });
+        }
+    };
+    let ran = batch.split_timed(&out, commands.len());
+    let took = durations(&ran, start.elapsed().as_secs_f64());
+    let booted = took[0];
     let mut checks = vec![CheckResult {
         name: login,
         ok: true,
@@ -341,27 +343,46 @@ fn boot_and_check(
         detail: format!("after {booted:.1} s"),
         seconds: booted,
     }];
-    let t = Instant::now();
-    let (status, out) = session.ssh("cloud-init status --wait --long 2>&1 || exit $?")?;
-    let (ok, warning, detail) = judge_cloud_init(status, &out);
+    let (ok, warning, detail) = judge_cloud_init(ran[1].status, &ran[1].output);
     checks.push(CheckResult {
         name: "cloud-init finished".into(),
         ok,
         warning,
         detail,
-        seconds: t.elapsed().as_secs_f64(),
+        seconds: took[1],
     });
-    phases.push(("cloud-init".into(), t.elapsed().as_secs_f64()));
-    let t = Instant::now();
     let want = Expected {
         instance_id,
         hostname,
         image_virtual: o.virtual_size,
     };
-    checks.extend(builtin_results(&session, &want)?);
+    let rest = ran[2..].iter().zip(&took[2..]);
+    for (b, (r, secs)) in builtins.iter().zip(rest.clone()) {
+        let j = b.judge(r.status, &r.output, &want);
+        checks.push(CheckResult {
+            name: b.name().into(),
+            ok: j.is_ok(),
+            warning: false,
+            detail: j.err().unwrap_or_default(),
+            seconds: *secs,
+        });
+    }
     checks.extend(host_keys_result(o, known_hosts));
-    checks.extend(recipe_results(&session)?);
-    phases.push(("checks".into(), t.elapsed().as_secs_f64()));
+    for (c, (r, secs)) in o.checks.iter().zip(rest.skip(builtins.len())) {
+        let j = c.judge(r.status, &r.output);
+        checks.push(CheckResult {
+            name: c.name(),
+            ok: j.is_ok(),
+            warning: false,
+            detail: j.err().unwrap_or_default(),
+            seconds: *secs,
+        });
+    }
+    let phases = vec![
+        ("boot to ssh login".to_string(), booted),
+        ("cloud-init".into(), took[1]),
+        ("checks".into(), took[2..].iter().sum()),
+    ];
     Ok(Report {
         instance_id: String::new(),
         hostname: String::new(),
@@ -370,15 +391,37 @@ fn boot_and_check(
     })
 }
 
-/// Boot to ssh: retry until sshd takes the key (Ok(Ok)). A guest that cannot get there fails
-/// the login with the reason (Ok(Err)) instead of waiting out the timeout: emergency mode, a
-/// stopped VM, or cloud-init done while sshd still refuses.
-fn wait_for_login(
+/// How long each command of the session took, from the guest's clock at each end (the first,
+/// the login, is what the whole test took less the rest: the host's clock and the guest's
+/// need not agree). A command whose end the guest did not stamp counts 0.
+pub(crate) fn durations(ran: &[Ran], total: f64) -> Vec<f64> {
+    let mut took = vec![0.0; ran.len()];
+    for i in 1..ran.len() {
+        if let (Some(a), Some(b)) = (ran[i - 1].ended, ran[i].ended) {
+            took[i] = (b - a).max(0.0);
+        }
+    }
+    let rest: f64 = took.iter().sum();
+    if let Some(first) = took.first_mut() {
+        *first = (total - rest).max(0.0);
+    }
+    took
+}
+
+/// Boot to ssh, then the whole session: poll until sshd answers (its banner: twice a second,
+/// no ssh ConnectTimeout to sit out), then run `commands` as one batch until ssh logs in
+/// (Ok(Ok(output))). A guest that cannot get there fails the login with the reason (Ok(Err))
+/// instead of waiting out the timeout: emergency mode, a stopped VM, or cloud-init done while
+/// sshd still refuses.
+fn wait_for_session(
     session: &Session,
     lv: &Libvirt,
     name: &str,
-) -> Result<Result<(), String>, TestError> {
+    batch: &Batch,
+    commands: &[String],
+) -> Result<Result<String, String>, TestError> {
     let (o, cancel) = (session.o, session.cancel);
+    let script = batch.script(commands);
     let start = Instant::now();
     let console_path = o.work.join("test-console.log");
     let mut last = String::new();
@@ -415,44 +458,19 @@ fn wait_for_login(
         if let Some(why) = why {
             return Ok(Err(why));
         }
-        // One try a round: this loop watches the console between tries.
-        match session.once("true") {
-            Ok((0, _)) => return Ok(Ok(())),
+        // The console is watched between tries; ssh starts only once sshd speaks.
+        if !sshd_answers(session.port, Duration::from_secs(1)) {
+            last = "sshd does not answer yet".into();
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        match session.once(&script) {
+            Ok((_, out)) if batch.started(&out) => return Ok(Ok(out)),
             Ok((_, out)) => last = out,
             Err(e) => last = e.to_string(),
         }
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-/// Every built-in check in one ssh session (each login costs a second or more under TCG);
-/// their stderr stays out of the judged output (sudo's "unable to resolve host" on images
-/// that leave /etc/hosts alone is not a result).
-fn builtin_results(session: &Session, want: &Expected) -> Result<Vec<CheckResult>, TestError> {
-    let t = Instant::now();
-    let builtins = builtin_checks();
-    let commands: Vec<String> = builtins
-        .iter()
-        .map(|b| format!("{} 2>/dev/null", b.command()))
-        .collect();
-    let batch = Batch::new();
-    let (_, out) = session.ssh(&batch.script(&commands))?;
-    let results = batch.split(&out, commands.len());
-    let each = t.elapsed().as_secs_f64() / builtins.len().max(1) as f64;
-    Ok(builtins
-        .iter()
-        .zip(results)
-        .map(|(b, (status, out))| {
-            let r = b.judge(status, &out, want);
-            CheckResult {
-                name: b.name().into(),
-                ok: r.is_ok(),
-                warning: false,
-                detail: r.err().unwrap_or_default(),
-                seconds: each,
-            }
-        })
-        .collect())
 }
 
 /// The keys sshd showed are not the build VM's (read from its disk); not run when there are
@@ -480,37 +498,6 @@ pub(crate) fn judge_host_keys(build: &[String], learnt: &[String]) -> Option<Che
         },
         seconds: 0.0,
     })
-}
-
-/// The recipe's checks, in one session too (their stderr is part of what they show).
-fn recipe_results(session: &Session) -> Result<Vec<CheckResult>, TestError> {
-    let o = session.o;
-    if o.checks.is_empty() {
-        return Ok(Vec::new());
-    }
-    let c0 = Instant::now();
-    let commands: Vec<String> = o
-        .checks
-        .iter()
-        .map(|c| format!("{} 2>&1", c.command()))
-        .collect();
-    let batch = Batch::new();
-    let (_, out) = session.ssh(&batch.script(&commands))?;
-    let each = c0.elapsed().as_secs_f64() / o.checks.len() as f64;
-    Ok(o.checks
-        .iter()
-        .zip(batch.split(&out, commands.len()))
-        .map(|(c, (status, out))| {
-            let r = c.judge(status, &out);
-            CheckResult {
-                name: c.name(),
-                ok: r.is_ok(),
-                warning: false,
-                detail: r.err().unwrap_or_default(),
-                seconds: each,
-            }
-        })
-        .collect())
 }
 
 #[cfg(test)]

@@ -84,22 +84,6 @@ pub(super) fn ssh_run(
     Ok((status.code().unwrap_or(-1), text))
 }
 
-/// ssh's own failure to connect (exit 255 with a connection error), as opposed to the remote
-/// command's exit status.
-pub fn ssh_connection_failed(status: i32, output: &str) -> bool {
-    status == 255
-        && [
-            "kex_exchange_identification",
-            "ssh_exchange_identification",
-            "Connection reset",
-            "Connection refused",
-            "Connection closed",
-            "Connection timed out",
-        ]
-        .iter()
-        .any(|m| output.contains(m))
-}
-
 /// Several commands in one ssh session, each framed by markers with its exit status. The
 /// markers carry a nonce of this batch: a command's own output (the guest's, or a recipe
 /// check's) cannot fake another command's status by printing a marker.
@@ -125,7 +109,7 @@ impl Batch {
         let mut s = String::new();
         for (i, c) in commands.iter().enumerate() {
             s.push_str(&format!(
-                "echo '@@kiln-{k}-check {i}'; ( {c} ); st=$?; echo; echo \"@@kiln-{k}-status {i} $st\"\n"
+                "echo '@@kiln-{k}-check {i}'; ( {c} ); st=$?; echo; echo \"@@kiln-{k}-status {i} $st $(date +%s.%N)\"\n"
             ));
         }
         s
@@ -135,38 +119,90 @@ impl Batch {
     /// markers are missing has status -1. A status counts only for the command whose output
     /// is open, once.
     pub fn split(&self, out: &str, n: usize) -> Vec<(i32, String)> {
+        self.split_timed(out, n)
+            .into_iter()
+            .map(|r| (r.status, r.output))
+            .collect()
+    }
+
+    /// [`split`](Self::split), with the guest's clock when each command ended.
+    pub fn split_timed(&self, out: &str, n: usize) -> Vec<Ran> {
         let check = format!("@@kiln-{}-check ", self.nonce);
         let status = format!("@@kiln-{}-status ", self.nonce);
-        let mut v = vec![(-1, String::new()); n];
+        let mut v = vec![Ran::default(); n];
         let mut cur: Option<usize> = None;
-        // The status marker that closes the open command: (index, status).
-        let closes = |l: &str, cur: Option<usize>| -> Option<(usize, i32)> {
+        // The status marker that closes the open command: (index, status, guest time).
+        let closes = |l: &str, cur: Option<usize>| -> Option<(usize, i32, Option<f64>)> {
             let mut w = l.strip_prefix(&status)?.split_whitespace();
             let i = w
                 .next()?
                 .parse::<usize>()
                 .ok()
                 .filter(|i| Some(*i) == cur)?;
-            Some((i, w.next()?.parse::<i32>().ok()?))
+            let st = w.next()?.parse::<i32>().ok()?;
+            Some((i, st, w.next().and_then(|t| t.parse().ok())))
         };
         for l in out.lines() {
-            if let Some((i, st)) = closes(l, cur) {
-                v[i].0 = st;
+            if let Some((i, st, at)) = closes(l, cur) {
+                v[i].status = st;
+                v[i].ended = at;
                 // The newline the script adds before the marker is not output.
-                if v[i].1.ends_with('\n') {
-                    v[i].1.pop();
+                if v[i].output.ends_with('\n') {
+                    v[i].output.pop();
                 }
                 cur = None;
             } else if let Some(i) = cur {
                 // Inside a command, anything (a marker too) is its output.
-                v[i].1.push_str(l);
-                v[i].1.push('\n');
+                v[i].output.push_str(l);
+                v[i].output.push('\n');
             } else if let Some(i) = l.strip_prefix(&check).and_then(|x| x.trim().parse().ok()) {
-                cur = Some(i).filter(|i: &usize| *i < n && v[*i].0 == -1);
+                cur = Some(i).filter(|i: &usize| *i < n && v[*i].status == -1);
             }
         }
         v
     }
+
+    /// Whether `out` shows the script started (its first command's marker): ssh logged in,
+    /// whatever the commands then did.
+    pub fn started(&self, out: &str) -> bool {
+        let first = format!("@@kiln-{}-check 0", self.nonce);
+        out.lines().any(|l| l == first)
+    }
+}
+
+/// One command of a batch as it ran: exit status (-1 when its markers are missing), output,
+/// and the guest's clock when it ended (seconds; None when the guest's `date` gave none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ran {
+    pub status: i32,
+    pub output: String,
+    pub ended: Option<f64>,
+}
+
+impl Default for Ran {
+    fn default() -> Ran {
+        Ran {
+            status: -1,
+            output: String::new(),
+            ended: None,
+        }
+    }
+}
+
+/// Whether sshd answers on the forwarded port: its banner (`SSH-2.0-…`) within `wait`. qemu's
+/// user networking accepts the host side of a connection before anything listens in the guest,
+/// so a connect alone says nothing, and ssh would sit out its ConnectTimeout (10 s) instead.
+pub(super) fn sshd_answers(port: u16, wait: Duration) -> bool {
+    use std::io::Read;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, wait) else {
+        return false;
+    };
+    if s.set_read_timeout(Some(wait)).is_err() {
+        return false;
+    }
+    let mut banner = [0u8; 4];
+    s.read_exact(&mut banner).is_ok() && &banner == b"SSH-"
 }
 
 impl Default for Batch {

@@ -59,13 +59,23 @@ fn builtin_checks_judge_the_guest() {
     let j = |b: Builtin, status, out: &str| b.judge(status, out, &want);
     let names = builtin_checks();
     assert_eq!(names.len(), 6);
-    assert!(j(names[0], 0, "nocloud\nkiln-test-ab\n").is_ok());
-    assert!(j(names[0], 0, "ec2\nkiln-test-ab\n")
+    let data = |platform: &str, id: &str| {
+        format!("{{\"v1\": {{\"platform\": \"{platform}\", \"instance_id\": \"{id}\"}}}}\n")
+    };
+    assert!(j(names[0], 0, &data("nocloud", "kiln-test-ab")).is_ok());
+    assert!(j(names[0], 0, &data("ec2", "kiln-test-ab"))
         .unwrap_err()
         .contains("not nocloud"));
-    assert!(j(names[0], 0, "nocloud\ni-old\n")
+    assert!(j(names[0], 0, &data("nocloud", "i-old"))
         .unwrap_err()
         .contains("instance-id"));
+    assert!(j(
+        names[0],
+        0,
+        "cat: /run/cloud-init/instance-data.json: No such file"
+    )
+    .unwrap_err()
+    .contains("not JSON"));
     assert!(j(names[1], 0, &format!("{}\n", 4u64 << 30)).is_ok());
     assert!(j(names[1], 0, &format!("{}\n", 2u64 << 30))
         .unwrap_err()
@@ -156,19 +166,46 @@ fn batch_lost_after_first() -> String {
     "@@kiln-n-check 0\nnocloud\ni-1\n\n@@kiln-n-status 0 0\n".to_string()
 }
 
+/// sshd "answers" only when it speaks: qemu's user networking accepts a connection for a guest
+/// that does not listen yet, and that must not count.
 #[test]
-fn only_ssh_connection_failures_are_retried() {
-    assert!(ssh_connection_failed(
-        255,
-        "kex_exchange_identification: read: Connection reset by peer\r\n"
-    ));
-    assert!(ssh_connection_failed(
-        255,
-        "ssh: connect to host 127.0.0.1 port 2222: Connection refused"
-    ));
-    // The remote command exited 255, or failed otherwise: a result, not a retry.
-    assert!(!ssh_connection_failed(255, "my script's own output"));
-    assert!(!ssh_connection_failed(1, "Connection refused"));
+fn sshd_answers_only_with_its_banner() {
+    use std::io::Write;
+    let wait = std::time::Duration::from_millis(300);
+    let speaks = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (p1, p2) = (
+        speaks.local_addr().unwrap().port(),
+        silent.local_addr().unwrap().port(),
+    );
+    let t = std::thread::spawn(move || {
+        let (mut c, _) = speaks.accept().unwrap();
+        c.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n").unwrap();
+    });
+    assert!(sshd_answers(p1, wait));
+    t.join().unwrap();
+    let t0 = std::time::Instant::now();
+    assert!(!sshd_answers(p2, wait), "accepted but silent");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(2));
+    drop(silent);
+    assert!(!sshd_answers(p2, wait), "nothing listens");
+}
+
+/// The session's times: each command from the guest's stamps, the login the rest of the total.
+#[test]
+fn a_session_is_timed_by_the_guest_clock() {
+    let batch = Batch::with_nonce("t");
+    let out = "@@kiln-t-check 0\n\n@@kiln-t-status 0 0 100.5\n@@kiln-t-check 1\ndone\n@@kiln-t-status 1 0 108.0\n@@kiln-t-check 2\n\n@@kiln-t-status 2 0 109.25\n";
+    assert!(batch.started(out));
+    assert!(!batch.started("Permission denied (publickey).\n"));
+    assert!(!Batch::with_nonce("u").started(out));
+    let ran = batch.split_timed(out, 3);
+    assert_eq!(ran[1].output, "done");
+    assert_eq!(ran[2].ended, Some(109.25));
+    assert_eq!(durations(&ran, 50.0), vec![41.25, 7.5, 1.25]);
+    // A guest without `date +%N` stamps nothing: its commands count 0, the login all.
+    let bare = "@@kiln-t-check 0\n\n@@kiln-t-status 0 0\n@@kiln-t-check 1\n\n@@kiln-t-status 1 0\n";
+    assert_eq!(durations(&batch.split_timed(bare, 2), 9.0), vec![9.0, 0.0]);
 }
 
 #[test]
@@ -177,8 +214,8 @@ fn batched_checks_come_apart_with_their_status() {
     let script = batch.script(&["hostname".into(), "false".into()]);
     assert_eq!(
         script,
-        "echo '@@kiln-0a1b-check 0'; ( hostname ); st=$?; echo; echo \"@@kiln-0a1b-status 0 $st\"\n\
-         echo '@@kiln-0a1b-check 1'; ( false ); st=$?; echo; echo \"@@kiln-0a1b-status 1 $st\"\n"
+        "echo '@@kiln-0a1b-check 0'; ( hostname ); st=$?; echo; echo \"@@kiln-0a1b-status 0 $st $(date +%s.%N)\"\n\
+         echo '@@kiln-0a1b-check 1'; ( false ); st=$?; echo; echo \"@@kiln-0a1b-status 1 $st $(date +%s.%N)\"\n"
     );
     let run = |commands: &[&str]| {
         let commands: Vec<String> = commands.iter().map(|c| c.to_string()).collect();

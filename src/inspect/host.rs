@@ -310,6 +310,8 @@ pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts)
         let mut sb = vec![0u8; 2048];
         slice.read_at(0, &mut sb)?;
         if let Some((uuid, label, size, used)) = diskread::ext4_superblock(&sb[1024..]) {
+            diskread::ext4_geometry_fits(&sb[1024..], slice.len)
+                .map_err(|e| format!("{dev}: {e}"))?;
             filesystems.push(Filesystem {
                 device: dev.clone(),
                 fstype: "ext4".into(),

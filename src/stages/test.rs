@@ -208,7 +208,7 @@ impl Describe for TestStage {
                 .to_string(),
             "ssh-keygen -t ed25519 (the test user's key); xorriso: a NoCloud seed with a new instance-id and hostname".into(),
             "libvirt: boot the overlay, qemu user networking with guest port 22 on 127.0.0.1".into(),
-            "ssh: cloud-init status --wait".into(),
+            "ssh, one session from the moment sshd's banner answers: cloud-init status --wait".into(),
         ];
         for b in crate::boottest::builtin_checks() {
             commands.push(format!("ssh: {} ({})", b.command(), b.name()));
