@@ -267,6 +267,57 @@ pub fn read_host(image: &crate::diskread::Image) -> Result<Report, HostError> {
     Ok(report(&view, facts, inv))
 }
 
+/// What each slice holds (ext2/3/4, swap, an empty BIOS boot partition), and the ext4 ones to
+/// load with the inodes they can hold; anything else is for libguestfs.
+#[allow(clippy::type_complexity)]
+fn scan_filesystems(
+    slices: &[(
+        String,
+        crate::diskread::Slice,
+        Option<&crate::diskread::Part>,
+    )],
+) -> Result<(Vec<Filesystem>, Vec<(String, crate::diskread::Slice, u64)>), HostError> {
+    use crate::diskread;
+    let mut filesystems = Vec::new();
+    let mut ext4s = Vec::new();
+    for (dev, slice, part) in slices {
+        let mut sb = vec![0u8; 2048];
+        slice.read_at(0, &mut sb)?;
+        if let Some((uuid, label, size, used)) = diskread::ext4_superblock(&sb[1024..]) {
+            diskread::ext4_geometry_fits(&sb[1024..], slice.len)
+                .map_err(|e| format!("{dev}: {e}"))?;
+            filesystems.push(Filesystem {
+                device: dev.clone(),
+                fstype: "ext4".into(),
+                uuid,
+                label,
+                mountpoint: None,
+                size: Some(size),
+                used: Some(used),
+            });
+            let inodes = diskread::ext4_inode_capacity(&sb[1024..], slice.len);
+            ext4s.push((dev.clone(), slice.clone(), inodes));
+        } else if sb[..4096.min(sb.len())]
+            .windows(10)
+            .any(|w| w == b"SWAPSPACE2")
+        {
+            filesystems.push(Filesystem {
+                device: dev.clone(),
+                fstype: "swap".into(),
+                uuid: String::new(),
+                label: String::new(),
+                mountpoint: None,
+                size: None,
+                used: None,
+            });
+        } else if part.is_some_and(|p| p.kind == BIOS_BOOT_GUID) {
+        } else {
+            return Err(format!("{dev}: not an ext2/3/4 filesystem").into());
+        }
+    }
+    Ok((filesystems, ext4s))
+}
+
 /// The host reader's view of an image and its disk facts (see `read_host` for what it
 /// refuses).
 pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts), HostError> {
@@ -304,43 +355,7 @@ pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts)
             })
             .collect()
     };
-    let mut filesystems = Vec::new();
-    let mut ext4s: Vec<(String, Slice, u64)> = Vec::new();
-    for (dev, slice, part) in &slices {
-        let mut sb = vec![0u8; 2048];
-        slice.read_at(0, &mut sb)?;
-        if let Some((uuid, label, size, used)) = diskread::ext4_superblock(&sb[1024..]) {
-            diskread::ext4_geometry_fits(&sb[1024..], slice.len)
-                .map_err(|e| format!("{dev}: {e}"))?;
-            filesystems.push(Filesystem {
-                device: dev.clone(),
-                fstype: "ext4".into(),
-                uuid,
-                label,
-                mountpoint: None,
-                size: Some(size),
-                used: Some(used),
-            });
-            let inodes = diskread::ext4_inode_capacity(&sb[1024..], slice.len);
-            ext4s.push((dev.clone(), slice.clone(), inodes));
-        } else if sb[..4096.min(sb.len())]
-            .windows(10)
-            .any(|w| w == b"SWAPSPACE2")
-        {
-            filesystems.push(Filesystem {
-                device: dev.clone(),
-                fstype: "swap".into(),
-                uuid: String::new(),
-                label: String::new(),
-                mountpoint: None,
-                size: None,
-                used: None,
-            });
-        } else if part.is_some_and(|p| p.kind == BIOS_BOOT_GUID) {
-        } else {
-            return Err(format!("{dev}: not an ext2/3/4 filesystem").into());
-        }
-    }
+    let (mut filesystems, ext4s) = scan_filesystems(&slices)?;
     let mut loaded: Vec<(String, ext4_view::Ext4)> = Vec::new();
     let mut inodes = Vec::new();
     for (dev, slice, n) in ext4s {
