@@ -210,12 +210,7 @@ impl Root for inspect::HostView {
                      directory is linked into two places"
                 ));
             }
-            for (name, (mode, uid, gid, size, mtime)) in self.entries(&dir) {
-                let p = if dir == "/" {
-                    format!("/{name}")
-                } else {
-                    format!("{dir}/{name}")
-                };
+            for (p, (mode, uid, gid, size, mtime)) in self.entries(&dir) {
                 if !all && ignored(&p) {
                     continue;
                 }

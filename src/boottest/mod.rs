@@ -359,24 +359,11 @@ fn boot_and_check(
     let rest = ran[2..].iter().zip(&took[2..]);
     for (b, (r, secs)) in builtins.iter().zip(rest.clone()) {
         let j = b.judge(r.status, &r.output, &want);
-        checks.push(CheckResult {
-            name: b.name().into(),
-            ok: j.is_ok(),
-            warning: false,
-            detail: j.err().unwrap_or_default(),
-            seconds: *secs,
-        });
+        checks.push(judged(b.name().into(), j, *secs));
     }
     checks.extend(host_keys_result(o, known_hosts));
     for (c, (r, secs)) in o.checks.iter().zip(rest.skip(builtins.len())) {
-        let j = c.judge(r.status, &r.output);
-        checks.push(CheckResult {
-            name: c.name(),
-            ok: j.is_ok(),
-            warning: false,
-            detail: j.err().unwrap_or_default(),
-            seconds: *secs,
-        });
+        checks.push(judged(c.name(), c.judge(r.status, &r.output), *secs));
     }
     let phases = vec![
         ("boot to ssh login".to_string(), booted),
@@ -389,6 +376,17 @@ fn boot_and_check(
         checks,
         phases,
     })
+}
+
+/// A check's result from its judge's verdict (an error is the detail).
+fn judged(name: String, verdict: Result<(), String>, seconds: f64) -> CheckResult {
+    CheckResult {
+        name,
+        ok: verdict.is_ok(),
+        warning: false,
+        detail: verdict.err().unwrap_or_default(),
+        seconds,
+    }
 }
 
 /// How long each command of the session took, from the guest's clock at each end (the first,

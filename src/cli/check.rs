@@ -78,11 +78,10 @@ pub(super) fn template_diag(e: templates::TemplateError) -> Diagnostic {
     }
 }
 
-/// A recipe is trusted when the user says so, or when it lies below a directory they listed.
 /// The `trusted_recipes:` directories of the user's configuration file (none when there is no
 /// file). The file decides what may run on the host, so it counts only as a regular file, not
 /// a link, of this user's (or root's) that no one else can write; each entry an absolute path.
-pub(super) fn configured_trust(file: Option<&Path>) -> Result<Vec<PathBuf>, Vec<Diagnostic>> {
+fn configured_trust(file: Option<&Path>) -> Result<Vec<PathBuf>, Vec<Diagnostic>> {
     use std::os::unix::fs::MetadataExt;
     let Some(file) = file else {
         return Ok(Vec::new());
@@ -146,6 +145,7 @@ pub(super) fn configured_trust(file: Option<&Path>) -> Result<Vec<PathBuf>, Vec<
     }
 }
 
+/// A recipe is trusted when the user says so, or when it lies below a directory they listed.
 fn trust(recipe: &Path, flag: bool, dirs: &[PathBuf]) -> recipe::Trust {
     let below = || {
         let Ok(r) = recipe.canonicalize() else {

@@ -42,23 +42,26 @@ impl HostView {
         Some(stat(&fs.symlink_metadata(p.as_str()).ok()?))
     }
 
-    /// A directory's entries with their `lstat`, each read from the inode its entry names
-    /// (resolving every path from the root again made a walk cost its depth per entry).
-    pub fn entries(&self, dir: &str) -> Vec<(String, Stat)> {
+    /// A directory's entries (names, without `.` and `..`; names that are not UTF-8 skipped).
+    fn dir_entries(&self, dir: &str) -> Vec<(String, ext4_view::DirEntry)> {
         let Some((fs, p)) = self.at(dir) else {
             return Vec::new();
         };
         let Ok(rd) = fs.read_dir(p.as_str()) else {
             return Vec::new();
         };
+        rd.filter_map(|e| e.ok())
+            .filter_map(|e| Some((e.file_name().as_str().ok()?.to_string(), e)))
+            .filter(|(n, _)| n != "." && n != "..")
+            .collect()
+    }
+
+    /// A directory's entries as full paths with their `lstat`, each read from the inode its
+    /// entry names (resolving every path from the root again made a walk cost its depth per
+    /// entry).
+    pub fn entries(&self, dir: &str) -> Vec<(String, Stat)> {
         let mut out = Vec::new();
-        for e in rd.filter_map(|e| e.ok()) {
-            let Ok(name) = e.file_name().as_str().map(String::from) else {
-                continue;
-            };
-            if name == "." || name == ".." {
-                continue;
-            }
+        for (name, e) in self.dir_entries(dir) {
             let path = if dir == "/" {
                 format!("/{name}")
             } else {
@@ -71,7 +74,7 @@ impl HostView {
                 e.metadata().ok().map(|m| stat(&m))
             };
             if let Some(st) = st {
-                out.push((name, st));
+                out.push((path, st));
             }
         }
         out
@@ -154,19 +157,10 @@ fn kind_bits(m: &ext4_view::Metadata) -> u32 {
 impl View for HostView {
     fn read(&self, path: &str) -> Option<Vec<u8>> {
         let (fs, p) = self.at(path)?;
-        read_capped(fs, &p)
+        read_capped(fs, &p, path)
     }
     fn list(&self, dir: &str) -> Vec<String> {
-        let Some((fs, p)) = self.at(dir) else {
-            return Vec::new();
-        };
-        let Ok(rd) = fs.read_dir(p.as_str()) else {
-            return Vec::new();
-        };
-        rd.filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().as_str().ok().map(String::from))
-            .filter(|n| n != "." && n != "..")
-            .collect()
+        self.dir_entries(dir).into_iter().map(|(n, _)| n).collect()
     }
     fn readlink(&self, path: &str) -> Option<String> {
         let (fs, p) = self.at(path)?;
@@ -187,7 +181,7 @@ impl View for HostView {
 
 /// A guest file read whole, in pieces: its size is the image's claim (a crafted inode says
 /// 64 GiB, and ext4-view's own `read` allocates what it claims), so past READ_MAX it is not read.
-fn read_capped(fs: &ext4_view::Ext4, path: &str) -> Option<Vec<u8>> {
+fn read_capped(fs: &ext4_view::Ext4, path: &str, shown: &str) -> Option<Vec<u8>> {
     let mut f = fs.open(path).ok()?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -199,7 +193,7 @@ fn read_capped(fs: &ext4_view::Ext4, path: &str) -> Option<Vec<u8>> {
         if out.len() + n > READ_MAX {
             tracing::warn!(
                 "{}: larger than {} MiB: not read",
-                crate::quote::terminal(path),
+                crate::quote::terminal(shown),
                 READ_MAX >> 20
             );
             return None;
@@ -376,8 +370,9 @@ pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts)
     let [root] = roots[..] else {
         return Err(format!("{} operating system roots", roots.len()).into());
     };
-    let text =
-        |fs: &ext4_view::Ext4, p: &str| read_capped(fs, p).and_then(|b| String::from_utf8(b).ok());
+    let text = |fs: &ext4_view::Ext4, p: &str| {
+        read_capped(fs, p, p).and_then(|b| String::from_utf8(b).ok())
+    };
     let osr = text(&loaded[root].1, "/etc/os-release")
         .or_else(|| text(&loaded[root].1, "/usr/lib/os-release"))
         .unwrap_or_default();
