@@ -119,6 +119,9 @@ pub enum StageStatus {
     Failed,
     Cancelled,
     Skipped,
+    /// Started and still going on beside the stages after it (the boot test during the
+    /// conversions); a finished build never shows it.
+    Running,
 }
 
 /// One stage's line in the manifest.
@@ -127,6 +130,10 @@ pub struct StageRecord {
     pub name: String,
     pub status: StageStatus,
     pub seconds: f64,
+    /// When it started, in seconds after the first stage did (a stage that runs beside
+    /// others overlaps them: the seconds do not add up to the build's).
+    #[serde(default)]
+    pub started: f64,
     /// The stage's cache key (stages whose results are cached).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
@@ -151,6 +158,7 @@ mod tests {
                 name: "convert".into(),
                 status: StageStatus::Ok,
                 seconds: 1.5,
+                started: 12.5,
             }],
             outputs: vec![Converted {
                 path: "n-1.qcow2".into(),

@@ -11,22 +11,39 @@ use std::time::{Duration, Instant};
 
 use std::os::unix::process::CommandExt;
 
-/// Cooperative cancellation, set by SIGINT/SIGTERM.
+/// Cooperative cancellation, set by SIGINT/SIGTERM; a child is cancelled with its parent or
+/// on its own (work in the background that the build stops when another stage fails).
 #[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
+pub struct Cancel {
+    own: Arc<AtomicBool>,
+    /// The flags of every cancel this one descends from.
+    parents: Vec<Arc<AtomicBool>>,
+}
 
 impl Cancel {
     pub fn new() -> Self {
         Self::default()
     }
+    /// This cancel's own flag (a signal handler sets it).
     pub fn flag(&self) -> Arc<AtomicBool> {
-        self.0.clone()
+        self.own.clone()
+    }
+    /// A cancel that follows this one and can also be cancelled alone.
+    pub fn child(&self) -> Cancel {
+        let mut parents = self.parents.clone();
+        parents.push(self.own.clone());
+        Cancel {
+            own: Arc::default(),
+            parents,
+        }
     }
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        std::iter::once(&self.own)
+            .chain(&self.parents)
+            .any(|f| f.load(Ordering::SeqCst))
     }
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst)
+        self.own.store(true, Ordering::SeqCst)
     }
     /// Sleep up to `d`, waking early on cancellation. Returns true when cancelled.
     pub fn sleep(&self, d: Duration) -> bool {
@@ -311,6 +328,21 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_cancel_follows_its_parents_and_stops_alone() {
+        let root = Cancel::new();
+        let (a, b) = (root.child(), root.child());
+        let grandchild = a.child();
+        a.cancel();
+        assert!(a.is_cancelled() && grandchild.is_cancelled());
+        assert!(
+            !root.is_cancelled() && !b.is_cancelled(),
+            "a child stops alone"
+        );
+        root.cancel();
+        assert!(b.is_cancelled(), "a signal reaches every child");
+    }
 
     #[test]
     fn failure_carries_command_and_stderr_tail() {

@@ -193,8 +193,8 @@ fn plan_renders_templates_and_shows_commands_without_libvirt() {
             "cloud-init",
             "sysprep",
             "undefine",
-            "convert",
             "test",
+            "convert",
             "publish",
         ]
     );

@@ -247,8 +247,8 @@ fn debian_example_builds_a_cloud_ready_sysprepped_image() {
             "cloud-init",
             "sysprep",
             "undefine",
-            "convert",
             "test",
+            "convert",
             "publish",
             "glance"
         ]
@@ -1817,6 +1817,8 @@ fn an_interrupt_at_every_stage_cleans_up_and_keeps_the_previous_output() {
         ("undefine", &["INT"]),
         ("convert", &["INT"]),
         ("test", &["INT"]),
+        // The boot test runs beside the conversions: an interrupt during both.
+        ("convert beside test", &["INT"]),
         ("publish", &["INT"]),
         ("glance", &["INT"]),
         ("provision", &["TERM"]),
@@ -1830,9 +1832,15 @@ fn an_interrupt_at_every_stage_cleans_up_and_keeps_the_previous_output() {
     let mut replaced = 0;
     for (run, (stage, signals)) in cases.iter().enumerate() {
         let what = format!("{} at stage {stage} (run {run})", signals.join("+"));
+        let beside = *stage == "convert beside test";
+        let stage = &if beside { "convert" } else { stage };
         let mut cmd = kiln();
         cmd.arg("build")
-            .arg(if *stage == "test" { &tested } else { &recipe })
+            .arg(if *stage == "test" || beside {
+                &tested
+            } else {
+                &recipe
+            })
             .args(["--var", &format!("run={run}")]);
         match *stage {
             "source" | "provision" => cmd.arg("--no-cache"),
@@ -1850,7 +1858,7 @@ fn an_interrupt_at_every_stage_cleans_up_and_keeps_the_previous_output() {
             // Into the libguestfs launch, so that cancellation has to reach the appliance.
             std::thread::sleep(Duration::from_secs(3));
         }
-        if *stage == "test" {
+        if *stage == "test" || beside {
             // Into the test VM's boot: its domain, overlay and seed must go.
             assert!(
                 wait_for_line(&rx, "boot test: started domain", 120),
@@ -2199,6 +2207,9 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
         p
     };
     let a = write("a.yaml", &base);
+    // The same recipe with its boot test on (the test's key is the only one that differs).
+    assert!(base.contains("test: false\n"));
+    let a_tested = write("a-tested.yaml", &base.replace("test: false\n", ""));
     let build_in = |cache: &Path, recipe: &Path, out: &str, extra: &[&str]| {
         let o = kiln()
             .arg("build")
@@ -2221,7 +2232,10 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
             .as_array()
             .unwrap()
             .iter()
-            .filter(|s| s["key"].is_string() && s["name"] != "source")
+            // The boot test's reuse is judged by its evidence (below), not by this flag.
+            .filter(|s| {
+                s["key"].is_string() && !["source", "test"].contains(&s["name"].as_str().unwrap())
+            })
             .map(|s| (s["name"].as_str().unwrap().to_string(), s["reused"] == true))
             .collect();
         (err, reused, m)
@@ -2252,11 +2266,60 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
         std::env::var_os("AWS_ACCESS_KEY_ID").is_some(),
         "the remote cache test needs scripts/swift-setup.sh's s3.env (scripts/test.sh sources it)"
     );
-    let (err, reused, cold) = build(&a, "out", &["--cache-remote", &remote]);
+    let (err, reused, cold) = build(&a_tested, "out", &["--cache-remote", &remote]);
     assert_eq!(reused, r(false, false, false, false), "{err}");
     assert!(err.contains("started domain"));
-    // source, provision, guestfs, two outputs.
+    // source, provision, guestfs, two outputs (a boot-test pass is this machine's own).
     assert!(err.contains("pushed 5 entries"), "{err}");
+    let cold_console = std::fs::read(dir.path().join("out/debian-12-1.0/test-console.log"))
+        .expect("the cold build's boot test console");
+
+    steps.at("what the boot test vouches for");
+    // It booted the disk the libguestfs stage made, beside the conversions: that disk, found
+    // in the stage cache by the identity the manifest gives, is identical for qemu-img to
+    // every published output.
+    let booted = &cold["test"]["booted"];
+    let identity = booted["identity"]
+        .as_str()
+        .expect("the booted disk's identity");
+    let entry = std::fs::read_dir(cache.join("stages"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            std::fs::read_to_string(p.join("meta.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|meta| meta["stage"] == "guestfs" && meta["content"] == identity)
+        })
+        .expect("the booted disk in the stage cache");
+    let outputs = cold["outputs"].as_array().unwrap();
+    for o in outputs {
+        let cmp = Command::new("qemu-img")
+            .args([
+                "compare",
+                "-f",
+                "qcow2",
+                "-F",
+                o["format"].as_str().unwrap(),
+            ])
+            .arg(entry.join("disk.qcow2"))
+            .arg(
+                dir.path()
+                    .join("out/debian-12-1.0")
+                    .join(o["path"].as_str().unwrap()),
+            )
+            .output()
+            .unwrap();
+        assert_eq!(cmp.status.code(), Some(0), "{o}: {}", text(&cmp.stdout));
+    }
+    let vouched: Vec<&serde_json::Value> = booted["identical_outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["path"])
+        .collect();
+    let published: Vec<&serde_json::Value> = outputs.iter().map(|o| &o["path"]).collect();
+    assert_eq!(vouched, published);
 
     steps.at("another machine, from the remote");
     // Another machine: an empty cache of its own (not even the base disk), and none of the
@@ -2377,8 +2440,10 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
     assert!(err.contains("started domain"), "{err}");
 
     steps.at("unchanged rebuild");
-    // Unchanged: everything reused, nothing booted, launched or converted.
-    let (err, reused, again) = build(&a, "out", &[]);
+    // Unchanged: everything reused, nothing booted (not even the boot test: it passed on
+    // these disk bytes, and its evidence is the cold build's, byte for byte), launched or
+    // converted.
+    let (err, reused, again) = build(&a_tested, "out", &[]);
     assert_eq!(reused, r(true, true, true, true), "{err}");
     assert!(!err.contains("started domain"), "{err}");
     assert!(
@@ -2387,6 +2452,11 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
     );
     assert_eq!(converted(&err), 0, "{err}");
     assert_eq!(again["outputs"], cold["outputs"]);
+    assert_eq!(
+        std::fs::read(dir.path().join("out/debian-12-1.0/test-console.log")).unwrap(),
+        cold_console,
+        "the boot test's evidence is not the cold build's"
+    );
 
     steps.at("--refresh, a failure after provisioning, then resumed");
     // Provisioning again makes other bytes (no provisioning is bit-reproducible): nothing
@@ -2670,7 +2740,7 @@ fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
         "a failed build reached Glance"
     );
     assert!(
-        err.contains("the boot test of debian-12-1.0.qcow2 failed: ssh login as kiln-test"),
+        err.contains("the boot test of debian-12-1.0 failed: ssh login as kiln-test"),
         "{err}"
     );
     assert!(err.contains("emergency mode"), "{err}");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::libvirt::domain::{Disk, DomainSpec, Machine};
+use crate::libvirt::domain::{Backing, Disk, DomainSpec, Machine};
 use crate::libvirt::vmuser::VmUser;
 use crate::libvirt::Libvirt;
 use crate::process::{self, Cancel, Opts};
@@ -59,9 +59,10 @@ impl Report {
 
 /// What to boot and how.
 pub struct Options {
-    /// The image, reachable by the VM's user (a hard link in `work` when needed).
-    pub image: PathBuf,
-    pub format: String,
+    /// The image and what it is made on, nearest first, each reachable by the VM's user (hard
+    /// links in `work` when needed): one file for an output, the build disk's chain for the
+    /// build's test.
+    pub chain: Vec<Backing>,
     pub virtual_size: u64,
     /// Scratch directory for the overlay, seed, key and console (the caller removes it).
     pub work: PathBuf,
@@ -92,8 +93,10 @@ impl Options {
         name: String,
     ) -> Options {
         Options {
-            image,
-            format: info.format.clone(),
+            chain: vec![Backing {
+                path: image,
+                format: info.format.clone(),
+            }],
             virtual_size: info.virtual_size,
             work,
             machine,
@@ -135,7 +138,7 @@ pub fn domain(
     console: &Path,
     port: u16,
 ) -> DomainSpec {
-    let disk = Disk::system(overlay, false).backed_by(&o.image, &o.format);
+    let disk = Disk::system(overlay, false).backed_by_chain(o.chain.clone());
     DomainSpec::test_vm(name, o.machine, o.runs_as, &disk, seed, console, port)
 }
 
@@ -156,7 +159,7 @@ pub enum TestError {
     Template(#[from] crate::templates::TemplateError),
 }
 
-/// Boot `o.image` and run the checks. `on_domain` is called with the domain's name the moment
+/// Boot the image and run the checks. `on_domain` is called with the domain's name the moment
 /// it is defined (the caller records it for cleanup); the domain is destroyed and undefined
 /// before `run` returns, whatever happened.
 pub fn run(
@@ -165,24 +168,128 @@ pub fn run(
     cancel: &Cancel,
     on_domain: &mut dyn FnMut(&str),
 ) -> Result<Report, TestError> {
+    let vm = prepare(o, lv, cancel, on_domain)?;
+    check_and_remove(o, lv, cancel, &vm)
+}
+
+/// A boot test running in a thread of its own (beside the build's conversions).
+pub struct Running {
+    /// The test VM's domain (defined; the thread removes it before it ends).
+    pub domain: String,
+    cancel: Cancel,
+    thread: std::thread::JoinHandle<Result<Report, TestError>>,
+}
+
+impl Running {
+    /// The test's result, once it has ended.
+    pub fn wait(self) -> Result<Report, TestError> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(TestError::Setup("the boot test's thread panicked".into())))
+    }
+
+    /// Stop the test (another stage failed) and wait until its VM is gone.
+    pub fn stop(self) {
+        self.cancel.cancel();
+        if let Err(e) = self.wait() {
+            tracing::debug!("the stopped boot test: {e}");
+        }
+    }
+}
+
+/// [`run`] in the background: the overlay, seed and domain are made here (`on_domain` records
+/// the domain the moment it exists), then the VM boots and is checked in a thread with its own
+/// libvirt connection, stopped by `cancel` or by [`Running::stop`].
+pub fn start(
+    o: Options,
+    lv: &Libvirt,
+    cancel: &Cancel,
+    on_domain: &mut dyn FnMut(&str),
+) -> Result<Running, TestError> {
+    let vm = prepare(&o, lv, cancel, on_domain)?;
+    let cancel = cancel.child();
+    let (uri, domain, stop) = (lv.uri.clone(), vm.name.clone(), cancel.clone());
+    let build = crate::logging::current();
+    let thread = std::thread::Builder::new()
+        .name("boot-test".into())
+        .spawn(move || {
+            crate::logging::adopt(build);
+            let lv = Libvirt::connect(&uri)?;
+            check_and_remove(&o, &lv, &cancel, &vm)
+        })?;
+    Ok(Running {
+        domain,
+        cancel: stop,
+        thread,
+    })
+}
+
+/// The test VM, defined and not started.
+struct TestVm {
+    name: String,
+    port: u16,
+    key: PathBuf,
+    known_hosts: PathBuf,
+    instance_id: String,
+    hostname: String,
+}
+
+/// The throwaway overlay, the test user's key, the seed and the defined domain.
+fn prepare(
+    o: &Options,
+    lv: &Libvirt,
+    cancel: &Cancel,
+    on_domain: &mut dyn FnMut(&str),
+) -> Result<TestVm, TestError> {
     let suffix = hex::encode(&crate::libvirt::console::rand_bytes()[..4]);
     let instance_id = format!("kiln-test-{suffix}");
     let hostname = format!("kiln-test-{suffix}");
     std::fs::create_dir_all(&o.work)?;
+    let top = o
+        .chain
+        .first()
+        .ok_or_else(|| TestError::Setup("no image to boot".into()))?;
     // The throwaway overlay, larger than the image (the root filesystem must grow).
     let overlay = o.work.join("test-disk.qcow2");
     let _ = std::fs::remove_file(&overlay);
     process::run(
         &crate::qemu_img::create_overlay_argv(
-            &o.image,
-            &o.format,
+            &top.path,
+            &top.format,
             &overlay,
             Some(o.virtual_size + (1 << 30)),
         ),
         &Opts::default(),
         cancel,
     )?;
-    // The test user's key: made here, used once, removed with the directory.
+    let key = test_key(o, cancel)?;
+    let public = std::fs::read_to_string(o.work.join("test-key.pub"))?;
+    let seed = test_seed(o, &public, &instance_id, &hostname, cancel)?;
+    let console = o.work.join("test-console.log");
+    let _ = std::fs::remove_file(&console);
+    let known_hosts = o.work.join("test-known-hosts");
+    let _ = std::fs::remove_file(&known_hosts);
+    let port = free_port()?;
+    let name = format!("{}-{suffix}", o.name);
+    let xml = crate::owner::with_owner(
+        &domain(o, &name, &overlay, &seed, &console, port).xml("", "")?,
+        &crate::owner::Owner::current(),
+    );
+    std::fs::write(o.work.join("test-domain.xml"), &xml)?;
+    lv.define(&name, &xml)?;
+    on_domain(&name);
+    Ok(TestVm {
+        name,
+        port,
+        key,
+        known_hosts,
+        instance_id,
+        hostname,
+    })
+}
+
+/// The test user's key: made here, used once, removed with the directory.
+fn test_key(o: &Options, cancel: &Cancel) -> Result<PathBuf, TestError> {
     let key = o.work.join("test-key");
     let _ = std::fs::remove_file(&key);
     let _ = std::fs::remove_file(o.work.join("test-key.pub"));
@@ -202,13 +309,23 @@ pub fn run(
         &Opts::default(),
         cancel,
     )?;
-    let public = std::fs::read_to_string(o.work.join("test-key.pub"))?;
+    Ok(key)
+}
+
+/// The NoCloud seed of a new instance: its id, hostname and the test user's key.
+fn test_seed(
+    o: &Options,
+    public: &str,
+    instance_id: &str,
+    hostname: &str,
+    cancel: &Cancel,
+) -> Result<PathBuf, TestError> {
     let seed_dir = o.work.join("test-seed");
     let _ = std::fs::remove_dir_all(&seed_dir);
     std::fs::create_dir_all(&seed_dir)?;
     let (ud, md) = (seed_dir.join("user-data"), seed_dir.join("meta-data"));
-    std::fs::write(&ud, user_data(&public))?;
-    std::fs::write(&md, meta_data(&instance_id, &hostname))?;
+    std::fs::write(&ud, user_data(public))?;
+    std::fs::write(&md, meta_data(instance_id, hostname))?;
     let seed = o.work.join("test-seed.iso");
     let _ = std::fs::remove_file(&seed);
     process::run(
@@ -216,36 +333,33 @@ pub fn run(
         &Opts::default(),
         cancel,
     )?;
-    let console = o.work.join("test-console.log");
-    let _ = std::fs::remove_file(&console);
-    let known_hosts = o.work.join("test-known-hosts");
-    let _ = std::fs::remove_file(&known_hosts);
-    let port = free_port()?;
-    let name = format!("{}-{suffix}", o.name);
-    let xml = crate::owner::with_owner(
-        &domain(o, &name, &overlay, &seed, &console, port).xml("", "")?,
-        &crate::owner::Owner::current(),
-    );
-    std::fs::write(o.work.join("test-domain.xml"), &xml)?;
-    lv.define(&name, &xml)?;
-    on_domain(&name);
+    Ok(seed)
+}
+
+/// Boot the defined VM and check it; the domain is destroyed and undefined whatever happened.
+fn check_and_remove(
+    o: &Options,
+    lv: &Libvirt,
+    cancel: &Cancel,
+    vm: &TestVm,
+) -> Result<Report, TestError> {
     let result = boot_and_check(
         o,
         lv,
         cancel,
-        &name,
-        port,
-        &key,
-        &known_hosts,
-        &instance_id,
-        &hostname,
+        &vm.name,
+        vm.port,
+        &vm.key,
+        &vm.known_hosts,
+        &vm.instance_id,
+        &vm.hostname,
     );
-    if let Err(e) = lv.destroy_and_undefine(&name) {
-        tracing::warn!("removing the test domain {name}: {e}");
+    if let Err(e) = lv.destroy_and_undefine(&vm.name) {
+        tracing::warn!("removing the test domain {}: {e}", vm.name);
     }
     let mut report = result?;
-    report.instance_id = instance_id;
-    report.hostname = hostname;
+    report.instance_id = vm.instance_id.clone();
+    report.hostname = vm.hostname.clone();
     Ok(report)
 }
 

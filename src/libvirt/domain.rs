@@ -38,9 +38,16 @@ pub struct Disk {
     pub readonly: bool,
     /// A file shared with others (the cache's medium): libvirt must not relabel it.
     pub shared: bool,
-    /// The overlay's backing file as the VM reaches it, and its format (always shared).
-    pub backing_path: Option<PathBuf>,
-    pub backing_format: Option<String>,
+    /// The overlay's backing chain as the VM reaches it, nearest first (never relabelled:
+    /// shared); libvirt takes it from here, not from the images' headers.
+    pub backing: Vec<Backing>,
+}
+
+/// One image of a backing chain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Backing {
+    pub path: PathBuf,
+    pub format: String,
 }
 
 impl Disk {
@@ -57,15 +64,21 @@ impl Disk {
             discard: true,
             readonly: false,
             shared: false,
-            backing_path: None,
-            backing_format: None,
+            backing: Vec::new(),
         }
     }
 
     /// Over a backing file that stays untouched (the cache's base, the image under test).
-    pub fn backed_by(mut self, path: &Path, format: &str) -> Disk {
-        self.backing_path = Some(path.to_path_buf());
-        self.backing_format = Some(format.to_string());
+    pub fn backed_by(self, path: &Path, format: &str) -> Disk {
+        self.backed_by_chain(vec![Backing {
+            path: path.to_path_buf(),
+            format: format.to_string(),
+        }])
+    }
+
+    /// Over a chain of backing files, nearest first (the build disk and what it is made on).
+    pub fn backed_by_chain(mut self, chain: Vec<Backing>) -> Disk {
+        self.backing = chain;
         self
     }
 
@@ -81,8 +94,7 @@ impl Disk {
             discard: false,
             readonly: true,
             shared: false,
-            backing_path: None,
-            backing_format: None,
+            backing: Vec::new(),
         }
     }
 
@@ -98,8 +110,7 @@ impl Disk {
             discard: false,
             readonly: true,
             shared: true,
-            backing_path: None,
-            backing_format: None,
+            backing: Vec::new(),
         }
     }
 }
@@ -349,8 +360,12 @@ impl Serialize for DomainSpec {
             rng: self.rng,
             disk_path: system.map(|d| d.path.as_path()),
             disk_format: system.map(|d| d.format.as_str()),
-            backing_path: system.and_then(|d| d.backing_path.as_deref()),
-            backing_format: system.and_then(|d| d.backing_format.as_deref()),
+            backing_path: system
+                .and_then(|d| d.backing.first())
+                .map(|b| b.path.as_path()),
+            backing_format: system
+                .and_then(|d| d.backing.first())
+                .map(|b| b.format.as_str()),
             seed_path: self.seed_path(),
         }
         .serialize(s)
@@ -447,6 +462,62 @@ mod tests {
         assert!(!x.contains("<interface"), "{x}");
         assert!(x.contains("<format type='raw'/>"));
         assert!(!x.contains("<metadata>"));
+    }
+
+    #[test]
+    fn a_backing_chain_is_declared_to_its_end_nearest_first() {
+        let chain = [
+            "/w/t/chain-0-disk.qcow2",
+            "/w/t/chain-1-disk.qcow2",
+            "/w/t/chain-2-b.raw",
+        ]
+        .iter()
+        .zip(["qcow2", "qcow2", "raw"])
+        .map(|(p, f)| Backing {
+            path: PathBuf::from(p),
+            format: f.to_string(),
+        })
+        .collect();
+        let overlay = Disk::system(Path::new("/w/t.qcow2"), false).backed_by_chain(chain);
+        let d = DomainSpec::test_vm(
+            "kiln-test-x",
+            m(Engine::Tcg),
+            me(),
+            &overlay,
+            Path::new("/w/seed.iso"),
+            Path::new("/w/c.log"),
+            40022,
+        );
+        let x = d.xml("", "").unwrap();
+        let doc = roxmltree::Document::parse(&x).expect("well-formed XML");
+        let vda = doc
+            .descendants()
+            .find(|n| {
+                n.has_tag_name("disk") && n.descendants().any(|t| t.attribute("dev") == Some("vda"))
+            })
+            .unwrap();
+        // Each backingStore holds the next; the last holds an empty one (no probing further).
+        let mut files = Vec::new();
+        let mut node = vda;
+        while let Some(b) = node.children().find(|c| c.has_tag_name("backingStore")) {
+            match b.children().find(|c| c.has_tag_name("source")) {
+                Some(src) => {
+                    files.push(src.attribute("file").unwrap().to_string());
+                    let label = src.children().find(|c| c.has_tag_name("seclabel")).unwrap();
+                    assert_eq!(label.attribute("relabel"), Some("no"));
+                }
+                None => assert_eq!(b.children().filter(|c| c.is_element()).count(), 0),
+            }
+            node = b;
+        }
+        assert_eq!(
+            files,
+            [
+                "/w/t/chain-0-disk.qcow2",
+                "/w/t/chain-1-disk.qcow2",
+                "/w/t/chain-2-b.raw"
+            ]
+        );
     }
 
     #[test]

@@ -108,12 +108,43 @@ pub fn linked_path(file: &Path, dir: &Path) -> Option<PathBuf> {
 /// it, else (another filesystem, or a file only its owner reads) a copy readable by the VM's
 /// group. Nothing of the original changes.
 pub fn reachable(file: &Path, dir: &Path, user: VmUser) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if file.starts_with(dir) {
         return Ok(file.to_path_buf());
     }
     let dest = linked_path(file, dir)
         .ok_or_else(|| std::io::Error::other(format!("{} has no file name", file.display())))?;
+    reachable_at(file, &dest, dir, user)
+}
+
+/// The images of a backing chain (nearest first) as `user` reaches them: themselves when that
+/// is kiln's own user, else each as `dir/chain-N-NAME` (the images of a chain may share a
+/// name: every stage cache entry's disk is `disk.qcow2`), linked or copied as [`reachable`]
+/// does.
+pub fn reachable_chain(
+    chain: &[PathBuf],
+    dir: &Path,
+    user: VmUser,
+) -> std::io::Result<Vec<PathBuf>> {
+    if !user.is_other() {
+        return Ok(chain.to_vec());
+    }
+    chain
+        .iter()
+        .enumerate()
+        .map(|(i, file)| {
+            let name = file.file_name().ok_or_else(|| {
+                std::io::Error::other(format!("{} has no file name", file.display()))
+            })?;
+            let dest = dir.join(format!("chain-{i}-{}", name.to_string_lossy()));
+            let _ = std::fs::remove_file(&dest);
+            reachable_at(file, &dest, dir, user)
+        })
+        .collect()
+}
+
+fn reachable_at(file: &Path, dest: &Path, dir: &Path, user: VmUser) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dest = dest.to_path_buf();
     let m = std::fs::metadata(file)?;
     let mode = m.permissions().mode();
     let readable = m.uid() == user.uid && mode & 0o400 != 0
@@ -123,7 +154,7 @@ pub fn reachable(file: &Path, dir: &Path, user: VmUser) -> std::io::Result<PathB
         return Ok(dest);
     }
     tracing::info!(
-        "copying {} into {} for the build VM ({})",
+        "copying {} into {} for the VM ({})",
         file.display(),
         dir.display(),
         if readable {
@@ -173,6 +204,30 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&got).unwrap(), "base");
         assert_eq!(reachable(&got, &dir, me).unwrap(), got, "already inside");
         assert!(src.exists());
+        // A chain of images with one name: each its own link; kiln's own user: as it is.
+        let chain: Vec<PathBuf> = ["a", "b"]
+            .iter()
+            .map(|d| {
+                std::fs::create_dir_all(t.path().join(d)).unwrap();
+                let p = t.path().join(d).join("disk.qcow2");
+                std::fs::write(&p, d).unwrap();
+                p
+            })
+            .collect();
+        assert_eq!(reachable_chain(&chain, &dir, me).unwrap(), chain);
+        let someone = VmUser {
+            uid: me.uid + 1,
+            gid: me.gid + 1,
+        };
+        let linked = reachable_chain(&chain, &dir, someone).unwrap();
+        assert_eq!(
+            linked,
+            [
+                dir.join("chain-0-disk.qcow2"),
+                dir.join("chain-1-disk.qcow2")
+            ]
+        );
+        assert_eq!(std::fs::read_to_string(&linked[1]).unwrap(), "b");
         // Only its owner reads it, and the VM is someone else: a copy its group reads.
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let secret = t.path().join("own.iso");

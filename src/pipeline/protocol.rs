@@ -70,6 +70,22 @@ impl BuildContext {
         files: &[(PathBuf, &str)],
         result: &R,
     ) -> Option<Entry> {
+        let chains = slot.unit.chains;
+        let entry = self.commit_slot(slot, files, result);
+        if entry.is_none() && chains {
+            // The chain cannot go on to a disk the store does not hold: nothing after it may be
+            // keyed on (or tested as) the link below it.
+            self.cache.chain = None;
+        }
+        entry
+    }
+
+    fn commit_slot<R: Serialize>(
+        &mut self,
+        slot: Slot,
+        files: &[(PathBuf, &str)],
+        result: &R,
+    ) -> Option<Entry> {
         let store = self.cache.store.clone()?;
         self.cache_replacing(&slot.key);
         let data = match serde_json::to_value(result) {

@@ -28,11 +28,6 @@ pub fn disk_identity(built_on: Option<&Key>, file_sha256: &str) -> Key {
     derive("disk", 1, built_on, &file_sha256)
 }
 
-/// The identity of an output a boot test boots: its bytes.
-pub fn output_identity(sha256: &str) -> Key {
-    derive("output", 1, None, &sha256)
-}
-
 /// SHA-256 of a file's content.
 pub fn file_digest(path: &Path) -> std::io::Result<String> {
     let mut h = Sha256::new();
@@ -181,19 +176,13 @@ pub fn planned(
             },
         );
     }
-    if let Some(i) = boot_test_output(&plan.outputs) {
-        // The pass is for the booted output's bytes (its SHA-256, once it is made on these).
-        let booted = store
-            .peek(&keys[i])
-            .filter(|e| below.is_some() && e.meta.built_on == below)
-            .and_then(|e| e.meta.data.get("sha256")?.as_str().map(output_identity));
-        if let Some(k) = test_key(plan, &keys[i]) {
-            let (mut p, _) = linked(&k, booted.as_ref());
-            // Boot-test passes are this machine's own: never pulled.
-            p.hit &= !p.remote;
-            p.remote = false;
-            out.insert("test", p);
-        }
+    // The pass is for the libguestfs unit's disk (its identity, once it is made on these).
+    if let Some(k) = test_key(plan, &chain) {
+        let (mut p, _) = linked(&k, below.as_ref());
+        // Boot-test passes are this machine's own: never pulled.
+        p.hit &= !p.remote;
+        p.remote = false;
+        out.insert("test", p);
     }
     out
 }
@@ -260,7 +249,8 @@ pub const INSTALL_VERSION: u32 = 1;
 pub const GUESTFS_VERSION: u32 = 2;
 pub const CONVERT_VERSION: u32 = 1;
 /// Bump when the test would judge the same image differently.
-pub const TEST_VERSION: u32 = 1;
+/// 2: it boots the build disk after the libguestfs stage, not an output.
+pub const TEST_VERSION: u32 = 2;
 
 /// The base disk's key: the bootstrap's cache key, a downloaded image's verified checksum (its
 /// name in the download cache), else the SHA-256 of the file (remembered per inode, size and
@@ -674,32 +664,23 @@ pub fn convert_key(prev: &Key, outputs: &[Key]) -> Key {
 /// output is booted, the checks and the VM's size.
 #[derive(Serialize)]
 pub struct TestInputs<'a> {
-    pub output: &'a str,
     pub checks: &'a [crate::plan::TestCheck],
     pub memory_mib: u64,
     pub vcpus: u32,
 }
 
-/// The boot test's key after `booted` (the booted output's key: its options too); its entry
-/// is bound to the output's bytes (`output_identity`) like every entry to what it was made
-/// on. None with `test: false` or without an output to boot.
+/// The boot test's key after `booted` (the libguestfs unit's key: the build disk the test
+/// boots); its entry is bound to that disk's bytes (its identity) like every entry to what it
+/// was made on. None with `test: false` or without an output to publish.
 pub fn test_key(plan: &crate::plan::Plan, booted: &Key) -> Option<Key> {
     let checks = plan.test.as_deref()?;
-    let i = boot_test_output(&plan.outputs)?;
+    if plan.outputs.is_empty() {
+        return None;
+    }
     let inputs = TestInputs {
-        output: &plan.outputs[i].file_name(&plan.slug()),
         checks,
         memory_mib: plan.vm.memory_mib,
         vcpus: plan.vm.vcpus,
     };
     Some(derive("test", TEST_VERSION, Some(booted), &inputs))
-}
-
-/// Which output the boot test boots: a qcow2 or raw one if there is one (qemu reads the
-/// others too, through the overlay), else the first.
-pub fn boot_test_output(outputs: &[crate::plan::OutputPlan]) -> Option<usize> {
-    outputs
-        .iter()
-        .position(|o| o.format.facts().bootable)
-        .or((!outputs.is_empty()).then_some(0))
 }

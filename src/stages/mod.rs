@@ -9,8 +9,9 @@
 //! | cloud-init  | libguestfs: check provisioning, cloud-init present, datasources    |
 //! | sysprep     | libguestfs (same launch): sysprep operations, fstrim               |
 //! | undefine    | remove the build domain from libvirt                               |
-//! | convert     | qemu-img to each output format, sizes and checksums                |
-//! | test        | boot an output like a new cloud instance, ssh in, check it          |
+//! | test        | boot the finished disk like a new cloud instance, ssh in, check it: |
+//! |             | in the background, beside convert; publish waits for it            |
+//! | convert     | qemu-img to each output format (each compared with that disk)      |
 //! | publish     | manifest.json, rename the staged output directory into place       |
 //! | glance      | publish targets (`targets/`): Glance — upload/import, verify, share, rotate |
 
@@ -42,8 +43,8 @@ pub fn all() -> Vec<Box<dyn BuildStage>> {
         Box::new(cloud_init::CloudInitStage),
         Box::new(sysprep::SysprepStage),
         Box::new(undefine::UndefineStage),
+        Box::new(test::TestStage::default()),
         Box::new(convert::ConvertStage),
-        Box::new(test::TestStage),
         Box::new(publish::PublishStage),
         Box::new(targets::TargetsStage),
     ]

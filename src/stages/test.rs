@@ -1,7 +1,10 @@
-//! Test stage: boot the converted image like a new cloud instance and check it (the
-//! `boottest` module) before anything is published. A failed check fails the build: nothing
-//! is published and the previous output stays.
+//! Test stage: boot the finished disk like a new cloud instance and check it (the `boottest`
+//! module) before anything is published. It starts as soon as the libguestfs stage has made
+//! the disk's final bytes and runs beside the conversions (every output is proven identical to
+//! that disk by `qemu-img compare`); the build waits for it before `publish`. A failed check
+//! fails the build: nothing is published and the previous output stays.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -11,9 +14,36 @@ use crate::pipeline::context::{BuildContext, Resource};
 use crate::pipeline::describe::{Describe, Described, PlanView};
 use crate::pipeline::{Outcome, Stage};
 
-/// Reads `made.outputs`, `made.output_keys`; sets `made.test_report` (the build fails when a check
-/// fails).
-pub struct TestStage;
+/// Reads `made.disk` (and, when it finishes, `made.outputs`); sets `made.test_report` (the
+/// build fails when a check fails).
+#[derive(Default)]
+pub struct TestStage {
+    state: Option<Started>,
+}
+
+/// What `run` left for `finish`.
+enum Started {
+    /// Booting in the background; the slot stores a pass.
+    Booting {
+        running: crate::boottest::Running,
+        slot: Option<cached::Slot>,
+        dir: PathBuf,
+        booted: Booted,
+    },
+    /// Passed before on these bytes (the stage cache).
+    Reused {
+        entry: crate::stagecache::Entry,
+        report: crate::boottest::Report,
+        booted: Booted,
+    },
+}
+
+/// The disk the test booted: the build disk after the libguestfs stage, by its identity in
+/// the stage cache (its bytes over what it is made on; None without the cache).
+#[derive(Clone)]
+struct Booted {
+    identity: Option<String>,
+}
 
 impl Stage<BuildContext> for TestStage {
     fn name(&self) -> &'static str {
@@ -25,134 +55,234 @@ impl Stage<BuildContext> for TestStage {
             tracing::info!("boot test off (test: false or --no-test)");
             return Ok(());
         };
-        let slug = ctx.env.plan.slug();
-        let Some(out) = crate::stagecache::boot_test_output(&ctx.env.plan.outputs)
-            .map(|i| ctx.env.plan.outputs[i].file_name(&slug))
-            .and_then(|name| ctx.made.outputs.iter().find(|o| o.path == name))
-            .cloned()
-        else {
-            tracing::info!("no output to boot: no boot test");
+        if ctx.env.plan.outputs.is_empty() {
+            tracing::info!("no output to publish: no boot test");
             return Ok(());
+        }
+        let disk = ctx.made.disk.clone().context("no build disk")?;
+        // The stage cache: the same disk bytes (the libguestfs unit's identity) and the same
+        // checks pass again without a boot. Only passing results are stored, in this
+        // machine's cache only, depending on that unit's entry (which goes when the disk is
+        // re-made).
+        let on = booted_link(ctx);
+        let booted = Booted {
+            identity: on.as_ref().map(|l| l.identity.0.clone()),
         };
-        let image = ctx.env.out.join(&out.path);
-        // The stage cache: the same image bytes (the output's SHA-256) and the same checks
-        // pass again without a boot. Only passing results are stored, in this machine's
-        // cache only, depending on the output's entry (which goes when the image is re-made).
-        let booted = booted_link(ctx, &out.sha256);
-        let key = booted
+        let key = on
             .as_ref()
-            .and_then(|b| crate::stagecache::test_key(&ctx.env.plan, &b.key));
+            .and_then(|l| crate::stagecache::test_key(&ctx.env.plan, &l.key));
         let found = ctx.cache_lookup::<crate::boottest::Report>(
             cached::TEST,
             key,
-            booted.as_ref(),
+            on.as_ref(),
             &|_, _| true,
         )?;
         let slot = match found {
-            Lookup::Hit(e, report) => return passed_before(ctx, &e, report, &out.path),
+            Lookup::Hit(entry, report) => {
+                self.state = Some(Started::Reused {
+                    entry,
+                    report,
+                    booted,
+                });
+                return Ok(());
+            }
             Lookup::Miss(slot) => slot,
         };
-        let info = crate::qemu_img::info_as(&image, Some(&out.format), &ctx.env.cancel)?;
-        let engine = ctx.engine()?;
         let dir = ctx.env.work.join("test");
         std::fs::create_dir_all(&dir)?;
         ctx.record(Resource::Dir(dir.clone()));
-        let reachable = if ctx.env.vm_user.is_other() {
-            let r = crate::libvirt::vmuser::reachable(&image, &dir, ctx.env.vm_user)
-                .with_context(|| format!("giving the test VM access to {}", image.display()))?;
-            ctx.record(Resource::File(r.clone()));
-            r
-        } else {
-            image.clone()
-        };
-        let mut o = crate::boottest::Options::new(
-            reachable,
-            &info,
-            dir.clone(),
-            crate::seed::machine(&ctx.env.plan, engine),
-            ctx.env.vm_user,
-            Duration::from_secs(ctx.env.plan.vm.timeout_secs),
-            checks,
-            format!("kiln-test-{}", ctx.env.plan.name),
-        );
-        // The build VM's host keys (read from the provisioned disk): the image must not come
-        // up with them.
-        o.build_host_keys = ctx.made.build_host_keys.clone();
+        let o = options(ctx, &disk, &dir, checks)?;
         ctx.libvirt()?;
         let lv = ctx.libvirt.as_ref().context("no libvirt connection")?;
         let uri = ctx.env.plan.vm.uri.clone();
         let register = &mut ctx.register;
-        let mut domains = Vec::new();
-        let result = crate::boottest::run(&o, lv, &ctx.env.cancel, &mut |name| {
-            // Recorded the moment it exists (for cleanup if the run itself cannot remove it).
-            domains.push(name.to_string());
+        let running = crate::boottest::start(o, lv, &ctx.env.cancel, &mut |name| {
+            // Recorded the moment it exists (for cleanup if the test cannot remove it).
             register.record(Resource::Domain {
                 uri: uri.clone(),
                 name: name.to_string(),
             });
-        });
-        for name in domains {
-            if !ctx.libvirt.as_ref().is_some_and(|l| l.exists(&name)) {
-                ctx.forget(&Resource::Domain {
-                    uri: uri.clone(),
-                    name,
-                });
-            }
-        }
-        // The evidence goes into the output (and into NAME.failed when the build fails).
-        std::fs::copy(
-            dir.join("test-console.log"),
-            ctx.env.out.join("test-console.log"),
-        )
-        .ok();
-        let report = result?;
-        std::fs::write(
-            ctx.env.out.join("test-results.xml"),
-            crate::boottest::junit_xml(&ctx.env.plan.slug(), &report),
-        )
-        .context("writing test-results.xml")?;
-        for c in &report.checks {
-            match (c.ok, c.warning) {
-                (true, false) => tracing::info!("boot test: ok: {}", c.name),
-                (true, true) => tracing::warn!("boot test: {}: {}", c.name, c.detail),
-                (false, _) => tracing::error!("boot test: FAILED: {}: {}", c.name, c.detail),
-            }
-        }
-        let failed: Vec<String> = report
-            .failed()
-            .iter()
-            .map(|c| format!("{} ({})", c.name, c.detail))
-            .collect();
-        ctx.made.test_report = Some(serde_json::to_value(&report).expect("JSON"));
-        if !failed.is_empty() {
-            bail!(
-                "the boot test of {} failed: {}; nothing is published (test-console.log and test-results.xml are kept)",
-                out.path,
-                failed.join("; ")
-            );
-        }
+        })?;
         tracing::info!(
-            "boot test of {} passed: {} checks",
-            out.path,
-            report.checks.len()
+            "boot test: booting the finished disk in {} beside the conversions",
+            running.domain
         );
-        if let Some(slot) = slot {
-            let console = dir.join("cached-test-console.log");
-            match std::fs::copy(dir.join("test-console.log"), &console) {
-                Ok(_) => {
-                    ctx.cache_commit(slot, &[(console, "test-console.log")], &report);
-                }
-                Err(e) => {
-                    tracing::warn!("stage cache: the boot test result was not stored ({e})")
-                }
-            }
-        }
+        self.state = Some(Started::Booting {
+            running,
+            slot,
+            dir,
+            booted,
+        });
         Ok(())
     }
 
+    fn finished_before(&self) -> Option<&'static str> {
+        self.state.as_ref().map(|_| "publish")
+    }
+
+    fn finish(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&ctx.env.out)?;
+        match self.state.take() {
+            None => Ok(()),
+            Some(Started::Reused {
+                entry,
+                report,
+                booted,
+            }) => passed_before(ctx, &entry, report, &booted),
+            Some(Started::Booting {
+                running,
+                slot,
+                dir,
+                booted,
+            }) => {
+                let domain = running.domain.clone();
+                let result = running.wait();
+                forget_if_gone(ctx, domain);
+                finished(ctx, result, slot, &dir, &booted)
+            }
+        }
+    }
+
     fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
+        // Another stage failed while the test VM ran: stop it before its files go.
+        if let Some(Started::Booting { running, .. }) = self.state.take() {
+            let domain = running.domain.clone();
+            running.stop();
+            forget_if_gone(ctx, domain);
+        }
         ctx.release(self.name(), outcome)
     }
+}
+
+/// How the test boots the build disk: its backing chain as the VM's user reaches it, the
+/// recipe's `vm:` and checks, and the build VM's host keys (the image must not come up with
+/// them).
+fn options(
+    ctx: &mut BuildContext,
+    disk: &std::path::Path,
+    dir: &std::path::Path,
+    checks: Vec<crate::plan::TestCheck>,
+) -> anyhow::Result<crate::boottest::Options> {
+    let infos = crate::qemu_img::info_chain(disk, &ctx.env.cancel)?;
+    let top = infos.first().context("qemu-img info gave no image")?;
+    let files: Vec<PathBuf> = infos.iter().map(|i| PathBuf::from(&i.filename)).collect();
+    let files = crate::libvirt::vmuser::reachable_chain(&files, dir, ctx.env.vm_user)
+        .with_context(|| format!("giving the test VM access to {}", disk.display()))?;
+    for f in files.iter().filter(|f| f.starts_with(dir)) {
+        ctx.record(Resource::File(f.clone()));
+    }
+    let chain = files
+        .into_iter()
+        .zip(&infos)
+        .map(|(path, i)| crate::libvirt::domain::Backing {
+            path,
+            format: i.format.clone(),
+        })
+        .collect();
+    let engine = ctx.engine()?;
+    let mut o = crate::boottest::Options::new(
+        disk.to_path_buf(),
+        top,
+        dir.to_path_buf(),
+        crate::seed::machine(&ctx.env.plan, engine),
+        ctx.env.vm_user,
+        Duration::from_secs(ctx.env.plan.vm.timeout_secs),
+        checks,
+        format!("kiln-test-{}", ctx.env.plan.name),
+    );
+    o.chain = chain;
+    o.build_host_keys = ctx.made.build_host_keys.clone();
+    Ok(o)
+}
+
+/// The test's domain is no longer the build's to remove once the test removed it.
+fn forget_if_gone(ctx: &mut BuildContext, name: String) {
+    if !ctx.libvirt.as_ref().is_some_and(|l| l.exists(&name)) {
+        ctx.forget(&Resource::Domain {
+            uri: ctx.env.plan.vm.uri.clone(),
+            name,
+        });
+    }
+}
+
+/// The boot test ended: its evidence into the output (and NAME.failed when the build fails),
+/// the verdict, and a pass into the stage cache.
+fn finished(
+    ctx: &mut BuildContext,
+    result: Result<crate::boottest::Report, crate::boottest::TestError>,
+    slot: Option<cached::Slot>,
+    dir: &std::path::Path,
+    booted: &Booted,
+) -> anyhow::Result<()> {
+    std::fs::copy(
+        dir.join("test-console.log"),
+        ctx.env.out.join("test-console.log"),
+    )
+    .ok();
+    let report = result?;
+    write_results(ctx, &report, booted)?;
+    for c in &report.checks {
+        match (c.ok, c.warning) {
+            (true, false) => tracing::info!("boot test: ok: {}", c.name),
+            (true, true) => tracing::warn!("boot test: {}: {}", c.name, c.detail),
+            (false, _) => tracing::error!("boot test: FAILED: {}: {}", c.name, c.detail),
+        }
+    }
+    let failed: Vec<String> = report
+        .failed()
+        .iter()
+        .map(|c| format!("{} ({})", c.name, c.detail))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "the boot test of {} failed: {}; nothing is published (test-console.log and test-results.xml are kept)",
+            ctx.env.plan.slug(),
+            failed.join("; ")
+        );
+    }
+    tracing::info!(
+        "boot test passed: {} checks, on the disk every output was compared with",
+        report.checks.len()
+    );
+    if let Some(slot) = slot {
+        let console = dir.join("cached-test-console.log");
+        match std::fs::copy(dir.join("test-console.log"), &console) {
+            Ok(_) => {
+                ctx.cache_commit(slot, &[(console, "test-console.log")], &report);
+            }
+            Err(e) => tracing::warn!("stage cache: the boot test result was not stored ({e})"),
+        }
+    }
+    Ok(())
+}
+
+/// test-results.xml, and the report in the manifest with what it vouches for: the disk booted
+/// and the outputs `qemu-img compare` proved identical to it.
+fn write_results(
+    ctx: &mut BuildContext,
+    report: &crate::boottest::Report,
+    booted: &Booted,
+) -> anyhow::Result<()> {
+    std::fs::write(
+        ctx.env.out.join("test-results.xml"),
+        crate::boottest::junit_xml(&ctx.env.plan.slug(), report),
+    )
+    .context("writing test-results.xml")?;
+    let mut value = serde_json::to_value(report)?;
+    let same: Vec<serde_json::Value> = ctx
+        .made
+        .outputs
+        .iter()
+        .filter(|o| o.compared)
+        .map(|o| serde_json::json!({ "path": o.path, "sha256": o.sha256 }))
+        .collect();
+    value["booted"] = serde_json::json!({
+        "disk": "the build disk after the libguestfs stage",
+        "identity": booted.identity,
+        "identical_outputs": same,
+    });
+    ctx.made.test_report = Some(value);
+    Ok(())
 }
 
 /// The boot test reused: its evidence into the output, as if it had run.
@@ -160,38 +290,29 @@ fn passed_before(
     ctx: &mut BuildContext,
     e: &crate::stagecache::Entry,
     report: crate::boottest::Report,
-    booted: &str,
+    booted: &Booted,
 ) -> anyhow::Result<()> {
     std::fs::copy(
         e.file("test-console.log"),
         ctx.env.out.join("test-console.log"),
     )
     .ok();
-    std::fs::write(
-        ctx.env.out.join("test-results.xml"),
-        crate::boottest::junit_xml(&ctx.env.plan.slug(), &report),
-    )
-    .context("writing test-results.xml")?;
+    write_results(ctx, &report, booted)?;
     tracing::info!(
-        "boot test of {booted}: passed before on these image bytes ({} checks; cache entry {})",
+        "boot test: passed before on these disk bytes ({} checks; cache entry {})",
         report.checks.len(),
         e.meta.key.short()
     );
-    ctx.made.test_report = Some(serde_json::to_value(&report)?);
     Ok(())
 }
 
-/// The booted output as a link of the chain: its key (its options), its bytes (`sha256`) and
-/// its entry. None when it is not cached: then neither is its boot test, which would otherwise
-/// outlive the image it vouches for.
-fn booted_link(ctx: &BuildContext, sha256: &str) -> Option<ChainLink> {
-    let i = crate::stagecache::boot_test_output(&ctx.env.plan.outputs)?;
-    let key = ctx.made.output_keys.get(i)?.clone()?;
-    ctx.cache.store.as_ref()?.has(&key).then(|| ChainLink {
-        identity: crate::stagecache::output_identity(sha256),
-        entry: Some(key.clone()),
-        key,
-    })
+/// The booted disk as a link of the chain: the libguestfs unit's key, the identity of its
+/// disk and its entry. None when it is not cached: then neither is its boot test, which would
+/// otherwise outlive the disk it vouches for.
+fn booted_link(ctx: &BuildContext) -> Option<ChainLink> {
+    let link = ctx.cache.chain.clone()?;
+    let entry = link.entry.as_ref()?;
+    ctx.cache.store.as_ref()?.has(entry).then_some(link)
 }
 
 impl Describe for TestStage {
@@ -204,7 +325,7 @@ impl Describe for TestStage {
             });
         };
         let mut commands = vec![
-            "qemu-img create -f qcow2 -b OUTPUT (a throwaway overlay 1 GiB larger than the image)"
+            "qemu-img create -f qcow2 -b DISK (a throwaway overlay of the build disk after sysprep, 1 GiB larger), booted beside the conversions"
                 .to_string(),
             "ssh-keygen -t ed25519 (the test user's key); xorriso: a NoCloud seed with a new instance-id and hostname".into(),
             "libvirt: boot the overlay, qemu user networking with guest port 22 on 127.0.0.1".into(),
