@@ -38,6 +38,7 @@ printf 'label: gpt\nstart=2048, size=512, type=0FC63DAF-8483-4772-8E79-3D69D8477
 dd if="$work"/fs.ext4 of="$work"/disk.raw bs=1M seek=1 conv=notrunc status=none
 qemu-img convert -q -c -f raw -O qcow2 -o cluster_size=4096 "$work"/disk.raw "$work"/corpus/qcow2_image/gpt-ext4.qcow2
 qemu-img convert -q -f raw -O qcow2 -o cluster_size=4096 "$work"/fs.ext4 "$work"/corpus/qcow2_image/ext4.qcow2
+qemu-img convert -q -c -f raw -O qcow2 -o cluster_size=4096,compression_type=zstd "$work"/disk.raw "$work"/corpus/qcow2_image/gpt-ext4-zstd.qcow2
 printf '{"stage":"provision","key":"%s","depends_on":["%s"],"created":1,"files":["disk.qcow2"],"size":5,"data":{}}' \
   "$(printf 'ab%.0s' {1..32})" "$(printf 'cd%.0s' {1..32})" > "$work"/corpus/cache_meta/meta.json
 ls -l "$work"/corpus/*/

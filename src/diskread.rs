@@ -1,8 +1,8 @@
 //! Reading a disk image on the host without an appliance, for read-only inspection: raw and
-//! qcow2 (v2/v3, backing chains, zlib-compressed and zero clusters), MBR and GPT partition
-//! tables, ext2/3/4 superblocks. Everything it parses comes from an untrusted image: bounds
-//! are checked, sizes capped, and anything it does not handle (encryption, external data
-//! files, subclusters, zstd clusters) is `Unsupported`, so the caller falls back to libguestfs.
+//! qcow2 (v2/v3, backing chains, zlib- and zstd-compressed and zero clusters), MBR and GPT
+//! partition tables, ext2/3/4 superblocks. Everything it parses comes from an untrusted image:
+//! bounds are checked, sizes capped, and anything it does not handle (encryption, external data
+//! files, subclusters) is `Unsupported`, so the caller falls back to libguestfs.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -118,10 +118,15 @@ struct Qcow2 {
     f: File,
     size: u64,
     cluster_bits: u32,
+    /// Compressed clusters are zstd frames (the header's compression type 1), else deflate.
+    zstd: bool,
     l1: Vec<u64>,
     backing: Option<Arc<dyn Disk>>,
     /// The last L2 table read: (its offset, entries). Reads are mostly sequential.
     l2_cache: Mutex<Option<(u64, Arc<Vec<u64>>)>>,
+    /// The compressed clusters decompressed last, most recent first: (host offset, bytes). A
+    /// filesystem reads a cluster a block at a time, between its metadata's blocks.
+    cluster_cache: Mutex<Vec<(u64, Arc<Vec<u8>>)>>,
 }
 
 /// qcow2 header fields the reader needs (pure, for tests).
@@ -218,8 +223,8 @@ impl Qcow2 {
         if hd.incompatible & !0b1001 != 0 {
             return Err(unsupported("incompatible features"));
         }
-        if hd.compression_type != 0 {
-            return Err(unsupported("zstd-compressed clusters"));
+        if hd.compression_type > 1 {
+            return Err(unsupported("compression type"));
         }
         let cluster = 1u64 << hd.cluster_bits;
         let needed = hd.size.div_ceil(cluster).div_ceil(cluster / 8);
@@ -246,10 +251,44 @@ impl Qcow2 {
             f,
             size: hd.size,
             cluster_bits: hd.cluster_bits,
+            zstd: hd.compression_type == 1,
             l1,
             backing,
             l2_cache: Mutex::new(None),
+            cluster_cache: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The compressed cluster at `host` (at most `max` bytes stored), decompressed.
+    fn compressed_cluster(
+        &self,
+        host: u64,
+        max: u64,
+        cluster: u64,
+    ) -> Result<Arc<Vec<u8>>, DiskError> {
+        let cached = |c: &mut Vec<(u64, Arc<Vec<u8>>)>| {
+            let i = c.iter().position(|(at, _)| *at == host)?;
+            let hit = c.remove(i);
+            c.insert(0, hit.clone());
+            Some(hit.1)
+        };
+        if let Some(b) = cached(&mut self.cluster_cache.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(b);
+        }
+        let flen = self.f.metadata().map_err(|e| self.err(e))?.len();
+        let n = max.min(flen.saturating_sub(host)).min(2 * cluster) as usize;
+        let mut comp = vec![0u8; n];
+        self.f
+            .read_exact_at(&mut comp, host)
+            .map_err(|e| self.err(e))?;
+        let out = decompress_cluster(&comp, cluster as usize, self.zstd)
+            .map_err(|e| DiskError::Corrupt(format!("{}: {e}", self.path.display())))?;
+        let out = Arc::new(out);
+        let mut c = self.cluster_cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.insert(0, (host, out.clone()));
+        // At most 8 MiB of decompressed clusters (one at least).
+        c.truncate((CLUSTER_CACHE_BYTES / cluster).max(1) as usize);
+        Ok(out)
     }
 
     fn err(&self, e: std::io::Error) -> DiskError {
@@ -305,21 +344,45 @@ impl Qcow2 {
                 .read_exact_at(buf, host + within)
                 .map_err(|e| self.err(e)),
             Cluster::Compressed(host, max) => {
-                let flen = self.f.metadata().map_err(|e| self.err(e))?.len();
-                let n = max.min(flen.saturating_sub(host)).min(2 * cluster) as usize;
-                let mut comp = vec![0u8; n];
-                self.f
-                    .read_exact_at(&mut comp, host)
-                    .map_err(|e| self.err(e))?;
-                let mut out = vec![0u8; cluster as usize];
-                let mut d = flate2::Decompress::new(false);
-                d.decompress(&comp, &mut out, flate2::FlushDecompress::Finish)
-                    .map_err(|e| DiskError::Corrupt(format!("{}: {e}", self.path.display())))?;
+                let out = self.compressed_cluster(host, max, cluster)?;
                 buf.copy_from_slice(&out[within as usize..within as usize + buf.len()]);
                 Ok(())
             }
         }
     }
+}
+
+/// How many decompressed bytes an image keeps of its compressed clusters.
+const CLUSTER_CACHE_BYTES: u64 = 8 << 20;
+
+/// The largest zstd window a compressed cluster may ask for (qemu compresses each cluster, at
+/// most 2 MiB, as one frame): a crafted frame cannot make the reader allocate more.
+const ZSTD_MAX_WINDOW: u64 = 32 << 20;
+
+/// One compressed cluster's bytes (`comp` may run past the end of its data: qcow2 stores a
+/// sector count), decompressed into exactly `cluster` bytes: raw deflate, or one zstd frame
+/// (pure-Rust `ruzstd`, its window bounded). Less output than a cluster is corrupt.
+fn decompress_cluster(comp: &[u8], cluster: usize, zstd: bool) -> Result<Vec<u8>, String> {
+    let mut out = vec![0u8; cluster];
+    if zstd {
+        use std::io::Read as _;
+        let mut d =
+            ruzstd::decoding::StreamingDecoder::new_with_max_window_size(comp, ZSTD_MAX_WINDOW)
+                .map_err(|e| format!("zstd cluster: {e}"))?;
+        d.read_exact(&mut out)
+            .map_err(|e| format!("zstd cluster: {e}"))?;
+    } else {
+        let mut d = flate2::Decompress::new(false);
+        d.decompress(comp, &mut out, flate2::FlushDecompress::Finish)
+            .map_err(|e| e.to_string())?;
+        if (d.total_out() as usize) < cluster {
+            return Err(format!(
+                "a compressed cluster gave {} of {cluster} bytes",
+                d.total_out()
+            ));
+        }
+    }
+    Ok(out)
 }
 
 impl Disk for Qcow2 {
