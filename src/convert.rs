@@ -327,10 +327,12 @@ pub fn default_jobs() -> usize {
         .unwrap_or(2)
 }
 
-/// Run every job, at most `jobs` at a time; results in job order.
+/// Run every job, at most `jobs` at a time; results in job order. `yield_cpu`: at the lowest
+/// priority (beside the boot test's VM, whose boot is the longer path).
 pub fn convert_all(
     jobs_list: &[Job],
     jobs: usize,
+    yield_cpu: bool,
     cancel: &Cancel,
 ) -> Vec<Result<Converted, ConvertError>> {
     let next = Mutex::new(0usize);
@@ -342,6 +344,10 @@ pub fn convert_all(
             let (next, results) = (&next, &results);
             scope.spawn(move || loop {
                 crate::logging::adopt(build);
+                if yield_cpu {
+                    // qemu-img, the vmdk writer and the hashing: behind what is more urgent.
+                    crate::process::yield_cpu_from_this_thread();
+                }
                 let i = {
                     let mut n = next.lock().unwrap();
                     let i = *n;

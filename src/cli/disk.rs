@@ -111,8 +111,12 @@ pub(super) fn convert_cmd(a: ConvertArgs) -> i32 {
         errln!("error: {e}");
         return exit::BUILD_FAILED;
     }
-    let results =
-        convert::convert_all(&jobs, a.jobs.unwrap_or_else(convert::default_jobs), &cancel);
+    let results = convert::convert_all(
+        &jobs,
+        a.jobs.unwrap_or_else(convert::default_jobs),
+        false,
+        &cancel,
+    );
     let mut done = Vec::new();
     let mut failed = false;
     for (job, r) in jobs.iter().zip(results) {

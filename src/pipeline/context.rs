@@ -132,6 +132,9 @@ pub struct Artifacts {
     pub install_media: Option<InstallMedia>,
     /// provision: the build disk (qcow2 overlay over the base); the libguestfs unit's after it.
     pub disk: Option<PathBuf>,
+    /// test: its VM boots beside the stages after it (which then yield the CPU to it: the
+    /// boot is the build's critical path).
+    pub boot_test_running: bool,
     /// The accelerator guests (and the libguestfs appliance) use, once decided.
     pub engine: Option<crate::vocab::Engine>,
     /// provision: how the steps ran (host or guest apt, direct or firmware boot).

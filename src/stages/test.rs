@@ -107,6 +107,7 @@ impl Stage<BuildContext> for TestStage {
             "boot test: booting the finished disk in {} beside the conversions",
             running.domain
         );
+        ctx.made.boot_test_running = true;
         self.state = Some(Started::Booting {
             running,
             slot,
@@ -121,6 +122,7 @@ impl Stage<BuildContext> for TestStage {
     }
 
     fn finish(&mut self, ctx: &mut BuildContext) -> anyhow::Result<()> {
+        ctx.made.boot_test_running = false;
         std::fs::create_dir_all(&ctx.env.out)?;
         match self.state.take() {
             None => Ok(()),
@@ -145,6 +147,7 @@ impl Stage<BuildContext> for TestStage {
 
     fn cleanup(&mut self, ctx: &mut BuildContext, outcome: Outcome) -> anyhow::Result<()> {
         // Another stage failed while the test VM ran: stop it before its files go.
+        ctx.made.boot_test_running = false;
         if let Some(Started::Booting { running, .. }) = self.state.take() {
             let domain = running.domain.clone();
             running.stop();
