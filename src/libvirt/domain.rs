@@ -441,20 +441,26 @@ mod tests {
         );
     }
 
+    /// The test VM over `overlay`, rendered.
+    fn test_vm_xml(overlay: &Disk) -> String {
+        DomainSpec::test_vm(
+            "kiln-test-x",
+            m(Engine::Tcg),
+            me(),
+            overlay,
+            Path::new("/w/seed.iso"),
+            Path::new("/w/c.log"),
+            40022,
+        )
+        .xml("", "")
+        .unwrap()
+    }
+
     #[test]
     fn the_test_vm_forwards_ssh_through_qemus_user_network() {
         let overlay =
             Disk::system(Path::new("/w/t.qcow2"), false).backed_by(Path::new("/o/i.raw"), "raw");
-        let d = DomainSpec::test_vm(
-            "kiln-test-x",
-            m(Engine::Tcg),
-            me(),
-            &overlay,
-            Path::new("/w/seed.iso"),
-            Path::new("/w/c.log"),
-            40022,
-        );
-        let x = d.xml("", "").unwrap();
+        let x = test_vm_xml(&overlay);
         assert!(x.contains(
             "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
         ));
@@ -479,16 +485,7 @@ mod tests {
         })
         .collect();
         let overlay = Disk::system(Path::new("/w/t.qcow2"), false).backed_by_chain(chain);
-        let d = DomainSpec::test_vm(
-            "kiln-test-x",
-            m(Engine::Tcg),
-            me(),
-            &overlay,
-            Path::new("/w/seed.iso"),
-            Path::new("/w/c.log"),
-            40022,
-        );
-        let x = d.xml("", "").unwrap();
+        let x = test_vm_xml(&overlay);
         let doc = roxmltree::Document::parse(&x).expect("well-formed XML");
         let vda = doc
             .descendants()
