@@ -69,9 +69,9 @@ chmod 0644 "$root/etc/hostname" "$root/etc/resolv.conf"
 printf 'UUID={uuid} / ext4 errors=remount-ro 0 1\n' > "$root/etc/fstab"
 printf 'auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n' > "$root/etc/network/interfaces"
 echo 'LANG=C.UTF-8' > "$root/etc/default/locale"
-# Serial console for the build VM's log, short menu.
+# Serial console for the build VM's log; no menu wait (like the vendors' cloud images).
 sed -i \
-  -e 's/^GRUB_TIMEOUT=.*/GRUB_TIMEOUT=1/' \
+  -e 's/^GRUB_TIMEOUT=.*/GRUB_TIMEOUT=0/' \
   -e 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/GRUB_CMDLINE_LINUX_DEFAULT="console=tty0 console=ttyS0,115200n8"/' \
   "$root/etc/default/grub"
 echo 'GRUB_TERMINAL="console serial"' >> "$root/etc/default/grub"

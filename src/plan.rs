@@ -371,7 +371,7 @@ pub struct TemplateSources {
 }
 
 /// Bump when the way bootstrapped base disks are made changes: it is part of the cache key.
-pub const RECIPE_REVISION: &str = "kiln-bootstrap-5";
+pub const RECIPE_REVISION: &str = "kiln-bootstrap-6";
 
 /// Arguments of the operations that take them (virt-sysprep's flags of the same names) and
 /// the customize steps of the `customize` operation.
