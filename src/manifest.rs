@@ -20,6 +20,9 @@ pub struct Manifest {
     pub elements: Vec<String>,
     pub source: serde_json::Value,
     pub accelerator: String,
+    /// The virtual CPU the build and test VMs had (`host`, `max`, `x86-64-v2`, …).
+    #[serde(default)]
+    pub cpu: String,
     pub tools: Tools,
     pub stages: Vec<StageRecord>,
     pub sysprep: BTreeMap<String, usize>,

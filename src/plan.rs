@@ -249,6 +249,7 @@ pub const DEFAULT_VM_TIMEOUT_SECS: u64 = 1800;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VmPlan {
+    pub cpu: crate::vocab::Cpu,
     pub memory_mib: u64,
     pub vcpus: u32,
     pub disk_bytes: Option<u64>,

@@ -233,6 +233,7 @@ pub struct SeedContext {
 pub fn machine(plan: &Plan, engine: Engine) -> Machine {
     Machine {
         engine,
+        cpu: plan.vm.cpu,
         memory_mib: plan.vm.memory_mib,
         vcpus: plan.vm.vcpus,
     }

@@ -220,6 +220,10 @@ pub fn cloud_init_finished(console: &str) -> bool {
 
 /// A boot that will never reach sshd, from the console.
 pub fn boot_failure(console: &str) -> Option<String> {
+    use crate::libvirt::console::{cpu_level_too_low, CPU_LEVEL_HINT};
+    if let Some(l) = console.lines().find(|l| cpu_level_too_low(l)) {
+        return Some(format!("{CPU_LEVEL_HINT} ({})", l.trim()));
+    }
     for (needle, what) in [
         (
             "You are in emergency mode",

@@ -263,6 +263,12 @@ fn the_console_tells_a_boot_that_cannot_reach_sshd() {
             .contains("root filesystem")
     );
     assert!(boot_failure("[  OK  ] Reached target Multi-User System").is_none());
+    // glibc's own refusal comes before the panic it causes, and names the fix.
+    let m = boot_failure(
+        "Fatal glibc error: CPU does not support x86-64-v2\n[ 9.1] Kernel panic - not syncing: Attempted to kill init!",
+    )
+    .unwrap();
+    assert!(m.contains("vm.cpu") && m.contains("x86-64-v2"), "{m}");
 }
 
 #[test]

@@ -33,6 +33,10 @@ pub struct TestArgs {
     pub memory: u64,
     #[arg(long, default_value_t = crate::plan::DEFAULT_VCPUS)]
     pub vcpus: u32,
+    /// The virtual CPU (as the recipe's `vm.cpu`): auto is the host's under KVM, max under
+    /// TCG; a level proves the image runs on CPUs that old.
+    #[arg(long, value_enum, default_value_t = crate::vocab::Cpu::Auto)]
+    pub cpu: crate::vocab::Cpu,
     /// libvirt connection.
     #[arg(long, default_value = crate::plan::DEFAULT_URI)]
     pub connect: String,
@@ -154,6 +158,7 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
         let reachable = crate::libvirt::vmuser::reachable(&image, &work, user)?;
         let machine = crate::libvirt::domain::Machine {
             engine: crate::vocab::Engine::from_tcg(tcg),
+            cpu: a.cpu,
             memory_mib: a.memory,
             vcpus: a.vcpus,
         };

@@ -109,10 +109,12 @@ pub fn wait_for_poweroff(
         if tail.panicked {
             // Give the console a moment for the rest of the panic message.
             cancel.sleep(Duration::from_secs(2));
-            bail!(
-                "the guest's kernel panicked; console tail:\n{}",
-                tail.last(30)
-            );
+            let last = tail.last(30);
+            let why = match last.lines().any(cpu_level_too_low) {
+                true => CPU_LEVEL_HINT,
+                false => "the guest's kernel panicked",
+            };
+            bail!("{why}; console tail:\n{last}");
         }
         let (ended, began) = tail.markers.split_at(markers.len());
         let ended_at = ended
@@ -333,6 +335,16 @@ impl ConsoleTail {
         v[v.len().saturating_sub(n)..].join("\n")
     }
 }
+
+/// glibc refusing to start on a CPU below the level it was built for ("Fatal glibc error: CPU
+/// does not support x86-64-v2", "CPU ISA level is lower than required"): init dies, the kernel
+/// panics, and only `vm.cpu` can fix it.
+pub fn cpu_level_too_low(line: &str) -> bool {
+    line.contains("CPU does not support x86-64-v") || line.contains("CPU ISA level is lower")
+}
+
+pub const CPU_LEVEL_HINT: &str = "the guest's C library needs a newer CPU than the VM's \
+    (set vm.cpu: x86-64-v2, x86-64-v3 or max; kiln test --cpu)";
 
 /// cloud-init's last line of a boot: "Cloud-init v. 22.4.2 finished at …".
 fn is_cloud_init_finished(line: &str) -> bool {

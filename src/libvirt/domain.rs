@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::vmuser::VmUser;
 use crate::templates::{self, TemplateError};
-use crate::vocab::Engine;
+use crate::vocab::{Cpu, Engine};
 
 /// What the VM is for: the metadata element's name and the template's comment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -142,6 +142,8 @@ pub struct DomainSpec {
     pub arch: &'static str,
     pub machine: &'static str,
     pub engine: Engine,
+    /// The recipe's `vm.cpu`, resolved for `engine` when rendered.
+    pub cpu: Cpu,
     pub memory_mib: u64,
     pub vcpus: u32,
     pub kernel: Option<KernelBoot>,
@@ -162,6 +164,7 @@ pub struct DomainSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Machine {
     pub engine: Engine,
+    pub cpu: Cpu,
     pub memory_mib: u64,
     pub vcpus: u32,
 }
@@ -175,6 +178,7 @@ impl DomainSpec {
             arch: "x86_64",
             machine: "q35",
             engine: m.engine,
+            cpu: m.cpu,
             memory_mib: m.memory_mib,
             vcpus: m.vcpus,
             kernel: None,
@@ -245,6 +249,7 @@ impl DomainSpec {
     pub fn kvm_probe(name: &str, kernel: &Path) -> DomainSpec {
         let m = Machine {
             engine: Engine::Kvm,
+            cpu: Cpu::Auto,
             memory_mib: 128,
             vcpus: 1,
         };
@@ -298,6 +303,7 @@ struct View<'a> {
     #[serde(rename = "type")]
     domain_type: &'static str,
     cpu_mode: &'static str,
+    cpu_model: Option<&'static str>,
     arch: &'static str,
     machine: &'static str,
     memory_mib: u64,
@@ -327,12 +333,14 @@ impl Serialize for DomainSpec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let system = self.disks.first();
         let k = self.kernel.as_ref();
+        let cpu = self.engine.cpu(self.cpu);
         View {
             role: self.role,
             name: &self.name,
             label: self.label.as_deref(),
             domain_type: self.engine.domain_type(),
-            cpu_mode: self.engine.cpu_mode(),
+            cpu_mode: cpu.mode,
+            cpu_model: cpu.model,
             arch: self.arch,
             machine: self.machine,
             memory_mib: self.memory_mib,
@@ -379,6 +387,7 @@ mod tests {
     fn m(engine: Engine) -> Machine {
         Machine {
             engine,
+            cpu: Cpu::Auto,
             memory_mib: 2048,
             vcpus: 2,
         }
@@ -398,7 +407,7 @@ mod tests {
         assert!(
             x.contains("<kiln:build xmlns:kiln='https://kiln.invalid/build'>x-1.0</kiln:build>")
         );
-        assert!(x.contains("<cpu mode='maximum'/>"));
+        assert!(x.contains("<cpu mode='maximum'/>"), "{x}");
         assert!(x.contains("<driver name='qemu' type='qcow2' cache='unsafe' discard='unmap'/>\n      <source file='/w/disk.qcow2'/>"), "{x}");
         assert!(x.contains("<source file='/c/base&apos;.qcow2'>\n          <seclabel model='dac' relabel='no'/>"), "{x}");
         assert!(x.contains("<source file='/w/seed.iso'/>\n      <target dev='vdb' bus='virtio'/>\n      <readonly/>"), "{x}");
@@ -515,6 +524,36 @@ mod tests {
                 "/w/t/chain-2-b.raw"
             ]
         );
+    }
+
+    #[test]
+    fn each_cpu_setting_renders_its_cpu_element() {
+        // (engine, vm.cpu, mode, model)
+        let cases = [
+            (Engine::Kvm, Cpu::Auto, "host-passthrough", None),
+            (Engine::Tcg, Cpu::Auto, "maximum", None),
+            (Engine::Tcg, Cpu::X86_64, "custom", Some("qemu64")),
+            (Engine::Tcg, Cpu::X86_64V2, "custom", Some("Nehalem")),
+            (Engine::Tcg, Cpu::X86_64V3, "custom", Some("Haswell-noTSX")),
+            (Engine::Tcg, Cpu::Max, "maximum", None),
+            (Engine::Kvm, Cpu::X86_64V2, "custom", Some("Nehalem")),
+        ];
+        for (engine, cpu, mode, model) in cases {
+            let mut machine = m(engine);
+            machine.cpu = cpu;
+            let x = DomainSpec::build_vm("k", machine, me(), Path::new("/w"))
+                .xml("x", "1")
+                .unwrap();
+            let doc = roxmltree::Document::parse(&x).unwrap();
+            let c = doc.descendants().find(|n| n.has_tag_name("cpu")).unwrap();
+            let what = format!("{engine:?} {cpu:?}");
+            assert_eq!(c.attribute("mode"), Some(mode), "{what}");
+            let named = c.children().find(|n| n.has_tag_name("model"));
+            assert_eq!(named.and_then(|n| n.text()), model, "{what}");
+            if model.is_some() {
+                assert_eq!(c.attribute("check"), Some("none"), "{what}");
+            }
+        }
     }
 
     #[test]

@@ -478,6 +478,11 @@ impl BuildContext {
             elements: plan.elements.iter().map(|e| e.name.clone()).collect(),
             source: plan.source.manifest_record(),
             accelerator: ctx.made.engine.map_or("none", |e| e.as_str()).into(),
+            cpu: ctx
+                .made
+                .engine
+                .map_or("none", |e| e.cpu(plan.vm.cpu).name)
+                .into(),
             tools: ctx.tools.clone(),
             stages: ctx.records.clone(),
             sysprep: ctx.made.sysprep_removed.iter().cloned().collect(),

@@ -433,6 +433,7 @@ impl Resolver<'_> {
             },
         };
         VmPlan {
+            cpu: vm.cpu,
             memory_mib,
             vcpus,
             disk_bytes,

@@ -302,6 +302,10 @@ pub struct Vm {
     /// Virtual CPUs (default 2).
     #[serde(default)]
     pub vcpus: Option<u32>,
+    /// The virtual CPU: `auto` (the host's under KVM, `max` under TCG), `x86-64`,
+    /// `x86-64-v2`, `x86-64-v3` or `max`.
+    #[serde(default)]
+    pub cpu: crate::vocab::Cpu,
     /// Size of the build disk; the image grows to it (default: the base disk's size).
     #[serde(default)]
     pub disk: Option<SizeSpec>,
@@ -325,6 +329,7 @@ impl Default for Vm {
         Vm {
             memory: None,
             vcpus: None,
+            cpu: crate::vocab::Cpu::Auto,
             disk: None,
             accel: Accel::Auto,
             timeout: None,

@@ -667,6 +667,9 @@ pub struct TestInputs<'a> {
     pub checks: &'a [crate::plan::TestCheck],
     pub memory_mib: u64,
     pub vcpus: u32,
+    /// Only when the recipe names one (keys of recipes without `vm.cpu` stay as they were).
+    #[serde(skip_serializing_if = "crate::vocab::Cpu::is_auto")]
+    pub cpu: crate::vocab::Cpu,
 }
 
 /// The boot test's key after `booted` (the libguestfs unit's key: the build disk the test
@@ -681,6 +684,7 @@ pub fn test_key(plan: &crate::plan::Plan, booted: &Key) -> Option<Key> {
         checks,
         memory_mib: plan.vm.memory_mib,
         vcpus: plan.vm.vcpus,
+        cpu: plan.vm.cpu,
     };
     Some(derive("test", TEST_VERSION, Some(booted), &inputs))
 }
