@@ -60,12 +60,13 @@ publish:
   local: {dir: out}
 YAML
 
-# The base disk: kiln bootstraps it once into the cache (not timed).
-base=$(ls "$KILN_CACHE_DIR"/bootstrap/*.qcow2 2>/dev/null | head -1 || true)
-if [ -z "$base" ]; then
+# The base disk: the bootstrap kiln's plan names (the current bootstrap revision; an older one
+# may still be in the cache), bootstrapped once into the cache if missing (not timed).
+base=$(cd "$work" && "$kiln" plan recipe.yaml | grep -o "$KILN_CACHE_DIR/bootstrap/[^ ]*\.qcow2" | head -1)
+[ -n "$base" ] || { echo "kiln plan names no bootstrapped base disk" >&2; exit 1; }
+if [ ! -f "$base" ]; then
   echo "bootstrapping the base disk once (not timed)"
   (cd "$work" && "$kiln" build recipe.yaml --no-test -o "$work/warm" >/dev/null)
-  base=$(ls "$KILN_CACHE_DIR"/bootstrap/*.qcow2 | head -1)
 fi
 echo "base disk: $base"
 
