@@ -376,8 +376,10 @@ impl Engine {
     pub fn cpu(self, setting: Cpu) -> CpuModel {
         match (setting, self) {
             (Cpu::Auto, Engine::Kvm) => CpuModel::HOST,
-            (Cpu::Auto, Engine::Tcg) => CpuModel::MAX,
-            (s, _) => s.model(),
+            (Cpu::Auto | Cpu::Max, _) => CpuModel::MAX,
+            (Cpu::X86_64, _) => CpuModel::level("x86-64", "qemu64"),
+            (Cpu::X86_64V2, _) => CpuModel::level("x86-64-v2", "Nehalem"),
+            (Cpu::X86_64V3, _) => CpuModel::level("x86-64-v3", "Haswell-noTSX"),
         }
     }
 }
@@ -416,15 +418,6 @@ pub enum Cpu {
 impl Cpu {
     pub fn is_auto(&self) -> bool {
         *self == Cpu::Auto
-    }
-
-    fn model(self) -> CpuModel {
-        match self {
-            Cpu::Auto | Cpu::Max => CpuModel::MAX,
-            Cpu::X86_64 => CpuModel::level("x86-64", "qemu64"),
-            Cpu::X86_64V2 => CpuModel::level("x86-64-v2", "Nehalem"),
-            Cpu::X86_64V3 => CpuModel::level("x86-64-v3", "Haswell-noTSX"),
-        }
     }
 }
 
