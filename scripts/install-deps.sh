@@ -66,6 +66,7 @@ packages=(
   "python3-dev"                                # uWSGI for the test Glance
   "ca-certificates"
   "python3-keystonemiddleware"                 # Swift's Keystone auth (authtoken, s3token)
+  "ovmf"                                       # UEFI (and Secure Boot) firmware for the VMs
 )
 
 missing() { # prints "package bpo?" for every missing command or package

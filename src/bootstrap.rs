@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::plan::BootstrapPlan;
 use crate::process::argv;
+use crate::vocab::DiskLayout;
 
 pub use crate::plan::RECIPE_REVISION;
 
@@ -56,8 +57,36 @@ pub fn mmdebstrap_argv(b: &BootstrapPlan, rootfs: &Path, customize: &Path) -> Ve
     v
 }
 
-/// Runs inside mmdebstrap's customize hook with the root directory as $1.
-pub fn customize_script(uuid: &str) -> String {
+/// The EFI system partition's FAT volume ID (`XXXXXXXX`, mkfs.vfat's `-i`), from the key.
+pub fn esp_volume_id(key: &str) -> String {
+    hex::encode(Sha256::digest(format!("esp:{key}").as_bytes()))[..8].to_uppercase()
+}
+
+/// fstab's line for the EFI system partition (`UUID=XXXX-XXXX`, as blkid shows a FAT volume
+/// ID): mounted where grub-install and GRUB's package triggers expect it.
+fn esp_fstab_line(volume_id: &str) -> String {
+    format!(
+        "UUID={}-{} /boot/efi vfat umask=0077 0 0\\n",
+        &volume_id[..4],
+        &volume_id[4..]
+    )
+}
+
+/// Runs inside mmdebstrap's customize hook with the root directory as $1; `esp`: the EFI
+/// system partition's volume ID on a hybrid disk.
+pub fn customize_script(uuid: &str, esp: Option<&str>) -> String {
+    let esp_lines = match esp {
+        None => String::new(),
+        Some(id) => format!(
+            r#"printf '{}' >> "$root/etc/fstab"
+mkdir -p "$root/boot/efi"
+# grub-cloud-amd64 reinstalls both boot loaders when GRUB's packages are upgraded in the image
+# (Debian's cloud images set the same flag).
+touch "$root/etc/grub.d/enable_cloud"
+"#,
+            esp_fstab_line(id)
+        ),
+    };
     format!(
         r#"set -eu
 root="$1"
@@ -67,7 +96,7 @@ echo localhost > "$root/etc/hostname"
 : > "$root/etc/resolv.conf"
 chmod 0644 "$root/etc/hostname" "$root/etc/resolv.conf"
 printf 'UUID={uuid} / ext4 errors=remount-ro 0 1\n' > "$root/etc/fstab"
-printf 'auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n' > "$root/etc/network/interfaces"
+{esp_lines}printf 'auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n' > "$root/etc/network/interfaces"
 echo 'LANG=C.UTF-8' > "$root/etc/default/locale"
 # Serial console for the build VM's log; no menu wait (like the vendors' cloud images).
 sed -i \
@@ -90,8 +119,85 @@ rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache
     )
 }
 
-pub fn sfdisk_script() -> &'static str {
-    "label: dos\nstart=2048, type=83, bootable\n"
+/// Where the hybrid layout's root partition starts: after the BIOS boot partition (1 MiB at
+/// 1 MiB) and the EFI system partition (126 MiB at 2 MiB), like Debian's cloud images.
+const HYBRID_ROOT_START: u64 = 128 << 20;
+const BIOS_BOOT: (u64, u64) = (1 << 20, 1 << 20);
+const ESP: (u64, u64) = (2 << 20, 126 << 20);
+/// GPT's backup header and table at the end of the disk.
+const GPT_BACKUP_BYTES: u64 = 33 * 512;
+
+/// The root partition's offset and size in bytes on a disk of `size` (the root filesystem
+/// fills it). Root is partition 1 in both layouts and the last on the disk, so growroot can
+/// grow it; on GPT it ends on a MiB boundary before the backup table (sfdisk's alignment).
+pub fn root_extent(layout: DiskLayout, size: u64) -> (u64, u64) {
+    match layout {
+        DiskLayout::Bios => (1 << 20, (size - (1 << 20)) / 1024 * 1024),
+        DiskLayout::Hybrid => (
+            HYBRID_ROOT_START,
+            (size - GPT_BACKUP_BYTES - HYBRID_ROOT_START) >> 20 << 20,
+        ),
+    }
+}
+
+/// A GUID for the partition table from the bootstrap's key (sfdisk would pick random ones).
+fn guid(key: &str, what: &str) -> String {
+    fs_uuid(&format!("{what}:{key}")).to_uppercase()
+}
+
+/// sfdisk's input for `layout`; identifiers derived from `key`.
+pub fn sfdisk_script(layout: DiskLayout, key: &str, size: u64) -> String {
+    const SECTOR: u64 = 512;
+    let (_, root_bytes) = root_extent(layout, size);
+    match layout {
+        DiskLayout::Bios => "label: dos\nstart=2048, type=83, bootable\n".into(),
+        DiskLayout::Hybrid => format!(
+            "label: gpt\nlabel-id: {}\nfirst-lba: 2048\n\
+             start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid={}, name=root\n\
+             start={}, size={}, type=21686148-6449-6E6F-744E-656564454649, uuid={}, name=bios\n\
+             start={}, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid={}, name=esp\n",
+            guid(key, "disk"),
+            HYBRID_ROOT_START / SECTOR,
+            root_bytes / SECTOR,
+            guid(key, "root"),
+            BIOS_BOOT.0 / SECTOR,
+            BIOS_BOOT.1 / SECTOR,
+            guid(key, "bios"),
+            ESP.0 / SECTOR,
+            ESP.1 / SECTOR,
+            guid(key, "esp"),
+        ),
+    }
+}
+
+/// The packages that make a disk of `layout` bootable: Debian's `grub-cloud-amd64` (what its
+/// cloud images use) brings GRUB for BIOS and EFI with the signed shim and GRUB for Secure Boot.
+pub fn boot_packages(layout: DiskLayout) -> &'static [&'static str] {
+    match layout {
+        DiskLayout::Bios => &["grub-pc"],
+        DiskLayout::Hybrid => &["grub-cloud-amd64"],
+    }
+}
+
+/// mkfs.vfat writes the EFI system partition in place in the raw disk (no loop device).
+pub fn mkfs_esp_argv(disk: &Path, volume_id: &str) -> Vec<String> {
+    argv([
+        "mkfs.vfat".to_string(),
+        // FAT32 needs 65,525 clusters at least: one sector each on 126 MiB (the default 4 KiB
+        // clusters give 32,188, which OVMF reads as FAT16 and finds no file on).
+        "-F".into(),
+        "32".into(),
+        "-s".into(),
+        "1".into(),
+        "-n".into(),
+        "EFI".into(),
+        "-i".into(),
+        volume_id.into(),
+        "--offset".into(),
+        (ESP.0 / 512).to_string(),
+        disk.display().to_string(),
+        (ESP.1 / 1024).to_string(),
+    ])
 }
 
 /// The time every bootstrap step is told it is (mmdebstrap's and mke2fs's SOURCE_DATE_EPOCH,
@@ -102,8 +208,15 @@ pub const SOURCE_DATE_EPOCH: &str = "1700000000";
 
 /// mkfs.ext4 with the partition's offset, a UUID and a directory-hash seed derived from the
 /// bootstrap's key (not random), and the root tree's content; run with E2FSPROGS_FAKE_TIME.
-pub fn mkfs_argv(disk: &Path, rootfs: &Path, uuid: &str, size_bytes: u64) -> Vec<String> {
-    let fs_kib = (size_bytes - (1 << 20)) / 1024;
+pub fn mkfs_argv(
+    disk: &Path,
+    rootfs: &Path,
+    uuid: &str,
+    layout: DiskLayout,
+    size_bytes: u64,
+) -> Vec<String> {
+    let (offset, fs_bytes) = root_extent(layout, size_bytes);
+    let fs_kib = fs_bytes / 1024;
     let hash_seed = fs_uuid(&format!("hash-seed:{uuid}"));
     argv([
         "mkfs.ext4".to_string(),
@@ -116,7 +229,7 @@ pub fn mkfs_argv(disk: &Path, rootfs: &Path, uuid: &str, size_bytes: u64) -> Vec
         "-d".into(),
         rootfs.display().to_string(),
         "-E".into(),
-        format!("offset=1048576,hash_seed={hash_seed}"),
+        format!("offset={offset},hash_seed={hash_seed}"),
         disk.display().to_string(),
         format!("{fs_kib}k"),
     ])
@@ -124,40 +237,57 @@ pub fn mkfs_argv(disk: &Path, rootfs: &Path, uuid: &str, size_bytes: u64) -> Vec
 
 pub enum GrubStep {
     Write(&'static str, &'static str),
-    Run(&'static [&'static str]),
+    Run(Vec<&'static str>),
     Remove(&'static str),
 }
 
-/// Installing GRUB (BIOS) from inside the libguestfs appliance. `grub-install` alone guesses
-/// the disk holding /boot/grub from the appliance's mounts and sometimes picks the appliance's
-/// own disk ("embedding is not possible, but this is required for cross-disk install"), so the
+/// What the libguestfs appliance mounts while GRUB is installed: root, and the EFI system
+/// partition where grub-install looks for it.
+pub fn grub_mounts(layout: DiskLayout) -> &'static [(&'static str, &'static str)] {
+    match layout {
+        DiskLayout::Bios => &[("/dev/sda1", "/")],
+        DiskLayout::Hybrid => &[("/dev/sda1", "/"), ("/dev/sda3", "/boot/efi")],
+    }
+}
+
+/// Installing GRUB from inside the libguestfs appliance. `grub-install` alone guesses the disk
+/// holding /boot/grub from the appliance's mounts and sometimes picks the appliance's own disk
+/// ("embedding is not possible, but this is required for cross-disk install"), so the BIOS
 /// core image gets an explicit prefix and the boot sector is written with an explicit device
-/// map. The image has one disk with root on its first partition: (hd0,msdos1) is right for it.
-pub fn grub_steps() -> Vec<GrubStep> {
+/// map. The image has one disk with root on its first partition: (hd0,msdos1) or (hd0,gpt1).
+/// On a hybrid disk GRUB for EFI goes to the ESP as grub-cloud-amd64 installs it: Debian's
+/// signed shim and GRUB (Secure Boot), also at the removable path (`EFI/BOOT/BOOTX64.EFI`,
+/// which firmware with an empty variable store boots), no boot entry written.
+pub fn grub_steps(layout: DiskLayout) -> Vec<GrubStep> {
     use GrubStep::*;
-    vec![
+    let (prefix, part): (&'static str, &'static str) = match layout {
+        DiskLayout::Bios => ("(hd0,msdos1)/boot/grub", "part_msdos"),
+        DiskLayout::Hybrid => ("(hd0,gpt1)/boot/grub", "part_gpt"),
+    };
+    let mut steps = vec![
         // Copies the modules into /boot/grub/i386-pc; its core.img is replaced below.
-        Run(&[
+        Run(vec![
             "grub-install",
             "--target=i386-pc",
             "--no-bootsector",
             "/dev/sda",
         ]),
-        Run(&[
+        Run(vec![
             "grub-mkimage",
             "-O",
             "i386-pc",
             "-o",
             "/boot/grub/i386-pc/core.img",
             "-p",
-            "(hd0,msdos1)/boot/grub",
+            prefix,
             "biosdisk",
-            "part_msdos",
+            part,
             "ext2",
         ]),
         Write("/tmp/kiln-device.map", "(hd0) /dev/sda\n"),
-        Run(&[
-            "grub-bios-setup",
+        // grub-pc-bin's copy: the hybrid layout has no grub-pc (it conflicts with grub-efi).
+        Run(vec![
+            "/usr/lib/grub/i386-pc/grub-bios-setup",
             "-d",
             "/boot/grub/i386-pc",
             "-m",
@@ -165,9 +295,20 @@ pub fn grub_steps() -> Vec<GrubStep> {
             "/dev/sda",
         ]),
         Remove("/tmp/kiln-device.map"),
-        // grub.cfg finds the root filesystem by UUID.
-        Run(&["update-grub"]),
-    ]
+    ];
+    if layout == DiskLayout::Hybrid {
+        steps.push(Run(vec![
+            "grub-install",
+            "--target=x86_64-efi",
+            "--efi-directory=/boot/efi",
+            "--no-nvram",
+            "--uefi-secure-boot",
+            "--force-extra-removable",
+        ]));
+    }
+    // grub.cfg finds the root filesystem by UUID.
+    steps.push(Run(vec!["update-grub"]));
+    steps
 }
 
 /// Where the base disk for `b` is cached.
@@ -215,19 +356,30 @@ pub fn planned(cache: &Path, b: &BootstrapPlan) -> Vec<String> {
     let scratch = scratch_dir(cache, &key, std::process::id());
     let raw = scratch.join("disk.raw");
     let rootfs = scratch.join("rootfs");
-    vec![
+    let mut v = vec![
         format!("cache miss: {} is built", dest.display()),
         crate::process::display(&mmdebstrap_argv(b, &rootfs, &scratch.join("customize.sh"))),
         format!(
             "{} <<< '{}'",
             crate::process::display(&sfdisk_argv(&raw)),
-            sfdisk_script().replace('\n', "\\n")
+            sfdisk_script(b.layout, &key, b.size_bytes).replace('\n', "\\n")
         ),
-        crate::process::display(&mkfs_argv(&raw, &rootfs, &fs_uuid(&key), b.size_bytes)),
+        crate::process::display(&mkfs_argv(
+            &raw,
+            &rootfs,
+            &fs_uuid(&key),
+            b.layout,
+            b.size_bytes,
+        )),
+    ];
+    if let Some(id) = esp_volume(b) {
+        v.push(crate::process::display(&mkfs_esp_argv(&raw, &id)));
+    }
+    v.extend([
         format!(
             "libguestfs on {}: {}",
             raw.display(),
-            grub_steps()
+            grub_steps(b.layout)
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
@@ -238,7 +390,13 @@ pub fn planned(cache: &Path, b: &BootstrapPlan) -> Vec<String> {
             &scratch.join("base.qcow2"),
         )),
         format!("rename into the cache: {}", dest.display()),
-    ]
+    ]);
+    v
+}
+
+/// The EFI system partition's volume ID when `b`'s layout has one.
+pub fn esp_volume(b: &BootstrapPlan) -> Option<String> {
+    (b.layout == DiskLayout::Hybrid).then(|| esp_volume_id(&b.cache_key()))
 }
 
 #[cfg(test)]
@@ -253,6 +411,7 @@ mod tests {
             security_mirror: Some("http://deb.debian.org/debian-security".into()),
             packages: vec!["grub-pc".into(), "cloud-init".into()],
             size_bytes: 2 << 30,
+            layout: DiskLayout::Bios,
         }
     }
 
@@ -280,7 +439,13 @@ mod tests {
 
     #[test]
     fn mkfs_argv_offsets_the_partition() {
-        let v = mkfs_argv(Path::new("/d.raw"), Path::new("/r"), "U", 2 << 30);
+        let v = mkfs_argv(
+            Path::new("/d.raw"),
+            Path::new("/r"),
+            "U",
+            DiskLayout::Bios,
+            2 << 30,
+        );
         assert_eq!(
             v.join(" "),
             format!(

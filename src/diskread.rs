@@ -513,6 +513,50 @@ pub fn partitions(head: &[u8]) -> Option<(String, Vec<Part>)> {
     Some(("msdos".into(), parts))
 }
 
+/// A FAT boot sector's volume ID as blkid shows it (`XXXX-XXXX`), or None when `bs` (the
+/// first 512 bytes of a filesystem) is not a FAT12/16/32 boot sector.
+pub fn fat_volume_id(bs: &[u8]) -> Option<String> {
+    if bs.len() < 512 || bs[510] != 0x55 || bs[511] != 0xaa {
+        return None;
+    }
+    // FAT32 keeps its extended boot record at 0x40, FAT12/16 at 0x24: signature 0x29, then the
+    // volume ID, the label and the type text.
+    let at = match (&bs[0x52..0x57], &bs[0x36..0x39]) {
+        (b"FAT32", _) if bs[0x42] == 0x29 => 0x43,
+        (_, b"FAT") if bs[0x26] == 0x29 => 0x27,
+        _ => return None,
+    };
+    let id = u32::from_le_bytes(bs[at..at + 4].try_into().ok()?);
+    Some(format!("{:04X}-{:04X}", id >> 16, id & 0xffff))
+}
+
+/// GPT partition types kiln looks for.
+pub const ESP_GUID: &str = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+pub const BIOS_BOOT_GUID: &str = "21686148-6449-6E6F-744E-656564454649";
+
+/// The firmware a partition table calls for: UEFI for a GPT disk with an EFI system partition
+/// and no BIOS boot partition (it cannot boot from SeaBIOS), BIOS for everything else (a
+/// hybrid disk boots both; BIOS is what a cloud boots without `hw_firmware_type`).
+pub fn firmware_of(table: Option<&(String, Vec<Part>)>) -> crate::vocab::Firmware {
+    let has = |guid: &str, parts: &[Part]| parts.iter().any(|p| p.kind == guid);
+    match table {
+        Some((t, parts)) if t == "gpt" && has(ESP_GUID, parts) && !has(BIOS_BOOT_GUID, parts) => {
+            crate::vocab::Firmware::Uefi
+        }
+        _ => crate::vocab::Firmware::Bios,
+    }
+}
+
+/// [`firmware_of`] the image's partition table (BIOS when it cannot be read).
+pub fn firmware_for(img: &Image) -> crate::vocab::Firmware {
+    let mut head = vec![0u8; 34 * 512];
+    let table = open(img)
+        .and_then(|d| d.read_at(0, &mut head))
+        .ok()
+        .and_then(|()| partitions(&head));
+    firmware_of(table.as_ref())
+}
+
 /// A GPT GUID (mixed-endian on disk) as text.
 fn guid(b: &[u8]) -> String {
     format!(

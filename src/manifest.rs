@@ -23,6 +23,13 @@ pub struct Manifest {
     /// The virtual CPU the build and test VMs had (`host`, `max`, `x86-64-v2`, …).
     #[serde(default)]
     pub cpu: String,
+    /// The guest architecture (`x86_64`).
+    #[serde(default)]
+    pub architecture: String,
+    /// The firmware the build and test VMs booted with: `bios`, `uefi`, `uefi-secure-boot`
+    /// (what `kiln test` boots the outputs with by default).
+    #[serde(default)]
+    pub firmware: String,
     pub tools: Tools,
     pub stages: Vec<StageRecord>,
     pub sysprep: BTreeMap<String, usize>,

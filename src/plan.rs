@@ -218,6 +218,7 @@ pub struct BootstrapPlan {
     pub security_mirror: Option<String>,
     pub packages: Vec<String>,
     pub size_bytes: u64,
+    pub layout: crate::vocab::DiskLayout,
 }
 
 impl BootstrapPlan {
@@ -236,6 +237,7 @@ impl BootstrapPlan {
             h.update([0]);
         }
         h.update(self.size_bytes.to_le_bytes());
+        h.update(serde_json::to_vec(&self.layout).unwrap_or_default());
         hex::encode(h.finalize())[..16].to_string()
     }
 }
@@ -250,6 +252,7 @@ pub const DEFAULT_VM_TIMEOUT_SECS: u64 = 1800;
 #[derive(Debug, Clone, Serialize)]
 pub struct VmPlan {
     pub cpu: crate::vocab::Cpu,
+    pub firmware: crate::vocab::Firmware,
     pub memory_mib: u64,
     pub vcpus: u32,
     pub disk_bytes: Option<u64>,
@@ -372,7 +375,7 @@ pub struct TemplateSources {
 }
 
 /// Bump when the way bootstrapped base disks are made changes: it is part of the cache key.
-pub const RECIPE_REVISION: &str = "kiln-bootstrap-6";
+pub const RECIPE_REVISION: &str = "kiln-bootstrap-7";
 
 /// Arguments of the operations that take them (virt-sysprep's flags of the same names) and
 /// the customize steps of the `customize` operation.
@@ -419,10 +422,10 @@ pub struct GlanceSettings {
     pub recipe_id: String,
 }
 
-/// What any bootable base needs; elements add the rest (cloud-init, ssh, ...).
+/// What any bootable base needs besides its boot loader (`bootstrap::boot_packages`); elements
+/// add the rest (cloud-init, ssh, ...).
 pub const BASE_PACKAGES: &[&str] = &[
     "linux-image-cloud-amd64",
-    "grub-pc",
     "systemd-sysv",
     "udev",
     "dbus",

@@ -234,6 +234,7 @@ pub fn machine(plan: &Plan, engine: Engine) -> Machine {
     Machine {
         engine,
         cpu: plan.vm.cpu,
+        firmware: plan.vm.firmware,
         memory_mib: plan.vm.memory_mib,
         vcpus: plan.vm.vcpus,
     }

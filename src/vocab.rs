@@ -421,6 +421,125 @@ impl Cpu {
     }
 }
 
+/// The firmware every VM of a recipe boots with (`vm.firmware`, `vm.secure_boot`; `kiln test
+/// --firmware`, `--secure-boot`). UEFI is Debian's OVMF with a copy of its variable store per VM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Firmware {
+    /// SeaBIOS: the image boots from its MBR (GRUB for i386-pc).
+    #[default]
+    #[serde(rename = "bios")]
+    Bios,
+    /// OVMF without Secure Boot: the image boots from its EFI system partition.
+    #[serde(rename = "uefi")]
+    Uefi,
+    /// OVMF's Secure Boot build, SMM on, Microsoft's keys enrolled: only a signed chain (shim,
+    /// GRUB, kernel) boots.
+    #[serde(rename = "uefi-secure-boot")]
+    SecureBoot,
+}
+
+/// The guest architecture of every image kiln builds today (the VMs' `<type arch>`, Glance's
+/// `architecture`).
+pub const ARCH: &str = "x86_64";
+
+/// Glance's properties for the hardware an image was built and boot-tested on: Nova boots an
+/// instance of it the same way (architecture, machine type, firmware, Secure Boot).
+pub fn hardware_properties(firmware: Firmware) -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![("architecture", ARCH), ("hw_machine_type", "q35")];
+    v.extend(firmware.glance_properties());
+    v
+}
+
+/// How a bootstrapped disk is partitioned (`source.bootstrap.layout`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskLayout {
+    /// GPT: root (partition 1, last on the disk so it can grow), a BIOS boot partition (2) and
+    /// an EFI system partition (3); GRUB for i386-pc and x86_64-efi, also at the removable path.
+    #[default]
+    Hybrid,
+    /// MBR with one root partition and GRUB for i386-pc: BIOS only.
+    Bios,
+}
+
+impl DiskLayout {
+    /// Can a VM with this firmware boot it?
+    pub fn boots_with(&self, f: Firmware) -> bool {
+        *self == DiskLayout::Hybrid || f.is_bios()
+    }
+}
+
+/// The files of one UEFI firmware: read-only code and the template of its variable store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirmwareFiles {
+    pub code: &'static str,
+    pub vars: &'static str,
+    /// Secure Boot: libvirt's `secure='yes'` and SMM.
+    pub secure: bool,
+}
+
+impl Firmware {
+    pub fn is_bios(&self) -> bool {
+        *self == Firmware::Bios
+    }
+
+    pub fn is_uefi(&self) -> bool {
+        !self.is_bios()
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Firmware::Bios => "bios",
+            Firmware::Uefi => "uefi",
+            Firmware::SecureBoot => "uefi-secure-boot",
+        }
+    }
+
+    /// From the recipe's two keys; None: Secure Boot asked for with BIOS.
+    pub fn from_settings(uefi: bool, secure_boot: bool) -> Option<Firmware> {
+        match (uefi, secure_boot) {
+            (false, false) => Some(Firmware::Bios),
+            (true, false) => Some(Firmware::Uefi),
+            (true, true) => Some(Firmware::SecureBoot),
+            (false, true) => None,
+        }
+    }
+
+    /// Debian's files (`ovmf`) for this firmware on x86_64; None for BIOS (libvirt's default).
+    pub fn files(&self) -> Option<FirmwareFiles> {
+        match self {
+            Firmware::Bios => None,
+            Firmware::Uefi => Some(FirmwareFiles {
+                code: "/usr/share/OVMF/OVMF_CODE_4M.fd",
+                vars: "/usr/share/OVMF/OVMF_VARS_4M.fd",
+                secure: false,
+            }),
+            Firmware::SecureBoot => Some(FirmwareFiles {
+                code: "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+                vars: "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+                secure: true,
+            }),
+        }
+    }
+
+    /// Glance's `hw_firmware_type` (and `os_secure_boot`) for an image built this way.
+    pub fn glance_properties(&self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Firmware::Bios => vec![("hw_firmware_type", "bios")],
+            Firmware::Uefi => vec![("hw_firmware_type", "uefi")],
+            Firmware::SecureBoot => {
+                vec![("hw_firmware_type", "uefi"), ("os_secure_boot", "required")]
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Firmware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// libvirt's `<cpu>` element for one VM: a mode, and for a level, the oldest of qemu's models
 /// that has it (qemu64 with the level's features added hangs Linux 6.1 at boot under TCG once
 /// XSAVE is among them; `check='none'`: TCG emulates the model whatever the host has).

@@ -124,3 +124,101 @@ fn qcow2_images_read_as_qemu_img_reads_them() {
         same_bytes(Path::new(&p(img)), Path::new(&raw));
     }
 }
+
+/// The hybrid layout as the bootstrap makes it (sfdisk and mkfs.vfat from the same builders),
+/// read back by the host reader and by blkid: GPT with root, BIOS boot and a FAT32 ESP whose
+/// volume ID is the one fstab names; a hybrid disk boots with BIOS by default, the same table
+/// without its BIOS boot partition only with UEFI.
+#[test]
+fn the_hybrid_layout_reads_back_as_written() {
+    use kiln::vocab::{DiskLayout, Firmware};
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("disk.raw");
+    let size = 512u64 << 20;
+    std::fs::File::create(&raw).unwrap().set_len(size).unwrap();
+    let sfdisk = |script: &str| {
+        let argv = kiln::bootstrap::sfdisk_argv(&raw);
+        let mut c = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(c.wait().unwrap().success());
+    };
+    sfdisk(&kiln::bootstrap::sfdisk_script(
+        DiskLayout::Hybrid,
+        "k",
+        size,
+    ));
+    let id = kiln::bootstrap::esp_volume_id("k");
+    let argv = kiln::bootstrap::mkfs_esp_argv(&raw, &id);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    run(&argv);
+
+    let img = checked(&raw);
+    let disk = kiln::diskread::open(&img).unwrap();
+    let mut head = vec![0u8; 34 * 512];
+    disk.read_at(0, &mut head).unwrap();
+    let (table, parts) = kiln::diskread::partitions(&head).unwrap();
+    assert_eq!(table, "gpt");
+    let kinds: Vec<(i32, &str)> = parts.iter().map(|p| (p.number, p.kind.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
+            (2, kiln::diskread::BIOS_BOOT_GUID),
+            (3, kiln::diskread::ESP_GUID)
+        ]
+    );
+    // Root is last on the disk and the filesystem mkfs.ext4 is told to make fills it.
+    let (offset, len) = kiln::bootstrap::root_extent(DiskLayout::Hybrid, size);
+    assert_eq!((parts[0].start, parts[0].size), (offset, len));
+    assert!(parts
+        .iter()
+        .all(|p| p.number == 1 || p.start + p.size <= offset));
+    let mut bs = vec![0u8; 512];
+    disk.read_at(parts[2].start, &mut bs).unwrap();
+    let fat = kiln::diskread::fat_volume_id(&bs).unwrap();
+    assert_eq!(fat, format!("{}-{}", &id[..4], &id[4..]));
+    // blkid agrees, and FAT32 has the clusters it needs (fsck.vfat warns otherwise).
+    let esp = dir.path().join("esp.img");
+    run(&[
+        "dd",
+        &format!("if={}", raw.display()),
+        &format!("of={}", esp.display()),
+        "bs=1M",
+        "skip=2",
+        "count=126",
+        "status=none",
+    ]);
+    let o = Command::new("blkid")
+        .args(["-s", "UUID", "-o", "value"])
+        .arg(&esp)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), fat);
+    let o = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(&esp)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !said.contains("Warning"), "{said}");
+    assert_eq!(kiln::diskread::firmware_for(&img), Firmware::Bios);
+    // Without the BIOS boot partition: UEFI only.
+    run(&[
+        "sfdisk",
+        "--quiet",
+        "--delete",
+        &raw.display().to_string(),
+        "2",
+    ]);
+    assert_eq!(kiln::diskread::firmware_for(&checked(&raw)), Firmware::Uefi);
+    assert_eq!(kiln::diskread::fat_volume_id(&head[..512]), None);
+}

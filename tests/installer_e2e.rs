@@ -47,10 +47,14 @@ fn rootfs_tar() -> (PathBuf, String) {
         security_mirror: Some("http://deb.debian.org/debian-security".into()),
         packages: kiln::bootstrap::BASE_PACKAGES
             .iter()
+            .chain(kiln::bootstrap::boot_packages(
+                kiln::vocab::DiskLayout::Bios,
+            ))
             .map(|s| s.to_string())
             .chain(["cloud-init", "sudo", "passwd"].map(String::from))
             .collect(),
         size_bytes: 3 << 30,
+        layout: kiln::vocab::DiskLayout::Bios,
     };
     let key = plan.cache_key();
     let uuid = kiln::bootstrap::fs_uuid(&key);
@@ -63,7 +67,7 @@ fn rootfs_tar() -> (PathBuf, String) {
     let scratch = tempfile::tempdir_in(&dir).unwrap();
     let rootfs = scratch.path().join("rootfs");
     let customize = scratch.path().join("customize.sh");
-    std::fs::write(&customize, kiln::bootstrap::customize_script(&uuid)).unwrap();
+    std::fs::write(&customize, kiln::bootstrap::customize_script(&uuid, None)).unwrap();
     let argv = kiln::bootstrap::mmdebstrap_argv(&plan, &rootfs, &customize);
     let st = Command::new(&argv[0]).args(&argv[1..]).status().unwrap();
     assert!(st.success(), "mmdebstrap failed");

@@ -84,6 +84,7 @@ pub enum Builtin {
     HostKeys,
     Hostname,
     NoFailedUnits,
+    Firmware,
 }
 
 /// What a built-in check's judge compares against.
@@ -92,6 +93,8 @@ pub struct Expected<'a> {
     pub hostname: &'a str,
     /// The image's virtual size (the test disk is larger).
     pub image_virtual: u64,
+    /// What the VM booted with: the guest must have seen it (no fallback to another).
+    pub firmware: crate::vocab::Firmware,
 }
 
 /// The checks every boot test runs after cloud-init is done (the ssh login itself is one).
@@ -104,6 +107,7 @@ pub fn builtin_checks() -> Vec<Builtin> {
         HostKeys,
         Hostname,
         NoFailedUnits,
+        Firmware,
     ]
 }
 
@@ -121,6 +125,9 @@ impl Builtin {
             Builtin::HostKeys => "the ssh host keys were made on this boot",
             Builtin::Hostname => "the hostname is the seed's",
             Builtin::NoFailedUnits => "no failed systemd units",
+            Builtin::Firmware => {
+                "the guest booted with the VM's firmware (Secure Boot enforcing when on)"
+            }
         }
     }
 
@@ -145,6 +152,12 @@ impl Builtin {
             }
             Builtin::Hostname => "hostname",
             Builtin::NoFailedUnits => "systemctl --failed --plain --no-legend --no-pager",
+            // The kernel's view: /sys/firmware/efi exists only when UEFI started it; the
+            // SecureBoot variable's last byte is 1 when Secure Boot is enforcing (readable
+            // without root, and needs no mokutil in the image).
+            Builtin::Firmware => {
+                "if [ -d /sys/firmware/efi ]; then echo uefi; od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c 2>/dev/null | awk '{print $NF}'; else echo bios; fi"
+            }
         }
     }
 
@@ -240,6 +253,7 @@ impl Builtin {
                     Err(format!("hostname is {h:?}, not {:?}", want.hostname))
                 }
             }
+            Builtin::Firmware => judge_firmware(line(0), line(1), want.firmware),
             Builtin::NoFailedUnits => {
                 let failed: Vec<&str> = lines
                     .iter()
@@ -253,6 +267,22 @@ impl Builtin {
                 }
             }
         }
+    }
+}
+
+/// The firmware the guest saw (`bios` or `uefi`, and the SecureBoot variable) against the VM's.
+fn judge_firmware(seen: &str, secure: &str, want: crate::vocab::Firmware) -> Result<(), String> {
+    use crate::vocab::Firmware as F;
+    match (want, seen) {
+        (F::Bios, "bios") | (F::Uefi, "uefi") => Ok(()),
+        (F::SecureBoot, "uefi") if secure == "1" => Ok(()),
+        (F::SecureBoot, "uefi") => Err(format!(
+            "Secure Boot is not enforcing in the guest (SecureBoot variable: {})",
+            if secure.is_empty() { "missing" } else { secure }
+        )),
+        (_, seen) => Err(format!(
+            "the guest saw {seen:?} firmware, the VM had {want}"
+        )),
     }
 }
 

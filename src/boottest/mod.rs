@@ -393,8 +393,9 @@ fn boot_and_check(
 ) -> Result<Report, TestError> {
     lv.start(name)?;
     tracing::info!(
-        "boot test: started domain {name} ({}, {} MiB); ssh on 127.0.0.1:{port}",
+        "boot test: started domain {name} ({}, {}, {} MiB); ssh on 127.0.0.1:{port}",
         o.machine.engine.as_str(),
+        o.machine.firmware,
         o.machine.memory_mib
     );
     let session = Session {
@@ -469,6 +470,7 @@ fn boot_and_check(
         instance_id,
         hostname,
         image_virtual: o.virtual_size,
+        firmware: o.machine.firmware,
     };
     let rest = ran[2..].iter().zip(&took[2..]);
     for (b, (r, secs)) in builtins.iter().zip(rest.clone()) {

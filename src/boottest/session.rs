@@ -224,6 +224,12 @@ pub fn boot_failure(console: &str) -> Option<String> {
     if let Some(l) = console.lines().find(|l| cpu_level_too_low(l)) {
         return Some(format!("{CPU_LEVEL_HINT} ({})", l.trim()));
     }
+    if let Some((l, why)) = console
+        .lines()
+        .find_map(|l| crate::libvirt::console::fatal_line(l).map(|why| (l, why)))
+    {
+        return Some(format!("{why} ({})", l.trim()));
+    }
     for (needle, what) in [
         (
             "You are in emergency mode",
@@ -233,7 +239,6 @@ pub fn boot_failure(console: &str) -> Option<String> {
             "Give root password for maintenance",
             "the guest booted into emergency mode",
         ),
-        ("Kernel panic - not syncing", "the guest's kernel panicked"),
         ("ALERT!  ", "the initramfs did not find the root filesystem"),
         ("grub rescue>", "GRUB did not find its files (grub rescue)"),
     ] {

@@ -55,10 +55,11 @@ fn builtin_checks_judge_the_guest() {
         instance_id: "kiln-test-ab",
         hostname: "kiln-test-ab",
         image_virtual: 3 << 30,
+        firmware: crate::vocab::Firmware::Bios,
     };
     let j = |b: Builtin, status, out: &str| b.judge(status, out, &want);
     let names = builtin_checks();
-    assert_eq!(names.len(), 6);
+    assert_eq!(names.len(), 7);
     let data = |platform: &str, id: &str| {
         format!("{{\"v1\": {{\"platform\": \"{platform}\", \"instance_id\": \"{id}\"}}}}\n")
     };
@@ -148,6 +149,7 @@ fn a_lost_batch_output_fails_every_builtin_check() {
         instance_id: "i-1",
         hostname: "h",
         image_virtual: 1,
+        firmware: crate::vocab::Firmware::Bios,
     };
     // The session ended before the last command's markers: -1, judged as lost.
     let out = batch_lost_after_first();
@@ -310,4 +312,36 @@ fn junit_names_each_check_and_its_failure() {
         x.contains("<failure message=\"it is &quot;inactive&quot;\"/>"),
         "{x}"
     );
+}
+
+#[test]
+fn the_firmware_check_wants_what_the_vm_had() {
+    use crate::vocab::Firmware as F;
+    let j = |firmware, out: &str| {
+        Builtin::Firmware.judge(
+            0,
+            out,
+            &Expected {
+                instance_id: "i",
+                hostname: "h",
+                image_virtual: 1,
+                firmware,
+            },
+        )
+    };
+    assert!(j(F::Bios, "bios\n").is_ok());
+    assert!(j(F::Uefi, "uefi\n0\n").is_ok());
+    assert!(j(F::SecureBoot, "uefi\n1\n").is_ok());
+    assert!(j(F::Bios, "uefi\n0\n")
+        .unwrap_err()
+        .contains("the VM had bios"));
+    assert!(j(F::Uefi, "bios\n")
+        .unwrap_err()
+        .contains("\"bios\" firmware"));
+    assert!(j(F::SecureBoot, "uefi\n0\n")
+        .unwrap_err()
+        .contains("not enforcing in the guest (SecureBoot variable: 0)"));
+    assert!(j(F::SecureBoot, "uefi\n")
+        .unwrap_err()
+        .contains("variable: missing"));
 }

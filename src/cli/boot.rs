@@ -37,6 +37,15 @@ pub struct TestArgs {
     /// TCG; a level proves the image runs on CPUs that old.
     #[arg(long, value_enum, default_value_t = crate::vocab::Cpu::Auto)]
     pub cpu: crate::vocab::Cpu,
+    /// The firmware to boot with (default: the `firmware` of the manifest.json beside the
+    /// image, else uefi when its partition table has an EFI system partition and no BIOS boot
+    /// partition, else bios).
+    #[arg(long, value_enum)]
+    pub firmware: Option<crate::recipe::model::FirmwareSetting>,
+    /// UEFI Secure Boot with Microsoft's keys (implies --firmware uefi); the test checks that
+    /// the guest sees it enforcing.
+    #[arg(long)]
+    pub secure_boot: bool,
     /// libvirt connection.
     #[arg(long, default_value = crate::plan::DEFAULT_URI)]
     pub connect: String,
@@ -51,6 +60,43 @@ pub struct TestArgs {
     /// Keep the test VM's serial console here.
     #[arg(long, value_name = "FILE")]
     pub console: Option<PathBuf>,
+}
+
+/// The firmware `kiln test` boots `image` with: the flags, else what the build that made it
+/// recorded, else what its partition table allows.
+fn firmware(
+    a: &TestArgs,
+    image: &std::path::Path,
+    checked: &crate::diskread::Image,
+) -> crate::vocab::Firmware {
+    use crate::recipe::model::FirmwareSetting;
+    use crate::vocab::Firmware;
+    match (a.secure_boot, a.firmware) {
+        (true, _) => return Firmware::SecureBoot,
+        (false, Some(FirmwareSetting::Uefi)) => return Firmware::Uefi,
+        (false, Some(FirmwareSetting::Bios)) => return Firmware::Bios,
+        (false, None) => {}
+    }
+    if let Some(f) = image.parent().and_then(|dir| recorded_firmware(dir, image)) {
+        tracing::info!("booting with {f} firmware, as manifest.json says the image was built");
+        return f;
+    }
+    let f = crate::diskread::firmware_for(checked);
+    tracing::info!("booting with {f} firmware (from the image's partition table)");
+    f
+}
+
+/// The firmware manifest.json in `dir` records, when it lists `image` among its outputs.
+fn recorded_firmware(
+    dir: &std::path::Path,
+    image: &std::path::Path,
+) -> Option<crate::vocab::Firmware> {
+    let m = crate::manifest::read(dir).ok()?;
+    let file = image.file_name()?.to_str()?;
+    if !m.outputs.iter().any(|o| o.path == file) {
+        return None;
+    }
+    serde_json::from_value(serde_json::Value::String(m.firmware)).ok()
 }
 
 /// `--check-*` values as checks (errors name the flag).
@@ -113,16 +159,17 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return usage_error(format!("{}: {e}", a.image.display())),
     };
-    let info = match crate::imagefile::check_info(&image, a.format.as_deref(), &a.backing, &cancel)
-    {
-        Ok((_, info)) => info,
-        Err(e) => {
-            return usage_error(format!(
-                "cannot read {}: {e}",
-                safe(&image.display().to_string())
-            ))
-        }
-    };
+    let (checked, info) =
+        match crate::imagefile::check_info(&image, a.format.as_deref(), &a.backing, &cancel) {
+            Ok(found) => found,
+            Err(e) => {
+                return usage_error(format!(
+                    "cannot read {}: {e}",
+                    safe(&image.display().to_string())
+                ))
+            }
+        };
+    let firmware = firmware(&a, &image, &checked);
     let tcg = crate::libvirt::probe::tcg_for_tools(
         a.accel,
         &super::tunables().cache_dir,
@@ -159,6 +206,7 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
         let machine = crate::libvirt::domain::Machine {
             engine: crate::vocab::Engine::from_tcg(tcg),
             cpu: a.cpu,
+            firmware,
             memory_mib: a.memory,
             vcpus: a.vcpus,
         };

@@ -387,7 +387,8 @@ fn snapshots(
                         // The host reader where it can (as `kiln inspect`), else libguestfs;
                         // an image corrupt where kiln reads it is handed to neither.
                         if !libguestfs && (img.format == "raw" || img.format == "qcow2") {
-                            match crate::inspect::open_host(&img) {
+                            match crate::inspect::open_host(&img, crate::inspect::Reach::Everything)
+                            {
                                 Ok((view, _)) => return work(&view),
                                 Err(crate::inspect::HostError::Corrupt(why)) => return Err(why),
                                 Err(why) => tracing::debug!(

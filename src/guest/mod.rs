@@ -126,13 +126,13 @@ impl Guest {
         retry(|| Self::try_open(disk, format, opts))
     }
 
-    /// Launch on `disk` and mount one `device` on / without inspection (for a disk that is not
-    /// bootable yet, e.g. while installing its bootloader).
+    /// Launch on `disk` and mount `mounts` (device, mount point; parents first) without
+    /// inspection (for a disk that is not bootable yet, e.g. while installing its bootloader).
     pub fn open_device(
         disk: &Path,
         format: &str,
         tcg: bool,
-        device: &str,
+        mounts: &[(&str, &str)],
     ) -> Result<Guest, GuestError> {
         retry(|| {
             let g = Self::launch(
@@ -143,15 +143,20 @@ impl Guest {
                     ..Default::default()
                 },
             )?;
-            g.mount(device, "/")
-                .map_err(ge(disk, &format!("mounting {device}")))?;
+            for (device, at) in mounts {
+                g.mount(device, at)
+                    .map_err(ge(disk, &format!("mounting {device} on {at}")))?;
+            }
             Ok(Guest {
                 watch: None,
                 g,
                 disk: disk.to_path_buf(),
                 distro: "unknown".into(),
                 package_management: "unknown".into(),
-                mounts: vec![("/".into(), device.into())],
+                mounts: mounts
+                    .iter()
+                    .map(|(d, at)| (at.to_string(), d.to_string()))
+                    .collect(),
                 listed: None,
             })
         })

@@ -248,7 +248,7 @@ impl From<crate::diskread::DiskError> for HostError {
 /// the image's bytes are parsed by memory-safe code, nothing is mounted or run). A `Fallback`
 /// error means "use libguestfs", not that the image is bad.
 pub fn read_host(image: &crate::diskread::Image) -> Result<Report, HostError> {
-    let (view, facts) = open_host(image)?;
+    let (view, facts) = open_host(image, Reach::Everything)?;
     let kernels = glob(&view, "/boot/vmlinuz-*")
         .into_iter()
         .filter_map(|k| k.strip_prefix("/boot/vmlinuz-").map(String::from))
@@ -305,6 +305,17 @@ fn scan_filesystems(
                 used: None,
             });
         } else if part.is_some_and(|p| p.kind == BIOS_BOOT_GUID) {
+        } else if let Some(uuid) = diskread::fat_volume_id(&sb[..512]) {
+            // Listed, not read: the host reader has no FAT driver (see `Reach`).
+            filesystems.push(Filesystem {
+                device: dev.clone(),
+                fstype: "vfat".into(),
+                uuid,
+                label: String::new(),
+                mountpoint: None,
+                size: None,
+                used: None,
+            });
         } else {
             return Err(format!("{dev}: not an ext2/3/4 filesystem").into());
         }
@@ -314,7 +325,21 @@ fn scan_filesystems(
 
 /// The host reader's view of an image and its disk facts (see `read_host` for what it
 /// refuses).
-pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts), HostError> {
+/// How much of the guest a caller needs through the host reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every filesystem fstab mounts (`kiln inspect`, `kiln diff`): a FAT one (an EFI system
+    /// partition) sends the caller to libguestfs, so no report misses its files.
+    Everything,
+    /// The root filesystem and the ext4 ones fstab mounts (provisioning reads dpkg's status,
+    /// apt's sources and the kernel): a FAT filesystem is left out.
+    Root,
+}
+
+pub fn open_host(
+    image: &crate::diskread::Image,
+    reach: Reach,
+) -> Result<(HostView, DiskFacts), HostError> {
     use crate::diskread::{self, Slice};
     let disk = diskread::open(image)?;
     let mut head = vec![0u8; 34 * 512];
@@ -394,8 +419,15 @@ pub fn open_host(image: &crate::diskread::Image) -> Result<(HostView, DiskFacts)
             Some(("LABEL", l)) => f.label == l,
             _ => false,
         });
+        let fat = found.is_some_and(|i| filesystems[i].fstype == "vfat");
         match found.and_then(|i| loaded.iter().position(|(d, _)| *d == filesystems[i].device)) {
             Some(i) => mounts.push((mp, i)),
+            None if fat && reach == Reach::Root => continue,
+            None if fat => {
+                return Err(fallback(&format!(
+                    "fstab's {mp}: FAT (read through libguestfs)"
+                )))
+            }
             // A filesystem the host reader cannot open, or one that is missing: libguestfs
             // decides (it reports the missing one the same way).
             None => return Err(format!("fstab's {mp}: not an ext4 filesystem of this disk").into()),

@@ -106,13 +106,13 @@ pub fn wait_for_poweroff(
     let mut failures = 0u32;
     loop {
         tail.pump();
-        if tail.panicked {
-            // Give the console a moment for the rest of the panic message.
+        if let Some(fatal) = tail.fatal {
+            // Give the console a moment for the rest of the message.
             cancel.sleep(Duration::from_secs(2));
             let last = tail.last(30);
             let why = match last.lines().any(cpu_level_too_low) {
                 true => CPU_LEVEL_HINT,
-                false => "the guest's kernel panicked",
+                false => fatal,
             };
             bail!("{why}; console tail:\n{last}");
         }
@@ -266,7 +266,8 @@ struct ConsoleTail {
     /// (marker, first line holding it and when it came).
     markers: Vec<(String, Option<(String, Instant)>)>,
     /// A kernel panic was printed.
-    panicked: bool,
+    /// A line after which the guest will never finish (a kernel panic, firmware giving up).
+    fatal: Option<&'static str>,
     /// When cloud-init's "finished" line was first seen.
     cloud_init_finished: Option<Instant>,
 }
@@ -279,7 +280,7 @@ impl ConsoleTail {
             partial: String::new(),
             lines: std::collections::VecDeque::new(),
             markers: Vec::new(),
-            panicked: false,
+            fatal: None,
             cloud_init_finished: None,
         }
     }
@@ -307,7 +308,9 @@ impl ConsoleTail {
             if !line.is_empty() {
                 tracing::info!(target: "kiln::console", "console| {line}");
             }
-            self.panicked |= line.contains("Kernel panic - not syncing");
+            if self.fatal.is_none() {
+                self.fatal = fatal_line(&line);
+            }
             if self.cloud_init_finished.is_none() && is_cloud_init_finished(&line) {
                 self.cloud_init_finished = Some(Instant::now());
             }
@@ -334,6 +337,42 @@ impl ConsoleTail {
         }
         v[v.len().saturating_sub(n)..].join("\n")
     }
+}
+
+/// What a console line means when the guest will never boot its system or finish: the
+/// kernel panicked, or the firmware found nothing it would start.
+pub fn fatal_line(line: &str) -> Option<&'static str> {
+    const FATAL: &[(&str, &str)] = &[
+        ("Kernel panic - not syncing", "the guest's kernel panicked"),
+        (
+            "UEFI Interactive Shell",
+            "the UEFI firmware found nothing to boot and started its shell (no EFI system \
+             partition, or no EFI/BOOT/BOOTX64.EFI on it: was the image made for BIOS only?)",
+        ),
+        (
+            "No bootable device",
+            "the BIOS found nothing to boot (no boot loader for BIOS: was the image made for \
+             UEFI only? vm.firmware, kiln test --firmware)",
+        ),
+        // Secure Boot refusing an unsigned link of the chain: OVMF for the first stage, shim
+        // for GRUB, GRUB (shim_lock) for the kernel.
+        (
+            "Access Denied",
+            "the firmware refused to start the boot loader (Secure Boot: is it signed?)",
+        ),
+        (
+            "Security Violation",
+            "Secure Boot refused an unsigned part of the boot chain",
+        ),
+        (
+            "bad shim signature",
+            "Secure Boot refused an unsigned kernel (GRUB: bad shim signature)",
+        ),
+    ];
+    FATAL
+        .iter()
+        .find(|(needle, _)| line.contains(needle))
+        .map(|(_, why)| *why)
 }
 
 /// glibc refusing to start on a CPU below the level it was built for ("Fatal glibc error: CPU
@@ -399,7 +438,7 @@ mod tests {
         let mut t = ConsoleTail::new(&p);
         t.pump();
         assert!(t.cloud_init_finished.is_some());
-        assert!(!t.panicked);
+        assert!(t.fatal.is_none());
         std::fs::write(
             &p,
             "[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n",
@@ -407,7 +446,7 @@ mod tests {
         .unwrap();
         let mut t = ConsoleTail::new(&p);
         t.pump();
-        assert!(t.panicked && t.cloud_init_finished.is_none());
+        assert!(t.fatal.is_some() && t.cloud_init_finished.is_none());
     }
 
     #[test]

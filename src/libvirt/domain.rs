@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::vmuser::VmUser;
 use crate::templates::{self, TemplateError};
-use crate::vocab::{Cpu, Engine};
+use crate::vocab::{Cpu, Engine, Firmware};
 
 /// What the VM is for: the metadata element's name and the template's comment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -144,6 +144,10 @@ pub struct DomainSpec {
     pub engine: Engine,
     /// The recipe's `vm.cpu`, resolved for `engine` when rendered.
     pub cpu: Cpu,
+    pub firmware: Firmware,
+    /// UEFI: this VM's own copy of the variable store (libvirt makes it from the firmware's
+    /// template when the VM starts; never the shared template itself).
+    pub nvram: Option<PathBuf>,
     pub memory_mib: u64,
     pub vcpus: u32,
     pub kernel: Option<KernelBoot>,
@@ -165,20 +169,27 @@ pub struct DomainSpec {
 pub struct Machine {
     pub engine: Engine,
     pub cpu: Cpu,
+    pub firmware: Firmware,
     pub memory_mib: u64,
     pub vcpus: u32,
 }
 
+/// The file name of a VM's variable store, in the VM's own directory.
+pub const NVRAM_FILE: &str = "efivars.fd";
+
 impl DomainSpec {
-    fn new(role: Role, name: &str, m: Machine, runs_as: VmUser) -> DomainSpec {
+    /// `dir`: the VM's own directory (its variable store goes there under UEFI).
+    fn new(role: Role, name: &str, m: Machine, runs_as: VmUser, dir: &Path) -> DomainSpec {
         DomainSpec {
             role,
             name: name.to_string(),
             label: None,
-            arch: "x86_64",
+            arch: crate::vocab::ARCH,
             machine: "q35",
             engine: m.engine,
             cpu: m.cpu,
+            firmware: m.firmware,
+            nvram: m.firmware.is_uefi().then(|| dir.join(NVRAM_FILE)),
             memory_mib: m.memory_mib,
             vcpus: m.vcpus,
             kernel: None,
@@ -202,7 +213,7 @@ impl DomainSpec {
                 Disk::seed(&work.join("seed.iso")),
             ],
             console_log: Some(work.join("console.log")),
-            ..DomainSpec::new(Role::Build, name, m, runs_as)
+            ..DomainSpec::new(Role::Build, name, m, runs_as, work)
         }
     }
 
@@ -222,7 +233,7 @@ impl DomainSpec {
             reboot_ends: true,
             disks: vec![Disk::system(disk, false)],
             console_log: Some(console.to_path_buf()),
-            ..DomainSpec::new(Role::Install, name, m, runs_as)
+            ..DomainSpec::new(Role::Install, name, m, runs_as, parent(console))
         }
     }
 
@@ -240,7 +251,7 @@ impl DomainSpec {
             disks: vec![overlay.clone(), Disk::seed(seed)],
             network: Network::SshForward(ssh_port),
             console_log: Some(console.to_path_buf()),
-            ..DomainSpec::new(Role::Test, name, m, runs_as)
+            ..DomainSpec::new(Role::Test, name, m, runs_as, parent(console))
         }
     }
 
@@ -250,6 +261,7 @@ impl DomainSpec {
         let m = Machine {
             engine: Engine::Kvm,
             cpu: Cpu::Auto,
+            firmware: Firmware::Bios,
             memory_mib: 128,
             vcpus: 1,
         };
@@ -264,7 +276,7 @@ impl DomainSpec {
             network: Network::None,
             rng: false,
             relabel: false,
-            ..DomainSpec::new(Role::Probe, name, m, VmUser::current())
+            ..DomainSpec::new(Role::Probe, name, m, VmUser::current(), Path::new("/"))
         }
     }
 
@@ -293,6 +305,11 @@ impl DomainSpec {
     }
 }
 
+/// The directory a file of the VM's is in.
+fn parent(file: &Path) -> &Path {
+    file.parent().unwrap_or(Path::new("."))
+}
+
 /// What a template sees under `domain`: the spec, plus the flat names a recipe's own build-VM
 /// template has used since before the spec (`disk_path`, `seed_path`, `backing_path`, …).
 #[derive(Serialize)]
@@ -306,6 +323,14 @@ struct View<'a> {
     cpu_model: Option<&'static str>,
     arch: &'static str,
     machine: &'static str,
+    firmware: &'static str,
+    /// UEFI: the firmware's code, `yes` for Secure Boot, the variable store and its template.
+    loader: Option<&'static str>,
+    loader_secure: &'static str,
+    nvram: Option<&'a Path>,
+    nvram_template: Option<&'static str>,
+    /// Secure Boot needs SMM (the variable store is written only in system management mode).
+    smm: bool,
     memory_mib: u64,
     vcpus: u32,
     kernel: Option<&'a Path>,
@@ -334,6 +359,7 @@ impl Serialize for DomainSpec {
         let system = self.disks.first();
         let k = self.kernel.as_ref();
         let cpu = self.engine.cpu(self.cpu);
+        let fw = self.firmware.files();
         View {
             role: self.role,
             name: &self.name,
@@ -343,6 +369,16 @@ impl Serialize for DomainSpec {
             cpu_model: cpu.model,
             arch: self.arch,
             machine: self.machine,
+            firmware: self.firmware.as_str(),
+            loader: fw.map(|f| f.code),
+            loader_secure: if fw.is_some_and(|f| f.secure) {
+                "yes"
+            } else {
+                "no"
+            },
+            nvram: self.nvram.as_deref().filter(|_| fw.is_some()),
+            nvram_template: fw.map(|f| f.vars),
+            smm: fw.is_some_and(|f| f.secure),
             memory_mib: self.memory_mib,
             vcpus: self.vcpus,
             kernel: k.map(|k| k.kernel.as_path()),
@@ -388,6 +424,7 @@ mod tests {
         Machine {
             engine,
             cpu: Cpu::Auto,
+            firmware: Firmware::Bios,
             memory_mib: 2048,
             vcpus: 2,
         }
@@ -463,6 +500,55 @@ mod tests {
         )
         .xml("", "")
         .unwrap()
+    }
+
+    /// Every VM of a UEFI recipe boots OVMF with a variable store of its own in its own
+    /// directory, made by libvirt from the template; Secure Boot adds the secure code and SMM.
+    #[test]
+    fn uefi_vms_get_the_firmware_and_their_own_variable_store() {
+        let firmware = |f: Firmware| Machine {
+            firmware: f,
+            ..m(Engine::Tcg)
+        };
+        let x = DomainSpec::build_vm("b", firmware(Firmware::Uefi), me(), Path::new("/w"))
+            .xml("", "")
+            .unwrap();
+        assert!(x.contains("<loader readonly='yes' secure='no' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\n    <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/w/efivars.fd</nvram>"), "{x}");
+        assert!(x.contains("<features><acpi/><apic/></features>"), "{x}");
+        let overlay = Disk::system(Path::new("/t/o.qcow2"), false);
+        let x = DomainSpec::test_vm(
+            "t",
+            firmware(Firmware::SecureBoot),
+            me(),
+            &overlay,
+            Path::new("/t/seed.iso"),
+            Path::new("/t/c.log"),
+            1,
+        )
+        .xml("", "")
+        .unwrap();
+        assert!(x.contains("<loader readonly='yes' secure='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.secboot.fd</loader>\n    <nvram template='/usr/share/OVMF/OVMF_VARS_4M.ms.fd'>/t/efivars.fd</nvram>"), "{x}");
+        assert!(
+            x.contains("<features><acpi/><apic/><smm state='on'/></features>"),
+            "{x}"
+        );
+        let k = KernelBoot {
+            kernel: "/i/linux".into(),
+            initrd: None,
+            cmdline: String::new(),
+        };
+        let d = DomainSpec::install_vm(
+            "i",
+            firmware(Firmware::Uefi),
+            me(),
+            k,
+            Path::new("/i/disk.qcow2"),
+            Path::new("/i/console.log"),
+        );
+        assert_eq!(d.nvram.as_deref(), Some(Path::new("/i/efivars.fd")));
+        // BIOS: libvirt's default firmware, nothing of OVMF.
+        let x = test_vm_xml(&overlay);
+        assert!(!x.contains("<loader") && !x.contains("<nvram"), "{x}");
     }
 
     #[test]

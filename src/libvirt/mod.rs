@@ -245,7 +245,9 @@ impl Libvirt {
             return Ok(());
         };
         if d.is_persistent().unwrap_or(false) {
-            d.undefine().map_err(|e| Self::err("undefining", name, e))?;
+            // A UEFI VM's variable store goes with it (it is the VM's own copy).
+            d.undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM)
+                .map_err(|e| Self::err("undefining", name, e))?;
         }
         Ok(())
     }

@@ -483,6 +483,8 @@ impl BuildContext {
                 .engine
                 .map_or("none", |e| e.cpu(plan.vm.cpu).name)
                 .into(),
+            architecture: crate::vocab::ARCH.into(),
+            firmware: plan.vm.firmware.as_str().into(),
             tools: ctx.tools.clone(),
             stages: ctx.records.clone(),
             sysprep: ctx.made.sysprep_removed.iter().cloned().collect(),

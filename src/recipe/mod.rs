@@ -330,6 +330,17 @@ impl Resolver<'_> {
         };
         self.require_cloud_init(source.as_ref());
         let vm = self.vm(&r.vm);
+        if let Some(SourcePlan::Bootstrap(b)) = &source {
+            if !b.layout.boots_with(vm.firmware) {
+                self.err(
+                    "/vm/firmware",
+                    format!(
+                        "`{}` needs an EFI system partition, and `source.bootstrap.layout: bios` makes an MBR disk without one: use `layout: hybrid`",
+                        vm.firmware
+                    ),
+                );
+            }
+        }
 
         let provision = self.provision(&r, source.as_ref(), &loaded);
         let cloud_init = self.cloud_init(&r, &loaded);
@@ -342,7 +353,7 @@ impl Resolver<'_> {
             properties.extend(el.file.properties.clone());
         }
         properties.extend(r.properties.clone());
-        let publish = self.publish(&r, &outputs, &properties, &vars);
+        let publish = self.publish(&r, &outputs, &properties, &vars, &vm);
 
         let Some(source) = source else {
             if self.errors.is_empty() {
@@ -432,8 +443,14 @@ impl Resolver<'_> {
                 }
             },
         };
+        let firmware = crate::vocab::Firmware::from_settings(
+            vm.firmware == crate::recipe::model::FirmwareSetting::Uefi || vm.secure_boot,
+            vm.secure_boot,
+        )
+        .unwrap_or_default();
         VmPlan {
             cpu: vm.cpu,
+            firmware,
             memory_mib,
             vcpus,
             disk_bytes,

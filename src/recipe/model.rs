@@ -268,6 +268,22 @@ pub struct Bootstrap {
     /// Size of the base disk (default 2G).
     #[serde(default)]
     pub size: Option<SizeSpec>,
+    /// Partitioning: `hybrid` (default, like the vendors' cloud images: GPT with a BIOS boot
+    /// partition and an EFI system partition, GRUB for both) or `bios` (MBR, GRUB for BIOS).
+    #[serde(default)]
+    pub layout: crate::vocab::DiskLayout,
+}
+
+/// `vm.firmware` (and `kiln test --firmware`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FirmwareSetting {
+    /// SeaBIOS; with `secure_boot: true`, UEFI.
+    #[default]
+    Bios,
+    Uefi,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -306,6 +322,15 @@ pub struct Vm {
     /// `x86-64-v2`, `x86-64-v3` or `max`.
     #[serde(default)]
     pub cpu: crate::vocab::Cpu,
+    /// The firmware of every VM (build, installer, boot test): `bios` (SeaBIOS, the default)
+    /// or `uefi` (OVMF). Published images get Glance's `hw_firmware_type`.
+    #[serde(default)]
+    pub firmware: FirmwareSetting,
+    /// UEFI Secure Boot with Microsoft's keys (implies `firmware: uefi`): a bootstrap adds
+    /// Debian's signed shim and GRUB, the boot test proves Secure Boot is enforcing, and
+    /// published images get `os_secure_boot: required`.
+    #[serde(default)]
+    pub secure_boot: bool,
     /// Size of the build disk; the image grows to it (default: the base disk's size).
     #[serde(default)]
     pub disk: Option<SizeSpec>,
@@ -330,6 +355,8 @@ impl Default for Vm {
             memory: None,
             vcpus: None,
             cpu: crate::vocab::Cpu::Auto,
+            firmware: FirmwareSetting::default(),
+            secure_boot: false,
             disk: None,
             accel: Accel::Auto,
             timeout: None,

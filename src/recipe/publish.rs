@@ -9,12 +9,13 @@ impl Resolver<'_> {
         outputs: &[OutputPlan],
         properties: &BTreeMap<String, String>,
         vars: &BTreeMap<String, String>,
+        vm: &VmPlan,
     ) -> PublishPlan {
         let p = r.publish.clone().unwrap_or_default();
         let glance = p
             .glance
             .as_ref()
-            .and_then(|g| self.glance(g, r, outputs, properties, vars));
+            .and_then(|g| self.glance(g, r, outputs, properties, vars, vm));
         PublishPlan {
             local_dir: p.local.and_then(|l| l.dir).map(PathBuf::from),
             glance,
@@ -29,6 +30,7 @@ impl Resolver<'_> {
         outputs: &[OutputPlan],
         properties: &BTreeMap<String, String>,
         vars: &BTreeMap<String, String>,
+        vm: &VmPlan,
     ) -> Option<crate::plan::GlanceSettings> {
         use crate::plan::GlanceSettings as Settings;
         let before = self.errors.len();
@@ -36,7 +38,7 @@ impl Resolver<'_> {
         let (names, uris) = self.glance_names(g, r, &formats, vars);
         let (cloud, members, visibility) = self.glance_audience(g, r, vars);
         self.check_glance_method(g);
-        let all_props = self.glance_properties(g, properties);
+        let all_props = self.glance_properties(g, properties, vm);
         let recipe_id = self.rotation_id(g);
         if self.errors.len() > before {
             return None;
@@ -280,14 +282,34 @@ impl Resolver<'_> {
         }
     }
 
-    /// The recipe's and the target's properties, none an attribute Glance or kiln sets.
+    /// The recipe's and the target's properties, none an attribute Glance or kiln sets, with
+    /// the hardware the image was built and tested on (what Nova boots it with).
     fn glance_properties(
         &mut self,
         g: &GlancePublish,
         properties: &BTreeMap<String, String>,
+        vm: &VmPlan,
     ) -> BTreeMap<String, String> {
         let mut all_props = properties.clone();
         all_props.extend(g.properties.clone());
+        for (k, v) in crate::vocab::hardware_properties(vm.firmware) {
+            match all_props.get(k) {
+                Some(set) if set != v => {
+                    let ptr = if g.properties.contains_key(k) {
+                        format!("/publish/glance/properties/{k}")
+                    } else {
+                        format!("/properties/{k}")
+                    };
+                    self.err(
+                        &ptr,
+                        format!("`{k}` is {v:?} for this build (from `vm:`), not {set:?}"),
+                    );
+                }
+                _ => {
+                    all_props.insert(k.to_string(), v.to_string());
+                }
+            }
+        }
         for k in all_props.keys() {
             let reserved = crate::vocab::GLANCE_CORE_ATTRIBUTES.contains(&k.as_str())
                 || crate::vocab::GLANCE_READ_ONLY_ATTRIBUTES.contains(&k.as_str())

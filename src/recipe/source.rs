@@ -307,6 +307,7 @@ impl Resolver<'_> {
                 };
                 let mut packages: Vec<String> = crate::plan::BASE_PACKAGES
                     .iter()
+                    .chain(crate::bootstrap::boot_packages(b.layout))
                     .map(|s| s.to_string())
                     .collect();
                 packages.extend(loaded.iter().flat_map(|e| e.file.packages.iter().cloned()));
@@ -346,6 +347,7 @@ impl Resolver<'_> {
                     security_mirror,
                     packages: dedup(packages.into_iter()),
                     size_bytes,
+                    layout: b.layout,
                 }))
             }
         }

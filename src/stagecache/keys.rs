@@ -410,6 +410,9 @@ pub struct ProvisionInputs {
     pub path: crate::vocab::ProvisionPath,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_apt: Option<String>,
+    /// The build VM's firmware: only when not BIOS (keys of BIOS recipes stay as they were).
+    #[serde(skip_serializing_if = "crate::vocab::Firmware::is_bios")]
+    pub firmware: crate::vocab::Firmware,
 }
 
 /// The way the settings ask the steps to be run (the build may still fall back to the guest's
@@ -458,6 +461,7 @@ fn provision_inputs(
             .then(crate::hosttools::apt)
             .flatten()
             .map(str::to_string),
+        firmware: plan.vm.firmware,
     })
 }
 
@@ -670,6 +674,9 @@ pub struct TestInputs<'a> {
     /// Only when the recipe names one (keys of recipes without `vm.cpu` stay as they were).
     #[serde(skip_serializing_if = "crate::vocab::Cpu::is_auto")]
     pub cpu: crate::vocab::Cpu,
+    /// The firmware the test boots with: only when not BIOS (as `cpu`).
+    #[serde(skip_serializing_if = "crate::vocab::Firmware::is_bios")]
+    pub firmware: crate::vocab::Firmware,
 }
 
 /// The boot test's key after `booted` (the libguestfs unit's key: the build disk the test
@@ -685,6 +692,7 @@ pub fn test_key(plan: &crate::plan::Plan, booted: &Key) -> Option<Key> {
         memory_mib: plan.vm.memory_mib,
         vcpus: plan.vm.vcpus,
         cpu: plan.vm.cpu,
+        firmware: plan.vm.firmware,
     };
     Some(derive("test", TEST_VERSION, Some(booted), &inputs))
 }

@@ -258,11 +258,10 @@ fn seed_and_domain(
     let mut tctx = TemplateContext::new(&ctx.env.plan, &domain, engine, &ctx.env.work);
     tctx.domain.back_system_disk(backing, &base.format);
     // The host reader's view of the base (ext4 disks): what apt and the boot need from it.
-    let view = match crate::inspect::open_host(&crate::imagefile::standalone(
-        &base.path,
-        &base.format,
-        base.virtual_size,
-    )) {
+    let view = match crate::inspect::open_host(
+        &crate::imagefile::standalone(&base.path, &base.format, base.virtual_size),
+        crate::inspect::Reach::Root,
+    ) {
         Ok((v, _)) => Some(v),
         Err(e) => {
             tracing::info!("the host reader cannot read the base ({e}): packages are installed and the VM is booted the usual way");

@@ -50,7 +50,11 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     let rootfs = scratch.join("rootfs");
     let customize = scratch.join("customize.sh");
     let uuid = bootstrap::fs_uuid(&key);
-    std::fs::write(&customize, bootstrap::customize_script(&uuid))?;
+    let esp = bootstrap::esp_volume(b);
+    std::fs::write(
+        &customize,
+        bootstrap::customize_script(&uuid, esp.as_deref()),
+    )?;
 
     tracing::info!(
         "bootstrapping {} {} with mmdebstrap ({} packages; about 2 minutes)",
@@ -78,7 +82,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     process::run(
         &bootstrap::sfdisk_argv(&raw),
         &Opts {
-            stdin: Some(bootstrap::sfdisk_script().as_bytes().to_vec()),
+            stdin: Some(bootstrap::sfdisk_script(b.layout, &key, b.size_bytes).into_bytes()),
             ..Default::default()
         },
         &ctx.env.cancel,
@@ -86,7 +90,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     .context("partitioning the base disk")?;
     tracing::info!("creating the ext4 filesystem from the root directory");
     process::run(
-        &bootstrap::mkfs_argv(&raw, &rootfs, &uuid, b.size_bytes),
+        &bootstrap::mkfs_argv(&raw, &rootfs, &uuid, b.layout, b.size_bytes),
         &Opts {
             env: ["E2FSPROGS_FAKE_TIME", "SOURCE_DATE_EPOCH"]
                 .map(|k| (k.into(), bootstrap::SOURCE_DATE_EPOCH.into()))
@@ -97,6 +101,14 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     )
     .context("creating the root filesystem")?;
     std::fs::remove_dir_all(&rootfs).ok();
+    if let Some(id) = &esp {
+        process::run(
+            &bootstrap::mkfs_esp_argv(&raw, id),
+            &Opts::default(),
+            &ctx.env.cancel,
+        )
+        .context("creating the EFI system partition")?;
+    }
 
     tracing::info!("installing GRUB with the image's own GRUB tools (libguestfs)");
     let tcg = ctx.engine()?.is_tcg();
@@ -104,12 +116,13 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     // required for cross-disk install") and succeeds in a fresh appliance on the same disk:
     // the steps are idempotent, so they are run again before giving up.
     let install = || -> Result<(), crate::guest::GuestError> {
-        let g = crate::guest::Guest::open_device(&raw, "raw", tcg, "/dev/sda1")?;
-        for step in bootstrap::grub_steps() {
+        let g =
+            crate::guest::Guest::open_device(&raw, "raw", tcg, bootstrap::grub_mounts(b.layout))?;
+        for step in bootstrap::grub_steps(b.layout) {
             match step {
                 bootstrap::GrubStep::Write(path, content) => g.write(path, content.as_bytes())?,
                 bootstrap::GrubStep::Run(argv) => {
-                    g.command(argv)?;
+                    g.command(&argv)?;
                 }
                 bootstrap::GrubStep::Remove(path) => g.rm_rf(path)?,
             }
@@ -123,7 +136,8 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
         if ctx.env.cancel.is_cancelled() {
             bail!("interrupted");
         }
-        if attempt == GRUB_ATTEMPTS {
+        // Only that refusal is worth another appliance; anything else fails the same way again.
+        if attempt == GRUB_ATTEMPTS || !e.to_string().contains("embedding is not possible") {
             return Err(e.into());
         }
         attempt += 1;
