@@ -526,9 +526,14 @@ echo ==end==\n";
         ("os_version", "12"),
         ("os_admin_user", "debian"),
         ("kiln_recipe", "debian-12"),
+        // The hardware it was built and boot-tested on, for Nova.
+        ("architecture", "x86_64"),
+        ("hw_machine_type", "q35"),
+        ("hw_firmware_type", "bios"),
     ] {
         assert_eq!(g[k], v, "property {k}");
     }
+    assert_eq!(g.get("os_secure_boot"), None);
     let out = kiln()
         .args([
             "image",
@@ -2757,7 +2762,8 @@ fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
     assert!(failed.join("test-console.log").is_file());
 
     // `kiln test` on the published image: the same test, the checks from flags, on the
-    // x86-64 baseline CPU (no SSE4.2, which TCG's `max` has).
+    // x86-64 baseline CPU (no SSE4.2, which TCG's `max` has), with UEFI: the hybrid disk every
+    // build here boots with SeaBIOS boots from its EFI system partition too.
     let junit = dir.path().join("kiln-test.xml");
     let image_sum = sha256_of(&out.join("debian-12-1.0/debian-12-1.0.qcow2"));
     let t = kiln()
@@ -2772,6 +2778,10 @@ fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
             "x86-64",
             "--check-run",
             "! grep -qw sse4_2 /proc/cpuinfo",
+            "--firmware",
+            "uefi",
+            "--check-run",
+            "test -d /sys/firmware/efi",
             "--check-file",
             "/etc/issue=not in this image",
             "--junit",
@@ -2786,6 +2796,10 @@ fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
     assert!(said.contains("ok    run: test -s /etc/hostname"), "{said}");
     assert!(said.contains("ok    run: ! grep -qw sse4_2"), "{said}");
     assert!(
+        said.contains("ok    run: test -d /sys/firmware/efi"),
+        "{said}"
+    );
+    assert!(
         said.contains("FAIL  file /etc/issue contains \"not in this image\""),
         "{said}"
     );
@@ -2798,6 +2812,138 @@ fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
         "kiln test changed the image"
     );
     assert_eq!(domains("kiln-"), before, "leftover domains");
+}
+
+/// A hybrid image built for UEFI Secure Boot boots through Debian's signed shim, GRUB and kernel
+/// under OVMF's Secure Boot firmware with Microsoft's keys, and the guest says Secure Boot is
+/// on (the kernel's own log, the EFI variable). The same recipe with an unsigned GRUB put in
+/// the boot chain fails its boot test (the firmware refuses it, seen on the console at once),
+/// exits 1 and publishes nothing; the signed build stays.
+#[test]
+#[ignore = "slow: two builds booted under OVMF; run by scripts/test.sh"]
+fn a_secure_boot_image_boots_signed_and_an_unsigned_chain_fails_its_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = domains("kiln-");
+    let secure = |name: &str, steps: &str| {
+        let p = quick_variant(dir.path(), name, steps, true);
+        let t = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("\nvm:\n", "\nvm:\n  firmware: uefi\n  secure_boot: true\n")
+            .replace(
+                "\npublish:\n",
+                "\ntest:\n  - run: test -d /sys/firmware/efi && sudo dmesg | grep -o 'Secure boot enabled'\n    expect: Secure boot enabled\npublish:\n",
+            )
+            .replace("name: \"unused-", "name: \"secure-boot-");
+        std::fs::write(&p, t).unwrap();
+        p
+    };
+    let good = secure("secure.yaml", "");
+    let out = dir.path().join("out");
+    let o = kiln()
+        .arg("build")
+        .arg(&good)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("(tcg, uefi-secure-boot, 2048 MiB)"),
+        "the test VM did not boot with Secure Boot: {err}"
+    );
+    let manifest = out.join("debian-12-1.0/manifest.json");
+    let previous = std::fs::read_to_string(&manifest).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&previous).unwrap();
+    let checks = m["test"]["checks"].as_array().unwrap();
+    // Glance has what Nova needs to boot it the same way, read back through the API.
+    let id = m["published"]["glance"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let show = kiln()
+        .args([
+            "image",
+            "--os-cloud",
+            "kiln-alpha",
+            "show",
+            &id,
+            "-f",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(show.status.success(), "{}", text(&show.stderr));
+    let g: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    for (k, v) in [
+        ("architecture", "x86_64"),
+        ("hw_machine_type", "q35"),
+        ("hw_firmware_type", "uefi"),
+        ("os_secure_boot", "required"),
+    ] {
+        assert_eq!(g[k], v, "property {k}");
+    }
+    let guest_said = checks
+        .iter()
+        .find(|c| {
+            c["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("run: test -d /sys/firmware/efi")
+        })
+        .unwrap();
+    assert_eq!(guest_said["ok"], true, "{guest_said}");
+    // The ESP as the image has it (libguestfs mounts it from fstab): shim at the removable
+    // path, the signed GRUB beside it, the configuration that finds root.
+    let image = out.join("debian-12-1.0/debian-12-1.0.qcow2");
+    let listing = guestfish(&image, "find /boot/efi/EFI\n");
+    for f in [
+        "BOOT/BOOTX64.EFI",
+        "BOOT/grubx64.efi",
+        "debian/shimx64.efi",
+        "debian/grub.cfg",
+    ] {
+        assert!(listing.lines().any(|l| l == f), "{f} missing: {listing}");
+    }
+
+    // Debian's unsigned GRUB (grub-efi-amd64-bin's monolithic image) in place of the signed one.
+    let unsigned = "/usr/lib/grub/x86_64-efi/monolithic/grubx64.efi";
+    let bad = secure(
+        "unsigned.yaml",
+        &format!("  - run-command: \"cp {unsigned} /boot/efi/EFI/BOOT/grubx64.efi && cp {unsigned} /boot/efi/EFI/debian/grubx64.efi\"\n"),
+    );
+    assert!(glance_ids("secure-boot-1").is_empty());
+    let o = kiln()
+        .arg("build")
+        .arg(&bad)
+        .args(["--var", "run=1", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Secure Boot refused an unsigned part of the boot chain"),
+        "{err}"
+    );
+    assert!(
+        glance_ids("secure-boot-1").is_empty(),
+        "a failed build reached Glance"
+    );
+    assert_eq!(glance_ids("secure-boot-0"), vec![id.clone()]);
+    assert_eq!(std::fs::read_to_string(&manifest).unwrap(), previous);
+    let console = std::fs::read(out.join("debian-12-1.0.failed/test-console.log")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&console)
+            .contains("Verification failed: (0x1A) Security Violation"),
+        "shim's refusal is not on the console"
+    );
+    assert_eq!(domains("kiln-"), before, "leftover domains");
+    let del = kiln()
+        .args(["image", "--os-cloud", "kiln-alpha", "delete", &id])
+        .output()
+        .unwrap();
+    assert!(del.status.success(), "{}", text(&del.stderr));
 }
 
 /// The quick recipe with extra customize steps (before its own), with the boot test on when

@@ -544,7 +544,7 @@ fn wait_for_session(
         if cancel.is_cancelled() {
             return Err(TestError::Setup("interrupted".into()));
         }
-        let console = std::fs::read_to_string(&console_path).unwrap_or_default();
+        let console = crate::libvirt::console::file_lines(&console_path, 4 << 20).join("\n");
         let why = if start.elapsed() > o.timeout {
             Some(format!(
                 "no login within {} s (last: {})",

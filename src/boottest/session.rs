@@ -218,6 +218,14 @@ pub fn cloud_init_finished(console: &str) -> bool {
         .any(|l| l.contains("Cloud-init v.") && l.contains(" finished at "))
 }
 
+/// A console line as text: firmware's box drawing (replaced bytes) and runs of blanks dropped.
+fn readable(line: &str) -> String {
+    line.replace('\u{FFFD}', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A boot that will never reach sshd, from the console.
 pub fn boot_failure(console: &str) -> Option<String> {
     use crate::libvirt::console::{cpu_level_too_low, CPU_LEVEL_HINT};
@@ -228,7 +236,7 @@ pub fn boot_failure(console: &str) -> Option<String> {
         .lines()
         .find_map(|l| crate::libvirt::console::fatal_line(l).map(|why| (l, why)))
     {
-        return Some(format!("{why} ({})", l.trim()));
+        return Some(format!("{why} ({})", readable(l)));
     }
     for (needle, what) in [
         (

@@ -265,6 +265,18 @@ fn the_console_tells_a_boot_that_cannot_reach_sshd() {
             .contains("root filesystem")
     );
     assert!(boot_failure("[  OK  ] Reached target Multi-User System").is_none());
+    // shim refusing an unsigned GRUB, as its dialog reaches the console (escapes and code page
+    // 437 box drawing, not UTF-8): read from the file as the test reads it.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("test-console.log");
+    std::fs::write(
+        &log,
+        b"BdsDxe: starting Boot0001 \"UEFI Misc Device\"\r\n\xb3\x1b[04;01H\xb3   Verification failed: (0x1A) Security Violation   \xb3\x1b[37m\r\n",
+    )
+    .unwrap();
+    let console = crate::libvirt::console::file_lines(&log, 1 << 20).join("\n");
+    let m = boot_failure(&console).unwrap();
+    assert!(m.contains("Secure Boot refused an unsigned part"), "{m}");
     // glibc's own refusal comes before the panic it causes, and names the fix.
     let m = boot_failure(
         "Fatal glibc error: CPU does not support x86-64-v2\n[ 9.1] Kernel panic - not syncing: Attempted to kill init!",

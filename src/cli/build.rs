@@ -198,9 +198,14 @@ fn print_plan_text(plan: &crate::plan::Plan, stages: &[PlannedStage], render_dir
         outln!("  {:<18} {}  [{}]", e.name, e.description, e.origin);
     }
     outln!(
-        "vm: {} MiB, {} vCPU, accel {:?}, timeout {} s, {}",
+        "vm: {} MiB, {} vCPU, {} firmware{}, accel {:?}, timeout {} s, {}",
         plan.vm.memory_mib,
         plan.vm.vcpus,
+        plan.vm.firmware,
+        match plan.vm.firmware.files() {
+            Some(f) => format!(" ({}, variables from {})", f.code, f.vars),
+            None => String::new(),
+        },
         plan.vm.accel,
         plan.vm.timeout_secs,
         plan.vm.uri

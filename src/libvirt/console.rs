@@ -242,16 +242,25 @@ fn free_space(dir: &Path) -> Option<u64> {
 
 /// The last `n` lines of a file, reading at most its last 256 KiB.
 pub fn file_tail(path: &Path, n: usize) -> String {
+    let lines = file_lines(path, 256 << 10);
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The last `max` bytes of a console log as lines without terminal controls. Firmware writes
+/// bytes that are not UTF-8 (shim's dialog boxes are drawn in code page 437): they are
+/// replaced, never a reason to see nothing.
+pub fn file_lines(path: &Path, max: u64) -> Vec<String> {
     let Ok(mut f) = File::open(path) else {
-        return String::new();
+        return Vec::new();
     };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(256 << 10)));
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
     let mut buf = Vec::new();
-    let _ = f.take(256 << 10).read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<String> = text.lines().map(strip_controls).collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let _ = f.take(max).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .map(strip_controls)
+        .collect()
 }
 
 /// Longest console line kept whole; a guest writing without newlines cannot grow it further.

@@ -506,3 +506,50 @@ fn tool_versions_that_write_the_bytes_are_in_the_keys() {
         o(vmdk, VmdkWriter::QemuImg, &new_qemu)
     );
 }
+
+/// `vm.firmware` / `secure_boot` resolve to one firmware; the bootstrap is hybrid by default
+/// with both GRUBs, an MBR layout cannot boot UEFI, and Glance's hardware properties follow
+/// the build (a recipe's property saying otherwise is an error at its place).
+#[test]
+fn firmware_and_layout_resolve_and_contradictions_are_refused() {
+    use crate::vocab::{DiskLayout, Firmware};
+    let dir = Dir::new();
+    let plan = load_plan(&dir.write("r.yaml", MINIMAL), &[], &[]).unwrap();
+    assert_eq!(plan.vm.firmware, Firmware::Bios);
+    let SourcePlan::Bootstrap(b) = &plan.source else {
+        panic!("bootstrap")
+    };
+    assert_eq!(b.layout, DiskLayout::Hybrid);
+    assert!(b.packages.contains(&"grub-cloud-amd64".to_string()));
+    assert!(!b.packages.contains(&"grub-pc".to_string()));
+
+    let glance = "publish:\n  glance:\n    cloud: c\n    name: n\n";
+    let sb = format!("{MINIMAL}vm:\n  secure_boot: true\n{glance}");
+    let plan = load_plan(&dir.write("r.yaml", &sb), &[], &[]).unwrap();
+    assert_eq!(plan.vm.firmware, Firmware::SecureBoot);
+    let props = &plan.publish.glance.as_ref().unwrap().properties;
+    for (k, v) in [
+        ("architecture", "x86_64"),
+        ("hw_machine_type", "q35"),
+        ("hw_firmware_type", "uefi"),
+        ("os_secure_boot", "required"),
+    ] {
+        assert_eq!(props.get(k).map(String::as_str), Some(v), "{k}");
+    }
+
+    let mbr = MINIMAL.replace(
+        "packages: [cloud-init]}",
+        "packages: [cloud-init], layout: bios}",
+    );
+    let plan = load_plan(&dir.write("r.yaml", &mbr), &[], &[]).unwrap();
+    let SourcePlan::Bootstrap(b) = &plan.source else {
+        panic!("bootstrap")
+    };
+    assert!(b.packages.contains(&"grub-pc".to_string()));
+    let e = errors(
+        &dir,
+        &format!("{mbr}vm:\n  firmware: uefi\nproperties:\n  hw_firmware_type: bios\n{glance}"),
+    );
+    at(&e, 6, 13, "needs an EFI system partition");
+    at(&e, 8, 21, "`hw_firmware_type` is \"uefi\" for this build");
+}
