@@ -567,7 +567,8 @@ impl Guest {
         let Ok(table) = self.g.part_get_parttype(dev) else {
             return (None, Vec::new());
         };
-        let parts = self
+        // Numbered order, as the host reader gives them (parted lists them by position).
+        let mut parts: Vec<PartitionInfo> = self
             .g
             .part_list(dev)
             .unwrap_or_default()
@@ -592,6 +593,7 @@ impl Guest {
                 }
             })
             .collect();
+        parts.sort_by_key(|p| p.number);
         (Some(table), parts)
     }
 

@@ -1,11 +1,28 @@
-//! The host reader: raw and qcow2 images with ext2/3/4 read in-process (`diskread` for the
-//! container and partitions, ext4-view for the filesystems), nothing mounted or booted.
+//! The host reader: raw and qcow2 images with ext2/3/4 (and a FAT EFI system partition) read
+//! in-process (`diskread` for the container and partitions, ext4-view and `fat` for the
+//! filesystems), nothing mounted or booted.
 
 use super::*;
 
-/// The host reader's view: ext2/3/4 filesystems mounted by mountpoint (longest first).
+/// A filesystem the host reader reads.
+enum Fs {
+    Ext4(ext4_view::Ext4),
+    /// An EFI system partition.
+    Fat(Box<super::fat::Fat>),
+}
+
+impl Fs {
+    fn exists(&self, p: &str) -> bool {
+        match self {
+            Fs::Ext4(fs) => fs.exists(p).unwrap_or(false),
+            Fs::Fat(fat) => fat.exists(p),
+        }
+    }
+}
+
+/// The host reader's view: ext2/3/4 and FAT filesystems mounted by mountpoint (longest first).
 pub struct HostView {
-    mounts: Vec<(String, ext4_view::Ext4)>,
+    mounts: Vec<(String, Fs)>,
     /// The disk's virtual size: no file holds more data than that (a larger size is a sparse
     /// claim, which is not hashed).
     disk_size: u64,
@@ -15,7 +32,7 @@ pub struct HostView {
 }
 
 impl HostView {
-    fn at<'a>(&'a self, path: &'a str) -> Option<(&'a ext4_view::Ext4, String)> {
+    fn at<'a>(&'a self, path: &'a str) -> Option<(&'a Fs, String)> {
         self.mounts.iter().find_map(|(mp, fs)| {
             let rest = if mp == "/" {
                 Some(path)
@@ -38,13 +55,15 @@ impl HostView {
 impl HostView {
     /// (mode, uid, gid, size, mtime in ns) without following a final symlink.
     pub fn lstat(&self, path: &str) -> Option<Stat> {
-        let (fs, p) = self.at(path)?;
-        Some(stat(&fs.symlink_metadata(p.as_str()).ok()?))
+        match self.at(path)? {
+            (Fs::Ext4(fs), p) => Some(stat(&fs.symlink_metadata(p.as_str()).ok()?)),
+            (Fs::Fat(fat), p) => fat.lstat(&p),
+        }
     }
 
     /// A directory's entries (names, without `.` and `..`; names that are not UTF-8 skipped).
     fn dir_entries(&self, dir: &str) -> Vec<(String, ext4_view::DirEntry)> {
-        let Some((fs, p)) = self.at(dir) else {
+        let Some((Fs::Ext4(fs), p)) = self.at(dir) else {
             return Vec::new();
         };
         let Ok(rd) = fs.read_dir(p.as_str()) else {
@@ -60,13 +79,23 @@ impl HostView {
     /// entry names (resolving every path from the root again made a walk cost its depth per
     /// entry).
     pub fn entries(&self, dir: &str) -> Vec<(String, Stat)> {
-        let mut out = Vec::new();
-        for (name, e) in self.dir_entries(dir) {
-            let path = if dir == "/" {
+        let full = |name: &str| {
+            if dir == "/" {
                 format!("/{name}")
             } else {
                 format!("{dir}/{name}")
-            };
+            }
+        };
+        if let Some((Fs::Fat(fat), p)) = self.at(dir) {
+            return fat
+                .entries(&p)
+                .into_iter()
+                .map(|(n, st)| (full(&n), st))
+                .collect();
+        }
+        let mut out = Vec::new();
+        for (name, e) in self.dir_entries(dir) {
+            let path = full(&name);
             // A mountpoint shows the mounted filesystem's root, not the directory below it.
             let st = if self.mounts.iter().any(|(mp, _)| *mp == path) {
                 self.lstat(&path)
@@ -91,6 +120,15 @@ impl HostView {
     pub fn sha256(&self, path: &str) -> Result<String, String> {
         use sha2::Digest;
         let (fs, p) = self.at(path).ok_or_else(|| format!("{path}: not found"))?;
+        let fs = match fs {
+            Fs::Ext4(fs) => fs,
+            Fs::Fat(fat) => {
+                let bytes = fat
+                    .read(&p, self.disk_size)
+                    .ok_or_else(|| format!("{path}: not a readable file"))?;
+                return Ok(hex::encode(sha2::Sha256::digest(&bytes)));
+            }
+        };
         let len = fs
             .metadata(p.as_str())
             .map_err(|e| format!("{path}: {e}"))?
@@ -126,9 +164,6 @@ fn partition_info(p: &crate::diskread::Part) -> PartitionInfo {
     }
 }
 
-/// (mode, uid, gid, size, mtime in ns), as `lstat` gives them.
-pub type Stat = (u32, i64, i64, i64, i64);
-
 fn stat(m: &ext4_view::Metadata) -> Stat {
     let t = m.modified();
     (
@@ -156,26 +191,35 @@ fn kind_bits(m: &ext4_view::Metadata) -> u32 {
 
 impl View for HostView {
     fn read(&self, path: &str) -> Option<Vec<u8>> {
-        let (fs, p) = self.at(path)?;
-        read_capped(fs, &p, path)
+        match self.at(path)? {
+            (Fs::Ext4(fs), p) => read_capped(fs, &p, path),
+            (Fs::Fat(fat), p) => fat.read(&p, READ_MAX as u64),
+        }
     }
     fn list(&self, dir: &str) -> Vec<String> {
+        if let Some((Fs::Fat(fat), p)) = self.at(dir) {
+            return fat.entries(&p).into_iter().map(|(n, _)| n).collect();
+        }
         self.dir_entries(dir).into_iter().map(|(n, _)| n).collect()
     }
     fn readlink(&self, path: &str) -> Option<String> {
-        let (fs, p) = self.at(path)?;
+        let (Fs::Ext4(fs), p) = self.at(path)? else {
+            return None;
+        };
         fs.read_link(p.as_str())
             .ok()
             .map(|t| t.display().to_string())
     }
     fn is_symlink(&self, path: &str) -> bool {
-        self.at(path)
-            .and_then(|(fs, p)| fs.symlink_metadata(p.as_str()).ok())
-            .is_some_and(|m| m.is_symlink())
+        match self.at(path) {
+            Some((Fs::Ext4(fs), p)) => fs
+                .symlink_metadata(p.as_str())
+                .is_ok_and(|m| m.is_symlink()),
+            _ => false,
+        }
     }
     fn exists(&self, path: &str) -> bool {
-        self.at(path)
-            .is_some_and(|(fs, p)| fs.exists(p.as_str()).unwrap_or(false))
+        self.at(path).is_some_and(|(fs, p)| fs.exists(&p))
     }
 }
 
@@ -244,7 +288,8 @@ impl From<crate::diskread::DiskError> for HostError {
 }
 
 /// Inspect without an appliance: a raw or qcow2 image whose filesystems are all ext2/3/4 (or
-/// swap, or empty BIOS boot partitions), read in-process by ext4-view (pure Rust, read-only:
+/// swap, empty BIOS boot partitions, FAT EFI system partitions read by fatfs), read in-process
+/// by ext4-view (pure Rust, read-only:
 /// the image's bytes are parsed by memory-safe code, nothing is mounted or run). A `Fallback`
 /// error means "use libguestfs", not that the image is bad.
 pub fn read_host(image: &crate::diskread::Image) -> Result<Report, HostError> {
@@ -270,10 +315,11 @@ fn scan_filesystems(
         crate::diskread::Slice,
         Option<&crate::diskread::Part>,
     )],
-) -> Result<(Vec<Filesystem>, Vec<(String, crate::diskread::Slice, u64)>), HostError> {
+) -> Result<Scanned, HostError> {
     use crate::diskread;
     let mut filesystems = Vec::new();
     let mut ext4s = Vec::new();
+    let mut fats = Vec::new();
     for (dev, slice, part) in slices {
         let mut sb = vec![0u8; 2048];
         slice.read_at(0, &mut sb)?;
@@ -306,7 +352,7 @@ fn scan_filesystems(
             });
         } else if part.is_some_and(|p| p.kind == BIOS_BOOT_GUID) {
         } else if let Some(uuid) = diskread::fat_volume_id(&sb[..512]) {
-            // Listed, not read: the host reader has no FAT driver (see `Reach`).
+            fats.push((dev.clone(), slice.clone()));
             filesystems.push(Filesystem {
                 device: dev.clone(),
                 fstype: "vfat".into(),
@@ -320,8 +366,16 @@ fn scan_filesystems(
             return Err(format!("{dev}: not an ext2/3/4 filesystem").into());
         }
     }
-    Ok((filesystems, ext4s))
+    Ok((filesystems, ext4s, fats))
 }
+
+/// What `scan_filesystems` found: every filesystem, the ext4 ones to load with the inodes
+/// they can hold, the FAT ones.
+type Scanned = (
+    Vec<Filesystem>,
+    Vec<(String, crate::diskread::Slice, u64)>,
+    Vec<(String, crate::diskread::Slice)>,
+);
 
 /// The host reader's view of an image and its disk facts (see `read_host` for what it
 /// refuses).
@@ -374,32 +428,33 @@ pub fn open_host(
             })
             .collect()
     };
-    let (mut filesystems, ext4s) = scan_filesystems(&slices)?;
-    let mut loaded: Vec<(String, ext4_view::Ext4)> = Vec::new();
+    let (mut filesystems, ext4s, fats) = scan_filesystems(&slices)?;
+    let mut loaded: Vec<(String, Fs)> = Vec::new();
     let mut inodes = Vec::new();
     for (dev, slice, n) in ext4s {
         let fs = ext4_view::Ext4::load(Box::new(slice)).map_err(|e| format!("{dev}: {e}"))?;
-        loaded.push((dev, fs));
+        loaded.push((dev, Fs::Ext4(fs)));
         inodes.push(n);
     }
     let roots: Vec<usize> = loaded
         .iter()
         .enumerate()
         .filter(|(_, (_, fs))| {
-            fs.exists("/etc/os-release").unwrap_or(false)
-                || fs.exists("/usr/lib/os-release").unwrap_or(false)
+            matches!(fs, Fs::Ext4(_))
+                && (fs.exists("/etc/os-release") || fs.exists("/usr/lib/os-release"))
+                && fs.exists("/etc/fstab")
         })
-        .filter(|(_, (_, fs))| fs.exists("/etc/fstab").unwrap_or(false))
         .map(|(i, _)| i)
         .collect();
     let [root] = roots[..] else {
         return Err(format!("{} operating system roots", roots.len()).into());
     };
-    let text = |fs: &ext4_view::Ext4, p: &str| {
-        read_capped(fs, p, p).and_then(|b| String::from_utf8(b).ok())
+    let Fs::Ext4(root_fs) = &loaded[root].1 else {
+        unreachable!("roots are ext4")
     };
-    let osr = text(&loaded[root].1, "/etc/os-release")
-        .or_else(|| text(&loaded[root].1, "/usr/lib/os-release"))
+    let text = |p: &str| read_capped(root_fs, p, p).and_then(|b| String::from_utf8(b).ok());
+    let osr = text("/etc/os-release")
+        .or_else(|| text("/usr/lib/os-release"))
         .unwrap_or_default();
     let Some((_, package_management)) = crate::guest::distro_from_os_release(&osr) else {
         return Err(fallback("a distribution kiln does not map"));
@@ -407,7 +462,18 @@ pub fn open_host(
     if package_management != "apt" {
         return Err(fallback("an rpm database (read through libguestfs)"));
     }
-    let fstab_text = text(&loaded[root].1, "/etc/fstab").unwrap_or_default();
+    let fstab_text = text("/etc/fstab").unwrap_or_default();
+    // FAT filesystems are loaded when fstab mounts them (an EFI system partition).
+    for (dev, slice) in fats {
+        if reach == Reach::Everything {
+            let fat = super::fat::Fat::open(slice).map_err(|e| fallback(&format!("{dev}: {e}")))?;
+            if let Some(f) = filesystems.iter_mut().find(|f| f.device == dev) {
+                (f.label, f.size, f.used) = fat.label_and_sizes();
+            }
+            loaded.push((dev, Fs::Fat(Box::new(fat))));
+            inodes.push(0);
+        }
+    }
     let mut mounts = vec![("/".to_string(), root)];
     for (spec, mp, ty, _) in crate::guest::fstab_entries(&fstab_text) {
         if mp == "/" || ty == "swap" || ["proc", "sysfs", "tmpfs", "devpts"].contains(&ty.as_str())
@@ -439,8 +505,7 @@ pub fn open_host(
         }
     }
     mounts.sort_by_key(|(mp, _)| std::cmp::Reverse(mp.len()));
-    let mut by_index: Vec<Option<ext4_view::Ext4>> =
-        loaded.into_iter().map(|(_, fs)| Some(fs)).collect();
+    let mut by_index: Vec<Option<Fs>> = loaded.into_iter().map(|(_, fs)| Some(fs)).collect();
     let mut view = HostView {
         mounts: Vec::new(),
         disk_size: disk.size(),

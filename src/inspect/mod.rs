@@ -10,7 +10,11 @@ use serde::Serialize;
 use crate::guest::{Guest, PartitionInfo};
 use crate::inventory::{self, Package};
 
+mod fat;
 mod host;
+
+/// (mode, uid, gid, size, mtime in ns), as `lstat` gives them.
+pub type Stat = (u32, i64, i64, i64, i64);
 mod parse;
 
 pub use host::*;
