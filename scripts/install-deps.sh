@@ -67,6 +67,8 @@ packages=(
   "ca-certificates"
   "python3-keystonemiddleware"                 # Swift's Keystone auth (authtoken, s3token)
   "ovmf"                                       # UEFI (and Secure Boot) firmware for the VMs
+  "swtpm"                                      # vm.tpm: the TPM 2.0 libvirt starts for a VM
+  "swtpm-tools"                                # swtpm_setup, which libvirt runs first
 )
 
 missing() { # prints "package bpo?" for every missing command or package

@@ -455,6 +455,40 @@ mod tests {
         );
     }
 
+    /// Both layouts embed GRUB for BIOS with their own partition module and prefix; only the
+    /// hybrid one installs GRUB for EFI (signed, at the removable path, no boot entry), and
+    /// mounts the ESP where grub-install looks for it.
+    #[test]
+    fn grub_steps_follow_the_layout() {
+        let text = |l| {
+            grub_steps(l)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let mbr = text(DiskLayout::Bios);
+        assert!(
+            mbr.contains("-p (hd0,msdos1)/boot/grub biosdisk part_msdos ext2"),
+            "{mbr}"
+        );
+        assert!(!mbr.contains("x86_64-efi"), "{mbr}");
+        let hybrid = text(DiskLayout::Hybrid);
+        assert!(
+            hybrid.contains("-p (hd0,gpt1)/boot/grub biosdisk part_gpt ext2"),
+            "{hybrid}"
+        );
+        assert!(hybrid.contains("grub-install --target=x86_64-efi --efi-directory=/boot/efi --no-nvram --uefi-secure-boot --force-extra-removable; update-grub"), "{hybrid}");
+        assert_eq!(
+            grub_mounts(DiskLayout::Hybrid)[1],
+            ("/dev/sda3", "/boot/efi")
+        );
+        assert!(customize_script("U", Some("ABCD1234")).contains(
+            "printf 'UUID=ABCD-1234 /boot/efi vfat umask=0077 0 0\\n' >> \"$root/etc/fstab\""
+        ));
+        assert!(!customize_script("U", None).contains("/boot/efi"));
+    }
+
     #[test]
     fn cache_key_follows_inputs() {
         let a = plan();

@@ -30,6 +30,9 @@ pub struct Manifest {
     /// (what `kiln test` boots the outputs with by default).
     #[serde(default)]
     pub firmware: String,
+    /// The VMs had a TPM 2.0 (`vm.tpm`).
+    #[serde(default)]
+    pub tpm: bool,
     pub tools: Tools,
     pub stages: Vec<StageRecord>,
     pub sysprep: BTreeMap<String, usize>,

@@ -253,6 +253,8 @@ pub const DEFAULT_VM_TIMEOUT_SECS: u64 = 1800;
 pub struct VmPlan {
     pub cpu: crate::vocab::Cpu,
     pub firmware: crate::vocab::Firmware,
+    /// `vm.tpm`: a TPM 2.0 emulated by swtpm in every VM.
+    pub tpm: bool,
     pub memory_mib: u64,
     pub vcpus: u32,
     pub disk_bytes: Option<u64>,

@@ -235,6 +235,7 @@ pub fn machine(plan: &Plan, engine: Engine) -> Machine {
         engine,
         cpu: plan.vm.cpu,
         firmware: plan.vm.firmware,
+        tpm: plan.vm.tpm,
         memory_mib: plan.vm.memory_mib,
         vcpus: plan.vm.vcpus,
     }

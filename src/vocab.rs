@@ -444,9 +444,12 @@ pub const ARCH: &str = "x86_64";
 
 /// Glance's properties for the hardware an image was built and boot-tested on: Nova boots an
 /// instance of it the same way (architecture, machine type, firmware, Secure Boot).
-pub fn hardware_properties(firmware: Firmware) -> Vec<(&'static str, &'static str)> {
+pub fn hardware_properties(firmware: Firmware, tpm: bool) -> Vec<(&'static str, &'static str)> {
     let mut v = vec![("architecture", ARCH), ("hw_machine_type", "q35")];
     v.extend(firmware.glance_properties());
+    if tpm {
+        v.extend([("hw_tpm_version", "2.0"), ("hw_tpm_model", "tpm-crb")]);
+    }
     v
 }
 

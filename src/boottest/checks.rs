@@ -95,6 +95,8 @@ pub struct Expected<'a> {
     pub image_virtual: u64,
     /// What the VM booted with: the guest must have seen it (no fallback to another).
     pub firmware: crate::vocab::Firmware,
+    /// The VM had a TPM: the guest must have `/dev/tpm0`.
+    pub tpm: bool,
 }
 
 /// The checks every boot test runs after cloud-init is done (the ssh login itself is one).
@@ -126,7 +128,7 @@ impl Builtin {
             Builtin::Hostname => "the hostname is the seed's",
             Builtin::NoFailedUnits => "no failed systemd units",
             Builtin::Firmware => {
-                "the guest booted with the VM's firmware (Secure Boot enforcing when on)"
+                "the guest booted with the VM's firmware (Secure Boot enforcing, the TPM present, when on)"
             }
         }
     }
@@ -156,7 +158,7 @@ impl Builtin {
             // SecureBoot variable's last byte is 1 when Secure Boot is enforcing (readable
             // without root, and needs no mokutil in the image).
             Builtin::Firmware => {
-                "if [ -d /sys/firmware/efi ]; then echo uefi; od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c 2>/dev/null | awk '{print $NF}'; else echo bios; fi"
+                "if [ -d /sys/firmware/efi ]; then echo uefi; od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c 2>/dev/null | awk '{print $NF}'; else echo bios; echo; fi; if [ -e /dev/tpm0 ]; then echo tpm; fi"
             }
         }
     }
@@ -253,7 +255,12 @@ impl Builtin {
                     Err(format!("hostname is {h:?}, not {:?}", want.hostname))
                 }
             }
-            Builtin::Firmware => judge_firmware(line(0), line(1), want.firmware),
+            Builtin::Firmware => judge_firmware(line(0), line(1), want.firmware).and_then(|()| {
+                match (want.tpm, line(2) == "tpm") {
+                    (true, false) => Err("the VM has a TPM but the guest has no /dev/tpm0".into()),
+                    _ => Ok(()),
+                }
+            }),
             Builtin::NoFailedUnits => {
                 let failed: Vec<&str> = lines
                     .iter()

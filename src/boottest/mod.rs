@@ -471,6 +471,7 @@ fn boot_and_check(
         hostname,
         image_virtual: o.virtual_size,
         firmware: o.machine.firmware,
+        tpm: o.machine.tpm,
     };
     let rest = ran[2..].iter().zip(&took[2..]);
     for (b, (r, secs)) in builtins.iter().zip(rest.clone()) {

@@ -56,6 +56,7 @@ fn builtin_checks_judge_the_guest() {
         hostname: "kiln-test-ab",
         image_virtual: 3 << 30,
         firmware: crate::vocab::Firmware::Bios,
+        tpm: false,
     };
     let j = |b: Builtin, status, out: &str| b.judge(status, out, &want);
     let names = builtin_checks();
@@ -150,6 +151,7 @@ fn a_lost_batch_output_fails_every_builtin_check() {
         hostname: "h",
         image_virtual: 1,
         firmware: crate::vocab::Firmware::Bios,
+        tpm: false,
     };
     // The session ended before the last command's markers: -1, judged as lost.
     let out = batch_lost_after_first();
@@ -338,10 +340,11 @@ fn the_firmware_check_wants_what_the_vm_had() {
                 hostname: "h",
                 image_virtual: 1,
                 firmware,
+                tpm: false,
             },
         )
     };
-    assert!(j(F::Bios, "bios\n").is_ok());
+    assert!(j(F::Bios, "bios\n\n").is_ok());
     assert!(j(F::Uefi, "uefi\n0\n").is_ok());
     assert!(j(F::SecureBoot, "uefi\n1\n").is_ok());
     assert!(j(F::Bios, "uefi\n0\n")
@@ -356,4 +359,23 @@ fn the_firmware_check_wants_what_the_vm_had() {
     assert!(j(F::SecureBoot, "uefi\n")
         .unwrap_err()
         .contains("variable: missing"));
+}
+
+#[test]
+fn a_tpm_must_be_seen_by_the_guest() {
+    let j = |out: &str| {
+        Builtin::Firmware.judge(
+            0,
+            out,
+            &Expected {
+                instance_id: "i",
+                hostname: "h",
+                image_virtual: 1,
+                firmware: crate::vocab::Firmware::Uefi,
+                tpm: true,
+            },
+        )
+    };
+    assert!(j("uefi\n0\ntpm\n").is_ok());
+    assert!(j("uefi\n0\n").unwrap_err().contains("no /dev/tpm0"));
 }

@@ -46,6 +46,9 @@ pub struct TestArgs {
     /// the guest sees it enforcing.
     #[arg(long)]
     pub secure_boot: bool,
+    /// A TPM 2.0 (swtpm) in the test VM; the test checks that the guest has /dev/tpm0.
+    #[arg(long)]
+    pub tpm: bool,
     /// libvirt connection.
     #[arg(long, default_value = crate::plan::DEFAULT_URI)]
     pub connect: String,
@@ -207,6 +210,7 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
             engine: crate::vocab::Engine::from_tcg(tcg),
             cpu: a.cpu,
             firmware,
+            tpm: a.tpm,
             memory_mib: a.memory,
             vcpus: a.vcpus,
         };

@@ -198,7 +198,7 @@ fn print_plan_text(plan: &crate::plan::Plan, stages: &[PlannedStage], render_dir
         outln!("  {:<18} {}  [{}]", e.name, e.description, e.origin);
     }
     outln!(
-        "vm: {} MiB, {} vCPU, {} firmware{}, accel {:?}, timeout {} s, {}",
+        "vm: {} MiB, {} vCPU, {} firmware{}{}, accel {:?}, timeout {} s, {}",
         plan.vm.memory_mib,
         plan.vm.vcpus,
         plan.vm.firmware,
@@ -206,6 +206,7 @@ fn print_plan_text(plan: &crate::plan::Plan, stages: &[PlannedStage], render_dir
             Some(f) => format!(" ({}, variables from {})", f.code, f.vars),
             None => String::new(),
         },
+        if plan.vm.tpm { ", TPM 2.0 (swtpm)" } else { "" },
         plan.vm.accel,
         plan.vm.timeout_secs,
         plan.vm.uri

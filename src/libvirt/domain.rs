@@ -148,6 +148,8 @@ pub struct DomainSpec {
     /// UEFI: this VM's own copy of the variable store (libvirt makes it from the firmware's
     /// template when the VM starts; never the shared template itself).
     pub nvram: Option<PathBuf>,
+    /// A TPM 2.0 (libvirt starts swtpm for it; its state goes with the domain).
+    pub tpm: bool,
     pub memory_mib: u64,
     pub vcpus: u32,
     pub kernel: Option<KernelBoot>,
@@ -170,6 +172,7 @@ pub struct Machine {
     pub engine: Engine,
     pub cpu: Cpu,
     pub firmware: Firmware,
+    pub tpm: bool,
     pub memory_mib: u64,
     pub vcpus: u32,
 }
@@ -190,6 +193,7 @@ impl DomainSpec {
             cpu: m.cpu,
             firmware: m.firmware,
             nvram: m.firmware.is_uefi().then(|| dir.join(NVRAM_FILE)),
+            tpm: m.tpm,
             memory_mib: m.memory_mib,
             vcpus: m.vcpus,
             kernel: None,
@@ -262,6 +266,7 @@ impl DomainSpec {
             engine: Engine::Kvm,
             cpu: Cpu::Auto,
             firmware: Firmware::Bios,
+            tpm: false,
             memory_mib: 128,
             vcpus: 1,
         };
@@ -331,6 +336,7 @@ struct View<'a> {
     nvram_template: Option<&'static str>,
     /// Secure Boot needs SMM (the variable store is written only in system management mode).
     smm: bool,
+    tpm: bool,
     memory_mib: u64,
     vcpus: u32,
     kernel: Option<&'a Path>,
@@ -379,6 +385,7 @@ impl Serialize for DomainSpec {
             nvram: self.nvram.as_deref().filter(|_| fw.is_some()),
             nvram_template: fw.map(|f| f.vars),
             smm: fw.is_some_and(|f| f.secure),
+            tpm: self.tpm,
             memory_mib: self.memory_mib,
             vcpus: self.vcpus,
             kernel: k.map(|k| k.kernel.as_path()),
@@ -425,6 +432,7 @@ mod tests {
             engine,
             cpu: Cpu::Auto,
             firmware: Firmware::Bios,
+            tpm: false,
             memory_mib: 2048,
             vcpus: 2,
         }
@@ -546,9 +554,23 @@ mod tests {
             Path::new("/i/console.log"),
         );
         assert_eq!(d.nvram.as_deref(), Some(Path::new("/i/efivars.fd")));
-        // BIOS: libvirt's default firmware, nothing of OVMF.
+        // BIOS: libvirt's default firmware, nothing of OVMF; no TPM unless asked for.
         let x = test_vm_xml(&overlay);
         assert!(!x.contains("<loader") && !x.contains("<nvram"), "{x}");
+        assert!(!x.contains("<tpm"), "{x}");
+        let tpm = Machine {
+            tpm: true,
+            ..m(Engine::Tcg)
+        };
+        let x = DomainSpec::build_vm("b", tpm, me(), Path::new("/w"))
+            .xml("", "")
+            .unwrap();
+        assert!(
+            x.contains(
+                "<tpm model='tpm-crb'>\n      <backend type='emulator' version='2.0'/>\n    </tpm>"
+            ),
+            "{x}"
+        );
     }
 
     #[test]

@@ -245,9 +245,11 @@ impl Libvirt {
             return Ok(());
         };
         if d.is_persistent().unwrap_or(false) {
-            // A UEFI VM's variable store goes with it (it is the VM's own copy).
-            d.undefine_flags(virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM)
-                .map_err(|e| Self::err("undefining", name, e))?;
+            // A UEFI VM's variable store and a TPM's state go with it (they are its own).
+            d.undefine_flags(
+                virt::sys::VIR_DOMAIN_UNDEFINE_NVRAM | virt::sys::VIR_DOMAIN_UNDEFINE_TPM,
+            )
+            .map_err(|e| Self::err("undefining", name, e))?;
         }
         Ok(())
     }

@@ -485,6 +485,7 @@ impl BuildContext {
                 .into(),
             architecture: crate::vocab::ARCH.into(),
             firmware: plan.vm.firmware.as_str().into(),
+            tpm: plan.vm.tpm,
             tools: ctx.tools.clone(),
             stages: ctx.records.clone(),
             sysprep: ctx.made.sysprep_removed.iter().cloned().collect(),

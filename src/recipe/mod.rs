@@ -451,6 +451,7 @@ impl Resolver<'_> {
         VmPlan {
             cpu: vm.cpu,
             firmware,
+            tpm: vm.tpm,
             memory_mib,
             vcpus,
             disk_bytes,

@@ -331,6 +331,10 @@ pub struct Vm {
     /// published images get `os_secure_boot: required`.
     #[serde(default)]
     pub secure_boot: bool,
+    /// A TPM 2.0 (swtpm, started by libvirt) in every VM; the boot test checks `/dev/tpm0`,
+    /// and published images get Glance's `hw_tpm_version` and `hw_tpm_model`.
+    #[serde(default)]
+    pub tpm: bool,
     /// Size of the build disk; the image grows to it (default: the base disk's size).
     #[serde(default)]
     pub disk: Option<SizeSpec>,
@@ -357,6 +361,7 @@ impl Default for Vm {
             cpu: crate::vocab::Cpu::Auto,
             firmware: FirmwareSetting::default(),
             secure_boot: false,
+            tpm: false,
             disk: None,
             accel: Accel::Auto,
             timeout: None,

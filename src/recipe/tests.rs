@@ -524,7 +524,7 @@ fn firmware_and_layout_resolve_and_contradictions_are_refused() {
     assert!(!b.packages.contains(&"grub-pc".to_string()));
 
     let glance = "publish:\n  glance:\n    cloud: c\n    name: n\n";
-    let sb = format!("{MINIMAL}vm:\n  secure_boot: true\n{glance}");
+    let sb = format!("{MINIMAL}vm:\n  secure_boot: true\n  tpm: true\n{glance}");
     let plan = load_plan(&dir.write("r.yaml", &sb), &[], &[]).unwrap();
     assert_eq!(plan.vm.firmware, Firmware::SecureBoot);
     let props = &plan.publish.glance.as_ref().unwrap().properties;
@@ -533,9 +533,12 @@ fn firmware_and_layout_resolve_and_contradictions_are_refused() {
         ("hw_machine_type", "q35"),
         ("hw_firmware_type", "uefi"),
         ("os_secure_boot", "required"),
+        ("hw_tpm_version", "2.0"),
+        ("hw_tpm_model", "tpm-crb"),
     ] {
         assert_eq!(props.get(k).map(String::as_str), Some(v), "{k}");
     }
+    assert!(plan.vm.tpm);
 
     let mbr = MINIMAL.replace(
         "packages: [cloud-init]}",

@@ -413,6 +413,9 @@ pub struct ProvisionInputs {
     /// The build VM's firmware: only when not BIOS (keys of BIOS recipes stay as they were).
     #[serde(skip_serializing_if = "crate::vocab::Firmware::is_bios")]
     pub firmware: crate::vocab::Firmware,
+    /// Only with a TPM (as `firmware`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tpm: bool,
 }
 
 /// The way the settings ask the steps to be run (the build may still fall back to the guest's
@@ -462,6 +465,7 @@ fn provision_inputs(
             .flatten()
             .map(str::to_string),
         firmware: plan.vm.firmware,
+        tpm: plan.vm.tpm,
     })
 }
 
@@ -677,6 +681,8 @@ pub struct TestInputs<'a> {
     /// The firmware the test boots with: only when not BIOS (as `cpu`).
     #[serde(skip_serializing_if = "crate::vocab::Firmware::is_bios")]
     pub firmware: crate::vocab::Firmware,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tpm: bool,
 }
 
 /// The boot test's key after `booted` (the libguestfs unit's key: the build disk the test
@@ -693,6 +699,7 @@ pub fn test_key(plan: &crate::plan::Plan, booted: &Key) -> Option<Key> {
         vcpus: plan.vm.vcpus,
         cpu: plan.vm.cpu,
         firmware: plan.vm.firmware,
+        tpm: plan.vm.tpm,
     };
     Some(derive("test", TEST_VERSION, Some(booted), &inputs))
 }
