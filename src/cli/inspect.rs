@@ -125,6 +125,10 @@ fn print_disk(r: &Report) {
             .unwrap_or_else(|| "unknown (no os-release)".into());
     outln!("os:          {os}");
     outln!(
+        "arch:        {}",
+        r.architecture.as_deref().unwrap_or("unknown")
+    );
+    outln!(
         "kernels:     {}",
         if r.kernels.is_empty() {
             "none".into()

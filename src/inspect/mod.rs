@@ -12,17 +12,19 @@ use crate::inventory::{self, Package};
 
 mod fat;
 mod host;
-
-/// (mode, uid, gid, size, mtime in ns), as `lstat` gives them.
-pub type Stat = (u32, i64, i64, i64, i64);
 mod parse;
 
 pub use host::*;
 pub use parse::*;
 
+/// (mode, uid, gid, size, mtime in ns), as `lstat` gives them.
+pub type Stat = (u32, i64, i64, i64, i64);
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub os: BTreeMap<String, String>,
+    /// The guest's architecture, from its shell's ELF header (`x86_64`, `aarch64`, …).
+    pub architecture: Option<String>,
     pub kernels: Vec<String>,
     pub boot: Boot,
     pub partition_table: Option<String>,
@@ -353,6 +355,10 @@ pub fn report(v: &dyn View, facts: DiskFacts, inv: inventory::Inventory) -> Repo
     };
     let mut r = Report {
         os: inv.os,
+        architecture: ["/usr/bin/sh", "/bin/sh", "/usr/bin/env"]
+            .iter()
+            .find_map(|p| v.read(p).and_then(|b| elf_arch(&b)))
+            .map(str::to_string),
         kernels: inv.kernels,
         boot,
         partition_table,

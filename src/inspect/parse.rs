@@ -2,6 +2,28 @@
 //! the boot loader, services, cloud-init's configuration, sshd's effective settings,
 //! accounts, the machine-id, and the warnings a golden image should not earn.
 
+/// The architecture an ELF binary is for (its `e_machine`), in the kernel's names.
+pub fn elf_arch(elf: &[u8]) -> Option<&'static str> {
+    if elf.len() < 20 || &elf[..4] != b"\x7fELF" {
+        return None;
+    }
+    let machine = match elf[5] {
+        1 => u16::from_le_bytes([elf[18], elf[19]]),
+        2 => u16::from_be_bytes([elf[18], elf[19]]),
+        _ => return None,
+    };
+    Some(match machine {
+        0x03 => "i686",
+        0x28 => "armv7l",
+        0x3e => "x86_64",
+        0xb7 => "aarch64",
+        0xf3 => "riscv64",
+        0x15 => "ppc64le",
+        0x16 => "s390x",
+        _ => return None,
+    })
+}
+
 use super::*;
 
 /// The GPT type of a BIOS boot partition (GRUB's core image on GPT disks).

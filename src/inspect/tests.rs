@@ -139,3 +139,19 @@ fn boot_and_fstab_and_machine_id() {
         MachineId::Invalid(35)
     );
 }
+
+#[test]
+fn the_architecture_comes_from_an_elf_header() {
+    let mut elf = vec![0u8; 64];
+    elf[..4].copy_from_slice(b"\x7fELF");
+    elf[5] = 1;
+    elf[18] = 0x3e;
+    assert_eq!(elf_arch(&elf), Some("x86_64"));
+    elf[18] = 0xb7;
+    assert_eq!(elf_arch(&elf), Some("aarch64"));
+    // The host's own shell, read as a guest's would be.
+    let sh = std::fs::read("/bin/sh").unwrap();
+    assert_eq!(elf_arch(&sh), Some(std::env::consts::ARCH));
+    assert_eq!(elf_arch(b"#!/bin/sh\n"), None);
+    assert_eq!(elf_arch(&elf[..10]), None);
+}

@@ -234,6 +234,18 @@ fn write_sbom(ctx: &mut BuildContext) -> anyhow::Result<()> {
         })
         .collect();
     crate::inventory::spdx_name_files(&mut doc, &files);
+    // SPDX 2.3 has no field for the hardware: the image package's comment says it.
+    let vm = &ctx.env.plan.vm;
+    if let Some(image) = doc["packages"].get_mut(0) {
+        let os = image["comment"].as_str().unwrap_or_default().to_string();
+        image["comment"] = format!(
+            "{os}; for {}, {} firmware{}",
+            crate::vocab::ARCH,
+            vm.firmware,
+            if vm.tpm { ", TPM 2.0" } else { "" }
+        )
+        .into();
+    }
     let bytes = serde_json::to_vec_pretty(&doc).expect("JSON");
     let path = ctx.env.out.join(&name);
     std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
