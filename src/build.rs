@@ -115,8 +115,15 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
         report.outcome = Outcome::Cancelled;
     }
 
+    // Input found unusable once at hand (an image for another architecture): exit 2 like a
+    // recipe error, not a failed build.
+    let mismatch = report.error.as_ref().is_some_and(|e| {
+        e.chain()
+            .any(|c| c.downcast_ref::<crate::plan::InputMismatch>().is_some())
+    });
     let code = match report.outcome {
         Outcome::Success => exit::OK,
+        Outcome::Failed if mismatch => exit::INVALID_INPUT,
         Outcome::Failed => exit::BUILD_FAILED,
         Outcome::Cancelled => exit::INTERRUPTED,
     };

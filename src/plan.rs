@@ -376,6 +376,12 @@ pub struct TemplateSources {
     pub network_config: Option<PathBuf>,
 }
 
+/// Input that cannot be built although the recipe is valid, found only once it is at hand (a
+/// downloaded image for another architecture): the build exits 2, like a recipe error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputMismatch(pub String);
+
 /// Bump when the way bootstrapped base disks are made changes: it is part of the cache key.
 pub const RECIPE_REVISION: &str = "kiln-bootstrap-7";
 

@@ -2224,3 +2224,86 @@ fn kiln_diff_on_root_trees_reports_files_services_and_packages() {
     );
     assert_eq!(same.status.code(), Some(0), "{}", text(&same.stdout));
 }
+
+/// An image for another architecture is refused before anything boots: `kiln test` exits 2 and
+/// names what it found (the guest's shell's ELF header, read by the host reader). The same
+/// disk with an x86-64 shell is not refused by that check.
+#[test]
+fn an_image_for_another_architecture_is_not_booted() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = |name: &str, machine: u8| {
+        let root = dir.path().join(format!("{name}-root"));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        std::fs::write(root.join("etc/os-release"), "ID=debian\nVERSION_ID=12\n").unwrap();
+        std::fs::write(root.join("etc/fstab"), "/dev/sda / ext4 defaults 0 1\n").unwrap();
+        // An ELF header: 64-bit, little-endian, e_machine at byte 18.
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[18] = machine;
+        std::fs::write(root.join("usr/bin/env"), elf).unwrap();
+        let raw = dir.path().join(format!("{name}.raw"));
+        let o = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&root)
+            .arg(&raw)
+            .arg("16M")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        raw
+    };
+    let arm = disk("arm64", 0xb7);
+    let o = kiln()
+        .args(["test", "--format", "raw"])
+        .arg(&arm)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("holds an aarch64 system; kiln test boots x86_64 VMs"),
+        "{err}"
+    );
+    // A recipe whose image source is that disk: the source stage refuses it, exit 2.
+    let recipe = dir.path().join("r.yaml");
+    std::fs::write(
+        &recipe,
+        "name: armtest\nversion: \"1\"\nsource:\n  image: {path: arm64.raw, format: raw}\ntest: false\n",
+    )
+    .unwrap();
+    let o = kiln()
+        .arg("build")
+        .arg(&recipe)
+        .arg("-o")
+        .arg(dir.path().join("out"))
+        .env("KILN_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("holds an aarch64 system; this build makes x86_64 images"),
+        "{err}"
+    );
+    let inspect = kiln()
+        .args(["inspect", "--format", "json"])
+        .arg(&arm)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["architecture"], "aarch64");
+    let x86 = disk("x86", 0x3e);
+    let v: serde_json::Value = serde_json::from_slice(
+        &kiln()
+            .args(["inspect", "--format", "json"])
+            .arg(&x86)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(v["architecture"], "x86_64");
+}

@@ -172,6 +172,15 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
                 ))
             }
         };
+    if let Some(arch) = crate::inspect::image_arch(&checked) {
+        if arch != crate::vocab::ARCH {
+            return usage_error(format!(
+                "{} holds an {arch} system; kiln test boots {} VMs here",
+                safe(&image.display().to_string()),
+                crate::vocab::ARCH
+            ));
+        }
+    }
     let firmware = firmware(&a, &image, &checked);
     let tcg = crate::libvirt::probe::tcg_for_tools(
         a.accel,

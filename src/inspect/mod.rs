@@ -273,6 +273,20 @@ pub fn read(g: &Guest) -> Report {
 }
 
 /// The report from a view of the guest's files and the disk's facts.
+/// The guest's architecture: its shell's (or env's) ELF header.
+pub fn guest_arch(v: &dyn View) -> Option<&'static str> {
+    ["/usr/bin/sh", "/bin/sh", "/usr/bin/env"]
+        .iter()
+        .find_map(|p| v.read(p).and_then(|b| elf_arch(&b)))
+}
+
+/// The architecture of the system in `img`, read by the host reader (root only); None when the
+/// host reader cannot read it (another format, LVM, XFS, …): nothing is claimed then.
+pub fn image_arch(img: &crate::diskread::Image) -> Option<&'static str> {
+    let (view, _) = open_host(img, Reach::Root).ok()?;
+    guest_arch(&view)
+}
+
 pub fn report(v: &dyn View, facts: DiskFacts, inv: inventory::Inventory) -> Report {
     let text = |p: &str| v.read(p).map(|b| String::from_utf8_lossy(&b).into_owned());
     let DiskFacts {
@@ -355,10 +369,7 @@ pub fn report(v: &dyn View, facts: DiskFacts, inv: inventory::Inventory) -> Repo
     };
     let mut r = Report {
         os: inv.os,
-        architecture: ["/usr/bin/sh", "/bin/sh", "/usr/bin/env"]
-            .iter()
-            .find_map(|p| v.read(p).and_then(|b| elf_arch(&b)))
-            .map(str::to_string),
+        architecture: guest_arch(v).map(str::to_string),
         kernels: inv.kernels,
         boot,
         partition_table,

@@ -109,6 +109,17 @@ fn inspect_base(
             );
         }
     }
+    let image = crate::imagefile::standalone(&path, &info.format, info.virtual_size);
+    if let Some(arch) = crate::inspect::image_arch(&image) {
+        if arch != crate::vocab::ARCH {
+            return Err(crate::plan::InputMismatch(format!(
+                "{} holds an {arch} system; this build makes {} images: it is not booted",
+                path.display(),
+                crate::vocab::ARCH
+            ))
+            .into());
+        }
+    }
     tracing::info!(
         "base disk {} ({}, {} virtual)",
         path.display(),
