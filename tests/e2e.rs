@@ -2950,7 +2950,10 @@ fn quick_variant(dir: &Path, name: &str, steps: &str, test: bool) -> PathBuf {
     let quick = quick_recipe(dir, "unused");
     let text_of = std::fs::read_to_string(&quick).unwrap();
     let mut t = text_of.replace("\ncustomize:\n", &format!("\ncustomize:\n{steps}"));
-    assert!(steps.is_empty() || t != text_of, "no customize: in the quick recipe");
+    assert!(
+        steps.is_empty() || t != text_of,
+        "no customize: in the quick recipe"
+    );
     if test {
         t = t.replace("test: false\n", "");
     }
