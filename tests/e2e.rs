@@ -2896,10 +2896,10 @@ fn a_secure_boot_image_boots_signed_and_an_unsigned_chain_fails_its_test() {
     let image = out.join("debian-12-1.0/debian-12-1.0.qcow2");
     let listing = guestfish(&image, "find /boot/efi/EFI\n");
     for f in [
-        "BOOT/BOOTX64.EFI",
-        "BOOT/grubx64.efi",
-        "debian/shimx64.efi",
-        "debian/grub.cfg",
+        "/BOOT/BOOTX64.EFI",
+        "/BOOT/grubx64.efi",
+        "/debian/shimx64.efi",
+        "/debian/grub.cfg",
     ] {
         assert!(listing.lines().any(|l| l == f), "{f} missing: {listing}");
     }
