@@ -498,13 +498,12 @@ impl Firmware {
         }
     }
 
-    /// From the recipe's two keys; None: Secure Boot asked for with BIOS.
-    pub fn from_settings(uefi: bool, secure_boot: bool) -> Option<Firmware> {
+    /// From the recipe's two keys (or `kiln test`'s flags): Secure Boot implies UEFI.
+    pub fn from_settings(uefi: bool, secure_boot: bool) -> Firmware {
         match (uefi, secure_boot) {
-            (false, false) => Some(Firmware::Bios),
-            (true, false) => Some(Firmware::Uefi),
-            (true, true) => Some(Firmware::SecureBoot),
-            (false, true) => None,
+            (_, true) => Firmware::SecureBoot,
+            (true, false) => Firmware::Uefi,
+            (false, false) => Firmware::Bios,
         }
     }
 

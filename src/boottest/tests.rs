@@ -328,22 +328,25 @@ fn junit_names_each_check_and_its_failure() {
     );
 }
 
+/// The firmware check's verdict on `out` for a VM with `firmware` (and a TPM when `tpm`).
+fn firmware_check(firmware: crate::vocab::Firmware, tpm: bool, out: &str) -> Result<(), String> {
+    Builtin::Firmware.judge(
+        0,
+        out,
+        &Expected {
+            instance_id: "i",
+            hostname: "h",
+            image_virtual: 1,
+            firmware,
+            tpm,
+        },
+    )
+}
+
 #[test]
 fn the_firmware_check_wants_what_the_vm_had() {
     use crate::vocab::Firmware as F;
-    let j = |firmware, out: &str| {
-        Builtin::Firmware.judge(
-            0,
-            out,
-            &Expected {
-                instance_id: "i",
-                hostname: "h",
-                image_virtual: 1,
-                firmware,
-                tpm: false,
-            },
-        )
-    };
+    let j = |firmware, out: &str| firmware_check(firmware, false, out);
     assert!(j(F::Bios, "bios\n\n").is_ok());
     assert!(j(F::Uefi, "uefi\n0\n").is_ok());
     assert!(j(F::SecureBoot, "uefi\n1\n").is_ok());
@@ -363,19 +366,7 @@ fn the_firmware_check_wants_what_the_vm_had() {
 
 #[test]
 fn a_tpm_must_be_seen_by_the_guest() {
-    let j = |out: &str| {
-        Builtin::Firmware.judge(
-            0,
-            out,
-            &Expected {
-                instance_id: "i",
-                hostname: "h",
-                image_virtual: 1,
-                firmware: crate::vocab::Firmware::Uefi,
-                tpm: true,
-            },
-        )
-    };
+    let j = |out: &str| firmware_check(crate::vocab::Firmware::Uefi, true, out);
     assert!(j("uefi\n0\ntpm\n").is_ok());
     assert!(j("uefi\n0\n").unwrap_err().contains("no /dev/tpm0"));
 }

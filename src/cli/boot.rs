@@ -73,12 +73,11 @@ fn firmware(
     checked: &crate::diskread::Image,
 ) -> crate::vocab::Firmware {
     use crate::recipe::model::FirmwareSetting;
-    use crate::vocab::Firmware;
-    match (a.secure_boot, a.firmware) {
-        (true, _) => return Firmware::SecureBoot,
-        (false, Some(FirmwareSetting::Uefi)) => return Firmware::Uefi,
-        (false, Some(FirmwareSetting::Bios)) => return Firmware::Bios,
-        (false, None) => {}
+    if a.secure_boot || a.firmware.is_some() {
+        return crate::vocab::Firmware::from_settings(
+            a.firmware == Some(FirmwareSetting::Uefi),
+            a.secure_boot,
+        );
     }
     if let Some(f) = image.parent().and_then(|dir| recorded_firmware(dir, image)) {
         tracing::info!("booting with {f} firmware, as manifest.json says the image was built");

@@ -488,12 +488,8 @@ pub fn open_host(
         let fat = found.is_some_and(|i| filesystems[i].fstype == "vfat");
         match found.and_then(|i| loaded.iter().position(|(d, _)| *d == filesystems[i].device)) {
             Some(i) => mounts.push((mp, i)),
-            None if fat && reach == Reach::Root => continue,
-            None if fat => {
-                return Err(fallback(&format!(
-                    "fstab's {mp}: FAT (read through libguestfs)"
-                )))
-            }
+            // Not loaded: only with `Reach::Root` (a FAT fatfs cannot open fell back above).
+            None if fat => continue,
             // A filesystem the host reader cannot open, or one that is missing: libguestfs
             // decides (it reports the missing one the same way).
             None => return Err(format!("fstab's {mp}: not an ext4 filesystem of this disk").into()),

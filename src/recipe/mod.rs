@@ -444,10 +444,9 @@ impl Resolver<'_> {
             },
         };
         let firmware = crate::vocab::Firmware::from_settings(
-            vm.firmware == crate::recipe::model::FirmwareSetting::Uefi || vm.secure_boot,
+            vm.firmware == crate::recipe::model::FirmwareSetting::Uefi,
             vm.secure_boot,
-        )
-        .unwrap_or_default();
+        );
         VmPlan {
             cpu: vm.cpu,
             firmware,

@@ -295,13 +295,8 @@ impl Resolver<'_> {
         for (k, v) in crate::vocab::hardware_properties(vm.firmware, vm.tpm) {
             match all_props.get(k) {
                 Some(set) if set != v => {
-                    let ptr = if g.properties.contains_key(k) {
-                        format!("/publish/glance/properties/{k}")
-                    } else {
-                        format!("/properties/{k}")
-                    };
                     self.err(
-                        &ptr,
+                        &property_pointer(g, k),
                         format!("`{k}` is {v:?} for this build (from `vm:`), not {set:?}"),
                     );
                 }
@@ -318,13 +313,8 @@ impl Resolver<'_> {
                 || k == "kiln_recipe_id"
                 || k == "kiln_format";
             if reserved {
-                let ptr = if g.properties.contains_key(k) {
-                    format!("/publish/glance/properties/{k}")
-                } else {
-                    format!("/properties/{k}")
-                };
                 self.err(
-                    &ptr,
+                    &property_pointer(g, k),
                     format!("`{k}` is an image attribute Glance or kiln sets, not a property"),
                 );
             }
@@ -353,5 +343,14 @@ impl Resolver<'_> {
                 format!("path:{}", &hex::encode(h)[..16])
             }
         }
+    }
+}
+
+/// Where property `k` was set: the Glance target's own properties, else the recipe's.
+fn property_pointer(g: &GlancePublish, k: &str) -> String {
+    if g.properties.contains_key(k) {
+        format!("/publish/glance/properties/{k}")
+    } else {
+        format!("/properties/{k}")
     }
 }

@@ -109,8 +109,13 @@ fn inspect_base(
             );
         }
     }
+    // Only someone else's image can be for another architecture (kiln makes x86_64 ones).
     let image = crate::imagefile::standalone(&path, &info.format, info.virtual_size);
-    if let Some(arch) = crate::inspect::image_arch(&image) {
+    let made_elsewhere = ctx.env.plan.source.made_elsewhere();
+    if let Some(arch) = made_elsewhere
+        .then(|| crate::inspect::image_arch(&image))
+        .flatten()
+    {
         if arch != crate::vocab::ARCH {
             return Err(crate::plan::InputMismatch(format!(
                 "{} holds an {arch} system; this build makes {} images: it is not booted",
