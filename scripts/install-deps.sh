@@ -20,6 +20,9 @@ fi
 commands=(
   "qemu-img qemu-utils bpo"                    # convert, info, overlays
   "qemu-system-x86_64 qemu-system-x86 bpo"     # the build VM and the KVM probe
+  "qemu-system-aarch64 qemu-system-arm bpo"    # arch: aarch64 (TCG on an x86_64 host)
+  "qemu-aarch64-static qemu-user-static bpo"   # the arm64 bootstrap's maintainer scripts
+  "arch-test arch-test"                        # mmdebstrap checks that arm64 programs run
   "libvirtd libvirt-daemon-system bpo"
   "virtlogd libvirt-daemon-system bpo"
   "virsh libvirt-clients bpo"                  # tests: leftover domains
@@ -32,7 +35,8 @@ commands=(
   "mkfs.ext4 e2fsprogs"
   "mke2fs e2fsprogs"
   "mkfs.vfat dosfstools"                       # vfat seeds (tests, Packer bench)
-  "mcopy mtools"
+  "mcopy mtools"                               # the arm64 ESP, filled from the host
+  "mmd mtools"
   "cpio cpio"                                  # answer files appended to an initrd
   "busybox busybox-static"                     # the installer test's initramfs
   "cloud-init cloud-init"                      # `cloud-init schema` validates autoinstall
@@ -67,6 +71,7 @@ packages=(
   "ca-certificates"
   "python3-keystonemiddleware"                 # Swift's Keystone auth (authtoken, s3token)
   "ovmf"                                       # UEFI (and Secure Boot) firmware for the VMs
+  "qemu-efi-aarch64"                           # AAVMF: aarch64's UEFI firmware
   "swtpm"                                      # vm.tpm: the TPM 2.0 libvirt starts for a VM
   "swtpm-tools"                                # swtpm_setup, which libvirt runs first
 )

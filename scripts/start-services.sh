@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts virtlogd and libvirtd unless something already answers on their sockets (machines
-# without an init system). A socket file left behind by a daemon that is gone (a machine
+# without an init system), and registers qemu-user-static's aarch64 entry with binfmt_misc. A socket file left behind by a daemon that is gone (a machine
 # whose /run survived its processes) counts as missing. Appends the PIDs it started to
 # $KILN_SERVICES_PIDFILE (if set), so the caller can stop exactly those processes.
 set -euo pipefail
@@ -34,6 +34,17 @@ start() { # name socket command...
   tail -20 "$logdir/$name.log" >&2
   return 1
 }
+
+# arm64 programs through qemu-user-static (an aarch64 bootstrap's maintainer scripts), as
+# systemd-binfmt registers them at boot: binfmt_misc mounted, qemu's entry written once.
+binfmt=/proc/sys/fs/binfmt_misc
+if [ -f /usr/lib/binfmt.d/qemu-aarch64.conf ] && [ ! -e "$binfmt/qemu-aarch64" ]; then
+  mountpoint -q "$binfmt" || mount -t binfmt_misc binfmt_misc "$binfmt" || true
+  if [ -w "$binfmt/register" ]; then
+    echo "registering qemu-aarch64 with binfmt_misc"
+    cat /usr/lib/binfmt.d/qemu-aarch64.conf > "$binfmt/register" || true
+  fi
+fi
 
 start virtlogd /run/libvirt/virtlogd-sock /usr/sbin/virtlogd
 start libvirtd /run/libvirt/libvirt-sock /usr/sbin/libvirtd

@@ -37,6 +37,12 @@ pub fn mmdebstrap_argv(b: &BootstrapPlan, rootfs: &Path, customize: &Path) -> Ve
         "--format=directory",
         "--aptopt=Acquire::Retries \"3\"",
     ]);
+    if b.arch != crate::vocab::Arch::host() {
+        // Another architecture's maintainer scripts run through qemu-user-static (binfmt_misc);
+        // that takes many minutes, and --verbose shows each package being set up.
+        v.push(format!("--architectures={}", b.arch.debian()));
+        v.push("--verbose".into());
+    }
     v.push(format!("--include={}", b.packages.join(",")));
     // Before the kernel is installed: the initramfs must carry fsck.ext4.
     v.push(
@@ -57,6 +63,28 @@ pub fn mmdebstrap_argv(b: &BootstrapPlan, rootfs: &Path, customize: &Path) -> Ve
     v
 }
 
+/// binfmt_misc's entry that runs `arch`'s programs through qemu-user-static.
+pub fn binfmt_entry(arch: crate::vocab::Arch) -> String {
+    format!("/proc/sys/fs/binfmt_misc/qemu-{}", arch.as_str())
+}
+
+/// Can this host run `arch`'s programs (its own, or through an enabled binfmt_misc entry)?
+/// mmdebstrap runs every maintainer script of the tree it makes.
+pub fn can_run(arch: crate::vocab::Arch) -> Result<(), String> {
+    if arch == crate::vocab::Arch::host() {
+        return Ok(());
+    }
+    let entry = binfmt_entry(arch);
+    match std::fs::read_to_string(&entry) {
+        Ok(t) if t.lines().next() == Some("enabled") => Ok(()),
+        _ => Err(format!(
+            "bootstrapping {arch} on this {} host runs {} programs through qemu-user-static, and {entry} is missing or disabled: install qemu-user-static, then register it (scripts/start-services.sh does: mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; cat /usr/lib/binfmt.d/qemu-{arch}.conf > /proc/sys/fs/binfmt_misc/register; with systemd: systemctl restart systemd-binfmt)",
+            crate::vocab::Arch::host(),
+            arch.debian(),
+        )),
+    }
+}
+
 /// The EFI system partition's FAT volume ID (`XXXXXXXX`, mkfs.vfat's `-i`), from the key.
 pub fn esp_volume_id(key: &str) -> String {
     hex::encode(Sha256::digest(format!("esp:{key}").as_bytes()))[..8].to_uppercase()
@@ -73,8 +101,8 @@ fn esp_fstab_line(volume_id: &str) -> String {
 }
 
 /// Runs inside mmdebstrap's customize hook with the root directory as $1; `esp`: the EFI
-/// system partition's volume ID on a hybrid disk.
-pub fn customize_script(uuid: &str, esp: Option<&str>) -> String {
+/// system partition's volume ID on a disk with one; `serial`: the guest's first serial port.
+pub fn customize_script(uuid: &str, esp: Option<&str>, serial: &str) -> String {
     let esp_lines = match esp {
         None => String::new(),
         Some(id) => format!(
@@ -82,7 +110,7 @@ pub fn customize_script(uuid: &str, esp: Option<&str>) -> String {
 mkdir -p "$root/boot/efi"
 # grub-cloud-amd64 reinstalls both boot loaders when GRUB's packages are upgraded in the image
 # (Debian's cloud images set the same flag).
-touch "$root/etc/grub.d/enable_cloud"
+if [ -d "$root/etc/grub.d" ]; then touch "$root/etc/grub.d/enable_cloud"; fi
 "#,
             esp_fstab_line(id)
         ),
@@ -101,7 +129,7 @@ echo 'LANG=C.UTF-8' > "$root/etc/default/locale"
 # Serial console for the build VM's log; no menu wait (like the vendors' cloud images).
 sed -i \
   -e 's/^GRUB_TIMEOUT=.*/GRUB_TIMEOUT=0/' \
-  -e 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/GRUB_CMDLINE_LINUX_DEFAULT="console=tty0 console=ttyS0,115200n8"/' \
+  -e 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/GRUB_CMDLINE_LINUX_DEFAULT="console=tty0 console={serial},115200n8"/' \
   "$root/etc/default/grub"
 echo 'GRUB_TERMINAL="console serial"' >> "$root/etc/default/grub"
 # sysprep removes the ssh host keys; regenerate missing ones before sshd's config test.
@@ -133,7 +161,7 @@ const GPT_BACKUP_BYTES: u64 = 33 * 512;
 pub fn root_extent(layout: DiskLayout, size: u64) -> (u64, u64) {
     match layout {
         DiskLayout::Bios => (1 << 20, (size - (1 << 20)) / 1024 * 1024),
-        DiskLayout::Hybrid => (
+        DiskLayout::Hybrid | DiskLayout::Uefi => (
             HYBRID_ROOT_START,
             (size - GPT_BACKUP_BYTES - HYBRID_ROOT_START) >> 20 << 20,
         ),
@@ -167,17 +195,38 @@ pub fn sfdisk_script(layout: DiskLayout, key: &str, size: u64) -> String {
             ESP.1 / SECTOR,
             guid(key, "esp"),
         ),
+        // The hybrid layout without the BIOS boot partition: the ESP is partition 2.
+        DiskLayout::Uefi => format!(
+            "label: gpt\nlabel-id: {}\nfirst-lba: 2048\n\
+             start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid={}, name=root\n\
+             start={}, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid={}, name=esp\n",
+            guid(key, "disk"),
+            HYBRID_ROOT_START / SECTOR,
+            root_bytes / SECTOR,
+            guid(key, "root"),
+            ESP.0 / SECTOR,
+            ESP.1 / SECTOR,
+            guid(key, "esp"),
+        ),
     }
 }
 
 /// The packages that make a disk of `layout` bootable: Debian's `grub-cloud-amd64` (what its
-/// cloud images use) brings GRUB for BIOS and EFI with the signed shim and GRUB for Secure Boot.
-pub fn boot_packages(layout: DiskLayout) -> &'static [&'static str] {
-    match layout {
-        DiskLayout::Bios => &["grub-pc"],
-        DiskLayout::Hybrid => &["grub-cloud-amd64"],
+/// cloud images use) brings GRUB for BIOS and EFI with the signed shim and GRUB for Secure Boot;
+/// on arm64 the signed shim and GRUB themselves (copied to the ESP, see `efiboot`) and GRUB's
+/// tools for the image's own `update-grub`.
+pub fn boot_packages(layout: DiskLayout, arch: crate::vocab::Arch) -> &'static [&'static str] {
+    match (layout, arch) {
+        (DiskLayout::Bios, _) => &["grub-pc"],
+        (DiskLayout::Uefi, crate::vocab::Arch::Aarch64) => {
+            &["grub-efi-arm64", "grub-efi-arm64-signed", "shim-signed"]
+        }
+        (DiskLayout::Hybrid | DiskLayout::Uefi, _) => &["grub-cloud-amd64"],
     }
 }
+
+/// The EFI system partition's offset on the disk (both GPT layouts).
+pub const ESP_OFFSET: u64 = ESP.0;
 
 /// mkfs.vfat writes the EFI system partition in place in the raw disk (no loop device).
 pub fn mkfs_esp_argv(disk: &Path, volume_id: &str) -> Vec<String> {
@@ -247,6 +296,7 @@ pub fn grub_mounts(layout: DiskLayout) -> &'static [(&'static str, &'static str)
     match layout {
         DiskLayout::Bios => &[("/dev/sda1", "/")],
         DiskLayout::Hybrid => &[("/dev/sda1", "/"), ("/dev/sda3", "/boot/efi")],
+        DiskLayout::Uefi => &[("/dev/sda1", "/"), ("/dev/sda2", "/boot/efi")],
     }
 }
 
@@ -258,11 +308,14 @@ pub fn grub_mounts(layout: DiskLayout) -> &'static [(&'static str, &'static str)
 /// On a hybrid disk GRUB for EFI goes to the ESP as grub-cloud-amd64 installs it: Debian's
 /// signed shim and GRUB (Secure Boot), also at the removable path (`EFI/BOOT/BOOTX64.EFI`,
 /// which firmware with an empty variable store boots), no boot entry written.
+/// A `uefi` disk (another architecture's) gets its boot loader from `efiboot` on the host:
+/// no step runs in the appliance.
 pub fn grub_steps(layout: DiskLayout) -> Vec<GrubStep> {
     use GrubStep::*;
     let (prefix, part): (&'static str, &'static str) = match layout {
         DiskLayout::Bios => ("(hd0,msdos1)/boot/grub", "part_msdos"),
         DiskLayout::Hybrid => ("(hd0,gpt1)/boot/grub", "part_gpt"),
+        DiskLayout::Uefi => return Vec::new(),
     };
     let mut steps = vec![
         // Copies the modules into /boot/grub/i386-pc; its core.img is replaced below.
@@ -375,16 +428,40 @@ pub fn planned(cache: &Path, b: &BootstrapPlan) -> Vec<String> {
     if let Some(id) = esp_volume(b) {
         v.push(crate::process::display(&mkfs_esp_argv(&raw, &id)));
     }
-    v.extend([
-        format!(
+    let grub = grub_steps(b.layout);
+    if grub.is_empty() {
+        let staged = scratch.join("esp");
+        v.push(format!(
+            "write {}/boot/grub/grub.cfg (root by UUID, the newest kernel); stage Debian's signed shim and GRUB from the tree in {}",
+            rootfs.display(),
+            staged.display()
+        ));
+        v.push(crate::process::display(&crate::efiboot::mmd_argv(
+            &raw, ESP_OFFSET,
+        )));
+        for (i, f) in crate::efiboot::esp_files(b.arch).iter().enumerate() {
+            v.push(format!(
+                "{}  (/{})",
+                crate::process::display(&crate::efiboot::mcopy_argv(
+                    &raw,
+                    ESP_OFFSET,
+                    &staged.join(i.to_string()),
+                    &f.to
+                )),
+                f.from
+            ));
+        }
+    } else {
+        v.push(format!(
             "libguestfs on {}: {}",
             raw.display(),
-            grub_steps(b.layout)
-                .iter()
+            grub.iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join("; ")
-        ),
+        ));
+    }
+    v.extend([
         crate::process::display(&crate::qemu_img::raw_to_qcow2_argv(
             &raw,
             &scratch.join("base.qcow2"),
@@ -396,7 +473,7 @@ pub fn planned(cache: &Path, b: &BootstrapPlan) -> Vec<String> {
 
 /// The EFI system partition's volume ID when `b`'s layout has one.
 pub fn esp_volume(b: &BootstrapPlan) -> Option<String> {
-    (b.layout == DiskLayout::Hybrid).then(|| esp_volume_id(&b.cache_key()))
+    (b.layout != DiskLayout::Bios).then(|| esp_volume_id(&b.cache_key()))
 }
 
 #[cfg(test)]
@@ -412,6 +489,7 @@ mod tests {
             packages: vec!["grub-pc".into(), "cloud-init".into()],
             size_bytes: 2 << 30,
             layout: DiskLayout::Bios,
+            arch: crate::vocab::Arch::X86_64,
         }
     }
 
@@ -483,10 +561,12 @@ mod tests {
             grub_mounts(DiskLayout::Hybrid)[1],
             ("/dev/sda3", "/boot/efi")
         );
-        assert!(customize_script("U", Some("ABCD1234")).contains(
+        assert!(customize_script("U", Some("ABCD1234"), "ttyS0").contains(
             "printf 'UUID=ABCD-1234 /boot/efi vfat umask=0077 0 0\\n' >> \"$root/etc/fstab\""
         ));
-        assert!(!customize_script("U", None).contains("/boot/efi"));
+        assert!(!customize_script("U", None, "ttyS0").contains("/boot/efi"));
+        assert!(customize_script("U", None, "ttyAMA0")
+            .contains("GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty0 console=ttyAMA0,115200n8\""));
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub const BOOT_SCRIPT_NAME: &str = "boot.sh";
 /// The guest's kernel command line: the entry's arguments without `init=`/`systemd.unit=` (or
 /// a serial console already there), then kiln's. Every word is checked for what a kernel
 /// command line can carry.
-pub fn cmdline(entry_args: &[String]) -> Result<String, String> {
+pub fn cmdline(entry_args: &[String], serial: &str) -> Result<String, String> {
     let mut words: Vec<String> = entry_args
         .iter()
         .filter(|a| {
@@ -85,9 +85,13 @@ pub fn cmdline(entry_args: &[String]) -> Result<String, String> {
             ));
         }
     }
-    if !words.iter().any(|w| w.starts_with("console=ttyS")) {
-        // Markers and progress come back on the serial console.
-        words.push("console=ttyS0".into());
+    if !words.iter().any(|w| {
+        w.strip_prefix("console=")
+            .is_some_and(|c| c.starts_with(serial))
+    }) {
+        // Markers and progress come back on the serial console (the last `console=` is
+        // /dev/console).
+        words.push(format!("console={serial}"));
     }
     words.extend(
         [
@@ -224,13 +228,21 @@ mod tests {
         let args: Vec<String> = ["root=UUID=0e1f", "ro", "init=/bin/bash", "console=tty0"]
             .map(String::from)
             .to_vec();
-        let c = cmdline(&args).unwrap();
+        let c = cmdline(&args, "ttyS0").unwrap();
         assert!(c.starts_with("root=UUID=0e1f ro console=tty0 console=ttyS0 cloud-init=disabled systemd.run=\"/bin/sh -c 'mkdir -p /run/kiln-seed && mount -o ro LABEL=cidata /run/kiln-seed && exec /bin/sh /run/kiln-seed/boot.sh'\""), "{c}");
         assert!(
             c.ends_with(" systemd.run_success_action=poweroff systemd.run_failure_action=poweroff")
         );
         assert!(!c.contains("init=/bin/bash"));
-        assert!(cmdline(&["a=\"b".to_string()]).is_err());
+        assert!(cmdline(&["a=\"b".to_string()], "ttyS0").is_err());
+        // aarch64's first serial port; one given by the entry is kept, not doubled.
+        let arm = cmdline(&["console=ttyAMA0,115200n8".to_string()], "ttyAMA0").unwrap();
+        assert!(
+            arm.starts_with("console=ttyAMA0,115200n8 cloud-init=disabled"),
+            "{arm}"
+        );
+        let arm = cmdline(&[], "ttyAMA0").unwrap();
+        assert!(arm.starts_with("console=ttyAMA0 cloud-init"), "{arm}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod customize;
 pub mod directboot;
 pub mod diskread;
+pub mod efiboot;
 pub mod fetch;
 pub mod gc;
 pub mod glance;

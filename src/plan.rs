@@ -219,6 +219,8 @@ pub struct BootstrapPlan {
     pub packages: Vec<String>,
     pub size_bytes: u64,
     pub layout: crate::vocab::DiskLayout,
+    /// Another architecture than x86_64 is bootstrapped through qemu-user-static.
+    pub arch: crate::vocab::Arch,
 }
 
 impl BootstrapPlan {
@@ -238,6 +240,10 @@ impl BootstrapPlan {
         }
         h.update(self.size_bytes.to_le_bytes());
         h.update(serde_json::to_vec(&self.layout).unwrap_or_default());
+        // Only another architecture's: x86_64 keys stay as they were.
+        if self.arch != crate::vocab::Arch::X86_64 {
+            h.update(self.arch.as_str().as_bytes());
+        }
         hex::encode(h.finalize())[..16].to_string()
     }
 }
@@ -251,6 +257,8 @@ pub const DEFAULT_VM_TIMEOUT_SECS: u64 = 1800;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VmPlan {
+    /// The recipe's `arch` (default: the host's).
+    pub arch: crate::vocab::Arch,
     pub cpu: crate::vocab::Cpu,
     pub firmware: crate::vocab::Firmware,
     /// `vm.tpm`: a TPM 2.0 emulated by swtpm in every VM.
@@ -430,10 +438,10 @@ pub struct GlanceSettings {
     pub recipe_id: String,
 }
 
-/// What any bootable base needs besides its boot loader (`bootstrap::boot_packages`); elements
+/// What any bootable base needs besides its kernel (`Arch::kernel_package`, first) and boot
+/// loader (`bootstrap::boot_packages`); elements
 /// add the rest (cloud-init, ssh, ...).
 pub const BASE_PACKAGES: &[&str] = &[
-    "linux-image-cloud-amd64",
     "systemd-sysv",
     "udev",
     "dbus",

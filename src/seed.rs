@@ -232,7 +232,8 @@ pub struct SeedContext {
 /// The recipe's `vm:` as every VM kiln starts for it sees it (build, installer and test VMs).
 pub fn machine(plan: &Plan, engine: Engine) -> Machine {
     Machine {
-        engine,
+        arch: plan.vm.arch,
+        engine: engine.for_guest(plan.vm.arch),
         cpu: plan.vm.cpu,
         firmware: plan.vm.firmware,
         tpm: plan.vm.tpm,

@@ -355,6 +355,15 @@ impl Engine {
         self == Engine::Tcg
     }
 
+    /// The engine a guest of `arch` runs on: KVM runs the host's architecture only.
+    pub fn for_guest(self, arch: Arch) -> Engine {
+        if arch == Arch::host() {
+            self
+        } else {
+            Engine::Tcg
+        }
+    }
+
     /// The name in logs and manifest.json: `kvm` or `tcg`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -372,10 +381,15 @@ impl Engine {
     }
 
     /// The virtual CPU for the recipe's `vm.cpu` on this engine: `auto` is the host's CPU
-    /// under KVM and qemu's most capable model under TCG.
-    pub fn cpu(self, setting: Cpu) -> CpuModel {
+    /// under KVM and qemu's most capable model under TCG; an aarch64 guest under TCG gets a
+    /// Cortex-A57 (ARMv8.0, what Debian's arm64 is built for: `max` adds pointer
+    /// authentication, whose emulation slows every function call).
+    pub fn cpu(self, setting: Cpu, arch: Arch) -> CpuModel {
         match (setting, self) {
             (Cpu::Auto, Engine::Kvm) => CpuModel::HOST,
+            (Cpu::Auto, Engine::Tcg) if arch == Arch::Aarch64 => {
+                CpuModel::level("cortex-a57", "cortex-a57")
+            }
             (Cpu::Auto | Cpu::Max, _) => CpuModel::MAX,
             (Cpu::X86_64, _) => CpuModel::level("x86-64", "qemu64"),
             (Cpu::X86_64V2, _) => CpuModel::level("x86-64-v2", "Nehalem"),
@@ -419,6 +433,11 @@ impl Cpu {
     pub fn is_auto(&self) -> bool {
         *self == Cpu::Auto
     }
+
+    /// The x86-64 levels are x86_64's only.
+    pub fn fits(&self, arch: Arch) -> bool {
+        matches!(self, Cpu::Auto | Cpu::Max) || arch == Arch::X86_64
+    }
 }
 
 /// The firmware every VM of a recipe boots with (`vm.firmware`, `vm.secure_boot`; `kiln test
@@ -438,14 +457,146 @@ pub enum Firmware {
     SecureBoot,
 }
 
-/// The guest architecture of every image kiln builds today (the VMs' `<type arch>`, Glance's
-/// `architecture`).
-pub const ARCH: &str = "x86_64";
+/// The guest architecture (a recipe's `arch`, `kiln test --arch`; default: the host's): the
+/// VMs' `<type arch>` and machine, Debian's architecture name, the serial console, Glance's
+/// `architecture`. One row per architecture.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+pub enum Arch {
+    /// PC (q35): SeaBIOS or OVMF.
+    #[serde(rename = "x86_64")]
+    #[value(name = "x86_64")]
+    X86_64,
+    /// ARM's 64-bit architecture (qemu's `virt` machine, UEFI only: Debian's AAVMF). On an
+    /// x86_64 host it runs under TCG and is bootstrapped through qemu-user-static.
+    #[serde(rename = "aarch64")]
+    #[value(name = "aarch64")]
+    Aarch64,
+}
+
+impl Arch {
+    pub fn is_x86_64(&self) -> bool {
+        *self == Arch::X86_64
+    }
+
+    /// The machine kiln runs on (x86_64 where it is neither).
+    pub fn host() -> Arch {
+        Arch::from_name(std::env::consts::ARCH).unwrap_or(Arch::X86_64)
+    }
+
+    /// From the kernel's / ELF's name (`uname -m`): `x86_64`, `aarch64`.
+    pub fn from_name(name: &str) -> Option<Arch> {
+        match name {
+            "x86_64" => Some(Arch::X86_64),
+            "aarch64" => Some(Arch::Aarch64),
+            _ => None,
+        }
+    }
+
+    /// `uname -m`'s name, libvirt's `<type arch>`, Glance's `architecture`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// Debian's name (dpkg, mmdebstrap, package names).
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "amd64",
+            Arch::Aarch64 => "arm64",
+        }
+    }
+
+    /// libvirt's machine type (and Glance's `hw_machine_type`).
+    pub fn machine(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "q35",
+            Arch::Aarch64 => "virt",
+        }
+    }
+
+    /// The first serial port's device in the guest (the VMs' console log).
+    pub fn serial_console(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "ttyS0",
+            Arch::Aarch64 => "ttyAMA0",
+        }
+    }
+
+    /// The qemu binary libvirt starts for it (and install-deps installs).
+    pub fn emulator(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Aarch64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// The firmware when the recipe names none: BIOS on a PC, UEFI where there is no other.
+    pub fn default_firmware(self) -> Firmware {
+        match self {
+            Arch::X86_64 => Firmware::Bios,
+            Arch::Aarch64 => Firmware::Uefi,
+        }
+    }
+
+    /// A bootstrapped disk's partitioning when the recipe names none.
+    pub fn default_layout(self) -> DiskLayout {
+        match self {
+            Arch::X86_64 => DiskLayout::Hybrid,
+            Arch::Aarch64 => DiskLayout::Uefi,
+        }
+    }
+
+    /// Can a VM of this architecture run with this firmware?
+    pub fn supports(self, f: Firmware) -> bool {
+        self == Arch::X86_64 || f.is_uefi()
+    }
+
+    /// Can this architecture's disks have this layout?
+    pub fn has_layout(self, l: DiskLayout) -> bool {
+        match self {
+            Arch::X86_64 => l != DiskLayout::Uefi,
+            Arch::Aarch64 => l == DiskLayout::Uefi,
+        }
+    }
+
+    /// Debian's cloud kernel for it.
+    pub fn kernel_package(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "linux-image-cloud-amd64",
+            Arch::Aarch64 => "linux-image-cloud-arm64",
+        }
+    }
+
+    /// The suffix of its EFI binaries (`BOOTX64.EFI`, `grubaa64.efi`).
+    pub fn efi_suffix(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x64",
+            Arch::Aarch64 => "aa64",
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Glance's properties for the hardware an image was built and boot-tested on: Nova boots an
 /// instance of it the same way (architecture, machine type, firmware, Secure Boot).
-pub fn hardware_properties(firmware: Firmware, tpm: bool) -> Vec<(&'static str, &'static str)> {
-    let mut v = vec![("architecture", ARCH), ("hw_machine_type", "q35")];
+pub fn hardware_properties(
+    arch: Arch,
+    firmware: Firmware,
+    tpm: bool,
+) -> Vec<(&'static str, &'static str)> {
+    let mut v = vec![
+        ("architecture", arch.as_str()),
+        ("hw_machine_type", arch.machine()),
+    ];
     v.extend(firmware.glance_properties());
     if tpm {
         v.extend([("hw_tpm_version", "2.0"), ("hw_tpm_model", "tpm-crb")]);
@@ -463,12 +614,19 @@ pub enum DiskLayout {
     Hybrid,
     /// MBR with one root partition and GRUB for i386-pc: BIOS only.
     Bios,
+    /// GPT: root (1) and an EFI system partition (2) with Debian's signed shim and GRUB, also
+    /// at the removable path: UEFI only (aarch64's layout).
+    Uefi,
 }
 
 impl DiskLayout {
     /// Can a VM with this firmware boot it?
     pub fn boots_with(&self, f: Firmware) -> bool {
-        *self == DiskLayout::Hybrid || f.is_bios()
+        match self {
+            DiskLayout::Hybrid => true,
+            DiskLayout::Bios => f.is_bios(),
+            DiskLayout::Uefi => f.is_uefi(),
+        }
     }
 }
 
@@ -507,16 +665,28 @@ impl Firmware {
         }
     }
 
-    /// Debian's files (`ovmf`) for this firmware on x86_64; None for BIOS (libvirt's default).
-    pub fn files(&self) -> Option<FirmwareFiles> {
-        match self {
-            Firmware::Bios => None,
-            Firmware::Uefi => Some(FirmwareFiles {
+    /// Debian's files for this firmware: `ovmf` on x86_64, `qemu-efi-aarch64` (AAVMF, whose
+    /// `.ms` variable store has Microsoft's keys enrolled; ARM has no SMM) on aarch64; None for
+    /// BIOS (libvirt's default).
+    pub fn files(&self, arch: Arch) -> Option<FirmwareFiles> {
+        match (self, arch) {
+            (Firmware::Bios, _) => None,
+            (Firmware::Uefi, Arch::Aarch64) => Some(FirmwareFiles {
+                code: "/usr/share/AAVMF/AAVMF_CODE.fd",
+                vars: "/usr/share/AAVMF/AAVMF_VARS.fd",
+                secure: false,
+            }),
+            (Firmware::SecureBoot, Arch::Aarch64) => Some(FirmwareFiles {
+                code: "/usr/share/AAVMF/AAVMF_CODE.ms.fd",
+                vars: "/usr/share/AAVMF/AAVMF_VARS.ms.fd",
+                secure: false,
+            }),
+            (Firmware::Uefi, Arch::X86_64) => Some(FirmwareFiles {
                 code: "/usr/share/OVMF/OVMF_CODE_4M.fd",
                 vars: "/usr/share/OVMF/OVMF_VARS_4M.fd",
                 secure: false,
             }),
-            Firmware::SecureBoot => Some(FirmwareFiles {
+            (Firmware::SecureBoot, Arch::X86_64) => Some(FirmwareFiles {
                 code: "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
                 vars: "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
                 secure: true,

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("imagediff", 5),
     ("imagefile", 5),
     ("bootstrap", 5),
+    ("efiboot", 5),
     ("boottest", 5),
     ("fetch", 5),
     ("templates", 6),

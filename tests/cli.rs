@@ -2256,15 +2256,31 @@ fn an_image_for_another_architecture_is_not_booted() {
         raw
     };
     let arm = disk("arm64", 0xb7);
-    let o = kiln()
-        .args(["test", "--format", "raw"])
-        .arg(&arm)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let test = |img: &Path, extra: &[&str]| {
+        let o = kiln()
+            .args(["test", "--format", "raw"])
+            .args(extra)
+            .arg(img)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // Told to boot it as x86_64: refused before any VM.
+    let (code, err) = test(&arm, &["--arch", "x86_64"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("holds an aarch64 system, not x86_64"), "{err}");
+    // Booted as what it is, aarch64, whose only firmware is UEFI: this disk has no ESP.
+    let (code, err) = test(&arm, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("aarch64 has no bios firmware"), "{err}");
+    // An architecture kiln has no VM for (RISC-V).
+    let (code, err) = test(&disk("riscv", 0xf3), &[]);
+    assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains("holds an aarch64 system; kiln test boots x86_64 VMs"),
+        err.contains("holds an riscv64 system; kiln test boots x86_64 and aarch64 VMs"),
         "{err}"
     );
     // A recipe whose image source is that disk: the source stage refuses it, exit 2.
@@ -2285,7 +2301,7 @@ fn an_image_for_another_architecture_is_not_booted() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("holds an aarch64 system; this build makes x86_64 images"),
+        err.contains("holds an aarch64 system; this recipe's `arch` is x86_64"),
         "{err}"
     );
     let inspect = kiln()

@@ -45,16 +45,18 @@ fn rootfs_tar() -> (PathBuf, String) {
         suite: "bookworm".into(),
         mirror: "http://deb.debian.org/debian".into(),
         security_mirror: Some("http://deb.debian.org/debian-security".into()),
-        packages: kiln::bootstrap::BASE_PACKAGES
-            .iter()
+        packages: std::iter::once(&kiln::vocab::Arch::X86_64.kernel_package())
+            .chain(kiln::bootstrap::BASE_PACKAGES)
             .chain(kiln::bootstrap::boot_packages(
                 kiln::vocab::DiskLayout::Bios,
+                kiln::vocab::Arch::X86_64,
             ))
             .map(|s| s.to_string())
             .chain(["cloud-init", "sudo", "passwd"].map(String::from))
             .collect(),
         size_bytes: 3 << 30,
         layout: kiln::vocab::DiskLayout::Bios,
+        arch: kiln::vocab::Arch::X86_64,
     };
     let key = plan.cache_key();
     let uuid = kiln::bootstrap::fs_uuid(&key);
@@ -67,7 +69,11 @@ fn rootfs_tar() -> (PathBuf, String) {
     let scratch = tempfile::tempdir_in(&dir).unwrap();
     let rootfs = scratch.path().join("rootfs");
     let customize = scratch.path().join("customize.sh");
-    std::fs::write(&customize, kiln::bootstrap::customize_script(&uuid, None)).unwrap();
+    std::fs::write(
+        &customize,
+        kiln::bootstrap::customize_script(&uuid, None, "ttyS0"),
+    )
+    .unwrap();
     let argv = kiln::bootstrap::mmdebstrap_argv(&plan, &rootfs, &customize);
     let st = Command::new(&argv[0]).args(&argv[1..]).status().unwrap();
     assert!(st.success(), "mmdebstrap failed");

@@ -37,6 +37,10 @@ pub struct TestArgs {
     /// TCG; a level proves the image runs on CPUs that old.
     #[arg(long, value_enum, default_value_t = crate::vocab::Cpu::Auto)]
     pub cpu: crate::vocab::Cpu,
+    /// The guest architecture (default: what the image's system is built for, read from its
+    /// disk; else the host's). Another than the host's runs under TCG.
+    #[arg(long, value_enum)]
+    pub arch: Option<crate::vocab::Arch>,
     /// The firmware to boot with (default: the `firmware` of the manifest.json beside the
     /// image, else uefi when its partition table has an EFI system partition and no BIOS boot
     /// partition, else bios).
@@ -171,16 +175,31 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
                 ))
             }
         };
-    if let Some(arch) = crate::inspect::image_arch(&checked) {
-        if arch != crate::vocab::ARCH {
+    let arch = match (a.arch, crate::inspect::image_arch(&checked)) {
+        (Some(want), Some(found)) if want.as_str() != found => {
             return usage_error(format!(
-                "{} holds an {arch} system; kiln test boots {} VMs here",
+                "{} holds an {found} system, not {want}",
                 safe(&image.display().to_string()),
-                crate::vocab::ARCH
-            ));
+            ))
         }
-    }
+        (Some(want), _) => want,
+        (None, Some(found)) => match crate::vocab::Arch::from_name(found) {
+            Some(arch) => arch,
+            None => {
+                return usage_error(format!(
+                    "{} holds an {found} system; kiln test boots x86_64 and aarch64 VMs",
+                    safe(&image.display().to_string()),
+                ))
+            }
+        },
+        (None, None) => crate::vocab::Arch::host(),
+    };
     let firmware = firmware(&a, &image, &checked);
+    if !arch.supports(firmware) {
+        return usage_error(format!(
+            "{arch} has no {firmware} firmware: use --firmware uefi"
+        ));
+    }
     let tcg = crate::libvirt::probe::tcg_for_tools(
         a.accel,
         &super::tunables().cache_dir,
@@ -215,7 +234,8 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
     let result = (|| -> anyhow::Result<boottest::Report> {
         let reachable = crate::libvirt::vmuser::reachable(&image, &work, user)?;
         let machine = crate::libvirt::domain::Machine {
-            engine: crate::vocab::Engine::from_tcg(tcg),
+            arch,
+            engine: crate::vocab::Engine::from_tcg(tcg).for_guest(arch),
             cpu: a.cpu,
             firmware,
             tpm: a.tpm,

@@ -198,11 +198,12 @@ fn print_plan_text(plan: &crate::plan::Plan, stages: &[PlannedStage], render_dir
         outln!("  {:<18} {}  [{}]", e.name, e.description, e.origin);
     }
     outln!(
-        "vm: {} MiB, {} vCPU, {} firmware{}{}, accel {:?}, timeout {} s, {}",
+        "vm: {} {} MiB, {} vCPU, {} firmware{}{}, accel {:?}, timeout {} s, {}",
+        plan.vm.arch,
         plan.vm.memory_mib,
         plan.vm.vcpus,
         plan.vm.firmware,
-        match plan.vm.firmware.files() {
+        match plan.vm.firmware.files(plan.vm.arch) {
             Some(f) => format!(" ({}, variables from {})", f.code, f.vars),
             None => String::new(),
         },

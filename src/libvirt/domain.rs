@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::vmuser::VmUser;
 use crate::templates::{self, TemplateError};
-use crate::vocab::{Cpu, Engine, Firmware};
+use crate::vocab::{Arch, Cpu, Engine, Firmware};
 
 /// What the VM is for: the metadata element's name and the template's comment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -139,8 +139,8 @@ pub struct DomainSpec {
     pub name: String,
     /// The metadata element's text (`NAME-VERSION` of the build); none for throwaway VMs.
     pub label: Option<String>,
-    pub arch: &'static str,
-    pub machine: &'static str,
+    /// The guest architecture: `<type arch>`, its machine (`q35`, `virt`), its firmware files.
+    pub arch: Arch,
     pub engine: Engine,
     /// The recipe's `vm.cpu`, resolved for `engine` when rendered.
     pub cpu: Cpu,
@@ -169,6 +169,7 @@ pub struct DomainSpec {
 /// The VM's size and accelerator, as the recipe's `vm:` (or `kiln test`'s flags) give them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Machine {
+    pub arch: Arch,
     pub engine: Engine,
     pub cpu: Cpu,
     pub firmware: Firmware,
@@ -187,8 +188,7 @@ impl DomainSpec {
             role,
             name: name.to_string(),
             label: None,
-            arch: crate::vocab::ARCH,
-            machine: "q35",
+            arch: m.arch,
             engine: m.engine,
             cpu: m.cpu,
             firmware: m.firmware,
@@ -263,6 +263,7 @@ impl DomainSpec {
     /// user; nothing of the host is relabelled.
     pub fn kvm_probe(name: &str, kernel: &Path) -> DomainSpec {
         let m = Machine {
+            arch: Arch::host(),
             engine: Engine::Kvm,
             cpu: Cpu::Auto,
             firmware: Firmware::Bios,
@@ -328,6 +329,8 @@ struct View<'a> {
     cpu_model: Option<&'static str>,
     arch: &'static str,
     machine: &'static str,
+    /// x86's APIC feature (libvirt refuses it elsewhere).
+    apic: bool,
     firmware: &'static str,
     /// UEFI: the firmware's code, `yes` for Secure Boot, the variable store and its template.
     loader: Option<&'static str>,
@@ -364,8 +367,8 @@ impl Serialize for DomainSpec {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let system = self.disks.first();
         let k = self.kernel.as_ref();
-        let cpu = self.engine.cpu(self.cpu);
-        let fw = self.firmware.files();
+        let cpu = self.engine.cpu(self.cpu, self.arch);
+        let fw = self.firmware.files(self.arch);
         View {
             role: self.role,
             name: &self.name,
@@ -373,8 +376,9 @@ impl Serialize for DomainSpec {
             domain_type: self.engine.domain_type(),
             cpu_mode: cpu.mode,
             cpu_model: cpu.model,
-            arch: self.arch,
-            machine: self.machine,
+            arch: self.arch.as_str(),
+            machine: self.arch.machine(),
+            apic: self.arch == Arch::X86_64,
             firmware: self.firmware.as_str(),
             loader: fw.map(|f| f.code),
             loader_secure: if fw.is_some_and(|f| f.secure) {
@@ -429,6 +433,7 @@ mod tests {
 
     fn m(engine: Engine) -> Machine {
         Machine {
+            arch: Arch::X86_64,
             engine,
             cpu: Cpu::Auto,
             firmware: Firmware::Bios,
@@ -508,6 +513,45 @@ mod tests {
         )
         .xml("", "")
         .unwrap()
+    }
+
+    /// An aarch64 VM is qemu's `virt` machine with AAVMF (Microsoft's keys for Secure Boot,
+    /// no SMM), no x86 APIC, a Cortex-A57 under TCG.
+    #[test]
+    fn aarch64_vms_are_virt_machines_with_aavmf() {
+        let arm = |f: Firmware| Machine {
+            arch: Arch::Aarch64,
+            firmware: f,
+            ..m(Engine::Tcg)
+        };
+        let x = DomainSpec::build_vm("b", arm(Firmware::Uefi), me(), Path::new("/w"))
+            .xml("", "")
+            .unwrap();
+        assert!(
+            x.contains("<type arch='aarch64' machine='virt'>hvm</type>"),
+            "{x}"
+        );
+        assert!(x.contains("<loader readonly='yes' secure='no' type='pflash'>/usr/share/AAVMF/AAVMF_CODE.fd</loader>\n    <nvram template='/usr/share/AAVMF/AAVMF_VARS.fd'>/w/efivars.fd</nvram>"), "{x}");
+        assert!(x.contains("<features><acpi/></features>"), "{x}");
+        assert!(
+            x.contains("<model fallback='forbid'>cortex-a57</model>"),
+            "{x}"
+        );
+        let x = DomainSpec::build_vm("b", arm(Firmware::SecureBoot), me(), Path::new("/w"))
+            .xml("", "")
+            .unwrap();
+        assert!(
+            x.contains("secure='no' type='pflash'>/usr/share/AAVMF/AAVMF_CODE.ms.fd</loader>"),
+            "{x}"
+        );
+        assert!(
+            x.contains("template='/usr/share/AAVMF/AAVMF_VARS.ms.fd'"),
+            "{x}"
+        );
+        assert!(!x.contains("smm"), "{x}");
+        // KVM runs the host's architecture only.
+        assert_eq!(Engine::Kvm.for_guest(Arch::Aarch64), Engine::Tcg);
+        assert_eq!(Engine::Kvm.for_guest(Arch::host()), Engine::Kvm);
     }
 
     /// Every VM of a UEFI recipe boots OVMF with a variable store of its own in its own

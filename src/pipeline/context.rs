@@ -477,13 +477,21 @@ impl BuildContext {
             built_at: ctx.env.built_at,
             elements: plan.elements.iter().map(|e| e.name.clone()).collect(),
             source: plan.source.manifest_record(),
-            accelerator: ctx.made.engine.map_or("none", |e| e.as_str()).into(),
+            accelerator: ctx
+                .made
+                .engine
+                .map_or("none", |e| e.for_guest(plan.vm.arch).as_str())
+                .into(),
             cpu: ctx
                 .made
                 .engine
-                .map_or("none", |e| e.cpu(plan.vm.cpu).name)
+                .map_or("none", |e| {
+                    e.for_guest(plan.vm.arch)
+                        .cpu(plan.vm.cpu, plan.vm.arch)
+                        .name
+                })
                 .into(),
-            architecture: crate::vocab::ARCH.into(),
+            architecture: plan.vm.arch.as_str().into(),
             firmware: plan.vm.firmware.as_str().into(),
             tpm: plan.vm.tpm,
             tools: ctx.tools.clone(),

@@ -317,6 +317,7 @@ impl Resolver<'_> {
         };
 
         let vars = self.variables(&r, &loaded, overrides);
+        let arch = r.arch.unwrap_or_else(crate::vocab::Arch::host);
         let source = match &r.source.installer {
             Some(_) if r.source.image.is_some() || r.source.bootstrap.is_some() => {
                 self.err(
@@ -326,12 +327,13 @@ impl Resolver<'_> {
                 None
             }
             Some(inst) => self.installer(inst, &loaded, &vars),
-            None => self.source(&r, &loaded),
+            None => self.source(&r, &loaded, arch),
         };
         self.require_cloud_init(source.as_ref());
-        let vm = self.vm(&r.vm);
+        let vm = self.vm(&r.vm, arch);
+        self.arch_fits(&r, arch, source.as_ref());
         if let Some(SourcePlan::Bootstrap(b)) = &source {
-            if !b.layout.boots_with(vm.firmware) {
+            if vm.arch.has_layout(b.layout) && !b.layout.boots_with(vm.firmware) {
                 self.err(
                     "/vm/firmware",
                     format!(
@@ -396,7 +398,70 @@ impl Resolver<'_> {
         (Some(plan), self.errors)
     }
 
-    fn vm(&mut self, vm: &Vm) -> VmPlan {
+    /// What another architecture cannot do (yet), each at its line: an installer VM, BIOS,
+    /// an x86-64 CPU level, a disk layout of the other, a customize step that runs a guest
+    /// program (libguestfs's appliance runs the host's architecture).
+    fn arch_fits(&mut self, r: &Recipe, arch: crate::vocab::Arch, source: Option<&SourcePlan>) {
+        use crate::vocab::Arch;
+        if arch == Arch::X86_64 {
+            if let Some(SourcePlan::Bootstrap(b)) = source {
+                if !arch.has_layout(b.layout) {
+                    self.err(
+                        "/source/bootstrap/layout",
+                        "`uefi` is aarch64's layout; x86_64 disks are `hybrid` (BIOS and UEFI) or `bios`",
+                    );
+                }
+            }
+            return;
+        }
+        match source {
+            Some(SourcePlan::Installer(_)) => self.err(
+                "/source/installer",
+                format!("an installer source builds x86_64 images only (its VM, media and answer files); for {arch} use `bootstrap` or a cloud `image`"),
+            ),
+            Some(SourcePlan::Bootstrap(b)) if !arch.has_layout(b.layout) => self.err(
+                "/source/bootstrap/layout",
+                format!("{arch} boots UEFI only: its disks have the `uefi` layout (the default)"),
+            ),
+            _ => {}
+        }
+        if r.vm.firmware == Some(crate::recipe::model::FirmwareSetting::Bios) {
+            self.err(
+                "/vm/firmware",
+                format!("{arch} has no BIOS: use `uefi` (the default)"),
+            );
+        }
+        if r.vm.accel == crate::vocab::Accel::Kvm && arch != Arch::host() {
+            self.err(
+                "/vm/accel",
+                format!(
+                    "KVM runs {} guests on this host, not {arch}: use `auto` or `tcg`",
+                    Arch::host()
+                ),
+            );
+        }
+        if !r.vm.cpu.fits(arch) {
+            self.err(
+                "/vm/cpu",
+                format!("an x86-64 level is not a CPU for {arch}: use `auto` or `max`"),
+            );
+        }
+        for (i, c) in r.customize.iter().enumerate() {
+            if let CustomizeStep::RunCommand(_)
+            | CustomizeStep::Run(_)
+            | CustomizeStep::Install(_)
+            | CustomizeStep::Uninstall(_) = c
+            {
+                let (name, _) = c.name_and_arg();
+                self.err(
+                    &format!("/customize/{i}/{name}"),
+                    format!("runs a program of the {arch} guest in libguestfs's appliance, which runs the host's architecture: do it in `provision` (the {arch} build VM)"),
+                );
+            }
+        }
+    }
+
+    fn vm(&mut self, vm: &Vm, arch: crate::vocab::Arch) -> VmPlan {
         let memory_mib = match &vm.memory {
             None => crate::plan::DEFAULT_MEMORY_MIB,
             Some(s) => match parse_size(s, 1 << 20) {
@@ -443,11 +508,15 @@ impl Resolver<'_> {
                 }
             },
         };
-        let firmware = crate::vocab::Firmware::from_settings(
-            vm.firmware == crate::recipe::model::FirmwareSetting::Uefi,
-            vm.secure_boot,
-        );
+        let firmware = match vm.firmware {
+            None if !vm.secure_boot => arch.default_firmware(),
+            setting => crate::vocab::Firmware::from_settings(
+                setting == Some(crate::recipe::model::FirmwareSetting::Uefi),
+                vm.secure_boot,
+            ),
+        };
         VmPlan {
+            arch,
             cpu: vm.cpu,
             firmware,
             tpm: vm.tpm,

@@ -27,6 +27,10 @@ pub struct Recipe {
     /// Elements to apply, in order; their dependencies are added before them.
     #[serde(default)]
     pub elements: Vec<String>,
+    /// The guest architecture: `x86_64` or `aarch64` (default: the host's). Another
+    /// architecture than the host's is emulated (TCG) and bootstrapped through qemu-user-static.
+    #[serde(default)]
+    pub arch: Option<crate::vocab::Arch>,
     /// Where the base disk comes from: exactly one of `image` or `bootstrap`.
     pub source: Source,
     /// The build VM.
@@ -268,10 +272,11 @@ pub struct Bootstrap {
     /// Size of the base disk (default 2G).
     #[serde(default)]
     pub size: Option<SizeSpec>,
-    /// Partitioning: `hybrid` (default, like the vendors' cloud images: GPT with a BIOS boot
-    /// partition and an EFI system partition, GRUB for both) or `bios` (MBR, GRUB for BIOS).
+    /// Partitioning: `hybrid` (x86_64's default, like the vendors' cloud images: GPT with a
+    /// BIOS boot partition and an EFI system partition, GRUB for both), `bios` (MBR, GRUB for
+    /// BIOS) or `uefi` (aarch64's only layout: GPT, root and an EFI system partition).
     #[serde(default)]
-    pub layout: crate::vocab::DiskLayout,
+    pub layout: Option<crate::vocab::DiskLayout>,
 }
 
 /// `vm.firmware` (and `kiln test --firmware`).
@@ -322,10 +327,11 @@ pub struct Vm {
     /// `x86-64-v2`, `x86-64-v3` or `max`.
     #[serde(default)]
     pub cpu: crate::vocab::Cpu,
-    /// The firmware of every VM (build, installer, boot test): `bios` (SeaBIOS, the default)
-    /// or `uefi` (OVMF). Published images get Glance's `hw_firmware_type`.
+    /// The firmware of every VM (build, installer, boot test): `bios` (SeaBIOS, x86_64's
+    /// default) or `uefi` (OVMF; AAVMF on aarch64, its only firmware). Published images get
+    /// Glance's `hw_firmware_type`.
     #[serde(default)]
-    pub firmware: FirmwareSetting,
+    pub firmware: Option<FirmwareSetting>,
     /// UEFI Secure Boot with Microsoft's keys (implies `firmware: uefi`): a bootstrap adds
     /// Debian's signed shim and GRUB, the boot test proves Secure Boot is enforcing, and
     /// published images get `os_secure_boot: required`.
@@ -359,7 +365,7 @@ impl Default for Vm {
             memory: None,
             vcpus: None,
             cpu: crate::vocab::Cpu::Auto,
-            firmware: FirmwareSetting::default(),
+            firmware: None,
             secure_boot: false,
             tpm: false,
             disk: None,

@@ -292,7 +292,7 @@ impl Resolver<'_> {
     ) -> BTreeMap<String, String> {
         let mut all_props = properties.clone();
         all_props.extend(g.properties.clone());
-        for (k, v) in crate::vocab::hardware_properties(vm.firmware, vm.tpm) {
+        for (k, v) in crate::vocab::hardware_properties(vm.arch, vm.firmware, vm.tpm) {
             match all_props.get(k) {
                 Some(set) if set != v => {
                     self.err(

@@ -263,7 +263,12 @@ impl Resolver<'_> {
         }
     }
 
-    pub(super) fn source(&mut self, r: &Recipe, loaded: &[elements::Loaded]) -> Option<SourcePlan> {
+    pub(super) fn source(
+        &mut self,
+        r: &Recipe,
+        loaded: &[elements::Loaded],
+        arch: crate::vocab::Arch,
+    ) -> Option<SourcePlan> {
         match (&r.source.image, &r.source.bootstrap) {
             (Some(_), Some(_)) | (None, None) => {
                 self.err(
@@ -305,9 +310,10 @@ impl Resolver<'_> {
                         }
                     },
                 };
-                let mut packages: Vec<String> = crate::plan::BASE_PACKAGES
-                    .iter()
-                    .chain(crate::bootstrap::boot_packages(b.layout))
+                let layout = b.layout.unwrap_or(arch.default_layout());
+                let mut packages: Vec<String> = std::iter::once(&arch.kernel_package())
+                    .chain(crate::plan::BASE_PACKAGES)
+                    .chain(crate::bootstrap::boot_packages(layout, arch))
                     .map(|s| s.to_string())
                     .collect();
                 packages.extend(loaded.iter().flat_map(|e| e.file.packages.iter().cloned()));
@@ -347,7 +353,8 @@ impl Resolver<'_> {
                     security_mirror,
                     packages: dedup(packages.into_iter()),
                     size_bytes,
-                    layout: b.layout,
+                    layout,
+                    arch,
                 }))
             }
         }

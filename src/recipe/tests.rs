@@ -556,3 +556,69 @@ fn firmware_and_layout_resolve_and_contradictions_are_refused() {
     at(&e, 6, 13, "needs an EFI system partition");
     at(&e, 8, 21, "`hw_firmware_type` is \"uefi\" for this build");
 }
+
+/// `arch: aarch64` resolves to UEFI (AAVMF), the `uefi` layout with arm64's kernel and signed
+/// boot chain, `virt` in Glance's properties, and keys of their own; what another architecture
+/// cannot do is refused at its line, all at once.
+#[test]
+fn aarch64_resolves_to_its_firmware_layout_and_packages_and_refuses_what_it_cannot_do() {
+    use crate::vocab::{Arch, DiskLayout, Firmware};
+    let dir = Dir::new();
+    let glance = "publish:\n  glance:\n    cloud: c\n    name: n\n";
+    let arm = format!("arch: aarch64\n{MINIMAL}{glance}");
+    let plan = load_plan(&dir.write("r.yaml", &arm), &[], &[]).unwrap();
+    assert_eq!(plan.vm.arch, Arch::Aarch64);
+    assert_eq!(plan.vm.firmware, Firmware::Uefi);
+    let SourcePlan::Bootstrap(b) = &plan.source else {
+        panic!("bootstrap")
+    };
+    assert_eq!((b.layout, b.arch), (DiskLayout::Uefi, Arch::Aarch64));
+    for p in [
+        "linux-image-cloud-arm64",
+        "grub-efi-arm64-signed",
+        "shim-signed",
+    ] {
+        assert!(b.packages.contains(&p.to_string()), "{p}: {:?}", b.packages);
+    }
+    assert!(
+        !b.packages.iter().any(|p| p.contains("amd64")),
+        "{:?}",
+        b.packages
+    );
+    let props = &plan.publish.glance.as_ref().unwrap().properties;
+    assert_eq!(props["architecture"], "aarch64");
+    assert_eq!(props["hw_machine_type"], "virt");
+    assert_eq!(props["hw_firmware_type"], "uefi");
+    // Another architecture, another base disk (and x86_64's keys as they were).
+    let x86 = load_plan(&dir.write("r.yaml", MINIMAL), &[], &[]).unwrap();
+    let SourcePlan::Bootstrap(xb) = &x86.source else {
+        panic!("bootstrap")
+    };
+    assert_ne!(b.cache_key(), xb.cache_key());
+
+    let e = errors(
+        &dir,
+        "arch: aarch64\nname: t\nsource:\n  bootstrap: {distro: debian, suite: bookworm, packages: [cloud-init], layout: hybrid}\nvm:\n  firmware: bios\n  cpu: x86-64-v2\n  accel: kvm\ncustomize:\n  - run-command: apt-get update\n  - write: /etc/motd:hi\n  - install: [tree]\n",
+    );
+    at(&e, 4, 80, "boots UEFI only");
+    at(&e, 6, 13, "has no BIOS");
+    at(&e, 7, 8, "not a CPU for aarch64");
+    at(&e, 8, 10, "KVM runs x86_64 guests on this host");
+    at(
+        &e,
+        10,
+        18,
+        "libguestfs's appliance, which runs the host's architecture",
+    );
+    at(&e, 12, 14, "libguestfs's appliance");
+    assert_eq!(e.len(), 6, "{e:?}");
+    let e = errors(
+        &dir,
+        &MINIMAL.replace(
+            "packages: [cloud-init]}",
+            "packages: [cloud-init], layout: uefi}",
+        ),
+    );
+    at(&e, 4, 80, "`uefi` is aarch64's layout");
+    assert_eq!(e.len(), 1, "{e:?}");
+}

@@ -416,6 +416,9 @@ pub struct ProvisionInputs {
     /// Only with a TPM (as `firmware`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tpm: bool,
+    /// The build VM's architecture: only when not x86_64 (as `firmware`).
+    #[serde(skip_serializing_if = "crate::vocab::Arch::is_x86_64")]
+    pub arch: crate::vocab::Arch,
 }
 
 /// The way the settings ask the steps to be run (the build may still fall back to the guest's
@@ -466,6 +469,7 @@ fn provision_inputs(
             .map(str::to_string),
         firmware: plan.vm.firmware,
         tpm: plan.vm.tpm,
+        arch: plan.vm.arch,
     })
 }
 
@@ -683,6 +687,9 @@ pub struct TestInputs<'a> {
     pub firmware: crate::vocab::Firmware,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tpm: bool,
+    /// Only when not x86_64 (as `firmware`).
+    #[serde(skip_serializing_if = "crate::vocab::Arch::is_x86_64")]
+    pub arch: crate::vocab::Arch,
 }
 
 /// The boot test's key after `booted` (the libguestfs unit's key: the build disk the test
@@ -700,6 +707,7 @@ pub fn test_key(plan: &crate::plan::Plan, booted: &Key) -> Option<Key> {
         cpu: plan.vm.cpu,
         firmware: plan.vm.firmware,
         tpm: plan.vm.tpm,
+        arch: plan.vm.arch,
     };
     Some(derive("test", TEST_VERSION, Some(booted), &inputs))
 }

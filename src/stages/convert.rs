@@ -240,7 +240,7 @@ fn write_sbom(ctx: &mut BuildContext) -> anyhow::Result<()> {
         let os = image["comment"].as_str().unwrap_or_default().to_string();
         image["comment"] = format!(
             "{os}; for {}, {} firmware{}",
-            crate::vocab::ARCH,
+            vm.arch,
             vm.firmware,
             if vm.tpm { ", TPM 2.0" } else { "" }
         )

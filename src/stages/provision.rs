@@ -520,8 +520,9 @@ fn direct_boot(
         tracing::info!("KILN_DIRECT_BOOT=0: the build VM boots through GRUB and cloud-init");
         return Ok(None);
     }
+    let serial = ctx.env.plan.vm.arch.serial_console();
     let found = crate::directboot::find(view).and_then(|f| {
-        let c = crate::directboot::cmdline(&f.entry.args)?;
+        let c = crate::directboot::cmdline(&f.entry.args, serial)?;
         Ok((f.entry, f.kernel, f.initrd, c))
     });
     let (entry, kernel, initrd, cmdline) = match found {
@@ -664,7 +665,7 @@ impl Describe for ProvisionStage {
                 "direct kernel boot when the base allows it (ext4, dpkg, systemd >= 240, a GRUB entry; not with KILN_DIRECT_BOOT=0): copy its kernel and initrd to {} and {}, then the seed carries provision.sh and boot.sh too; boot them with the GRUB entry's arguments + `{}`",
                 v.work.join("vmlinuz").display(),
                 v.work.join("initrd.img").display(),
-                crate::directboot::cmdline(&[]).unwrap_or_default()
+                crate::directboot::cmdline(&[], plan.vm.arch.serial_console()).unwrap_or_default()
             ));
             seed.push(v.work.join("provision.sh"));
             seed.push(v.work.join(crate::directboot::BOOT_SCRIPT_NAME));

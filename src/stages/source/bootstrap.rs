@@ -43,6 +43,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     if unsafe { libc::geteuid() } != 0 {
         bail!("bootstrapping a base disk needs root (mmdebstrap --mode=root and mkfs.ext4 -d keep file ownership)");
     }
+    bootstrap::can_run(b.arch).map_err(anyhow::Error::msg)?;
     let scratch = bootstrap::scratch_dir(&ctx.env.cache_dir, &key, std::process::id());
     ctx.record(Resource::Dir(scratch.clone()));
     std::fs::create_dir_all(&scratch)?;
@@ -53,7 +54,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     let esp = bootstrap::esp_volume(b);
     std::fs::write(
         &customize,
-        bootstrap::customize_script(&uuid, esp.as_deref()),
+        bootstrap::customize_script(&uuid, esp.as_deref(), b.arch.serial_console()),
     )?;
 
     tracing::info!(
@@ -76,6 +77,14 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
         &ctx.env.cancel,
     )
     .context("bootstrapping the root filesystem")?;
+    // A disk whose programs the appliance cannot run gets its boot loader from the host.
+    let esp_files = if bootstrap::grub_steps(b.layout).is_empty() {
+        let epoch = bootstrap::SOURCE_DATE_EPOCH.parse().unwrap_or(0);
+        crate::efiboot::prepare(&rootfs, &scratch.join("esp"), b.arch, &uuid, epoch)
+            .context("preparing the EFI system partition's boot loader")?
+    } else {
+        Vec::new()
+    };
 
     let raw = scratch.join("disk.raw");
     std::fs::File::create(&raw)?.set_len(b.size_bytes)?;
@@ -109,7 +118,48 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
         )
         .context("creating the EFI system partition")?;
     }
+    if !esp_files.is_empty() {
+        tracing::info!(
+            "copying Debian's signed shim and GRUB to the EFI system partition (mtools)"
+        );
+        let offset = bootstrap::ESP_OFFSET;
+        let mut cmds = vec![crate::efiboot::mmd_argv(&raw, offset)];
+        cmds.extend(
+            esp_files
+                .iter()
+                .map(|(staged, to)| crate::efiboot::mcopy_argv(&raw, offset, staged, to)),
+        );
+        for argv in cmds {
+            process::run(&argv, &Opts::default(), &ctx.env.cancel)
+                .context("filling the EFI system partition")?;
+        }
+    }
 
+    if esp_files.is_empty() {
+        install_grub(ctx, b, &raw)?;
+    }
+    if ctx.env.cancel.is_cancelled() {
+        bail!("interrupted");
+    }
+
+    let tmp = scratch.join("base.qcow2");
+    process::run(
+        &crate::qemu_img::raw_to_qcow2_argv(&raw, &tmp),
+        &Opts::default(),
+        &ctx.env.cancel,
+    )
+    .context("converting the base disk to qcow2")?;
+    std::fs::rename(&tmp, &dest)
+        .with_context(|| format!("moving the base disk to {}", dest.display()))?;
+    std::fs::remove_dir_all(&scratch).ok();
+    ctx.forget(&Resource::Dir(scratch));
+    tracing::info!("cached base disk {}", dest.display());
+    Ok(dest)
+}
+
+/// GRUB installed by the image's own grub-install in one libguestfs launch (retried on one
+/// known refusal).
+fn install_grub(ctx: &mut BuildContext, b: &BootstrapPlan, raw: &Path) -> anyhow::Result<()> {
     tracing::info!("installing GRUB with the image's own GRUB tools (libguestfs)");
     let tcg = ctx.engine()?.is_tcg();
     // grub-bios-setup now and then refuses the disk ("embedding is not possible, but this is
@@ -117,7 +167,7 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     // the steps are idempotent, so they are run again before giving up.
     let install = || -> Result<(), crate::guest::GuestError> {
         let g =
-            crate::guest::Guest::open_device(&raw, "raw", tcg, bootstrap::grub_mounts(b.layout))?;
+            crate::guest::Guest::open_device(raw, "raw", tcg, bootstrap::grub_mounts(b.layout))?;
         for step in bootstrap::grub_steps(b.layout) {
             match step {
                 bootstrap::GrubStep::Write(path, content) => g.write(path, content.as_bytes())?,
@@ -145,21 +195,5 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
             "installing GRUB failed ({e}); trying again in a new appliance ({attempt} of {GRUB_ATTEMPTS})"
         );
     }
-    if ctx.env.cancel.is_cancelled() {
-        bail!("interrupted");
-    }
-
-    let tmp = scratch.join("base.qcow2");
-    process::run(
-        &crate::qemu_img::raw_to_qcow2_argv(&raw, &tmp),
-        &Opts::default(),
-        &ctx.env.cancel,
-    )
-    .context("converting the base disk to qcow2")?;
-    std::fs::rename(&tmp, &dest)
-        .with_context(|| format!("moving the base disk to {}", dest.display()))?;
-    std::fs::remove_dir_all(&scratch).ok();
-    ctx.forget(&Resource::Dir(scratch));
-    tracing::info!("cached base disk {}", dest.display());
-    Ok(dest)
+    Ok(())
 }

@@ -109,18 +109,19 @@ fn inspect_base(
             );
         }
     }
-    // Only someone else's image can be for another architecture (kiln makes x86_64 ones).
+    // Only someone else's image can be for another architecture than the recipe's (kiln
+    // bootstraps and installs the recipe's).
     let image = crate::imagefile::standalone(&path, &info.format, info.virtual_size);
     let made_elsewhere = ctx.env.plan.source.made_elsewhere();
+    let want = ctx.env.plan.vm.arch;
     if let Some(arch) = made_elsewhere
         .then(|| crate::inspect::image_arch(&image))
         .flatten()
     {
-        if arch != crate::vocab::ARCH {
+        if arch != want.as_str() {
             return Err(crate::plan::InputMismatch(format!(
-                "{} holds an {arch} system; this build makes {} images: it is not booted",
+                "{} holds an {arch} system; this recipe's `arch` is {want}: it is not booted",
                 path.display(),
-                crate::vocab::ARCH
             ))
             .into());
         }
