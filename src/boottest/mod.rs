@@ -82,8 +82,9 @@ impl Options {
     /// The one way the test stage and `kiln test` describe a boot test: `image` as qemu-img
     /// read it (`info`), scratch files in `work`, domains named `name-XXXXXXXX`.
     #[allow(clippy::too_many_arguments)]
+    /// `chain`: the image and its backing files as the VM reaches them, nearest first.
     pub fn new(
-        image: PathBuf,
+        chain: Vec<Backing>,
         info: &crate::qemu_img::Info,
         work: PathBuf,
         machine: Machine,
@@ -93,10 +94,7 @@ impl Options {
         name: String,
     ) -> Options {
         Options {
-            chain: vec![Backing {
-                path: image,
-                format: info.format.clone(),
-            }],
+            chain,
             virtual_size: info.virtual_size,
             work,
             machine,

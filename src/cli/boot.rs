@@ -69,6 +69,52 @@ pub struct TestArgs {
     pub console: Option<PathBuf>,
 }
 
+/// The architecture `kiln test` boots `image` as: `--arch` (which the system on the disk must
+/// be), else the disk's, else the host's.
+fn arch_of(
+    flag: Option<crate::vocab::Arch>,
+    image: &std::path::Path,
+    checked: &crate::diskread::Image,
+) -> Result<crate::vocab::Arch, String> {
+    let shown = || safe(&image.display().to_string()).into_owned();
+    match (flag, crate::inspect::image_arch(checked)) {
+        (Some(want), Some(found)) if want.as_str() != found => {
+            Err(format!("{} holds an {found} system, not {want}", shown()))
+        }
+        (Some(want), _) => Ok(want),
+        (None, Some(found)) => crate::vocab::Arch::from_name(found).ok_or_else(|| {
+            format!(
+                "{} holds an {found} system; kiln test boots x86_64 and aarch64 VMs",
+                shown()
+            )
+        }),
+        (None, None) => Ok(crate::vocab::Arch::host()),
+    }
+}
+
+/// The image and every backing file it was checked with, nearest first, as the VM's user
+/// reaches them: the VM reads the chain as checked (the overlay alone would be a disk of
+/// zeros under it).
+fn vm_chain(
+    checked: &crate::diskread::Image,
+    work: &std::path::Path,
+    user: crate::libvirt::vmuser::VmUser,
+) -> std::io::Result<Vec<crate::libvirt::domain::Backing>> {
+    let mut files = Vec::new();
+    let mut at = Some(checked);
+    while let Some(img) = at {
+        files.push((img.path.clone(), img.format.clone()));
+        at = img.backing.as_deref();
+    }
+    let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+    let reachable = crate::libvirt::vmuser::reachable_chain(&paths, work, user)?;
+    Ok(reachable
+        .into_iter()
+        .zip(files)
+        .map(|(path, (_, format))| crate::libvirt::domain::Backing { path, format })
+        .collect())
+}
+
 /// The firmware `kiln test` boots `image` with: the flags, else what the build that made it
 /// recorded, else what its partition table allows.
 fn firmware(
@@ -175,24 +221,9 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
                 ))
             }
         };
-    let arch = match (a.arch, crate::inspect::image_arch(&checked)) {
-        (Some(want), Some(found)) if want.as_str() != found => {
-            return usage_error(format!(
-                "{} holds an {found} system, not {want}",
-                safe(&image.display().to_string()),
-            ))
-        }
-        (Some(want), _) => want,
-        (None, Some(found)) => match crate::vocab::Arch::from_name(found) {
-            Some(arch) => arch,
-            None => {
-                return usage_error(format!(
-                    "{} holds an {found} system; kiln test boots x86_64 and aarch64 VMs",
-                    safe(&image.display().to_string()),
-                ))
-            }
-        },
-        (None, None) => crate::vocab::Arch::host(),
+    let arch = match arch_of(a.arch, &image, &checked) {
+        Ok(arch) => arch,
+        Err(m) => return usage_error(m),
     };
     let firmware = firmware(&a, &image, &checked);
     if !arch.supports(firmware) {
@@ -232,7 +263,7 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
         return exit::BUILD_FAILED;
     }
     let result = (|| -> anyhow::Result<boottest::Report> {
-        let reachable = crate::libvirt::vmuser::reachable(&image, &work, user)?;
+        let chain = vm_chain(&checked, &work, user)?;
         let machine = crate::libvirt::domain::Machine {
             arch,
             engine: crate::vocab::Engine::from_tcg(tcg).for_guest(arch),
@@ -243,7 +274,7 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
             vcpus: a.vcpus,
         };
         let o = boottest::Options::new(
-            reachable,
+            chain,
             &info,
             work.clone(),
             machine,

@@ -184,7 +184,7 @@ fn options(
         .collect();
     let engine = ctx.engine()?;
     let mut o = crate::boottest::Options::new(
-        disk.to_path_buf(),
+        chain,
         top,
         dir.to_path_buf(),
         crate::seed::machine(&ctx.env.plan, engine),
@@ -193,7 +193,6 @@ fn options(
         checks,
         format!("kiln-test-{}", ctx.env.plan.name),
     );
-    o.chain = chain;
     o.build_host_keys = ctx.made.build_host_keys.clone();
     Ok(o)
 }

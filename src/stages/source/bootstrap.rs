@@ -58,10 +58,16 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
     )?;
 
     tracing::info!(
-        "bootstrapping {} {} with mmdebstrap ({} packages; about 2 minutes)",
+        "bootstrapping {} {} for {} with mmdebstrap ({} packages; {})",
         b.distro,
         b.suite,
-        b.packages.len()
+        b.arch,
+        b.packages.len(),
+        if b.arch == crate::vocab::Arch::host() {
+            "about 2 minutes"
+        } else {
+            "about 15 minutes on 2 cores: every maintainer script runs through qemu-user-static"
+        }
     );
     let opts = Opts {
         env: vec![(
