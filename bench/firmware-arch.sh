@@ -5,7 +5,8 @@
 # BOOTS times (orders alternating), medians of the boot to the ssh login and of the whole test.
 # arm64 is the same recipe with `arch: aarch64`: on an x86_64 host its bootstrap runs through
 # qemu-user-static and its VMs are emulated (what TCG costs for arm64 is its ratio).
-# Usage: bench/firmware-arch.sh [BUILDS] [BOOTS]   (defaults 1 and 3; root, libvirtd, TCG here)
+# Usage: [KILN_BENCH_KINDS="bios uefi arm64"] bench/firmware-arch.sh [BUILDS] [BOOTS]
+#        (defaults: all four kinds, 1 build and 3 boots each; root, libvirtd, TCG here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 builds=${1:-1}
@@ -15,7 +16,8 @@ kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 work=$(mktemp -d /var/tmp/kiln-bench-fw.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cp -r examples/files "$work/files"
-kinds=(bios uefi secure-boot arm64)
+# KILN_BENCH_KINDS: a subset, e.g. "bios uefi arm64" (the first is the ratios' base).
+read -r -a kinds <<<"${KILN_BENCH_KINDS:-bios uefi secure-boot arm64}"
 for k in "${kinds[@]}"; do
   case $k in
     bios) extra="" ;;
