@@ -179,35 +179,30 @@ pub fn sfdisk_script(layout: DiskLayout, key: &str, size: u64) -> String {
     let (_, root_bytes) = root_extent(layout, size);
     match layout {
         DiskLayout::Bios => "label: dos\nstart=2048, type=83, bootable\n".into(),
-        DiskLayout::Hybrid => format!(
-            "label: gpt\nlabel-id: {}\nfirst-lba: 2048\n\
-             start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid={}, name=root\n\
-             start={}, size={}, type=21686148-6449-6E6F-744E-656564454649, uuid={}, name=bios\n\
-             start={}, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid={}, name=esp\n",
-            guid(key, "disk"),
-            HYBRID_ROOT_START / SECTOR,
-            root_bytes / SECTOR,
-            guid(key, "root"),
-            BIOS_BOOT.0 / SECTOR,
-            BIOS_BOOT.1 / SECTOR,
-            guid(key, "bios"),
-            ESP.0 / SECTOR,
-            ESP.1 / SECTOR,
-            guid(key, "esp"),
-        ),
-        // The hybrid layout without the BIOS boot partition: the ESP is partition 2.
-        DiskLayout::Uefi => format!(
-            "label: gpt\nlabel-id: {}\nfirst-lba: 2048\n\
-             start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid={}, name=root\n\
-             start={}, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid={}, name=esp\n",
-            guid(key, "disk"),
-            HYBRID_ROOT_START / SECTOR,
-            root_bytes / SECTOR,
-            guid(key, "root"),
-            ESP.0 / SECTOR,
-            ESP.1 / SECTOR,
-            guid(key, "esp"),
-        ),
+        DiskLayout::Hybrid | DiskLayout::Uefi => {
+            let part = |(start, size): (u64, u64), ty: &str, what: &str| {
+                format!(
+                    "start={}, size={}, type={ty}, uuid={}, name={what}\n",
+                    start / SECTOR,
+                    size / SECTOR,
+                    guid(key, what)
+                )
+            };
+            let mut t = format!(
+                "label: gpt\nlabel-id: {}\nfirst-lba: 2048\n",
+                guid(key, "disk")
+            );
+            t += &part(
+                (HYBRID_ROOT_START, root_bytes),
+                "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+                "root",
+            );
+            // The uefi layout is the hybrid one without the BIOS boot partition (its ESP is 2).
+            if layout == DiskLayout::Hybrid {
+                t += &part(BIOS_BOOT, "21686148-6449-6E6F-744E-656564454649", "bios");
+            }
+            t + &part(ESP, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "esp")
+        }
     }
 }
 
