@@ -391,7 +391,7 @@ pub struct TemplateSources {
 pub struct InputMismatch(pub String);
 
 /// Bump when the way bootstrapped base disks are made changes: it is part of the cache key.
-pub const RECIPE_REVISION: &str = "kiln-bootstrap-7";
+pub const RECIPE_REVISION: &str = "kiln-bootstrap-8";
 
 /// Arguments of the operations that take them (virt-sysprep's flags of the same names) and
 /// the customize steps of the `customize` operation.
