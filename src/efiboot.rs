@@ -160,7 +160,12 @@ pub fn prepare(
     let cfg = grub_cfg(root_uuid, &version, arch.serial_console())?;
     let grub_dir = rootfs.join("boot/grub");
     crate::hostfile::open_beneath(rootfs, "boot", true).map_err(io("/boot"))?;
-    std::fs::create_dir_all(&grub_dir).map_err(io("/boot/grub"))?;
+    match std::fs::create_dir(&grub_dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io("/boot/grub")(e))?,
+        _ => {}
+    }
+    // A link planted at /boot/grub would take grub.cfg out of the tree: a directory beneath.
+    crate::hostfile::open_beneath(rootfs, "boot/grub", true).map_err(io("/boot/grub"))?;
     crate::hostfile::replace_file(&grub_dir.join("grub.cfg"), cfg.as_bytes(), 0o644)
         .map_err(io("/boot/grub/grub.cfg"))?;
     std::fs::create_dir_all(staging).map_err(io(&staging.display().to_string()))?;
@@ -298,5 +303,22 @@ mod tests {
         assert!(std::fs::read_to_string(root.join("boot/grub/grub.cfg"))
             .unwrap()
             .contains("/boot/vmlinuz-6.1.0-1-arm64 root=UUID=u"));
+    }
+
+    #[test]
+    fn prepare_writes_no_grub_cfg_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(root.join("boot")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("boot/vmlinuz-6.1.0-1-arm64"), b"k").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("boot/grub")).unwrap();
+        let e = prepare(&root, &d.path().join("esp"), Arch::Aarch64, "u", 0).unwrap_err();
+        assert!(e.to_string().contains("/boot/grub"), "{e}");
+        assert!(
+            !outside.join("grub.cfg").exists(),
+            "written through the link"
+        );
     }
 }
