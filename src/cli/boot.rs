@@ -106,13 +106,7 @@ fn vm_chain(
         files.push((img.path.clone(), img.format.clone()));
         at = img.backing.as_deref();
     }
-    let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
-    let reachable = crate::libvirt::vmuser::reachable_chain(&paths, work, user)?;
-    Ok(reachable
-        .into_iter()
-        .zip(files)
-        .map(|(path, (_, format))| crate::libvirt::domain::Backing { path, format })
-        .collect())
+    crate::libvirt::vmuser::reachable_backings(files, work, user)
 }
 
 /// The firmware `kiln test` boots `image` with: the flags, else what the build that made it

@@ -168,20 +168,15 @@ fn options(
 ) -> anyhow::Result<crate::boottest::Options> {
     let infos = crate::qemu_img::info_chain(disk, &ctx.env.cancel)?;
     let top = infos.first().context("qemu-img info gave no image")?;
-    let files: Vec<PathBuf> = infos.iter().map(|i| PathBuf::from(&i.filename)).collect();
-    let files = crate::libvirt::vmuser::reachable_chain(&files, dir, ctx.env.vm_user)
-        .with_context(|| format!("giving the test VM access to {}", disk.display()))?;
-    for f in files.iter().filter(|f| f.starts_with(dir)) {
-        ctx.record(Resource::File(f.clone()));
-    }
-    let chain = files
-        .into_iter()
-        .zip(&infos)
-        .map(|(path, i)| crate::libvirt::domain::Backing {
-            path,
-            format: i.format.clone(),
-        })
+    let files = infos
+        .iter()
+        .map(|i| (PathBuf::from(&i.filename), i.format.clone()))
         .collect();
+    let chain = crate::libvirt::vmuser::reachable_backings(files, dir, ctx.env.vm_user)
+        .with_context(|| format!("giving the test VM access to {}", disk.display()))?;
+    for b in chain.iter().filter(|b| b.path.starts_with(dir)) {
+        ctx.record(Resource::File(b.path.clone()));
+    }
     let engine = ctx.engine()?;
     let mut o = crate::boottest::Options::new(
         chain,
