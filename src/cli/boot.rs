@@ -106,7 +106,7 @@ fn vm_chain(
         files.push((img.path.clone(), img.format.clone()));
         at = img.backing.as_deref();
     }
-    crate::libvirt::vmuser::reachable_backings(files, work, user)
+    crate::libvirt::domain::reachable_backings(files, work, user)
 }
 
 /// The firmware `kiln test` boots `image` with: the flags, else what the build that made it

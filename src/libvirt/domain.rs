@@ -50,6 +50,22 @@ pub struct Backing {
     pub format: String,
 }
 
+/// A VM's disk chain, `(path, format)` nearest first, as `user` reaches it
+/// ([`super::vmuser::reachable_chain`]): the domain's system disk and its backing stores (one
+/// place for the build's boot test and `kiln test`).
+pub fn reachable_backings(
+    files: Vec<(PathBuf, String)>,
+    dir: &Path,
+    user: VmUser,
+) -> std::io::Result<Vec<Backing>> {
+    let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+    Ok(super::vmuser::reachable_chain(&paths, dir, user)?
+        .into_iter()
+        .zip(files)
+        .map(|(path, (_, format))| Backing { path, format })
+        .collect())
+}
+
 impl Disk {
     /// A qcow2 system disk of the VM's own, with discard; `scratch`: cache=unsafe (qemu writes
     /// everything out when it exits after the guest's power-off).

@@ -116,22 +116,6 @@ pub fn reachable(file: &Path, dir: &Path, user: VmUser) -> std::io::Result<PathB
     reachable_at(file, &dest, dir, user)
 }
 
-/// A VM's disk chain, `(path, format)` nearest first, as `user` reaches it ([`reachable_chain`]):
-/// what the domain's system disk and its backing stores are (one place for the build's boot test
-/// and `kiln test`).
-pub fn reachable_backings(
-    files: Vec<(PathBuf, String)>,
-    dir: &Path,
-    user: VmUser,
-) -> std::io::Result<Vec<super::domain::Backing>> {
-    let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
-    Ok(reachable_chain(&paths, dir, user)?
-        .into_iter()
-        .zip(files)
-        .map(|(path, (_, format))| super::domain::Backing { path, format })
-        .collect())
-}
-
 /// The images of a backing chain (nearest first) as `user` reaches them: themselves when that
 /// is kiln's own user, else each as `dir/chain-N-NAME` (the images of a chain may share a
 /// name: every stage cache entry's disk is `disk.qcow2`), linked or copied as [`reachable`]

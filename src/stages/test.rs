@@ -172,7 +172,7 @@ fn options(
         .iter()
         .map(|i| (PathBuf::from(&i.filename), i.format.clone()))
         .collect();
-    let chain = crate::libvirt::vmuser::reachable_backings(files, dir, ctx.env.vm_user)
+    let chain = crate::libvirt::domain::reachable_backings(files, dir, ctx.env.vm_user)
         .with_context(|| format!("giving the test VM access to {}", disk.display()))?;
     for b in chain.iter().filter(|b| b.path.starts_with(dir)) {
         ctx.record(Resource::File(b.path.clone()));
