@@ -4,8 +4,9 @@
 #     variables and HOME pointing at an empty directory (only the Rust toolchain's own
 #     location is passed on), then the result: manifest.json, the images, SHA256SUMS.
 #  2. The binary stands alone: `cargo install --root DIR`, then the installed kiln, run from
-#     another directory with the source tree's elements/ and templates/ moved away, lists the
-#     built-in elements and validates and plans a recipe.
+#     another directory with the source tree's elements/ and templates/ hidden (empty tmpfs
+#     mounts in a mount namespace of its own: the tree stays whole for anything else running),
+#     lists the built-in elements and validates and plans a recipe.
 # Usage: scripts/newcomer.sh [HOME-DIR] (default: a new temporary directory; it must be empty).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,26 +52,24 @@ grep -q "qemu-system-x86_64" /tmp/kiln-quickstart.out || fail "no boot hint"
 echo "== cargo install --root, run without the source tree"
 inst=$(mktemp -d /var/tmp/kiln-install.XXXXXX)
 elsewhere=$(mktemp -d /var/tmp/kiln-elsewhere.XXXXXX)
-restore() {
-  for d in elements templates; do
-    if [ -e "$src/$d.away" ]; then mv "$src/$d.away" "$src/$d"; fi
-  done
-  rm -rf "$inst" "$elsewhere"
-}
-trap restore EXIT
+cleanup() { rm -rf "$inst" "$elsewhere"; }
+trap cleanup EXIT
 # The release build quickstart.sh made is reused (same target directory).
 cargo install --quiet --locked --path . --root "$inst" --target-dir target
 cp -r examples/debian-12.yaml examples/files "$elsewhere/"
-mv elements elements.away
-mv templates templates.away
 cd "$elsewhere"
-k="$inst/bin/kiln"
-env -u KILN_ELEMENTS_PATH -u KILN_DATA_DIR "$k" elements list | tee elements.txt
-[ "$(grep -c '\[built-in\]' elements.txt)" -ge 6 ] || fail "built-in elements not listed as built-in"
-env -u KILN_ELEMENTS_PATH -u KILN_DATA_DIR "$k" elements show debian | head -1 | grep -q 'built-in' \
-  || fail "elements show does not say built-in"
-env -u KILN_ELEMENTS_PATH -u KILN_DATA_DIR "$k" validate debian-12.yaml
-env -u KILN_ELEMENTS_PATH -u KILN_DATA_DIR "$k" plan debian-12.yaml --render-dir plan >/dev/null
-grep -q "<domain type=" plan/domain.xml || fail "no domain.xml rendered"
-grep -q '#cloud-config' plan/user-data || fail "no user-data rendered"
+unshare --mount --propagation private env SRC="$src" K="$inst/bin/kiln" bash -euo pipefail -c '
+  mount -t tmpfs kiln-hidden "$SRC/elements"
+  mount -t tmpfs kiln-hidden "$SRC/templates"
+  [ -z "$(ls -A "$SRC/elements")$(ls -A "$SRC/templates")" ]
+  fail() { echo "newcomer: $*" >&2; exit 1; }
+  env -u KILN_ELEMENTS_PATH -u KILN_DATA_DIR "$K" elements list | tee elements.txt
+  [ "$(grep -c "\[built-in\]" elements.txt)" -ge 6 ] || fail "built-in elements not listed as built-in"
+  env -u KILN_ELEMENTS_PATH -u KILN_DATA_DIR "$K" elements show debian | head -1 | grep -q "built-in" \
+    || fail "elements show does not say built-in"
+  env -u KILN_ELEMENTS_PATH -u KILN_DATA_DIR "$K" validate debian-12.yaml
+  env -u KILN_ELEMENTS_PATH -u KILN_DATA_DIR "$K" plan debian-12.yaml --render-dir plan >/dev/null
+  grep -q "<domain type=" plan/domain.xml || fail "no domain.xml rendered"
+  grep -q "#cloud-config" plan/user-data || fail "no user-data rendered"
+'
 echo "newcomer: ok (quickstart, outputs verified, installed binary stands alone)"

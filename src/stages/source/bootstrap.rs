@@ -64,9 +64,9 @@ fn base_disk(ctx: &mut BuildContext, b: &BootstrapPlan) -> anyhow::Result<PathBu
         b.arch,
         b.packages.len(),
         if b.arch == crate::vocab::Arch::host() {
-            "about 2 minutes"
+            "about a minute"
         } else {
-            "about 15 minutes on 2 cores: every maintainer script runs through qemu-user-static"
+            "about 10 minutes: every maintainer script runs through qemu-user-static"
         }
     );
     let opts = Opts {
