@@ -101,15 +101,15 @@ export OS_KEYSTONE_CONFIG_DIR=$ks
   --bootstrap-admin-url http://127.0.0.1:5000/v3 --bootstrap-public-url http://127.0.0.1:5000/v3 \
   --bootstrap-internal-url http://127.0.0.1:5000/v3 --bootstrap-region-id RegionOne
 
-uwsgi_ini() { # file port module log [second-address]
+uwsgi_ini() { # file port module log processes threads [second-address]
   cat > "$1" <<INI
 [uwsgi]
 http-socket = 127.0.0.1:$2
-${5:+http-socket = $5:$2}
+${7:+http-socket = $7:$2}
 module = $3
 master = true
-processes = 2
-threads = 4
+processes = $5
+threads = $6
 lazy-apps = true
 die-on-term = true
 http-raw-body = true
@@ -122,7 +122,11 @@ buffer-size = 65535
 logto = $4
 INI
 }
-uwsgi_ini "$ks/uwsgi.ini" 5000 keystone.wsgi.api:application "$dir/keystone-uwsgi.log"
+# Keystone in processes of one thread each: with 4 threads a process, an application credential
+# made while Swift's s3tokens requests were being validated took their token's role (`service`)
+# as the user's and was refused ("Could not find role assignment"; CI14, with the remote cache
+# tests beside the Glance ones).
+uwsgi_ini "$ks/uwsgi.ini" 5000 keystone.wsgi.api:application "$dir/keystone-uwsgi.log" 4 1
 start_uwsgi keystone OS_KEYSTONE_CONFIG_DIR "$ks"
 wait_for keystone http://127.0.0.1:5000/v3 "$dir/keystone-uwsgi.log"
 
@@ -193,7 +197,7 @@ cp "$venv/etc/glance/glance-api-paste.ini" "$gl/"
 export OS_GLANCE_CONFIG_DIR=$gl
 "$bin/glance-manage" --config-file "$gl/glance-api.conf" db_sync >/dev/null 2>&1 \
   || { echo "glance-manage db_sync failed" >&2; exit 1; }
-uwsgi_ini "$gl/uwsgi.ini" 9292 glance.wsgi.api:application "$dir/glance-uwsgi.log" 127.0.0.2
+uwsgi_ini "$gl/uwsgi.ini" 9292 glance.wsgi.api:application "$dir/glance-uwsgi.log" 2 4 127.0.0.2
 start_uwsgi glance OS_GLANCE_CONFIG_DIR "$gl"
 wait_for glance http://127.0.0.1:9292/versions "$dir/glance-uwsgi.log"
 
