@@ -160,12 +160,8 @@ pub fn prepare(
     let cfg = grub_cfg(root_uuid, &version, arch.serial_console())?;
     let grub_dir = rootfs.join("boot/grub");
     crate::hostfile::open_beneath(rootfs, "boot", true).map_err(io("/boot"))?;
-    match std::fs::create_dir(&grub_dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io("/boot/grub")(e))?,
-        _ => {}
-    }
-    // A link planted at /boot/grub would take grub.cfg out of the tree: a directory beneath.
-    crate::hostfile::open_beneath(rootfs, "boot/grub", true).map_err(io("/boot/grub"))?;
+    // A link planted at /boot/grub would take grub.cfg out of the tree.
+    crate::hostfile::real_dir(&grub_dir).map_err(io("/boot/grub"))?;
     crate::hostfile::replace_file(&grub_dir.join("grub.cfg"), cfg.as_bytes(), 0o644)
         .map_err(io("/boot/grub/grub.cfg"))?;
     std::fs::create_dir_all(staging).map_err(io(&staging.display().to_string()))?;

@@ -1020,9 +1020,14 @@ fn kiln_sysprep_dry_run_changes_nothing_then_removes_what_it_listed() {
 
 /// Run a guestfish script read-write on `image`.
 fn guestfish_rw(image: &Path, script: &str) {
+    guestfish_rw_on(&[image], &ROOT, script)
+}
+
+/// Run a guestfish script read-write on `images` (sda, sdb, …) with `args`.
+fn guestfish_rw_on(images: &[&Path], args: &[&str], script: &str) {
     let mut child = Command::new("guestfish")
-        .args(["-a", image.to_str().unwrap()])
-        .args(ROOT)
+        .args(images.iter().flat_map(|i| ["-a", i.to_str().unwrap()]))
+        .args(args)
         .env("LIBGUESTFS_BACKEND", "direct")
         .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
         .stdin(Stdio::piped())
@@ -1279,23 +1284,13 @@ fn sysprep_parity_with_virt_sysprep_for_defaults_a_selection_and_a_red_hat_style
     std::fs::rename(&base, &debian).unwrap();
     std::fs::copy(&debian, &rhel).unwrap();
     steps.at("planting both disks");
-    let mut plant = Command::new("guestfish");
-    plant.arg("-a").arg(&debian).arg("-a").arg(&rhel);
-    let script = format!(
-        "run\nmount /dev/sda1 /\n{PLANT}{PLANT_ACCOUNTS_AND_CERTS}umount-all\nmount /dev/sdb1 /\n{PLANT}{PLANT_RHEL}umount-all\n"
+    guestfish_rw_on(
+        &[&debian, &rhel],
+        &[],
+        &format!(
+            "run\nmount /dev/sda1 /\n{PLANT}{PLANT_ACCOUNTS_AND_CERTS}umount-all\nmount /dev/sdb1 /\n{PLANT}{PLANT_RHEL}umount-all\n"
+        ),
     );
-    let o = plant
-        .env("LIBGUESTFS_BACKEND", "direct")
-        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
-        .stdin(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(script.as_bytes())?;
-            c.wait()
-        })
-        .unwrap();
-    assert!(o.success(), "guestfish failed planting");
     let copy = |from: &Path, name: &str| {
         let p = d.join(name);
         std::fs::copy(from, &p).unwrap();
@@ -1715,17 +1710,7 @@ fn builds_that_cannot_or_need_not_boot_the_guest_do_not_wait_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let disk = a_debian_disk(dir.path());
     // Its recipes' domains only (noboot, bare): it runs beside other tests.
-    let own = || {
-        [
-            "kiln-noboot",
-            "kiln-bare",
-            "kiln-test-noboot",
-            "kiln-test-bare",
-        ]
-        .iter()
-        .flat_map(|p| domains(p))
-        .collect::<Vec<_>>()
-    };
+    let own = || domains_of(&["noboot", "bare"]);
     let before = own();
     let recipe = |name: &str, image: &str, steps: &str| {
         let p = dir.path().join(format!("{name}.yaml"));
@@ -3411,11 +3396,7 @@ fn an_arm64_image_is_bootstrapped_provisioned_and_boot_tested_under_emulation() 
     let steps = Steps::new();
     let dir = tempfile::tempdir().unwrap();
     // Its own domains only: the other VM tests run beside it.
-    let own = || {
-        let mut d = domains(&format!("kiln-{BESIDE}"));
-        d.extend(domains(&format!("kiln-test-{BESIDE}")));
-        d
-    };
+    let own = || domains_of(&[BESIDE]);
     let before = own();
     let out = dir.path().join("out");
     steps.at("the arm64 build");

@@ -37,6 +37,16 @@ pub fn kiln_cache_dir() -> std::path::PathBuf {
     kiln::tunables::Tunables::from_env().cache_dir
 }
 
+/// The domains of builds of the recipes named `names` (`kiln-NAME-…`) and of their boot tests
+/// (`kiln-test-NAME…`): for tests that run beside other VM tests and judge only their own.
+pub fn domains_of(names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .flat_map(|n| [format!("kiln-{n}"), format!("kiln-test-{n}")])
+        .flat_map(|p| domains(&p))
+        .collect()
+}
+
 /// A shell command in `cwd`, to completion.
 pub fn sh(cmd: &str, cwd: &Path) -> Output {
     Command::new("sh")
