@@ -9,6 +9,7 @@
 #   scripts/glance-setup.sh                 # install if needed, configure, start; prints the env
 #   scripts/glance-setup.sh stop            # stop what it started
 #   scripts/glance-setup.sh restart-glance  # stop Glance (SIGTERM) and start it again, same state
+#   scripts/glance-setup.sh install         # only install the venv (.ci/run, beside the build)
 #
 # State lives in $KILN_GLANCE_DIR (default /var/tmp/kiln-glance); the venv in
 # $KILN_GLANCE_VENV (default /opt/kiln-glance-venv) is reused when present. PIDs go to
@@ -71,6 +72,7 @@ if [ ! -x "$venv/bin/glance-manage" ] || [ ! -x "$venv/bin/uwsgi" ]; then
   "$venv/bin/pip" install -q -c "$here/glance-constraints.txt" \
     glance keystone python-glanceclient python-openstackclient uWSGI
 fi
+if [ "${1:-}" = install ]; then exit 0; fi
 bin=$venv/bin
 
 stop
@@ -134,27 +136,39 @@ wait_for keystone http://127.0.0.1:5000/v3 "$dir/keystone-uwsgi.log"
 export OS_AUTH_URL=http://127.0.0.1:5000/v3 OS_IDENTITY_API_VERSION=3 OS_USERNAME=admin \
   OS_PASSWORD=$admin_pw OS_PROJECT_NAME=admin OS_USER_DOMAIN_ID=default \
   OS_PROJECT_DOMAIN_ID=default OS_REGION_NAME=RegionOne
-os() { "$bin/openstack" "$@"; }
-os project create -f value -c id --domain default service >/dev/null
-os user create -f value -c id --domain default --password "$svc_pw" glance >/dev/null
-os role add --project service --user glance admin
-os role add --project service --user glance service
-os service create -f value -c id --name glance image >/dev/null
-# Each interface its own address, so that a client using the wrong one is caught: Glance
-# answers on public (127.0.0.1) and internal (127.0.0.2); nothing listens on admin (127.0.0.3).
-for e in public=127.0.0.1 internal=127.0.0.2 admin=127.0.0.3; do
-  os endpoint create -f value -c id --region RegionOne image "${e%%=*}" "http://${e#*=}:9292" >/dev/null
-done
-# RegionTLS: the same Glance behind stunnel's TLS (scripts: tls_front below), for cacert and
-# verify in clouds.yaml.
-os region create RegionTLS >/dev/null
-os endpoint create -f value -c id --region RegionTLS image public "https://127.0.0.1:9443" >/dev/null
-for p in alpha beta; do
-  os project create -f value -c id --domain default "$p" >/dev/null
-  os user create -f value -c id --domain default --password "$p-pw" "$p-user" >/dev/null
-  os role add --project "$p" --user "$p-user" member
-  os role add --project "$p" --user "$p-user" reader
-done
+# One `openstack` process reads every command from its standard input (cliff's shell): each
+# process start costs ~2 s of Python imports, and these were twenty.
+identity=$(mktemp)
+{
+  echo "project create --domain default service"
+  echo "user create --domain default --password $svc_pw glance"
+  echo "role add --project service --user glance admin"
+  echo "role add --project service --user glance service"
+  echo "service create --name glance image"
+  # Each interface its own address, so that a client using the wrong one is caught: Glance
+  # answers on public (127.0.0.1) and internal (127.0.0.2); nothing listens on admin (127.0.0.3).
+  for e in public=127.0.0.1 internal=127.0.0.2 admin=127.0.0.3; do
+    echo "endpoint create --region RegionOne image ${e%%=*} http://${e#*=}:9292"
+  done
+  # RegionTLS: the same Glance behind stunnel's TLS (scripts: tls_front below), for cacert and
+  # verify in clouds.yaml.
+  echo "region create RegionTLS"
+  echo "endpoint create --region RegionTLS image public https://127.0.0.1:9443"
+  for p in alpha beta; do
+    echo "project create --domain default $p"
+    echo "user create --domain default --password $p-pw $p-user"
+    echo "role add --project $p --user $p-user member"
+    echo "role add --project $p --user $p-user reader"
+  done
+} > "$identity"
+# The shell's exit status is 1 whatever happened: a command that failed said so on stderr.
+"$bin/openstack" < "$identity" > "$dir/identity.log" 2> "$dir/identity.err" || true
+rm -f "$identity"
+if [ -s "$dir/identity.err" ]; then
+  echo "glance-setup: creating Keystone's projects, users and endpoints failed:" >&4
+  cat "$dir/identity.err" >&4
+  exit 1
+fi
 
 cat > "$gl/glance-api.conf" <<CONF
 [DEFAULT]

@@ -1811,12 +1811,69 @@ fn leftovers_in(cache: &Path) -> Vec<String> {
     tree(cache)
         .into_iter()
         .map(|(p, _)| p)
-        .filter(|p| {
-            [".pull-", ".tmp-", ".part-", ".build-"]
-                .iter()
-                .any(|t| p.contains(t))
-        })
+        .filter(|p| p.split('/').any(is_leftover))
         .collect()
+}
+
+fn is_leftover(name: &str) -> bool {
+    [".pull-", ".tmp-", ".part-", ".build-"]
+        .iter()
+        .any(|t| name.contains(t))
+}
+
+/// The leftovers of one kiln process (its id ends each such name) in a cache other tests'
+/// builds use at the same time.
+fn leftovers_of(cache: &Path, pid: u32) -> Vec<String> {
+    let mark = format!("-{pid}");
+    tree(cache)
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| p.split('/').any(|c| is_leftover(c) && c.ends_with(&mark)))
+        .collect()
+}
+
+/// The leftover check the VM tests make in the shared cache finds what a process left, and only
+/// that: planted pull, commit, part and bootstrap names of two processes.
+#[test]
+fn leftovers_of_names_one_process_leftovers_and_no_other() {
+    let d = tempfile::tempdir().unwrap();
+    for p in [
+        "stages/.tmp-abc-123/disk.qcow2",
+        "stages/.pull-abc-1234/meta.json",
+        "bootstrap/.build-k-123/rootfs/etc/hostname",
+        "images/.sha256-ab.part-123",
+        "images/.sha256-cd.part-9123",
+        "stages/abc-123/disk.qcow2",
+    ] {
+        let f = d.path().join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, b"x").unwrap();
+    }
+    let mut got = leftovers_of(d.path(), 123);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "bootstrap/.build-k-123/",
+            "bootstrap/.build-k-123/rootfs/",
+            "bootstrap/.build-k-123/rootfs/etc/",
+            "bootstrap/.build-k-123/rootfs/etc/hostname",
+            "images/.sha256-ab.part-123",
+            "stages/.tmp-abc-123/",
+            "stages/.tmp-abc-123/disk.qcow2",
+        ]
+    );
+    assert!(leftovers_of(d.path(), 77).is_empty());
+}
+
+/// `recipe` with another `name:` (the name is in no stage key): its domains are
+/// `kiln-NAME-…` and `kiln-test-NAME-…`, its catalog directory `NAME-VERSION`.
+fn renamed(recipe: &Path, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(recipe).unwrap();
+    let new = text.replacen("\nname: debian-12\n", &format!("\nname: {name}\n"), 1);
+    assert_ne!(new, text, "no `name: debian-12` in {}", recipe.display());
+    std::fs::write(recipe, new).unwrap();
+    recipe.to_path_buf()
 }
 
 /// SIGINT at the start of every stage (the boot test's once its VM runs), SIGTERM and SIGHUP
@@ -1835,7 +1892,9 @@ fn an_interrupt_at_every_stage_cleans_up_and_keeps_the_previous_output() {
             .unwrap()
             .as_millis()
     );
-    let recipe = quick_recipe(dir.path(), &prefix);
+    // A name of its own (the name is in no stage key: the shared cache's entries serve it),
+    // so that its domains are told from those of the tests beside it.
+    let recipe = renamed(&quick_recipe(dir.path(), &prefix), "int-debian-12");
     // The same recipe with its boot test on (its other stages' entries are the same).
     let tested = dir.path().join("tested.yaml");
     let quick_text = std::fs::read_to_string(&recipe).unwrap();
@@ -1854,11 +1913,11 @@ fn an_interrupt_at_every_stage_cleans_up_and_keeps_the_previous_output() {
         .output()
         .unwrap();
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
-    let built = out.join("debian-12-1.0");
+    let built = out.join("int-debian-12-1.0");
     let mut previous = tree(&built);
     let mut previous_manifest = std::fs::read_to_string(built.join("manifest.json")).unwrap();
-    let before = domains("kiln-debian-12-");
-    let before_test = domains("kiln-test-");
+    let own = || domains_of(&["int-debian-12-"]);
+    assert_eq!(own(), Vec::<String>::new());
 
     let cases: &[(&str, &[&str])] = &[
         ("source", &["INT"]),
@@ -1924,26 +1983,20 @@ fn an_interrupt_at_every_stage_cleans_up_and_keeps_the_previous_output() {
         }
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(130), "{what}: exit code");
-        assert_eq!(
-            domains("kiln-debian-12-"),
-            before,
-            "{what}: domain left behind"
-        );
-        assert_eq!(
-            domains("kiln-test-"),
-            before_test,
-            "{what}: test domain left behind"
-        );
+        // Its build VM's and its boot test's domains, by its recipe's name.
+        assert_eq!(own(), Vec::<String>::new(), "{what}: domain left behind");
         let left: Vec<String> = std::fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(left, vec!["debian-12-1.0"], "{what}: left in the catalog");
-        assert!(
-            cache_leftovers().is_empty(),
-            "{what}: {:?}",
-            cache_leftovers()
+        assert_eq!(
+            left,
+            vec!["int-debian-12-1.0"],
+            "{what}: left in the catalog"
         );
+        // What this build (its process id is in every such name) left in the shared cache.
+        let left = leftovers_of(&kiln_cache_dir(), child.id());
+        assert!(left.is_empty(), "{what}: {left:?}");
         assert!(
             glance_ids(&format!("{prefix}-{run}")).is_empty(),
             "{what}: a Glance record was left"
@@ -2107,6 +2160,8 @@ fn a_full_disk_pauses_the_guest_and_the_error_names_it() {
     assert_ne!(fill, example);
     let recipe = dir.path().join("full.yaml");
     std::fs::write(&recipe, fill).unwrap();
+    // A name of its own: its domain is told from those of the tests beside it.
+    let recipe = renamed(&recipe, "full-debian-12");
     std::fs::create_dir_all(dir.path().join("files")).unwrap();
     std::fs::copy(
         root().join("examples/files/hello.sh"),
@@ -2128,11 +2183,14 @@ fn a_full_disk_pauses_the_guest_and_the_error_names_it() {
             && err.contains("is most likely full"),
         "{err}"
     );
-    assert!(domains("kiln-debian-12-").is_empty(), "domain left behind");
+    assert!(
+        domains_of(&["full-debian-12-"]).is_empty(),
+        "domain left behind"
+    );
     let left: Vec<String> = tree(&small)
         .into_iter()
         .map(|(p, _)| p)
-        .filter(|p| p.starts_with(".kiln-staging-") || p.starts_with("vm/debian-12"))
+        .filter(|p| p.starts_with(".kiln-staging-") || p.starts_with("vm/full-debian-12"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
