@@ -4,7 +4,8 @@
 # the image cache, all three import methods, Keystone auth. Served by uWSGI (glance-api no
 # longer runs standalone). Creates an admin, a `service` project with the glance user, and two
 # ordinary projects (alpha, beta) with a member user each, then writes a clouds.yaml with the
-# clouds kiln-admin, kiln-alpha and kiln-beta.
+# clouds kiln-admin, kiln-alpha and kiln-beta. A second Glance (its own database and store, port
+# 9293) is the cloud's RegionTwo.
 #
 #   scripts/glance-setup.sh                 # install if needed, configure, start; prints the env
 #   scripts/glance-setup.sh stop            # stop what it started
@@ -76,7 +77,8 @@ if [ "${1:-}" = install ]; then exit 0; fi
 bin=$venv/bin
 
 stop
-rm -rf "$dir" && mkdir -p "$dir"/{keystone,glance,store1,store2,staging,tasks,cache,fernet,credential}
+rm -rf "$dir" && mkdir -p "$dir"/{keystone,glance,store1,store2,staging,tasks,cache,fernet,credential} \
+  "$dir"/region2/{glance,store,staging,tasks,cache}
 ks=$dir/keystone gl=$dir/glance
 # The OpenStack tools print pages of deprecation warnings: keep them in a log, show its tail
 # only when something fails.
@@ -154,6 +156,10 @@ identity=$(mktemp)
   # verify in clouds.yaml.
   echo "region create RegionTLS"
   echo "endpoint create --region RegionTLS image public https://127.0.0.1:9443"
+  # RegionTwo: another Glance (port 9293) with its own database and store, as a second region
+  # of the same cloud has: images published to several regions.
+  echo "region create RegionTwo"
+  echo "endpoint create --region RegionTwo image public http://127.0.0.1:9293"
   for p in alpha beta; do
     echo "project create --domain default $p"
     echo "user create --domain default --password $p-pw $p-user"
@@ -215,6 +221,22 @@ uwsgi_ini "$gl/uwsgi.ini" 9292 glance.wsgi.api:application "$dir/glance-uwsgi.lo
 start_uwsgi glance OS_GLANCE_CONFIG_DIR "$gl"
 wait_for glance http://127.0.0.1:9292/versions "$dir/glance-uwsgi.log"
 
+# RegionTwo's Glance: the same configuration, its own database, store, staging and cache
+# directories and port; one process of two threads (it serves the multi-region tests only).
+r2=$dir/region2
+sed -e "s|$dir/glance.log|$dir/glance2.log|" -e "s|http://127.0.0.1:9292|http://127.0.0.1:9293|" \
+  -e "s|sqlite:///$gl/glance.sqlite|sqlite:///$r2/glance/glance.sqlite|" \
+  -e "s|^enabled_backends = .*|enabled_backends = fs:file|" -e "/^\[fs2\]/,+1d" \
+  -e "s|$dir/store1|$r2/store|" -e "s|$dir/staging|$r2/staging|" -e "s|$dir/tasks|$r2/tasks|" \
+  -e "s|^image_cache_dir = .*|image_cache_dir = $r2/cache|" \
+  "$gl/glance-api.conf" > "$r2/glance/glance-api.conf"
+cp "$gl/glance-api-paste.ini" "$r2/glance/"
+OS_GLANCE_CONFIG_DIR=$r2/glance "$bin/glance-manage" --config-file "$r2/glance/glance-api.conf" \
+  db_sync >/dev/null 2>&1 || { echo "glance-manage db_sync (RegionTwo) failed" >&2; exit 1; }
+uwsgi_ini "$r2/glance/uwsgi.ini" 9293 glance.wsgi.api:application "$dir/glance2-uwsgi.log" 1 2
+start_uwsgi glance2 OS_GLANCE_CONFIG_DIR "$r2/glance"
+wait_for glance2 http://127.0.0.1:9293/versions "$dir/glance2-uwsgi.log"
+
 # TLS: a CA and a server certificate for 127.0.0.1; stunnel terminates TLS for Keystone
 # (5443) and Glance (9443) and forwards to them.
 tls=$dir/tls
@@ -261,6 +283,7 @@ clouds:
     auth: {auth_url: "http://127.0.0.1:5000/v3", username: alpha-user, password: alpha-pw,
            project_name: alpha, user_domain_id: default, project_domain_id: default}
     region_name: RegionOne
+    regions: [RegionOne, RegionTwo]
   kiln-beta:
     auth: {auth_url: "http://127.0.0.1:5000/v3", username: beta-user, password: beta-pw,
            project_name: beta, user_domain_id: default, project_domain_id: default}
@@ -288,5 +311,5 @@ clouds:
     region_name: RegionTLS
 YAML
 exec 1>&3 2>&4
-echo "Keystone http://127.0.0.1:5000/v3 and Glance http://127.0.0.1:9292 are up (log: $dir)"
+echo "Keystone http://127.0.0.1:5000/v3 and Glance http://127.0.0.1:9292 (RegionTwo: 9293) are up (log: $dir)"
 echo "export OS_CLIENT_CONFIG_FILE=$dir/clouds.yaml  # clouds: kiln-admin, kiln-alpha, kiln-beta"

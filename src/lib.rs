@@ -30,6 +30,7 @@ pub mod logging;
 pub mod manifest;
 pub mod outdir;
 pub mod owner;
+pub mod parallel;
 pub mod pipeline;
 pub mod plan;
 pub mod process;

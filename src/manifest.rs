@@ -44,7 +44,11 @@ pub struct Manifest {
     pub outputs: Vec<Converted>,
     pub published: Published,
     /// The recipe's `publish.glance`, resolved (names rendered): what `kiln publish` repeats.
-    pub publish_glance: Option<crate::plan::GlanceSettings>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub publish_glance: Vec<crate::plan::GlanceSettings>,
+    /// The recipe's `publish.all_or_nothing` (what `kiln publish` repeats too).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publish_all_or_nothing: bool,
     /// The boot test: each check's result, the seconds per phase.
     pub test: Option<serde_json::Value>,
     /// The image's inventory: os-release, package count, kernels, the SBOM file and digest.
@@ -89,6 +93,9 @@ pub struct Published {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GlancePublished {
     pub cloud: String,
+    /// The region of the cloud it went to (absent: the cloud's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub id: String,
     pub name: String,
     pub disk_format: String,
@@ -105,6 +112,38 @@ pub struct GlancePublished {
 }
 
 /// The manifest of the build in `dir`.
+/// `published.glance` once `new` records were published: the earlier records of each cloud
+/// and region `new` went to are replaced, every other target's kept (in their order, first).
+pub fn merge_glance(old: &[GlancePublished], new: Vec<GlancePublished>) -> Vec<GlancePublished> {
+    let place = |g: &GlancePublished| (g.cloud.clone(), g.region.clone());
+    let fresh: std::collections::HashSet<_> = new.iter().map(place).collect();
+    let mut all: Vec<GlancePublished> = old
+        .iter()
+        .filter(|g| !fresh.contains(&place(g)))
+        .cloned()
+        .collect();
+    all.extend(new);
+    all
+}
+
+/// `publish_glance` as manifests before several targets wrote it (one object, or null) too.
+fn one_or_many<'de, D>(d: D) -> Result<Vec<crate::plan::GlanceSettings>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Many(Vec<crate::plan::GlanceSettings>),
+        One(Box<crate::plan::GlanceSettings>),
+    }
+    Ok(match Option::<Either>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Either::Many(v)) => v,
+        Some(Either::One(g)) => vec![*g],
+    })
+}
+
 pub fn read(dir: &std::path::Path) -> anyhow::Result<Manifest> {
     use anyhow::Context as _;
     let path = dir.join("manifest.json");
@@ -207,8 +246,49 @@ mod tests {
         let m = read(dir.path()).unwrap();
         assert_eq!(m.name, "old");
         assert_eq!(m.outputs[0].path, "x.qcow2");
-        assert!(m.published.glance.is_empty() && m.publish_glance.is_none());
+        assert!(m.published.glance.is_empty() && m.publish_glance.is_empty());
         std::fs::write(dir.path().join("manifest.json"), "{not json").unwrap();
         assert!(format!("{:#}", read(dir.path()).unwrap_err()).contains("parsing"));
+    }
+
+    fn record(cloud: &str, region: Option<&str>, id: &str) -> GlancePublished {
+        serde_json::from_value(serde_json::json!({
+            "cloud": cloud, "region": region, "id": id, "name": "n", "disk_format": "qcow2",
+            "status": "active", "visibility": "private", "size": 1, "os_hash_value": "",
+            "method": "upload", "reused": false, "members": [], "rotated": [],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn publishing_to_a_target_replaces_its_records_and_keeps_the_others() {
+        let old = vec![
+            record("a", Some("R1"), "1"),
+            record("a", Some("R2"), "2"),
+            record("b", None, "3"),
+        ];
+        let ids = |v: &[GlancePublished]| v.iter().map(|g| g.id.clone()).collect::<Vec<_>>();
+        let merged = merge_glance(&old, vec![record("a", Some("R2"), "4")]);
+        assert_eq!(ids(&merged), ["1", "3", "4"]);
+        let merged = merge_glance(&old, vec![record("c", Some("R1"), "5")]);
+        assert_eq!(ids(&merged), ["1", "2", "3", "5"]);
+        assert_eq!(ids(&merge_glance(&old, Vec::new())), ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn publish_glance_reads_as_one_target_or_several() {
+        let one = r#"{"cloud": "c", "names": {}, "container_format": "bare", "visibility": "private",
+            "protected": false, "min_ram": 0, "min_disk": null, "tags": [], "properties": {},
+            "members": [], "method": "upload", "stores": [], "keep": null, "formats": [],
+            "import_timeout": 1, "recipe": "r"}"#;
+        for (text, n) in [
+            (format!(r#"{{"publish_glance": {one}}}"#), 1),
+            (format!(r#"{{"publish_glance": [{one}, {one}]}}"#), 2),
+            (r#"{"publish_glance": null}"#.to_string(), 0),
+            ("{}".to_string(), 0),
+        ] {
+            let m: Manifest = serde_json::from_str(&text).unwrap();
+            assert_eq!(m.publish_glance.len(), n, "{text}");
+        }
     }
 }

@@ -373,7 +373,10 @@ impl OutputPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct PublishPlan {
     pub local_dir: Option<PathBuf>,
-    pub glance: Option<GlanceSettings>,
+    /// Every Glance target, in the recipe's order.
+    pub glance: Vec<GlanceSettings>,
+    /// A failed target removes what the others got in this build.
+    pub all_or_nothing: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -412,6 +415,9 @@ pub struct SysprepOptions {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GlanceSettings {
     pub cloud: Option<String>,
+    /// The region of the cloud (default: its `region_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Rendered image name (one per format).
     pub names: std::collections::BTreeMap<String, String>,
     pub container_format: String,

@@ -287,6 +287,11 @@ pub fn count_signal() {
     SIGNALS.fetch_add(1, Ordering::SeqCst);
 }
 
+/// How many of those signals came so far (`kiln build` of several recipes passes each on).
+pub fn signals() -> usize {
+    SIGNALS.load(Ordering::SeqCst)
+}
+
 /// A second signal came: stop waiting for anything that can be cut short.
 pub fn urgent() -> bool {
     SIGNALS.load(Ordering::SeqCst) >= 2

@@ -44,6 +44,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("libvirt", 6),
     ("process", 6),
     ("owner", 6),
+    ("parallel", 6),
     ("signing", 6),
     ("progress", 6),
     ("logging", 6),

@@ -1712,15 +1712,8 @@ fn builds_that_cannot_or_need_not_boot_the_guest_do_not_wait_for_it() {
     // Its recipes' domains only (noboot, bare): it runs beside other tests.
     let own = || domains_of(&["noboot", "bare"]);
     let before = own();
-    let recipe = |name: &str, image: &str, steps: &str| {
-        let p = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(
-            &p,
-            format!("name: {name}\nsource:\n  image: {{path: {image}}}\noutputs: [qcow2]\n{steps}"),
-        )
-        .unwrap();
-        p
-    };
+    let recipe =
+        |name: &str, image: &str, steps: &str| image_recipe(dir.path(), name, image, steps);
     let build = |r: &Path| {
         // --no-test: this is about the build VM (the boot test boots the image, on purpose).
         let out = kiln()
@@ -1748,9 +1741,7 @@ fn builds_that_cannot_or_need_not_boot_the_guest_do_not_wait_for_it() {
 
     // A base without cloud-init and a step to run: refused before the boot, not after
     // vm.timeout (30 min).
-    let bare = dir.path().join("bare.qcow2");
-    std::fs::copy(&disk, &bare).unwrap();
-    guestfish_rw(&bare, "rm /usr/bin/cloud-init\n");
+    without_cloud_init(&disk, &dir.path().join("bare.qcow2"));
     let r = recipe("bare", "bare.qcow2", "provision:\n  - run: [\"true\"]\n");
     let (out, err) = build(&r);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -1762,6 +1753,131 @@ fn builds_that_cannot_or_need_not_boot_the_guest_do_not_wait_for_it() {
 
 /// examples/debian-12.yaml without provisioning steps (no VM boot, so each build reaches any
 /// stage in seconds) publishing to Glance as `glance_name`-RUN, written into `dir`.
+/// A recipe of an image source (a disk beside it), one qcow2 output, `steps` appended.
+fn image_recipe(dir: &Path, name: &str, image: &str, steps: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!("name: {name}\nsource:\n  image: {{path: {image}}}\noutputs: [qcow2]\n{steps}"),
+    )
+    .unwrap();
+    p
+}
+
+/// A copy of `disk` at `to` without cloud-init (a step to run cannot be run on it).
+fn without_cloud_init(disk: &Path, to: &Path) -> PathBuf {
+    std::fs::copy(disk, to).unwrap();
+    guestfish_rw(to, "rm /usr/bin/cloud-init\n");
+    to.to_path_buf()
+}
+
+/// `kiln build` of several recipes (issue 27): `-j 2` builds two at once, each under its own
+/// name in the log and in a build log of its own; with `-k` a failed one does not stop the
+/// others; the summary names every build; exit 1. Without `-k`, nothing starts after a failure.
+/// The recipes boot nothing (a base with its packages, nothing to run): libguestfs only.
+#[test]
+#[ignore = "slow: three libguestfs builds; run by scripts/test.sh"]
+fn several_recipes_build_at_once_under_their_names_and_one_failure_stops_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = a_debian_disk(dir.path());
+    let own = || domains_of(&["many-", "bare-many"]);
+    let before = own();
+    let recipe =
+        |name: &str, image: &str, steps: &str| image_recipe(dir.path(), name, image, steps);
+    without_cloud_init(&disk, &dir.path().join("bare.qcow2"));
+    let a = recipe("many-a", "planted.qcow2", "");
+    let b = recipe(
+        "many-b",
+        "planted.qcow2",
+        "customize:\n  - write: \"/etc/kiln-b:b\"\n",
+    );
+    let failing = recipe(
+        "bare-many",
+        "bare.qcow2",
+        "provision:\n  - run: [\"true\"]\n",
+    );
+    let build = |recipes: &[&Path], extra: &[&str], out: &str| {
+        let o = kiln()
+            .arg("build")
+            .args(recipes)
+            .args(["--no-cache", "--no-test", "-o"])
+            .arg(dir.path().join(out))
+            .args(extra)
+            .output()
+            .unwrap();
+        (o.status.code(), text(&o.stdout), text(&o.stderr))
+    };
+    let (code, out, err) = build(&[&a, &failing, &b], &["-j", "2", "-k"], "out");
+    assert_eq!(code, Some(1), "{err}");
+    // The two images, read by libguestfs: each its own recipe's.
+    let cat = |name: &str| {
+        let img = dir.path().join(format!("out/{name}-0/{name}-0.qcow2"));
+        guestfish(&img, "is-file /etc/kiln-b\n")
+    };
+    assert_eq!(cat("many-a"), "false\n");
+    assert_eq!(cat("many-b"), "true\n");
+    assert!(!dir.path().join("out/bare-many-0").exists());
+    let failed_log =
+        std::fs::read_to_string(dir.path().join("out/bare-many-0.failed/build.log")).unwrap();
+    assert!(failed_log.contains("has no cloud-init"), "{failed_log}");
+    // Each build's log holds its own lines only; the terminal has each line under its name.
+    for (name, other) in [("many-a", "many-b"), ("many-b", "many-a")] {
+        let log =
+            std::fs::read_to_string(dir.path().join(format!("out/{name}-0/build.log"))).unwrap();
+        assert!(log.contains(&format!("building {name}-0")), "{log}");
+        assert!(
+            !log.contains(other) && !log.contains("bare-many"),
+            "{name}: {log}"
+        );
+        assert!(err.contains(&format!("[{name}-0] ")), "{err}");
+    }
+    assert!(
+        err.contains("[bare-many-0] ") && err.contains("has no cloud-init"),
+        "{err}"
+    );
+    // Two at once: the second build wrote its first line before the first wrote its last.
+    let first_of_second = err.find("[bare-many-0]").unwrap();
+    let last_of_first = err.rfind("[many-a-0]").unwrap();
+    assert!(
+        first_of_second < last_of_first,
+        "the second build waited for the first:\n{err}"
+    );
+    // The summary: every recipe, its result and its outputs.
+    assert!(out.contains("2 of 3 built, 2 at a time"), "{out}");
+    let a_row = row_in(&out, "many-a");
+    assert!(
+        a_row.contains(" ok ") && a_row.contains("many-a-0.qcow2"),
+        "{out}"
+    );
+    assert!(row_in(&out, "many-b").contains(" ok "), "{out}");
+    assert!(
+        row_in(&out, "bare-many").contains("failed (exit 1)"),
+        "{out}"
+    );
+
+    // Without -k, one at a time: the failure first, and the build after it never starts.
+    let (code, out, err) = build(&[&failing, &a], &["-j", "1"], "out2");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(!dir.path().join("out2/many-a-0").exists());
+    assert!(row_in(&out, "many-a").contains("not started"), "{out}");
+    assert!(!err.contains("[many-a-0]"), "{err}");
+    // Two recipes of one catalog directory: refused before anything starts.
+    let twin = dir.path().join("twin.yaml");
+    std::fs::copy(&a, &twin).unwrap();
+    let (code, _, err) = build(&[&a, &twin], &[], "out3");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("both build"), "{err}");
+    assert!(!dir.path().join("out3").exists());
+    assert_eq!(own(), before, "leftover domains");
+}
+
+fn row_in(out: &str, name: &str) -> String {
+    out.lines()
+        .find(|l| l.contains(&format!("{name}-0 ")))
+        .unwrap_or_else(|| panic!("no summary row for {name}:\n{out}"))
+        .to_string()
+}
+
 fn quick_recipe(dir: &Path, glance_name: &str) -> PathBuf {
     let text = std::fs::read_to_string(root().join("examples/debian-12.yaml")).unwrap();
     let (head, rest) = text.split_once("\nprovision:\n").unwrap();
@@ -1777,11 +1893,17 @@ fn quick_recipe(dir: &Path, glance_name: &str) -> PathBuf {
 }
 
 fn glance_ids(name: &str) -> Vec<String> {
+    glance_ids_in("RegionOne", name)
+}
+
+fn glance_ids_in(region: &str, name: &str) -> Vec<String> {
     let out = kiln()
         .args([
             "image",
             "--os-cloud",
             "kiln-alpha",
+            "--os-region-name",
+            region,
             "list",
             "--name",
             name,
@@ -2943,6 +3065,19 @@ fn a_secure_boot_image_boots_signed_and_an_unsigned_chain_fails_its_test() {
                 "\ntest:\n  - run: test -d /sys/firmware/efi && sudo dmesg | grep -o 'Secure boot enabled'\n    expect: Secure boot enabled\npublish:\n",
             )
             .replace("name: \"unused-", "name: \"secure-boot-");
+        // Two regions of the test cloud, published at once by the glance stage.
+        let (head, target) = t.split_once("  glance:\n").unwrap();
+        let item = target
+            .replacen("    ", "    - ", 1)
+            .replace("\n    name", "\n      name");
+        let t = format!(
+            "{head}  glance:\n{item}{}",
+            item.replacen(
+                "- cloud: kiln-alpha\n",
+                "- cloud: kiln-alpha\n      region: RegionTwo\n",
+                1
+            )
+        );
         std::fs::write(&p, t).unwrap();
         p
     };
@@ -2965,33 +3100,38 @@ fn a_secure_boot_image_boots_signed_and_an_unsigned_chain_fails_its_test() {
     let previous = std::fs::read_to_string(&manifest).unwrap();
     let m: serde_json::Value = serde_json::from_str(&previous).unwrap();
     let checks = m["test"]["checks"].as_array().unwrap();
-    // Glance has what Nova needs to boot it the same way, read back through the API.
-    let id = m["published"]["glance"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let show = kiln()
-        .args([
-            "image",
-            "--os-cloud",
-            "kiln-alpha",
-            "show",
-            &id,
-            "-f",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(show.status.success(), "{}", text(&show.stderr));
-    let g: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-    for (k, v) in [
-        ("architecture", "x86_64"),
-        ("hw_machine_type", "q35"),
-        ("hw_firmware_type", "uefi"),
-        ("os_secure_boot", "required"),
-    ] {
-        assert_eq!(g[k], v, "property {k}");
+    // Glance has what Nova needs to boot it the same way, read back through the API of each
+    // region it was published to.
+    let records = m["published"]["glance"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let mut ids = Vec::new();
+    for (r, region) in records.iter().zip(["RegionOne", "RegionTwo"]) {
+        assert_eq!(r["region"], region);
+        let id = r["id"].as_str().unwrap().to_string();
+        let show = kiln()
+            .args([
+                "image",
+                "--os-cloud",
+                "kiln-alpha",
+                "--os-region-name",
+                region,
+            ])
+            .args(["show", &id, "-f", "json"])
+            .output()
+            .unwrap();
+        assert!(show.status.success(), "{}", text(&show.stderr));
+        let g: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+        for (k, v) in [
+            ("architecture", "x86_64"),
+            ("hw_machine_type", "q35"),
+            ("hw_firmware_type", "uefi"),
+            ("os_secure_boot", "required"),
+        ] {
+            assert_eq!(g[k], v, "property {k} in {region}");
+        }
+        ids.push(id);
     }
+    let id = ids[0].clone();
     let guest_said = checks
         .iter()
         .find(|c| {
@@ -3041,7 +3181,8 @@ fn a_secure_boot_image_boots_signed_and_an_unsigned_chain_fails_its_test() {
         "{err}"
     );
     assert!(
-        glance_ids("secure-boot-1").is_empty(),
+        glance_ids("secure-boot-1").is_empty()
+            && glance_ids_in("RegionTwo", "secure-boot-1").is_empty(),
         "a failed build reached Glance"
     );
     assert_eq!(glance_ids("secure-boot-0"), vec![id.clone()]);
@@ -3053,11 +3194,20 @@ fn a_secure_boot_image_boots_signed_and_an_unsigned_chain_fails_its_test() {
         "shim's refusal is not on the console"
     );
     assert_eq!(domains("kiln-"), before, "leftover domains");
-    let del = kiln()
-        .args(["image", "--os-cloud", "kiln-alpha", "delete", &id])
-        .output()
-        .unwrap();
-    assert!(del.status.success(), "{}", text(&del.stderr));
+    for (id, region) in ids.iter().zip(["RegionOne", "RegionTwo"]) {
+        let del = kiln()
+            .args([
+                "image",
+                "--os-cloud",
+                "kiln-alpha",
+                "--os-region-name",
+                region,
+            ])
+            .args(["delete", id])
+            .output()
+            .unwrap();
+        assert!(del.status.success(), "{}", text(&del.stderr));
+    }
 }
 
 /// The quick recipe with extra customize steps (before its own), with the boot test on when

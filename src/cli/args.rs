@@ -45,7 +45,7 @@ pub enum PlanFormat {
 }
 
 /// What `validate`, `plan` and `build` read a recipe with.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone, Default, PartialEq)]
 pub struct RecipeInput {
     /// Override a variable: NAME=VALUE.
     #[arg(long = "var", value_parser = parse_var)]
@@ -55,6 +55,62 @@ pub struct RecipeInput {
     /// (recipes below a directory in $KILN_TRUSTED_RECIPES are trusted too).
     #[arg(long)]
     pub trust_recipe: bool,
+}
+
+/// `kiln build`'s flags: one recipe is built in this process; several (or a directory of them)
+/// each in a `kiln build` process of its own, `--jobs` at a time.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct BuildArgs {
+    /// Recipes, or directories whose *.yaml and *.yml files are recipes.
+    #[arg(required = true, value_name = "RECIPE")]
+    pub recipes: Vec<PathBuf>,
+    /// Catalog directory; the image lands in DIR/NAME-VERSION (default: the recipe's
+    /// publish.local.dir, else ./kiln-output).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
+    pub on_error: OnError,
+    #[command(flatten)]
+    pub input: RecipeInput,
+    /// Cache for base disks and downloads (default: $KILN_CACHE_DIR or ~/.cache/kiln).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Builds at once, for several recipes (default: what the cores and the available memory
+    /// hold: each build's VM needs its vCPUs and its memory).
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
+    /// With several recipes: go on starting builds after one failed (default: start no more,
+    /// let the running ones finish).
+    #[arg(short = 'k', long)]
+    pub keep_going: bool,
+    /// Outputs converted at the same time (default: the core count).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub convert_jobs: Option<u16>,
+    /// Skip publish.glance (publish later with `kiln publish DIR`).
+    #[arg(long)]
+    pub no_glance: bool,
+    /// Skip the boot test (the recipe's `test:`).
+    #[arg(long)]
+    pub no_test: bool,
+    /// Take nothing from the stage cache and store nothing in it.
+    #[arg(long, conflicts_with = "rebuild_from")]
+    pub no_cache: bool,
+    /// Run this stage and every one after it again, even when the stage cache has them.
+    #[arg(long, value_name = "STAGE", value_parser = ["source", "provision", "cloud-init", "sysprep", "convert"])]
+    pub rebuild_from: Option<String>,
+    /// Stop after this stage; its result stays in the stage cache (to inspect the
+    /// provisioned disk, say). Nothing is published.
+    #[arg(long, value_name = "STAGE", conflicts_with = "no_cache", value_parser = ["provision", "sysprep", "convert"])]
+    pub until: Option<String>,
+    /// Provision again even if the cache has the disk (newer packages from the mirror).
+    #[arg(long, conflicts_with = "no_cache")]
+    pub refresh: bool,
+    /// Share the stage cache through object storage: s3://BUCKET[/PREFIX] (Swift's S3
+    /// API, Ceph RGW, MinIO, AWS). Local misses are pulled from it, results pushed to it.
+    /// Default: $KILN_CACHE_REMOTE, else the recipe's cache.remote. Credentials from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the endpoint from AWS_ENDPOINT_URL.
+    #[arg(long, value_name = "URL", conflicts_with = "no_cache")]
+    pub cache_remote: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,57 +146,22 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         cache_remote: Option<String>,
     },
-    /// Build the image.
-    Build {
-        recipe: PathBuf,
-        /// Catalog directory; the image lands in DIR/NAME-VERSION (default: the recipe's
-        /// publish.local.dir, else ./kiln-output).
-        #[arg(short, long)]
-        output: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
-        on_error: OnError,
-        #[command(flatten)]
-        input: RecipeInput,
-        /// Cache for base disks and downloads (default: $KILN_CACHE_DIR or ~/.cache/kiln).
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
-        /// Outputs converted at the same time (default: the core count).
-        #[arg(short, long)]
-        jobs: Option<usize>,
-        /// Skip publish.glance (publish later with `kiln publish DIR`).
-        #[arg(long)]
-        no_glance: bool,
-        /// Skip the boot test (the recipe's `test:`).
-        #[arg(long)]
-        no_test: bool,
-        /// Take nothing from the stage cache and store nothing in it.
-        #[arg(long, conflicts_with = "rebuild_from")]
-        no_cache: bool,
-        /// Run this stage and every one after it again, even when the stage cache has them.
-        #[arg(long, value_name = "STAGE", value_parser = ["source", "provision", "cloud-init", "sysprep", "convert"])]
-        rebuild_from: Option<String>,
-        /// Stop after this stage; its result stays in the stage cache (to inspect the
-        /// provisioned disk, say). Nothing is published.
-        #[arg(long, value_name = "STAGE", conflicts_with = "no_cache", value_parser = ["provision", "sysprep", "convert"])]
-        until: Option<String>,
-        /// Provision again even if the cache has the disk (newer packages from the mirror).
-        #[arg(long, conflicts_with = "no_cache")]
-        refresh: bool,
-        /// Share the stage cache through object storage: s3://BUCKET[/PREFIX] (Swift's S3
-        /// API, Ceph RGW, MinIO, AWS). Local misses are pulled from it, results pushed to it.
-        /// Default: $KILN_CACHE_REMOTE, else the recipe's cache.remote. Credentials from
-        /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the endpoint from AWS_ENDPOINT_URL.
-        #[arg(long, value_name = "URL", conflicts_with = "no_cache")]
-        cache_remote: Option<String>,
-    },
+    /// Build the image of a recipe, or the images of several (`-j N` at once, a summary at the
+    /// end).
+    Build(Box<BuildArgs>),
     /// Publish a finished build (a catalog directory with manifest.json) to Glance, with the
     /// recipe's publish.glance settings (or defaults); records the image ids in the manifest.
     Publish {
         /// The build's output directory (NAME-VERSION in the catalog).
         dir: PathBuf,
-        /// Cloud in clouds.yaml (default: the recipe's publish.glance.cloud, $OS_CLOUD, OS_*).
-        #[arg(long, env = "OS_CLOUD")]
+        /// Publish to this cloud in clouds.yaml (another target, with the recipe's first
+        /// target's settings; default: every target of the recipe's publish.glance, a target
+        /// without a cloud on $OS_CLOUD, else the OS_* variables).
+        #[arg(long)]
         os_cloud: Option<String>,
+        /// Publish to this region of the cloud (another target, as --os-cloud).
+        #[arg(long, value_name = "REGION")]
+        os_region_name: Option<String>,
         /// Image name (one format only; default: the recipe's, else NAME-VERSION).
         #[arg(long)]
         name: Option<String>,
@@ -164,6 +185,9 @@ pub enum Command {
         /// Cloud in clouds.yaml (default: $OS_CLOUD, else the OS_* variables).
         #[arg(long, env = "OS_CLOUD", global = true)]
         os_cloud: Option<String>,
+        /// The cloud's region whose Glance to use (default: the cloud's region_name).
+        #[arg(long, env = "OS_REGION_NAME", global = true, value_name = "REGION")]
+        os_region_name: Option<String>,
         #[command(subcommand)]
         command: image::ImageCommand,
     },

@@ -4,78 +4,177 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 
-pub(super) fn publish_cmd(dir: &Path, cloud: Option<&str>, name: Option<String>) -> i32 {
+/// `kiln publish DIR`: every target of the recipe's `publish.glance` (or one given by
+/// `--os-cloud`/`--os-region-name`), at the same time; each target's records in the manifest
+/// are replaced, every other target's kept.
+pub(super) fn publish_cmd(
+    dir: &Path,
+    cloud: Option<&str>,
+    region: Option<&str>,
+    name: Option<String>,
+) -> i32 {
     let manifest_path = dir.join("manifest.json");
     let mut manifest = match crate::manifest::read(dir) {
         Ok(m) => m,
         Err(e) => return usage_error(format!("{} is not a kiln build ({e:#})", dir.display())),
     };
-    let settings = match &manifest.publish_glance {
-        Some(s) => Ok(s.clone()),
-        None => crate::glance::publish::default_settings(&manifest),
-    };
-    let mut settings = match settings {
-        Ok(s) => s,
+    let targets = match publish_targets(&manifest, cloud, region, name) {
+        Ok(t) => t,
         Err(e) => return usage_error(format!("{}: {e}", manifest_path.display())),
     };
-    if let Some(n) = name {
-        if settings.formats.len() != 1 {
-            return usage_error("--name needs a single published format");
-        }
-        settings.names = [(settings.formats[0].clone(), n)].into();
-    }
     let cancel = cancel_on_signals();
-    let published = crate::glance::publish::publish_dir(
-        dir,
-        &manifest,
-        &settings,
-        cloud,
-        &super::tunables().glance,
-        &cancel,
-        &mut |_, _| {},
+    let jobs: Vec<crate::parallel::Job<anyhow::Result<Vec<crate::manifest::GlancePublished>>, ()>> =
+        targets
+            .iter()
+            .map(|t| {
+                let (dir, manifest, t) = (dir.to_path_buf(), manifest.clone(), t.clone());
+                let (env, cancel) = (super::tunables().glance.clone(), cancel.clone());
+                Box::new(move |_: &mut dyn FnMut(())| {
+                    crate::glance::publish::publish_dir(
+                        &dir,
+                        &manifest,
+                        &t,
+                        None,
+                        &env,
+                        &cancel,
+                        &mut |_, _| {},
+                    )
+                }) as crate::parallel::Job<_, _>
+            })
+            .collect();
+    let results =
+        match crate::parallel::blocking_all(jobs, 4, &mut |_, _| {}, |e| Err(anyhow::anyhow!(e))) {
+            Ok(r) => r,
+            Err(e) => {
+                errln!("error: starting the publish threads: {e}");
+                return exit::BUILD_FAILED;
+            }
+        };
+    let mut code = exit::OK;
+    let mut done = Vec::new();
+    for (t, r) in targets.iter().zip(results) {
+        match r {
+            Ok(images) => done.extend(images),
+            Err(e) => {
+                errln!("error: {}: {e:#}", target_name(t));
+                code = code.max(publish_error_code(&e, &cancel));
+            }
+        }
+    }
+    if code != exit::OK && manifest.publish_all_or_nothing && targets.len() > 1 {
+        errln!("all_or_nothing: removing what this run published to the other targets");
+        undo_published(&done);
+        done.clear();
+    }
+    print_published(&done);
+    manifest.published.glance = crate::manifest::merge_glance(&manifest.published.glance, done);
+    if let Err(e) = crate::manifest::write(dir, &manifest) {
+        errln!("error: {e:#}");
+        return exit::BUILD_FAILED;
+    }
+    code
+}
+
+/// Delete the images this run created (not the ones it found already there).
+fn undo_published(images: &[crate::manifest::GlancePublished]) {
+    for p in images.iter().filter(|p| !p.reused) {
+        let gone = crate::glance::Glance::connect_in(
+            Some(&p.cloud),
+            p.region.as_deref(),
+            &super::tunables().glance,
+        )
+        .and_then(|g| crate::glance::publish::delete_created(&g, &p.id));
+        match gone {
+            Ok(()) => errln!("  deleted {} ({}) in {}", p.id, p.name, p.cloud),
+            Err(e) => errln!("  could not delete {} in {}: {e}", p.id, p.cloud),
+        }
+    }
+}
+
+/// The targets `kiln publish` publishes to: the recipe's (defaults when it had none), or one
+/// given on the command line; `--name` renames the one format published.
+fn publish_targets(
+    manifest: &crate::manifest::Manifest,
+    cloud: Option<&str>,
+    region: Option<&str>,
+    name: Option<String>,
+) -> anyhow::Result<Vec<crate::plan::GlanceSettings>> {
+    let mut targets = match manifest.publish_glance.as_slice() {
+        [] => vec![crate::glance::publish::default_settings(manifest)?],
+        recipe => recipe.to_vec(),
+    };
+    if cloud.is_some() || region.is_some() {
+        let mut t = targets.swap_remove(0);
+        if let Some(c) = cloud {
+            t.cloud = Some(c.to_string());
+            t.region = None;
+        }
+        if let Some(r) = region {
+            t.region = Some(r.to_string());
+        }
+        targets = vec![t];
+    }
+    if let Some(n) = name {
+        for t in &mut targets {
+            anyhow::ensure!(
+                t.formats.len() == 1,
+                "--name needs a single published format"
+            );
+            t.names = [(t.formats[0].clone(), n.clone())].into();
+        }
+    }
+    Ok(targets)
+}
+
+fn target_name(t: &crate::plan::GlanceSettings) -> String {
+    format!(
+        "publishing to {}{}",
+        t.cloud.as_deref().unwrap_or("$OS_CLOUD"),
+        t.region
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
     )
-    .and_then(|done| {
-        manifest.published.glance = done.clone();
-        crate::manifest::write(dir, &manifest)?;
-        Ok(done)
-    });
-    match published {
-        Ok(done) => {
-            for p in &done {
-                outln!(
-                    "{} {} ({}) in {}: {}{}",
-                    if p.reused {
-                        "already there:"
-                    } else {
-                        "published"
-                    },
-                    p.name,
-                    p.id,
-                    p.cloud,
-                    p.status,
-                    if p.rotated.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; rotated out {}", p.rotated.join(", "))
-                    }
-                );
-            }
-            exit::OK
-        }
-        Err(e) => {
-            errln!("error: {e:#}");
-            let user = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<crate::glance::GlanceError>())
-                .is_some_and(|g| g.is_user_error());
-            if cancel.is_cancelled() {
-                exit::INTERRUPTED
-            } else if user {
-                exit::INVALID_INPUT
+}
+
+/// 130 interrupted, 2 a user error Glance named (bad credentials, an unknown cloud), else 1.
+fn publish_error_code(e: &anyhow::Error, cancel: &Cancel) -> i32 {
+    let user = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::glance::GlanceError>())
+        .is_some_and(|g| g.is_user_error());
+    if cancel.is_cancelled() {
+        exit::INTERRUPTED
+    } else if user {
+        exit::INVALID_INPUT
+    } else {
+        exit::BUILD_FAILED
+    }
+}
+
+fn print_published(images: &[crate::manifest::GlancePublished]) {
+    for p in images {
+        outln!(
+            "{} {} ({}) in {}{}: {}{}",
+            if p.reused {
+                "already there:"
             } else {
-                exit::BUILD_FAILED
+                "published"
+            },
+            p.name,
+            p.id,
+            p.cloud,
+            p.region
+                .as_deref()
+                .map(|r| format!(" {r}"))
+                .unwrap_or_default(),
+            p.status,
+            if p.rotated.is_empty() {
+                String::new()
+            } else {
+                format!("; rotated out {}", p.rotated.join(", "))
             }
-        }
+        );
     }
 }
 
@@ -327,16 +426,18 @@ pub(super) fn build(
         }
     };
     if no_glance {
-        plan.publish.glance = None;
+        plan.publish.glance.clear();
     }
     if no_test {
         plan.test = None;
     }
     // Credentials are checked before a long build, not after it.
-    if let Some(g) = &plan.publish.glance {
-        if let Err(e) =
-            crate::glance::Glance::connect(g.cloud.as_deref(), &super::tunables().glance)
-        {
+    for g in &plan.publish.glance {
+        if let Err(e) = crate::glance::Glance::connect_in(
+            g.cloud.as_deref(),
+            g.region.as_deref(),
+            &super::tunables().glance,
+        ) {
             errln!(
                 "error: publish.glance: {e}\n  (fix the cloud configuration, or build without \
                  Glance with --no-glance and publish later with `kiln publish DIR`)"

@@ -98,7 +98,7 @@ fn id_of(img: &Value) -> String {
     img["id"].as_str().unwrap_or_default().to_string()
 }
 
-pub fn run(cloud: Option<&str>, command: ImageCommand) -> i32 {
+pub fn run(cloud: Option<&str>, region: Option<&str>, command: ImageCommand) -> i32 {
     // Flag combinations are checked before connecting.
     if let ImageCommand::Create(a) = &command {
         if let Some(f) = &a.file {
@@ -127,7 +127,7 @@ pub fn run(cloud: Option<&str>, command: ImageCommand) -> i32 {
             );
         }
     }
-    let g = match Glance::connect(cloud, &super::tunables().glance) {
+    let g = match Glance::connect_in(cloud, region, &super::tunables().glance) {
         Ok(g) => g,
         Err(e) => return fail(e),
     };

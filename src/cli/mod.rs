@@ -25,6 +25,7 @@ macro_rules! errln {
 }
 
 mod args;
+mod batch;
 mod boot;
 mod build;
 mod cache;
@@ -123,36 +124,13 @@ pub fn main() -> i32 {
             cache_dir,
             cache_remote,
         ),
-        Command::Build {
-            recipe,
-            output,
-            on_error,
-            input,
-            cache_dir,
-            jobs,
-            no_glance,
-            no_test,
-            no_cache,
-            rebuild_from,
-            until,
-            refresh,
-            cache_remote,
-        } => build(
-            &recipe,
-            output,
-            on_error,
-            &input,
-            cache_dir,
-            jobs,
-            (no_glance, no_test),
-            StageCacheFlags {
-                no_cache,
-                rebuild_from,
-                until,
-                refresh,
-                cache_remote,
-            },
-        ),
+        Command::Build(args) => {
+            let global = batch::Global {
+                verbose: cli.verbose,
+                log_format: cli.log_format,
+            };
+            batch::build_cmd(*args, global)
+        }
         Command::Convert(args) => convert_cmd(args),
         Command::Test(args) => boot::test_cmd(*args),
         Command::Diff(args) => diff::diff_cmd(args),
@@ -187,9 +165,14 @@ pub fn main() -> i32 {
         Command::Publish {
             dir,
             os_cloud,
+            os_region_name,
             name,
-        } => publish_cmd(&dir, os_cloud.as_deref(), name),
-        Command::Image { os_cloud, command } => image::run(os_cloud.as_deref(), command),
+        } => publish_cmd(&dir, os_cloud.as_deref(), os_region_name.as_deref(), name),
+        Command::Image {
+            os_cloud,
+            os_region_name,
+            command,
+        } => image::run(os_cloud.as_deref(), os_region_name.as_deref(), command),
     }
 }
 

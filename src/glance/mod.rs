@@ -83,6 +83,9 @@ pub struct Glance {
     stall: std::time::Duration,
     /// The cloud's name, for messages.
     pub cloud: String,
+    /// The region whose endpoint this session uses (the cloud's `region_name` unless another
+    /// was asked for; none: the catalog's only one).
+    pub region: Option<String>,
     /// The token's project (owner of the images this session creates).
     pub project_id: Option<String>,
     /// The environment's settings (page size, cleanup timeout).
@@ -244,12 +247,24 @@ impl Glance {
         cloud: Option<&str>,
         env: &crate::tunables::GlanceEnv,
     ) -> Result<Glance, GlanceError> {
+        Self::connect_in(cloud, None, env)
+    }
+
+    /// `connect`, to the image service of `region` (default: the cloud's `region_name`).
+    pub fn connect_in(
+        cloud: Option<&str>,
+        region: Option<&str>,
+        env: &crate::tunables::GlanceEnv,
+    ) -> Result<Glance, GlanceError> {
         use openstack_sdk::types::ServiceType;
         // The SDK finds its auth plugins through `inventory`; a plugin crate that nothing
         // references is dropped by the linker (then `v3applicationcredential` is "not a
         // supported type"), so reference it.
         std::hint::black_box(&openstack_sdk_auth_applicationcredential::ANCHOR);
         let (name, mut profile) = cloud_config(cloud, env)?;
+        if let Some(r) = region {
+            profile.region_name = Some(r.to_string());
+        }
         // The SDK mis-joins Keystone's URL when `interface` is not public (it POSTs to
         // /auth/tokens without /v3), so it authenticates with the default and kiln picks the
         // image endpoint for the wanted interface from the token's catalog itself.
@@ -316,6 +331,7 @@ impl Glance {
             http,
             stall,
             cloud: name,
+            region: profile.region_name.clone(),
             project_id,
             env: env.clone(),
         })

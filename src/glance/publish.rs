@@ -431,6 +431,7 @@ pub fn publish(
         .unwrap_or_default();
     Ok(Published {
         cloud: g.cloud.clone(),
+        region: g.region.clone(),
         id,
         name: name.to_string(),
         disk_format: out.disk_format.clone(),
@@ -519,7 +520,7 @@ pub fn publish_dir(
     cloud: Option<&str>,
     env: &crate::tunables::GlanceEnv,
     cancel: &Cancel,
-    on_created: &mut dyn FnMut(&str, &str),
+    on_created: &mut dyn FnMut(&Glance, &str),
 ) -> anyhow::Result<Vec<Published>> {
     use anyhow::Context as _;
     let mut todo = Vec::new();
@@ -552,13 +553,14 @@ pub fn publish_dir(
         ));
     }
     let cloud = cloud.or(settings.cloud.as_deref());
-    let g = Glance::connect(cloud, env).context("connecting to Glance")?;
+    let g = Glance::connect_in(cloud, settings.region.as_deref(), env)
+        .context("connecting to Glance")?;
     let mut done: Vec<Published> = Vec::new();
     for (name, out) in &todo {
         match publish(&g, settings, name, out, cancel) {
             Ok(p) => {
                 if !p.reused {
-                    on_created(&g.cloud, &p.id);
+                    on_created(&g, &p.id);
                 }
                 tracing::info!(
                     "published {} as {} ({}) in {}: {}",
@@ -621,6 +623,7 @@ pub fn default_settings(manifest: &crate::manifest::Manifest) -> anyhow::Result<
     let properties = manifest.properties.clone();
     Ok(Settings {
         cloud: None,
+        region: None,
         names: [(fmt.clone(), format!("{name}-{version}"))].into(),
         container_format: container.into(),
         visibility: "private".into(),
@@ -681,6 +684,7 @@ mod tests {
     #[test]
     fn body_has_explicit_visibility_string_properties_and_rotation_keys() {
         let s = Settings {
+            region: None,
             cloud: None,
             names: Default::default(),
             container_format: "bare".into(),

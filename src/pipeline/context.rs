@@ -26,6 +26,7 @@ pub enum Resource {
     /// An image kiln created in Glance.
     GlanceImage {
         cloud: String,
+        region: Option<String>,
         id: String,
     },
 }
@@ -36,7 +37,10 @@ impl std::fmt::Display for Resource {
             Resource::Domain { uri, name } => write!(f, "libvirt domain {name} ({uri})"),
             Resource::File(p) => write!(f, "file {}", p.display()),
             Resource::Dir(p) => write!(f, "directory {}", p.display()),
-            Resource::GlanceImage { cloud, id } => write!(f, "Glance image {id} ({cloud})"),
+            Resource::GlanceImage { cloud, region, id } => match region {
+                Some(r) => write!(f, "Glance image {id} ({cloud}, {r})"),
+                None => write!(f, "Glance image {id} ({cloud})"),
+            },
         }
     }
 }
@@ -421,11 +425,13 @@ impl BuildContext {
                     }
                     _ => Ok(()),
                 },
-                Resource::GlanceImage { cloud, id } => {
-                    crate::glance::Glance::connect(Some(cloud), &self.env.tunables.glance)
-                        .and_then(|g| crate::glance::publish::delete_created(&g, id))
-                        .map_err(|e| anyhow::anyhow!("deleting Glance image {id}: {e}"))
-                }
+                Resource::GlanceImage { cloud, region, id } => crate::glance::Glance::connect_in(
+                    Some(cloud),
+                    region.as_deref(),
+                    &self.env.tunables.glance,
+                )
+                .and_then(|g| crate::glance::publish::delete_created(&g, id))
+                .map_err(|e| anyhow::anyhow!("deleting Glance image {id}: {e}")),
                 Resource::Dir(p) => match std::fs::remove_dir_all(p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         Err(anyhow::anyhow!("removing {}: {e}", p.display()))
@@ -457,9 +463,15 @@ fn inspect_hint(r: &Resource) -> String {
             " — inspect with `guestfish --ro -a {} -i`",
             p.display()
         ),
-        Resource::GlanceImage { cloud, id } => format!(
-            " — inspect with `kiln image --os-cloud {cloud} show {id}`; remove with `kiln image --os-cloud {cloud} delete {id}`"
-        ),
+        Resource::GlanceImage { cloud, region, id } => {
+            let r = region
+                .as_ref()
+                .map(|r| format!(" --os-region-name {r}"))
+                .unwrap_or_default();
+            format!(
+                " — inspect with `kiln image --os-cloud {cloud}{r} show {id}`; remove with `kiln image --os-cloud {cloud}{r} delete {id}`"
+            )
+        }
         _ => String::new(),
     }
 }
@@ -506,6 +518,7 @@ impl BuildContext {
                 glance: ctx.made.glance_published.clone(),
             },
             publish_glance: plan.publish.glance.clone(),
+            publish_all_or_nothing: plan.publish.all_or_nothing,
             test: ctx.made.test_report.clone(),
             inventory: ctx.made.inventory_summary.clone(),
         }

@@ -133,6 +133,7 @@ fn load_inner(
         trust,
         errors: Vec::new(),
         suppressed,
+        glance_at: String::new(),
     }
     .resolve(recipe, hex::encode(Sha256::digest(&bytes)), overrides);
     let mut errors = schema_errors;
@@ -167,6 +168,8 @@ struct Resolver<'a> {
     errors: Vec<Diagnostic>,
     /// Pointers of nodes the schema check rejected (see `load_inner`).
     suppressed: Vec<String>,
+    /// The JSON pointer of the Glance target being resolved (`/publish/glance[/N]`).
+    glance_at: String,
 }
 
 /// `a` is `b` or below it (JSON pointers, whole segments).

@@ -559,9 +559,36 @@ pub struct Publish {
     /// The local catalog directory (the default publisher).
     #[serde(default)]
     pub local: Option<LocalPublish>,
-    /// OpenStack Glance: upload (or import) the outputs after the build.
+    /// OpenStack Glance: upload (or import) the outputs after the build. A mapping (one
+    /// target), or a list of them: several clouds or regions, uploaded at the same time.
     #[serde(default)]
-    pub glance: Option<GlancePublish>,
+    pub glance: Option<GlanceTargets>,
+    /// With several Glance targets: when one fails, remove what this build published to the
+    /// others too (default: keep what reached them; the failed ones are named).
+    #[serde(default)]
+    pub all_or_nothing: bool,
+}
+
+/// `publish.glance`: one target, or a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum GlanceTargets {
+    One(Box<GlancePublish>),
+    Many(Vec<GlancePublish>),
+}
+
+impl GlanceTargets {
+    /// Each target with the JSON pointer of its settings.
+    pub fn each(&self) -> Vec<(String, &GlancePublish)> {
+        match self {
+            GlanceTargets::One(g) => vec![("/publish/glance".to_string(), &**g)],
+            GlanceTargets::Many(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (format!("/publish/glance/{i}"), g))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -593,6 +620,10 @@ pub struct GlancePublish {
     /// `{{vars.X}}`.
     #[serde(default)]
     pub cloud: Option<String>,
+    /// The cloud's region whose Glance gets the image (default: the cloud's `region_name`);
+    /// may use `{{vars.X}}`.
+    #[serde(default)]
+    pub region: Option<String>,
     /// Image name template: `{{name}}`, `{{version}}`, `{{format}}`, `{{date}}` (UTC,
     /// YYYYMMDD), `{{vars.X}}` (default `{{name}}-{{version}}`).
     #[serde(default)]

@@ -12,13 +12,46 @@ impl Resolver<'_> {
         vm: &VmPlan,
     ) -> PublishPlan {
         let p = r.publish.clone().unwrap_or_default();
-        let glance = p
-            .glance
-            .as_ref()
-            .and_then(|g| self.glance(g, r, outputs, properties, vars, vm));
+        let mut glance = Vec::new();
+        for (at, g) in p.glance.as_ref().map(|t| t.each()).unwrap_or_default() {
+            self.glance_at = at;
+            if let Some(s) = self.glance(g, r, outputs, properties, vars, vm) {
+                glance.push(s);
+            }
+        }
+        self.distinct_targets(&glance);
+        if p.all_or_nothing && glance.len() < 2 {
+            self.err(
+                "/publish/all_or_nothing",
+                "all_or_nothing is for several Glance targets (one target is all or nothing already)",
+            );
+        }
         PublishPlan {
             local_dir: p.local.and_then(|l| l.dir).map(PathBuf::from),
             glance,
+            all_or_nothing: p.all_or_nothing,
+        }
+    }
+
+    /// The JSON pointer `rest` below the Glance target being resolved.
+    fn at(&self, rest: &str) -> String {
+        format!("{}{rest}", self.glance_at)
+    }
+
+    /// Two targets of one cloud and region would publish the same images twice.
+    fn distinct_targets(&mut self, targets: &[crate::plan::GlanceSettings]) {
+        for (i, t) in targets.iter().enumerate() {
+            let same = |u: &crate::plan::GlanceSettings| u.cloud == t.cloud && u.region == t.region;
+            if let Some(j) = targets[..i].iter().position(same) {
+                self.err(
+                    &format!("/publish/glance/{i}"),
+                    format!(
+                        "the same cloud and region as target {j} ({} {}): each target is another cloud or region",
+                        t.cloud.as_deref().unwrap_or("$OS_CLOUD"),
+                        t.region.as_deref().unwrap_or("(its default region)")
+                    ),
+                );
+            }
         }
     }
 
@@ -37,6 +70,7 @@ impl Resolver<'_> {
         let formats = self.glance_formats(g, outputs);
         let (names, uris) = self.glance_names(g, r, &formats, vars);
         let (cloud, members, visibility) = self.glance_audience(g, r, vars);
+        let region = self.glance_region(g, r, vars);
         self.check_glance_method(g);
         let all_props = self.glance_properties(g, properties, vm);
         let recipe_id = self.rotation_id(g);
@@ -45,6 +79,7 @@ impl Resolver<'_> {
         }
         Some(Settings {
             cloud,
+            region,
             names,
             container_format: g.container_format.clone().unwrap_or_else(|| {
                 formats
@@ -84,7 +119,7 @@ impl Resolver<'_> {
         for (i, f) in g.formats.iter().enumerate() {
             if !outputs.iter().any(|o| o.format == *f) {
                 self.err(
-                    &format!("/publish/glance/formats/{i}"),
+                    &self.at(&format!("/formats/{i}")),
                     format!(
                         "format {} is not among the outputs ({})",
                         f.as_str(),
@@ -100,9 +135,9 @@ impl Resolver<'_> {
         for f in &formats {
             if f.glance_disk_format().is_none() {
                 let ptr = if g.formats.is_empty() {
-                    "/publish/glance".to_string()
+                    self.at("")
                 } else {
-                    "/publish/glance/formats".to_string()
+                    self.at("/formats")
                 };
                 self.err(
                     &ptr,
@@ -145,12 +180,12 @@ impl Resolver<'_> {
                 &ctx,
             ) {
                 Ok(n) if n.trim().is_empty() => {
-                    self.err("/publish/glance/name", "the image name renders empty")
+                    self.err(&self.at("/name"), "the image name renders empty")
                 }
                 Ok(n) => {
                     if names.values().any(|v| v == &n) {
                         self.err(
-                        "/publish/glance/name",
+                &self.at("/name"),
                         format!(
                             "several formats would all be named `{n}`: put {{{{format}}}} in the name"
                         ),
@@ -158,7 +193,7 @@ impl Resolver<'_> {
                     }
                     names.insert(df.to_string(), n);
                 }
-                Err(e) => self.err("/publish/glance/name", format!("name template: {e}")),
+                Err(e) => self.err(&self.at("/name"), format!("name template: {e}")),
             }
             if let Some(u) = &g.uri {
                 match crate::templates::render_str(
@@ -170,11 +205,39 @@ impl Resolver<'_> {
                     Ok(v) => {
                         uris.insert(df.to_string(), v);
                     }
-                    Err(e) => self.err("/publish/glance/uri", format!("uri template: {e}")),
+                    Err(e) => self.err(&self.at("/uri"), format!("uri template: {e}")),
                 }
             }
         }
         (names, uris)
+    }
+
+    /// The region, rendered (it may use `{{vars.X}}`); empty is the cloud's default.
+    fn glance_region(
+        &mut self,
+        g: &GlancePublish,
+        r: &Recipe,
+        vars: &BTreeMap<String, String>,
+    ) -> Option<String> {
+        let var_ctx = serde_json::json!({ "name": r.name, "version": r.version, "vars": vars });
+        let rendered = crate::templates::render_str(
+            "publish.glance.region",
+            g.region.as_deref()?,
+            crate::templates::Format::Plain,
+            &var_ctx,
+        );
+        match rendered {
+            Ok(v) if v.trim().is_empty() => None,
+            Ok(v) if v.chars().any(|c| c.is_control() || c == '/') => {
+                self.err(&self.at("/region"), "expected a region name");
+                None
+            }
+            Ok(v) => Some(v.trim().to_string()),
+            Err(e) => {
+                self.err(&self.at("/region"), format!("region template: {e}"));
+                None
+            }
+        }
     }
 
     /// Who sees the images: the cloud, the member projects and the visibility they need.
@@ -197,7 +260,7 @@ impl Resolver<'_> {
                     Ok(v) if v.trim().is_empty() => None,
                     Ok(v) => Some(v),
                     Err(e) => {
-                        self.err("/publish/glance/cloud", format!("cloud template: {e}"));
+                        self.err(&self.at("/cloud"), format!("cloud template: {e}"));
                         None
                     }
                 }
@@ -214,7 +277,7 @@ impl Resolver<'_> {
             ) {
                 Ok(v) if v.trim().is_empty() => {}
                 Ok(v) => members.push((i, v.trim().to_string())),
-                Err(e) => self.err(&format!("/publish/glance/members/{i}"), format!("{e}")),
+                Err(e) => self.err(&self.at(&format!("/members/{i}")), format!("{e}")),
             }
         }
         let visibility = g.visibility.unwrap_or(if members.is_empty() {
@@ -224,7 +287,7 @@ impl Resolver<'_> {
         });
         if !members.is_empty() && visibility != Visibility::Shared {
             self.err(
-                "/publish/glance/visibility",
+                &self.at("/visibility"),
                 format!(
                     "members need visibility `shared`, not `{}` (Glance refuses members otherwise)",
                     visibility.as_str()
@@ -234,7 +297,7 @@ impl Resolver<'_> {
         for (i, m) in &members {
             if !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
                 self.err(
-                    &format!("/publish/glance/members/{i}"),
+                    &self.at(&format!("/members/{i}")),
                     "expected a project id (hex digits)",
                 );
             }
@@ -247,35 +310,32 @@ impl Resolver<'_> {
         use crate::vocab::Method;
         match g.method {
             Method::WebDownload if g.uri.is_none() => self.err(
-                "/publish/glance/method",
+                &self.at("/method"),
                 "web-download needs `uri`: where Glance fetches the image",
             ),
             Method::CopyImage if g.stores.is_empty() => self.err(
-                "/publish/glance/method",
+                &self.at("/method"),
                 "copy-image needs `stores`: the stores to copy the image into",
             ),
             Method::Upload if g.stores.len() > 1 => self.err(
-                "/publish/glance/stores",
+                &self.at("/stores"),
                 "an upload goes into one store; use method copy-image for several",
             ),
             _ => {}
         }
         if g.uri.is_some() && g.method != Method::WebDownload {
-            self.err(
-                "/publish/glance/uri",
-                "`uri` is only for method web-download",
-            );
+            self.err(&self.at("/uri"), "`uri` is only for method web-download");
         }
         if g.keep == Some(0) {
             self.err(
-                "/publish/glance/keep",
+                &self.at("/keep"),
                 "keep must be at least 1 (the image just published)",
             );
         }
         for (i, t) in g.tags.iter().enumerate() {
             if t.is_empty() || t.len() > 255 {
                 self.err(
-                    &format!("/publish/glance/tags/{i}"),
+                    &self.at(&format!("/tags/{i}")),
                     "expected a tag of 1 to 255 characters",
                 );
             }
@@ -296,7 +356,7 @@ impl Resolver<'_> {
             match all_props.get(k) {
                 Some(set) if set != v => {
                     self.err(
-                        &property_pointer(g, k),
+                        &property_pointer(&self.glance_at, g, k),
                         format!("`{k}` is {v:?} for this build (from `vm:`), not {set:?}"),
                     );
                 }
@@ -314,7 +374,7 @@ impl Resolver<'_> {
                 || k == "kiln_format";
             if reserved {
                 self.err(
-                    &property_pointer(g, k),
+                    &property_pointer(&self.glance_at, g, k),
                     format!("`{k}` is an image attribute Glance or kiln sets, not a property"),
                 );
             }
@@ -328,10 +388,7 @@ impl Resolver<'_> {
         match &g.rotation_id {
             Some(id) => {
                 if id.is_empty() || id.len() > 255 {
-                    self.err(
-                        "/publish/glance/rotation_id",
-                        "expected 1 to 255 characters",
-                    );
+                    self.err(&self.at("/rotation_id"), "expected 1 to 255 characters");
                 }
                 id.clone()
             }
@@ -347,9 +404,9 @@ impl Resolver<'_> {
 }
 
 /// Where property `k` was set: the Glance target's own properties, else the recipe's.
-fn property_pointer(g: &GlancePublish, k: &str) -> String {
+fn property_pointer(at: &str, g: &GlancePublish, k: &str) -> String {
     if g.properties.contains_key(k) {
-        format!("/publish/glance/properties/{k}")
+        format!("{at}/properties/{k}")
     } else {
         format!("/properties/{k}")
     }

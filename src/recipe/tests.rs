@@ -527,7 +527,7 @@ fn firmware_and_layout_resolve_and_contradictions_are_refused() {
     let sb = format!("{MINIMAL}vm:\n  secure_boot: true\n  tpm: true\n{glance}");
     let plan = load_plan(&dir.write("r.yaml", &sb), &[], &[]).unwrap();
     assert_eq!(plan.vm.firmware, Firmware::SecureBoot);
-    let props = &plan.publish.glance.as_ref().unwrap().properties;
+    let props = &plan.publish.glance[0].properties;
     for (k, v) in [
         ("architecture", "x86_64"),
         ("hw_machine_type", "q35"),
@@ -585,7 +585,7 @@ fn aarch64_resolves_to_its_firmware_layout_and_packages_and_refuses_what_it_cann
         "{:?}",
         b.packages
     );
-    let props = &plan.publish.glance.as_ref().unwrap().properties;
+    let props = &plan.publish.glance[0].properties;
     assert_eq!(props["architecture"], "aarch64");
     assert_eq!(props["hw_machine_type"], "virt");
     assert_eq!(props["hw_firmware_type"], "uefi");
@@ -621,4 +621,50 @@ fn aarch64_resolves_to_its_firmware_layout_and_packages_and_refuses_what_it_cann
     );
     at(&e, 4, 80, "`uefi` is aarch64's layout");
     assert_eq!(e.len(), 1, "{e:?}");
+}
+
+/// `publish.glance` as a list: one target per cloud and region, each resolved like the single
+/// mapping (names rendered, properties), every mistake at its place in the list; the same
+/// place twice and `all_or_nothing` with one target are refused.
+#[test]
+fn several_glance_targets_resolve_and_their_mistakes_are_placed() {
+    let dir = Dir::new();
+    let two = format!(
+        "{MINIMAL}publish:\n  all_or_nothing: true\n  glance:\n    - cloud: a\n      name: \"n-{{{{vars.x}}}}\"\n    - cloud: a\n      region: \"{{{{vars.r}}}}\"\n      keep: 2\nvars:\n  x: \"1\"\n  r: RegionTwo\n"
+    );
+    let plan = load_plan(&dir.write("r.yaml", &two), &[], &[]).unwrap();
+    let g = &plan.publish.glance;
+    assert_eq!(g.len(), 2);
+    assert!(plan.publish.all_or_nothing);
+    assert_eq!(
+        (g[0].cloud.as_deref(), g[0].region.as_deref()),
+        (Some("a"), None)
+    );
+    assert_eq!(g[1].region.as_deref(), Some("RegionTwo"));
+    assert_eq!(g[0].names.values().next().map(String::as_str), Some("n-1"));
+    assert_eq!(g[1].keep, Some(2));
+    assert_eq!(g[0].properties, g[1].properties);
+
+    // Line 7 is the list's first item, line 9 its second.
+    let bad = format!(
+        "{MINIMAL}publish:\n  glance:\n    - cloud: a\n      keep: 0\n    - cloud: a\n      formats: [vdi]\n      regoin: x\n"
+    );
+    let d = errors(&dir, &bad);
+    at(&d, 8, 13, "keep must be at least 1");
+    at(&d, 10, 17, "not among the outputs");
+    at(&d, 11, 7, "unknown key `regoin`");
+    let same = format!("{MINIMAL}publish:\n  glance:\n    - cloud: a\n    - cloud: a\n");
+    at(
+        &errors(&dir, &same),
+        8,
+        7,
+        "the same cloud and region as target 0",
+    );
+    let one = format!("{MINIMAL}publish:\n  all_or_nothing: true\n  glance:\n    cloud: a\n");
+    at(
+        &errors(&dir, &one),
+        6,
+        19,
+        "all_or_nothing is for several Glance targets",
+    );
 }
