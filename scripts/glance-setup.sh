@@ -222,7 +222,8 @@ start_uwsgi glance OS_GLANCE_CONFIG_DIR "$gl"
 wait_for glance http://127.0.0.1:9292/versions "$dir/glance-uwsgi.log"
 
 # RegionTwo's Glance: the same configuration, its own database, store, staging and cache
-# directories and port; one process of two threads (it serves the multi-region tests only).
+# directories and port; one process of one thread (it serves the multi-region tests only, and
+# on sqlite two requests writing at once can fail with "database is locked": seen with two).
 r2=$dir/region2
 sed -e "s|$dir/glance.log|$dir/glance2.log|" -e "s|http://127.0.0.1:9292|http://127.0.0.1:9293|" \
   -e "s|sqlite:///$gl/glance.sqlite|sqlite:///$r2/glance/glance.sqlite|" \
@@ -233,7 +234,7 @@ sed -e "s|$dir/glance.log|$dir/glance2.log|" -e "s|http://127.0.0.1:9292|http://
 cp "$gl/glance-api-paste.ini" "$r2/glance/"
 OS_GLANCE_CONFIG_DIR=$r2/glance "$bin/glance-manage" --config-file "$r2/glance/glance-api.conf" \
   db_sync >/dev/null 2>&1 || { echo "glance-manage db_sync (RegionTwo) failed" >&2; exit 1; }
-uwsgi_ini "$r2/glance/uwsgi.ini" 9293 glance.wsgi.api:application "$dir/glance2-uwsgi.log" 1 2
+uwsgi_ini "$r2/glance/uwsgi.ini" 9293 glance.wsgi.api:application "$dir/glance2-uwsgi.log" 1 1
 start_uwsgi glance2 OS_GLANCE_CONFIG_DIR "$r2/glance"
 wait_for glance2 http://127.0.0.1:9293/versions "$dir/glance2-uwsgi.log"
 

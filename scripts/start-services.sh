@@ -46,8 +46,37 @@ if [ -f /usr/lib/binfmt.d/qemu-aarch64.conf ] && [ ! -e "$binfmt/qemu-aarch64" ]
   fi
 fi
 
+libvirtd_up() { # the first connection probes qemu's capabilities: a while on a busy machine
+  local err=
+  for _ in $(seq 1 120); do
+    if err=$(virsh -c qemu:///system version 2>&1 >/dev/null); then return 0; fi
+    sleep 0.5
+  done
+  echo "libvirtd does not answer on qemu:///system: $err" >&2
+  tail -20 "$logdir/libvirtd.log" >&2 || true
+  return 1
+}
+
+# /dev/kvm present but KVM unusable (here: a nested host whose KVM cannot set the guest's MSRs;
+# `-cpu host` aborts in kvm_buf_set_msrs): libvirt then finds its cached qemu capabilities stale
+# on every call and probes qemu again, 30-80 s before each domain is defined (measured: `virsh
+# define` 32 s; 0.02 s without /dev/kvm). A libvirtd started here then gets a mount namespace
+# where /dev/kvm is /dev/null; its guests use TCG, which is all this host can run anyway.
+kvm_broken() {
+  [ -e /dev/kvm ] && [ "$(uname -m)" = x86_64 ] || return 1
+  ! (printf '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n' \
+    | timeout 20 qemu-system-x86_64 -accel kvm -cpu host -machine pc -m 64 -nodefaults \
+      -display none -no-user-config -S -qmp stdio) >/dev/null 2>&1
+}
+
 start virtlogd /run/libvirt/virtlogd-sock /usr/sbin/virtlogd
-start libvirtd /run/libvirt/libvirt-sock /usr/sbin/libvirtd
+if kvm_broken; then
+  echo "KVM does not work here although /dev/kvm exists: libvirtd runs without /dev/kvm (TCG)"
+  start libvirtd /run/libvirt/libvirt-sock unshare --mount --propagation private \
+    sh -c 'mount --bind /dev/null /dev/kvm && exec /usr/sbin/libvirtd'
+else
+  start libvirtd /run/libvirt/libvirt-sock /usr/sbin/libvirtd
+fi
 # The first connection probes qemu's capabilities, which takes a while on a busy machine.
 err=
 for _ in $(seq 1 120); do

@@ -369,6 +369,8 @@ pub fn image_body(s: &Settings, name: &str, out: &Output) -> Value {
         body["kiln_recipe_id"] = json!(s.recipe_id);
     }
     body["kiln_format"] = json!(out.disk_format);
+    // What a concurrent publish of the same output finds this image by before its data is in.
+    body["kiln_sha512"] = json!(out.sha512);
     if let Some(d) = &out.sbom_sha256 {
         body["kiln_sbom_sha256"] = json!(d);
     }
@@ -417,7 +419,8 @@ pub fn publish(
                 expect_sha512: Some(out.sha512.clone()),
                 import_timeout: Duration::from_secs(s.import_timeout),
             };
-            (create_image(g, &new, cancel)?, false)
+            let made = create_image(g, &new, cancel)?;
+            settle(g, name, out, made, cancel)?
         }
     };
     let id = img["id"].as_str().unwrap_or_default().to_string();
@@ -444,6 +447,72 @@ pub fn publish(
         members,
         rotated: Vec::new(),
     })
+}
+
+/// Two publishes of the same build at once (two CI jobs) each made an image: every publisher
+/// sees the same twins (same name, this project, the same `kiln_sha512`, not failed) and keeps
+/// the oldest (then the smallest id); a publisher whose image is not that one waits for it to
+/// be active, deletes its own and reports the other's as already there. Returns the image to
+/// report and whether it is another publisher's.
+fn settle(
+    g: &Glance,
+    name: &str,
+    out: &Output,
+    ours: Value,
+    cancel: &Cancel,
+) -> Result<(Value, bool), GlanceError> {
+    let id = ours["id"].as_str().unwrap_or_default().to_string();
+    let mut q = vec![("name".to_string(), name.to_string())];
+    if let Some(p) = &g.project_id {
+        q.push(("owner".into(), p.clone()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let twins = g.list(&q)?;
+        let keeper = match keeper_of(&twins, &out.sha512) {
+            Some(k) if k["id"] != ours["id"] => k.clone(),
+            _ => return Ok((ours, false)),
+        };
+        let kid = keeper["id"].as_str().unwrap_or_default();
+        if keeper["status"] == "active" {
+            tracing::info!(
+                "{name}: another publish of the same build made {kid} first; deleting this one ({id})"
+            );
+            delete_created(g, &id)?;
+            return Ok((keeper, true));
+        }
+        if Instant::now() > deadline || cancel.sleep(Duration::from_secs(2)) {
+            // The other is still not in: keep ours (it is complete); the other publisher,
+            // once done, finds this one.
+            return Ok((ours, false));
+        }
+    }
+}
+
+/// The twin every publisher keeps: of the images carrying `sha512` (as `kiln_sha512`, or as
+/// the active data's hash) that are not failed, the oldest, then the smallest id.
+pub fn keeper_of<'a>(images: &'a [Value], sha512: &str) -> Option<&'a Value> {
+    images
+        .iter()
+        .filter(|i| {
+            i["kiln_sha512"].as_str() == Some(sha512)
+                || (i["status"] == "active" && i["os_hash_value"].as_str() == Some(sha512))
+        })
+        .filter(|i| {
+            !matches!(
+                i["status"].as_str(),
+                Some("killed" | "deleted" | "pending_delete" | "deactivated")
+            )
+        })
+        .min_by(|a, b| {
+            let key = |i: &Value| {
+                (
+                    i["created_at"].as_str().unwrap_or("").to_string(),
+                    i["id"].as_str().unwrap_or("").to_string(),
+                )
+            };
+            key(a).cmp(&key(b))
+        })
 }
 
 /// Which images `keep` deletes: given this recipe's images of one format, newest first,
@@ -734,5 +803,26 @@ mod tests {
         let img = json!({"status": "importing", "os_glance_failed_import": ""});
         assert!(import_failure(&img, &[json!({"status": "processing"})]).is_none());
         assert!(import_failure(&img, &tasks).unwrap().contains("404"));
+    }
+
+    #[test]
+    fn twins_of_one_build_keep_the_oldest_that_did_not_fail() {
+        let img = |id: &str, at: &str, status: &str, k: &str| json!({"id": id, "created_at": at, "status": status, "kiln_sha512": k});
+        let imgs = vec![
+            img("c", "2026-12-07T10:00:02Z", "active", "s"),
+            img("b", "2026-12-07T10:00:01Z", "saving", "s"),
+            img("a", "2026-12-07T10:00:00Z", "killed", "s"),
+            img("0", "2026-12-07T09:00:00Z", "active", "other"),
+            img("d", "2026-12-07T10:00:01Z", "queued", "s"),
+        ];
+        assert_eq!(keeper_of(&imgs, "s").unwrap()["id"], "b");
+        // An older build's image of the same bytes, made before kiln_sha512 existed.
+        let mut old = imgs.clone();
+        old.push(
+            json!({"id": "z", "created_at": "2026-01-01T00:00:00Z", "status": "active",
+                        "os_hash_value": "s"}),
+        );
+        assert_eq!(keeper_of(&old, "s").unwrap()["id"], "z");
+        assert!(keeper_of(&imgs, "none").is_none());
     }
 }

@@ -565,9 +565,16 @@ impl BuildContext {
                     }
                     crate::libvirt::KvmProbe::Unusable(why)
                     | crate::libvirt::KvmProbe::Unknown(why) => {
+                        // libvirt then probes qemu again before every domain (measured
+                        // 30-80 s each), unless its daemon does not see /dev/kvm.
+                        let hint = if std::path::Path::new("/dev/kvm").exists() {
+                            "; /dev/kvm exists but does not work, so libvirtd re-probes qemu before every domain it defines (30-80 s each): run libvirtd without /dev/kvm (systemd: InaccessiblePaths=/dev/kvm; scripts/start-services.sh does this)"
+                        } else {
+                            ""
+                        };
                         tracing::warn!(
-                        "KVM is not usable here ({why}); falling back to TCG, which is much slower"
-                    );
+                            "KVM is not usable here ({why}); falling back to TCG, which is much slower{hint}"
+                        );
                         true
                     }
                 }

@@ -371,7 +371,8 @@ impl Resolver<'_> {
                 || k.starts_with("os_glance")
                 || k == "kiln_recipe"
                 || k == "kiln_recipe_id"
-                || k == "kiln_format";
+                || k == "kiln_format"
+                || k == "kiln_sha512";
             if reserved {
                 self.err(
                     &property_pointer(&self.glance_at, g, k),
