@@ -72,7 +72,11 @@ kvm_broken() {
 start virtlogd /run/libvirt/virtlogd-sock /usr/sbin/virtlogd
 if kvm_broken; then
   echo "KVM does not work here although /dev/kvm exists: libvirtd runs without /dev/kvm (TCG)"
-  start libvirtd /run/libvirt/libvirt-sock unshare --mount --propagation private \
+  # A slave of the host's mounts: what is mounted later (a test's tmpfs for a full disk) reaches
+  # libvirtd's qemu, and the /dev/kvm mask stays in its namespace. A host without systemd may
+  # have / private (nothing would propagate): made shared first, systemd's default.
+  [ "$(findmnt -no PROPAGATION /)" = shared ] || mount --make-rshared /
+  start libvirtd /run/libvirt/libvirt-sock unshare --mount --propagation slave \
     sh -c 'mount --bind /dev/null /dev/kvm && exec /usr/sbin/libvirtd'
 else
   start libvirtd /run/libvirt/libvirt-sock /usr/sbin/libvirtd
