@@ -46,17 +46,6 @@ if [ -f /usr/lib/binfmt.d/qemu-aarch64.conf ] && [ ! -e "$binfmt/qemu-aarch64" ]
   fi
 fi
 
-libvirtd_up() { # the first connection probes qemu's capabilities: a while on a busy machine
-  local err=
-  for _ in $(seq 1 120); do
-    if err=$(virsh -c qemu:///system version 2>&1 >/dev/null); then return 0; fi
-    sleep 0.5
-  done
-  echo "libvirtd does not answer on qemu:///system: $err" >&2
-  tail -20 "$logdir/libvirtd.log" >&2 || true
-  return 1
-}
-
 # /dev/kvm present but KVM unusable (here: a nested host whose KVM cannot set the guest's MSRs;
 # `-cpu host` aborts in kvm_buf_set_msrs): libvirt then finds its cached qemu capabilities stale
 # on every call and probes qemu again, 30-80 s before each domain is defined (measured: `virsh

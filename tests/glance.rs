@@ -1043,23 +1043,7 @@ fn two_publishes_of_one_build_at_once_leave_one_image_per_target() {
 }
 
 fn ids_named_in(region: &str, name: &str) -> Vec<String> {
-    let v = json_out(img(
-        "kiln-alpha",
-        &[
-            "--os-region-name",
-            region,
-            "list",
-            "--name",
-            name,
-            "-f",
-            "json",
-        ],
-    ));
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_string())
-        .collect()
+    ids_named_with("kiln-alpha", &["--os-region-name", region], name)
 }
 
 #[test]

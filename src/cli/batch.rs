@@ -272,8 +272,8 @@ fn run_all(
     loop {
         let stop_starting = cancel.is_cancelled() || (failed && !a.keep_going);
         while !stop_starting && running.len() < jobs && next < recipes.len() {
-            match start(global, a, &recipes[next], &slugs[next]) {
-                Ok(r) => running.push(Running { index: next, ..r }),
+            match start(global, a, next, &recipes[next], &slugs[next]) {
+                Ok(r) => running.push(r),
                 Err(e) => {
                     errln!(
                         "error: starting the build of {}: {e}",
@@ -348,7 +348,13 @@ fn run_all(
 /// A child `kiln build` of one recipe: in a process group of its own (a terminal's Ctrl-C
 /// reaches this process, which passes each signal on exactly once: a second one would make
 /// the child hurry), told to clean up if this process dies; its lines relayed with its name.
-fn start(global: Global, a: &BuildArgs, recipe: &Path, slug: &str) -> std::io::Result<Running> {
+fn start(
+    global: Global,
+    a: &BuildArgs,
+    index: usize,
+    recipe: &Path,
+    slug: &str,
+) -> std::io::Result<Running> {
     let exe = std::env::current_exe()?;
     let argv = child_argv(global, a, recipe);
     tracing::debug!(target: "kiln::command", "running: {} {:?}", exe.display(), argv);
@@ -386,7 +392,7 @@ fn start(global: Global, a: &BuildArgs, recipe: &Path, slug: &str) -> std::io::R
         }),
     ];
     Ok(Running {
-        index: 0,
+        index,
         child,
         started: Instant::now(),
         signalled: 0,

@@ -81,7 +81,14 @@ pub fn sha512(p: &Path) -> String {
 }
 
 pub fn ids_named(cloud: &str, name: &str) -> Vec<String> {
-    json_out(img(cloud, &["list", "--name", name, "-f", "json"]))
+    ids_named_with(cloud, &[], name)
+}
+
+/// `ids_named` with `kiln image` flags before `list` (`--os-region-name R`).
+pub fn ids_named_with(cloud: &str, flags: &[&str], name: &str) -> Vec<String> {
+    let mut args = flags.to_vec();
+    args.extend(["list", "--name", name, "-f", "json"]);
+    json_out(img(cloud, &args))
         .as_array()
         .unwrap()
         .iter()
