@@ -189,6 +189,7 @@ fn save_logs(out: &Path, work: &Path, dest: &Path) {
         "install-console.log",
         "install-console-first-boot.log",
         "test-console.log",
+        crate::boottest::FIRST_CONSOLE,
         "test-results.xml",
     ];
     if dest.is_dir()
@@ -215,6 +216,10 @@ fn save_logs(out: &Path, work: &Path, dest: &Path) {
         ),
         (out.join("test-console.log"), "test-console.log"),
         (work.join("test/test-console.log"), "test-console.log"),
+        (
+            out.join(crate::boottest::FIRST_CONSOLE),
+            crate::boottest::FIRST_CONSOLE,
+        ),
         (out.join("test-results.xml"), "test-results.xml"),
     ] {
         if src.is_file() && !dest.join(name).exists() {

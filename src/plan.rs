@@ -254,6 +254,9 @@ pub const DEFAULT_MEMORY_MIB: u64 = 2048;
 pub const DEFAULT_VCPUS: u32 = 2;
 /// `vm.timeout` (and `kiln test --timeout`) in seconds.
 pub const DEFAULT_VM_TIMEOUT_SECS: u64 = 1800;
+/// From a guest's start to its first sign of life (provisioning: the steps start; boot test:
+/// sshd answers).
+pub const DEFAULT_BOOT_TIMEOUT_SECS: u64 = 300;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VmPlan {

@@ -3042,6 +3042,34 @@ fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
         image_sum,
         "kiln test changed the image"
     );
+
+    // A VM whose sshd is silent past --boot-timeout (CI once saw a Secure Boot guest hang 40
+    // minutes under TCG) is stopped and booted once more on a fresh overlay, its first console
+    // kept; silent again, the test fails then, not at --timeout.
+    let console = dir.path().join("silent-console.log");
+    let t = kiln()
+        .arg("test")
+        .arg(&overlay)
+        .arg("--backing")
+        .arg(&published)
+        .args(["--boot-timeout", "3", "--console"])
+        .arg(&console)
+        .output()
+        .unwrap();
+    let said = text(&t.stdout);
+    assert_eq!(t.status.code(), Some(1), "{said}{}", text(&t.stderr));
+    assert!(
+        said.contains("warn  first boot: sshd did not answer within 3 s"),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "FAIL  ssh login as kiln-test with the seed's key: sshd did not answer within 3 s"
+        ),
+        "{said}"
+    );
+    assert_eq!(text(&t.stderr).matches("started domain").count(), 2);
+    assert!(dir.path().join("silent-console.log.first-boot").is_file());
     assert_eq!(domains("kiln-"), before, "leftover domains");
 }
 

@@ -370,3 +370,44 @@ fn a_tpm_must_be_seen_by_the_guest() {
     assert!(j("uefi\n0\ntpm\n").is_ok());
     assert!(j("uefi\n0\n").unwrap_err().contains("no /dev/tpm0"));
 }
+
+#[test]
+fn a_silent_boot_is_booted_again_and_an_image_fault_is_not() {
+    let (timeout, boot) = (Duration::from_secs(2400), Duration::from_secs(300));
+    let seen = |secs: u64, answered: bool, console: &'static str| Seen {
+        elapsed: Duration::from_secs(secs),
+        answered,
+        console,
+        running: true,
+        crashed: false,
+        cloud_init_for: None,
+        last: "sshd does not answer yet",
+    };
+    let judge = |s: &Seen| no_login(timeout, boot, s).map(|n| (n.again, n.why));
+    // Still booting: wait.
+    assert_eq!(judge(&seen(299, false, "")), None);
+    // Silent past boot_timeout (CI: a Secure Boot guest hung 40 minutes): once more.
+    let (again, why) = judge(&seen(301, false, "")).unwrap();
+    assert!(again, "{why}");
+    assert!(why.contains("within 300 s"), "{why}");
+    // sshd spoke but no login yet: the image's business, up to the whole timeout.
+    assert_eq!(judge(&seen(2399, true, "")), None);
+    assert!(!judge(&seen(2401, true, "")).unwrap().0);
+    // What the console says is final, however early.
+    let refused = "BdsDxe: failed to load Boot0001 \"UEFI Misc Device\": Access Denied";
+    let (again, why) = judge(&seen(10, false, refused)).unwrap();
+    assert!(!again && why.contains("Secure Boot"), "{why}");
+    let emergency = seen(10, false, "You are in emergency mode.");
+    assert!(!judge(&emergency).unwrap().0);
+    // qemu died: once more; a guest that powered itself off: not.
+    let mut died = seen(10, false, "");
+    died.running = false;
+    died.crashed = true;
+    assert!(judge(&died).unwrap().0);
+    died.crashed = false;
+    assert!(!judge(&died).unwrap().0);
+    // cloud-init done and sshd still refusing the key after the grace: not.
+    let mut refusing = seen(200, true, "");
+    refusing.cloud_init_for = Some(SSH_GRACE + Duration::from_secs(1));
+    assert!(!judge(&refusing).unwrap().0);
+}

@@ -59,6 +59,10 @@ pub struct TestArgs {
     /// Seconds for the boot, cloud-init and each check.
     #[arg(long, default_value_t = crate::plan::DEFAULT_VM_TIMEOUT_SECS)]
     pub timeout: u64,
+    /// Seconds from the VM's start until sshd answers; a VM silent that long is booted once
+    /// more on a fresh overlay (its first console kept beside --console as FILE.first-boot).
+    #[arg(long, default_value_t = crate::plan::DEFAULT_BOOT_TIMEOUT_SECS)]
+    pub boot_timeout: u64,
     #[arg(long, value_enum, default_value_t = crate::recipe::model::Accel::Auto)]
     pub accel: crate::recipe::model::Accel,
     /// Write the results as JUnit XML here.
@@ -267,7 +271,7 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
             memory_mib: a.memory,
             vcpus: a.vcpus,
         };
-        let o = boottest::Options::new(
+        let mut o = boottest::Options::new(
             chain,
             &info,
             work.clone(),
@@ -277,10 +281,14 @@ pub(super) fn test_cmd(a: TestArgs) -> i32 {
             checks,
             "kiln-test".into(),
         );
+        o.boot_timeout = Duration::from_secs(a.boot_timeout);
         Ok(boottest::run(&o, &lv, &cancel, &mut |_| {})?)
     })();
     if let Some(dst) = &a.console {
         let _ = std::fs::copy(work.join("test-console.log"), dst);
+        let mut first = dst.clone().into_os_string();
+        first.push(".first-boot");
+        let _ = std::fs::copy(work.join(boottest::FIRST_CONSOLE), first);
     }
     let _ = std::fs::remove_dir_all(&work);
     let report = match result {

@@ -498,16 +498,16 @@ impl Resolver<'_> {
             }),
         };
         let boot_timeout_secs = match &vm.boot_timeout {
-            None => 300,
+            None => crate::plan::DEFAULT_BOOT_TIMEOUT_SECS,
             Some(d) => match parse_duration(d) {
                 Ok(0) => {
                     self.err("/vm/boot_timeout", "expected at least 1 s");
-                    300
+                    crate::plan::DEFAULT_BOOT_TIMEOUT_SECS
                 }
                 Ok(s) => s,
                 Err(m) => {
                     self.err("/vm/boot_timeout", m);
-                    300
+                    crate::plan::DEFAULT_BOOT_TIMEOUT_SECS
                 }
             },
         };

@@ -189,6 +189,7 @@ fn options(
         format!("kiln-test-{}", ctx.env.plan.name),
     );
     o.build_host_keys = ctx.made.build_host_keys.clone();
+    o.boot_timeout = Duration::from_secs(ctx.env.plan.vm.boot_timeout_secs);
     Ok(o)
 }
 
@@ -211,11 +212,9 @@ fn finished(
     dir: &std::path::Path,
     booted: &Booted,
 ) -> anyhow::Result<()> {
-    std::fs::copy(
-        dir.join("test-console.log"),
-        ctx.env.out.join("test-console.log"),
-    )
-    .ok();
+    for log in ["test-console.log", crate::boottest::FIRST_CONSOLE] {
+        std::fs::copy(dir.join(log), ctx.env.out.join(log)).ok();
+    }
     let report = result?;
     write_results(ctx, &report, booted)?;
     for c in &report.checks {
