@@ -57,6 +57,7 @@ commands=(
   "swift-ring-builder swift"
   "memcached memcached"                        # Swift's token cache
   "rpmbuild rpm"                               # tests: a real rpm database for kiln inspect
+  "chromium chromium"                          # tests: kiln report's page in a real browser
 )
 # Packages without a command of their own: headers, the host kernel libguestfs boots, venv.
 packages=(

@@ -61,6 +61,8 @@ else
 fi
 # The SBOM read back by the SPDX project's validator (installed by install-deps.sh).
 cargo test --locked --release --lib -- --ignored pyspdxtools
+# kiln report's page read back by a real browser (Debian's chromium, headless).
+cargo test --locked --release --test report -- --ignored
 # A real Keystone + Glance (installed from PyPI into a venv on first use) for `kiln image`,
 # and a real Swift with Keystone auth for the remote stage cache: started above.
 step "waiting for Keystone, Glance and Swift"

@@ -39,6 +39,7 @@ pub mod qemu_img;
 pub mod quote;
 pub mod recipe;
 pub mod remotecache;
+pub mod report;
 pub mod seed;
 pub mod signing;
 pub mod stagecache;

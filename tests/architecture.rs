@@ -35,6 +35,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("manifest", 5),
     ("outdir", 5),
     ("gc", 5),
+    ("report", 5),
     ("stagecache", 5),
     ("remotecache", 5),
     ("sysprep", 5),

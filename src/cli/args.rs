@@ -228,6 +228,17 @@ pub enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// One self-contained HTML page of a catalog: each build's stage timeline, boot test,
+    /// SBOM summary, packages changed since the previous version, outputs, where it went.
+    Report {
+        /// The catalog directory (a build's `-o`; default ./kiln-output).
+        #[arg(default_value = "kiln-output")]
+        dir: PathBuf,
+        /// Where to write the page (default: DIR/report.html); `-` for stdout. A file there
+        /// is replaced only if kiln report wrote it.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Print the JSON Schema of recipes (for editors).
     Schema,
     /// Built-in and local elements.

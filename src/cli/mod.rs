@@ -37,6 +37,7 @@ mod image;
 mod image_args;
 mod inspect;
 mod planned;
+mod report;
 
 pub use args::*;
 use build::*;
@@ -153,6 +154,7 @@ pub fn main() -> i32 {
             dry_run,
             force_foreign,
         } => gc_cmd(output, cache_dir, &connect, dry_run, force_foreign),
+        Command::Report { dir, output } => report::report_cmd(&dir, output),
         Command::Schema => {
             outln!(
                 "{}",
