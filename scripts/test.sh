@@ -63,6 +63,9 @@ fi
 cargo test --locked --release --lib -- --ignored pyspdxtools
 # kiln report's page read back by a real browser (Debian's chromium, headless).
 cargo test --locked --release --test report -- --ignored
+# kiln ci's files checked by each engine's own validator (installed here if .ci/run did not).
+bash scripts/validators-setup.sh
+cargo test --locked --release --test ci_engines -- --ignored
 # A real Keystone + Glance (installed from PyPI into a venv on first use) for `kiln image`,
 # and a real Swift with Keystone auth for the remote stage cache: started above.
 step "waiting for Keystone, Glance and Swift"

@@ -8,6 +8,7 @@ pub mod aptsandbox;
 pub mod bootstrap;
 pub mod boottest;
 pub mod build;
+pub mod ci;
 pub mod cli;
 pub mod convert;
 pub mod customize;

@@ -36,6 +36,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("outdir", 5),
     ("gc", 5),
     ("report", 5),
+    ("ci", 5),
     ("stagecache", 5),
     ("remotecache", 5),
     ("sysprep", 5),

@@ -2323,3 +2323,57 @@ fn an_image_for_another_architecture_is_not_booted() {
     .unwrap();
     assert_eq!(v["architecture"], "x86_64");
 }
+
+/// `kiln ci`: a recipe whose path could become an engine expression or a shell word is refused
+/// with exit 2 (the recipe itself is valid); a file kiln ci did not write is not replaced.
+#[test]
+fn kiln_ci_refuses_paths_that_could_become_code_and_keeps_foreign_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(root().join("examples/debian-12.yaml")).unwrap();
+    std::fs::write(dir.path().join("ok.yaml"), &example).unwrap();
+    std::fs::write(dir.path().join("${{ github.token }}.yaml"), &example).unwrap();
+    std::fs::create_dir_all(dir.path().join("files")).unwrap();
+    for f in std::fs::read_dir(root().join("examples/files"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(f.path(), dir.path().join("files").join(f.file_name())).unwrap();
+    }
+    let o = kiln()
+        .current_dir(dir.path())
+        .args([
+            "ci",
+            "ok.yaml",
+            "${{ github.token }}.yaml",
+            "--for",
+            "github",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("error: recipe `${{ github.token }}.yaml`"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(o.stdout.is_empty());
+    let mine = dir.path().join("workflow.yml");
+    std::fs::write(&mine, "# mine\n").unwrap();
+    let o = kiln()
+        .current_dir(dir.path())
+        .args(["ci", "ok.yaml", "--for", "gitlab", "-o", "workflow.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "# mine\n");
+    std::fs::remove_file(&mine).unwrap();
+    let o = kiln()
+        .current_dir(dir.path())
+        .args(["ci", "ok.yaml", "--for", "gitlab", "-o", "workflow.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(std::fs::read_to_string(&mine)
+        .unwrap()
+        .contains("KILN_RECIPE:\n          - ok.yaml"));
+}

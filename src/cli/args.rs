@@ -239,6 +239,9 @@ pub enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Job definitions for an engine teams already run: one job per recipe (a matrix), sharing
+    /// the remote stage cache, publishing from the job.
+    Ci(Box<crate::cli::ci::CiArgs>),
     /// Print the JSON Schema of recipes (for editors).
     Schema,
     /// Built-in and local elements.

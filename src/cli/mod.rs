@@ -30,6 +30,7 @@ mod boot;
 mod build;
 mod cache;
 mod check;
+mod ci;
 mod diff;
 mod disk;
 mod elements;
@@ -155,6 +156,7 @@ pub fn main() -> i32 {
             force_foreign,
         } => gc_cmd(output, cache_dir, &connect, dry_run, force_foreign),
         Command::Report { dir, output } => report::report_cmd(&dir, output),
+        Command::Ci(args) => ci::ci_cmd(*args),
         Command::Schema => {
             outln!(
                 "{}",
