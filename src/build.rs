@@ -108,6 +108,7 @@ pub fn run(plan: Plan, opts: &Options, cancel: &Cancel) -> anyhow::Result<Finish
     // failed build's finished stages too: another machine resumes from them). Interrupted:
     // the pushes are dropped (an unfinished upload leaves no entry: meta.json goes last).
     if report.outcome == Outcome::Cancelled {
+        ctx.withdraw_claims();
         ctx.cache.remote = None;
     } else if !ctx.finish_pushes() {
         // Ctrl-C while the pushes finished: what the build made is in place (published, if

@@ -238,3 +238,112 @@ fn only_entries_signed_by_a_trusted_key_are_taken() {
         .to_string();
     assert!(err.contains("others can read it"), "{err}");
 }
+
+/// Three processes standing for three machines (each its own directory; one Swift) want the
+/// same two entries at once: for each, one claims and makes it (random bytes: a second maker
+/// would make other bytes), the others wait and pull it. Afterwards every machine holds the
+/// same bytes as the remote, one entry per key is there, and no claim is left.
+#[test]
+#[ignore = "needs the Swift of scripts/swift-setup.sh and its AWS_* environment"]
+fn three_machines_wanting_the_same_entries_make_each_once() {
+    if let Ok(role) = std::env::var("KILN_TEST_CLAIM_MACHINE") {
+        return machine(&role);
+    }
+    let prefix = format!("claims-{}-{}", std::process::id(), rand_suffix());
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|m| {
+            let own = dir.path().join(m);
+            std::fs::create_dir_all(&own).unwrap();
+            std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "three_machines_wanting_the_same_entries_make_each_once",
+                ])
+                .args(["--ignored", "--nocapture"])
+                .env("KILN_TEST_CLAIM_MACHINE", m)
+                .env("KILN_TEST_CLAIM_PREFIX", &prefix)
+                .env("KILN_TEST_CLAIM_DIR", &own)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let remote = kiln::remotecache::Remote::open(
+        &format!("s3://kiln-cache/{prefix}"),
+        &kiln::tunables::Tunables::from_env().s3,
+    )
+    .unwrap();
+    for key in CLAIM_KEYS {
+        let meta = remote.meta(key).unwrap().expect("an entry");
+        let made_by = meta["made_by"].as_str().unwrap().to_string();
+        let pulled = dir.path().join("remote").join(&key[..8]);
+        std::fs::create_dir_all(&pulled).unwrap();
+        remote
+            .pull(key, &meta, &pulled, &kiln::process::Cancel::new())
+            .unwrap();
+        let bytes = std::fs::read(pulled.join("disk")).unwrap();
+        for m in ["m1", "m2", "m3"] {
+            let mine = std::fs::read(dir.path().join(m).join(&key[..8])).unwrap();
+            assert!(
+                mine == bytes,
+                "{m} holds other bytes for {key} than the remote (made by {made_by})"
+            );
+        }
+        assert!(
+            remote.claims(key).unwrap().is_empty(),
+            "claims left on {key}"
+        );
+    }
+}
+
+const CLAIM_KEYS: [&str; 2] = [
+    "1111111111111111111111111111111111111111111111111111111111111111",
+    "2222222222222222222222222222222222222222222222222222222222222222",
+];
+
+/// One machine: for each key, make it (3 s of "work", then 4 MiB of its own random bytes,
+/// pushed) if its claim comes first, else wait for the entry and pull it; its copy of each
+/// entry's bytes is left in its directory.
+fn machine(name: &str) {
+    let prefix = std::env::var("KILN_TEST_CLAIM_PREFIX").unwrap();
+    let own = std::path::PathBuf::from(std::env::var("KILN_TEST_CLAIM_DIR").unwrap());
+    let remote = kiln::remotecache::Remote::open(
+        &format!("s3://kiln-cache/{prefix}"),
+        &kiln::tunables::Tunables::from_env().s3,
+    )
+    .unwrap();
+    let cancel = kiln::process::Cancel::new();
+    for key in CLAIM_KEYS {
+        let mine = own.join(&key[..8]);
+        match remote
+            .claim_or_wait(key, &cancel, &mut |h| eprintln!("{name}: waiting for {h}"))
+            .unwrap()
+        {
+            kiln::remotecache::Claimed::Ours(claim) => {
+                eprintln!("{name}: making {}", &key[..8]);
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                let data: Vec<u8> = (0..4 << 20).map(|_| rand_suffix() as u8).collect();
+                std::fs::write(&mine, &data).unwrap();
+                let meta =
+                    serde_json::json!({"stage": "provision", "files": ["disk"], "made_by": name});
+                remote.push(key, vec![(mine.clone(), "disk".into())], meta, &cancel);
+                let r = remote.wait();
+                assert!(r.failed.is_empty(), "{:?}", r.failed);
+                drop(claim);
+            }
+            kiln::remotecache::Claimed::Built => {
+                let meta = remote.meta(key).unwrap().unwrap();
+                let tmp = own.join(format!("pull-{}", &key[..8]));
+                std::fs::create_dir_all(&tmp).unwrap();
+                remote.pull(key, &meta, &tmp, &cancel).unwrap();
+                std::fs::rename(tmp.join("disk"), &mine).unwrap();
+                eprintln!("{name}: pulled {} made by {}", &key[..8], meta["made_by"]);
+            }
+        }
+    }
+}

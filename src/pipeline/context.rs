@@ -115,6 +115,9 @@ pub struct BuildEnv {
 pub struct StageCache {
     /// The store (None with --no-cache).
     pub store: Option<crate::stagecache::Store>,
+    /// Claims on the remote for the stages this machine makes, withdrawn once their entries
+    /// are pushed (before `remote`: they are withdrawn through its runtime).
+    pub(super) claims: std::sync::Mutex<Vec<crate::remotecache::Claim>>,
     /// The remote stage cache (`--cache-remote`, `KILN_CACHE_REMOTE`, `cache.remote`).
     pub remote: Option<std::sync::Arc<crate::remotecache::Remote>>,
     /// Keys pushed (or pulled) in this build: each goes to the remote once.
@@ -373,6 +376,7 @@ impl BuildContext {
                 store: Some(crate::stagecache::Store::new(&cache_dir_for_store)),
                 remote: None,
                 shared: Default::default(),
+                claims: Default::default(),
                 lookups_off: false,
                 chain: None,
                 held: Vec::new(),

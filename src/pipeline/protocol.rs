@@ -33,6 +33,13 @@ impl BuildContext {
         let found = self
             .cache_get(&key, unit, built_on)
             .filter(|e| self.linked(unit, e, built_on) && usable(self, e));
+        // Nowhere yet: one machine makes it, the others wait for its entry.
+        let found = match found {
+            None if unit.shared => self
+                .claim_remote(&key, unit, built_on)
+                .filter(|e| self.linked(unit, e, built_on) && usable(self, e)),
+            found => found,
+        };
         // A pull that Ctrl-C cut short is a miss, but not one to build after.
         if self.env.cancel.is_cancelled() {
             anyhow::bail!("interrupted while looking up the stage cache");

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::pipeline::cached::Unit;
 use crate::pipeline::context::BuildContext;
 use crate::process::{self, Opts};
 use crate::stagecache::{Entry, Key, Meta, Store};
@@ -165,6 +166,65 @@ impl BuildContext {
         Ok(())
     }
 
+    /// No entry of `key` here or on the remote: claim making it (the claim lives until the
+    /// build's pushes are done), or wait for the machine that claimed it first and pull its
+    /// entry (Some). A remote that fails here costs the wait, not the build.
+    pub(super) fn claim_remote(
+        &self,
+        key: &Key,
+        unit: Unit,
+        built_on: Option<&Key>,
+    ) -> Option<Entry> {
+        let (Some(remote), Some(store)) = (&self.cache.remote, &self.cache.store) else {
+            return None;
+        };
+        if self.cache.lookups_off {
+            return None;
+        }
+        if self.claim(remote, key, unit.entry) {
+            return None;
+        }
+        self.remote_pull(store, key, built_on)
+    }
+
+    /// Claim `key` for this machine (true), or wait until another machine's entry is there
+    /// (false).
+    fn claim(&self, remote: &crate::remotecache::Remote, key: &Key, what: &str) -> bool {
+        let start = std::time::Instant::now();
+        let mut said = |holder: &str| {
+            tracing::info!(
+                "remote cache: {holder} is making the {what} entry {}; waiting for it",
+                key.short()
+            )
+        };
+        match remote.claim_or_wait(&key.0, &self.env.cancel, &mut said) {
+            Ok(crate::remotecache::Claimed::Ours(c)) => {
+                self.cache.claims.lock().unwrap().push(c);
+                true
+            }
+            Ok(crate::remotecache::Claimed::Built) => {
+                tracing::info!(
+                    "remote cache: entry {} is there after {:.1} s",
+                    key.short(),
+                    start.elapsed().as_secs_f64()
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "remote cache: claiming entry {}: {e}; making it here",
+                    key.short()
+                );
+                true
+            }
+        }
+    }
+
+    /// Withdraw this machine's claims (their entries are pushed, or will not be).
+    pub fn withdraw_claims(&self) {
+        self.cache.claims.lock().unwrap().clear();
+    }
+
     /// Push the store's entry `key` to the remote (in the background; once per build).
     pub fn share(&self, key: &Key) {
         let (Some(remote), Some(store)) = (&self.cache.remote, &self.cache.store) else {
@@ -232,8 +292,14 @@ impl BuildContext {
         if self.cache.lookups_off {
             return Ok(false);
         }
-        let Some(raw) = self.remote_meta(key, "") else {
-            return Ok(false);
+        let raw = match self.remote_meta(key, "") {
+            Some(raw) => raw,
+            // Nowhere yet: one machine makes it, the others wait for it.
+            None if self.claim(remote, key, "base disk") => return Ok(false),
+            None => match self.remote_meta(key, "") {
+                Some(raw) => raw,
+                None => return Ok(false),
+            },
         };
         let Some(dir) = dest.parent() else {
             return Ok(false);
@@ -274,6 +340,7 @@ impl BuildContext {
             return true;
         };
         let r = remote.wait();
+        self.withdraw_claims();
         if self.env.cancel.is_cancelled() {
             tracing::warn!(
                 "remote cache {}: interrupted: {} entr{} not pushed ({} pushed before)",

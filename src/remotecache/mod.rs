@@ -8,6 +8,10 @@
 //! large files in parallel multipart parts; `wait` collects them when the build ends. A remote
 //! that fails costs sharing, never the build: the callers warn and go on.
 
+mod claim;
+
+pub use claim::{Claim, Claimed};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
