@@ -140,6 +140,11 @@ impl Remote {
         cancel: &crate::process::Cancel,
         waiting: &mut dyn FnMut(&str),
     ) -> Result<Claimed, RemoteError> {
+        // An entry there already (one this machine could not take: made on other bytes) needs
+        // no queue.
+        if self.meta(key)?.is_some() {
+            return Ok(Claimed::Built);
+        }
         let id = claim_id();
         let dir = object_path(&self.prefix, key, "claims");
         let mark = object_path(&self.prefix, key, &format!("claims/{id}"));
