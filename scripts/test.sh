@@ -83,11 +83,11 @@ export KILN_GLANCE_VENV=${KILN_GLANCE_VENV:-/opt/kiln-glance-venv}
 # that act on every domain all three; one Glance test at a time), each test's time in the log,
 # and every test runs even after one failed. Without it: one at a time.
 if cargo nextest --version >/dev/null 2>&1; then
-  step "cargo nextest run: remote_cache, glance, glance_faults, e2e, installer_e2e"
+  step "cargo nextest run: remote_cache, glance, glance_faults, e2e, installer_e2e, container"
   rc=0
   cargo nextest run --locked --release --run-ignored only -j 3 --no-fail-fast \
     --failure-output final --test remote_cache --test glance --test glance_faults \
-    --test e2e --test installer_e2e || rc=$?
+    --test e2e --test installer_e2e --test container || rc=$?
   cp target/nextest/default/junit.xml "$times_dir/tests.xml" 2>/dev/null || true
   [ "$rc" = 0 ] || exit "$rc"
 else
@@ -102,4 +102,6 @@ else
   cargo test --locked --release --test e2e -- --ignored --test-threads=1
   step "cargo test --locked --release --test installer_e2e"
   cargo test --locked --release --test installer_e2e -- --ignored --nocapture --test-threads=1
+  step "cargo test --locked --release --test container"
+  cargo test --locked --release --test container -- --ignored
 fi
