@@ -53,7 +53,8 @@ c["www"] = {"port": int(os.environ.get("KILN_BUILDBOT_WWW_PORT", "8010"))}
 c["protocols"] = {"pb": {"port": os.environ.get("KILN_BUILDBOT_PB", "tcp:9989:interface=127.0.0.1")}}
 c["db"] = {"db_url": os.environ.get("KILN_BUILDBOT_DB", "sqlite:///state.sqlite")}
 c["secretsProviders"] = [secrets.SecretInAFile(dirname=SECRETS)]
-c["workers"] = [worker.Worker(w, secret_file("worker-" + w)) for w in KILN["workers"]]
+# One kiln build at a time per worker: its VM takes the worker's cores and memory.
+c["workers"] = [worker.Worker(w, secret_file("worker-" + w), max_builds=1) for w in KILN["workers"]]
 c["change_source"] = [changes.GitPoller(KILN["repo"], branches=["main"], pollInterval=300)]
 
 # The job's secrets: the cache's S3 key, the key pushes are signed with, the clouds.yaml of the

@@ -97,6 +97,16 @@ pub fn make_vm_dir(dir: &Path, user: VmUser) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A directory inside the build's VM directory that the VM reads from (the test's overlay and
+/// seed, the installer's kernel): 0710 root:GID like the VM directory, whatever the umask (a
+/// Buildbot worker runs commands under twistd's 077, which made it root-only).
+pub fn make_vm_subdir(dir: &Path, user: VmUser) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o710))?;
+    std::os::unix::fs::chown(dir, Some(0), Some(user.gid))
+}
+
 /// Where [`reachable`] puts `file` in `dir`. Prefixed: the file may share its name with one the
 /// build makes there (disk.qcow2).
 pub fn linked_path(file: &Path, dir: &Path) -> Option<PathBuf> {
@@ -178,6 +188,32 @@ fn reachable_at(file: &Path, dest: &Path, dir: &Path, user: VmUser) -> std::io::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vm_subdir_is_enterable_by_the_vm_group_under_any_umask() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !nix_root() {
+            return;
+        }
+        // twistd (Buildbot's worker) runs commands under umask 077.
+        let old = unsafe { libc::umask(0o077) };
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("test");
+        let user = VmUser {
+            uid: 64055,
+            gid: 993,
+        };
+        let r = make_vm_subdir(&sub, user);
+        unsafe { libc::umask(old) };
+        r.unwrap();
+        let m = std::fs::metadata(&sub).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o710);
+        assert_eq!((m.uid(), m.gid()), (0, 993));
+    }
+
+    fn nix_root() -> bool {
+        unsafe { libc::geteuid() == 0 }
+    }
 
     #[test]
     fn only_root_on_the_system_instance_hands_qemu_to_another_user() {

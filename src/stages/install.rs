@@ -90,7 +90,7 @@ fn install(
         let engine = ctx.engine()?;
         let tcg = engine.is_tcg();
         let dir = ctx.env.work.join("install");
-        std::fs::create_dir_all(&dir)?;
+        crate::libvirt::vmuser::make_vm_subdir(&dir, ctx.env.vm_user)?;
         ctx.record(Resource::Dir(dir.clone()));
 
         let (kernel, initrd) = kernel_and_initrd(ctx, inst, media, &dir)?;

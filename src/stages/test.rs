@@ -89,7 +89,7 @@ impl Stage<BuildContext> for TestStage {
             Lookup::Miss(slot) => slot,
         };
         let dir = ctx.env.work.join("test");
-        std::fs::create_dir_all(&dir)?;
+        crate::libvirt::vmuser::make_vm_subdir(&dir, ctx.env.vm_user)?;
         ctx.record(Resource::Dir(dir.clone()));
         let o = options(ctx, &disk, &dir, checks)?;
         ctx.libvirt()?;
