@@ -108,34 +108,19 @@ fn job(path: &Path, p: &crate::plan::Plan) -> Job {
     }
 }
 
-/// `text` into `dest` atomically; an existing file only if kiln ci made it.
+/// `text` into `dest` (its directory made); an existing file only if kiln ci made it.
 fn write_generated(dest: &Path, text: &str) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    use std::io::Write as _;
-    if std::fs::symlink_metadata(dest).is_ok() {
-        let ours = crate::hostfile::read_untrusted(dest, 16 << 20)
-            .map(|b| b.starts_with(crate::ci::MARK.as_bytes()))
-            .unwrap_or(false);
-        anyhow::ensure!(
-            ours,
-            "{} exists and kiln ci did not write it: not replaced",
-            dest.display()
-        );
+    if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let parent = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".kiln-ci-")
-        .tempfile_in(parent)
-        .with_context(|| format!("writing a temporary file in {}", parent.display()))?;
-    tmp.write_all(text.as_bytes())?;
-    use std::os::unix::fs::PermissionsExt as _;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(dest)
-        .with_context(|| format!("replacing {}", dest.display()))?;
-    Ok(())
+    let ours = |b: &[u8]| b.starts_with(crate::ci::MARK.as_bytes());
+    super::replace_own(
+        dest,
+        text,
+        16 << 20,
+        &ours,
+        "exists and kiln ci did not write it: not replaced",
+    )
 }

@@ -230,3 +230,39 @@ pub(crate) fn try_cancel_on_signals() -> std::io::Result<Cancel> {
     }
     Ok(cancel)
 }
+
+/// Write `text` to `dest` through a temporary file beside it (0644), renamed over it. A file
+/// already at `dest` is replaced only if `ours` recognises its bytes (read as someone else's
+/// file, at most `limit`); else the error says `dest` and `refusal`.
+fn replace_own(
+    dest: &std::path::Path,
+    text: &str,
+    limit: u64,
+    ours: &dyn Fn(&[u8]) -> bool,
+    refusal: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    if std::fs::symlink_metadata(dest).is_ok() {
+        let mine = crate::hostfile::read_untrusted(dest, limit).is_ok_and(|b| ours(&b));
+        anyhow::ensure!(mine, "{} {refusal}", dest.display());
+    }
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kiln-")
+        .suffix(".tmp")
+        .tempfile_in(parent)
+        .with_context(|| format!("writing a temporary file in {}", parent.display()))?;
+    tmp.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    // Readable like the catalog's other files (tempfile makes 0600).
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(dest)
+        .with_context(|| format!("replacing {}", dest.display()))?;
+    Ok(())
+}

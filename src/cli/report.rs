@@ -1,6 +1,5 @@
 //! `kiln report DIR`: the catalog as one HTML page (see crate::report).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::*;
@@ -50,41 +49,12 @@ pub fn report_cmd(dir: &Path, output: Option<PathBuf>) -> i32 {
     }
 }
 
-/// The page into `dest` through a temporary file beside it; a file already there is replaced
-/// only if it is a page kiln report wrote (it carries the generator tag).
+/// The page into `dest`; a file already there is replaced only if it is a page kiln report
+/// wrote (it carries the generator tag near its start).
 fn write_page(dest: &Path, html: &str) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    if let Ok(m) = std::fs::symlink_metadata(dest) {
-        let ours = m.is_file()
-            && crate::hostfile::read_untrusted(dest, 64 << 20)
-                .map(|b| {
-                    String::from_utf8_lossy(&b[..b.len().min(4096)])
-                        .contains(crate::report::GENERATOR)
-                })
-                .unwrap_or(false);
-        if !ours {
-            anyhow::bail!(
-                "{} exists and is not a page kiln report wrote: not replaced (-o elsewhere)",
-                dest.display()
-            );
-        }
-    }
-    let parent = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".report-")
-        .suffix(".html.tmp")
-        .tempfile_in(parent)
-        .with_context(|| format!("writing a temporary file in {}", parent.display()))?;
-    tmp.write_all(html.as_bytes())
-        .with_context(|| format!("writing {}", tmp.path().display()))?;
-    // Readable like the catalog's other files (tempfile makes 0600).
-    use std::os::unix::fs::PermissionsExt as _;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.persist(dest)
-        .with_context(|| format!("replacing {}", dest.display()))?;
-    Ok(())
+    let ours = |b: &[u8]| {
+        String::from_utf8_lossy(&b[..b.len().min(4096)]).contains(crate::report::GENERATOR)
+    };
+    let refusal = "exists and is not a page kiln report wrote: not replaced (-o elsewhere)";
+    super::replace_own(dest, html, 64 << 20, &ours, refusal)
 }

@@ -246,14 +246,24 @@ pub fn file_tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The last `max` bytes of a console log as lines without terminal controls. Firmware writes
-/// bytes that are not UTF-8 (shim's dialog boxes are drawn in code page 437): they are
-/// replaced, never a reason to see nothing.
+/// The last `max` bytes of a log (a console, a build log) as lines without terminal controls.
+/// Firmware writes bytes that are not UTF-8 (shim's dialog boxes are drawn in code page 437):
+/// they are replaced, never a reason to see nothing. Only a regular file is read, not followed
+/// through a symlink nor waited on (a FIFO): `kiln report` reads logs of catalogs others made.
 pub fn file_lines(path: &Path, max: u64) -> Vec<String> {
-    let Ok(mut f) = File::open(path) else {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let Ok(mut f) = opened else {
         return Vec::new();
     };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let meta = f.metadata();
+    if !meta.as_ref().is_ok_and(|m| m.is_file()) {
+        return Vec::new();
+    }
+    let len = meta.map(|m| m.len()).unwrap_or(0);
     let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
     let mut buf = Vec::new();
     let _ = f.take(max).read_to_end(&mut buf);
@@ -426,6 +436,23 @@ fn strip_controls(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_come_from_regular_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("build.log");
+        std::fs::write(&log, "one\ntwo\n").unwrap();
+        assert_eq!(file_lines(&log, 1 << 20), ["one", "two"]);
+        // A link to another file (a catalog's log pointing at a host file) is not followed.
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&log, &link).unwrap();
+        assert!(file_lines(&link, 1 << 20).is_empty());
+        // A FIFO neither hangs the reader nor gives lines.
+        let fifo = dir.path().join("fifo.log");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(file_lines(&fifo, 1 << 20).is_empty());
+    }
 
     #[test]
     fn console_escapes_are_stripped() {

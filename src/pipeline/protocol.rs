@@ -30,14 +30,11 @@ impl BuildContext {
             return Ok(Lookup::Miss(None));
         };
         let lock = store.lock(&key, unit.stages.first().unwrap_or(&unit.entry))?;
-        let found = self
-            .cache_get(&key, unit, built_on)
-            .filter(|e| self.linked(unit, e, built_on) && usable(self, e));
+        let takes = |e: &Entry| self.linked(unit, e, built_on) && usable(self, e);
+        let found = self.cache_get(&key, unit, built_on).filter(takes);
         // Nowhere yet: one machine makes it, the others wait for its entry.
         let found = match found {
-            None if unit.shared => self
-                .claim_remote(&key, unit, built_on)
-                .filter(|e| self.linked(unit, e, built_on) && usable(self, e)),
+            None if unit.shared => self.claim_remote(&key, unit, built_on).filter(takes),
             found => found,
         };
         // A pull that Ctrl-C cut short is a miss, but not one to build after.

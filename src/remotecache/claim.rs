@@ -50,13 +50,9 @@ pub struct Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let (store, paths) = (self.store.clone(), self.paths.clone());
         // Best effort: a claim left behind dies by its TTL.
-        self.rt.block_on(async move {
-            for p in paths {
-                let _ = store.delete(&p).await;
-            }
-        });
+        self.rt
+            .block_on(delete(self.store.clone(), self.paths.clone()));
         tracing::debug!("remote cache: withdrew the claim on {}", short(&self.key));
     }
 }
@@ -121,14 +117,8 @@ pub fn claim_id() -> String {
         })
         .take(40)
         .collect();
-    let mut r = [0u8; 4];
-    let _ = getrandom(&mut r);
-    format!("{host}-{}-{}", std::process::id(), hex::encode(r))
-}
-
-fn getrandom(buf: &mut [u8]) -> std::io::Result<()> {
-    use std::io::Read as _;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)
+    let r = crate::libvirt::console::rand_bytes();
+    format!("{host}-{}-{}", std::process::id(), hex::encode(&r[..4]))
 }
 
 impl Remote {
@@ -162,7 +152,9 @@ impl Remote {
             key: key.to_string(),
         };
         self.renew(&claim, alive);
-        sleep(SETTLE, cancel).map_err(|()| interrupted("claiming", key))?;
+        if cancel.sleep(SETTLE) {
+            return Err(interrupted("claiming", key));
+        }
         let mut told = false;
         loop {
             if self.meta(key)?.is_some() {
@@ -193,7 +185,9 @@ impl Remote {
                 }
                 _ => return Ok(Claimed::Ours(claim)),
             }
-            sleep(POLL, cancel).map_err(|()| interrupted("waiting for", key))?;
+            if cancel.sleep(POLL) {
+                return Err(interrupted("waiting for", key));
+            }
         }
     }
 
@@ -228,16 +222,18 @@ impl Remote {
     }
 
     fn withdraw(&self, key: &str, id: &str) {
-        let store = self.store.clone();
         let paths = [
             object_path(&self.prefix, key, &format!("claims/{id}")),
             object_path(&self.prefix, key, &format!("claims/{id}.alive")),
         ];
-        self.rt.block_on(async move {
-            for p in paths {
-                let _ = store.delete(&p).await;
-            }
-        });
+        self.rt.block_on(delete(self.store.clone(), paths));
+    }
+}
+
+/// Remove a claim's objects, ignoring failures (a claim left behind dies by its TTL).
+async fn delete(store: Arc<dyn ObjectStore>, paths: [ObjPath; 2]) {
+    for p in paths {
+        let _ = store.delete(&p).await;
     }
 }
 
@@ -258,18 +254,6 @@ async fn list(
         }
     }
     Ok(out)
-}
-
-/// Sleep `d` unless cancelled first.
-fn sleep(d: Duration, cancel: &crate::process::Cancel) -> Result<(), ()> {
-    let end = std::time::Instant::now() + d;
-    while std::time::Instant::now() < end {
-        if cancel.is_cancelled() {
-            return Err(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -135,61 +135,21 @@ fn read_build(dir: &Path) -> Result<Build, String> {
 }
 
 fn read_failed(dir: &Path) -> Failed {
-    let log = read_tail(&dir.join("build.log"), LOG_TAIL_MAX).unwrap_or_default();
+    let log = crate::libvirt::console::file_lines(&dir.join("build.log"), LOG_TAIL_MAX);
     Failed {
         dir: dir.to_path_buf(),
         errors: error_lines(&log, 6),
     }
 }
 
-/// The end of a file someone else may have made, at most `max` bytes of it.
-fn read_tail(path: &Path, max: u64) -> std::io::Result<String> {
-    use std::io::{Read as _, Seek as _};
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    let m = f.metadata()?;
-    if !m.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    f.seek(std::io::SeekFrom::Start(m.len().saturating_sub(max)))?;
-    let mut buf = Vec::new();
-    f.take(max).read_to_end(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// The last `n` error lines of a build log (kiln's ` ERROR ` and `error:` lines), without
-/// terminal colours.
-pub fn error_lines(log: &str, n: usize) -> Vec<String> {
+/// The last `n` error lines of a build log's lines (kiln's ` ERROR ` and `error:` lines).
+pub fn error_lines(log: &[String], n: usize) -> Vec<String> {
     let errors: Vec<String> = log
-        .lines()
-        .map(strip_ansi)
+        .iter()
         .filter(|l| l.contains(" ERROR ") || l.trim_start().starts_with("error:"))
         .map(|l| l.trim().chars().take(2000).collect())
         .collect();
     errors[errors.len().saturating_sub(n)..].to_vec()
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // CSI: ESC [ parameters final-byte
-            if chars.next() == Some('[') {
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// The page's data: what the template renders.

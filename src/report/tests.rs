@@ -42,13 +42,19 @@ fn bars_start_and_end_where_their_stages_did() {
 
 #[test]
 fn error_lines_are_the_last_errors_without_colours() {
-    let log = "\u{1b}[32m INFO\u{1b}[0m fine\n\u{1b}[31m ERROR\u{1b}[0m one\n ERROR two\nerror: three\nplain\n";
+    // Read as the report reads a failed build's log: its tail, terminal colours gone.
+    let lines = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("build.log"), text).unwrap();
+        crate::libvirt::console::file_lines(&dir.path().join("build.log"), LOG_TAIL_MAX)
+    };
+    let log = lines("\u{1b}[32m INFO\u{1b}[0m fine\n\u{1b}[31m ERROR\u{1b}[0m one\n ERROR two\nerror: three\nplain\n");
     assert_eq!(
-        error_lines(log, 2),
+        error_lines(&log, 2),
         [" ERROR two", "error: three"].map(|s| s.trim().to_string())
     );
-    assert_eq!(error_lines(log, 9)[0], "ERROR one");
-    assert!(error_lines("nothing here\n", 3).is_empty());
+    assert_eq!(error_lines(&log, 9)[0], "ERROR one");
+    assert!(error_lines(&lines("nothing here\n"), 3).is_empty());
 }
 
 #[test]
