@@ -3632,7 +3632,7 @@ fn an_arm64_image_is_bootstrapped_provisioned_and_boot_tested_under_emulation() 
     let steps = Steps::new();
     let dir = tempfile::tempdir().unwrap();
     // Its own domains only: the other VM tests run beside it.
-    let own = || domains_of(&[BESIDE]);
+    let own = || domains_of(&[ARM64]);
     let before = own();
     let out = dir.path().join("out");
     steps.at("the arm64 build");

@@ -56,12 +56,17 @@ pub fn sh(cmd: &str, cwd: &Path) -> Output {
         .expect("run sh")
 }
 
-/// The recipe of the arm64 e2e, which runs beside the other VM tests (.config/nextest.toml): its
-/// domains (`kiln-NAME-…`, `kiln-test-NAME…`) are its own to check, and left out of the others'.
-pub const BESIDE: &str = "debian-12-arm64";
+/// The recipes of the tests in the side lane that boot guests beside the VM lane's tests
+/// (.config/nextest.toml): the arm64 e2e's and the installer tests'. Their domains
+/// (`kiln-NAME-…`, `kiln-test-NAME…`) are their own to check, and left out of the others'.
+pub const BESIDE: &[&str] = &[ARM64, INSTALLER];
+/// The arm64 e2e's recipe.
+pub const ARM64: &str = "debian-12-arm64";
+/// The installer e2e's recipe.
+pub const INSTALLER: &str = "kiln-installer-test";
 
-/// libvirt's domains whose name starts with `prefix`, but for the arm64 e2e's unless `prefix`
-/// names them.
+/// libvirt's domains whose name starts with `prefix`, but for the side lane's (`BESIDE`) unless
+/// `prefix` names them.
 pub fn domains(prefix: &str) -> Vec<String> {
     let out = Command::new("virsh")
         .args(["-c", "qemu:///system", "list", "--all", "--name"])
@@ -72,7 +77,7 @@ pub fn domains(prefix: &str) -> Vec<String> {
         .lines()
         .map(str::trim)
         .filter(|l| l.starts_with(prefix))
-        .filter(|l| prefix.contains(BESIDE) || !l.contains(BESIDE))
+        .filter(|l| BESIDE.iter().all(|b| prefix.contains(b) || !l.contains(b)))
         .map(str::to_string)
         .collect()
 }
