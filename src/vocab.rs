@@ -122,6 +122,10 @@ pub enum Format {
     /// VHD (Glance: vhd)
     Vpc,
     Qed,
+    /// Parallels/Virtuozzo (Glance: ploop)
+    #[serde(alias = "ploop")]
+    #[value(alias = "ploop")]
+    Parallels,
 }
 
 /// Everything kiln knows about an output format, in one row per format ([`FORMATS`]).
@@ -234,6 +238,20 @@ pub const FORMATS: &[FormatFacts] = &[
         compressible: false,
         // `-W` aborts qemu-img with qed.
         parallel_writes: false,
+        subformats: &[],
+    },
+    FormatFacts {
+        format: Format::Parallels,
+        qemu_img: "parallels",
+        // A ploop image's data file (Virtuozzo names it root.hds).
+        extension: "hds",
+        glance_disk: Some("ploop"),
+        glance_container: "bare",
+        bootable: false,
+        checkable: true,
+        // qemu-img: "Compression not supported for this file format".
+        compressible: false,
+        parallel_writes: true,
         subformats: &[],
     },
 ];
@@ -758,6 +776,7 @@ mod tests {
             Format::Vhdx,
             Format::Vpc,
             Format::Qed,
+            Format::Parallels,
         ];
         assert_eq!(FORMATS.len(), all.len());
         for f in all {

@@ -61,6 +61,8 @@ fn every_format_converts_verifies_and_hashes() {
             "vpc",
             "-O",
             "qed",
+            "-O",
+            "ploop",
             "--compress",
             "zstd",
             "-o",
@@ -76,6 +78,7 @@ fn every_format_converts_verifies_and_hashes() {
         entries(&out_dir),
         [
             "SHA256SUMS",
+            "src.hds",
             "src.qcow2",
             "src.qed",
             "src.raw",
@@ -88,7 +91,7 @@ fn every_format_converts_verifies_and_hashes() {
     );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let outputs = summary["outputs"].as_array().unwrap();
-    assert_eq!(outputs.len(), 7);
+    assert_eq!(outputs.len(), 8);
     for o in outputs {
         let c = &o["output"];
         let fmt = c["format"].as_str().unwrap();
@@ -107,6 +110,7 @@ fn every_format_converts_verifies_and_hashes() {
         let glance = c["glance_disk_format"].clone();
         match fmt {
             "vpc" => assert_eq!(glance, "vhd"),
+            "parallels" => assert_eq!(glance, "ploop"),
             "qed" => assert!(glance.is_null()),
             f => assert_eq!(glance, f),
         }
@@ -127,7 +131,7 @@ fn every_format_converts_verifies_and_hashes() {
     );
     let sums = sh("sha256sum -c SHA256SUMS", &out_dir);
     assert!(sums.status.success(), "{}", text(&sums.stdout));
-    assert_eq!(text(&sums.stdout).matches(": OK").count(), 7);
+    assert_eq!(text(&sums.stdout).matches(": OK").count(), 8);
 }
 
 #[test]
