@@ -75,6 +75,13 @@ cat "$services_log"
 [ "$setup_rc" = 0 ] || { echo "test.sh: setting up Keystone, Glance or Swift failed" >&2; exit "$setup_rc"; }
 export OS_CLIENT_CONFIG_FILE=${KILN_GLANCE_DIR:-/var/tmp/kiln-glance}/clouds.yaml
 export KILN_GLANCE_VENV=${KILN_GLANCE_VENV:-/opt/kiln-glance-venv}
+# Keystone answering /v3 is not yet Keystone issuing tokens: CI21's first Glance test, started at
+# once, had its token request refused. Wait (up to a minute) until a token is issued.
+for _ in $(seq 1 30); do
+  "$KILN_GLANCE_VENV/bin/openstack" --os-cloud kiln-alpha token issue -f value -c id \
+    >/dev/null 2>&1 && break
+  sleep 1
+done
 # Swift's S3 credentials (a Keystone EC2 credential) come from a private file, not the log.
 # shellcheck disable=SC1091
 . "${KILN_SWIFT_DIR:-/var/tmp/kiln-swift}/s3.env"
