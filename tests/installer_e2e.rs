@@ -247,7 +247,7 @@ fn installer_recipe(work: &Path, iso: &Path, hash: &str) -> PathBuf {
     std::fs::write(
         &recipe,
         format!(
-            r#"name: kiln-installer-test
+            r#"name: {INSTALLER}
 version: "1"
 vars: {{hostname: installed-host}}
 elements: [cloud-init, sysprep-default]

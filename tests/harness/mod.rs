@@ -62,7 +62,7 @@ pub fn sh(cmd: &str, cwd: &Path) -> Output {
 pub const BESIDE: &[&str] = &[ARM64, INSTALLER];
 /// The arm64 e2e's recipe.
 pub const ARM64: &str = "debian-12-arm64";
-/// The installer e2e's recipe.
+/// The installer e2e's recipe (tests/installer_e2e.rs writes it under this name).
 pub const INSTALLER: &str = "kiln-installer-test";
 
 /// libvirt's domains whose name starts with `prefix`, but for the side lane's (`BESIDE`) unless
