@@ -85,14 +85,15 @@ done
 # Swift's S3 credentials (a Keystone EC2 credential) come from a private file, not the log.
 # shellcheck disable=SC1091
 . "${KILN_SWIFT_DIR:-/var/tmp/kiln-swift}/s3.env"
-# The service and VM tests. With cargo-nextest (when installed): two lanes on two cores
-# (.config/nextest.toml: the VM tests one at a time; beside them the Glance, Swift, arm64 and
-# libguestfs tests one at a time), each test's time in the log, and every test runs even after
-# one failed. Without it: one at a time.
+# The service and VM tests. With cargo-nextest (when installed): two busy lanes on two cores
+# and a light one (.config/nextest.toml: the VM tests one at a time; beside them the arm64,
+# libguestfs and installer tests one at a time; and the Glance and Swift tests, which mostly
+# wait), each test's time, the lanes' timeline and the tests' steps in the log, and every test
+# runs even after one failed. Without it: one at a time.
 if cargo nextest --version >/dev/null 2>&1; then
   step "cargo nextest run: remote_cache, glance, glance_faults, e2e, installer_e2e, container"
   rc=0
-  cargo nextest run --locked --release --run-ignored only -j 2 --no-fail-fast \
+  cargo nextest run --locked --release --run-ignored only -j 3 --no-fail-fast \
     --failure-output final --test remote_cache --test glance --test glance_faults \
     --test e2e --test installer_e2e --test container || rc=$?
   cp target/nextest/default/junit.xml "$times_dir/tests.xml" 2>/dev/null || true

@@ -1704,6 +1704,87 @@ fn lvm_uuids_gives_pvs_and_vgs_new_uuids_on_a_real_lvm_guest() {
     }
 }
 
+/// The qemu processes whose parent is `parent`.
+fn qemu_children(parent: u32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some((name, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && name.contains("(qemu-system") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A libguestfs appliance that wedges while it starts (here: its qemu stopped with SIGSTOP,
+/// every time, as a hung one sat idle 16 minutes in CI21) is killed by kiln's watchdog once it
+/// has used no CPU for a minute, started again once, and then kiln fails saying why, instead
+/// of waiting for ever. The disk is empty: the launch never gets as far as looking at it.
+#[test]
+#[ignore = "slow: two libguestfs launches of a minute each; run by scripts/test.sh"]
+fn a_wedged_libguestfs_appliance_is_killed_relaunched_once_then_the_command_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("empty.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("64M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let started = Instant::now();
+    let mut child = kiln()
+        .args(["sysprep", "--accel", "tcg", "-a"])
+        .arg(&disk)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stopped = Vec::new();
+    while child.try_wait().unwrap().is_none() {
+        for pid in qemu_children(child.id()) {
+            if !stopped.contains(&pid) {
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                stopped.push(pid);
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "kiln still waits for a stopped appliance"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // Two appliances, each stopped, each killed (gone: not left stopped behind).
+    assert_eq!(stopped.len(), 2, "{stopped:?}\n{err}");
+    for pid in &stopped {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z "),
+            "appliance {pid} is still there"
+        );
+    }
+    assert!(
+        err.contains("used no CPU time for 60 s while starting (wedged): killed"),
+        "{err}"
+    );
+    assert!(err.contains("launch"), "{err}");
+}
+
 #[test]
 #[ignore = "slow: real libguestfs launches and a build; run by scripts/test.sh"]
 fn builds_that_cannot_or_need_not_boot_the_guest_do_not_wait_for_it() {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use guestfs::{AddDriveOptArgs, GlobExpandOptArgs, Handle, IsFileOptArgs};
 
 mod parse;
+mod watchdog;
 
 pub use parse::*;
 
@@ -78,7 +79,8 @@ fn ge(disk: &Path, op: &str) -> impl FnOnce(guestfs::Error) -> GuestError {
     }
 }
 
-/// Try twice: under load the TCG appliance occasionally dies while booting.
+/// Try twice: under load the TCG appliance occasionally dies while booting, or wedges (the
+/// launch watchdog kills it).
 fn retry(f: impl Fn() -> Result<Guest, GuestError>) -> Result<Guest, GuestError> {
     match f() {
         Ok(g) => Ok(g),
@@ -191,8 +193,20 @@ impl Guest {
             },
         )
         .map_err(ge("add_drive"))?;
-        g.launch().map_err(ge("launch"))?;
-        Ok(g)
+        // The token finds this launch's qemu for the watchdog (launches run in parallel).
+        let token = watchdog::token();
+        g.set_append(Some(&token)).map_err(ge("set_append"))?;
+        let dog = watchdog::Watchdog::start(token);
+        let launched = g.launch();
+        match (launched, dog.finish()) {
+            (Ok(()), _) => Ok(g),
+            (Err(_), Some(stall)) => Err(GuestError {
+                disk: disk.to_path_buf(),
+                op: "launch".into(),
+                message: stall.to_string(),
+            }),
+            (Err(e), None) => Err(ge("launch")(e)),
+        }
     }
 
     fn try_open(disk: &Path, format: &str, opts: Launch) -> Result<Guest, GuestError> {
