@@ -45,6 +45,7 @@ pub mod seed;
 pub mod signing;
 pub mod stagecache;
 pub mod stages;
+pub mod stall;
 pub mod suggest;
 pub mod sysprep;
 pub mod templates;

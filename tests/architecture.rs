@@ -57,6 +57,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("quote", 7),
     ("hostfile", 7),
     ("tunables", 7),
+    ("stall", 7),
 ];
 
 fn layer(module: &str) -> Option<u8> {

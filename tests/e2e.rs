@@ -788,6 +788,96 @@ fn qemu_dying_under_the_guest_before_the_steps_gets_one_new_boot_which_runs_them
     assert!(console.contains("this step is about to fail"), "{console}");
 }
 
+/// The pid of the qemu that runs `domain`.
+fn qemu_of(domain: &str) -> i32 {
+    // pgrep itself, not through sh (whose command line would match too).
+    let p = Command::new("pgrep")
+        .args(["-f", &format!("guest={domain},")])
+        .output()
+        .expect("pgrep");
+    let pid = text(&p.stdout).trim().to_string();
+    pid.parse()
+        .unwrap_or_else(|_| panic!("qemu of {domain}: {pid:?}"))
+}
+
+/// A build VM and a boot test VM that stop making progress before they are reached (here
+/// their qemu stopped with SIGSTOP: no CPU used at all; a wedged TCG guest was seen using 6% of
+/// a core, its first vCPU halted for good) are told by their idle CPU in a minute, not at
+/// vm.boot_timeout (5 min), and each is booted once more: the build passes, the results keep a
+/// `first boot` warning and both first consoles.
+#[test]
+#[ignore = "slow: two minutes of stopped guests and three real VM boots; run by scripts/test.sh"]
+fn wedged_build_and_test_vms_are_told_by_their_idle_cpu_and_booted_once_more() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("wedged.yaml");
+    let text_of = std::fs::read_to_string("tests/fixtures/failing.yaml").unwrap();
+    let changed = text_of
+        .replace("name: failing\n", &format!("name: {WEDGED}\n"))
+        .replace("      - exit 3\n", "      - echo ran > /etc/kiln-wedged\n");
+    assert!(changed.contains(WEDGED) && !changed.contains("exit 3"));
+    std::fs::write(&recipe, changed).unwrap();
+    let own = || domains_of(&[WEDGED]);
+    let before = own();
+    let mut cmd = kiln();
+    cmd.arg("build").arg(&recipe).arg("-o").arg(out_dir.path());
+    let (mut child, rx) = spawn_reading_stderr(cmd);
+    let domain = wait_for_domain_console(&rx, "started domain ").expect("no console");
+    let stop = |domain: &str| unsafe { libc::kill(qemu_of(domain), libc::SIGSTOP) };
+    assert_eq!(stop(&domain), 0);
+    let mut lines = Vec::new();
+    let test_vm = loop {
+        let line = rx.recv().expect("kiln ended before its boot test");
+        lines.push(line.clone());
+        if let Some(rest) = line.split("boot test: started domain ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    assert_eq!(stop(&test_vm), 0);
+    lines.extend(rx.iter());
+    let stderr = lines.join("\n");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    // Told by the CPU they used, not by vm.boot_timeout.
+    assert!(!stderr.contains("vm.boot_timeout"), "{stderr}");
+    let told = stderr
+        .lines()
+        .find(|l| l.contains("the guest stopped making progress before the steps ("))
+        .unwrap_or_else(|| panic!("the build VM's wedge is not told: {stderr}"));
+    assert!(
+        told.contains(" s of CPU in 60 s): restarting it once on a fresh disk"),
+        "{told}"
+    );
+    let built = out_dir.path().join(format!("{WEDGED}-1"));
+    assert!(built.join("console-first-boot.log").is_file());
+    assert!(built.join("test-console-first-boot.log").is_file());
+    let results = std::fs::read_to_string(built.join("test-results.xml")).unwrap();
+    assert!(results.contains("failures=\"0\""), "{results}");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(built.join("manifest.json")).unwrap())
+            .unwrap();
+    let first = m["test"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "first boot")
+        .unwrap_or_else(|| panic!("no first-boot warning: {}", m["test"]));
+    assert!(
+        first["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the VM stopped making progress before sshd answered ("),
+        "{first}"
+    );
+    // The second build VM boot ran the steps.
+    let got = guestfish(
+        &built.join(format!("{WEDGED}-1.qcow2")),
+        "cat /etc/kiln-wedged\n",
+    );
+    assert_eq!(got.trim(), "ran");
+    assert_eq!(own(), before, "domain left behind");
+}
+
 #[test]
 #[ignore = "slow: real VM boot; run by scripts/test.sh"]
 fn on_error_keep_leaves_domain_and_disks_for_inspection() {
@@ -1758,10 +1848,13 @@ fn a_wedged_libguestfs_appliance_is_killed_relaunched_once_then_the_command_fail
                 stopped.push(pid);
             }
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "kiln still waits for a stopped appliance"
-        );
+        if started.elapsed() > Duration::from_secs(600) {
+            for pid in &stopped {
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+            let _ = child.kill();
+            panic!("kiln still waits for a stopped appliance");
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = child.wait_with_output().unwrap();

@@ -602,6 +602,9 @@ fn wait_for_session(
     let mut last = String::new();
     let mut answered = false;
     let mut cloud_init_done: Option<Instant> = None;
+    // Under TCG a booting guest keeps a core busy: one idle before sshd answers is wedged.
+    let mut cpu = (o.machine.engine == crate::vocab::Engine::Tcg)
+        .then(|| crate::stall::CpuWatch::new(WEDGE_WINDOW, 0.15));
     loop {
         if cancel.is_cancelled() {
             return Err(TestError::Setup("interrupted".into()));
@@ -611,6 +614,12 @@ fn wait_for_session(
             cloud_init_done = Some(Instant::now());
         }
         let running = matches!(lv.state(name), crate::libvirt::State::Running);
+        let wedged = match (cpu.as_mut(), answered) {
+            (Some(w), false) => lv
+                .cpu_time(name)
+                .and_then(|used| w.observe(Instant::now(), used)),
+            _ => None,
+        };
         let seen = Seen {
             elapsed: start.elapsed(),
             answered,
@@ -618,6 +627,7 @@ fn wait_for_session(
             running,
             crashed: !running && lv.shut_off_by_crash(name),
             cloud_init_for: cloud_init_done.map(|t| t.elapsed()),
+            wedged,
             last: last.trim(),
         };
         if let Some(no) = no_login(o.timeout, o.boot_timeout, &seen) {
@@ -639,6 +649,9 @@ fn wait_for_session(
     }
 }
 
+/// How long a test VM may use next to no CPU before sshd answers (the build VM's rule).
+const WEDGE_WINDOW: Duration = Duration::from_secs(60);
+
 /// What the test VM has shown since its start, for [`no_login`].
 struct Seen<'a> {
     elapsed: Duration,
@@ -650,6 +663,9 @@ struct Seen<'a> {
     crashed: bool,
     /// Since cloud-init said on the console that it finished.
     cloud_init_for: Option<Duration>,
+    /// The CPU time used over the last [`WEDGE_WINDOW`] when that was too little for a guest
+    /// still booting (TCG only).
+    wedged: Option<Duration>,
     /// What the last try gave.
     last: &'a str,
 }
@@ -672,6 +688,14 @@ fn no_login(timeout: Duration, boot_timeout: Duration, seen: &Seen) -> Option<No
         } else {
             no("the test VM stopped before sshd answered".into(), false)
         };
+    }
+    if let (false, Some(used)) = (seen.answered, seen.wedged) {
+        let why = format!(
+            "the VM stopped making progress before sshd answered ({:.1} s of CPU in {} s)",
+            used.as_secs_f64(),
+            WEDGE_WINDOW.as_secs()
+        );
+        return no(why, true);
     }
     if !seen.answered && seen.elapsed > boot_timeout {
         let why = format!(

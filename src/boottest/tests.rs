@@ -381,6 +381,7 @@ fn a_silent_boot_is_booted_again_and_an_image_fault_is_not() {
         running: true,
         crashed: false,
         cloud_init_for: None,
+        wedged: None,
         last: "sshd does not answer yet",
     };
     let judge = |s: &Seen| no_login(timeout, boot, s).map(|n| (n.again, n.why));
@@ -390,6 +391,11 @@ fn a_silent_boot_is_booted_again_and_an_image_fault_is_not() {
     let (again, why) = judge(&seen(301, false, "")).unwrap();
     assert!(again, "{why}");
     assert!(why.contains("within 300 s"), "{why}");
+    // Wedged (too little CPU for a booting guest): once more, long before boot_timeout.
+    let mut wedged = seen(70, false, "");
+    wedged.wedged = Some(Duration::from_millis(300));
+    let (again, why) = judge(&wedged).unwrap();
+    assert!(again && why.contains("0.3 s of CPU in 60 s"), "{why}");
     // sshd spoke but no login yet: the image's business, up to the whole timeout.
     assert_eq!(judge(&seen(2399, true, "")), None);
     assert!(!judge(&seen(2401, true, "")).unwrap().0);

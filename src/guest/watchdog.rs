@@ -38,35 +38,36 @@ impl std::fmt::Display for Stall {
     }
 }
 
-/// The verdict on one sample of the appliance's CPU time: pure, for the table tests.
+/// The verdict on each sample of the appliance's CPU time: pure, for the table tests.
 #[derive(Debug)]
 pub struct Progress {
     started: Instant,
-    ticks: Option<u64>,
-    since: Instant,
+    cpu: crate::stall::CpuWatch,
 }
 
 impl Progress {
     pub fn new(now: Instant) -> Self {
         Progress {
             started: now,
-            ticks: None,
-            since: now,
+            // A stopped qemu uses none; a booting appliance a core.
+            cpu: crate::stall::CpuWatch::new(IDLE, 0.02),
         }
     }
 
-    /// `ticks`: the qemu's CPU time so far (None: not found yet).
+    /// `ticks`: the qemu's CPU time so far, in clock ticks (None: not found yet).
     pub fn observe(&mut self, ticks: Option<u64>, now: Instant) -> Option<Stall> {
         if now.duration_since(self.started) >= DEADLINE {
             return Some(Stall::Deadline(DEADLINE));
         }
-        let ticks = ticks?;
-        if self.ticks != Some(ticks) {
-            self.ticks = Some(ticks);
-            self.since = now;
-            return None;
-        }
-        (now.duration_since(self.since) >= IDLE).then_some(Stall::Idle(IDLE))
+        let used = Duration::from_secs_f64(ticks? as f64 / clock_ticks_per_second());
+        self.cpu.observe(now, used).map(|_| Stall::Idle(IDLE))
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as f64,
+        _ => 100.0,
     }
 }
 
@@ -200,13 +201,13 @@ mod tests {
         // Not found yet: nothing to judge until the deadline.
         assert_eq!(p.observe(None, s(30)), None);
         assert_eq!(p.observe(Some(10), s(31)), None);
-        // Busy: the clock restarts at every change.
-        assert_eq!(p.observe(Some(20), s(80)), None);
-        assert_eq!(p.observe(Some(20), s(139)), None);
-        assert_eq!(p.observe(Some(20), s(140)), Some(Stall::Idle(IDLE)));
+        // Busy, then no tick more for a whole window.
+        assert_eq!(p.observe(Some(2000), s(80)), None);
+        assert_eq!(p.observe(Some(2000), s(139)), None);
+        assert_eq!(p.observe(Some(2000), s(140)), Some(Stall::Idle(IDLE)));
         let mut p = Progress::new(t0);
-        for (i, at) in (0..DEADLINE.as_secs()).step_by(10).enumerate() {
-            assert_eq!(p.observe(Some(i as u64), s(at)), None);
+        for at in (0..DEADLINE.as_secs()).step_by(10) {
+            assert_eq!(p.observe(Some(at * 100), s(at)), None);
         }
         assert_eq!(
             p.observe(Some(999), s(DEADLINE.as_secs())),

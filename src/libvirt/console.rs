@@ -35,6 +35,28 @@ pub struct NotStarted {
     pub tail: String,
 }
 
+/// Before starting the steps the guest stopped using the CPU: wedged, not slow (under TCG a
+/// vCPU has been seen halted for good, its timer interrupt never delivered: the boot stood
+/// still at 6% of a core until vm.boot_timeout). Callers may restart it.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest stopped making progress before the provisioning steps: {:.1} s of CPU in the last {} s (a booting guest keeps a core busy); console tail:\n{tail}", used.as_secs_f64(), window.as_secs())]
+pub struct Wedged {
+    pub used: Duration,
+    pub window: Duration,
+    pub tail: String,
+}
+
+impl Wedged {
+    /// The error without its console tail.
+    pub fn headline(&self) -> String {
+        format!(
+            "the guest stopped making progress before the steps ({:.1} s of CPU in {} s)",
+            self.used.as_secs_f64(),
+            self.window.as_secs()
+        )
+    }
+}
+
 /// qemu died under the guest (libvirt: shut off, reason crashed): an emulator fault, not a
 /// power-off. Seen under TCG as an assertion in qemu's memory map code during the guest's PCI
 /// scan, a second after its start. Callers may start the guest again.
@@ -83,7 +105,8 @@ pub struct Watched {
 /// the console shows `started` and none of `markers`, the guest is working whatever cloud-init
 /// says (the provisioning script runs beside cloud-init's last stages). With `start_within`, a
 /// guest that has shown neither `started` nor a marker by then ends the wait with
-/// [`NotStarted`].
+/// [`NotStarted`]; with `idle` too, one that uses too little CPU before that ends it with
+/// [`Wedged`].
 #[allow(clippy::too_many_arguments)]
 pub fn wait_for_poweroff(
     lv: &Libvirt,
@@ -93,6 +116,7 @@ pub fn wait_for_poweroff(
     cloud_init_grace: Option<Duration>,
     markers: &[&str],
     started: Option<(&str, Option<Duration>)>,
+    mut idle: Option<crate::stall::CpuWatch>,
     cancel: &process::Cancel,
 ) -> anyhow::Result<Watched> {
     let start = Instant::now();
@@ -128,6 +152,19 @@ pub fn wait_for_poweroff(
             if !steps_started && ended_at.is_none() && start.elapsed() >= limit {
                 return Err(NotStarted {
                     secs: limit.as_secs(),
+                    tail: tail.last(30),
+                }
+                .into());
+            }
+        }
+        if let (Some(w), false, None) = (idle.as_mut(), steps_started, ended_at) {
+            let used = lv
+                .cpu_time(domain)
+                .and_then(|c| w.observe(Instant::now(), c));
+            if let Some(used) = used {
+                return Err(Wedged {
+                    used,
+                    window: w.window(),
                     tail: tail.last(30),
                 }
                 .into());

@@ -173,6 +173,12 @@ impl Libvirt {
         })
     }
 
+    /// The CPU time the domain has used so far (None when libvirt cannot tell).
+    pub fn cpu_time(&self, name: &str) -> Option<std::time::Duration> {
+        let info = self.lookup(name)?.info().ok()?;
+        Some(std::time::Duration::from_nanos(info.cpu_time))
+    }
+
     pub fn exists(&self, name: &str) -> bool {
         self.lookup(name).is_some()
     }

@@ -319,6 +319,8 @@ fn run_installer(
             None,
             &[],
             None,
+            // An installer waits on its mirror and media: idle is not wedged there.
+            None,
             &ctx.env.cancel,
         );
         std::fs::create_dir_all(&ctx.env.out)?;

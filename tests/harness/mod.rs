@@ -59,9 +59,11 @@ pub fn sh(cmd: &str, cwd: &Path) -> Output {
 /// The recipes of the tests in the side lane that boot guests beside the VM lane's tests
 /// (.config/nextest.toml): the arm64 e2e's and the installer tests'. Their domains
 /// (`kiln-NAME-…`, `kiln-test-NAME…`) are their own to check, and left out of the others'.
-pub const BESIDE: &[&str] = &[ARM64, INSTALLER];
+pub const BESIDE: &[&str] = &[ARM64, INSTALLER, WEDGED];
 /// The arm64 e2e's recipe.
 pub const ARM64: &str = "debian-12-arm64";
+/// The wedged-guest e2e's recipe (in the light lane).
+pub const WEDGED: &str = "wedged";
 /// The installer e2e's recipe (tests/installer_e2e.rs writes it under this name).
 pub const INSTALLER: &str = "kiln-installer-test";
 
@@ -134,6 +136,11 @@ pub fn wait_for_domain_console(rx: &Receiver<String>, marker: &str) -> Option<St
 /// SIGABRT to the qemu of `domain` (a stand-in for qemu dying under the guest), then every
 /// stderr line `rx` gives until the build exits.
 pub fn abort_qemu_and_collect(domain: &str, rx: &Receiver<String>) -> String {
+    signal_qemu_and_collect(domain, "ABRT", rx)
+}
+
+/// `sig` to the qemu of `domain`, then every stderr line `rx` gives until the build exits.
+pub fn signal_qemu_and_collect(domain: &str, sig: &str, rx: &Receiver<String>) -> String {
     // pgrep itself, not through sh (whose command line would match too).
     let p = Command::new("pgrep")
         .args(["-f", &format!("guest={domain},")])
@@ -145,7 +152,7 @@ pub fn abort_qemu_and_collect(domain: &str, rx: &Receiver<String>) -> String {
         "qemu of {domain}: {pid:?}"
     );
     let st = Command::new("kill")
-        .args(["-ABRT", &pid])
+        .args([&format!("-{sig}"), &pid])
         .status()
         .expect("kill");
     assert!(st.success());
