@@ -21,7 +21,7 @@ pub struct GuestError {
 
 pub struct Guest {
     /// First: dropped (stopped) before the handle closes the appliance and its pid is reaped.
-    watch: Option<CancelWatch>,
+    watch: Option<watchdog::CancelWatch>,
     g: Handle,
     disk: PathBuf,
     /// Distribution as inspected (e.g. "debian").
@@ -778,26 +778,9 @@ impl Guest {
     /// appliance gone it fails at once and the stage's cleanup runs. Direct backend only (the
     /// libvirt backend has no appliance pid; its calls end on their own).
     pub fn kill_on_cancel(&mut self, cancel: &crate::process::Cancel) {
-        let Ok(pid) = self.g.get_pid() else {
-            return;
-        };
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (stop2, cancel) = (stop.clone(), cancel.clone());
-        let thread = std::thread::spawn(move || {
-            use std::sync::atomic::Ordering;
-            while !stop2.load(Ordering::SeqCst) {
-                if cancel.is_cancelled() {
-                    tracing::debug!("cancelled: killing the libguestfs appliance (pid {pid})");
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-        });
-        self.watch = Some(CancelWatch {
-            stop,
-            thread: Some(thread),
-        });
+        if let Ok(pid) = self.g.get_pid() {
+            self.watch = Some(watchdog::CancelWatch::start(pid, cancel.clone()));
+        }
     }
 
     /// Unmount and shut the appliance down, flushing every write to the disk.
@@ -805,20 +788,6 @@ impl Guest {
         self.g.umount_all().map_err(self.e("umount_all"))?;
         self.g.shutdown().map_err(self.e("shutdown"))?;
         Ok(())
-    }
-}
-
-struct CancelWatch {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for CancelWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! was killed by hand. The watchdog finds the appliance's qemu by a token kiln puts on its kernel
 //! command line, and kills it when it uses no CPU time for `IDLE` (a stopped or wedged qemu) or
 //! has not started within `DEADLINE`; the launch then fails and is retried once (`retry`).
+//! And the watch that kills an appliance once kiln is cancelled.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -177,6 +178,42 @@ impl Watchdog {
 impl Drop for Watchdog {
     fn drop(&mut self) {
         self.halt();
+    }
+}
+
+/// Kills the appliance once kiln is cancelled (see `Guest::kill_on_cancel`), until dropped.
+pub struct CancelWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CancelWatch {
+    pub fn start(pid: i32, cancel: crate::process::Cancel) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                if cancel.is_cancelled() {
+                    tracing::debug!("cancelled: killing the libguestfs appliance (pid {pid})");
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        CancelWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

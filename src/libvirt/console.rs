@@ -158,17 +158,7 @@ pub fn wait_for_poweroff(
             }
         }
         if let (Some(w), false, None) = (idle.as_mut(), steps_started, ended_at) {
-            let used = lv
-                .cpu_time(domain)
-                .and_then(|c| w.observe(Instant::now(), c));
-            if let Some(used) = used {
-                return Err(Wedged {
-                    used,
-                    window: w.window(),
-                    tail: tail.last(30),
-                }
-                .into());
-            }
+            wedged(lv, domain, w, &mut tail)?;
         }
         // The clock runs from cloud-init's end or the script's, whichever came last.
         let since = tail.cloud_init_finished.max(ended_at);
@@ -266,6 +256,26 @@ pub fn wait_for_poweroff(
         if cancel.sleep(Duration::from_millis(500)) {
             bail!("interrupted while waiting for the guest");
         }
+    }
+}
+
+/// [`Wedged`] when the guest has used too little CPU over `w`'s window.
+fn wedged(
+    lv: &Libvirt,
+    domain: &str,
+    w: &mut crate::stall::CpuWatch,
+    tail: &mut ConsoleTail,
+) -> Result<(), Wedged> {
+    match lv
+        .cpu_time(domain)
+        .and_then(|c| w.observe(Instant::now(), c))
+    {
+        Some(used) => Err(Wedged {
+            used,
+            window: w.window(),
+            tail: tail.last(30),
+        }),
+        None => Ok(()),
     }
 }
 
