@@ -7,6 +7,15 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// The rule for a booting TCG guest (the build VM before its steps, the test VM before its
+/// sshd answers): under 15% of a core for a minute is a wedged one (6% was seen).
+pub const GUEST_WINDOW: Duration = Duration::from_secs(60);
+
+/// A watch by [`GUEST_WINDOW`]'s rule.
+pub fn booting_guest() -> CpuWatch {
+    CpuWatch::new(GUEST_WINDOW, 0.15)
+}
+
 /// Stalled when, over the last `window`, the CPU time used was less than `min_share` of it.
 #[derive(Debug)]
 pub struct CpuWatch {

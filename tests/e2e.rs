@@ -788,18 +788,6 @@ fn qemu_dying_under_the_guest_before_the_steps_gets_one_new_boot_which_runs_them
     assert!(console.contains("this step is about to fail"), "{console}");
 }
 
-/// The pid of the qemu that runs `domain`.
-fn qemu_of(domain: &str) -> i32 {
-    // pgrep itself, not through sh (whose command line would match too).
-    let p = Command::new("pgrep")
-        .args(["-f", &format!("guest={domain},")])
-        .output()
-        .expect("pgrep");
-    let pid = text(&p.stdout).trim().to_string();
-    pid.parse()
-        .unwrap_or_else(|_| panic!("qemu of {domain}: {pid:?}"))
-}
-
 /// A build VM and a boot test VM that stop making progress before they are reached (here
 /// their qemu stopped with SIGSTOP: no CPU used at all; a wedged TCG guest was seen using 6% of
 /// a core, its first vCPU halted for good) are told by their idle CPU in a minute, not at

@@ -603,8 +603,7 @@ fn wait_for_session(
     let mut answered = false;
     let mut cloud_init_done: Option<Instant> = None;
     // Under TCG a booting guest keeps a core busy: one idle before sshd answers is wedged.
-    let mut cpu = (o.machine.engine == crate::vocab::Engine::Tcg)
-        .then(|| crate::stall::CpuWatch::new(WEDGE_WINDOW, 0.15));
+    let mut cpu = (o.machine.engine == crate::vocab::Engine::Tcg).then(crate::stall::booting_guest);
     loop {
         if cancel.is_cancelled() {
             return Err(TestError::Setup("interrupted".into()));
@@ -649,9 +648,6 @@ fn wait_for_session(
     }
 }
 
-/// How long a test VM may use next to no CPU before sshd answers (the build VM's rule).
-const WEDGE_WINDOW: Duration = Duration::from_secs(60);
-
 /// What the test VM has shown since its start, for [`no_login`].
 struct Seen<'a> {
     elapsed: Duration,
@@ -663,7 +659,7 @@ struct Seen<'a> {
     crashed: bool,
     /// Since cloud-init said on the console that it finished.
     cloud_init_for: Option<Duration>,
-    /// The CPU time used over the last [`WEDGE_WINDOW`] when that was too little for a guest
+    /// The CPU time used over the last [`crate::stall::GUEST_WINDOW`] when that was too little for a guest
     /// still booting (TCG only).
     wedged: Option<Duration>,
     /// What the last try gave.
@@ -693,7 +689,7 @@ fn no_login(timeout: Duration, boot_timeout: Duration, seen: &Seen) -> Option<No
         let why = format!(
             "the VM stopped making progress before sshd answered ({:.1} s of CPU in {} s)",
             used.as_secs_f64(),
-            WEDGE_WINDOW.as_secs()
+            crate::stall::GUEST_WINDOW.as_secs()
         );
         return no(why, true);
     }

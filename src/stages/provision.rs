@@ -395,7 +395,7 @@ fn boot_until_poweroff(
             &[seed::FAILED_MARKER, seed::DONE_MARKER],
             Some((seed::STARTED_MARKER, Some(boot_timeout))),
             // Under TCG a wedged guest is told by its idle CPU long before vm.boot_timeout.
-            (engine == crate::vocab::Engine::Tcg).then(wedge_watch),
+            (engine == crate::vocab::Engine::Tcg).then(crate::stall::booting_guest),
             &ctx.env.cancel,
         );
         // Keep the console in the output whatever happened.
@@ -444,12 +444,6 @@ fn before_the_steps(e: &anyhow::Error) -> bool {
     e.is::<NotStarted>()
         || e.is::<Wedged>()
         || e.downcast_ref::<EmulatorDied>().is_some_and(|d| !d.started)
-}
-
-/// A booting TCG guest keeps a core busy: under 15% of one for a minute before the steps is
-/// a wedged one (6% was seen), told in a minute instead of vm.boot_timeout's five.
-fn wedge_watch() -> crate::stall::CpuWatch {
-    crate::stall::CpuWatch::new(Duration::from_secs(60), 0.15)
 }
 
 /// The leading package steps resolved and downloaded on the host against the base's own apt

@@ -139,18 +139,21 @@ pub fn abort_qemu_and_collect(domain: &str, rx: &Receiver<String>) -> String {
     signal_qemu_and_collect(domain, "ABRT", rx)
 }
 
-/// `sig` to the qemu of `domain`, then every stderr line `rx` gives until the build exits.
-pub fn signal_qemu_and_collect(domain: &str, sig: &str, rx: &Receiver<String>) -> String {
+/// The pid of the qemu that runs `domain`.
+pub fn qemu_of(domain: &str) -> i32 {
     // pgrep itself, not through sh (whose command line would match too).
     let p = Command::new("pgrep")
         .args(["-f", &format!("guest={domain},")])
         .output()
         .expect("pgrep");
     let pid = text(&p.stdout).trim().to_string();
-    assert!(
-        !pid.is_empty() && !pid.contains('\n'),
-        "qemu of {domain}: {pid:?}"
-    );
+    pid.parse()
+        .unwrap_or_else(|_| panic!("qemu of {domain}: {pid:?}"))
+}
+
+/// `sig` to the qemu of `domain`, then every stderr line `rx` gives until the build exits.
+pub fn signal_qemu_and_collect(domain: &str, sig: &str, rx: &Receiver<String>) -> String {
+    let pid = qemu_of(domain).to_string();
     let st = Command::new("kill")
         .args([&format!("-{sig}"), &pid])
         .status()
