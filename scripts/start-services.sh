@@ -50,7 +50,13 @@ fi
 # `-cpu host` aborts in kvm_buf_set_msrs): libvirt then finds its cached qemu capabilities stale
 # on every call and probes qemu again, 30-80 s before each domain is defined (measured: `virsh
 # define` 32 s; 0.02 s without /dev/kvm). A libvirtd started here then gets a mount namespace
-# where /dev/kvm is /dev/null; its guests use TCG, which is all this host can run anyway.
+# where /dev/kvm is a character device no one may open (mode 0000, device 0:0: what systemd's
+# InaccessiblePaths= puts there). libvirt asks whether the qemu user can read and write
+# /dev/kvm, not whether it is KVM: /dev/null there (tried first) still counted as usable KVM and
+# every call probed again (libvirt 11.3: `kiln test` waited 41-77 s for its domain to start,
+# `virsh capabilities` took 7 s; 0.9 s and 0.03 s with this node). A regular file cannot be used:
+# libvirt fails to move the mount into each guest's own /dev. Its guests use TCG, which is all
+# this host can run anyway.
 kvm_broken() {
   [ -e /dev/kvm ] && [ "$(uname -m)" = x86_64 ] || return 1
   ! (printf '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n' \
@@ -65,8 +71,10 @@ if kvm_broken; then
   # libvirtd's qemu, and the /dev/kvm mask stays in its namespace. A host without systemd may
   # have / private (nothing would propagate): made shared first, systemd's default.
   [ "$(findmnt -no PROPAGATION /)" = shared ] || mount --make-rshared /
+  nokvm=/run/libvirt/kiln-no-kvm
+  [ -c "$nokvm" ] || { rm -f "$nokvm"; mknod -m 0000 "$nokvm" c 0 0; }
   start libvirtd /run/libvirt/libvirt-sock unshare --mount --propagation slave \
-    sh -c 'mount --bind /dev/null /dev/kvm && exec /usr/sbin/libvirtd'
+    sh -c 'mount --bind "$0" /dev/kvm && exec /usr/sbin/libvirtd' "$nokvm"
 else
   start libvirtd /run/libvirt/libvirt-sock /usr/sbin/libvirtd
 fi

@@ -3087,10 +3087,12 @@ fn the_stage_cache_rebuilds_only_what_changed_and_gives_the_cold_builds_image() 
 #[test]
 #[ignore = "slow: a real boot of the built image; run by scripts/test.sh"]
 fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
+    let steps = Steps::new();
     let dir = tempfile::tempdir().unwrap();
     let before = domains("kiln-");
     let quick = quick_recipe(dir.path(), "unused");
     let out = dir.path().join("out");
+    steps.at("the first build, no boot test");
     let first = kiln()
         .arg("build")
         .arg(&quick)
@@ -3114,6 +3116,7 @@ fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
         true,
     );
     assert!(glance_ids("unused-0").is_empty());
+    steps.at("a build whose boot test fails");
     let o = kiln()
         .arg("build")
         .arg(&bad)
@@ -3148,6 +3151,7 @@ fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
     // test, the checks from flags, on the x86-64 baseline CPU (no SSE4.2, which TCG's `max`
     // has), the hybrid disk through SeaBIOS (the Secure Boot test boots one through OVMF). The
     // VM reads the whole chain (it once got the overlay alone: a disk of zeros).
+    steps.at("kiln test on an overlay, the baseline CPU");
     let junit = dir.path().join("kiln-test.xml");
     let published = out.join("debian-12-1.0/debian-12-1.0.qcow2");
     let image_sum = sha256_of(&published);
@@ -3208,6 +3212,7 @@ fn a_failing_boot_test_fails_the_build_and_the_previous_output_stays() {
     // A VM whose sshd is silent past --boot-timeout (CI once saw a Secure Boot guest hang 40
     // minutes under TCG) is stopped and booted once more on a fresh overlay, its first console
     // kept; silent again, the test fails then, not at --timeout.
+    steps.at("kiln test, sshd silent past --boot-timeout");
     let console = dir.path().join("silent-console.log");
     let t = kiln()
         .arg("test")
