@@ -239,7 +239,7 @@ impl Remote {
                     let dest = object_path(&prefix, &k, &name);
                     let (cancel, k) = (cancel.clone(), k.clone());
                     tokio::spawn(async move {
-                        upload(store, &p, &dest, &k, &cancel)
+                        upload_retried(store, &p, &dest, &k, &cancel)
                             .await
                             .map(|(d, n)| (name, p, d, n))
                     })
@@ -514,6 +514,42 @@ fn interrupted(op: &'static str, key: &str) -> RemoteError {
         op,
         key: short(key).to_string(),
     }
+}
+
+/// How often a file's upload is tried, and the pause before each retry.
+const UPLOAD_TRIES: [std::time::Duration; 3] = [
+    std::time::Duration::ZERO,
+    std::time::Duration::from_secs(3),
+    std::time::Duration::from_secs(10),
+];
+
+/// [`upload`], tried again from the start (new requests, newly signed) when the store failed:
+/// a busy Swift answered 500 to several parts at once, and the object store's own retry of
+/// those parts was refused as SignatureDoesNotMatch (CI24), which it does not retry.
+async fn upload_retried(
+    store: Arc<dyn ObjectStore>,
+    p: &Path,
+    dest: &ObjPath,
+    key: &str,
+    cancel: &crate::process::Cancel,
+) -> Result<(String, u64), RemoteError> {
+    let mut last = None;
+    for (attempt, pause) in UPLOAD_TRIES.iter().enumerate() {
+        if let Some(e) = &last {
+            tracing::warn!(
+                "remote cache: {e}; uploading it again in {} s (attempt {} of {})",
+                pause.as_secs(),
+                attempt + 1,
+                UPLOAD_TRIES.len()
+            );
+            tokio::time::sleep(*pause).await;
+        }
+        match upload(store.clone(), p, dest, key, cancel).await {
+            Err(e @ RemoteError::Io { .. }) if !cancel.is_cancelled() => last = Some(e),
+            done => return done,
+        }
+    }
+    Err(last.expect("at least one try"))
 }
 
 /// Upload `p` to `dest`, hashing it on the way: one PUT when small, parts in parallel when not.
