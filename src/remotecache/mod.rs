@@ -376,14 +376,9 @@ impl Remote {
                 }
                 (out, first_err)
             };
-            let watch = async {
-                while !cancel.is_cancelled() {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            };
             let (out, first_err) = tokio::select! {
                 r = collect => r,
-                () = watch => {
+                () = cancelled(cancel) => {
                     for a in &aborts {
                         a.abort();
                     }
@@ -523,9 +518,18 @@ const UPLOAD_TRIES: [std::time::Duration; 3] = [
     std::time::Duration::from_secs(10),
 ];
 
+/// Resolves once `cancel` is cancelled (looked at every 100 ms): for `tokio::select!` beside work
+/// that a Ctrl-C must stop.
+async fn cancelled(cancel: &crate::process::Cancel) {
+    while !cancel.is_cancelled() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// [`upload`], tried again from the start (new requests, newly signed) when the store failed:
 /// a busy Swift answered 500 to several parts at once, and the object store's own retry of
-/// those parts was refused as SignatureDoesNotMatch (CI24), which it does not retry.
+/// those parts was refused as SignatureDoesNotMatch (CI24), which it does not retry. A file
+/// that cannot be read is not tried again; a Ctrl-C ends the pause between tries.
 async fn upload_retried(
     store: Arc<dyn ObjectStore>,
     p: &Path,
@@ -542,10 +546,17 @@ async fn upload_retried(
                 attempt + 1,
                 UPLOAD_TRIES.len()
             );
-            tokio::time::sleep(*pause).await;
+            tokio::select! {
+                () = tokio::time::sleep(*pause) => {}
+                () = cancelled(cancel) => return Err(interrupted("pushing", key)),
+            }
         }
         match upload(store.clone(), p, dest, key, cancel).await {
-            Err(e @ RemoteError::Io { .. }) if !cancel.is_cancelled() => last = Some(e),
+            Err(
+                e @ RemoteError::Io {
+                    op: "uploading", ..
+                },
+            ) if !cancel.is_cancelled() => last = Some(e),
             done => return done,
         }
     }
