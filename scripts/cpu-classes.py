@@ -2,7 +2,8 @@
 """Where CI's CPU goes: run beside .ci/run, it samples /proc every 2 s and, when it gets SIGTERM,
 prints the host's busy cores (from /proc/stat) and the CPU seconds of each kind of process (TCG
 guests, libguestfs appliances, compilers, the test services...). A process that lives under 2 s
-is missed (the compilers' and qemu-user's many short ones: the "not sampled" line). "Idle": the
+is missed, and so are the last 2 s of one that ends (the "not sampled" line: mostly the
+compilers' and the arm64 bootstrap's many short processes). "Idle": the
 seconds with under three quarters of the cores busy.
 Usage: scripts/cpu-classes.py OUT-FILE & … kill -TERM $!; cat OUT-FILE"""
 import collections
@@ -28,9 +29,12 @@ def kind(pid, comm):
         return "libguestfs appliances" if "guestfs" in cmd else "other qemu-system-x86_64"
     if "qemu-system-aarch64" in cmd:
         return "aarch64 VMs (libvirt, TCG)"
+    # binfmt_misc's P flag puts the interpreter (…/qemu-binfmt/aarch64-binfmt-P) before argv.
+    if "qemu-binfmt/aarch64" in cmd or "qemu-aarch64" in cmd:
+        return "arm64 programs (qemu-user)"
     if comm in COMPILE or comm.startswith("build-script"):
         return "compilers"
-    if comm == "kiln" or comm.startswith("kiln"):
+    if comm.startswith("kiln"):
         return "kiln"
     if comm == "memcached" or any(s in cmd for s in ("keystone", "glance", "swift", "uwsgi")):
         return "Keystone, Glance, Swift"
@@ -64,7 +68,7 @@ def main():
                     f"{cores} cores on average; {low[0]:.0f} s idle (under {0.75 * cores:g} busy)\n")
             for k, v in total.most_common():
                 f.write(f"{v / HZ:8.0f} CPU-s  {k}\n")
-            f.write(f"{busy - sum(total.values()) / HZ:8.0f} CPU-s  not sampled (processes of under 2 s)\n")
+            f.write(f"{busy - sum(total.values()) / HZ:8.0f} CPU-s  not sampled (short processes, the last 2 s of others)\n")
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, finish)
